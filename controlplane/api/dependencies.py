@@ -1,0 +1,72 @@
+"""What handlers receive by injection: a unit of work, the principal, the clock, the settings."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import anyio.to_thread
+from litestar import Request
+from litestar.datastructures import State
+from litestar.di import Provide
+from sqlalchemy.orm import Session
+
+from controlplane.auth.schemas import Principal
+from controlplane.errors import InvalidInput, PreconditionRequired
+from controlplane.settings import Settings
+
+__all__ = ["dependencies", "expected_revision_from"]
+
+
+async def provide_session(state: State) -> AsyncIterator[Session]:
+    """One session per request: committed before the response is sent, rolled back on any error."""
+    session: Session = state.session_factory()
+    try:
+        yield session
+        # An acknowledged change is a committed change: the commit happens before the 2xx leaves.
+        await anyio.to_thread.run_sync(session.commit)
+    except BaseException:
+        await anyio.to_thread.run_sync(session.rollback)
+        raise
+    finally:
+        await anyio.to_thread.run_sync(session.close)
+
+
+def provide_principal(request: Request[Any, Any, Any]) -> Principal:
+    """The caller, as the guard authenticated it."""
+    principal: Principal = request.state.principal
+    return principal
+
+
+def provide_now(state: State) -> datetime:
+    """The time of this request, from the app's injected clock."""
+    now: datetime = state.clock()
+    return now
+
+
+def provide_settings(state: State) -> Settings:
+    """The process's settings."""
+    settings: Settings = state.settings
+    return settings
+
+
+def expected_revision_from(if_match: str | None) -> int:
+    """The revision in an `If-Match` header (`3`, `"3"` or `W/"3"`); 428 when absent, 422 when unreadable."""
+    if if_match is None:
+        raise PreconditionRequired(
+            "revision-required",
+            "send `If-Match` with the revision you last read, so you never overwrite a newer change",
+        )
+    raw = if_match.strip().removeprefix("W/").strip('"')
+    if not raw.isdigit():
+        raise InvalidInput("invalid-if-match", f"`If-Match` must hold a revision number, got {if_match!r}")
+    return int(raw)
+
+
+dependencies = {
+    "session": Provide(provide_session),
+    "principal": Provide(provide_principal, sync_to_thread=False),
+    "now": Provide(provide_now, sync_to_thread=False),
+    "settings": Provide(provide_settings, sync_to_thread=False),
+}

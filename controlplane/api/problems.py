@@ -1,0 +1,109 @@
+"""Every error leaves as RFC 9457 problem details (`application/problem+json`) with a stable `type`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    PermissionDeniedException,
+    TooManyRequestsException,
+    ValidationException,
+)
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.types import ExceptionHandlersMap
+from sqlalchemy.orm.exc import StaleDataError
+
+from controlplane.errors import Conflict, DomainError, problem_type
+
+__all__ = ["PROBLEM_MEDIA_TYPE", "exception_handlers"]
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+logger = logging.getLogger(__name__)
+
+# Litestar's own refusals, by status, with the slug a client can switch on.
+_HTTP_SLUGS = {
+    400: ("malformed-request", "Malformed request"),
+    401: ("unauthenticated", "Unauthenticated"),
+    403: ("forbidden", "Forbidden"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    413: ("body-too-large", "Request body too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+    429: ("rate-limited", "Too many requests"),
+}
+
+
+def _problem(
+    request: Request[Any, Any, Any], body: dict[str, Any], headers: dict[str, str] | None = None
+) -> Response[Any]:
+    body.setdefault("instance", request.url.path)
+    return Response(content=body, status_code=body["status"], media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def _domain_error(request: Request[Any, Any, Any], error: DomainError) -> Response[Any]:
+    return _problem(request, error.to_problem(request.url.path))
+
+
+def _stale_data(request: Request[Any, Any, Any], error: StaleDataError) -> Response[Any]:
+    # The ORM's optimistic check lost a race that the service's own revision check could not see yet.
+    conflict = Conflict("stale-revision", "another change was committed first; read the current revision and retry")
+    return _domain_error(request, conflict)
+
+
+def _validation(request: Request[Any, Any, Any], error: ValidationException) -> Response[Any]:
+    # Litestar reports well-formed JSON of the wrong shape as a ValidationException: that is 422, not 400.
+    errors = error.extra if isinstance(error.extra, list) else []
+    detail = "; ".join(str(item.get("message", item)) if isinstance(item, dict) else str(item) for item in errors)
+    body = {
+        "type": problem_type("invalid-body"),
+        "title": "Unprocessable content",
+        "status": 422,
+        "detail": detail or error.detail,
+        "errors": errors,
+    }
+    return _problem(request, body)
+
+
+def _http(request: Request[Any, Any, Any], error: HTTPException) -> Response[Any]:
+    slug, title = _HTTP_SLUGS.get(error.status_code, ("http-error", "HTTP error"))
+    headers = dict(error.headers or {})
+    if isinstance(error, TooManyRequestsException):
+        # RFC 9110: Retry-After in whole seconds; Litestar gives the window's reset as RateLimit-Reset.
+        headers["Retry-After"] = str(max(1, int(headers.get("RateLimit-Reset", "1"))))
+    if isinstance(error, NotAuthorizedException):
+        headers.setdefault("WWW-Authenticate", 'Bearer realm="controlplane"')
+    body: dict[str, Any] = {
+        "type": problem_type(slug),
+        "title": title,
+        "status": error.status_code,
+        "detail": error.detail,
+    }
+    if isinstance(error.extra, dict):
+        body.update(error.extra)
+    return _problem(request, body, headers)
+
+
+def _unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
+    body = {
+        "type": problem_type("internal-error"),
+        "title": "Internal server error",
+        "status": HTTP_500_INTERNAL_SERVER_ERROR,
+        "detail": "the control plane failed to handle this request; nothing was changed",
+    }
+    return _problem(request, body)
+
+
+exception_handlers: ExceptionHandlersMap = {
+    DomainError: _domain_error,
+    StaleDataError: _stale_data,
+    ValidationException: _validation,
+    NotAuthorizedException: _http,
+    PermissionDeniedException: _http,
+    HTTPException: _http,
+    Exception: _unexpected,
+}

@@ -1,0 +1,95 @@
+"""create_app(settings) -> Litestar: routes under /api/v1, one guard, problem details, the scheduler in the lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+from litestar import Litestar, Router
+from litestar.datastructures import State
+from litestar.middleware.rate_limit import RateLimitConfig
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from sqlalchemy import Engine
+from sqlalchemy.orm import sessionmaker
+
+from controlplane.api.dependencies import dependencies
+from controlplane.api.health import healthz, readyz
+from controlplane.api.problems import exception_handlers
+from controlplane.audit.controller import AuditController
+from controlplane.auth.controller import TokenController
+from controlplane.auth.guards import authorize, rate_limit_identity
+from controlplane.clock import Clock, system_clock
+from controlplane.db import create_db_engine
+from controlplane.definitions.controller import DefinitionController
+from controlplane.flags.controller import FlagController
+from controlplane.rollouts.controller import RolloutController
+from controlplane.scheduler import Leadership, Scheduler, build_jobs
+from controlplane.settings import Settings
+
+__all__ = ["API_PREFIX", "create_app"]
+
+API_PREFIX = "/api/v1"
+PUBLIC_PATHS = ["/healthz", "/readyz", "/schema"]
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engine: Engine | None = None,
+    clock: Clock = system_clock,
+    run_scheduler: bool | None = None,
+) -> Litestar:
+    """Build the control plane's ASGI application."""
+    settings = settings or Settings.from_env()
+    engine = engine or create_db_engine(settings.database_url)
+    factory = sessionmaker(engine, expire_on_commit=False)
+    with_scheduler = settings.scheduler_enabled if run_scheduler is None else run_scheduler
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        scheduler: Scheduler | None = None
+        if with_scheduler:
+            leadership = Leadership(
+                factory,
+                holder=settings.replica_id,
+                ttl=timedelta(seconds=settings.leader_lease_seconds),
+                clock=clock,
+            )
+            scheduler = Scheduler(build_jobs(settings, factory, leadership, clock), leadership)
+            scheduler.start()
+        try:
+            yield
+        finally:
+            if scheduler is not None:
+                scheduler.shutdown()
+
+    api = Router(
+        path=API_PREFIX,
+        route_handlers=[FlagController, RolloutController, AuditController, TokenController, DefinitionController],
+    )
+    rate_limit = RateLimitConfig(
+        rate_limit=("minute", settings.rate_limit_per_minute),
+        identifier_for_request=rate_limit_identity,
+        exclude=PUBLIC_PATHS,
+    )
+    return Litestar(
+        route_handlers=[api, healthz, readyz],
+        guards=[authorize],
+        dependencies=dependencies,
+        exception_handlers=exception_handlers,
+        middleware=[rate_limit.middleware],
+        lifespan=[lifespan],
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Rollout control plane",
+            version="1",
+            description="Flags, staged rollouts, guards and automatic rollback. Errors are RFC 9457 problem details.",
+            path="/schema",
+            # The API's description is not a secret; publishing it lets the docs page load in a browser.
+            openapi_router=Router(path="/schema", route_handlers=[], opt={"public": True}),
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+        ),
+        state=State({"settings": settings, "engine": engine, "session_factory": factory, "clock": clock}),
+    )

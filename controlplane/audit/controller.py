@@ -1,0 +1,78 @@
+"""HTTP routes of the audit log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from litestar import Controller, get
+from litestar.params import Parameter
+from sqlalchemy.orm import Session
+
+from controlplane.audit import service
+from controlplane.audit.models import AuditRecord
+from controlplane.audit.schemas import AuditRecordRead, AuditVerification
+from controlplane.auth.roles import Role
+
+__all__ = ["AuditController", "to_read"]
+
+
+def to_read(record: AuditRecord) -> AuditRecordRead:
+    """The wire form of a record."""
+    return AuditRecordRead(
+        id=record.id,
+        occurred_at=record.occurred_at,
+        actor=record.actor,
+        action=record.action,
+        target_type=record.target_type,
+        target=record.target,
+        environment=record.environment,
+        reason=record.reason,
+        before=record.before,
+        after=record.after,
+        digest=record.digest,
+        previous_digest=record.previous_digest,
+    )
+
+
+class AuditController(Controller):
+    """Read and verify the audit log (`viewer`)."""
+
+    path = "/audit"
+    tags = ["audit"]
+    opt = {"role": Role.VIEWER}
+
+    @get("/", sync_to_thread=True, summary="Query the audit log")
+    def list_records(
+        self,
+        session: Session,
+        flag: Annotated[str | None, Parameter(query="flag", required=False)] = None,
+        environment: Annotated[str | None, Parameter(query="environment", required=False)] = None,
+        actor: Annotated[str | None, Parameter(query="actor", required=False)] = None,
+        action: Annotated[str | None, Parameter(query="action", required=False)] = None,
+        since: Annotated[datetime | None, Parameter(query="since", required=False)] = None,
+        until: Annotated[datetime | None, Parameter(query="until", required=False)] = None,
+        before_id: Annotated[int | None, Parameter(query="before_id", required=False, ge=1)] = None,
+        limit: Annotated[int, Parameter(query="limit", ge=1, le=1000)] = 100,
+    ) -> list[AuditRecordRead]:
+        """Records matching every filter, newest first; page with `before_id`."""
+        records = service.list_audit_records(
+            session,
+            target=flag,
+            environment=environment,
+            actor=actor,
+            action=action,
+            since=since,
+            until=until,
+            before_id=before_id,
+            limit=limit,
+        )
+        return [to_read(record) for record in records]
+
+    @get("/verify", sync_to_thread=True, summary="Verify the hash chain")
+    def verify(self, session: Session) -> AuditVerification:
+        """Walk the chain and name the first record that does not verify."""
+        count, broken = service.verify_audit_chain(session)
+        if broken is None:
+            return AuditVerification(ok=True, records=count)
+        return AuditVerification(ok=False, records=count, first_broken_id=broken.record_id, reason=broken.reason)

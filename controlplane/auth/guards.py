@@ -1,0 +1,70 @@
+"""One guard for every route: it reads the role a route declares and refuses callers below it.
+
+A route declares ``opt={"role": Role.X}`` (usually on its controller) or ``opt={"public": True}``. A route
+that declares neither is refused to everyone, so a new route cannot ship unprotected by forgetting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio.to_thread
+from litestar.connection import ASGIConnection
+from litestar.datastructures import Headers
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+from sqlalchemy.orm import Session, sessionmaker
+
+from controlplane.auth import service as auth_service
+from controlplane.auth.roles import Role, grants
+from controlplane.auth.schemas import Principal
+from controlplane.auth.tokens import digest_token
+
+__all__ = ["authorize", "presented_token", "rate_limit_identity"]
+
+
+def presented_token(headers: Headers) -> str | None:
+    """The token in `Authorization: Bearer ...` or `X-API-Key`, if any."""
+    authorization = headers.get("authorization", "")
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    api_key = headers.get("x-api-key", "").strip()
+    return api_key or None
+
+
+def rate_limit_identity(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """What management requests are counted by: the token (by digest), else the client address."""
+    token = presented_token(connection.headers)
+    if token is not None:
+        return "token:" + digest_token(token)[:32]
+    client = connection.client
+    return "address:" + (client.host if client else "unknown")
+
+
+def _lookup(factory: sessionmaker[Session], token: str) -> Principal | None:
+    with factory() as session:
+        return auth_service.authenticate(session, token)
+
+
+async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """Refuse the request unless the route is public or the caller's token grants the route's role."""
+    if handler.opt.get("public"):
+        return
+    required = handler.opt.get("role")
+    if not isinstance(required, Role):
+        raise PermissionDeniedException(detail="this route declares no role, so it is closed to everyone")
+    token = presented_token(connection.headers)
+    if token is None:
+        raise NotAuthorizedException(detail="send a token as `Authorization: Bearer <token>` or `X-API-Key`")
+    factory: sessionmaker[Session] = connection.app.state.session_factory
+    # Off the event loop: on SQLite a lookup may wait for a writer's lock.
+    principal = await anyio.to_thread.run_sync(_lookup, factory, token)
+    if principal is None:
+        raise NotAuthorizedException(detail="the token is unknown or revoked")
+    if not grants(principal.role, required):
+        raise PermissionDeniedException(
+            detail=f"token `{principal.name}` has role `{principal.role}`; this route needs `{required}`",
+            extra={"required_role": required.value, "role": principal.role.value},
+        )
+    connection.state.principal = principal

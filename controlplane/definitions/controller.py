@@ -1,0 +1,55 @@
+"""HTTP route that applies a pipeline definition (`admin`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, post
+from sqlalchemy.orm import Session
+
+from controlplane.auth.roles import Role
+from controlplane.auth.schemas import Principal
+from controlplane.definitions import service
+from controlplane.definitions.loader import DefinitionError, parse_definition
+from controlplane.errors import InvalidInput
+from controlplane.settings import Settings
+
+__all__ = ["DefinitionController", "DefinitionUpload"]
+
+
+class DefinitionUpload(msgspec.Struct, forbid_unknown_fields=True):
+    """A definition file's text and name, as `controlplane definitions apply FILE` sends it."""
+
+    content: Annotated[str, msgspec.Meta(min_length=1)]
+    source: str = "upload"
+    dry_run: bool = False
+
+
+class DefinitionController(Controller):
+    """Apply definitions."""
+
+    path = "/definitions"
+    tags = ["definitions"]
+    opt = {"role": Role.ADMIN}
+
+    @post("/apply", sync_to_thread=True, status_code=200, summary="Apply a pipeline definition")
+    def apply(
+        self, session: Session, data: DefinitionUpload, principal: Principal, now: datetime, settings: Settings
+    ) -> service.ApplyReport:
+        """Create or update what the definition declares; an invalid file changes nothing."""
+        try:
+            definition = parse_definition(data.content, source=data.source, environments=settings.environments)
+        except DefinitionError as error:
+            raise InvalidInput(
+                "invalid-definition", str(error), source=data.source, line=error.line, field=error.path
+            ) from error
+        return service.apply_definition(
+            session,
+            definition=definition,
+            actor=principal.name,
+            environments=settings.environments,
+            now=now,
+            dry_run=data.dry_run,
+        )

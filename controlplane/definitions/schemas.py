@@ -1,0 +1,168 @@
+"""Pipeline definition files: the Structs a YAML file decodes into, and the typed result the apply step reads.
+
+The ``*Spec`` Structs mirror the file one-to-one (unknown fields refused); ``PipelineDefinition`` and the
+dataclasses under it are what ``loader.load_definition`` returns once every check has passed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import msgspec
+
+from controlplane.flags.schemas import (
+    Condition,
+    FlagKey,
+    FlagKind,
+    FlagType,
+    Name,
+    Percentage,
+    TargetingRule,
+)
+from controlplane.rollouts.stages import RollbackPolicy, Stage
+
+__all__ = [
+    "PIPELINE_NAME_PATTERN",
+    "EnvironmentPlan",
+    "FlagDefinition",
+    "FlagSpec",
+    "InitialState",
+    "InitialStateSpec",
+    "PipelineDefinition",
+    "PipelineSpec",
+    "PlanEnvironmentSpec",
+    "PlanSpec",
+    "RolloutPlan",
+    "StageSpec",
+    "promotion_order",
+]
+
+PIPELINE_NAME_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
+
+#: Seconds, or a duration string such as ``45s``, ``30m``, ``2h30m``, ``1d``; parsed by the loader.
+Bake = str | Annotated[int, msgspec.Meta(ge=0)]
+Attribute = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
+class StageSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """One stage of a plan as written: the share served the rollout variant and what must hold to leave it."""
+
+    percentage: Percentage
+    bake: Bake = 0
+    min_samples: Annotated[int, msgspec.Meta(ge=0)] = 0
+    guards: list[Name] = msgspec.field(default_factory=list)
+    auto_advance: bool = False
+
+
+class PlanEnvironmentSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """The stages a flag goes through in one environment."""
+
+    environment: Name
+    # No min_length: rollouts.stages.validate_stages refuses an empty plan, as the one home of plan rules.
+    stages: list[StageSpec]
+
+
+class PlanSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """A flag's staged rollout: environments in promotion order, and where a rollback takes it."""
+
+    rollback_policy: RollbackPolicy = RollbackPolicy.OFF
+    environments: Annotated[list[PlanEnvironmentSpec], msgspec.Meta(min_length=1)]
+
+
+class InitialStateSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """A flag's state in one environment when it is created; ``default_variant`` defaults to the off variant."""
+
+    enabled: bool = False
+    default_variant: Name | None = None
+    rules: list[TargetingRule] = msgspec.field(default_factory=list)
+
+
+class FlagSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """One flag as written in a definition file."""
+
+    key: FlagKey
+    type: FlagType
+    description: str = ""
+    owner: str = ""
+    kind: FlagKind = FlagKind.RELEASE
+    tags: list[Name] = msgspec.field(default_factory=list)
+    variants: Annotated[dict[str, Any], msgspec.Meta(min_length=1)]
+    off_variant: Name
+    rollout_variant: Name | None = None
+    bucket_by: Attribute = "targetingKey"
+    rollout_when: list[Condition] = msgspec.field(default_factory=list)
+    environments: dict[str, InitialStateSpec] = msgspec.field(default_factory=dict)
+    plan: PlanSpec | None = None
+
+
+class PipelineSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """A whole definition file."""
+
+    # The name pattern is checked by the loader, to say it in a sentence rather than as a regex.
+    pipeline: Name
+    description: str = ""
+    flags: Annotated[list[FlagSpec], msgspec.Meta(min_length=1)]
+
+
+@dataclass(frozen=True, slots=True)
+class InitialState:
+    """A flag's state in one environment, applied only when the flag is created."""
+
+    environment: str
+    enabled: bool
+    default_variant: str
+    rules: tuple[TargetingRule, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EnvironmentPlan:
+    """The validated stages of one environment of a plan."""
+
+    environment: str
+    stages: tuple[Stage, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutPlan:
+    """A validated plan: environments in promotion order, each to complete before the next starts."""
+
+    rollback_policy: RollbackPolicy
+    environments: tuple[EnvironmentPlan, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FlagDefinition:
+    """A validated flag: its definition, initial per-environment state and rollout plan."""
+
+    key: str
+    type: FlagType
+    kind: FlagKind
+    description: str
+    owner: str
+    tags: tuple[str, ...]
+    variants: Mapping[str, Any]
+    off_variant: str
+    rollout_variant: str | None
+    bucket_by: str
+    rollout_when: tuple[Condition, ...]
+    initial_states: tuple[InitialState, ...]
+    plan: RolloutPlan | None
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineDefinition:
+    """A validated definition file, ready for the apply step."""
+
+    name: str
+    description: str
+    source: str
+    flags: tuple[FlagDefinition, ...]
+
+
+def promotion_order(flag: FlagDefinition) -> list[str]:
+    """List the environments a flag's plan goes through, in order; empty when it has no plan."""
+    if flag.plan is None:
+        return []
+    return [step.environment for step in flag.plan.environments]

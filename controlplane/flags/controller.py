@@ -1,0 +1,120 @@
+"""HTTP routes of flags and their per-environment state."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from litestar import Controller, get, patch, post
+from litestar.params import Parameter
+from sqlalchemy.orm import Session
+
+from controlplane.api.dependencies import expected_revision_from
+from controlplane.auth.roles import Role
+from controlplane.auth.schemas import Principal
+from controlplane.flags import service
+from controlplane.flags.schemas import EnvironmentStateRead, EnvironmentStateUpdate, FlagCreate, FlagRead, FlagUpdate
+from controlplane.rollouts import service as rollout_service
+from controlplane.settings import Settings
+
+__all__ = ["FlagController"]
+
+IfMatch = Annotated[str | None, Parameter(header="If-Match", required=False, description="the revision you last read")]
+Reason = Annotated[str | None, Parameter(query="reason", required=False, description="why, for the audit log")]
+
+
+class FlagController(Controller):
+    """Flags: read with `viewer`, change with `admin`."""
+
+    path = "/flags"
+    tags = ["flags"]
+    opt = {"role": Role.VIEWER}
+
+    @get("/", sync_to_thread=True, summary="List flags")
+    def list_flags(self, session: Session) -> list[FlagRead]:
+        """Every flag with its state in every environment."""
+        return [service.to_flag_read(flag) for flag in service.list_flags(session)]
+
+    @post("/", sync_to_thread=True, opt={"role": Role.ADMIN}, summary="Create a flag")
+    def create_flag(
+        self, session: Session, data: FlagCreate, principal: Principal, now: datetime, settings: Settings
+    ) -> FlagRead:
+        """Create a flag, disabled and serving its off variant everywhere."""
+        flag = service.create_flag(
+            session, request=data, actor=principal.name, environments=settings.environments, now=now
+        )
+        return service.to_flag_read(flag)
+
+    @get("/{key:str}", sync_to_thread=True, summary="Read a flag")
+    def read_flag(self, session: Session, key: str, settings: Settings) -> FlagRead:
+        """One flag with its state in every environment."""
+        flag = service.get_flag(session, key)
+        service.ensure_environments(session, flag, settings.environments)
+        return service.to_flag_read(flag)
+
+    @patch("/{key:str}", sync_to_thread=True, opt={"role": Role.ADMIN}, summary="Change a flag")
+    def update_flag(
+        self,
+        session: Session,
+        key: str,
+        data: FlagUpdate,
+        principal: Principal,
+        now: datetime,
+        if_match: IfMatch,
+        reason: Reason,
+    ) -> FlagRead:
+        """Change a flag's definition; `If-Match` must carry its current revision."""
+        flag = service.update_flag(
+            session,
+            key=key,
+            expected_revision=expected_revision_from(if_match),
+            changes=data,
+            actor=principal.name,
+            now=now,
+            reason=reason,
+        )
+        return service.to_flag_read(flag)
+
+    @get("/{key:str}/environments/{environment:str}", sync_to_thread=True, summary="Read a flag in one environment")
+    def read_environment(
+        self, session: Session, key: str, environment: str, settings: Settings
+    ) -> EnvironmentStateRead:
+        """A flag's state in one environment."""
+        state = service.get_environment_state(
+            session, key=key, environment=environment, environments=settings.environments
+        )
+        return service.to_environment_read(state)
+
+    @patch(
+        "/{key:str}/environments/{environment:str}",
+        sync_to_thread=True,
+        opt={"role": Role.ADMIN},
+        summary="Change a flag in one environment",
+    )
+    def update_environment(
+        self,
+        session: Session,
+        key: str,
+        environment: str,
+        data: EnvironmentStateUpdate,
+        principal: Principal,
+        now: datetime,
+        settings: Settings,
+        if_match: IfMatch,
+        reason: Reason,
+    ) -> EnvironmentStateRead:
+        """Change enabled, default variant, rules or rollout bucketing; `If-Match` carries the revision."""
+        active = rollout_service.is_rollout_active(session, key=key, environment=environment)
+        state = service.update_environment_state(
+            session,
+            key=key,
+            environment=environment,
+            environments=settings.environments,
+            expected_revision=expected_revision_from(if_match),
+            changes=data,
+            actor=principal.name,
+            now=now,
+            reason=reason,
+            rollout_active=active,
+        )
+        return service.to_environment_read(state)

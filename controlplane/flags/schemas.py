@@ -1,0 +1,185 @@
+"""Wire types of flags and their per-environment state (msgspec Structs, validated on decode)."""
+
+from __future__ import annotations
+
+import enum
+import re
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+
+__all__ = [
+    "Condition",
+    "ConditionOperator",
+    "EnvironmentStateRead",
+    "EnvironmentStateUpdate",
+    "FlagCreate",
+    "FlagKind",
+    "FlagRead",
+    "FlagType",
+    "FlagUpdate",
+    "PercentageRollout",
+    "TargetingRule",
+    "check_variant_values",
+]
+
+FLAG_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+FlagKey = Annotated[str, msgspec.Meta(pattern=FLAG_KEY_PATTERN, description="flag key: letters, digits, . _ -")]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+Attribute = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+Percentage = Annotated[float, msgspec.Meta(ge=0, le=100)]
+
+
+class FlagType(enum.StrEnum):
+    """The type of every variant value of a flag."""
+
+    BOOLEAN = "boolean"
+    STRING = "string"
+    NUMBER = "number"
+    OBJECT = "object"
+
+
+class FlagKind(enum.StrEnum):
+    """Why the flag exists, which decides how long it should live."""
+
+    RELEASE = "release"
+    KILL_SWITCH = "kill-switch"
+    OPERATIONAL = "operational"
+
+
+class ConditionOperator(enum.StrEnum):
+    """How a context attribute is compared."""
+
+    EQUALS = "equals"
+    IN = "in"
+    NOT_IN = "not_in"
+    STARTS_WITH = "starts_with"
+    EXISTS = "exists"
+
+
+class Condition(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """One test on a context attribute; ``value`` for equals/starts_with, ``values`` for in/not_in."""
+
+    attribute: Attribute
+    op: ConditionOperator
+    value: str | int | float | bool | None = None
+    values: list[str | int | float | bool] | None = None
+
+    def __post_init__(self) -> None:
+        needs_values = self.op in (ConditionOperator.IN, ConditionOperator.NOT_IN)
+        needs_value = self.op in (ConditionOperator.EQUALS, ConditionOperator.STARTS_WITH)
+        if needs_values and not self.values:
+            raise ValueError(f"operator `{self.op}` needs a non-empty `values` list")
+        if needs_value and self.value is None:
+            raise ValueError(f"operator `{self.op}` needs a `value`")
+        if self.op is ConditionOperator.STARTS_WITH and not isinstance(self.value, str):
+            raise ValueError("operator `starts_with` needs a string `value`")
+
+
+class TargetingRule(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Serve ``variant`` to contexts matching every condition of ``when``."""
+
+    name: Name
+    when: Annotated[list[Condition], msgspec.Meta(min_length=1)]
+    variant: Name
+
+
+class PercentageRollout(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Serve ``variant`` to ``percentage`` % of contexts, bucketed by ``bucket_by``.
+
+    ``when`` restricts who takes part (e.g. one queue); contexts outside it get the default variant.
+    """
+
+    variant: Name
+    percentage: Percentage = 0.0
+    bucket_by: Attribute = "targetingKey"
+    when: list[Condition] = msgspec.field(default_factory=list)
+
+
+def check_variant_values(flag_type: FlagType, variants: dict[str, Any]) -> None:
+    """Refuse variants whose values do not match the flag type."""
+    expected: dict[FlagType, tuple[type, ...]] = {
+        FlagType.BOOLEAN: (bool,),
+        FlagType.STRING: (str,),
+        FlagType.NUMBER: (int, float),
+        FlagType.OBJECT: (dict,),
+    }
+    for name, value in variants.items():
+        wanted = expected[flag_type]
+        is_bool_as_number = flag_type is FlagType.NUMBER and isinstance(value, bool)
+        if not isinstance(value, wanted) or is_bool_as_number:
+            raise ValueError(f"variant `{name}` must be a {flag_type.value}, got {type(value).__name__}")
+        if not re.match(r"^[A-Za-z0-9._-]{1,64}$", name):
+            raise ValueError(f"variant name `{name}` must be 1-64 letters, digits, . _ -")
+
+
+class FlagCreate(msgspec.Struct, forbid_unknown_fields=True):
+    """A new flag. Every environment starts disabled, serving ``off_variant``."""
+
+    key: FlagKey
+    type: FlagType
+    variants: Annotated[dict[str, Any], msgspec.Meta(min_length=1)]
+    off_variant: Name
+    rollout_variant: Name | None = None
+    description: str = ""
+    owner: str = ""
+    kind: FlagKind = FlagKind.RELEASE
+    tags: list[Name] = msgspec.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        check_variant_values(self.type, self.variants)
+        for field, name in (("off_variant", self.off_variant), ("rollout_variant", self.rollout_variant)):
+            if name is not None and name not in self.variants:
+                raise ValueError(f"`{field}` `{name}` is not one of the variants {sorted(self.variants)}")
+
+
+class FlagUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    """Changes to a flag's definition; fields left out keep their value. The type and key never change."""
+
+    variants: dict[str, Any] | None = None
+    off_variant: Name | None = None
+    rollout_variant: Name | None = None
+    description: str | None = None
+    owner: str | None = None
+    kind: FlagKind | None = None
+    tags: list[Name] | None = None
+
+
+class EnvironmentStateUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    """Changes to a flag's state in one environment; fields left out keep their value."""
+
+    enabled: bool | None = None
+    default_variant: Name | None = None
+    rules: list[TargetingRule] | None = None
+    rollout: PercentageRollout | None = None
+
+
+class EnvironmentStateRead(msgspec.Struct):
+    """A flag's state in one environment."""
+
+    environment: str
+    enabled: bool
+    default_variant: str
+    rules: list[TargetingRule]
+    rollout: PercentageRollout | None
+    revision: int
+    updated_at: datetime
+
+
+class FlagRead(msgspec.Struct):
+    """A flag with its state in every environment."""
+
+    key: str
+    type: FlagType
+    variants: dict[str, Any]
+    off_variant: str
+    rollout_variant: str | None
+    description: str
+    owner: str
+    kind: FlagKind
+    tags: list[str]
+    revision: int
+    created_at: datetime
+    updated_at: datetime
+    environments: list[EnvironmentStateRead]

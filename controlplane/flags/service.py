@@ -1,0 +1,360 @@
+"""Use cases of flags and their per-environment state. Takes a session, never commits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from controlplane.audit.service import append_audit_record
+from controlplane.errors import Conflict, InvalidInput, NotFound
+from controlplane.flags.models import Flag, FlagEnvironment
+from controlplane.flags.schemas import (
+    EnvironmentStateRead,
+    EnvironmentStateUpdate,
+    FlagCreate,
+    FlagRead,
+    FlagType,
+    FlagUpdate,
+    PercentageRollout,
+    TargetingRule,
+    check_variant_values,
+)
+
+__all__ = [
+    "check_revision",
+    "create_flag",
+    "ensure_environments",
+    "environment_snapshot",
+    "flag_snapshot",
+    "get_environment_state",
+    "get_flag",
+    "list_flags",
+    "to_environment_read",
+    "to_flag_read",
+    "update_environment_state",
+    "update_flag",
+]
+
+
+def check_revision(kind: str, name: str, *, expected: int, actual: int) -> None:
+    """Refuse a change made against a revision that is no longer current."""
+    if expected != actual:
+        raise Conflict(
+            "stale-revision",
+            f"{kind} `{name}` is at revision {actual}, not {expected}: someone changed it since you read it; "
+            "read it again and retry",
+            expected_revision=expected,
+            current_revision=actual,
+        )
+
+
+def get_flag(session: Session, key: str, *, for_update: bool = False) -> Flag:
+    """The flag with this key, or FlagNotFound."""
+    query = select(Flag).where(Flag.key == key).options(selectinload(Flag.environments))
+    flag = session.scalar(query)
+    if flag is None:
+        raise NotFound("flag-not-found", f"no flag with key `{key}`", flag=key)
+    return flag
+
+
+def list_flags(session: Session) -> list[Flag]:
+    """Every flag, by key."""
+    return list(session.scalars(select(Flag).options(selectinload(Flag.environments)).order_by(Flag.key)))
+
+
+def get_environment_state(
+    session: Session, *, key: str, environment: str, environments: Sequence[str]
+) -> FlagEnvironment:
+    """A flag's state in one known environment."""
+    require_environment(environment, environments)
+    flag = get_flag(session, key)
+    for state in flag.environments:
+        if state.environment == environment:
+            return state
+    # Environments added to the configuration after the flag was created get their row on first use.
+    return _add_environment(session, flag, environment)
+
+
+def require_environment(environment: str, environments: Sequence[str]) -> None:
+    """Refuse an environment the configuration does not know."""
+    if environment not in environments:
+        raise NotFound(
+            "environment-not-found",
+            f"no environment `{environment}`; known environments are {list(environments)}",
+            environment=environment,
+        )
+
+
+def _add_environment(session: Session, flag: Flag, environment: str) -> FlagEnvironment:
+    state = FlagEnvironment(
+        flag=flag, environment=environment, enabled=False, default_variant=flag.off_variant, rules=[]
+    )
+    if flag.rollout_variant is not None:
+        state.rollout = {
+            "variant": flag.rollout_variant,
+            "percentage": 0.0,
+            "bucket_by": "targetingKey",
+            "when": [],
+        }
+    session.add(state)
+    session.flush()
+    return state
+
+
+def ensure_environments(session: Session, flag: Flag, environments: Sequence[str]) -> None:
+    """Give a flag a state row in every configured environment."""
+    present = {state.environment for state in flag.environments}
+    for environment in environments:
+        if environment not in present:
+            _add_environment(session, flag, environment)
+
+
+def flag_snapshot(flag: Flag) -> dict[str, Any]:
+    """The definition fields of a flag, as the audit log records them."""
+    return {
+        "type": flag.type,
+        "variants": flag.variants,
+        "off_variant": flag.off_variant,
+        "rollout_variant": flag.rollout_variant,
+        "description": flag.description,
+        "owner": flag.owner,
+        "kind": flag.kind,
+        "tags": flag.tags,
+    }
+
+
+def environment_snapshot(state: FlagEnvironment) -> dict[str, Any]:
+    """The serving fields of an environment state, as the audit log records them."""
+    return {
+        "enabled": state.enabled,
+        "default_variant": state.default_variant,
+        "rules": state.rules,
+        "rollout": state.rollout,
+    }
+
+
+def create_flag(
+    session: Session,
+    *,
+    request: FlagCreate,
+    actor: str,
+    environments: Sequence[str],
+    now: datetime,
+    pipeline: str | None = None,
+    reason: str | None = None,
+) -> Flag:
+    """Create a flag, disabled and serving its off variant in every environment."""
+    if session.scalar(select(Flag.id).where(Flag.key == request.key)) is not None:
+        raise Conflict("flag-exists", f"a flag with key `{request.key}` already exists", flag=request.key)
+    flag = Flag(
+        key=request.key,
+        type=request.type.value,
+        variants=request.variants,
+        off_variant=request.off_variant,
+        rollout_variant=request.rollout_variant,
+        description=request.description,
+        owner=request.owner,
+        kind=request.kind.value,
+        tags=list(request.tags),
+        pipeline=pipeline,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(flag)
+    session.flush()
+    ensure_environments(session, flag, environments)
+    append_audit_record(
+        session,
+        now=now,
+        actor=actor,
+        action="flag.create",
+        target_type="flag",
+        target=flag.key,
+        reason=reason,
+        after=flag_snapshot(flag),
+    )
+    return flag
+
+
+def _referenced_variants(flag: Flag) -> dict[str, str]:
+    """Every variant name the flag's environments refer to, with where."""
+    used: dict[str, str] = {}
+    for state in flag.environments:
+        used.setdefault(state.default_variant, f"environments.{state.environment}.default_variant")
+        for rule in state.rules:
+            used.setdefault(rule["variant"], f"environments.{state.environment}.rules[{rule['name']}]")
+    return used
+
+
+def update_flag(
+    session: Session,
+    *,
+    key: str,
+    expected_revision: int,
+    changes: FlagUpdate,
+    actor: str,
+    now: datetime,
+    reason: str | None = None,
+) -> Flag:
+    """Change a flag's definition if it is still at ``expected_revision``."""
+    flag = get_flag(session, key)
+    check_revision("flag", key, expected=expected_revision, actual=flag.revision)
+    before = flag_snapshot(flag)
+    variants = changes.variants if changes.variants is not None else flag.variants
+    off_variant = changes.off_variant or flag.off_variant
+    rollout_variant = changes.rollout_variant or flag.rollout_variant
+    try:
+        check_variant_values(FlagType(flag.type), variants)
+    except ValueError as error:
+        raise InvalidInput("invalid-flag", str(error), field="variants") from error
+    for field, name in (("off_variant", off_variant), ("rollout_variant", rollout_variant)):
+        if name is not None and name not in variants:
+            raise InvalidInput("unknown-variant", f"`{field}` `{name}` is not one of {sorted(variants)}", field=field)
+    for name, where in _referenced_variants(flag).items():
+        if name not in variants:
+            raise InvalidInput(
+                "variant-in-use",
+                f"variant `{name}` is still used by {where}; change that first",
+                field="variants",
+            )
+    flag.variants = dict(variants)
+    flag.off_variant = off_variant
+    flag.rollout_variant = rollout_variant
+    if changes.description is not None:
+        flag.description = changes.description
+    if changes.owner is not None:
+        flag.owner = changes.owner
+    if changes.kind is not None:
+        flag.kind = changes.kind.value
+    if changes.tags is not None:
+        flag.tags = list(changes.tags)
+    after = flag_snapshot(flag)
+    if after == before:
+        return flag
+    flag.updated_at = now
+    for state in flag.environments:
+        if state.rollout is not None and flag.rollout_variant is not None:
+            state.rollout = {**state.rollout, "variant": flag.rollout_variant}
+    session.flush()
+    append_audit_record(
+        session,
+        now=now,
+        actor=actor,
+        action="flag.update",
+        target_type="flag",
+        target=key,
+        reason=reason,
+        before=before,
+        after=after,
+    )
+    return flag
+
+
+def update_environment_state(
+    session: Session,
+    *,
+    key: str,
+    environment: str,
+    environments: Sequence[str],
+    expected_revision: int,
+    changes: EnvironmentStateUpdate,
+    actor: str,
+    now: datetime,
+    reason: str | None = None,
+    rollout_active: bool = False,
+) -> FlagEnvironment:
+    """Change a flag's state in one environment if it is still at ``expected_revision``."""
+    state = get_environment_state(session, key=key, environment=environment, environments=environments)
+    flag = state.flag
+    check_revision(f"flag `{key}` in", environment, expected=expected_revision, actual=state.revision)
+    if changes.rollout is not None and rollout_active:
+        current = state.rollout or {}
+        if changes.rollout.percentage != current.get("percentage", 0.0):
+            raise Conflict(
+                "rollout-in-progress",
+                f"a rollout of `{key}` is in progress in {environment}; change its percentage with rollout "
+                "operations (advance, pause, rollback), not by editing the state",
+            )
+    _check_variants_exist(flag, changes)
+    before = environment_snapshot(state)
+    if changes.enabled is not None:
+        state.enabled = changes.enabled
+    if changes.default_variant is not None:
+        state.default_variant = changes.default_variant
+    if changes.rules is not None:
+        state.rules = [msgspec.to_builtins(rule) for rule in changes.rules]
+    if changes.rollout is not None:
+        state.rollout = msgspec.to_builtins(changes.rollout)
+    after = environment_snapshot(state)
+    if after == before:
+        return state
+    state.updated_at = now
+    session.flush()
+    append_audit_record(
+        session,
+        now=now,
+        actor=actor,
+        action="flag.environment.update",
+        target_type="flag",
+        target=key,
+        environment=environment,
+        reason=reason,
+        before=before,
+        after=after,
+    )
+    return state
+
+
+def _check_variants_exist(flag: Flag, changes: EnvironmentStateUpdate) -> None:
+    named: list[tuple[str, str]] = []
+    if changes.default_variant is not None:
+        named.append(("default_variant", changes.default_variant))
+    for index, rule in enumerate(changes.rules or []):
+        named.append((f"rules[{index}].variant", rule.variant))
+    if changes.rollout is not None:
+        named.append(("rollout.variant", changes.rollout.variant))
+    for field, name in named:
+        if name not in flag.variants:
+            raise InvalidInput(
+                "unknown-variant",
+                f"`{field}` names variant `{name}`, which flag `{flag.key}` does not have; "
+                f"its variants are {sorted(flag.variants)}",
+                field=field,
+            )
+
+
+def to_environment_read(state: FlagEnvironment) -> EnvironmentStateRead:
+    """The wire form of an environment state."""
+    return EnvironmentStateRead(
+        environment=state.environment,
+        enabled=state.enabled,
+        default_variant=state.default_variant,
+        rules=[msgspec.convert(rule, TargetingRule) for rule in state.rules],
+        rollout=msgspec.convert(state.rollout, PercentageRollout) if state.rollout else None,
+        revision=state.revision,
+        updated_at=state.updated_at,
+    )
+
+
+def to_flag_read(flag: Flag) -> FlagRead:
+    """The wire form of a flag with every environment."""
+    return FlagRead(
+        key=flag.key,
+        type=FlagType(flag.type),
+        variants=flag.variants,
+        off_variant=flag.off_variant,
+        rollout_variant=flag.rollout_variant,
+        description=flag.description,
+        owner=flag.owner,
+        kind=flag.kind,  # type: ignore[arg-type]
+        tags=flag.tags,
+        revision=flag.revision,
+        created_at=flag.created_at,
+        updated_at=flag.updated_at,
+        environments=[to_environment_read(state) for state in flag.environments],
+    )

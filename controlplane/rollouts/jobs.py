@@ -1,0 +1,47 @@
+"""Scheduled work of rollouts."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
+
+from controlplane.clock import Clock
+from controlplane.db import session_scope
+from controlplane.errors import DomainError
+from controlplane.rollouts import service
+
+__all__ = ["advance_baked_rollouts"]
+
+logger = logging.getLogger(__name__)
+
+
+def advance_baked_rollouts(
+    factory: sessionmaker[Session], *, environments: Sequence[str], clock: Clock
+) -> dict[str, int]:
+    """Advance every running auto-advance stage whose bake time has passed; one transaction per rollout."""
+    counts = {"checked": 0, "advanced": 0, "conflicts": 0}
+    with session_scope(factory) as session:
+        targets = service.running_rollout_targets(session)
+    for target in targets:
+        counts["checked"] += 1
+        try:
+            with session_scope(factory) as session:
+                status = service.tick_rollout(session, target=target, environments=environments, now=clock())
+        except (StaleDataError, DomainError) as error:
+            # An operator acted on this rollout meanwhile; the next tick sees the new state.
+            counts["conflicts"] += 1
+            logger.info("rollout tick skipped %s in %s: %s", target.flag, target.environment, error)
+            continue
+        if status is not None:
+            counts["advanced"] += 1
+            logger.info(
+                "rollout auto-advanced %s in %s to %s at %g%%",
+                target.flag,
+                target.environment,
+                status.state,
+                status.percentage,
+            )
+    return counts

@@ -1,0 +1,79 @@
+"""Wire types of rollout plans, rollout operations and rollout status."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+
+from controlplane.rollouts.stages import RollbackPolicy, RolloutState
+
+__all__ = ["RolloutOperation", "RolloutRead", "RolloutStatus", "StageRead"]
+
+Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+
+
+class RolloutOperation(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of start, advance, pause, resume and rollback.
+
+    ``expected_revision`` is the environment revision the operator last saw; it is required where acting on a
+    stale view could skip a stage (start, advance, resume) and optional where the operation only makes things
+    safer (pause, rollback), so an operator at 3 a.m. is never blocked from stopping a bad rollout.
+    """
+
+    reason: Reason | None = None
+    expected_revision: int | None = None
+    force: bool = False
+    policy: RollbackPolicy | None = None
+
+
+class StageRead(msgspec.Struct):
+    """One stage of a plan."""
+
+    percentage: float
+    bake_seconds: float
+    min_samples: int
+    guards: list[str]
+    auto_advance: bool
+
+
+class RolloutStatus(msgspec.Struct):
+    """Where a flag's rollout stands in one environment, and what the environment serves because of it."""
+
+    flag: str
+    environment: str
+    state: RolloutState
+    stage_index: int
+    stage_count: int
+    percentage: float
+    revision: int
+    enabled: bool
+    stages: list[StageRead]
+    rollback_policy: RollbackPolicy
+    gates: str
+    gates_detail: str
+    rollout_id: int | None = None
+    stage_started_at: datetime | None = None
+    bake_remaining_seconds: float = 0.0
+    next_auto_advance_at: datetime | None = None
+    previous_environment: str | None = None
+    previous_environment_state: RolloutState | None = None
+    started_by: str | None = None
+    forced_reason: str | None = None
+    updated_at: datetime | None = None
+
+
+class RolloutRead(msgspec.Struct):
+    """One past or current rollout, for the history."""
+
+    id: int
+    environment: str
+    state: RolloutState
+    stage_index: int
+    percentage: float
+    started_by: str | None
+    forced_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    ended_at: datetime | None

@@ -1,0 +1,441 @@
+"""Use cases of rollouts: load state, ask the stage machine, persist, audit. Takes a session, never commits."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from controlplane.audit.service import append_audit_record
+from controlplane.errors import Conflict, InvalidInput, NotFound, PreconditionRequired
+from controlplane.flags import service as flag_service
+from controlplane.flags.models import Flag, FlagEnvironment
+from controlplane.rollouts import stages as machine
+from controlplane.rollouts.models import Rollout as RolloutRow
+from controlplane.rollouts.models import RolloutPlan
+from controlplane.rollouts.schemas import RolloutOperation, RolloutRead, RolloutStatus, StageRead
+from controlplane.rollouts.stages import RollbackPolicy, Rollout, RolloutState, Stage
+
+__all__ = [
+    "Operation",
+    "RolloutTarget",
+    "is_rollout_active",
+    "list_rollout_history",
+    "operate_rollout",
+    "rollout_status",
+    "running_rollout_targets",
+    "stages_from_json",
+    "stages_to_json",
+    "tick_rollout",
+]
+
+
+class Operation(enum.StrEnum):
+    """An operator's rollout operation."""
+
+    START = "start"
+    ADVANCE = "advance"
+    PAUSE = "pause"
+    RESUME = "resume"
+    ROLLBACK = "rollback"
+
+
+_NEEDS_REASON = {Operation.ADVANCE, Operation.PAUSE, Operation.ROLLBACK}
+_NEEDS_REVISION = {Operation.START, Operation.ADVANCE, Operation.RESUME}
+_GATES = "not_evaluated"
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutTarget:
+    """A flag in an environment."""
+
+    flag: str
+    environment: str
+
+
+def stages_to_json(stages: Sequence[Stage]) -> list[dict[str, Any]]:
+    """The stored form of a plan's stages."""
+    return [
+        {
+            "percentage": stage.percentage,
+            "bake_seconds": stage.bake.total_seconds(),
+            "min_samples": stage.min_samples,
+            "guards": list(stage.guards),
+            "auto_advance": stage.auto_advance,
+        }
+        for stage in stages
+    ]
+
+
+def stages_from_json(items: Sequence[dict[str, Any]]) -> tuple[Stage, ...]:
+    """Stages read back from storage."""
+    return tuple(
+        Stage(
+            percentage=float(item["percentage"]),
+            bake=timedelta(seconds=float(item["bake_seconds"])),
+            min_samples=int(item["min_samples"]),
+            guards=tuple(item["guards"]),
+            auto_advance=bool(item["auto_advance"]),
+        )
+        for item in items
+    )
+
+
+def _to_machine(row: RolloutRow) -> Rollout:
+    return Rollout(
+        stages=stages_from_json(row.stages),
+        state=RolloutState(row.state),
+        stage_index=row.stage_index,
+        stage_started_at=row.stage_started_at,
+        rollback_policy=RollbackPolicy(row.rollback_policy),
+    )
+
+
+def _snapshot(rollout: Rollout, state: FlagEnvironment) -> dict[str, Any]:
+    return {
+        "state": rollout.state.value,
+        "stage_index": rollout.stage_index,
+        "percentage": rollout.percentage,
+        "enabled": state.enabled,
+    }
+
+
+@dataclass(slots=True)
+class _Loaded:
+    flag: Flag
+    state: FlagEnvironment
+    plans: list[RolloutPlan]
+    plan: RolloutPlan
+    row: RolloutRow | None
+
+
+def _load(session: Session, target: RolloutTarget, environments: Sequence[str]) -> _Loaded:
+    state = flag_service.get_environment_state(
+        session, key=target.flag, environment=target.environment, environments=environments
+    )
+    plans = list(
+        session.scalars(select(RolloutPlan).where(RolloutPlan.flag_id == state.flag_id).order_by(RolloutPlan.position))
+    )
+    plan = next((p for p in plans if p.environment == target.environment), None)
+    if plan is None:
+        raise NotFound(
+            "rollout-plan-not-found",
+            f"flag `{target.flag}` has no rollout plan for {target.environment}; "
+            f"it has plans for {[p.environment for p in plans]}",
+            flag=target.flag,
+            environment=target.environment,
+        )
+    return _Loaded(state.flag, state, plans, plan, _current_row(session, state.flag_id, target.environment))
+
+
+def _current_row(session: Session, flag_id: int, environment: str) -> RolloutRow | None:
+    query = (
+        select(RolloutRow)
+        .where(RolloutRow.flag_id == flag_id, RolloutRow.environment == environment)
+        .order_by(RolloutRow.id.desc())
+        .limit(1)
+    )
+    return session.scalar(query)
+
+
+def _pending_from_plan(plan: RolloutPlan) -> Rollout:
+    return machine.new_rollout(stages_from_json(plan.stages), RollbackPolicy(plan.rollback_policy))
+
+
+def _previous_environment(loaded: _Loaded) -> RolloutPlan | None:
+    earlier = [p for p in loaded.plans if p.position < loaded.plan.position]
+    return earlier[-1] if earlier else None
+
+
+def _environment_state(session: Session, flag_id: int, environment: str) -> RolloutState:
+    row = _current_row(session, flag_id, environment)
+    return RolloutState(row.state) if row else RolloutState.PENDING
+
+
+def _check_promotion_order(session: Session, loaded: _Loaded, operation: RolloutOperation) -> None:
+    previous = _previous_environment(loaded)
+    if previous is None:
+        return
+    previous_state = _environment_state(session, loaded.flag.id, previous.environment)
+    if previous_state is RolloutState.COMPLETED or operation.force:
+        return
+    raise Conflict(
+        "promotion-order",
+        f"cannot start `{loaded.flag.key}` in {loaded.plan.environment} before it has completed in "
+        f"{previous.environment} (there it is {previous_state.value}); pass force with a reason to override",
+        previous_environment=previous.environment,
+        previous_state=previous_state.value,
+    )
+
+
+def _serve(loaded: _Loaded, rollout: Rollout) -> None:
+    """Make the environment serve what the rollout says."""
+    state = loaded.state
+    base = state.rollout or {"bucket_by": "targetingKey", "when": []}
+    variant = loaded.flag.rollout_variant or base.get("variant")
+    state.rollout = {**base, "variant": variant, "percentage": rollout.percentage}
+    if rollout.state is RolloutState.ROLLED_BACK:
+        # The kill switch as well as 0%: rules that served the new variant to some tenants stop too.
+        state.enabled = False
+    elif rollout.is_serving:
+        state.enabled = True
+
+
+def _check_operation(operation: Operation, body: RolloutOperation, target: RolloutTarget) -> None:
+    if operation in _NEEDS_REASON and not (body.reason and body.reason.strip()):
+        raise InvalidInput(
+            "reason-required", f"{operation.value} needs a reason: say why, for the audit log", field="reason"
+        )
+    if body.force and not (body.reason and body.reason.strip()):
+        raise InvalidInput("reason-required", "forcing a start out of promotion order needs a reason", field="reason")
+    if operation in _NEEDS_REVISION and body.expected_revision is None:
+        raise PreconditionRequired(
+            "revision-required",
+            f"{operation.value} needs `expected_revision`: the revision of `{target.flag}` in "
+            f"{target.environment} you last saw (see rollout status), so two operators cannot skip a stage",
+            field="expected_revision",
+        )
+    if body.policy is not None and operation is not Operation.ROLLBACK:
+        raise InvalidInput("invalid-field", "`policy` applies to rollback only", field="policy")
+
+
+def _transition(
+    operation: Operation, rollout: Rollout, body: RolloutOperation, now: datetime
+) -> machine.Transition | machine.Refusal:
+    steps: dict[Operation, Callable[[], machine.Transition | machine.Refusal]] = {
+        Operation.START: lambda: machine.start(rollout, now=now),
+        Operation.ADVANCE: lambda: machine.advance(rollout, now=now),
+        Operation.PAUSE: lambda: machine.pause(rollout, now=now),
+        Operation.RESUME: lambda: machine.resume(rollout, now=now),
+        Operation.ROLLBACK: lambda: machine.rollback(rollout, now=now, policy=body.policy),
+    }
+    return steps[operation]()
+
+
+def operate_rollout(
+    session: Session,
+    *,
+    target: RolloutTarget,
+    operation: Operation,
+    body: RolloutOperation,
+    actor: str,
+    environments: Sequence[str],
+    now: datetime,
+) -> RolloutStatus:
+    """Apply one operator operation to the rollout of a flag in an environment."""
+    _check_operation(operation, body, target)
+    loaded = _load(session, target, environments)
+    if body.expected_revision is not None:
+        flag_service.check_revision(
+            f"flag `{target.flag}` in",
+            target.environment,
+            expected=body.expected_revision,
+            actual=loaded.state.revision,
+        )
+    row = loaded.row
+    starts_afresh = operation is Operation.START and (row is None or row.state == RolloutState.ROLLED_BACK)
+    if (operation is Operation.START and (starts_afresh or (row and row.state == RolloutState.PENDING))) or row is None:
+        current = _pending_from_plan(loaded.plan)
+    else:
+        current = _to_machine(row)
+    outcome = _transition(operation, current, body, now)
+    if isinstance(outcome, machine.Refusal):
+        raise Conflict(
+            outcome.code.replace("_", "-"),
+            outcome.reason,
+            state=current.state.value,
+            operation=operation.value,
+        )
+    if operation is Operation.START:
+        _check_promotion_order(session, loaded, body)
+        if row is None or starts_afresh:
+            row = RolloutRow(flag_id=loaded.flag.id, environment=target.environment, created_at=now)
+            session.add(row)
+        row.started_by = actor
+        row.forced_reason = body.reason if body.force else None
+    assert row is not None
+    _persist_and_audit(
+        session,
+        loaded,
+        row,
+        current,
+        outcome,
+        now=now,
+        actor=actor,
+        action=f"rollout.{operation.value}",
+        reason=_audit_reason(body, outcome),
+    )
+    return _status(session, loaded, row, now)
+
+
+def _audit_reason(body: RolloutOperation, outcome: machine.Transition) -> str:
+    said = body.reason.strip() if body.reason else ""
+    forced = " (forced out of promotion order)" if body.force else ""
+    return f"{said}{forced} [{outcome.summary}]" if said else f"[{outcome.summary}]"
+
+
+def _persist_and_audit(
+    session: Session,
+    loaded: _Loaded,
+    row: RolloutRow,
+    current: Rollout,
+    outcome: machine.Transition,
+    *,
+    now: datetime,
+    actor: str,
+    action: str,
+    reason: str,
+) -> None:
+    """Store the rollout after a transition, make the environment serve it, and audit the change."""
+    after = outcome.rollout
+    before = _snapshot(current, loaded.state) | {"revision": loaded.state.revision}
+    row.state = after.state.value
+    row.stage_index = after.stage_index
+    row.stages = stages_to_json(after.stages)
+    row.rollback_policy = after.rollback_policy.value
+    row.stage_started_at = after.stage_started_at
+    row.updated_at = now
+    if after.state in (RolloutState.COMPLETED, RolloutState.ROLLED_BACK):
+        row.ended_at = now
+    _serve(loaded, after)
+    # Every operation moves the environment's revision, even a pause that changes nothing served:
+    # the revision is what concurrent operators compare against.
+    loaded.state.updated_at = now
+    session.flush()
+    append_audit_record(
+        session,
+        now=now,
+        actor=actor,
+        action=action,
+        target_type="flag",
+        target=loaded.flag.key,
+        environment=loaded.plan.environment,
+        reason=reason,
+        before=before,
+        after=_snapshot(after, loaded.state) | {"revision": loaded.state.revision},
+    )
+
+
+def rollout_status(
+    session: Session, *, target: RolloutTarget, environments: Sequence[str], now: datetime
+) -> RolloutStatus:
+    """The rollout of a flag in an environment, as an operator needs to see it."""
+    loaded = _load(session, target, environments)
+    return _status(session, loaded, loaded.row, now)
+
+
+def _status(session: Session, loaded: _Loaded, row: RolloutRow | None, now: datetime) -> RolloutStatus:
+    rollout = _to_machine(row) if row else _pending_from_plan(loaded.plan)
+    previous = _previous_environment(loaded)
+    remaining = machine.bake_remaining(rollout, now=now)
+    auto = rollout.state is RolloutState.RUNNING and rollout.stage.auto_advance
+    started = rollout.stage_started_at
+    return RolloutStatus(
+        flag=loaded.flag.key,
+        environment=loaded.plan.environment,
+        state=rollout.state,
+        stage_index=rollout.stage_index,
+        stage_count=len(rollout.stages),
+        percentage=rollout.percentage,
+        revision=loaded.state.revision,
+        enabled=loaded.state.enabled,
+        stages=[StageRead(**item) for item in stages_to_json(rollout.stages)],
+        rollback_policy=rollout.rollback_policy,
+        gates=_GATES,
+        gates_detail=machine.GATES_NOT_EVALUATED,
+        rollout_id=row.id if row else None,
+        stage_started_at=started,
+        bake_remaining_seconds=remaining.total_seconds(),
+        next_auto_advance_at=(started + rollout.stage.bake) if auto and started else None,
+        previous_environment=previous.environment if previous else None,
+        previous_environment_state=(
+            _environment_state(session, loaded.flag.id, previous.environment) if previous else None
+        ),
+        started_by=row.started_by if row else None,
+        forced_reason=row.forced_reason if row else None,
+        updated_at=row.updated_at if row else None,
+    )
+
+
+def list_rollout_history(
+    session: Session, *, key: str, environment: str | None, environments: Sequence[str]
+) -> list[RolloutRead]:
+    """Every rollout of a flag (in one environment, or all), newest first."""
+    flag = flag_service.get_flag(session, key)
+    query = select(RolloutRow).where(RolloutRow.flag_id == flag.id).order_by(RolloutRow.id.desc())
+    if environment is not None:
+        flag_service.require_environment(environment, environments)
+        query = query.where(RolloutRow.environment == environment)
+    reads = []
+    for row in session.scalars(query):
+        rollout = _to_machine(row)
+        reads.append(
+            RolloutRead(
+                id=row.id,
+                environment=row.environment,
+                state=rollout.state,
+                stage_index=row.stage_index,
+                percentage=rollout.percentage,
+                started_by=row.started_by,
+                forced_reason=row.forced_reason,
+                created_at=row.created_at,
+                updated_at=row.updated_at,
+                ended_at=row.ended_at,
+            )
+        )
+    return reads
+
+
+def running_rollout_targets(session: Session) -> list[RolloutTarget]:
+    """Every flag and environment whose current rollout is running."""
+    rows = session.execute(
+        select(Flag.key, RolloutRow.environment, RolloutRow.id, RolloutRow.state)
+        .join(Flag, Flag.id == RolloutRow.flag_id)
+        .order_by(RolloutRow.id)
+    ).all()
+    latest: dict[tuple[str, str], str] = {}
+    for key, environment, _id, state in rows:
+        latest[(key, environment)] = state
+    return [RolloutTarget(key, env) for (key, env), state in latest.items() if state == RolloutState.RUNNING]
+
+
+def tick_rollout(
+    session: Session, *, target: RolloutTarget, environments: Sequence[str], now: datetime
+) -> RolloutStatus | None:
+    """Advance one running rollout whose auto-advance stage has baked; None when there was nothing to do."""
+    loaded = _load(session, target, environments)
+    if loaded.row is None:
+        return None
+    current = _to_machine(loaded.row)
+    outcome = machine.tick(current, now=now)
+    if not isinstance(outcome, machine.Transition):
+        return None
+    _persist_and_audit(
+        session,
+        loaded,
+        loaded.row,
+        current,
+        outcome,
+        now=now,
+        actor="scheduler",
+        action="rollout.auto_advance",
+        reason=outcome.summary,
+    )
+    return _status(session, loaded, loaded.row, now)
+
+
+def is_rollout_active(session: Session, *, key: str, environment: str) -> bool:
+    """True while a rollout of the flag is running or paused in the environment."""
+    query = (
+        select(RolloutRow.state)
+        .join(Flag, Flag.id == RolloutRow.flag_id)
+        .where(Flag.key == key, RolloutRow.environment == environment)
+        .order_by(RolloutRow.id.desc())
+        .limit(1)
+    )
+    return session.scalar(query) in (RolloutState.RUNNING.value, RolloutState.PAUSED.value)

@@ -1,0 +1,222 @@
+"""The rollout stage machine: a pure function of (rollout, operation, clock) to a new rollout or a refusal.
+
+    pending --start--> running --advance--> running (next stage) ... --advance (last stage)--> completed
+    running --pause--> paused --resume--> running
+    running | paused | completed --rollback(off)--> rolled_back           (serves the off variant)
+    running | paused --rollback(previous_stage, stage > 0)--> paused one stage back
+    running --tick (auto stage, bake elapsed)--> as advance
+
+No database, no clock of its own, no randomness: the caller passes ``now`` and persists the result.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+__all__ = [
+    "GATES_NOT_EVALUATED",
+    "Refusal",
+    "RollbackPolicy",
+    "Rollout",
+    "RolloutState",
+    "Stage",
+    "Transition",
+    "advance",
+    "bake_remaining",
+    "new_rollout",
+    "pause",
+    "resume",
+    "rollback",
+    "start",
+    "tick",
+    "validate_stages",
+]
+
+#: Said plainly in status and audit until gates exist: a tick advances on bake time alone.
+GATES_NOT_EVALUATED = "gates not evaluated: no gate engine yet, this stage advances on bake time alone"
+
+
+class RolloutState(enum.StrEnum):
+    """Where a rollout is in its life."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    ROLLED_BACK = "rolled_back"
+
+
+class RollbackPolicy(enum.StrEnum):
+    """Where a rollback takes the flag: fully off, or one stage back (off when already at the first)."""
+
+    OFF = "off"
+    PREVIOUS_STAGE = "previous_stage"
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """One step of a plan: the share of traffic served the rollout variant, and what must hold before leaving it."""
+
+    percentage: float
+    bake: timedelta = timedelta(0)
+    min_samples: int = 0
+    guards: tuple[str, ...] = ()
+    auto_advance: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.percentage <= 100:
+            raise ValueError(f"stage percentage must be within 0..100, got {self.percentage}")
+        if self.bake < timedelta(0):
+            raise ValueError("stage bake time must not be negative")
+        if self.min_samples < 0:
+            raise ValueError("stage min_samples must not be negative")
+
+
+def validate_stages(stages: Sequence[Stage]) -> None:
+    """Refuse a plan that is empty, goes down, or does not end at 100%."""
+    if not stages:
+        raise ValueError("a plan needs at least one stage")
+    for earlier, later in itertools.pairwise(stages):
+        if later.percentage <= earlier.percentage:
+            raise ValueError(
+                f"stage percentages must strictly increase, got {earlier.percentage} then {later.percentage}"
+            )
+    if stages[-1].percentage != 100:
+        raise ValueError(f"the last stage must be 100%, got {stages[-1].percentage}")
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    """A rollout of one flag in one environment.
+
+    ``percentage`` is what the environment serves the rollout variant to; ``is_serving`` is false when the
+    rollout leaves the environment serving its off variant to everyone (pending or rolled back).
+    """
+
+    stages: tuple[Stage, ...]
+    state: RolloutState = RolloutState.PENDING
+    stage_index: int = 0
+    stage_started_at: datetime | None = None
+    rollback_policy: RollbackPolicy = RollbackPolicy.OFF
+
+    @property
+    def stage(self) -> Stage:
+        """The stage the rollout is at."""
+        return self.stages[self.stage_index]
+
+    @property
+    def is_serving(self) -> bool:
+        """True while the rollout variant is served to anyone."""
+        return self.state in (RolloutState.RUNNING, RolloutState.PAUSED, RolloutState.COMPLETED)
+
+    @property
+    def percentage(self) -> float:
+        """The share served the rollout variant; 0 when the environment serves its off variant."""
+        return self.stage.percentage if self.is_serving else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """An accepted operation: the rollout after it, and what happened in words for the audit log."""
+
+    rollout: Rollout
+    summary: str
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A refused operation: a stable machine-readable code and a sentence for the operator."""
+
+    code: str
+    reason: str
+
+
+Outcome = Transition | Refusal
+
+
+def new_rollout(stages: Sequence[Stage], policy: RollbackPolicy = RollbackPolicy.OFF) -> Rollout:
+    """Build a pending rollout over a validated plan."""
+    validate_stages(stages)
+    return Rollout(stages=tuple(stages), rollback_policy=policy)
+
+
+def _refuse(rollout: Rollout, operation: str, allowed: str) -> Refusal:
+    return Refusal(
+        code="illegal_transition",
+        reason=f"cannot {operation} a rollout that is {rollout.state.value}; {allowed}",
+    )
+
+
+def start(rollout: Rollout, *, now: datetime) -> Outcome:
+    """Start a pending rollout at its first stage."""
+    if rollout.state is not RolloutState.PENDING:
+        return _refuse(rollout, "start", "only a pending rollout can start")
+    started = replace(rollout, state=RolloutState.RUNNING, stage_index=0, stage_started_at=now)
+    return Transition(started, f"started at stage 1/{len(rollout.stages)} ({started.percentage:g}%)")
+
+
+def advance(rollout: Rollout, *, now: datetime) -> Outcome:
+    """Move a running rollout exactly one stage forward; from the last stage, complete it."""
+    if rollout.state is not RolloutState.RUNNING:
+        hint = "resume it first" if rollout.state is RolloutState.PAUSED else "only a running rollout advances"
+        return _refuse(rollout, "advance", hint)
+    if rollout.stage_index == len(rollout.stages) - 1:
+        completed = replace(rollout, state=RolloutState.COMPLETED, stage_started_at=now)
+        return Transition(completed, f"completed at {completed.percentage:g}%")
+    moved = replace(rollout, stage_index=rollout.stage_index + 1, stage_started_at=now)
+    return Transition(
+        moved,
+        f"advanced to stage {moved.stage_index + 1}/{len(rollout.stages)} ({moved.percentage:g}%)",
+    )
+
+
+def pause(rollout: Rollout, *, now: datetime) -> Outcome:
+    """Hold a running rollout where it is: no automatic advance until resumed."""
+    if rollout.state is not RolloutState.RUNNING:
+        return _refuse(rollout, "pause", "only a running rollout can be paused")
+    return Transition(replace(rollout, state=RolloutState.PAUSED), f"paused at {rollout.percentage:g}%")
+
+
+def resume(rollout: Rollout, *, now: datetime) -> Outcome:
+    """Resume a paused rollout; the stage's bake time starts again from now."""
+    if rollout.state is not RolloutState.PAUSED:
+        return _refuse(rollout, "resume", "only a paused rollout can be resumed")
+    # The bake clock restarts: time spent paused was time nobody vouched for the stage.
+    resumed = replace(rollout, state=RolloutState.RUNNING, stage_started_at=now)
+    return Transition(resumed, f"resumed at {resumed.percentage:g}%")
+
+
+def rollback(rollout: Rollout, *, now: datetime, policy: RollbackPolicy | None = None) -> Outcome:
+    """Roll back: to off (the off variant for everyone), or one stage back and paused."""
+    if rollout.state not in (RolloutState.RUNNING, RolloutState.PAUSED, RolloutState.COMPLETED):
+        return _refuse(rollout, "roll back", "only a running, paused or completed rollout can be rolled back")
+    chosen = policy or rollout.rollback_policy
+    in_progress = rollout.state is not RolloutState.COMPLETED
+    if chosen is RollbackPolicy.PREVIOUS_STAGE and in_progress and rollout.stage_index > 0:
+        back = replace(rollout, state=RolloutState.PAUSED, stage_index=rollout.stage_index - 1, stage_started_at=now)
+        return Transition(back, f"rolled back one stage to {back.percentage:g}% and paused")
+    off = replace(rollout, state=RolloutState.ROLLED_BACK, stage_started_at=now)
+    return Transition(off, f"rolled back to off (was {rollout.percentage:g}%)")
+
+
+def bake_remaining(rollout: Rollout, *, now: datetime) -> timedelta:
+    """How long the current stage must still bake; zero once baked or when not running."""
+    if rollout.state is not RolloutState.RUNNING or rollout.stage_started_at is None:
+        return timedelta(0)
+    return max(timedelta(0), rollout.stage_started_at + rollout.stage.bake - now)
+
+
+def tick(rollout: Rollout, *, now: datetime) -> Outcome | None:
+    """Advance a running auto-advance stage once its bake time has passed; None when there is nothing to do."""
+    if rollout.state is not RolloutState.RUNNING or not rollout.stage.auto_advance:
+        return None
+    if bake_remaining(rollout, now=now) > timedelta(0):
+        return None
+    outcome = advance(rollout, now=now)
+    if isinstance(outcome, Transition):
+        return Transition(outcome.rollout, f"{outcome.summary} after bake time; {GATES_NOT_EVALUATED}")
+    return outcome

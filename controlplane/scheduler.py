@@ -1,0 +1,140 @@
+"""The one list of scheduled jobs, and the leader election that lets exactly one replica run them.
+
+Every replica runs an APScheduler BackgroundScheduler with the same jobs. A lease in the database
+(`leader_leases`) elects the leader: every replica tries to take or renew it every third of its TTL, and a job
+does work only in the replica that holds it. A leader that dies stops renewing; another takes over within one TTL.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy.orm import Session, sessionmaker
+
+from controlplane.clock import Clock
+from controlplane.db import session_scope
+from controlplane.rollouts.jobs import advance_baked_rollouts
+from controlplane.scheduling.lease import release_lease, try_acquire_lease
+from controlplane.settings import Settings
+
+__all__ = ["LEASE_NAME", "JobSpec", "Leadership", "Scheduler", "build_jobs"]
+
+LEASE_NAME = "scheduler"
+logger = logging.getLogger(__name__)
+
+
+class Leadership:
+    """This replica's view of the lease: leader only while its last renewal is younger than the TTL."""
+
+    def __init__(self, factory: sessionmaker[Session], *, holder: str, ttl: timedelta, clock: Clock) -> None:
+        self._factory = factory
+        self.holder = holder
+        self._ttl = ttl
+        self._clock = clock
+        self._held_until: datetime | None = None
+        self._lock = threading.Lock()
+
+    def renew(self) -> bool:
+        """Take or renew the lease; return whether this replica leads now."""
+        now = self._clock()
+        try:
+            with session_scope(self._factory) as session:
+                held = try_acquire_lease(session, name=LEASE_NAME, holder=self.holder, now=now, ttl=self._ttl)
+        except Exception:
+            logger.exception("leader lease renewal failed; acting as follower")
+            held = False
+        with self._lock:
+            was_leader = self._held_until is not None and self._held_until > now
+            self._held_until = now + self._ttl if held else None
+        if held != was_leader:
+            logger.info("replica %s is now %s", self.holder, "the leader" if held else "a follower")
+        return held
+
+    def is_leader(self) -> bool:
+        """True while the lease this replica last took has not run out."""
+        with self._lock:
+            return self._held_until is not None and self._held_until > self._clock()
+
+    def release(self) -> None:
+        """Hand the lease back at shutdown."""
+        with self._lock:
+            self._held_until = None
+        with session_scope(self._factory) as session:
+            release_lease(session, name=LEASE_NAME, holder=self.holder, now=self._clock())
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """A scheduled job: an id, how often, and whether it needs the lease."""
+
+    id: str
+    run: Callable[[], Any]
+    every: timedelta
+    leader_only: bool = True
+
+
+def build_jobs(
+    settings: Settings, factory: sessionmaker[Session], leadership: Leadership, clock: Clock
+) -> list[JobSpec]:
+    """Every scheduled job of the control plane. Add new jobs here and nowhere else."""
+    return [
+        JobSpec(
+            "renew_leader_lease",
+            leadership.renew,
+            timedelta(seconds=settings.leader_lease_seconds / 3),
+            leader_only=False,
+        ),
+        JobSpec(
+            "advance_baked_rollouts",
+            lambda: advance_baked_rollouts(factory, environments=settings.environments, clock=clock),
+            timedelta(seconds=settings.rollout_tick_seconds),
+        ),
+    ]
+
+
+class Scheduler:
+    """APScheduler in the background, running the job list; leader-only jobs skip in followers."""
+
+    def __init__(self, jobs: list[JobSpec], leadership: Leadership) -> None:
+        self._jobs = jobs
+        self._leadership = leadership
+        self._scheduler = BackgroundScheduler(timezone="UTC")
+
+    def _guarded(self, job: JobSpec) -> Callable[[], Any]:
+        def run() -> Any:
+            if job.leader_only and not self._leadership.is_leader():
+                return None
+            result = job.run()
+            logger.debug("job %s finished: %s", job.id, result)
+            return result
+
+        return run
+
+    def start(self) -> None:
+        """Elect, then schedule every job (max one instance each, missed runs coalesced)."""
+        self._leadership.renew()
+        for job in self._jobs:
+            self._scheduler.add_job(
+                self._guarded(job),
+                "interval",
+                seconds=job.every.total_seconds(),
+                id=job.id,
+                max_instances=1,
+                coalesce=True,
+                replace_existing=True,
+            )
+        self._scheduler.start()
+
+    def shutdown(self) -> None:
+        """Stop the jobs and hand back the lease."""
+        self._scheduler.shutdown(wait=True)
+        try:
+            self._leadership.release()
+        except Exception:
+            logger.exception("could not release the leader lease; it expires on its own")
