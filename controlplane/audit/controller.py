@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated
 
 from litestar import Controller, get
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 from sqlalchemy.orm import Session
 
 from controlplane.audit import service
@@ -46,14 +46,14 @@ class AuditController(Controller):
     def list_records(
         self,
         session: Session,
-        flag: Annotated[str | None, Parameter(query="flag", required=False)] = None,
-        environment: Annotated[str | None, Parameter(query="environment", required=False)] = None,
-        actor: Annotated[str | None, Parameter(query="actor", required=False)] = None,
-        action: Annotated[str | None, Parameter(query="action", required=False)] = None,
-        since: Annotated[datetime | None, Parameter(query="since", required=False)] = None,
-        until: Annotated[datetime | None, Parameter(query="until", required=False)] = None,
-        before_id: Annotated[int | None, Parameter(query="before_id", required=False, ge=1)] = None,
-        limit: Annotated[int, Parameter(query="limit", ge=1, le=1000)] = 100,
+        flag: Annotated[str | None, QueryParameter(name="flag", required=False)] = None,
+        environment: Annotated[str | None, QueryParameter(name="environment", required=False)] = None,
+        actor: Annotated[str | None, QueryParameter(name="actor", required=False)] = None,
+        action: Annotated[str | None, QueryParameter(name="action", required=False)] = None,
+        since: Annotated[datetime | None, QueryParameter(name="since", required=False)] = None,
+        until: Annotated[datetime | None, QueryParameter(name="until", required=False)] = None,
+        before_id: Annotated[int | None, QueryParameter(name="before_id", required=False, ge=1)] = None,
+        limit: Annotated[int, QueryParameter(name="limit", ge=1, le=1000)] = 100,
     ) -> list[AuditRecordRead]:
         """Records matching every filter, newest first; page with `before_id`."""
         records = service.list_audit_records(

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated
 
 from litestar import Controller, delete, get, post
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 from sqlalchemy.orm import Session
 
 from controlplane.auth import service
@@ -45,7 +45,7 @@ class TokenController(Controller):
         name: str,
         principal: Principal,
         now: datetime,
-        reason: Annotated[str | None, Parameter(query="reason", required=False)] = None,
+        reason: Annotated[str | None, QueryParameter(name="reason", required=False)] = None,
     ) -> TokenRead:
         """Revoke a token; it stops working on the next request."""
         return service.revoke_token(session, name=name, actor=principal.name, reason=reason, now=now)

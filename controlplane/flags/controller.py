@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated
 
 from litestar import Controller, get, patch, post
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, QueryParameter
 from sqlalchemy.orm import Session
 
 from controlplane.api.dependencies import expected_revision_from
@@ -19,8 +19,8 @@ from controlplane.settings import Settings
 
 __all__ = ["FlagController"]
 
-IfMatch = Annotated[str | None, Parameter(header="If-Match", required=False, description="the revision you last read")]
-Reason = Annotated[str | None, Parameter(query="reason", required=False, description="why, for the audit log")]
+IfMatch = Annotated[str | None, HeaderParameter(name="If-Match", required=False, description="the revision you last read")]
+Reason = Annotated[str | None, QueryParameter(name="reason", required=False, description="why, for the audit log")]
 
 
 class FlagController(Controller):

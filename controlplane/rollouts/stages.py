@@ -80,6 +80,8 @@ def validate_stages(stages: Sequence[Stage]) -> None:
     """Refuse a plan that is empty, goes down, or does not end at 100%."""
     if not stages:
         raise ValueError("a plan needs at least one stage")
+    if stages[0].percentage <= 0:
+        raise ValueError("the first stage must serve more than 0%: a 0% stage is a rollout that does nothing")
     for earlier, later in itertools.pairwise(stages):
         if later.percentage <= earlier.percentage:
             raise ValueError(

@@ -413,9 +413,15 @@ def test_validate_stages_refuses_non_increasing_percentages(percentages: tuple[f
         validate_stages([Stage(p) for p in percentages])
 
 
-@pytest.mark.parametrize("percentages", [(10, 50), (99.9,), (0,)], ids=str)
+@pytest.mark.parametrize("percentages", [(10, 50), (99.9,)], ids=str)
 def test_validate_stages_refuses_a_last_stage_that_is_not_100(percentages: tuple[float, ...]) -> None:
     with pytest.raises(ValueError, match="last stage must be 100%"):
+        validate_stages([Stage(p) for p in percentages])
+
+
+@pytest.mark.parametrize("percentages", [(0,), (0, 100), (0, 50, 100)], ids=str)
+def test_validate_stages_refuses_a_first_stage_at_0_percent(percentages: tuple[float, ...]) -> None:
+    with pytest.raises(ValueError, match="more than 0%"):
         validate_stages([Stage(p) for p in percentages])
 
 
@@ -440,7 +446,7 @@ def test_new_rollout_refuses_an_invalid_plan() -> None:
         new_rollout([Stage(10), Stage(50)])
 
 
-@pytest.mark.parametrize("percentages", [(100,), (0, 100), (1, 2, 3, 100), (0.5, 99.5, 100)], ids=str)
+@pytest.mark.parametrize("percentages", [(100,), (0.001, 100), (1, 2, 3, 100), (0.5, 99.5, 100)], ids=str)
 def test_validate_stages_accepts_strictly_increasing_plans_ending_at_100(
     percentages: tuple[float, ...],
 ) -> None:

@@ -1,0 +1,185 @@
+"""Shared fixtures: a migrated database on each backend (SQLite and PostgreSQL), the app, a fake clock, tokens.
+
+Every test that takes ``engine`` (directly or through ``client``/``session_factory``) runs once per backend.
+``CONTROLPLANE_TEST_BACKENDS`` narrows the list (default ``sqlite,postgresql``). PostgreSQL is the server at
+``CONTROLPLANE_TEST_POSTGRES_URL`` (default 127.0.0.1:5432, user postgres); when it is missing the PostgreSQL
+runs are skipped locally and fail under ``CI=true``, so CI cannot go green without them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from controlplane.app import create_app
+from controlplane.auth import service as auth_service
+from controlplane.auth.roles import Role
+from controlplane.auth.schemas import TokenCreate
+from controlplane.db import create_db_engine, session_scope
+from controlplane.migrate import upgrade_to_head
+from controlplane.models import Base
+from controlplane.settings import Settings
+
+POSTGRES_ADMIN_URL = os.environ.get("CONTROLPLANE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+BACKENDS = [b.strip() for b in os.environ.get("CONTROLPLANE_TEST_BACKENDS", "sqlite,postgresql").split(",") if b]
+IN_CI = os.environ.get("CI", "").lower() == "true"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class FakeClock:
+    """A clock that moves only when told to."""
+
+    now: datetime = field(default_factory=lambda: datetime(2026, 11, 1, 12, 0, tzinfo=UTC))
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        """Move time forward."""
+        self.now += delta
+
+
+def missing_service(what: str) -> None:
+    """Skip locally, fail in CI: a test that needs a real component must not pass silently without it."""
+    if IN_CI:
+        pytest.fail(f"{what} is required when CI=true")
+    pytest.skip(f"{what} is not available")
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, migrated to head; dropped at the end."""
+    name = f"cp_test_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as error:
+        missing_service(f"PostgreSQL at {POSTGRES_ADMIN_URL} ({error})")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    url = f"{base}/{name}"
+    engine = create_db_engine(url)
+    upgrade_to_head(engine)
+    engine.dispose()
+    yield url
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated to head once; each test copies it."""
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    engine = create_db_engine(f"sqlite:///{path}")
+    upgrade_to_head(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated, empty database on one backend."""
+    if request.param == "sqlite":
+        target = tmp_path / "controlplane.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), target)
+        return f"sqlite:///{target}"
+    url: str = request.getfixturevalue("postgres_database")
+    engine = create_db_engine(url)
+    tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
+    with engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """The engine of this test's database."""
+    created = create_db_engine(database_url)
+    yield created
+    created.dispose()
+
+
+@pytest.fixture
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions on this test's database."""
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """The injected clock; tests move it with ``advance``."""
+    return FakeClock()
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    """Settings for this test's database; the scheduler is off unless a test starts it."""
+    return Settings(database_url=database_url, scheduler_enabled=False, replica_id="test-replica")
+
+
+@pytest.fixture
+def app(settings: Settings, engine: Engine, clock: FakeClock) -> Litestar:
+    """The application on this test's database, with the fake clock."""
+    return create_app(settings, engine=engine, clock=clock)
+
+
+@pytest.fixture
+def client(app: Litestar) -> Iterator[TestClient[Litestar]]:
+    """An HTTP client against the app."""
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def make_token(session_factory: sessionmaker[Session], clock: FakeClock) -> Callable[..., str]:
+    """Create a token with a role (straight in the database, as `controlplane tokens create` does)."""
+
+    def create(role: Role = Role.ADMIN, name: str | None = None, environment: str | None = None) -> str:
+        with session_scope(session_factory) as session:
+            created = auth_service.create_token(
+                session,
+                request=TokenCreate(name=name or f"{role.value}-{uuid.uuid4().hex[:6]}", role=role, environment=environment),
+                actor="test-bootstrap",
+                environments=Settings().environments,
+                now=clock(),
+            )
+        return created.token
+
+    return create
+
+
+@pytest.fixture
+def admin_headers(make_token: Callable[..., str]) -> dict[str, str]:
+    """Authorization headers of an admin token."""
+    return {"Authorization": f"Bearer {make_token(Role.ADMIN, name='admin')}"}
+
+
+@pytest.fixture
+def reference_images_yaml() -> str:
+    """The shipped reference-images definition."""
+    return (REPO_ROOT / "definitions" / "reference-images.yaml").read_text()
+
+
+@pytest.fixture
+def applied(client: TestClient[Litestar], admin_headers: dict[str, str], reference_images_yaml: str) -> None:
+    """The reference-images definition, applied."""
+    response = client.post(
+        "/api/v1/definitions/apply",
+        headers=admin_headers,
+        json={"content": reference_images_yaml, "source": "reference-images.yaml"},
+    )
+    assert response.status_code == 200, response.text
