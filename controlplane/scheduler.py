@@ -125,6 +125,7 @@ class Scheduler:
                 "interval",
                 seconds=job.every.total_seconds(),
                 id=job.id,
+                name=job.id,
                 max_instances=1,
                 coalesce=True,
                 replace_existing=True,
