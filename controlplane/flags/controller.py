@@ -19,7 +19,7 @@ from controlplane.settings import Settings
 
 __all__ = ["FlagController"]
 
-IfMatch = Annotated[str | None, HeaderParameter(name="If-Match", required=False, description="the revision you last read")]
+IfMatch = Annotated[str | None, HeaderParameter(name="If-Match", required=False, description="revision you last read")]
 Reason = Annotated[str | None, QueryParameter(name="reason", required=False, description="why, for the audit log")]
 
 
