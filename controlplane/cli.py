@@ -130,14 +130,16 @@ class Api:
     def __init__(self, url: str, token: str | None) -> None:
         if not token:
             raise CommandError("set CONTROLPLANE_TOKEN to an API token (see `controlplane tokens create`)")
-        self._client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        self._url = url
+        self._headers = {"Authorization": f"Bearer {token}"}
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         """Send a request; return the JSON body, or raise CommandError with the problem's type and detail."""
         try:
-            response = self._client.request(method, "/api/v1" + path, **kwargs)
+            with httpx.Client(base_url=self._url, headers=self._headers, timeout=30) as client:
+                response = client.request(method, "/api/v1" + path, **kwargs)
         except httpx.HTTPError as error:
-            raise CommandError(f"cannot reach the control plane at {self._client.base_url}: {error}") from error
+            raise CommandError(f"cannot reach the control plane at {self._url}: {error}") from error
         if response.is_success:
             return response.json()
         try:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,6 +21,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import uvicorn
 from litestar import Litestar
 from litestar.testing import TestClient
 from sqlalchemy import Engine, text
@@ -152,7 +156,9 @@ def make_token(session_factory: sessionmaker[Session], clock: FakeClock) -> Call
         with session_scope(session_factory) as session:
             created = auth_service.create_token(
                 session,
-                request=TokenCreate(name=name or f"{role.value}-{uuid.uuid4().hex[:6]}", role=role, environment=environment),
+                request=TokenCreate(
+                    name=name or f"{role.value}-{uuid.uuid4().hex[:6]}", role=role, environment=environment
+                ),
                 actor="test-bootstrap",
                 environments=Settings().environments,
                 now=clock(),
@@ -183,3 +189,30 @@ def applied(client: TestClient[Litestar], admin_headers: dict[str, str], referen
         json={"content": reference_images_yaml, "source": "reference-images.yaml"},
     )
     assert response.status_code == 200, response.text
+
+
+def serve_in_thread(app: Litestar) -> Iterator[str]:
+    """Run ``app`` under a real uvicorn server on a free loopback port; yield its base URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        # A bounded wait for a real server to bind; nothing here measures time.
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start within 10 s")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_server(app: Litestar) -> Iterator[str]:
+    """The app served over real HTTP by uvicorn; the base URL."""
+    yield from serve_in_thread(app)

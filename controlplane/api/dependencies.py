@@ -9,14 +9,20 @@ from typing import Any
 import anyio.to_thread
 from litestar import Request
 from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from sqlalchemy.orm import Session
 
 from controlplane.auth.schemas import Principal
 from controlplane.errors import InvalidInput, PreconditionRequired
 from controlplane.settings import Settings
 
-__all__ = ["dependencies", "expected_revision_from"]
+__all__ = ["DbSession", "Now", "ProcessSettings", "TokenPrincipal", "dependencies", "expected_revision_from"]
+
+# Handler parameter types: injected by name from `dependencies` below.
+DbSession = NamedDependency[Session]
+TokenPrincipal = NamedDependency[Principal]
+Now = NamedDependency[datetime]
+ProcessSettings = NamedDependency[Settings]
 
 
 async def provide_session(state: State) -> AsyncIterator[Session]:

@@ -7,8 +7,8 @@ from typing import Annotated
 
 from litestar import Controller, get
 from litestar.params import QueryParameter
-from sqlalchemy.orm import Session
 
+from controlplane.api.dependencies import DbSession
 from controlplane.audit import service
 from controlplane.audit.models import AuditRecord
 from controlplane.audit.schemas import AuditRecordRead, AuditVerification
@@ -45,7 +45,7 @@ class AuditController(Controller):
     @get("/", sync_to_thread=True, summary="Query the audit log")
     def list_records(
         self,
-        session: Session,
+        session: DbSession,
         flag: Annotated[str | None, QueryParameter(name="flag", required=False)] = None,
         environment: Annotated[str | None, QueryParameter(name="environment", required=False)] = None,
         actor: Annotated[str | None, QueryParameter(name="actor", required=False)] = None,
@@ -70,7 +70,7 @@ class AuditController(Controller):
         return [to_read(record) for record in records]
 
     @get("/verify", sync_to_thread=True, summary="Verify the hash chain")
-    def verify(self, session: Session) -> AuditVerification:
+    def verify(self, session: DbSession) -> AuditVerification:
         """Walk the chain and name the first record that does not verify."""
         count, broken = service.verify_audit_chain(session)
         if broken is None:

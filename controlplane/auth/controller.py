@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from litestar import Controller, delete, get, post
-from litestar.params import QueryParameter
-from sqlalchemy.orm import Session
+from litestar.params import FromPath, JSONBody, QueryParameter
 
+from controlplane.api.dependencies import DbSession, Now, ProcessSettings, TokenPrincipal
 from controlplane.auth import service
 from controlplane.auth.roles import Role
-from controlplane.auth.schemas import Principal, TokenCreate, TokenCreated, TokenRead
-from controlplane.settings import Settings
+from controlplane.auth.schemas import TokenCreate, TokenCreated, TokenRead
 
 __all__ = ["TokenController"]
 
@@ -25,13 +23,18 @@ class TokenController(Controller):
     opt = {"role": Role.ADMIN}
 
     @get("/", sync_to_thread=True, summary="List tokens")
-    def list_tokens(self, session: Session) -> list[TokenRead]:
+    def list_tokens(self, session: DbSession) -> list[TokenRead]:
         """Every token, never its secret."""
         return service.list_tokens(session)
 
     @post("/", sync_to_thread=True, summary="Create a token")
     def create_token(
-        self, session: Session, data: TokenCreate, principal: Principal, now: datetime, settings: Settings
+        self,
+        session: DbSession,
+        data: JSONBody[TokenCreate],
+        principal: TokenPrincipal,
+        now: Now,
+        settings: ProcessSettings,
     ) -> TokenCreated:
         """Create a token; its secret is in this response and nowhere else, ever."""
         return service.create_token(
@@ -41,10 +44,10 @@ class TokenController(Controller):
     @delete("/{name:str}", sync_to_thread=True, status_code=200, summary="Revoke a token")
     def revoke_token(
         self,
-        session: Session,
-        name: str,
-        principal: Principal,
-        now: datetime,
+        session: DbSession,
+        name: FromPath[str],
+        principal: TokenPrincipal,
+        now: Now,
         reason: Annotated[str | None, QueryParameter(name="reason", required=False)] = None,
     ) -> TokenRead:
         """Revoke a token; it stops working on the next request."""

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 import msgspec
 from litestar import Controller, post
-from sqlalchemy.orm import Session
+from litestar.params import JSONBody
 
+from controlplane.api.dependencies import DbSession, Now, ProcessSettings, TokenPrincipal
 from controlplane.auth.roles import Role
-from controlplane.auth.schemas import Principal
 from controlplane.definitions import service
 from controlplane.definitions.loader import DefinitionError, parse_definition
 from controlplane.errors import InvalidInput
-from controlplane.settings import Settings
 
 __all__ = ["DefinitionController", "DefinitionUpload"]
 
@@ -36,7 +34,12 @@ class DefinitionController(Controller):
 
     @post("/apply", sync_to_thread=True, status_code=200, summary="Apply a pipeline definition")
     def apply(
-        self, session: Session, data: DefinitionUpload, principal: Principal, now: datetime, settings: Settings
+        self,
+        session: DbSession,
+        data: JSONBody[DefinitionUpload],
+        principal: TokenPrincipal,
+        now: Now,
+        settings: ProcessSettings,
     ) -> service.ApplyReport:
         """Create or update what the definition declares; an invalid file changes nothing."""
         try:

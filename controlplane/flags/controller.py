@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from litestar import Controller, get, patch, post
-from litestar.params import HeaderParameter, QueryParameter
-from sqlalchemy.orm import Session
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
-from controlplane.api.dependencies import expected_revision_from
+from controlplane.api.dependencies import DbSession, Now, ProcessSettings, TokenPrincipal, expected_revision_from
 from controlplane.auth.roles import Role
-from controlplane.auth.schemas import Principal
 from controlplane.flags import service
 from controlplane.flags.schemas import EnvironmentStateRead, EnvironmentStateUpdate, FlagCreate, FlagRead, FlagUpdate
 from controlplane.rollouts import service as rollout_service
-from controlplane.settings import Settings
 
 __all__ = ["FlagController"]
 
@@ -31,13 +27,18 @@ class FlagController(Controller):
     opt = {"role": Role.VIEWER}
 
     @get("/", sync_to_thread=True, summary="List flags")
-    def list_flags(self, session: Session) -> list[FlagRead]:
+    def list_flags(self, session: DbSession) -> list[FlagRead]:
         """Every flag with its state in every environment."""
         return [service.to_flag_read(flag) for flag in service.list_flags(session)]
 
     @post("/", sync_to_thread=True, opt={"role": Role.ADMIN}, summary="Create a flag")
     def create_flag(
-        self, session: Session, data: FlagCreate, principal: Principal, now: datetime, settings: Settings
+        self,
+        session: DbSession,
+        data: JSONBody[FlagCreate],
+        principal: TokenPrincipal,
+        now: Now,
+        settings: ProcessSettings,
     ) -> FlagRead:
         """Create a flag, disabled and serving its off variant everywhere."""
         flag = service.create_flag(
@@ -46,7 +47,7 @@ class FlagController(Controller):
         return service.to_flag_read(flag)
 
     @get("/{key:str}", sync_to_thread=True, summary="Read a flag")
-    def read_flag(self, session: Session, key: str, settings: Settings) -> FlagRead:
+    def read_flag(self, session: DbSession, key: FromPath[str], settings: ProcessSettings) -> FlagRead:
         """One flag with its state in every environment."""
         flag = service.get_flag(session, key)
         service.ensure_environments(session, flag, settings.environments)
@@ -55,11 +56,11 @@ class FlagController(Controller):
     @patch("/{key:str}", sync_to_thread=True, opt={"role": Role.ADMIN}, summary="Change a flag")
     def update_flag(
         self,
-        session: Session,
-        key: str,
-        data: FlagUpdate,
-        principal: Principal,
-        now: datetime,
+        session: DbSession,
+        key: FromPath[str],
+        data: JSONBody[FlagUpdate],
+        principal: TokenPrincipal,
+        now: Now,
         if_match: IfMatch,
         reason: Reason,
     ) -> FlagRead:
@@ -77,7 +78,7 @@ class FlagController(Controller):
 
     @get("/{key:str}/environments/{environment:str}", sync_to_thread=True, summary="Read a flag in one environment")
     def read_environment(
-        self, session: Session, key: str, environment: str, settings: Settings
+        self, session: DbSession, key: FromPath[str], environment: FromPath[str], settings: ProcessSettings
     ) -> EnvironmentStateRead:
         """A flag's state in one environment."""
         state = service.get_environment_state(
@@ -93,13 +94,13 @@ class FlagController(Controller):
     )
     def update_environment(
         self,
-        session: Session,
-        key: str,
-        environment: str,
-        data: EnvironmentStateUpdate,
-        principal: Principal,
-        now: datetime,
-        settings: Settings,
+        session: DbSession,
+        key: FromPath[str],
+        environment: FromPath[str],
+        data: JSONBody[EnvironmentStateUpdate],
+        principal: TokenPrincipal,
+        now: Now,
+        settings: ProcessSettings,
         if_match: IfMatch,
         reason: Reason,
     ) -> EnvironmentStateRead:

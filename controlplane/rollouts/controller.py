@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from litestar import Controller, get, post
-from sqlalchemy.orm import Session
+from litestar.params import FromPath, JSONBody
 
+from controlplane.api.dependencies import DbSession, Now, ProcessSettings, TokenPrincipal
 from controlplane.auth.roles import Role
-from controlplane.auth.schemas import Principal
 from controlplane.rollouts import service
 from controlplane.rollouts.schemas import RolloutOperation, RolloutRead, RolloutStatus
 from controlplane.rollouts.service import Operation, RolloutTarget
-from controlplane.settings import Settings
 
 __all__ = ["RolloutController"]
 
@@ -25,13 +22,17 @@ class RolloutController(Controller):
     opt = {"role": Role.VIEWER}
 
     @get("/rollout", sync_to_thread=True, summary="Rollout status")
-    def status(self, session: Session, key: str, environment: str, now: datetime, settings: Settings) -> RolloutStatus:
+    def status(
+        self, session: DbSession, key: FromPath[str], environment: FromPath[str], now: Now, settings: ProcessSettings
+    ) -> RolloutStatus:
         """Where the rollout stands and what the environment serves."""
         target = RolloutTarget(key, environment)
         return service.rollout_status(session, target=target, environments=settings.environments, now=now)
 
     @get("/rollouts", sync_to_thread=True, summary="Rollout history")
-    def history(self, session: Session, key: str, environment: str, settings: Settings) -> list[RolloutRead]:
+    def history(
+        self, session: DbSession, key: FromPath[str], environment: FromPath[str], settings: ProcessSettings
+    ) -> list[RolloutRead]:
         """Every rollout of the flag in this environment, newest first."""
         return service.list_rollout_history(
             session, key=key, environment=environment, environments=settings.environments
@@ -46,14 +47,14 @@ class RolloutController(Controller):
     )
     def operate(
         self,
-        session: Session,
-        key: str,
-        environment: str,
-        operation: Operation,
-        data: RolloutOperation,
-        principal: Principal,
-        now: datetime,
-        settings: Settings,
+        session: DbSession,
+        key: FromPath[str],
+        environment: FromPath[str],
+        operation: FromPath[Operation],
+        data: JSONBody[RolloutOperation],
+        principal: TokenPrincipal,
+        now: Now,
+        settings: ProcessSettings,
     ) -> RolloutStatus:
         """Apply one operation; illegal transitions and stale revisions are refused with 409."""
         return service.operate_rollout(

@@ -173,8 +173,8 @@ def _check_promotion_order(session: Session, loaded: _Loaded, operation: Rollout
     )
 
 
-def _serve(loaded: _Loaded, rollout: Rollout) -> None:
-    """Make the environment serve what the rollout says."""
+def _serve(loaded: _Loaded, rollout: Rollout, *, switch_on: bool) -> None:
+    """Make the environment serve what the rollout says; only a start turns the kill switch on."""
     state = loaded.state
     base = state.rollout or {"bucket_by": "targetingKey", "when": []}
     variant = loaded.flag.rollout_variant or base.get("variant")
@@ -182,7 +182,7 @@ def _serve(loaded: _Loaded, rollout: Rollout) -> None:
     if rollout.state is RolloutState.ROLLED_BACK:
         # The kill switch as well as 0%: rules that served the new variant to some tenants stop too.
         state.enabled = False
-    elif rollout.is_serving:
+    elif switch_on:
         state.enabled = True
 
 
@@ -237,6 +237,13 @@ def operate_rollout(
             expected=body.expected_revision,
             actual=loaded.state.revision,
         )
+    if operation in (Operation.ADVANCE, Operation.RESUME) and not loaded.state.enabled:
+        raise Conflict(
+            "kill-switch-off",
+            f"`{target.flag}` is switched off in {target.environment} (enabled: false), so {operation.value} would "
+            "serve nothing more; switch it back on or roll the rollout back",
+            operation=operation.value,
+        )
     row = loaded.row
     starts_afresh = operation is Operation.START and (row is None or row.state == RolloutState.ROLLED_BACK)
     if (operation is Operation.START and (starts_afresh or (row and row.state == RolloutState.PENDING))) or row is None:
@@ -269,6 +276,7 @@ def operate_rollout(
         actor=actor,
         action=f"rollout.{operation.value}",
         reason=_audit_reason(body, outcome),
+        switch_on=operation is Operation.START,
     )
     return _status(session, loaded, row, now)
 
@@ -290,6 +298,7 @@ def _persist_and_audit(
     actor: str,
     action: str,
     reason: str,
+    switch_on: bool = False,
 ) -> None:
     """Store the rollout after a transition, make the environment serve it, and audit the change."""
     after = outcome.rollout
@@ -302,7 +311,7 @@ def _persist_and_audit(
     row.updated_at = now
     if after.state in (RolloutState.COMPLETED, RolloutState.ROLLED_BACK):
         row.ended_at = now
-    _serve(loaded, after)
+    _serve(loaded, after, switch_on=switch_on)
     # Every operation moves the environment's revision, even a pause that changes nothing served:
     # the revision is what concurrent operators compare against.
     loaded.state.updated_at = now
@@ -410,6 +419,9 @@ def tick_rollout(
     """Advance one running rollout whose auto-advance stage has baked; None when there was nothing to do."""
     loaded = _load(session, target, environments)
     if loaded.row is None:
+        return None
+    if not loaded.state.enabled:
+        # An operator pulled the kill switch: hold, never bring the flag back by ourselves.
         return None
     current = _to_machine(loaded.row)
     outcome = machine.tick(current, now=now)

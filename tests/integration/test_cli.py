@@ -1,0 +1,96 @@
+"""The `controlplane` command: bootstrap commands on the database, the README walkthrough over HTTP."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, inspect
+
+from controlplane.auth.roles import Role
+from controlplane.cli import main
+from tests.conftest import REPO_ROOT
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run the CLI in-process; return its exit code, stdout and stderr."""
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_db_upgrade_then_tokens_create_prints_only_the_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    monkeypatch.setenv("CONTROLPLANE_DATABASE_URL", url)
+    code, _, _ = run(capsys, "db", "upgrade")
+    assert code == 0
+    assert "audit_records" in inspect(create_engine(url)).get_table_names()
+    code, out, _ = run(capsys, "tokens", "create", "--name", "ci-bot", "--role", "operator")
+    assert code == 0
+    assert out.count("\n") == 1 and out.startswith("cpt_") and len(out.strip()) > 40
+    code, _, err = run(capsys, "tokens", "create", "--name", "ci-bot", "--role", "operator")
+    assert code == 1 and "token-name-taken" in err
+
+
+@pytest.fixture
+def cli_env(live_server: str, make_token: Callable[..., str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """CONTROLPLANE_URL and CONTROLPLANE_TOKEN (admin) pointing at a live server."""
+    monkeypatch.setenv("CONTROLPLANE_URL", live_server)
+    monkeypatch.setenv("CONTROLPLANE_TOKEN", make_token(Role.ADMIN, name="admin"))
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_readme_walkthrough_works_as_written(capsys: pytest.CaptureFixture[str]) -> None:
+    flag = "enable-reference-images"
+    definition = str(REPO_ROOT / "definitions" / "reference-images.yaml")
+    assert run(capsys, "definitions", "apply", definition)[0] == 0
+    code, out, _ = run(capsys, "definitions", "apply", definition)
+    assert code == 0 and "nothing to change" in out
+    assert flag in run(capsys, "flags", "list")[1]
+    steps = [
+        ("start", "qa", None),
+        ("advance", "qa", "QA canary clean"),
+        ("start", "staging", None),
+        ("advance", "staging", "staging clean"),
+        ("start", "production", None),
+        ("advance", "production", "10% healthy"),
+        ("advance", "production", "50% healthy"),
+    ]
+    for operation, environment, reason in steps:
+        argv = ["rollout", operation, flag, "--env", environment, "--json"]
+        code, out, err = run(capsys, *argv, *(["--reason", reason] if reason else []))
+        assert code == 0, err
+    assert json.loads(out)["percentage"] == 100.0
+    code, out, _ = run(capsys, "rollout", "rollback", flag, "--env", "production", "--reason", "errors at 4%", "--json")
+    status = json.loads(out)
+    assert code == 0 and status["state"] == "rolled_back" and status["percentage"] == 0 and status["enabled"] is False
+    code, out, _ = run(capsys, "rollout", "status", flag, "--env", "production", "--json")
+    assert {"flag", "environment", "state", "stage_index", "percentage", "revision"} <= set(json.loads(out))
+    code, out, _ = run(capsys, "audit", "list", "--flag", flag, "--env", "production", "--json")
+    actions = [record["action"] for record in json.loads(out)]
+    assert actions[:4] == ["rollout.rollback", "rollout.advance", "rollout.advance", "rollout.start"]
+    code, out, _ = run(capsys, "audit", "verify")
+    assert code == 0 and "audit chain ok" in out
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_cli_reports_refusals_with_status_and_problem_type(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "rollout", "advance", "no-such-flag", "--env", "qa", "--reason", "x")
+    assert code == 1
+    assert "404 flag-not-found" in err
+
+
+def test_cli_without_a_token_says_how_to_get_one(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("CONTROLPLANE_TOKEN", raising=False)
+    code, _, err = run(capsys, "flags", "list")
+    assert code == 1 and "CONTROLPLANE_TOKEN" in err
