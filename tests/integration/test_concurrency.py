@@ -92,16 +92,17 @@ def _admin_token(factory: sessionmaker[Any]) -> str:
 def serve(database_url: str) -> Iterator[RunningServer]:
     """Run the app under uvicorn in a thread on a free port; stop it and dispose the engine afterwards."""
     engine = create_db_engine(database_url)
-    token = _admin_token(sessionmaker(engine, expire_on_commit=False))
-    app = create_app(Settings(database_url=database_url, scheduler_enabled=False), engine=engine)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    port: int = listener.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="none"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, name="uvicorn", daemon=True)
-    thread.start()
+    server: uvicorn.Server | None = None
+    thread: threading.Thread | None = None
     try:
+        token = _admin_token(sessionmaker(engine, expire_on_commit=False))
+        app = create_app(Settings(database_url=database_url, scheduler_enabled=False), engine=engine)
+        listener.bind(("127.0.0.1", 0))
+        port: int = listener.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="none"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, name="uvicorn", daemon=True)
+        thread.start()
         deadline = time.monotonic() + SERVER_START_TIMEOUT_SECONDS
         while not server.started:
             assert thread.is_alive(), "uvicorn exited before it started serving"
@@ -109,11 +110,13 @@ def serve(database_url: str) -> Iterator[RunningServer]:
             time.sleep(0.02)
         yield RunningServer(f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {token}"})
     finally:
-        server.should_exit = True
-        thread.join(timeout=SERVER_START_TIMEOUT_SECONDS)
+        if server is not None:
+            server.should_exit = True
+        if thread is not None:
+            thread.join(timeout=SERVER_START_TIMEOUT_SECONDS)
         listener.close()
         engine.dispose()
-    assert not thread.is_alive(), "uvicorn did not shut down"
+    assert thread is None or not thread.is_alive(), "uvicorn did not shut down"
 
 
 def _revision(client: httpx.Client, environment: str) -> int:
@@ -123,7 +126,9 @@ def _revision(client: httpx.Client, environment: str) -> int:
     return revision
 
 
-def _operate(client: httpx.Client, environment: str, operation: str, reason: str = "integration test") -> dict[str, Any]:
+def _operate(
+    client: httpx.Client, environment: str, operation: str, reason: str = "integration test"
+) -> dict[str, Any]:
     body = {"reason": reason, "expected_revision": _revision(client, environment)}
     response = client.post(f"{ROLLOUT.format(environment=environment)}/{operation}", json=body)
     assert response.status_code == 200, f"{operation} in {environment}: {response.status_code} {response.text}"
@@ -134,9 +139,7 @@ def _operate(client: httpx.Client, environment: str, operation: str, reason: str
 def _prepare_production_at_first_stage(client: httpx.Client) -> int:
     """Apply the definition, complete qa and staging, start production; return production's revision."""
     definition = (REPO_ROOT / "definitions" / "reference-images.yaml").read_text()
-    applied = client.post(
-        "/api/v1/definitions/apply", json={"content": definition, "source": "reference-images.yaml"}
-    )
+    applied = client.post("/api/v1/definitions/apply", json={"content": definition, "source": "reference-images.yaml"})
     assert applied.status_code == 200, applied.text
     for environment in ("qa", "staging"):
         assert _operate(client, environment, "start")["state"] == "running"
