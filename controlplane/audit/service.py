@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from contextlib import closing
 from datetime import datetime
 from typing import Any
 
@@ -98,34 +99,42 @@ def list_audit_records(
     return list(session.scalars(query))
 
 
-def _contents(session: Session) -> Iterator[RecordContent]:
-    # Streamed in id order so verifying a long log keeps memory flat.
-    for record in session.scalars(select(AuditRecord).order_by(AuditRecord.id).execution_options(yield_per=500)):
-        yield RecordContent(
-            id=record.id,
-            occurred_at=record.occurred_at,
-            actor=record.actor,
-            action=record.action,
-            target_type=record.target_type,
-            target=record.target,
-            environment=record.environment,
-            reason=record.reason,
-            before=record.before,
-            after=record.after,
-            previous_digest=record.previous_digest,
-            digest=record.digest,
-        )
+def _contents(session: Session) -> Generator[RecordContent]:
+    # Streamed in id order so verifying a long log keeps memory flat; closed even when the walk stops early.
+    result = session.scalars(select(AuditRecord).order_by(AuditRecord.id).execution_options(yield_per=500))
+    try:
+        yield from (_content(record) for record in result)
+    finally:
+        result.close()
+
+
+def _content(record: AuditRecord) -> RecordContent:
+    return RecordContent(
+        id=record.id,
+        occurred_at=record.occurred_at,
+        actor=record.actor,
+        action=record.action,
+        target_type=record.target_type,
+        target=record.target,
+        environment=record.environment,
+        reason=record.reason,
+        before=record.before,
+        after=record.after,
+        previous_digest=record.previous_digest,
+        digest=record.digest,
+    )
 
 
 def verify_audit_chain(session: Session) -> tuple[int, ChainBreak | None]:
     """Check the whole chain; return how many records were read and the first break, if any."""
     counted = 0
 
-    def counting() -> Iterator[RecordContent]:
+    def counting(contents: Iterator[RecordContent]) -> Iterator[RecordContent]:
         nonlocal counted
-        for content in _contents(session):
+        for content in contents:
             counted += 1
             yield content
 
-    broken = find_first_break(counting())
+    with closing(_contents(session)) as contents:
+        broken = find_first_break(counting(contents))
     return counted, broken

@@ -237,13 +237,6 @@ def operate_rollout(
             expected=body.expected_revision,
             actual=loaded.state.revision,
         )
-    if operation in (Operation.ADVANCE, Operation.RESUME) and not loaded.state.enabled:
-        raise Conflict(
-            "kill-switch-off",
-            f"`{target.flag}` is switched off in {target.environment} (enabled: false), so {operation.value} would "
-            "serve nothing more; switch it back on or roll the rollout back",
-            operation=operation.value,
-        )
     row = loaded.row
     starts_afresh = operation is Operation.START and (row is None or row.state == RolloutState.ROLLED_BACK)
     if (operation is Operation.START and (starts_afresh or (row and row.state == RolloutState.PENDING))) or row is None:
@@ -256,6 +249,14 @@ def operate_rollout(
             outcome.code.replace("_", "-"),
             outcome.reason,
             state=current.state.value,
+            operation=operation.value,
+        )
+    if operation in (Operation.ADVANCE, Operation.RESUME) and not loaded.state.enabled:
+        # The machine allows it, but an operator pulled the kill switch: never bring the flag back as a side effect.
+        raise Conflict(
+            "kill-switch-off",
+            f"`{target.flag}` is switched off in {target.environment} (enabled: false), so {operation.value} would "
+            "serve nothing more; switch it back on or roll the rollout back",
             operation=operation.value,
         )
     if operation is Operation.START:

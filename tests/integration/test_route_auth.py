@@ -1,0 +1,256 @@
+"""Every route of the app, walked from ``app.routes``: public routes open, every other route closed to the wrong caller.
+
+The walk is the point: a route added tomorrow is checked by these tests without anyone listing it here. Path
+parameters get plausible values; a route with a parameter this file does not know fails the walk, so the table
+below is kept up to date rather than the route silently skipped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+from litestar import Litestar
+from litestar.handlers.http_handlers import HTTPRouteHandler
+from litestar.routes import HTTPRoute
+from litestar.testing import TestClient
+
+from controlplane.auth.roles import Role
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+ROLLOUT_OPERATION_PATH = "/api/v1/flags/{key:str}/environments/{environment:str}/rollout/{operation:str}"
+
+#: The only routes anyone may call without a token. Anything else reachable without one is a hole.
+PUBLIC_EXACT = frozenset({"/healthz", "/readyz", "/schema"})
+PUBLIC_PREFIX = "/schema/"
+
+#: Plausible values for path parameters, by name.
+PATH_VALUES = {
+    "key": "enable-reference-images",
+    "environment": "qa",
+    "operation": "advance",
+    "name": "someone",
+    "path": "openapi.json",
+}
+
+#: Roles just below a requirement: each must be refused with 403.
+BELOW = {
+    Role.VIEWER: (Role.INGEST, Role.EVALUATE),
+    Role.OPERATOR: (Role.VIEWER,),
+    Role.ADMIN: (Role.OPERATOR,),
+}
+
+#: A well-formed token nobody issued.
+UNKNOWN_TOKEN = "cpt_" + "A" * 43
+
+_PARAMETER = re.compile(r"\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::[^}]*)?\}")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One method of one route, with a concrete URL to call it on."""
+
+    method: str
+    template: str
+    url: str
+    handler: HTTPRouteHandler
+
+    @property
+    def public(self) -> bool:
+        return is_public(self.template)
+
+    @property
+    def required_role(self) -> Role | None:
+        role = self.handler.opt.get("role")
+        return role if isinstance(role, Role) else None
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.template}"
+
+
+def is_public(template: str) -> bool:
+    """True for the allow-listed public paths."""
+    return template in PUBLIC_EXACT or template.startswith(PUBLIC_PREFIX)
+
+
+def concrete_url(template: str) -> str:
+    """The template with every path parameter replaced by its plausible value."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match["name"]
+        assert name in PATH_VALUES, f"no plausible value for path parameter `{name}` of {template}; add it"
+        return PATH_VALUES[name]
+
+    return _PARAMETER.sub(value, template)
+
+
+def walk(app: Litestar) -> list[Endpoint]:
+    """Every (method, route) of the app except OPTIONS and HEAD."""
+    endpoints = []
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for method, entry in route.route_handler_map.items():
+            if method in ("OPTIONS", "HEAD"):
+                continue
+            handler = entry[0]
+            assert isinstance(handler, HTTPRouteHandler)
+            endpoints.append(Endpoint(method, route.path, concrete_url(route.path), handler))
+    return sorted(endpoints, key=str)
+
+
+def call(client: TestClient[Litestar], endpoint: Endpoint, token: str | None = None) -> httpx.Response:
+    """Call an endpoint with no body, with or without a bearer token."""
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    return client.request(endpoint.method, endpoint.url, headers=headers)
+
+
+def refusal_problem(response: httpx.Response, status: int, slug: str) -> str | None:
+    """What is wrong with a refusal, or None when it is the expected problem-details answer."""
+    if response.status_code != status:
+        return f"status {response.status_code}, expected {status}: {response.text[:200]}"
+    if not response.headers.get("content-type", "").startswith(PROBLEM_MEDIA_TYPE):
+        return f"content-type {response.headers.get('content-type')!r}, expected {PROBLEM_MEDIA_TYPE}"
+    body = response.json()
+    if not str(body.get("type", "")).endswith(f"/{slug}"):
+        return f"problem type {body.get('type')!r}, expected one ending /{slug}"
+    if body.get("status") != status:
+        return f"problem status {body.get('status')!r}, expected {status}"
+    if status == 401 and "bearer" not in response.headers.get("www-authenticate", "").lower():
+        return f"401 without a Bearer WWW-Authenticate header: {dict(response.headers)}"
+    return None
+
+
+def protected(app: Litestar) -> list[Endpoint]:
+    endpoints = [endpoint for endpoint in walk(app) if not endpoint.public]
+    assert endpoints, "the walk found no protected route"
+    return endpoints
+
+
+def test_the_walk_covers_the_api_including_the_rollout_operation_route(app: Litestar) -> None:
+    endpoints = walk(app)
+    walked = {(endpoint.method, endpoint.template) for endpoint in endpoints}
+
+    assert len(endpoints) >= 10, walked
+    assert ("POST", ROLLOUT_OPERATION_PATH) in walked
+    assert ("GET", "/healthz") in walked
+    assert ("GET", "/api/v1/audit/verify") in walked
+    assert ("DELETE", "/api/v1/tokens/{name:str}") in walked
+    assert (
+        concrete_url(ROLLOUT_OPERATION_PATH) == "/api/v1/flags/enable-reference-images/environments/qa/rollout/advance"
+    )
+
+
+def test_every_route_is_either_allow_listed_public_or_declares_a_role(app: Litestar) -> None:
+    undeclared = [str(e) for e in walk(app) if not e.public and e.required_role is None]
+    public_outside_allow_list = [str(e) for e in walk(app) if e.handler.opt.get("public") and not e.public]
+
+    assert undeclared == []
+    assert public_outside_allow_list == []
+
+
+def test_allow_listed_public_routes_answer_without_a_token(client: TestClient[Litestar], app: Litestar) -> None:
+    public = [endpoint for endpoint in walk(app) if endpoint.public]
+    assert {"/healthz", "/readyz", "/schema"} <= {endpoint.template for endpoint in public}
+
+    failures = []
+    for endpoint in public:
+        response = call(client, endpoint)
+        if response.status_code != 200:
+            failures.append(f"{endpoint} ({endpoint.url}): {response.status_code} {response.text[:200]}")
+
+    assert failures == []
+
+
+def test_protected_routes_answer_401_without_a_token(client: TestClient[Litestar], app: Litestar) -> None:
+    failures = []
+    for endpoint in protected(app):
+        problem = refusal_problem(call(client, endpoint), 401, "unauthenticated")
+        if problem is not None:
+            failures.append(f"{endpoint}: {problem}")
+
+    assert failures == []
+
+
+def test_protected_routes_answer_401_to_a_token_nobody_issued(client: TestClient[Litestar], app: Litestar) -> None:
+    failures = []
+    for endpoint in protected(app):
+        problem = refusal_problem(call(client, endpoint, UNKNOWN_TOKEN), 401, "unauthenticated")
+        if problem is not None:
+            failures.append(f"{endpoint}: {problem}")
+
+    assert failures == []
+
+
+def test_protected_routes_answer_401_to_a_revoked_token(
+    client: TestClient[Litestar],
+    app: Litestar,
+    admin_headers: dict[str, str],
+    make_token: Callable[..., str],
+) -> None:
+    # An admin token, so the refusal can only come from the revocation and never from the role.
+    revoked = make_token(Role.ADMIN, name="revoked-admin")
+    assert client.get("/api/v1/flags", headers={"Authorization": f"Bearer {revoked}"}).status_code == 200
+    revocation = client.delete("/api/v1/tokens/revoked-admin", headers=admin_headers, params={"reason": "leaked"})
+    assert revocation.status_code == 200, revocation.text
+    assert revocation.json()["revoked_at"] is not None
+
+    failures = []
+    for endpoint in protected(app):
+        problem = refusal_problem(call(client, endpoint, revoked), 401, "unauthenticated")
+        if problem is not None:
+            failures.append(f"{endpoint}: {problem}")
+
+    assert failures == []
+
+
+def test_protected_routes_answer_403_to_a_role_below_their_requirement(
+    client: TestClient[Litestar], app: Litestar, make_token: Callable[..., str]
+) -> None:
+    tokens = {role: make_token(role) for role in (Role.VIEWER, Role.OPERATOR, Role.INGEST, Role.EVALUATE)}
+    checked: set[Role] = set()
+    failures = []
+    for endpoint in protected(app):
+        required = endpoint.required_role
+        assert required is not None, f"{endpoint} declares no role"
+        for held in BELOW[required]:
+            response = call(client, endpoint, tokens[held])
+            problem = refusal_problem(response, 403, "forbidden")
+            if problem is None and response.json().get("required_role") != required.value:
+                problem = f"required_role {response.json().get('required_role')!r}, expected {required.value!r}"
+            if problem is not None:
+                failures.append(f"{endpoint} as {held}: {problem}")
+        checked.add(required)
+
+    assert failures == []
+    # Each rank of the hierarchy is exercised, so the 403 check cannot pass on viewer routes alone.
+    assert checked == {Role.VIEWER, Role.OPERATOR, Role.ADMIN}
+
+
+def test_a_token_with_exactly_the_required_role_gets_past_the_guard(
+    client: TestClient[Litestar], app: Litestar, make_token: Callable[..., str]
+) -> None:
+    # The counterpart of the refusals above: they come from the guard, not from a route that refuses everyone.
+    tokens = {role: make_token(role) for role in (Role.VIEWER, Role.OPERATOR, Role.ADMIN)}
+    failures = []
+    for endpoint in protected(app):
+        required = endpoint.required_role
+        assert required is not None
+        response = call(client, endpoint, tokens[required])
+        if response.status_code in (401, 403) or response.status_code >= 500:
+            failures.append(f"{endpoint} as {required}: {response.status_code} {response.text[:200]}")
+
+    assert failures == []
+
+
+def test_a_401_tells_the_client_how_to_authenticate(client: TestClient[Litestar]) -> None:
+    response = client.post("/api/v1/flags/enable-reference-images/environments/qa/rollout/advance", json={})
+
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == 'Bearer realm="controlplane"'
+    assert response.headers["content-type"].startswith(PROBLEM_MEDIA_TYPE)
+    body = response.json()
+    assert body["type"].endswith("/unauthenticated")
+    assert body["instance"] == "/api/v1/flags/enable-reference-images/environments/qa/rollout/advance"
