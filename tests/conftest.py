@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,6 +41,7 @@ POSTGRES_ADMIN_URL = os.environ.get("CONTROLPLANE_TEST_POSTGRES_URL", "postgresq
 BACKENDS = [b.strip() for b in os.environ.get("CONTROLPLANE_TEST_BACKENDS", "sqlite,postgresql").split(",") if b]
 IN_CI = os.environ.get("CI", "").lower() == "true"
 REPO_ROOT = Path(__file__).resolve().parent.parent
+SERVER_START_TIMEOUT_SECONDS = 15.0
 
 
 @dataclass
@@ -101,12 +103,17 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         shutil.copy(request.getfixturevalue("sqlite_template"), target)
         return f"sqlite:///{target}"
     url: str = request.getfixturevalue("postgres_database")
+    empty_database(url)
+    return url
+
+
+def empty_database(url: str) -> None:
+    """Delete every row of every table (the schema stays at head)."""
     engine = create_db_engine(url)
     tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
     with engine.begin() as connection:
         connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
     engine.dispose()
-    return url
 
 
 @pytest.fixture
@@ -191,28 +198,33 @@ def applied(client: TestClient[Litestar], admin_headers: dict[str, str], referen
     assert response.status_code == 200, response.text
 
 
+@contextmanager
 def serve_in_thread(app: Litestar) -> Iterator[str]:
     """Run ``app`` under a real uvicorn server on a free loopback port; yield its base URL."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    port: int = listener.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="none"))
+    # The socket is bound before uvicorn starts, so no other process can take the port in between.
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, name="uvicorn", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        # A bounded wait for a real server to bind; nothing here measures time.
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start within 10 s")
-        time.sleep(0.01)
     try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_SECONDS
+        while not server.started:
+            # A bounded wait for a real server to bind; nothing here measures time.
+            assert thread.is_alive(), "uvicorn exited before it started serving"
+            assert time.monotonic() < deadline, f"uvicorn did not start within {SERVER_START_TIMEOUT_SECONDS}s"
+            time.sleep(0.02)
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        thread.join(timeout=10)
+        thread.join(timeout=SERVER_START_TIMEOUT_SECONDS)
+        listener.close()
+    assert not thread.is_alive(), "uvicorn did not shut down"
 
 
 @pytest.fixture
 def live_server(app: Litestar) -> Iterator[str]:
     """The app served over real HTTP by uvicorn; the base URL."""
-    yield from serve_in_thread(app)
+    with serve_in_thread(app) as base_url:
+        yield base_url

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
+import msgspec
 from litestar import Controller, get
 from litestar.params import QueryParameter
 
@@ -19,20 +20,7 @@ __all__ = ["AuditController", "to_read"]
 
 def to_read(record: AuditRecord) -> AuditRecordRead:
     """The wire form of a record."""
-    return AuditRecordRead(
-        id=record.id,
-        occurred_at=record.occurred_at,
-        actor=record.actor,
-        action=record.action,
-        target_type=record.target_type,
-        target=record.target,
-        environment=record.environment,
-        reason=record.reason,
-        before=record.before,
-        after=record.after,
-        digest=record.digest,
-        previous_digest=record.previous_digest,
-    )
+    return msgspec.convert(record, AuditRecordRead, from_attributes=True)
 
 
 class AuditController(Controller):

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from controlplane.audit.chain import GENESIS_DIGEST, ChainBreak, RecordContent, digest_of, find_first_break
 from controlplane.audit.models import AuditRecord
 
-__all__ = ["append_audit_record", "list_audit_records", "verify_audit_chain"]
+__all__ = ["append_audit_record", "list_audit_records", "record_content", "verify_audit_chain"]
 
 # Any constant works; it names the one lock that orders appends to the chain across replicas.
 _CHAIN_LOCK_KEY = 7_311_002
@@ -103,12 +103,13 @@ def _contents(session: Session) -> Generator[RecordContent]:
     # Streamed in id order so verifying a long log keeps memory flat; closed even when the walk stops early.
     result = session.scalars(select(AuditRecord).order_by(AuditRecord.id).execution_options(yield_per=500))
     try:
-        yield from (_content(record) for record in result)
+        yield from (record_content(record) for record in result)
     finally:
         result.close()
 
 
-def _content(record: AuditRecord) -> RecordContent:
+def record_content(record: AuditRecord) -> RecordContent:
+    """The fields of a stored record that its digest covers."""
     return RecordContent(
         id=record.id,
         occurred_at=record.occurred_at,

@@ -9,9 +9,7 @@ revision check and the ORM's version column must let exactly one advance through
 from __future__ import annotations
 
 import shutil
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -22,8 +20,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from sqlalchemy import text
 from sqlalchemy.orm import sessionmaker
 
 from controlplane.app import create_app
@@ -31,10 +27,9 @@ from controlplane.auth import service as auth_service
 from controlplane.auth.roles import Role
 from controlplane.auth.schemas import TokenCreate
 from controlplane.db import create_db_engine, session_scope
-from controlplane.models import Base
 from controlplane.settings import Settings
+from tests.conftest import REPO_ROOT, empty_database, serve_in_thread
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 FLAG = "enable-reference-images"
 ROLLOUT = f"/api/v1/flags/{FLAG}/environments/{{environment}}/rollout"
 SERVER_START_TIMEOUT_SECONDS = 15.0
@@ -60,11 +55,7 @@ class Answer:
 @pytest.fixture
 def postgres_url(postgres_database: str) -> str:
     """The session's PostgreSQL database, emptied for this test."""
-    engine = create_db_engine(postgres_database)
-    tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
-    with engine.begin() as connection:
-        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-    engine.dispose()
+    empty_database(postgres_database)
     return postgres_database
 
 
@@ -90,33 +81,15 @@ def _admin_token(factory: sessionmaker[Any]) -> str:
 
 @contextmanager
 def serve(database_url: str) -> Iterator[RunningServer]:
-    """Run the app under uvicorn in a thread on a free port; stop it and dispose the engine afterwards."""
+    """Run the app under uvicorn with an admin token; dispose the engine afterwards."""
     engine = create_db_engine(database_url)
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server: uvicorn.Server | None = None
-    thread: threading.Thread | None = None
     try:
         token = _admin_token(sessionmaker(engine, expire_on_commit=False))
         app = create_app(Settings(database_url=database_url, scheduler_enabled=False), engine=engine)
-        listener.bind(("127.0.0.1", 0))
-        port: int = listener.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="none"))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, name="uvicorn", daemon=True)
-        thread.start()
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_SECONDS
-        while not server.started:
-            assert thread.is_alive(), "uvicorn exited before it started serving"
-            assert time.monotonic() < deadline, f"uvicorn did not start within {SERVER_START_TIMEOUT_SECONDS}s"
-            time.sleep(0.02)
-        yield RunningServer(f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {token}"})
+        with serve_in_thread(app) as base_url:
+            yield RunningServer(base_url, {"Authorization": f"Bearer {token}"})
     finally:
-        if server is not None:
-            server.should_exit = True
-        if thread is not None:
-            thread.join(timeout=SERVER_START_TIMEOUT_SECONDS)
-        listener.close()
         engine.dispose()
-    assert thread is None or not thread.is_alive(), "uvicorn did not shut down"
 
 
 def _revision(client: httpx.Client, environment: str) -> int:
@@ -173,7 +146,7 @@ def _assert_exactly_one_advance(server: RunningServer, revision: int, answers: l
     assert len(successes) == 1, counts
     assert len(refusals) == len(answers) - 1, counts
     stale = [answer for answer in refusals if str(answer.body.get("type", "")).endswith("stale-revision")]
-    assert len(stale) == len(refusals), f"{counts}; refusal types {sorted({a.body.get('type') for a in refusals})}"
+    assert len(stale) == len(refusals), f"{counts}; refusal types {sorted({str(a.body.get('type')) for a in refusals})}"
     winner = successes[0].body
     assert (winner["stage_index"], winner["percentage"], winner["revision"]) == (1, 50, revision + 1), winner
 
