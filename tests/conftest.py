@@ -10,19 +10,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
-import uvicorn
 from litestar import Litestar
 from litestar.testing import TestClient
 from sqlalchemy import Engine, text
@@ -33,6 +28,7 @@ from controlplane.auth import service as auth_service
 from controlplane.auth.roles import Role
 from controlplane.auth.schemas import TokenCreate
 from controlplane.db import create_db_engine, session_scope
+from controlplane.embedded import serve_in_thread
 from controlplane.migrate import upgrade_to_head
 from controlplane.models import Base
 from controlplane.settings import Settings
@@ -41,7 +37,6 @@ POSTGRES_ADMIN_URL = os.environ.get("CONTROLPLANE_TEST_POSTGRES_URL", "postgresq
 BACKENDS = [b.strip() for b in os.environ.get("CONTROLPLANE_TEST_BACKENDS", "sqlite,postgresql").split(",") if b]
 IN_CI = os.environ.get("CI", "").lower() == "true"
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SERVER_START_TIMEOUT_SECONDS = 15.0
 
 
 @dataclass
@@ -196,31 +191,6 @@ def applied(client: TestClient[Litestar], admin_headers: dict[str, str], referen
         json={"content": reference_images_yaml, "source": "reference-images.yaml"},
     )
     assert response.status_code == 200, response.text
-
-
-@contextmanager
-def serve_in_thread(app: Litestar) -> Iterator[str]:
-    """Run ``app`` under a real uvicorn server on a free loopback port; yield its base URL."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    port: int = listener.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="none"))
-    # The socket is bound before uvicorn starts, so no other process can take the port in between.
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, name="uvicorn", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_SECONDS
-        while not server.started:
-            # A bounded wait for a real server to bind; nothing here measures time.
-            assert thread.is_alive(), "uvicorn exited before it started serving"
-            assert time.monotonic() < deadline, f"uvicorn did not start within {SERVER_START_TIMEOUT_SECONDS}s"
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=SERVER_START_TIMEOUT_SECONDS)
-        listener.close()
-    assert not thread.is_alive(), "uvicorn did not shut down"
 
 
 @pytest.fixture

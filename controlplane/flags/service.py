@@ -53,7 +53,7 @@ def check_revision(kind: str, name: str, *, expected: int, actual: int) -> None:
         )
 
 
-def get_flag(session: Session, key: str, *, for_update: bool = False) -> Flag:
+def get_flag(session: Session, key: str) -> Flag:
     """The flag with this key, or FlagNotFound."""
     query = select(Flag).where(Flag.key == key).options(selectinload(Flag.environments))
     flag = session.scalar(query)

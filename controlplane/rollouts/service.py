@@ -238,11 +238,9 @@ def operate_rollout(
             actual=loaded.state.revision,
         )
     row = loaded.row
-    starts_afresh = operation is Operation.START and (row is None or row.state == RolloutState.ROLLED_BACK)
-    if (operation is Operation.START and (starts_afresh or (row and row.state == RolloutState.PENDING))) or row is None:
-        current = _pending_from_plan(loaded.plan)
-    else:
-        current = _to_machine(row)
+    # A start after a rollback begins a new rollout from the current plan; the old one stays in the history.
+    fresh = row is None or (operation is Operation.START and row.state == RolloutState.ROLLED_BACK)
+    current = _pending_from_plan(loaded.plan) if fresh or row is None else _to_machine(row)
     outcome = _transition(operation, current, body, now)
     if isinstance(outcome, machine.Refusal):
         raise Conflict(
@@ -261,7 +259,7 @@ def operate_rollout(
         )
     if operation is Operation.START:
         _check_promotion_order(session, loaded, body)
-        if row is None or starts_afresh:
+        if fresh or row is None:
             row = RolloutRow(flag_id=loaded.flag.id, environment=target.environment, created_at=now)
             session.add(row)
         row.started_by = actor

@@ -27,8 +27,9 @@ from controlplane.auth import service as auth_service
 from controlplane.auth.roles import Role
 from controlplane.auth.schemas import TokenCreate
 from controlplane.db import create_db_engine, session_scope
+from controlplane.embedded import serve_in_thread
 from controlplane.settings import Settings
-from tests.conftest import REPO_ROOT, empty_database, serve_in_thread
+from tests.conftest import REPO_ROOT, empty_database
 
 FLAG = "enable-reference-images"
 ROLLOUT = f"/api/v1/flags/{FLAG}/environments/{{environment}}/rollout"

@@ -1,0 +1,44 @@
+"""Serve the app under uvicorn in a background thread: for tests, benchmarks and embedding in another process."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import uvicorn
+from litestar import Litestar
+
+__all__ = ["serve_in_thread"]
+
+SERVER_START_TIMEOUT_SECONDS = 15.0
+
+
+@contextmanager
+def serve_in_thread(app: Litestar) -> Iterator[str]:
+    """Run ``app`` under a real uvicorn server on a free loopback port; yield its base URL."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    port: int = listener.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="none"))
+    # The socket is bound before uvicorn starts, so no other process can take the port in between.
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, name="uvicorn", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_SECONDS
+        while not server.started:
+            # A bounded wait for a real server to bind; nothing here measures time.
+            if not thread.is_alive():
+                raise RuntimeError("uvicorn exited before it started serving")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"uvicorn did not start within {SERVER_START_TIMEOUT_SECONDS}s")
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=SERVER_START_TIMEOUT_SECONDS)
+        listener.close()
+    if thread.is_alive():
+        raise RuntimeError("uvicorn did not shut down")
