@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -17,13 +18,16 @@ from sqlalchemy.orm import sessionmaker
 from controlplane.api.dependencies import dependencies
 from controlplane.api.health import healthz, readyz
 from controlplane.api.problems import exception_handlers
+from controlplane.api.unit_of_work import UnitOfWork
 from controlplane.audit.controller import AuditController
 from controlplane.auth.controller import TokenController
 from controlplane.auth.guards import authorize, rate_limit_identity
 from controlplane.clock import Clock, system_clock
-from controlplane.db import create_db_engine
+from controlplane.db import create_db_engine, reader_factory, session_scope
 from controlplane.definitions.controller import DefinitionController
+from controlplane.flags import service as flag_service
 from controlplane.flags.controller import FlagController
+from controlplane.migrate import is_at_head
 from controlplane.rollouts.controller import RolloutController
 from controlplane.scheduler import Leadership, Scheduler, build_jobs
 from controlplane.settings import Settings
@@ -32,6 +36,7 @@ __all__ = ["API_PREFIX", "create_app"]
 
 API_PREFIX = "/api/v1"
 PUBLIC_PATHS = ["/healthz", "/readyz", "/schema"]
+logger = logging.getLogger(__name__)
 
 
 def create_app(
@@ -45,12 +50,21 @@ def create_app(
     settings = settings or Settings.from_env()
     engine = engine or create_db_engine(settings.database_url)
     factory = sessionmaker(engine, expire_on_commit=False)
+    reader = reader_factory(engine)
     with_scheduler = settings.scheduler_enabled if run_scheduler is None else run_scheduler
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        ready = is_at_head(engine)
+        if ready:
+            with session_scope(factory) as session:
+                # Settings may name environments added since flags were created: give every flag its rows now,
+                # so reads never have to write.
+                flag_service.ensure_every_flag_has_environments(session, settings.environments)
+        else:
+            logger.error("the database schema is not at the newest migration: run `controlplane db upgrade`")
         scheduler: Scheduler | None = None
-        if with_scheduler:
+        if with_scheduler and ready:
             leadership = Leadership(
                 factory,
                 holder=settings.replica_id,
@@ -91,5 +105,13 @@ def create_app(
             openapi_router=Router(path="/schema", route_handlers=[], opt={"public": True}),
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
         ),
-        state=State({"settings": settings, "engine": engine, "session_factory": factory, "clock": clock}),
+        state=State(
+            {
+                "settings": settings,
+                "engine": engine,
+                "session_factory": reader,
+                "unit_of_work": UnitOfWork(factory, reader),
+                "clock": clock,
+            }
+        ),
     )

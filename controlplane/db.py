@@ -13,7 +13,16 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["Base", "JSONDocument", "UTCDateTime", "create_db_engine", "session_scope", "utcnow"]
+__all__ = [
+    "READ_ONLY_OPTION",
+    "Base",
+    "JSONDocument",
+    "UTCDateTime",
+    "create_db_engine",
+    "reader_factory",
+    "session_scope",
+    "utcnow",
+]
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -22,6 +31,9 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+#: Execution option marking a read-only unit of work (SQLite begins it without the write lock).
+READ_ONLY_OPTION = "controlplane_read_only"
 
 #: JSON on SQLite, JSONB on PostgreSQL.
 JSONDocument = JSON().with_variant(JSONB(), "postgresql")
@@ -81,6 +93,10 @@ def create_db_engine(url: str, *, echo: bool = False) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
+        if connection.get_execution_options().get(READ_ONLY_OPTION):
+            # Readers never take the write lock: in WAL mode they see the last commit and block nobody.
+            connection.exec_driver_sql("BEGIN")
+            return
         # BEGIN IMMEDIATE takes the write lock up front, so two writers queue instead of one failing
         # half-way with "database is locked"; the audit chain relies on that order.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
@@ -100,3 +116,8 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def reader_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for read-only work: on SQLite they do not queue behind writers."""
+    return sessionmaker(engine.execution_options(**{READ_ONLY_OPTION: True}), expire_on_commit=False)

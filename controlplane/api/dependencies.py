@@ -2,41 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-import anyio.to_thread
 from litestar import Request
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
-from sqlalchemy.orm import Session
 
+from controlplane.api.unit_of_work import UnitOfWork
 from controlplane.auth.schemas import Principal
 from controlplane.errors import InvalidInput, PreconditionRequired
 from controlplane.settings import Settings
 
-__all__ = ["DbSession", "Now", "ProcessSettings", "TokenPrincipal", "dependencies", "expected_revision_from"]
+__all__ = ["Now", "ProcessSettings", "TokenPrincipal", "Work", "dependencies", "expected_revision_from"]
 
 # Handler parameter types: injected by name from `dependencies` below.
-DbSession = NamedDependency[Session]
+Work = NamedDependency[UnitOfWork]
 TokenPrincipal = NamedDependency[Principal]
 Now = NamedDependency[datetime]
 ProcessSettings = NamedDependency[Settings]
 
 
-async def provide_session(state: State) -> AsyncIterator[Session]:
-    """One session per request: committed before the response is sent, rolled back on any error."""
-    session: Session = state.session_factory()
-    try:
-        yield session
-        # An acknowledged change is a committed change: the commit happens before the 2xx leaves.
-        await anyio.to_thread.run_sync(session.commit)
-    except BaseException:
-        await anyio.to_thread.run_sync(session.rollback)
-        raise
-    finally:
-        await anyio.to_thread.run_sync(session.close)
+def provide_unit_of_work(state: State) -> UnitOfWork:
+    """The app's unit of work: transactions run whole in a worker thread."""
+    uow: UnitOfWork = state.unit_of_work
+    return uow
 
 
 def provide_principal(request: Request[Any, Any, Any]) -> Principal:
@@ -71,7 +61,7 @@ def expected_revision_from(if_match: str | None) -> int:
 
 
 dependencies = {
-    "session": Provide(provide_session),
+    "uow": Provide(provide_unit_of_work, sync_to_thread=False),
     "principal": Provide(provide_principal, sync_to_thread=False),
     "now": Provide(provide_now, sync_to_thread=False),
     "settings": Provide(provide_settings, sync_to_thread=False),

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 from typing import Annotated
 
 import msgspec
 from litestar import Controller, get
 from litestar.params import QueryParameter
 
-from controlplane.api.dependencies import DbSession
+from controlplane.api.dependencies import Work
 from controlplane.audit import service
 from controlplane.audit.models import AuditRecord
 from controlplane.audit.schemas import AuditRecordRead, AuditVerification
@@ -30,10 +31,10 @@ class AuditController(Controller):
     tags = ["audit"]
     opt = {"role": Role.VIEWER}
 
-    @get("/", sync_to_thread=True, summary="Query the audit log")
-    def list_records(
+    @get("/", summary="Query the audit log")
+    async def list_records(
         self,
-        session: DbSession,
+        uow: Work,
         flag: Annotated[str | None, QueryParameter(name="flag", required=False)] = None,
         environment: Annotated[str | None, QueryParameter(name="environment", required=False)] = None,
         actor: Annotated[str | None, QueryParameter(name="actor", required=False)] = None,
@@ -44,8 +45,8 @@ class AuditController(Controller):
         limit: Annotated[int, QueryParameter(name="limit", ge=1, le=1000)] = 100,
     ) -> list[AuditRecordRead]:
         """Records matching every filter, newest first; page with `before_id`."""
-        records = service.list_audit_records(
-            session,
+        query = partial(
+            service.list_audit_records,
             target=flag,
             environment=environment,
             actor=actor,
@@ -55,12 +56,12 @@ class AuditController(Controller):
             before_id=before_id,
             limit=limit,
         )
-        return [to_read(record) for record in records]
+        return await uow.read(lambda session: [to_read(record) for record in query(session)])
 
-    @get("/verify", sync_to_thread=True, summary="Verify the hash chain")
-    def verify(self, session: DbSession) -> AuditVerification:
+    @get("/verify", summary="Verify the hash chain")
+    async def verify(self, uow: Work) -> AuditVerification:
         """Walk the chain and name the first record that does not verify."""
-        count, broken = service.verify_audit_chain(session)
+        count, broken = await uow.read(service.verify_audit_chain)
         if broken is None:
             return AuditVerification(ok=True, records=count)
         return AuditVerification(ok=False, records=count, first_broken_id=broken.record_id, reason=broken.reason)

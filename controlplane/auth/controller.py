@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from litestar import Controller, delete, get, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from controlplane.api.dependencies import DbSession, Now, ProcessSettings, TokenPrincipal
+from controlplane.api.dependencies import Now, ProcessSettings, TokenPrincipal, Work
 from controlplane.auth import service
 from controlplane.auth.roles import Role
 from controlplane.auth.schemas import TokenCreate, TokenCreated, TokenRead
@@ -22,33 +23,35 @@ class TokenController(Controller):
     tags = ["tokens"]
     opt = {"role": Role.ADMIN}
 
-    @get("/", sync_to_thread=True, summary="List tokens")
-    def list_tokens(self, session: DbSession) -> list[TokenRead]:
+    @get("/", summary="List tokens")
+    async def list_tokens(self, uow: Work) -> list[TokenRead]:
         """Every token, never its secret."""
-        return service.list_tokens(session)
+        return await uow.read(service.list_tokens)
 
-    @post("/", sync_to_thread=True, summary="Create a token")
-    def create_token(
+    @post("/", summary="Create a token")
+    async def create_token(
         self,
-        session: DbSession,
+        uow: Work,
         data: JSONBody[TokenCreate],
         principal: TokenPrincipal,
         now: Now,
         settings: ProcessSettings,
     ) -> TokenCreated:
         """Create a token; its secret is in this response and nowhere else, ever."""
-        return service.create_token(
-            session, request=data, actor=principal.name, environments=settings.environments, now=now
+        return await uow.write(
+            partial(
+                service.create_token, request=data, actor=principal.name, environments=settings.environments, now=now
+            )
         )
 
-    @delete("/{name:str}", sync_to_thread=True, status_code=200, summary="Revoke a token")
-    def revoke_token(
+    @delete("/{name:str}", status_code=200, summary="Revoke a token")
+    async def revoke_token(
         self,
-        session: DbSession,
+        uow: Work,
         name: FromPath[str],
         principal: TokenPrincipal,
         now: Now,
         reason: Annotated[str | None, QueryParameter(name="reason", required=False)] = None,
     ) -> TokenRead:
         """Revoke a token; it stops working on the next request."""
-        return service.revoke_token(session, name=name, actor=principal.name, reason=reason, now=now)
+        return await uow.write(partial(service.revoke_token, name=name, actor=principal.name, reason=reason, now=now))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 import msgspec
 from litestar import Controller, post
 from litestar.params import JSONBody
 
-from controlplane.api.dependencies import DbSession, Now, ProcessSettings, TokenPrincipal
+from controlplane.api.dependencies import Now, ProcessSettings, TokenPrincipal, Work
 from controlplane.auth.roles import Role
 from controlplane.definitions import service
 from controlplane.definitions.loader import DefinitionError, parse_definition
@@ -32,10 +33,10 @@ class DefinitionController(Controller):
     tags = ["definitions"]
     opt = {"role": Role.ADMIN}
 
-    @post("/apply", sync_to_thread=True, status_code=200, summary="Apply a pipeline definition")
-    def apply(
+    @post("/apply", status_code=200, summary="Apply a pipeline definition")
+    async def apply(
         self,
-        session: DbSession,
+        uow: Work,
         data: JSONBody[DefinitionUpload],
         principal: TokenPrincipal,
         now: Now,
@@ -48,11 +49,13 @@ class DefinitionController(Controller):
             raise InvalidInput(
                 "invalid-definition", str(error), source=data.source, line=error.line, field=error.path
             ) from error
-        return service.apply_definition(
-            session,
-            definition=definition,
-            actor=principal.name,
-            environments=settings.environments,
-            now=now,
-            dry_run=data.dry_run,
+        return await uow.write(
+            partial(
+                service.apply_definition,
+                definition=definition,
+                actor=principal.name,
+                environments=settings.environments,
+                now=now,
+                dry_run=data.dry_run,
+            )
         )

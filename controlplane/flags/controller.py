@@ -6,8 +6,9 @@ from typing import Annotated
 
 from litestar import Controller, get, patch, post
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
+from sqlalchemy.orm import Session
 
-from controlplane.api.dependencies import DbSession, Now, ProcessSettings, TokenPrincipal, expected_revision_from
+from controlplane.api.dependencies import Now, ProcessSettings, TokenPrincipal, Work, expected_revision_from
 from controlplane.auth.roles import Role
 from controlplane.flags import service
 from controlplane.flags.schemas import EnvironmentStateRead, EnvironmentStateUpdate, FlagCreate, FlagRead, FlagUpdate
@@ -26,37 +27,34 @@ class FlagController(Controller):
     tags = ["flags"]
     opt = {"role": Role.VIEWER}
 
-    @get("/", sync_to_thread=True, summary="List flags")
-    def list_flags(self, session: DbSession) -> list[FlagRead]:
+    @get("/", summary="List flags")
+    async def list_flags(self, uow: Work) -> list[FlagRead]:
         """Every flag with its state in every environment."""
-        return [service.to_flag_read(flag) for flag in service.list_flags(session)]
+        return await uow.read(lambda session: [service.to_flag_read(flag) for flag in service.list_flags(session)])
 
-    @post("/", sync_to_thread=True, opt={"role": Role.ADMIN}, summary="Create a flag")
-    def create_flag(
-        self,
-        session: DbSession,
-        data: JSONBody[FlagCreate],
-        principal: TokenPrincipal,
-        now: Now,
-        settings: ProcessSettings,
+    @post("/", opt={"role": Role.ADMIN}, summary="Create a flag")
+    async def create_flag(
+        self, uow: Work, data: JSONBody[FlagCreate], principal: TokenPrincipal, now: Now, settings: ProcessSettings
     ) -> FlagRead:
         """Create a flag, disabled and serving its off variant everywhere."""
-        flag = service.create_flag(
-            session, request=data, actor=principal.name, environments=settings.environments, now=now
-        )
-        return service.to_flag_read(flag)
 
-    @get("/{key:str}", sync_to_thread=True, summary="Read a flag")
-    def read_flag(self, session: DbSession, key: FromPath[str], settings: ProcessSettings) -> FlagRead:
+        def create(session: Session) -> FlagRead:
+            flag = service.create_flag(
+                session, request=data, actor=principal.name, environments=settings.environments, now=now
+            )
+            return service.to_flag_read(flag)
+
+        return await uow.write(create)
+
+    @get("/{key:str}", summary="Read a flag")
+    async def read_flag(self, uow: Work, key: FromPath[str]) -> FlagRead:
         """One flag with its state in every environment."""
-        flag = service.get_flag(session, key)
-        service.ensure_environments(session, flag, settings.environments)
-        return service.to_flag_read(flag)
+        return await uow.read(lambda session: service.to_flag_read(service.get_flag(session, key)))
 
-    @patch("/{key:str}", sync_to_thread=True, opt={"role": Role.ADMIN}, summary="Change a flag")
-    def update_flag(
+    @patch("/{key:str}", opt={"role": Role.ADMIN}, summary="Change a flag")
+    async def update_flag(
         self,
-        session: DbSession,
+        uow: Work,
         key: FromPath[str],
         data: JSONBody[FlagUpdate],
         principal: TokenPrincipal,
@@ -65,36 +63,34 @@ class FlagController(Controller):
         reason: Reason,
     ) -> FlagRead:
         """Change a flag's definition; `If-Match` must carry its current revision."""
-        flag = service.update_flag(
-            session,
-            key=key,
-            expected_revision=expected_revision_from(if_match),
-            changes=data,
-            actor=principal.name,
-            now=now,
-            reason=reason,
-        )
-        return service.to_flag_read(flag)
+        expected = expected_revision_from(if_match)
 
-    @get("/{key:str}/environments/{environment:str}", sync_to_thread=True, summary="Read a flag in one environment")
-    def read_environment(
-        self, session: DbSession, key: FromPath[str], environment: FromPath[str], settings: ProcessSettings
+        def update(session: Session) -> FlagRead:
+            flag = service.update_flag(
+                session, key=key, expected_revision=expected, changes=data, actor=principal.name, now=now, reason=reason
+            )
+            return service.to_flag_read(flag)
+
+        return await uow.write(update)
+
+    @get("/{key:str}/environments/{environment:str}", summary="Read a flag in one environment")
+    async def read_environment(
+        self, uow: Work, key: FromPath[str], environment: FromPath[str], settings: ProcessSettings
     ) -> EnvironmentStateRead:
         """A flag's state in one environment."""
-        state = service.get_environment_state(
-            session, key=key, environment=environment, environments=settings.environments
-        )
-        return service.to_environment_read(state)
 
-    @patch(
-        "/{key:str}/environments/{environment:str}",
-        sync_to_thread=True,
-        opt={"role": Role.ADMIN},
-        summary="Change a flag in one environment",
-    )
-    def update_environment(
+        def read(session: Session) -> EnvironmentStateRead:
+            state = service.get_environment_state(
+                session, key=key, environment=environment, environments=settings.environments
+            )
+            return service.to_environment_read(state)
+
+        return await uow.read(read)
+
+    @patch("/{key:str}/environments/{environment:str}", opt={"role": Role.ADMIN}, summary="Change a flag in one env")
+    async def update_environment(
         self,
-        session: DbSession,
+        uow: Work,
         key: FromPath[str],
         environment: FromPath[str],
         data: JSONBody[EnvironmentStateUpdate],
@@ -105,17 +101,21 @@ class FlagController(Controller):
         reason: Reason,
     ) -> EnvironmentStateRead:
         """Change enabled, default variant, rules or rollout bucketing; `If-Match` carries the revision."""
-        active = rollout_service.is_rollout_active(session, key=key, environment=environment)
-        state = service.update_environment_state(
-            session,
-            key=key,
-            environment=environment,
-            environments=settings.environments,
-            expected_revision=expected_revision_from(if_match),
-            changes=data,
-            actor=principal.name,
-            now=now,
-            reason=reason,
-            rollout_active=active,
-        )
-        return service.to_environment_read(state)
+        expected = expected_revision_from(if_match)
+
+        def update(session: Session) -> EnvironmentStateRead:
+            state = service.update_environment_state(
+                session,
+                key=key,
+                environment=environment,
+                environments=settings.environments,
+                expected_revision=expected,
+                changes=data,
+                actor=principal.name,
+                now=now,
+                reason=reason,
+                rollout_active=rollout_service.is_rollout_active(session, key=key, environment=environment),
+            )
+            return service.to_environment_read(state)
+
+        return await uow.write(update)

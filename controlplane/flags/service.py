@@ -29,6 +29,7 @@ __all__ = [
     "check_revision",
     "create_flag",
     "ensure_environments",
+    "ensure_every_flag_has_environments",
     "environment_snapshot",
     "flag_snapshot",
     "get_environment_state",
@@ -112,6 +113,12 @@ def ensure_environments(session: Session, flag: Flag, environments: Sequence[str
     for environment in environments:
         if environment not in present:
             _add_environment(session, flag, environment)
+
+
+def ensure_every_flag_has_environments(session: Session, environments: Sequence[str]) -> None:
+    """Give every flag a state row in every configured environment."""
+    for flag in list_flags(session):
+        ensure_environments(session, flag, environments)
 
 
 def flag_snapshot(flag: Flag) -> dict[str, Any]:

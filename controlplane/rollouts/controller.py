@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from litestar import Controller, get, post
 from litestar.params import FromPath, JSONBody
 
-from controlplane.api.dependencies import DbSession, Now, ProcessSettings, TokenPrincipal
+from controlplane.api.dependencies import Now, ProcessSettings, TokenPrincipal, Work
 from controlplane.auth.roles import Role
 from controlplane.rollouts import service
 from controlplane.rollouts.schemas import RolloutOperation, RolloutRead, RolloutStatus
@@ -21,33 +23,34 @@ class RolloutController(Controller):
     tags = ["rollouts"]
     opt = {"role": Role.VIEWER}
 
-    @get("/rollout", sync_to_thread=True, summary="Rollout status")
-    def status(
-        self, session: DbSession, key: FromPath[str], environment: FromPath[str], now: Now, settings: ProcessSettings
+    @get("/rollout", summary="Rollout status")
+    async def status(
+        self, uow: Work, key: FromPath[str], environment: FromPath[str], now: Now, settings: ProcessSettings
     ) -> RolloutStatus:
         """Where the rollout stands and what the environment serves."""
         target = RolloutTarget(key, environment)
-        return service.rollout_status(session, target=target, environments=settings.environments, now=now)
+        return await uow.read(
+            partial(service.rollout_status, target=target, environments=settings.environments, now=now)
+        )
 
-    @get("/rollouts", sync_to_thread=True, summary="Rollout history")
-    def history(
-        self, session: DbSession, key: FromPath[str], environment: FromPath[str], settings: ProcessSettings
+    @get("/rollouts", summary="Rollout history")
+    async def history(
+        self, uow: Work, key: FromPath[str], environment: FromPath[str], settings: ProcessSettings
     ) -> list[RolloutRead]:
         """Every rollout of the flag in this environment, newest first."""
-        return service.list_rollout_history(
-            session, key=key, environment=environment, environments=settings.environments
+        return await uow.read(
+            partial(service.list_rollout_history, key=key, environment=environment, environments=settings.environments)
         )
 
     @post(
         "/rollout/{operation:str}",
-        sync_to_thread=True,
         opt={"role": Role.OPERATOR},
         status_code=200,
         summary="Start, advance, pause, resume or roll back",
     )
-    def operate(
+    async def operate(
         self,
-        session: DbSession,
+        uow: Work,
         key: FromPath[str],
         environment: FromPath[str],
         operation: FromPath[Operation],
@@ -57,12 +60,14 @@ class RolloutController(Controller):
         settings: ProcessSettings,
     ) -> RolloutStatus:
         """Apply one operation; illegal transitions and stale revisions are refused with 409."""
-        return service.operate_rollout(
-            session,
-            target=RolloutTarget(key, environment),
-            operation=operation,
-            body=data,
-            actor=principal.name,
-            environments=settings.environments,
-            now=now,
+        return await uow.write(
+            partial(
+                service.operate_rollout,
+                target=RolloutTarget(key, environment),
+                operation=operation,
+                body=data,
+                actor=principal.name,
+                environments=settings.environments,
+                now=now,
+            )
         )

@@ -1,0 +1,42 @@
+"""A unit of work for HTTP handlers: the whole transaction, commit included, runs in one worker thread.
+
+Why not a session dependency committed in its cleanup: that commit would run in a second thread hop while the
+first still holds SQLite's write lock, and with every worker thread busy waiting for that lock nobody could
+commit it (a deadlock until the busy timeout). Doing the work and the commit in one call avoids it; an
+acknowledged change is still committed before the response leaves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import anyio.to_thread
+from sqlalchemy.orm import Session, sessionmaker
+
+from controlplane.db import session_scope
+
+__all__ = ["UnitOfWork"]
+
+T = TypeVar("T")
+
+
+class UnitOfWork:
+    """Runs a function of a session in a transaction, off the event loop."""
+
+    def __init__(self, writer: sessionmaker[Session], reader: sessionmaker[Session]) -> None:
+        self._writer = writer
+        self._reader = reader
+
+    async def write(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` in a read-write transaction; commit if it returns, roll back if it raises."""
+        return await anyio.to_thread.run_sync(_run, self._writer, work)
+
+    async def read(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` in a read-only transaction."""
+        return await anyio.to_thread.run_sync(_run, self._reader, work)
+
+
+def _run(factory: sessionmaker[Session], work: Callable[[Session], T]) -> T:
+    with session_scope(factory) as session:
+        return work(session)
