@@ -33,7 +33,7 @@ from controlplane.definitions.schemas import (
     PlanSpec,
     RolloutPlan,
 )
-from controlplane.flags.schemas import FlagType, check_variant_values
+from controlplane.flags.schemas import FlagDefinitionError, FlagType, check_flag_variants, check_variant_values
 from controlplane.rollouts.stages import Stage, validate_stages
 
 __all__ = [
@@ -370,14 +370,10 @@ def _check_flag(flag: FlagSpec, at: FieldPath, document: _Document, environments
             check_variant_values(flag.type, {name: value})
         except ValueError as exc:
             raise document.error((*at, "variants", name), f"{exc}{_type_hint(flag.type, value)}") from exc
-    _require_variant(flag, flag.off_variant, (*at, "off_variant"), document)
-    if flag.rollout_variant is not None:
-        _require_variant(flag, flag.rollout_variant, (*at, "rollout_variant"), document)
-        if flag.rollout_variant == flag.off_variant:
-            raise document.error(
-                (*at, "rollout_variant"),
-                f"`rollout_variant` is the off variant `{flag.off_variant}`: rolling it out changes nothing",
-            )
+    try:
+        check_flag_variants(flag.type, flag.variants, flag.off_variant, flag.rollout_variant)
+    except FlagDefinitionError as exc:
+        raise document.error((*at, *exc.field.split(".")), str(exc)) from exc
     if flag.plan is not None and flag.rollout_variant is None:
         raise document.error(
             (*at, "rollout_variant"),

@@ -2,7 +2,9 @@
 
 What apply owns: a flag's definition (variants, description, owner, kind, tags), its bucketing, and its plans.
 What it never touches once a flag exists: the live state an operator controls (enabled, rules, the rollout's
-percentage and progress). Initial per-environment state is applied only when the flag is created.
+percentage and progress). Initial per-environment state is applied only when the flag is created. Where a
+rollout serves (running, paused or completed), its bucketing, rollout variant and plan are kept as they are and
+the report says so ("*_kept"): apply never moves what a rollout is serving.
 """
 
 from __future__ import annotations
@@ -22,13 +24,12 @@ from controlplane.flags import service as flag_service
 from controlplane.flags.models import Flag
 from controlplane.flags.schemas import FlagCreate, FlagUpdate
 from controlplane.rollouts import service as rollout_service
-from controlplane.rollouts.models import Rollout as RolloutRow
 from controlplane.rollouts.models import RolloutPlan
-from controlplane.rollouts.stages import RolloutState
 
 __all__ = ["ApplyReport", "Change", "apply_definition"]
 
-_ACTIVE = (RolloutState.RUNNING.value, RolloutState.PAUSED.value)
+#: Actions that change the database; the "*_kept" and "unchanged" ones only report.
+_CHANGING = frozenset({"created", "updated", "bucketing_updated", "plan_created", "plan_updated", "plan_removed"})
 
 
 class Change(msgspec.Struct):
@@ -71,7 +72,7 @@ def apply_definition(
         pipeline=definition.name,
         source=definition.source,
         dry_run=dry_run,
-        changed=any(change.action != "unchanged" for change in changes),
+        changed=any(change.action in _CHANGING for change in changes),
         changes=changes,
     )
 
@@ -122,8 +123,9 @@ def _apply_flag(
         changes = [Change(flag=definition.key, action="created")]
     else:
         flag = existing
-        changes = [_update_flag(session, flag, definition, actor, now, reason)]
-        changes.extend(_update_bucketing(flag, definition))
+        serving = rollout_service.serving_environments(session, flag.id, environments)
+        changes = [_update_flag(session, flag, definition, actor, now, reason, serving)]
+        changes.extend(_update_bucketing(session, flag, definition, serving, actor, now, reason))
         session.flush()
     changes.extend(_apply_plans(session, flag, definition, actor, now, reason))
     return changes
@@ -141,7 +143,13 @@ def _apply_initial_states(flag: Flag, definition: FlagDefinition) -> None:
 
 
 def _update_flag(
-    session: Session, flag: Flag, definition: FlagDefinition, actor: str, now: datetime, reason: str
+    session: Session,
+    flag: Flag,
+    definition: FlagDefinition,
+    actor: str,
+    now: datetime,
+    reason: str,
+    serving: Sequence[str],
 ) -> Change:
     if flag.type != definition.type.value:
         raise InvalidInput(
@@ -159,34 +167,81 @@ def _update_flag(
         "kind": definition.kind.value,
         "tags": list(definition.tags),
     }
+    note = None
+    if definition.rollout_variant is None and flag.rollout_variant is not None:
+        # A file without `rollout_variant` leaves the flag's as it is: removing it would orphan its rollouts.
+        del wanted["rollout_variant"]
+        note = f"the file declares no rollout_variant; the flag keeps `{flag.rollout_variant}`"
+    elif serving and wanted["rollout_variant"] != flag.rollout_variant:
+        del wanted["rollout_variant"]
+        note = f"rollout_variant kept: rollouts serve `{flag.rollout_variant}` in {', '.join(serving)}"
     current = flag_service.flag_snapshot(flag)
     differing = sorted(name for name, value in wanted.items() if current[name] != value)
     if not differing:
-        return Change(flag=flag.key, action="unchanged")
+        return Change(flag=flag.key, action="unchanged", note=note)
     update = msgspec.convert({name: wanted[name] for name in differing}, FlagUpdate)
     flag_service.update_flag(
-        session, key=flag.key, expected_revision=flag.revision, changes=update, actor=actor, now=now, reason=reason
+        session,
+        key=flag.key,
+        expected_revision=flag.revision,
+        changes=update,
+        actor=actor,
+        now=now,
+        reason=reason,
+        rollouts_serving=serving,
     )
-    return Change(flag=flag.key, action="updated", fields=differing)
+    return Change(flag=flag.key, action="updated", fields=differing, note=note)
 
 
-def _update_bucketing(flag: Flag, definition: FlagDefinition) -> list[Change]:
+def _update_bucketing(
+    session: Session,
+    flag: Flag,
+    definition: FlagDefinition,
+    serving: Sequence[str],
+    actor: str,
+    now: datetime,
+    reason: str,
+) -> list[Change]:
     changes = []
     for state in flag.environments:
         current = state.rollout
         percentage = float(current["percentage"]) if current else 0.0
         wanted = _rollout_config(definition, percentage)
-        if current != wanted:
-            # Only how cohorts are drawn moves here; the percentage stays whatever the rollout made it.
-            state.rollout = wanted
-            changes.append(
-                Change(flag=flag.key, action="bucketing_updated", environment=state.environment, fields=["rollout"])
-            )
+        if wanted is None or current == wanted:
+            continue
+        if state.environment in serving:
+            # Re-drawing cohorts or changing the variant under a serving rollout would move real users.
+            note = "a rollout serves here: its bucketing changes only after it is rolled back"
+            changes.append(Change(flag=flag.key, action="bucketing_kept", environment=state.environment, note=note))
+            continue
+        state.rollout = wanted
+        state.updated_at = now
+        session.flush()
+        append_audit_record(
+            session,
+            now=now,
+            actor=actor,
+            action="flag.environment.update",
+            target_type="flag",
+            target=flag.key,
+            environment=state.environment,
+            reason=reason,
+            before={"rollout": current},
+            after={"rollout": wanted},
+        )
+        changes.append(
+            Change(flag=flag.key, action="bucketing_updated", environment=state.environment, fields=["rollout"])
+        )
     return changes
 
 
 def _apply_plans(
-    session: Session, flag: Flag, definition: FlagDefinition, actor: str, now: datetime, reason: str
+    session: Session,
+    flag: Flag,
+    definition: FlagDefinition,
+    actor: str,
+    now: datetime,
+    reason: str,
 ) -> list[Change]:
     existing = {
         plan.environment: plan for plan in session.scalars(select(RolloutPlan).where(RolloutPlan.flag_id == flag.id))
@@ -233,6 +288,7 @@ def _apply_plans(
             continue
         note = _active_note(session, flag, environment)
         if note is not None:
+            # Removing it would leave a serving rollout that nobody could roll back.
             changes.append(Change(flag=flag.key, action="plan_kept", environment=environment, note=note))
             continue
         session.delete(plan)
@@ -243,14 +299,9 @@ def _apply_plans(
 
 
 def _active_note(session: Session, flag: Flag, environment: str) -> str | None:
-    current = session.scalar(
-        select(RolloutRow.state)
-        .where(RolloutRow.flag_id == flag.id, RolloutRow.environment == environment)
-        .order_by(RolloutRow.id.desc())
-        .limit(1)
-    )
-    if current in _ACTIVE:
-        return f"a rollout is {current} in {environment}: it keeps the stages it started with"
+    state = rollout_service.current_rollout_state(session, flag.id, environment)
+    if state in rollout_service.SERVING_STATES:
+        return f"a rollout is {state.value} in {environment}: it keeps the stages it started with"
     return None
 
 

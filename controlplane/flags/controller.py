@@ -61,13 +61,23 @@ class FlagController(Controller):
         now: Now,
         if_match: IfMatch,
         reason: Reason,
+        settings: ProcessSettings,
     ) -> FlagRead:
         """Change a flag's definition; `If-Match` must carry its current revision."""
         expected = expected_revision_from(if_match)
 
         def update(session: Session) -> FlagRead:
             flag = service.update_flag(
-                session, key=key, expected_revision=expected, changes=data, actor=principal.name, now=now, reason=reason
+                session,
+                key=key,
+                expected_revision=expected,
+                changes=data,
+                actor=principal.name,
+                now=now,
+                reason=reason,
+                rollouts_serving=rollout_service.serving_environments(
+                    session, service.get_flag(session, key).id, settings.environments
+                ),
             )
             return service.to_flag_read(flag)
 
@@ -114,7 +124,7 @@ class FlagController(Controller):
                 actor=principal.name,
                 now=now,
                 reason=reason,
-                rollout_active=rollout_service.is_rollout_active(session, key=key, environment=environment),
+                rollout_serving=rollout_service.is_rollout_serving(session, key=key, environment=environment),
             )
             return service.to_environment_read(state)
 

@@ -15,12 +15,14 @@ __all__ = [
     "EnvironmentStateRead",
     "EnvironmentStateUpdate",
     "FlagCreate",
+    "FlagDefinitionError",
     "FlagKind",
     "FlagRead",
     "FlagType",
     "FlagUpdate",
     "PercentageRollout",
     "TargetingRule",
+    "check_flag_variants",
     "check_variant_values",
 ]
 
@@ -97,21 +99,47 @@ class PercentageRollout(msgspec.Struct, forbid_unknown_fields=True, frozen=True)
     when: list[Condition] = msgspec.field(default_factory=list)
 
 
+class FlagDefinitionError(ValueError):
+    """A flag's variants do not fit together; ``field`` names where (variants.<name>, off_variant, ...)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+_VALUE_TYPES: dict[FlagType, tuple[type, ...]] = {
+    FlagType.BOOLEAN: (bool,),
+    FlagType.STRING: (str,),
+    FlagType.NUMBER: (int, float),
+    FlagType.OBJECT: (dict,),
+}
+
+
 def check_variant_values(flag_type: FlagType, variants: dict[str, Any]) -> None:
-    """Refuse variants whose values do not match the flag type."""
-    expected: dict[FlagType, tuple[type, ...]] = {
-        FlagType.BOOLEAN: (bool,),
-        FlagType.STRING: (str,),
-        FlagType.NUMBER: (int, float),
-        FlagType.OBJECT: (dict,),
-    }
+    """Refuse variants whose values do not match the flag type, or whose names are not usable."""
     for name, value in variants.items():
-        wanted = expected[flag_type]
         is_bool_as_number = flag_type is FlagType.NUMBER and isinstance(value, bool)
-        if not isinstance(value, wanted) or is_bool_as_number:
-            raise ValueError(f"variant `{name}` must be a {flag_type.value}, got {type(value).__name__}")
+        if not isinstance(value, _VALUE_TYPES[flag_type]) or is_bool_as_number:
+            raise FlagDefinitionError(
+                f"variants.{name}", f"variant `{name}` must be a {flag_type.value}, got {type(value).__name__}"
+            )
         if not re.match(r"^[A-Za-z0-9._-]{1,64}$", name):
-            raise ValueError(f"variant name `{name}` must be 1-64 letters, digits, . _ -")
+            raise FlagDefinitionError(f"variants.{name}", f"variant name `{name}` must be 1-64 letters, digits, . _ -")
+
+
+def check_flag_variants(
+    flag_type: FlagType, variants: dict[str, Any], off_variant: str, rollout_variant: str | None
+) -> None:
+    """The one check of a flag's variants, shared by the API and definition files."""
+    check_variant_values(flag_type, variants)
+    for field, name in (("off_variant", off_variant), ("rollout_variant", rollout_variant)):
+        if name is not None and name not in variants:
+            declared = ", ".join(f"`{variant}`" for variant in variants)
+            raise FlagDefinitionError(field, f"`{field}`: unknown variant `{name}`; this flag declares {declared}")
+    if rollout_variant is not None and rollout_variant == off_variant:
+        raise FlagDefinitionError(
+            "rollout_variant", f"`rollout_variant` is the off variant `{off_variant}`: rolling it out changes nothing"
+        )
 
 
 class FlagCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -123,15 +151,12 @@ class FlagCreate(msgspec.Struct, forbid_unknown_fields=True):
     off_variant: Name
     rollout_variant: Name | None = None
     description: str = ""
-    owner: str = ""
+    owner: Annotated[str, msgspec.Meta(max_length=128)] = ""
     kind: FlagKind = FlagKind.RELEASE
     tags: list[Name] = msgspec.field(default_factory=list)
 
     def __post_init__(self) -> None:
-        check_variant_values(self.type, self.variants)
-        for field, name in (("off_variant", self.off_variant), ("rollout_variant", self.rollout_variant)):
-            if name is not None and name not in self.variants:
-                raise ValueError(f"`{field}` `{name}` is not one of the variants {sorted(self.variants)}")
+        check_flag_variants(self.type, self.variants, self.off_variant, self.rollout_variant)
 
 
 class FlagUpdate(msgspec.Struct, forbid_unknown_fields=True):
@@ -141,7 +166,7 @@ class FlagUpdate(msgspec.Struct, forbid_unknown_fields=True):
     off_variant: Name | None = None
     rollout_variant: Name | None = None
     description: str | None = None
-    owner: str | None = None
+    owner: Annotated[str, msgspec.Meta(max_length=128)] | None = None
     kind: FlagKind | None = None
     tags: list[Name] | None = None
 

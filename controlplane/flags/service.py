@@ -17,12 +17,13 @@ from controlplane.flags.schemas import (
     EnvironmentStateRead,
     EnvironmentStateUpdate,
     FlagCreate,
+    FlagDefinitionError,
     FlagRead,
     FlagType,
     FlagUpdate,
     PercentageRollout,
     TargetingRule,
-    check_variant_values,
+    check_flag_variants,
 )
 
 __all__ = [
@@ -207,8 +208,13 @@ def update_flag(
     actor: str,
     now: datetime,
     reason: str | None = None,
+    rollouts_serving: Sequence[str] = (),
 ) -> Flag:
-    """Change a flag's definition if it is still at ``expected_revision``."""
+    """Change a flag's definition if it is still at ``expected_revision``.
+
+    ``rollouts_serving`` names the environments where a rollout serves the rollout variant; while there are any,
+    the rollout variant cannot change under them.
+    """
     flag = get_flag(session, key)
     check_revision("flag", key, expected=expected_revision, actual=flag.revision)
     before = flag_snapshot(flag)
@@ -216,12 +222,15 @@ def update_flag(
     off_variant = changes.off_variant or flag.off_variant
     rollout_variant = changes.rollout_variant or flag.rollout_variant
     try:
-        check_variant_values(FlagType(flag.type), variants)
-    except ValueError as error:
-        raise InvalidInput("invalid-flag", str(error), field="variants") from error
-    for field, name in (("off_variant", off_variant), ("rollout_variant", rollout_variant)):
-        if name is not None and name not in variants:
-            raise InvalidInput("unknown-variant", f"`{field}` `{name}` is not one of {sorted(variants)}", field=field)
+        check_flag_variants(FlagType(flag.type), variants, off_variant, rollout_variant)
+    except FlagDefinitionError as error:
+        raise InvalidInput("invalid-flag", str(error), field=error.field) from error
+    if rollout_variant != flag.rollout_variant and rollouts_serving:
+        raise Conflict(
+            "rollout-in-progress",
+            f"`{key}` is being rolled out with variant `{flag.rollout_variant}` in {list(rollouts_serving)}; "
+            "roll those rollouts back before changing the rollout variant",
+        )
     for name, where in _referenced_variants(flag).items():
         if name not in variants:
             raise InvalidInput(
@@ -273,20 +282,22 @@ def update_environment_state(
     actor: str,
     now: datetime,
     reason: str | None = None,
-    rollout_active: bool = False,
+    rollout_serving: bool = False,
 ) -> FlagEnvironment:
-    """Change a flag's state in one environment if it is still at ``expected_revision``."""
+    """Change a flag's state in one environment if it is still at ``expected_revision``.
+
+    While a rollout serves in the environment (``rollout_serving``), its percentage, variant and cohort belong to
+    the rollout: they change through rollout operations only. The kill switch, rules and default stay editable.
+    """
     state = get_environment_state(session, key=key, environment=environment, environments=environments)
     flag = state.flag
     check_revision(f"flag `{key}` in", environment, expected=expected_revision, actual=state.revision)
-    if changes.rollout is not None and rollout_active:
-        current = state.rollout or {}
-        if changes.rollout.percentage != current.get("percentage", 0.0):
-            raise Conflict(
-                "rollout-in-progress",
-                f"a rollout of `{key}` is in progress in {environment}; change its percentage with rollout "
-                "operations (advance, pause, rollback), not by editing the state",
-            )
+    if changes.rollout is not None and rollout_serving and msgspec.to_builtins(changes.rollout) != state.rollout:
+        raise Conflict(
+            "rollout-in-progress",
+            f"a rollout of `{key}` serves {environment}; its percentage, variant and bucketing change only through "
+            "rollout operations (advance, pause, rollback)",
+        )
     _check_variants_exist(flag, changes)
     before = environment_snapshot(state)
     if changes.enabled is not None:

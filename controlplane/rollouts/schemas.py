@@ -39,7 +39,11 @@ class StageRead(msgspec.Struct):
 
 
 class RolloutStatus(msgspec.Struct):
-    """Where a flag's rollout stands in one environment, and what the environment serves because of it."""
+    """Where a flag's rollout stands in one environment, and what the environment serves because of it.
+
+    ``percentage`` is the rollout's stage; ``serving_percentage`` is what the environment really serves the rollout
+    variant to right now (0 when switched off), so a kill switch or a manual edit is never hidden.
+    """
 
     flag: str
     environment: str
@@ -47,6 +51,7 @@ class RolloutStatus(msgspec.Struct):
     stage_index: int
     stage_count: int
     percentage: float
+    serving_percentage: float
     revision: int
     enabled: bool
     stages: list[StageRead]

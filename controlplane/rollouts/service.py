@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from controlplane.audit.service import append_audit_record
@@ -22,13 +22,16 @@ from controlplane.rollouts.schemas import RolloutOperation, RolloutRead, Rollout
 from controlplane.rollouts.stages import RollbackPolicy, Rollout, RolloutState, Stage
 
 __all__ = [
+    "SERVING_STATES",
     "Operation",
     "RolloutTarget",
-    "is_rollout_active",
+    "current_rollout_state",
+    "is_rollout_serving",
     "list_rollout_history",
     "operate_rollout",
     "rollout_status",
     "running_rollout_targets",
+    "serving_environments",
     "stages_from_json",
     "stages_to_json",
     "tick_rollout",
@@ -48,6 +51,8 @@ class Operation(enum.StrEnum):
 _NEEDS_REASON = {Operation.ADVANCE, Operation.PAUSE, Operation.ROLLBACK}
 _NEEDS_REVISION = {Operation.START, Operation.ADVANCE, Operation.RESUME}
 _GATES = "not_evaluated"
+#: States in which a rollout decides what its environment serves.
+SERVING_STATES = frozenset({RolloutState.RUNNING, RolloutState.PAUSED, RolloutState.COMPLETED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,24 +157,22 @@ def _previous_environment(loaded: _Loaded) -> RolloutPlan | None:
     return earlier[-1] if earlier else None
 
 
-def _environment_state(session: Session, flag_id: int, environment: str) -> RolloutState:
+def current_rollout_state(session: Session, flag_id: int, environment: str) -> RolloutState:
+    """The state of the newest rollout of a flag in an environment; pending when there has been none."""
     row = _current_row(session, flag_id, environment)
     return RolloutState(row.state) if row else RolloutState.PENDING
 
 
-def _check_promotion_order(session: Session, loaded: _Loaded, operation: RolloutOperation) -> None:
+def serving_environments(session: Session, flag_id: int, environments: Sequence[str]) -> list[str]:
+    """The environments where a rollout of the flag is running, paused or completed (serving its variant)."""
+    return [env for env in environments if current_rollout_state(session, flag_id, env) in SERVING_STATES]
+
+
+def _promotion(session: Session, loaded: _Loaded) -> machine.Refusal | None:
     previous = _previous_environment(loaded)
-    if previous is None:
-        return
-    previous_state = _environment_state(session, loaded.flag.id, previous.environment)
-    if previous_state is RolloutState.COMPLETED or operation.force:
-        return
-    raise Conflict(
-        "promotion-order",
-        f"cannot start `{loaded.flag.key}` in {loaded.plan.environment} before it has completed in "
-        f"{previous.environment} (there it is {previous_state.value}); pass force with a reason to override",
-        previous_environment=previous.environment,
-        previous_state=previous_state.value,
+    previous_state = current_rollout_state(session, loaded.flag.id, previous.environment) if previous else None
+    return machine.promotion_refusal(
+        loaded.plan.environment, previous.environment if previous else None, previous_state
     )
 
 
@@ -191,6 +194,8 @@ def _check_operation(operation: Operation, body: RolloutOperation, target: Rollo
         raise InvalidInput(
             "reason-required", f"{operation.value} needs a reason: say why, for the audit log", field="reason"
         )
+    if body.force and operation is not Operation.START:
+        raise InvalidInput("invalid-field", "`force` applies to start only", field="force")
     if body.force and not (body.reason and body.reason.strip()):
         raise InvalidInput("reason-required", "forcing a start out of promotion order needs a reason", field="reason")
     if operation in _NEEDS_REVISION and body.expected_revision is None:
@@ -205,13 +210,13 @@ def _check_operation(operation: Operation, body: RolloutOperation, target: Rollo
 
 
 def _transition(
-    operation: Operation, rollout: Rollout, body: RolloutOperation, now: datetime
+    operation: Operation, rollout: Rollout, body: RolloutOperation, now: datetime, enabled: bool
 ) -> machine.Transition | machine.Refusal:
     steps: dict[Operation, Callable[[], machine.Transition | machine.Refusal]] = {
         Operation.START: lambda: machine.start(rollout, now=now),
-        Operation.ADVANCE: lambda: machine.advance(rollout, now=now),
+        Operation.ADVANCE: lambda: machine.advance(rollout, now=now, enabled=enabled),
         Operation.PAUSE: lambda: machine.pause(rollout, now=now),
-        Operation.RESUME: lambda: machine.resume(rollout, now=now),
+        Operation.RESUME: lambda: machine.resume(rollout, now=now, enabled=enabled),
         Operation.ROLLBACK: lambda: machine.rollback(rollout, now=now, policy=body.policy),
     }
     return steps[operation]()
@@ -241,29 +246,28 @@ def operate_rollout(
     # A start after a rollback begins a new rollout from the current plan; the old one stays in the history.
     fresh = row is None or (operation is Operation.START and row.state == RolloutState.ROLLED_BACK)
     current = _pending_from_plan(loaded.plan) if fresh or row is None else _to_machine(row)
-    outcome = _transition(operation, current, body, now)
+    outcome = _transition(operation, current, body, now, loaded.state.enabled)
     if isinstance(outcome, machine.Refusal):
-        raise Conflict(
-            outcome.code.replace("_", "-"),
-            outcome.reason,
-            state=current.state.value,
-            operation=operation.value,
-        )
-    if operation in (Operation.ADVANCE, Operation.RESUME) and not loaded.state.enabled:
-        # The machine allows it, but an operator pulled the kill switch: never bring the flag back as a side effect.
-        raise Conflict(
-            "kill-switch-off",
-            f"`{target.flag}` is switched off in {target.environment} (enabled: false), so {operation.value} would "
-            "serve nothing more; switch it back on or roll the rollout back",
-            operation=operation.value,
-        )
+        raise _conflict(outcome, current, operation)
+    forced = False
     if operation is Operation.START:
-        _check_promotion_order(session, loaded, body)
+        promotion = _promotion(session, loaded)
+        if promotion is not None and not body.force:
+            previous = _previous_environment(loaded)
+            assert previous is not None
+            raise _conflict(
+                promotion,
+                current,
+                operation,
+                previous_environment=previous.environment,
+                previous_state=current_rollout_state(session, loaded.flag.id, previous.environment).value,
+            )
+        forced = promotion is not None
         if fresh or row is None:
             row = RolloutRow(flag_id=loaded.flag.id, environment=target.environment, created_at=now)
             session.add(row)
         row.started_by = actor
-        row.forced_reason = body.reason if body.force else None
+        row.forced_reason = body.reason if forced else None
     assert row is not None
     _persist_and_audit(
         session,
@@ -274,16 +278,22 @@ def operate_rollout(
         now=now,
         actor=actor,
         action=f"rollout.{operation.value}",
-        reason=_audit_reason(body, outcome),
+        reason=_audit_reason(body, outcome, forced=forced),
         switch_on=operation is Operation.START,
     )
     return _status(session, loaded, row, now)
 
 
-def _audit_reason(body: RolloutOperation, outcome: machine.Transition) -> str:
+def _conflict(refusal: machine.Refusal, current: Rollout, operation: Operation, **extra: Any) -> Conflict:
+    return Conflict(
+        refusal.code.replace("_", "-"), refusal.reason, state=current.state.value, operation=operation.value, **extra
+    )
+
+
+def _audit_reason(body: RolloutOperation, outcome: machine.Transition, *, forced: bool) -> str:
     said = body.reason.strip() if body.reason else ""
-    forced = " (forced out of promotion order)" if body.force else ""
-    return f"{said}{forced} [{outcome.summary}]" if said else f"[{outcome.summary}]"
+    note = " (forced out of promotion order)" if forced else ""
+    return f"{said}{note} [{outcome.summary}]" if said else f"[{outcome.summary}]"
 
 
 def _persist_and_audit(
@@ -350,6 +360,7 @@ def _status(session: Session, loaded: _Loaded, row: RolloutRow | None, now: date
         stage_index=rollout.stage_index,
         stage_count=len(rollout.stages),
         percentage=rollout.percentage,
+        serving_percentage=_serving_percentage(loaded.state),
         revision=loaded.state.revision,
         enabled=loaded.state.enabled,
         stages=[StageRead(**item) for item in stages_to_json(rollout.stages)],
@@ -362,12 +373,18 @@ def _status(session: Session, loaded: _Loaded, row: RolloutRow | None, now: date
         next_auto_advance_at=(started + rollout.stage.bake) if auto and started else None,
         previous_environment=previous.environment if previous else None,
         previous_environment_state=(
-            _environment_state(session, loaded.flag.id, previous.environment) if previous else None
+            current_rollout_state(session, loaded.flag.id, previous.environment) if previous else None
         ),
         started_by=row.started_by if row else None,
         forced_reason=row.forced_reason if row else None,
         updated_at=row.updated_at if row else None,
     )
+
+
+def _serving_percentage(state: FlagEnvironment) -> float:
+    if not state.enabled or not state.rollout:
+        return 0.0
+    return float(state.rollout.get("percentage", 0.0))
 
 
 def list_rollout_history(
@@ -400,16 +417,16 @@ def list_rollout_history(
 
 
 def running_rollout_targets(session: Session) -> list[RolloutTarget]:
-    """Every flag and environment whose current rollout is running."""
+    """Every flag and environment whose current (newest) rollout is running."""
+    newest = select(func.max(RolloutRow.id).label("id")).group_by(RolloutRow.flag_id, RolloutRow.environment).subquery()
     rows = session.execute(
-        select(Flag.key, RolloutRow.environment, RolloutRow.id, RolloutRow.state)
+        select(Flag.key, RolloutRow.environment)
         .join(Flag, Flag.id == RolloutRow.flag_id)
+        .join(newest, newest.c.id == RolloutRow.id)
+        .where(RolloutRow.state == RolloutState.RUNNING.value)
         .order_by(RolloutRow.id)
     ).all()
-    latest: dict[tuple[str, str], str] = {}
-    for key, environment, _id, state in rows:
-        latest[(key, environment)] = state
-    return [RolloutTarget(key, env) for (key, env), state in latest.items() if state == RolloutState.RUNNING]
+    return [RolloutTarget(key, environment) for key, environment in rows]
 
 
 def tick_rollout(
@@ -419,11 +436,8 @@ def tick_rollout(
     loaded = _load(session, target, environments)
     if loaded.row is None:
         return None
-    if not loaded.state.enabled:
-        # An operator pulled the kill switch: hold, never bring the flag back by ourselves.
-        return None
     current = _to_machine(loaded.row)
-    outcome = machine.tick(current, now=now)
+    outcome = machine.tick(current, now=now, enabled=loaded.state.enabled)
     if not isinstance(outcome, machine.Transition):
         return None
     _persist_and_audit(
@@ -440,13 +454,7 @@ def tick_rollout(
     return _status(session, loaded, loaded.row, now)
 
 
-def is_rollout_active(session: Session, *, key: str, environment: str) -> bool:
-    """True while a rollout of the flag is running or paused in the environment."""
-    query = (
-        select(RolloutRow.state)
-        .join(Flag, Flag.id == RolloutRow.flag_id)
-        .where(Flag.key == key, RolloutRow.environment == environment)
-        .order_by(RolloutRow.id.desc())
-        .limit(1)
-    )
-    return session.scalar(query) in (RolloutState.RUNNING.value, RolloutState.PAUSED.value)
+def is_rollout_serving(session: Session, *, key: str, environment: str) -> bool:
+    """True while a rollout of the flag is running, paused or completed in the environment."""
+    flag = flag_service.get_flag(session, key)
+    return current_rollout_state(session, flag.id, environment) in SERVING_STATES

@@ -29,6 +29,7 @@ __all__ = [
     "bake_remaining",
     "new_rollout",
     "pause",
+    "promotion_refusal",
     "resume",
     "rollback",
     "start",
@@ -161,11 +162,24 @@ def start(rollout: Rollout, *, now: datetime) -> Outcome:
     return Transition(started, f"started at stage 1/{len(rollout.stages)} ({started.percentage:g}%)")
 
 
-def advance(rollout: Rollout, *, now: datetime) -> Outcome:
-    """Move a running rollout exactly one stage forward; from the last stage, complete it."""
+def _kill_switch_refusal(operation: str) -> Refusal:
+    return Refusal(
+        code="kill_switch_off",
+        reason=f"the environment is switched off (enabled: false), so {operation} would serve nothing more; "
+        "switch it back on or roll the rollout back",
+    )
+
+
+def advance(rollout: Rollout, *, now: datetime, enabled: bool = True) -> Outcome:
+    """Move a running rollout exactly one stage forward; from the last stage, complete it.
+
+    ``enabled`` is the environment's kill switch: an operator who pulled it is never overridden by an advance.
+    """
     if rollout.state is not RolloutState.RUNNING:
         hint = "resume it first" if rollout.state is RolloutState.PAUSED else "only a running rollout advances"
         return _refuse(rollout, "advance", hint)
+    if not enabled:
+        return _kill_switch_refusal("advance")
     if rollout.stage_index == len(rollout.stages) - 1:
         completed = replace(rollout, state=RolloutState.COMPLETED, stage_started_at=now)
         return Transition(completed, f"completed at {completed.percentage:g}%")
@@ -183,10 +197,12 @@ def pause(rollout: Rollout, *, now: datetime) -> Outcome:
     return Transition(replace(rollout, state=RolloutState.PAUSED), f"paused at {rollout.percentage:g}%")
 
 
-def resume(rollout: Rollout, *, now: datetime) -> Outcome:
+def resume(rollout: Rollout, *, now: datetime, enabled: bool = True) -> Outcome:
     """Resume a paused rollout; the stage's bake time starts again from now."""
     if rollout.state is not RolloutState.PAUSED:
         return _refuse(rollout, "resume", "only a paused rollout can be resumed")
+    if not enabled:
+        return _kill_switch_refusal("resume")
     # The bake clock restarts: time spent paused was time nobody vouched for the stage.
     resumed = replace(rollout, state=RolloutState.RUNNING, stage_started_at=now)
     return Transition(resumed, f"resumed at {resumed.percentage:g}%")
@@ -212,9 +228,12 @@ def bake_remaining(rollout: Rollout, *, now: datetime) -> timedelta:
     return max(timedelta(0), rollout.stage_started_at + rollout.stage.bake - now)
 
 
-def tick(rollout: Rollout, *, now: datetime) -> Outcome | None:
-    """Advance a running auto-advance stage once its bake time has passed; None when there is nothing to do."""
-    if rollout.state is not RolloutState.RUNNING or not rollout.stage.auto_advance:
+def tick(rollout: Rollout, *, now: datetime, enabled: bool = True) -> Outcome | None:
+    """Advance a running auto-advance stage once its bake time has passed; None when there is nothing to do.
+
+    A switched-off environment (``enabled`` false) holds: the scheduler never brings a flag back by itself.
+    """
+    if rollout.state is not RolloutState.RUNNING or not rollout.stage.auto_advance or not enabled:
         return None
     if bake_remaining(rollout, now=now) > timedelta(0):
         return None
@@ -222,3 +241,17 @@ def tick(rollout: Rollout, *, now: datetime) -> Outcome | None:
     if isinstance(outcome, Transition):
         return Transition(outcome.rollout, f"{outcome.summary} after bake time; {GATES_NOT_EVALUATED}")
     return outcome
+
+
+def promotion_refusal(
+    environment: str, previous_environment: str | None, previous_state: RolloutState | None
+) -> Refusal | None:
+    """Refuse a start before the previous environment in the promotion order has completed; None when allowed."""
+    if previous_environment is None or previous_state is RolloutState.COMPLETED:
+        return None
+    state = previous_state.value if previous_state else RolloutState.PENDING.value
+    return Refusal(
+        code="promotion_order",
+        reason=f"cannot start in {environment} before the rollout has completed in {previous_environment} "
+        f"(there it is {state}); pass force with a reason to override",
+    )
