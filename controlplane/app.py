@@ -21,7 +21,7 @@ from controlplane.api.problems import exception_handlers
 from controlplane.api.unit_of_work import UnitOfWork
 from controlplane.audit.controller import AuditController
 from controlplane.auth.controller import TokenController
-from controlplane.auth.guards import authorize, rate_limit_identity
+from controlplane.auth.guards import address_identity, authorize, rate_limit_identity
 from controlplane.clock import Clock, system_clock
 from controlplane.db import create_db_engine, reader_factory, session_scope
 from controlplane.definitions.controller import DefinitionController
@@ -83,17 +83,24 @@ def create_app(
         path=API_PREFIX,
         route_handlers=[FlagController, RolloutController, AuditController, TokenController, DefinitionController],
     )
-    rate_limit = RateLimitConfig(
+    per_token = RateLimitConfig(
         rate_limit=("minute", settings.rate_limit_per_minute),
         identifier_for_request=rate_limit_identity,
         exclude=PUBLIC_PATHS,
+        store="rate_limit_token",
+    )
+    per_address = RateLimitConfig(
+        rate_limit=("minute", settings.rate_limit_per_address_per_minute),
+        identifier_for_request=address_identity,
+        exclude=PUBLIC_PATHS,
+        store="rate_limit_address",
     )
     return Litestar(
         route_handlers=[api, healthz, readyz],
         guards=[authorize],
         dependencies=dependencies,
         exception_handlers=exception_handlers,
-        middleware=[rate_limit.middleware],
+        middleware=[per_address.middleware, per_token.middleware],
         lifespan=[lifespan],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
@@ -109,7 +116,7 @@ def create_app(
             {
                 "settings": settings,
                 "engine": engine,
-                "session_factory": reader,
+                "reader": reader,
                 "unit_of_work": UnitOfWork(factory, reader),
                 "clock": clock,
             }

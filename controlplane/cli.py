@@ -105,14 +105,16 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
             stderr.print(f"definitions: {path} {'applied changes' if report.changed else 'unchanged'}")
     with session_scope(factory) as session:
         if not auth_service.has_token_with_role(session, Role.ADMIN):
+            # A unique name: an earlier, revoked "admin" token keeps its name in the audit log.
+            name = "admin-" + utcnow().strftime("%Y%m%dT%H%M%SZ")
             created = auth_service.create_token(
                 session,
-                request=TokenCreate(name="admin", role=Role.ADMIN),
+                request=TokenCreate(name=name, role=Role.ADMIN),
                 actor="bootstrap",
                 environments=settings.environments,
                 now=utcnow(),
             )
-            stderr.print("\nAdmin token (shown once; store it now):")
+            stderr.print(f"\nAdmin token `{name}` (shown once; store it now):")
             print(created.token, flush=True)
             stderr.print(f"\nexport CONTROLPLANE_TOKEN={created.token}\n")
     host = args.host or settings.host
@@ -267,10 +269,13 @@ def cmd_rollout(args: argparse.Namespace, settings: Settings) -> None:
         _emit(args, api.call("GET", base), _status_table)
         return
     revision = args.revision
-    if revision is None:
+    if revision is None and args.operation in ("start", "advance", "resume"):
         # Act on the state as it is now; the server still refuses if it moves before this request lands.
+        # Pause and rollback send no revision unless given one: stopping a rollout never waits on a stale view.
         revision = api.call("GET", base)["revision"]
-    body: dict[str, Any] = {"expected_revision": revision, "reason": args.reason, "force": args.force}
+    body: dict[str, Any] = {"expected_revision": revision, "reason": args.reason}
+    if getattr(args, "force", False):
+        body["force"] = True
     if args.operation == "rollback" and args.policy:
         body["policy"] = args.policy
     status = api.call("POST", f"{base}/{args.operation}", json=body)
@@ -320,6 +325,8 @@ def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> None:
         print(json.dumps(result, indent=2))
     elif result["ok"]:
         stdout.print(f"audit chain ok: {result['records']} records verified")
+        # Keep the head somewhere else: records cut off the end can only be caught by comparing it later.
+        stdout.print(f"head: record {result['head_id']} digest {result['head_digest']}")
     else:
         stdout.print(f"audit chain BROKEN at record {result['first_broken_id']}: {result['reason']}")
     if not result["ok"]:
@@ -383,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
         if operation != "status":
             sub.add_argument("--reason", help="why (required for advance, pause and rollback)")
             sub.add_argument("--revision", type=int, help="the revision you act on (default: the current one)")
+        if operation == "start":
             sub.add_argument("--force", action="store_true", help="start out of promotion order (needs --reason)")
         if operation == "rollback":
             sub.add_argument("--policy", choices=["off", "previous_stage"])

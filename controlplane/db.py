@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import NullPool
@@ -104,11 +104,23 @@ def create_db_engine(url: str, *, echo: bool = False) -> Engine:
     return engine
 
 
+#: Any constant works; it names the one lock that orders writing transactions across replicas on PostgreSQL.
+WRITE_LOCK_KEY = 7_311_001
+
+
 @contextmanager
 def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """Run a unit of work: commit when the block succeeds, roll back when it raises."""
+    """Run a unit of work: commit when the block succeeds, roll back when it raises.
+
+    On PostgreSQL a writing unit of work first takes a transaction-level advisory lock, so control-plane writes
+    (rare, small) run one at a time across replicas: no deadlocks between lock orders, no racing inserts, and
+    the audit chain never forks. SQLite gets the same from BEGIN IMMEDIATE.
+    """
     session = factory()
     try:
+        bind = session.get_bind()
+        if bind.dialect.name == "postgresql" and not bind.get_execution_options().get(READ_ONLY_OPTION):
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK_KEY})
         yield session
         session.commit()
     except BaseException:

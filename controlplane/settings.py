@@ -36,6 +36,8 @@ class Settings:
     """Folder whose `*.yaml` pipeline definitions `serve` applies at start-up (skipped when absent)."""
     rate_limit_per_minute: int = 600
     """Management API requests allowed per token (or per client address without one) per minute, per replica."""
+    rate_limit_per_address_per_minute: int = 6000
+    """Management API requests allowed per client address per minute, per replica, whatever token they carry."""
     max_body_bytes: int = 32 * 1024
     """Largest management request body accepted; larger ones get 413."""
     rollout_tick_seconds: float = 15.0
@@ -69,6 +71,7 @@ class Settings:
             raise SettingsError("CONTROLPLANE_ENVIRONMENTS lists an environment twice")
         for name, value in (
             ("RATE_LIMIT_PER_MINUTE", self.rate_limit_per_minute),
+            ("RATE_LIMIT_PER_ADDRESS_PER_MINUTE", self.rate_limit_per_address_per_minute),
             ("MAX_BODY_BYTES", self.max_body_bytes),
             ("ROLLOUT_TICK_SECONDS", self.rollout_tick_seconds),
             ("LEADER_LEASE_SECONDS", self.leader_lease_seconds),

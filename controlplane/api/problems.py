@@ -15,6 +15,7 @@ from litestar.exceptions import (
 )
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ExceptionHandlersMap
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
 from controlplane.errors import Conflict, DomainError, problem_type
@@ -51,6 +52,12 @@ def _domain_error(request: Request[Any, Any, Any], error: DomainError) -> Respon
 def _stale_data(request: Request[Any, Any, Any], error: StaleDataError) -> Response[Any]:
     # The ORM's optimistic check lost a race that the service's own revision check could not see yet.
     conflict = Conflict("stale-revision", "another change was committed first; read the current revision and retry")
+    return _domain_error(request, conflict)
+
+
+def _integrity(request: Request[Any, Any, Any], error: IntegrityError) -> Response[Any]:
+    # Two requests created the same thing at once; the loser sees what a sequential request would have seen.
+    conflict = Conflict("concurrent-change", "a concurrent request changed the same thing first; read and retry")
     return _domain_error(request, conflict)
 
 
@@ -101,6 +108,7 @@ def _unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[A
 exception_handlers: ExceptionHandlersMap = {
     DomainError: _domain_error,
     StaleDataError: _stale_data,
+    IntegrityError: _integrity,
     ValidationException: _validation,
     NotAuthorizedException: _http,
     PermissionDeniedException: _http,

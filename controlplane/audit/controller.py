@@ -15,6 +15,7 @@ from controlplane.audit import service
 from controlplane.audit.models import AuditRecord
 from controlplane.audit.schemas import AuditRecordRead, AuditVerification
 from controlplane.auth.roles import Role
+from controlplane.errors import InvalidInput
 
 __all__ = ["AuditController", "to_read"]
 
@@ -41,10 +42,15 @@ class AuditController(Controller):
         action: Annotated[str | None, QueryParameter(name="action", required=False)] = None,
         since: Annotated[datetime | None, QueryParameter(name="since", required=False)] = None,
         until: Annotated[datetime | None, QueryParameter(name="until", required=False)] = None,
-        before_id: Annotated[int | None, QueryParameter(name="before_id", required=False, ge=1)] = None,
+        before_id: Annotated[int | None, QueryParameter(name="before_id", required=False, ge=1, le=2**63 - 1)] = None,
         limit: Annotated[int, QueryParameter(name="limit", ge=1, le=1000)] = 100,
     ) -> list[AuditRecordRead]:
         """Records matching every filter, newest first; page with `before_id`."""
+        for name, value in (("since", since), ("until", until)):
+            if value is not None and value.tzinfo is None:
+                raise InvalidInput(
+                    "invalid-query", f"`{name}` needs a time zone, e.g. 2026-11-01T12:00:00Z", field=name
+                )
         query = partial(
             service.list_audit_records,
             target=flag,
@@ -61,7 +67,13 @@ class AuditController(Controller):
     @get("/verify", summary="Verify the hash chain")
     async def verify(self, uow: Work) -> AuditVerification:
         """Walk the chain and name the first record that does not verify."""
-        count, broken = await uow.read(service.verify_audit_chain)
-        if broken is None:
-            return AuditVerification(ok=True, records=count)
-        return AuditVerification(ok=False, records=count, first_broken_id=broken.record_id, reason=broken.reason)
+        report = await uow.read(service.verify_audit_chain)
+        head = report.head
+        return AuditVerification(
+            ok=report.broken is None,
+            records=report.records,
+            head_id=head.id if head else None,
+            head_digest=head.digest if head else None,
+            first_broken_id=report.broken.record_id if report.broken else None,
+            reason=report.broken.reason if report.broken else None,
+        )

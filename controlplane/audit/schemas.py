@@ -28,9 +28,15 @@ class AuditRecordRead(msgspec.Struct):
 
 
 class AuditVerification(msgspec.Struct):
-    """The result of walking the chain."""
+    """The result of walking the chain.
+
+    The chain proves nothing was altered, removed or inserted before the head. Records cut off the end leave a
+    shorter valid chain: compare ``head_id``/``head_digest`` with a value kept elsewhere to detect that.
+    """
 
     ok: bool
     records: int
+    head_id: int | None = None
+    head_digest: str | None = None
     first_broken_id: int | None = None
     reason: str | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterator
 from contextlib import closing
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session
 from controlplane.audit.chain import GENESIS_DIGEST, ChainBreak, RecordContent, digest_of, find_first_break
 from controlplane.audit.models import AuditRecord
 
-__all__ = ["append_audit_record", "list_audit_records", "record_content", "verify_audit_chain"]
+__all__ = ["ChainReport", "append_audit_record", "list_audit_records", "record_content", "verify_audit_chain"]
 
 # Any constant works; it names the one lock that orders appends to the chain across replicas.
 _CHAIN_LOCK_KEY = 7_311_002
@@ -126,16 +127,27 @@ def record_content(record: AuditRecord) -> RecordContent:
     )
 
 
-def verify_audit_chain(session: Session) -> tuple[int, ChainBreak | None]:
-    """Check the whole chain; return how many records were read and the first break, if any."""
+@dataclass(frozen=True, slots=True)
+class ChainReport:
+    """What walking the chain found: how many records, the head reached, and the first break if any."""
+
+    records: int
+    head: RecordContent | None
+    broken: ChainBreak | None
+
+
+def verify_audit_chain(session: Session) -> ChainReport:
+    """Check the whole chain, streaming it in id order."""
     counted = 0
+    head: RecordContent | None = None
 
     def counting(contents: Iterator[RecordContent]) -> Iterator[RecordContent]:
-        nonlocal counted
+        nonlocal counted, head
         for content in contents:
             counted += 1
+            head = content
             yield content
 
     with closing(_contents(session)) as contents:
         broken = find_first_break(counting(contents))
-    return counted, broken
+    return ChainReport(records=counted, head=head, broken=broken)

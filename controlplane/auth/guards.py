@@ -20,7 +20,7 @@ from controlplane.auth.roles import Role, grants
 from controlplane.auth.schemas import Principal
 from controlplane.auth.tokens import digest_token
 
-__all__ = ["authorize", "presented_token", "rate_limit_identity"]
+__all__ = ["address_identity", "authorize", "presented_token", "rate_limit_identity"]
 
 
 def presented_token(headers: Headers) -> str | None:
@@ -42,6 +42,12 @@ def rate_limit_identity(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     return "address:" + (client.host if client else "unknown")
 
 
+def address_identity(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The client address: a second limit, so inventing a fresh token per request does not escape limiting."""
+    client = connection.client
+    return "address:" + (client.host if client else "unknown")
+
+
 def _lookup(factory: sessionmaker[Session], token: str) -> Principal | None:
     with factory() as session:
         return auth_service.authenticate(session, token)
@@ -57,7 +63,7 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
     token = presented_token(connection.headers)
     if token is None:
         raise NotAuthorizedException(detail="send a token as `Authorization: Bearer <token>` or `X-API-Key`")
-    factory: sessionmaker[Session] = connection.app.state.session_factory
+    factory: sessionmaker[Session] = connection.app.state.reader
     # Off the event loop: on SQLite a lookup may wait for a writer's lock.
     principal = await anyio.to_thread.run_sync(_lookup, factory, token)
     if principal is None:

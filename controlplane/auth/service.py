@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from controlplane.audit.service import append_audit_record
@@ -15,7 +15,18 @@ from controlplane.auth.roles import Role
 from controlplane.auth.schemas import Principal, TokenCreate, TokenCreated, TokenRead
 from controlplane.errors import Conflict, InvalidInput, NotFound
 
-__all__ = ["authenticate", "create_token", "has_token_with_role", "list_tokens", "revoke_token", "to_read"]
+#: Actors the control plane writes itself; tokens may not take these names.
+RESERVED_ACTORS = frozenset({"scheduler", "bootstrap", "system", "alertmanager"})
+
+__all__ = [
+    "RESERVED_ACTORS",
+    "authenticate",
+    "create_token",
+    "has_token_with_role",
+    "list_tokens",
+    "revoke_token",
+    "to_read",
+]
 
 
 def to_read(row: ApiToken) -> TokenRead:
@@ -36,6 +47,18 @@ def create_token(
     session: Session, *, request: TokenCreate, actor: str, environments: Sequence[str], now: datetime
 ) -> TokenCreated:
     """Create a token and audit it; the secret is returned here and never again."""
+    if request.environment is not None and request.role is not Role.EVALUATE:
+        raise InvalidInput(
+            "invalid-field",
+            f"only evaluate tokens are scoped to an environment; a {request.role.value} token acts on all of them",
+            field="environment",
+        )
+    if request.name in RESERVED_ACTORS or request.name.startswith("cli:"):
+        raise InvalidInput(
+            "reserved-token-name",
+            f"`{request.name}` is the control plane's own name in the audit log; choose another token name",
+            field="name",
+        )
     if request.environment is not None and request.environment not in environments:
         raise InvalidInput(
             "unknown-environment",
@@ -81,6 +104,12 @@ def revoke_token(session: Session, *, name: str, actor: str, reason: str | None,
         raise NotFound("token-not-found", f"no token named `{name}`", name=name)
     if row.revoked_at is not None:
         raise Conflict("token-already-revoked", f"token `{name}` was revoked at {row.revoked_at.isoformat()}")
+    if row.role == Role.ADMIN.value and _active_admins(session) == 1:
+        raise Conflict(
+            "last-admin-token",
+            f"`{name}` is the last admin token; create another admin token before revoking it, "
+            "or nobody could manage tokens any more",
+        )
     row.revoked_at = now
     append_audit_record(
         session,
@@ -95,6 +124,11 @@ def revoke_token(session: Session, *, name: str, actor: str, reason: str | None,
     )
     session.flush()
     return to_read(row)
+
+
+def _active_admins(session: Session) -> int:
+    query = select(func.count(ApiToken.id)).where(ApiToken.role == Role.ADMIN.value, ApiToken.revoked_at.is_(None))
+    return session.scalar(query) or 0
 
 
 def authenticate(session: Session, presented: str) -> Principal | None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Annotated
 
 import msgspec
 from litestar import Controller, post
 from litestar.params import JSONBody
+from sqlalchemy.orm import Session
 
 from controlplane.api.dependencies import Now, ProcessSettings, TokenPrincipal, Work
 from controlplane.auth.roles import Role
@@ -43,19 +43,22 @@ class DefinitionController(Controller):
         settings: ProcessSettings,
     ) -> service.ApplyReport:
         """Create or update what the definition declares; an invalid file changes nothing."""
-        try:
-            definition = parse_definition(data.content, source=data.source, environments=settings.environments)
-        except DefinitionError as error:
-            raise InvalidInput(
-                "invalid-definition", str(error), source=data.source, line=error.line, field=error.path
-            ) from error
-        return await uow.write(
-            partial(
-                service.apply_definition,
+
+        def apply(session: Session) -> service.ApplyReport:
+            # Parsed in the worker thread too: a large file must not hold up the event loop.
+            try:
+                definition = parse_definition(data.content, source=data.source, environments=settings.environments)
+            except DefinitionError as error:
+                raise InvalidInput(
+                    "invalid-definition", str(error), source=data.source, line=error.line, field=error.path
+                ) from error
+            return service.apply_definition(
+                session,
                 definition=definition,
                 actor=principal.name,
                 environments=settings.environments,
                 now=now,
                 dry_run=data.dry_run,
             )
-        )
+
+        return await uow.write(apply)

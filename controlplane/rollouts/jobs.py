@@ -22,7 +22,7 @@ def advance_baked_rollouts(
     factory: sessionmaker[Session], *, environments: Sequence[str], clock: Clock
 ) -> dict[str, int]:
     """Advance every running auto-advance stage whose bake time has passed; one transaction per rollout."""
-    counts = {"checked": 0, "advanced": 0, "conflicts": 0}
+    counts = {"checked": 0, "advanced": 0, "conflicts": 0, "errors": 0}
     with session_scope(factory) as session:
         targets = service.running_rollout_targets(session)
     for target in targets:
@@ -34,6 +34,11 @@ def advance_baked_rollouts(
             # An operator acted on this rollout meanwhile; the next tick sees the new state.
             counts["conflicts"] += 1
             logger.info("rollout tick skipped %s in %s: %s", target.flag, target.environment, error)
+            continue
+        except Exception:
+            # One broken rollout must not stop the others from advancing; it is retried on the next tick.
+            counts["errors"] += 1
+            logger.exception("rollout tick failed for %s in %s", target.flag, target.environment)
             continue
         if status is not None:
             counts["advanced"] += 1

@@ -67,18 +67,28 @@ def test_an_untouched_chain_verifies_in_the_service_with_every_record_counted(
     admin_headers: dict[str, str],
 ) -> None:
     with session_factory() as session:
-        count, broken = verify_audit_chain(session)
+        report = verify_audit_chain(session)
         stored = session.scalar(select(func.count()).select_from(AuditRecord))
+        last = session.scalars(select(AuditRecord).order_by(AuditRecord.id.desc())).first()
 
-    assert broken is None
-    assert count == stored == len(history)
-    assert count >= 10
-    assert verify(client, admin_headers) == {"ok": True, "records": count, "first_broken_id": None, "reason": None}
+    assert report.broken is None
+    assert report.records == stored == len(history)
+    assert report.records >= 10
+    assert last is not None
+    assert verify(client, admin_headers) == {
+        "ok": True,
+        "records": report.records,
+        "head_id": last.id,
+        "head_digest": last.digest,
+        "first_broken_id": None,
+        "reason": None,
+    }
 
 
 def test_an_empty_chain_verifies_with_no_records(session_factory: sessionmaker[Session]) -> None:
     with session_factory() as session:
-        assert verify_audit_chain(session) == (0, None)
+        report = verify_audit_chain(session)
+    assert (report.records, report.head, report.broken) == (0, None, None)
 
 
 def test_altering_a_records_reason_is_reported_at_that_record(
@@ -166,10 +176,23 @@ def test_verifying_a_broken_chain_closes_its_cursor(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with session_factory() as session:
-            count, broken = verify_audit_chain(session)
+            report = verify_audit_chain(session)
         gc.collect()
 
-    assert broken is not None
-    assert (broken.record_id, count) == (history[1], 2)
+    assert report.broken is not None
+    assert (report.broken.record_id, report.records) == (history[1], 2)
     leaks = [str(warning.message) for warning in caught if issubclass(warning.category, ResourceWarning)]
     assert leaks == []
+
+
+def test_cutting_records_off_the_end_leaves_a_valid_chain_but_moves_the_head(
+    history: list[int], engine: Engine, client: TestClient[Litestar], admin_headers: dict[str, str]
+) -> None:
+    # The chain alone cannot see a truncated tail; the head an operator kept from an earlier verify can.
+    before = verify(client, admin_headers)
+    with engine.begin() as connection:
+        connection.execute(delete(AuditRecord).where(AuditRecord.id >= history[-2]))
+    after = verify(client, admin_headers)
+    assert after["ok"] is True
+    assert after["records"] == before["records"] - 2
+    assert (after["head_id"], after["head_digest"]) != (before["head_id"], before["head_digest"])
