@@ -78,45 +78,58 @@ def _local_actor() -> str:
     return f"cli:{os.environ.get('USER') or os.environ.get('LOGNAME') or 'unknown'}"
 
 
-def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
-    """Migrate, apply the shipped definitions, make sure an admin token exists, then serve HTTP."""
-    import uvicorn
+def bootstrap(settings: Settings, engine: Any) -> str | None:
+    """Migrate, apply the definitions folder, and create an admin token if none is active; return that token."""
     from sqlalchemy.orm import sessionmaker
 
-    from controlplane.app import create_app
     from controlplane.auth import service as auth_service
     from controlplane.auth.roles import Role
     from controlplane.auth.schemas import TokenCreate
     from controlplane.db import session_scope, utcnow
-    from controlplane.definitions.loader import load_definition
+    from controlplane.definitions.loader import DefinitionError, load_definition
     from controlplane.definitions.service import apply_definition
     from controlplane.migrate import upgrade_to_head
 
-    engine = _engine(settings)
     upgrade_to_head(engine)
     factory = sessionmaker(engine, expire_on_commit=False)
     if settings.definitions_dir.is_dir():
         for path in sorted(settings.definitions_dir.glob("*.yaml")):
-            definition = load_definition(path, environments=settings.environments)
+            try:
+                definition = load_definition(path, environments=settings.environments)
+            except DefinitionError as error:
+                raise CommandError(f"invalid definition, nothing applied: {error}") from error
             with session_scope(factory) as session:
                 report = apply_definition(
                     session, definition=definition, actor="bootstrap", environments=settings.environments, now=utcnow()
                 )
             stderr.print(f"definitions: {path} {'applied changes' if report.changed else 'unchanged'}")
     with session_scope(factory) as session:
-        if not auth_service.has_token_with_role(session, Role.ADMIN):
-            # A unique name: an earlier, revoked "admin" token keeps its name in the audit log.
-            name = "admin-" + utcnow().strftime("%Y%m%dT%H%M%SZ")
-            created = auth_service.create_token(
-                session,
-                request=TokenCreate(name=name, role=Role.ADMIN),
-                actor="bootstrap",
-                environments=settings.environments,
-                now=utcnow(),
-            )
-            stderr.print(f"\nAdmin token `{name}` (shown once; store it now):")
-            print(created.token, flush=True)
-            stderr.print(f"\nexport CONTROLPLANE_TOKEN={created.token}\n")
+        if auth_service.has_token_with_role(session, Role.ADMIN):
+            return None
+        # A unique name: an earlier, revoked "admin" token keeps its name in the audit log.
+        name = "admin-" + utcnow().strftime("%Y%m%dT%H%M%SZ")
+        created = auth_service.create_token(
+            session,
+            request=TokenCreate(name=name, role=Role.ADMIN),
+            actor="bootstrap",
+            environments=settings.environments,
+            now=utcnow(),
+        )
+    stderr.print(f"\nAdmin token `{name}` (shown once; store it now):")
+    return created.token
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
+    """Migrate, apply the shipped definitions, make sure an admin token exists, then serve HTTP."""
+    import uvicorn
+
+    from controlplane.app import create_app
+
+    engine = _engine(settings)
+    token = bootstrap(settings, engine)
+    if token is not None:
+        print(token, flush=True)
+        stderr.print(f"\nexport CONTROLPLANE_TOKEN={token}\n")
     host = args.host or settings.host
     port = args.port or settings.port
     stderr.print(f"serving on http://{host}:{port} (API docs at /schema)")
