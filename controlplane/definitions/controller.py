@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
+import anyio.to_thread
 import msgspec
 from litestar import Controller, post
 from litestar.params import JSONBody
-from sqlalchemy.orm import Session
 
 from controlplane.api.dependencies import Now, ProcessSettings, TokenPrincipal, Work
 from controlplane.auth.roles import Role
 from controlplane.definitions import service
 from controlplane.definitions.loader import DefinitionError, parse_definition
+from controlplane.definitions.schemas import PipelineDefinition
 from controlplane.errors import InvalidInput
 
 __all__ = ["DefinitionController", "DefinitionUpload"]
@@ -43,22 +45,24 @@ class DefinitionController(Controller):
         settings: ProcessSettings,
     ) -> service.ApplyReport:
         """Create or update what the definition declares; an invalid file changes nothing."""
-
-        def apply(session: Session) -> service.ApplyReport:
-            # Parsed in the worker thread too: a large file must not hold up the event loop.
-            try:
-                definition = parse_definition(data.content, source=data.source, environments=settings.environments)
-            except DefinitionError as error:
-                raise InvalidInput(
-                    "invalid-definition", str(error), source=data.source, line=error.line, field=error.path
-                ) from error
-            return service.apply_definition(
-                session,
+        # Parsed in a worker thread before any transaction: a large file holds neither the loop nor a lock.
+        definition = await anyio.to_thread.run_sync(_parse, data, settings.environments)
+        return await uow.write(
+            partial(
+                service.apply_definition,
                 definition=definition,
                 actor=principal.name,
                 environments=settings.environments,
                 now=now,
                 dry_run=data.dry_run,
             )
+        )
 
-        return await uow.write(apply)
+
+def _parse(data: DefinitionUpload, environments: tuple[str, ...]) -> PipelineDefinition:
+    try:
+        return parse_definition(data.content, source=data.source, environments=environments)
+    except DefinitionError as error:
+        raise InvalidInput(
+            "invalid-definition", str(error), source=data.source, line=error.line, field=error.path
+        ) from error

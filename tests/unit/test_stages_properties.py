@@ -166,7 +166,7 @@ def test_rollback_previous_stage_strictly_lowers_the_percentage_or_goes_off(step
         if not _resolves_to_previous_stage(step):
             continue
         before, after = step.before, step.after
-        # A plan may start at 0%; from there nothing lower exists, and the rollback still goes off.
+        # Every stage serves more than 0% (validate_stages), so a rollback always lowers the percentage.
         assert after.percentage < before.percentage, step
         if before.stage_index == 0 or before.state is RolloutState.COMPLETED:
             assert after.state is RolloutState.ROLLED_BACK
