@@ -92,17 +92,21 @@ def bootstrap(settings: Settings, engine: Any) -> str | None:
 
     upgrade_to_head(engine)
     factory = sessionmaker(engine, expire_on_commit=False)
-    if settings.definitions_dir.is_dir():
-        for path in sorted(settings.definitions_dir.glob("*.yaml")):
-            try:
-                definition = load_definition(path, environments=settings.environments)
-            except DefinitionError as error:
-                raise CommandError(f"invalid definition, nothing applied: {error}") from error
-            with session_scope(factory) as session:
-                report = apply_definition(
-                    session, definition=definition, actor="bootstrap", environments=settings.environments, now=utcnow()
-                )
-            stderr.print(f"definitions: {path} {'applied changes' if report.changed else 'unchanged'}")
+    paths = sorted(settings.definitions_dir.glob("*.yaml")) if settings.definitions_dir.is_dir() else []
+    try:
+        # Every file is read before any is applied, and all are applied in one transaction: all or nothing.
+        definitions = [load_definition(path, environments=settings.environments) for path in paths]
+    except DefinitionError as error:
+        raise CommandError(f"invalid definition, nothing applied: {error}") from error
+    with session_scope(factory) as session:
+        reports = [
+            apply_definition(
+                session, definition=definition, actor="bootstrap", environments=settings.environments, now=utcnow()
+            )
+            for definition in definitions
+        ]
+    for path, report in zip(paths, reports, strict=True):
+        stderr.print(f"definitions: {path} {'applied changes' if report.changed else 'unchanged'}")
     with session_scope(factory) as session:
         if auth_service.has_token_with_role(session, Role.ADMIN):
             return None

@@ -15,10 +15,10 @@ from litestar.exceptions import (
 )
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ExceptionHandlersMap
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
-from controlplane.errors import Conflict, DomainError, problem_type
+from controlplane.errors import Conflict, DomainError, InvalidInput, problem_type
 
 __all__ = ["PROBLEM_MEDIA_TYPE", "exception_handlers"]
 
@@ -59,6 +59,12 @@ def _integrity(request: Request[Any, Any, Any], error: IntegrityError) -> Respon
     # Two requests created the same thing at once; the loser sees what a sequential request would have seen.
     conflict = Conflict("concurrent-change", "a concurrent request changed the same thing first; read and retry")
     return _domain_error(request, conflict)
+
+
+def _data(request: Request[Any, Any, Any], error: DataError) -> Response[Any]:
+    # The database refused a value the schema let through (a NUL character in text, say): bad input, not a crash.
+    invalid = InvalidInput("invalid-value", "a value in the request cannot be stored (for example a NUL character)")
+    return _domain_error(request, invalid)
 
 
 def _validation(request: Request[Any, Any, Any], error: ValidationException) -> Response[Any]:
@@ -109,6 +115,7 @@ exception_handlers: ExceptionHandlersMap = {
     DomainError: _domain_error,
     StaleDataError: _stale_data,
     IntegrityError: _integrity,
+    DataError: _data,
     ValidationException: _validation,
     NotAuthorizedException: _http,
     PermissionDeniedException: _http,

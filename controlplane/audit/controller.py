@@ -42,7 +42,7 @@ class AuditController(Controller):
         action: Annotated[str | None, QueryParameter(name="action", required=False)] = None,
         since: Annotated[datetime | None, QueryParameter(name="since", required=False)] = None,
         until: Annotated[datetime | None, QueryParameter(name="until", required=False)] = None,
-        before_id: Annotated[int | None, QueryParameter(name="before_id", required=False, ge=1, le=2**63 - 1)] = None,
+        before_id: Annotated[int | None, QueryParameter(name="before_id", required=False, ge=1, le=2**31 - 1)] = None,
         limit: Annotated[int, QueryParameter(name="limit", ge=1, le=1000)] = 100,
     ) -> list[AuditRecordRead]:
         """Records matching every filter, newest first; page with `before_id`."""

@@ -34,7 +34,7 @@ from controlplane.definitions.schemas import (
     RolloutPlan,
 )
 from controlplane.flags.schemas import FlagDefinitionError, FlagType, check_flag_variants, check_variant_values
-from controlplane.rollouts.stages import Stage, validate_stages
+from controlplane.rollouts.stages import MAX_BAKE, Stage, validate_stages
 
 __all__ = [
     "DefinitionError",
@@ -469,7 +469,9 @@ def _check_stages(step: PlanEnvironmentSpec, at: FieldPath, document: _Document)
     """Check one environment's stages with the rollout's own rules, and convert them."""
     for index, stage in enumerate(step.stages):
         try:
-            parse_duration(stage.bake)
+            bake = parse_duration(stage.bake)
+            if bake > MAX_BAKE:
+                raise ValueError(f"bake must be at most {MAX_BAKE.days} days, got {bake.days} days")
         except ValueError as exc:
             raise document.error((*at, "stages", index, "bake"), str(exc)) from exc
     try:

@@ -77,11 +77,11 @@ def apply_definition(
     )
 
 
-def _rollout_config(definition: FlagDefinition, percentage: float) -> dict[str, Any] | None:
-    if definition.rollout_variant is None:
+def _rollout_config(definition: FlagDefinition, variant: str | None, percentage: float) -> dict[str, Any] | None:
+    if variant is None:
         return None
     return {
-        "variant": definition.rollout_variant,
+        "variant": variant,
         "percentage": percentage,
         "bucket_by": definition.bucket_by,
         "when": [msgspec.to_builtins(condition) for condition in definition.rollout_when],
@@ -134,7 +134,7 @@ def _apply_flag(
 def _apply_initial_states(flag: Flag, definition: FlagDefinition) -> None:
     initial = {state.environment: state for state in definition.initial_states}
     for state in flag.environments:
-        state.rollout = _rollout_config(definition, 0.0)
+        state.rollout = _rollout_config(definition, definition.rollout_variant, 0.0)
         wanted = initial.get(state.environment)
         if wanted is not None:
             state.enabled = wanted.enabled
@@ -206,7 +206,8 @@ def _update_bucketing(
     for state in flag.environments:
         current = state.rollout
         percentage = float(current["percentage"]) if current else 0.0
-        wanted = _rollout_config(definition, percentage)
+        # The flag's variant after _update_flag: the file's, or the one kept because a rollout serves it.
+        wanted = _rollout_config(definition, flag.rollout_variant, percentage)
         if wanted is None or current == wanted:
             continue
         if state.environment in serving:

@@ -37,6 +37,9 @@ __all__ = [
     "validate_stages",
 ]
 
+#: The longest bake a stage may ask for; longer ones are typos, and would overflow the calendar.
+MAX_BAKE = timedelta(days=366)
+
 #: Said plainly in status and audit until gates exist: a tick advances on bake time alone.
 GATES_NOT_EVALUATED = "gates not evaluated: no gate engine yet, this stage advances on bake time alone"
 
@@ -73,6 +76,8 @@ class Stage:
             raise ValueError(f"stage percentage must be within 0..100, got {self.percentage}")
         if self.bake < timedelta(0):
             raise ValueError("stage bake time must not be negative")
+        if self.bake > MAX_BAKE:
+            raise ValueError(f"stage bake time must be at most {MAX_BAKE.days} days")
         if self.min_samples < 0:
             raise ValueError("stage min_samples must not be negative")
 
