@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,10 +23,12 @@ from controlplane.api.problems import exception_handlers
 from controlplane.api.unit_of_work import UnitOfWork
 from controlplane.audit.controller import AuditController
 from controlplane.auth.controller import TokenController
-from controlplane.auth.guards import address_identity, authorize, rate_limit_identity
+from controlplane.auth.guards import PrincipalCache, address_identity, authorize, rate_limit_identity
 from controlplane.clock import Clock, system_clock
 from controlplane.db import create_db_engine, reader_factory, session_scope
 from controlplane.definitions.controller import DefinitionController
+from controlplane.evaluation.controller import EvaluationController, OfrepController
+from controlplane.evaluation.feed import ConfigurationFeed
 from controlplane.flags import service as flag_service
 from controlplane.flags.controller import FlagController
 from controlplane.migrate import is_at_head
@@ -36,6 +40,8 @@ __all__ = ["API_PREFIX", "create_app"]
 
 API_PREFIX = "/api/v1"
 PUBLIC_PATHS = ["/healthz", "/readyz", "/schema"]
+# Evaluation has its own, per-second limit (see the `evaluation` router); management limits do not apply.
+EVALUATION_PATHS = ["/ofrep", "/evaluation"]
 logger = logging.getLogger(__name__)
 
 
@@ -51,16 +57,20 @@ def create_app(
     engine = engine or create_db_engine(settings.database_url)
     factory = sessionmaker(engine, expire_on_commit=False)
     reader = reader_factory(engine)
+    feed = ConfigurationFeed(reader, engine, settings.environments, poll_seconds=settings.configuration_poll_seconds)
     with_scheduler = settings.scheduler_enabled if run_scheduler is None else run_scheduler
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        watcher: asyncio.Task[None] | None = None
         ready = is_at_head(engine)
         if ready:
             with session_scope(factory) as session:
                 # Settings may name environments added since flags were created: give every flag its rows now,
                 # so reads never have to write.
                 flag_service.ensure_every_flag_has_environments(session, settings.environments)
+            feed.refresh()
+            watcher = asyncio.create_task(feed.run(), name="configuration-feed")
         else:
             logger.error("the database schema is not at the newest migration: run `controlplane db upgrade`")
         scheduler: Scheduler | None = None
@@ -78,25 +88,40 @@ def create_app(
         finally:
             if scheduler is not None:
                 scheduler.shutdown()
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
 
     api = Router(
         path=API_PREFIX,
         route_handlers=[FlagController, RolloutController, AuditController, TokenController, DefinitionController],
     )
+    evaluation = Router(
+        path="/",
+        route_handlers=[OfrepController, EvaluationController],
+        middleware=[
+            RateLimitConfig(
+                rate_limit=("second", settings.evaluation_rate_limit_per_second),
+                identifier_for_request=rate_limit_identity,
+                store="rate_limit_evaluation",
+            ).middleware
+        ],
+    )
     per_token = RateLimitConfig(
         rate_limit=("minute", settings.rate_limit_per_minute),
         identifier_for_request=rate_limit_identity,
-        exclude=PUBLIC_PATHS,
+        exclude=PUBLIC_PATHS + EVALUATION_PATHS,
         store="rate_limit_token",
     )
     per_address = RateLimitConfig(
         rate_limit=("minute", settings.rate_limit_per_address_per_minute),
         identifier_for_request=address_identity,
-        exclude=PUBLIC_PATHS,
+        exclude=PUBLIC_PATHS + EVALUATION_PATHS,
         store="rate_limit_address",
     )
     return Litestar(
-        route_handlers=[api, healthz, readyz],
+        route_handlers=[api, evaluation, healthz, readyz],
         guards=[authorize],
         dependencies=dependencies,
         exception_handlers=exception_handlers,
@@ -117,7 +142,9 @@ def create_app(
                 "settings": settings,
                 "engine": engine,
                 "reader": reader,
-                "unit_of_work": UnitOfWork(factory, reader),
+                "unit_of_work": UnitOfWork(factory, reader, after_commit=feed.catch_up),
+                "feed": feed,
+                "principals": PrincipalCache(ttl_seconds=settings.token_cache_seconds),
                 "clock": clock,
             }
         ),

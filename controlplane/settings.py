@@ -38,6 +38,12 @@ class Settings:
     """Management API requests allowed per token (or per client address without one) per minute, per replica."""
     rate_limit_per_address_per_minute: int = 6000
     """Management API requests allowed per client address per minute, per replica, whatever token they carry."""
+    evaluation_rate_limit_per_second: int = 5000
+    """Evaluation requests (OFREP, snapshot, stream) allowed per token per second, per replica."""
+    token_cache_seconds: float = 5.0
+    """How long a replica trusts a token lookup; a revocation reaches other replicas within this time."""
+    configuration_poll_seconds: float = 0.25
+    """How often each replica checks the configuration revision (the only signal on SQLite; a safety net on PG)."""
     max_body_bytes: int = 32 * 1024
     """Largest management request body accepted; larger ones get 413."""
     rollout_tick_seconds: float = 15.0
@@ -72,6 +78,8 @@ class Settings:
         for name, value in (
             ("RATE_LIMIT_PER_MINUTE", self.rate_limit_per_minute),
             ("RATE_LIMIT_PER_ADDRESS_PER_MINUTE", self.rate_limit_per_address_per_minute),
+            ("EVALUATION_RATE_LIMIT_PER_SECOND", self.evaluation_rate_limit_per_second),
+            ("CONFIGURATION_POLL_SECONDS", self.configuration_poll_seconds),
             ("MAX_BODY_BYTES", self.max_body_bytes),
             ("ROLLOUT_TICK_SECONDS", self.rollout_tick_seconds),
             ("LEADER_LEASE_SECONDS", self.leader_lease_seconds),

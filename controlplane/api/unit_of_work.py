@@ -8,7 +8,7 @@ acknowledged change is still committed before the response leaves.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import anyio.to_thread
@@ -24,13 +24,23 @@ T = TypeVar("T")
 class UnitOfWork:
     """Runs a function of a session in a transaction, off the event loop."""
 
-    def __init__(self, writer: sessionmaker[Session], reader: sessionmaker[Session]) -> None:
+    def __init__(
+        self,
+        writer: sessionmaker[Session],
+        reader: sessionmaker[Session],
+        after_commit: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._writer = writer
         self._reader = reader
+        self._after_commit = after_commit
 
     async def write(self, work: Callable[[Session], T]) -> T:
         """Run ``work`` in a read-write transaction; commit if it returns, roll back if it raises."""
-        return await anyio.to_thread.run_sync(_run, self._writer, work)
+        result = await anyio.to_thread.run_sync(_run, self._writer, work)
+        # Side effects (refreshing the configuration feed) only after the commit that justifies them.
+        if self._after_commit is not None:
+            await self._after_commit()
+        return result
 
     async def read(self, work: Callable[[Session], T]) -> T:
         """Run ``work`` in a read-only transaction."""

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Annotated
+from typing import Annotated, Any
 
-from litestar import Controller, delete, get, post
+from litestar import Controller, Request, delete, get, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from controlplane.api.dependencies import Now, ProcessSettings, TokenPrincipal, Work
@@ -47,6 +47,7 @@ class TokenController(Controller):
     @delete("/{name:str}", status_code=200, summary="Revoke a token")
     async def revoke_token(
         self,
+        request: Request[Any, Any, Any],
         uow: Work,
         name: FromPath[str],
         principal: TokenPrincipal,
@@ -54,4 +55,8 @@ class TokenController(Controller):
         reason: Annotated[str | None, QueryParameter(name="reason", required=False)] = None,
     ) -> TokenRead:
         """Revoke a token; it stops working on the next request."""
-        return await uow.write(partial(service.revoke_token, name=name, actor=principal.name, reason=reason, now=now))
+        revoked = await uow.write(
+            partial(service.revoke_token, name=name, actor=principal.name, reason=reason, now=now)
+        )
+        request.app.state.principals.clear()
+        return revoked

@@ -6,6 +6,7 @@ that declares neither is refused to everyone, so a new route cannot ship unprote
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import anyio.to_thread
@@ -20,7 +21,7 @@ from controlplane.auth.roles import Role, grants
 from controlplane.auth.schemas import Principal
 from controlplane.auth.tokens import digest_token
 
-__all__ = ["address_identity", "authorize", "presented_token", "rate_limit_identity"]
+__all__ = ["PrincipalCache", "address_identity", "authorize", "presented_token", "rate_limit_identity"]
 
 
 def presented_token(headers: Headers) -> str | None:
@@ -48,6 +49,35 @@ def address_identity(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     return "address:" + (client.host if client else "unknown")
 
 
+class PrincipalCache:
+    """Token lookups remembered for a few seconds, so evaluation traffic does not hit the database per request.
+
+    A revocation through this replica clears the cache at once; other replicas honour it within the TTL.
+    """
+
+    def __init__(self, ttl_seconds: float) -> None:
+        self._ttl = ttl_seconds
+        self._entries: dict[str, tuple[Principal | None, float]] = {}
+
+    def get(self, token: str) -> tuple[bool, Principal | None]:
+        """(hit, principal) for a presented token; a cached miss is a hit with None."""
+        entry = self._entries.get(token)
+        if entry is None or entry[1] < time.monotonic():
+            return False, None
+        return True, entry[0]
+
+    def put(self, token: str, principal: Principal | None) -> None:
+        """Remember a lookup's outcome."""
+        if len(self._entries) > 10_000:
+            # Bounded: random tokens from a client must not grow memory without limit.
+            self._entries.clear()
+        self._entries[token] = (principal, time.monotonic() + self._ttl)
+
+    def clear(self) -> None:
+        """Forget everything (after a revocation)."""
+        self._entries.clear()
+
+
 def _lookup(factory: sessionmaker[Session], token: str) -> Principal | None:
     with factory() as session:
         return auth_service.authenticate(session, token)
@@ -63,9 +93,13 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
     token = presented_token(connection.headers)
     if token is None:
         raise NotAuthorizedException(detail="send a token as `Authorization: Bearer <token>` or `X-API-Key`")
-    factory: sessionmaker[Session] = connection.app.state.reader
-    # Off the event loop: on SQLite a lookup may wait for a writer's lock.
-    principal = await anyio.to_thread.run_sync(_lookup, factory, token)
+    cache: PrincipalCache = connection.app.state.principals
+    hit, principal = cache.get(token)
+    if not hit:
+        factory: sessionmaker[Session] = connection.app.state.reader
+        # Off the event loop: a lookup is a database round trip.
+        principal = await anyio.to_thread.run_sync(_lookup, factory, token)
+        cache.put(token, principal)
     if principal is None:
         raise NotAuthorizedException(detail="the token is unknown or revoked")
     if not grants(principal.role, required):

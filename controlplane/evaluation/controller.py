@@ -1,0 +1,178 @@
+"""HTTP routes of evaluation (`evaluate` role): OFREP, the environment snapshot, and the change stream.
+
+Every route here answers from the replica's in-memory configuration feed; none touches the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.params import FromPath, HeaderParameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+from openfeature.exception import ErrorCode
+
+from controlplane.api.dependencies import TokenPrincipal
+from controlplane.auth.roles import Role
+from controlplane.auth.schemas import Principal
+from controlplane.errors import DomainError, InvalidInput
+from controlplane.evaluation import ofrep
+from controlplane.evaluation.engine import evaluate_flag, flag_not_found
+from controlplane.evaluation.feed import ConfigurationFeed, EnvironmentConfiguration
+
+__all__ = ["STREAM_PATH", "EvaluationController", "OfrepController"]
+
+STREAM_PATH = "/evaluation/v1/stream"
+KEEPALIVE_SECONDS = 15.0
+EnvironmentHeader = Annotated[
+    str | None,
+    HeaderParameter(name="X-Environment", required=False, description="environment, for tokens not scoped to one"),
+]
+
+
+class EnvironmentRequired(DomainError):
+    """The request does not say which environment to evaluate in."""
+
+    status_code = 400
+    title = "Environment required"
+
+
+def _configuration(feed: ConfigurationFeed, principal: Principal, requested: str | None) -> EnvironmentConfiguration:
+    """The configuration of the environment this request evaluates in: the token's, or the header's."""
+    if principal.environment is not None:
+        if requested is not None and requested != principal.environment:
+            raise InvalidInput(
+                "environment-mismatch",
+                f"token `{principal.name}` is scoped to {principal.environment}, not {requested}",
+            )
+        environment = principal.environment
+    elif requested is None:
+        raise EnvironmentRequired(
+            "environment-required", "this token is not scoped to an environment: send `X-Environment`"
+        )
+    else:
+        environment = requested
+    configuration = feed.current(environment)
+    if configuration is None:
+        raise InvalidInput("unknown-environment", f"no configuration for environment `{environment}`")
+    return configuration
+
+
+def _json(body: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response[bytes]:
+    return Response(msgspec.json.encode(body), status_code=status_code, media_type="application/json", headers=headers)
+
+
+class OfrepController(Controller):
+    """OpenFeature Remote Evaluation Protocol: single-flag and bulk evaluation."""
+
+    path = "/ofrep/v1/evaluate"
+    tags = ["ofrep"]
+    opt = {"role": Role.EVALUATE}
+
+    @post("/flags/{key:str}", summary="Evaluate one flag (OFREP)")
+    async def evaluate_flag(
+        self,
+        request: Request[Any, Any, Any],
+        key: FromPath[str],
+        principal: TokenPrincipal,
+        environment: EnvironmentHeader,
+    ) -> Response[bytes]:
+        """Resolve one flag for the context in the body."""
+        feed: ConfigurationFeed = request.app.state.feed
+        configuration = _configuration(feed, principal, environment)
+        try:
+            context = ofrep.parse_context(await request.body())
+        except ofrep.ContextError as error:
+            return _json(ofrep.error_body(key, error.code, error.details), 400)
+        flag = configuration.flags.get(key)
+        if flag is None:
+            missing = flag_not_found(key)
+            return _json(ofrep.error_body(key, ErrorCode.FLAG_NOT_FOUND, missing.error_message or ""), 404)
+        return _json(ofrep.success_body(evaluate_flag(flag, context)))
+
+    @post("/flags", summary="Evaluate every flag (OFREP bulk)")
+    async def evaluate_flags(
+        self,
+        request: Request[Any, Any, Any],
+        principal: TokenPrincipal,
+        environment: EnvironmentHeader,
+        if_none_match: Annotated[str | None, HeaderParameter(name="If-None-Match", required=False)],
+    ) -> Response[bytes]:
+        """Resolve every flag for one context; 304 when neither the configuration nor the context changed."""
+        feed: ConfigurationFeed = request.app.state.feed
+        configuration = _configuration(feed, principal, environment)
+        try:
+            context = ofrep.parse_context(await request.body())
+        except ofrep.ContextError as error:
+            return _json(ofrep.error_body(None, error.code, error.details), 400)
+        etag = ofrep.bulk_etag(configuration.environment, configuration.revision, context)
+        if if_none_match is not None and etag in {tag.strip() for tag in if_none_match.split(",")}:
+            return Response(b"", status_code=304, headers={"ETag": etag})
+        stream = str(request.base_url).rstrip("/") + STREAM_PATH
+        body = {
+            "flags": [ofrep.success_body(evaluate_flag(flag, context)) for flag in configuration.flags.values()],
+            "metadata": {"environment": configuration.environment, "revision": configuration.revision},
+            # ADR-0008: a stream that only says when to refetch.
+            "eventStreams": [{"type": "sse", "url": stream, "inactivityDelaySec": 120}],
+        }
+        return _json(body, headers={"ETag": etag})
+
+
+class EvaluationController(Controller):
+    """For in-process providers: the whole environment's configuration, and a stream of change notices."""
+
+    path = "/evaluation/v1"
+    tags = ["evaluation"]
+    opt = {"role": Role.EVALUATE}
+
+    @get("/snapshot", summary="Compiled configuration of one environment")
+    async def snapshot(
+        self,
+        request: Request[Any, Any, Any],
+        principal: TokenPrincipal,
+        environment: EnvironmentHeader,
+        if_none_match: Annotated[str | None, HeaderParameter(name="If-None-Match", required=False)],
+    ) -> Response[bytes]:
+        """Every flag of the environment at its current revision; 304 when the client already has it."""
+        configuration = _configuration(request.app.state.feed, principal, environment)
+        headers = {"ETag": configuration.etag}
+        if if_none_match is not None and configuration.etag in {tag.strip() for tag in if_none_match.split(",")}:
+            return Response(b"", status_code=304, headers=headers)
+        return Response(configuration.snapshot_json, media_type="application/json", headers=headers, status_code=200)
+
+    @get("/stream", summary="Server-sent events: a notice on every configuration change")
+    async def stream(
+        self, request: Request[Any, Any, Any], principal: TokenPrincipal, environment: EnvironmentHeader
+    ) -> ServerSentEvent:
+        """Send the current revision, then one `refetchEvaluation` message per new revision, with keep-alives."""
+        feed: ConfigurationFeed = request.app.state.feed
+        name = _configuration(feed, principal, environment).environment
+        return ServerSentEvent(_notices(feed, name))
+
+
+async def _notices(feed: ConfigurationFeed, environment: str) -> AsyncIterator[ServerSentEventMessage]:
+    with feed.subscription(environment) as queue:
+        current = feed.current(environment)
+        revision = current.revision if current else 0
+        while True:
+            yield ServerSentEventMessage(
+                data=msgspec.json.encode(
+                    {
+                        "type": "refetchEvaluation",
+                        "environment": environment,
+                        "revision": revision,
+                        "etag": f'"{environment}-{revision}"',
+                    }
+                ).decode(),
+                id=revision,
+            )
+            while True:
+                try:
+                    revision = await asyncio.wait_for(queue.get(), timeout=KEEPALIVE_SECONDS)
+                    break
+                except TimeoutError:
+                    # A comment line every so often: proxies keep the connection, clients notice a dead one.
+                    yield ServerSentEventMessage(comment="keep-alive", data=None)
