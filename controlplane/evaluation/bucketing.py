@@ -20,7 +20,9 @@ BUCKETS = 100_000
 
 def bucket(flag_key: str, value: str) -> int:
     """The bucket of a bucketing value for a flag, in [0, 100000)."""
-    return (mmh3.hash(flag_key + value, 0, signed=False) * BUCKETS) >> 32
+    # Hash bytes, not str: mmh3 5.3 crashes the process on a str with a lone surrogate; "surrogatepass" keeps
+    # such values hashable (every valid string encodes exactly as UTF-8, as the formula says).
+    return (mmh3.hash((flag_key + value).encode("utf-8", "surrogatepass"), 0, signed=False) * BUCKETS) >> 32
 
 
 def in_rollout(flag_key: str, value: str | None, percentage: float) -> bool:
