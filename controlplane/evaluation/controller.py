@@ -81,8 +81,11 @@ class OfrepController(Controller):
         environment: EnvironmentHeader,
     ) -> Response[bytes]:
         """Resolve one flag for the context in the body."""
-        feed: ConfigurationFeed = request.app.state.feed
-        configuration = _configuration(feed, principal, environment)
+        try:
+            configuration = _configuration(request.app.state.feed, principal, environment)
+        except DomainError as error:
+            # OFREP clients read errorCode/errorDetails from a 400, not problem details.
+            return _json(ofrep.error_body(key, ErrorCode.GENERAL, error.detail), 400)
         try:
             context = ofrep.parse_context(await request.body())
         except ofrep.ContextError as error:
@@ -102,14 +105,16 @@ class OfrepController(Controller):
         if_none_match: Annotated[str | None, HeaderParameter(name="If-None-Match", required=False)],
     ) -> Response[bytes]:
         """Resolve every flag for one context; 304 when neither the configuration nor the context changed."""
-        feed: ConfigurationFeed = request.app.state.feed
-        configuration = _configuration(feed, principal, environment)
+        try:
+            configuration = _configuration(request.app.state.feed, principal, environment)
+        except DomainError as error:
+            return _json(ofrep.error_body(None, ErrorCode.GENERAL, error.detail), 400)
         try:
             context = ofrep.parse_context(await request.body())
         except ofrep.ContextError as error:
             return _json(ofrep.error_body(None, error.code, error.details), 400)
         etag = ofrep.bulk_etag(configuration.environment, configuration.revision, context)
-        if if_none_match is not None and etag in {tag.strip() for tag in if_none_match.split(",")}:
+        if ofrep.etag_matches(if_none_match, etag):
             return Response(b"", status_code=304, headers={"ETag": etag})
         stream = str(request.base_url).rstrip("/") + STREAM_PATH
         body = {
@@ -139,7 +144,7 @@ class EvaluationController(Controller):
         """Every flag of the environment at its current revision; 304 when the client already has it."""
         configuration = _configuration(request.app.state.feed, principal, environment)
         headers = {"ETag": configuration.etag}
-        if if_none_match is not None and configuration.etag in {tag.strip() for tag in if_none_match.split(",")}:
+        if ofrep.etag_matches(if_none_match, configuration.etag):
             return Response(b"", status_code=304, headers=headers)
         return Response(configuration.snapshot_json, media_type="application/json", headers=headers, status_code=200)
 

@@ -15,7 +15,7 @@ from openfeature.exception import ErrorCode
 
 from controlplane.evaluation.engine import Resolution
 
-__all__ = ["ContextError", "bulk_etag", "error_body", "parse_context", "success_body"]
+__all__ = ["ContextError", "bulk_etag", "error_body", "etag_matches", "parse_context", "success_body"]
 
 
 class ContextError(ValueError):
@@ -67,6 +67,18 @@ def error_body(key: str | None, code: ErrorCode, details: str) -> dict[str, Any]
     if key is not None:
         body["key"] = key
     return body
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """RFC 9110 §13.1.2: `If-None-Match` uses the weak comparison (W/ ignored), and `*` matches anything."""
+    if if_none_match is None:
+        return False
+    wanted = etag.removeprefix("W/")
+    for tag in if_none_match.split(","):
+        tag = tag.strip()
+        if tag == "*" or tag.removeprefix("W/") == wanted:
+            return True
+    return False
 
 
 def bulk_etag(environment: str, revision: int, context: Mapping[str, Any]) -> str:
