@@ -27,8 +27,9 @@ from controlplane.auth.guards import PrincipalCache, address_identity, authorize
 from controlplane.clock import Clock, system_clock
 from controlplane.db import create_db_engine, reader_factory, session_scope
 from controlplane.definitions.controller import DefinitionController
-from controlplane.evaluation.controller import EvaluationController, OfrepController
+from controlplane.evaluation.controller import EvaluationController, OfrepController, limit_evaluation
 from controlplane.evaluation.feed import ConfigurationFeed
+from controlplane.evaluation.limits import EvaluationLimiter
 from controlplane.flags import service as flag_service
 from controlplane.flags.controller import FlagController
 from controlplane.migrate import is_at_head
@@ -100,13 +101,7 @@ def create_app(
     evaluation = Router(
         path="/",
         route_handlers=[OfrepController, EvaluationController],
-        middleware=[
-            RateLimitConfig(
-                rate_limit=("second", settings.evaluation_rate_limit_per_second),
-                identifier_for_request=rate_limit_identity,
-                store="rate_limit_evaluation",
-            ).middleware
-        ],
+        guards=[limit_evaluation],
     )
     per_token = RateLimitConfig(
         rate_limit=("minute", settings.rate_limit_per_minute),
@@ -145,6 +140,7 @@ def create_app(
                 "unit_of_work": UnitOfWork(factory, reader, after_commit=feed.catch_up),
                 "feed": feed,
                 "principals": PrincipalCache(ttl_seconds=settings.token_cache_seconds),
+                "evaluation_limiter": EvaluationLimiter(settings.evaluation_rate_limit_per_second),
                 "clock": clock,
             }
         ),

@@ -86,7 +86,7 @@ def _http(request: Request[Any, Any, Any], error: HTTPException) -> Response[Any
     headers = dict(error.headers or {})
     if isinstance(error, TooManyRequestsException):
         # RFC 9110: Retry-After in whole seconds; Litestar gives the window's reset as RateLimit-Reset.
-        headers["Retry-After"] = str(max(1, int(headers.get("RateLimit-Reset", "1"))))
+        headers.setdefault("Retry-After", str(max(1, int(headers.get("RateLimit-Reset", "1")))))
     if isinstance(error, NotAuthorizedException):
         headers.setdefault("WWW-Authenticate", 'Bearer realm="controlplane"')
     body: dict[str, Any] = {

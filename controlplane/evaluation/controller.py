@@ -11,19 +11,24 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
+from litestar.connection import ASGIConnection
+from litestar.exceptions import TooManyRequestsException
+from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, HeaderParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from openfeature.exception import ErrorCode
 
 from controlplane.api.dependencies import TokenPrincipal
+from controlplane.auth.guards import rate_limit_identity
 from controlplane.auth.roles import Role
 from controlplane.auth.schemas import Principal
 from controlplane.errors import DomainError, InvalidInput
 from controlplane.evaluation import ofrep
 from controlplane.evaluation.engine import evaluate_flag, flag_not_found
 from controlplane.evaluation.feed import ConfigurationFeed, EnvironmentConfiguration
+from controlplane.evaluation.limits import EvaluationLimiter
 
-__all__ = ["STREAM_PATH", "EvaluationController", "OfrepController"]
+__all__ = ["STREAM_PATH", "EvaluationController", "OfrepController", "limit_evaluation"]
 
 STREAM_PATH = "/evaluation/v1/stream"
 KEEPALIVE_SECONDS = 15.0
@@ -31,6 +36,16 @@ EnvironmentHeader = Annotated[
     str | None,
     HeaderParameter(name="X-Environment", required=False, description="environment, for tokens not scoped to one"),
 ]
+
+
+async def limit_evaluation(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
+    """Refuse an evaluation request over the token's per-second limit with 429 and Retry-After."""
+    limiter: EvaluationLimiter = connection.app.state.evaluation_limiter
+    wait = limiter.retry_after(rate_limit_identity(connection))
+    if wait is not None:
+        raise TooManyRequestsException(
+            detail="evaluation rate limit exceeded for this token", headers={"Retry-After": str(wait)}
+        )
 
 
 class EnvironmentRequired(DomainError):
@@ -72,15 +87,13 @@ class OfrepController(Controller):
     tags = ["ofrep"]
     opt = {"role": Role.EVALUATE}
 
-    @post("/flags/{key:str}", summary="Evaluate one flag (OFREP)")
+    @post("/flags/{key:str}", status_code=200, summary="Evaluate one flag (OFREP)")
     async def evaluate_flag(
-        self,
-        request: Request[Any, Any, Any],
-        key: FromPath[str],
-        principal: TokenPrincipal,
-        environment: EnvironmentHeader,
+        self, request: Request[Any, Any, Any], key: FromPath[str], environment: EnvironmentHeader
     ) -> Response[bytes]:
         """Resolve one flag for the context in the body."""
+        # The principal straight from the guard, not through a dependency: this is the hottest route.
+        principal: Principal = request.state.principal
         try:
             configuration = _configuration(request.app.state.feed, principal, environment)
         except DomainError as error:
@@ -94,9 +107,9 @@ class OfrepController(Controller):
         if flag is None:
             missing = flag_not_found(key)
             return _json(ofrep.error_body(key, ErrorCode.FLAG_NOT_FOUND, missing.error_message or ""), 404)
-        return _json(ofrep.success_body(evaluate_flag(flag, context)))
+        return Response(configuration.encoded_success(evaluate_flag(flag, context)), media_type="application/json")
 
-    @post("/flags", summary="Evaluate every flag (OFREP bulk)")
+    @post("/flags", status_code=200, summary="Evaluate every flag (OFREP bulk)")
     async def evaluate_flags(
         self,
         request: Request[Any, Any, Any],

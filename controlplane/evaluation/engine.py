@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from openfeature.exception import ErrorCode
@@ -92,6 +93,14 @@ class CompiledFlag:
     rules: tuple[CompiledRule, ...] = ()
     rollout: CompiledRollout | None = None
     revision: int = 0
+    resolutions: dict[tuple[str, Reason, str | None], Resolution] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    @property
+    def fallthrough_reason(self) -> Reason:
+        """STATIC for a flag with nothing dynamic about it, DEFAULT when rules or a rollout were passed over."""
+        return Reason.STATIC if not self.rules and self.rollout is None else Reason.DEFAULT
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +128,27 @@ def flag_not_found(key: str) -> Resolution:
     )
 
 
-def _serve(flag: CompiledFlag, variant: str, reason: Reason, **metadata: str | int | float | bool) -> Resolution:
-    return Resolution(flag.key, flag.variants[variant], variant, reason, metadata=metadata)
+def _serve(flag: CompiledFlag, variant: str, reason: Reason, rule: str | None = None) -> Resolution:
+    # Resolutions are immutable and few per flag: build each once, then hand out the same object. This is
+    # the evaluation hot path, where constructing a result per call was the largest cost.
+    cache_key = (variant, reason, rule)
+    cached = flag.resolutions.get(cache_key)
+    if cached is None:
+        metadata: dict[str, str | int | float | bool] = {}
+        if rule is not None:
+            metadata["rule"] = rule
+        if reason is Reason.DEFAULT and variant == flag.off_variant and flag.rollout is not None:
+            metadata["detail"] = f"bucketing attribute `{flag.rollout.bucket_by}` missing: served the off variant"
+        cached = Resolution(flag.key, flag.variants[variant], variant, reason, metadata=MappingProxyType(metadata))
+        flag.resolutions[cache_key] = cached
+    return cached
+
+
+def _match_all(conditions: tuple[CompiledCondition, ...], context: Mapping[str, Any]) -> bool:
+    for condition in conditions:  # noqa: SIM110 - a plain loop: no generator per call on the hot path
+        if not condition.matches(context):
+            return False
+    return True
 
 
 def evaluate_flag(flag: CompiledFlag, context: Mapping[str, Any]) -> Resolution:
@@ -128,19 +156,18 @@ def evaluate_flag(flag: CompiledFlag, context: Mapping[str, Any]) -> Resolution:
     if not flag.enabled:
         return _serve(flag, flag.off_variant, Reason.DISABLED)
     for rule in flag.rules:
-        if all(condition.matches(context) for condition in rule.conditions):
-            return _serve(flag, rule.variant, Reason.TARGETING_MATCH, rule=rule.name)
+        if _match_all(rule.conditions, context):
+            return _serve(flag, rule.variant, Reason.TARGETING_MATCH, rule.name)
     rollout = flag.rollout
-    if rollout is not None and rollout.percentage > 0 and all(condition.matches(context) for condition in rollout.when):
+    if rollout is not None and rollout.percentage > 0 and _match_all(rollout.when, context):
         if rollout.percentage >= 100:
             return _serve(flag, rollout.variant, Reason.SPLIT)
         unit = context.get(rollout.bucket_by)
         if unit is None or unit == "":
-            # Below 100% a context without the bucketing attribute cannot be placed: never guess, serve off.
-            detail = f"bucketing attribute `{rollout.bucket_by}` missing: served the off variant"
-            return _serve(flag, flag.off_variant, Reason.DEFAULT, detail=detail)
-        if in_rollout(flag.key, str(unit), rollout.percentage):
+            # Below 100% a context without the bucketing attribute cannot be placed: never guess, serve off
+            # (the resolution's metadata `detail` says why).
+            return _serve(flag, flag.off_variant, Reason.DEFAULT)
+        if in_rollout(flag.key, unit if isinstance(unit, str) else str(unit), rollout.percentage):
             return _serve(flag, rollout.variant, Reason.SPLIT)
         return _serve(flag, flag.default_variant, Reason.SPLIT)
-    reason = Reason.STATIC if not flag.rules and rollout is None else Reason.DEFAULT
-    return _serve(flag, flag.default_variant, reason)
+    return _serve(flag, flag.default_variant, flag.fallthrough_reason)

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio.to_thread
 import msgspec
@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controlplane.db import session_scope
 from controlplane.evaluation import service
-from controlplane.evaluation.engine import CompiledFlag
+from controlplane.evaluation.engine import CompiledFlag, Resolution
+from controlplane.evaluation.ofrep import success_body
 from controlplane.evaluation.snapshot import Snapshot, compile_snapshot
 from controlplane.flags.models import CONFIGURATION_CHANNEL
 
@@ -40,6 +41,16 @@ class EnvironmentConfiguration:
     revision: int
     flags: dict[str, CompiledFlag]
     snapshot_json: bytes
+    # OFREP bodies by resolution: the engine hands out one object per outcome, so each is encoded once.
+    _encoded: dict[int, tuple[Resolution, bytes]] = field(default_factory=dict, compare=False, repr=False)
+
+    def encoded_success(self, resolution: Resolution) -> bytes:
+        """The OFREP 200 body of a resolution, encoded once per configuration and outcome."""
+        cached = self._encoded.get(id(resolution))
+        if cached is None or cached[0] is not resolution:
+            cached = (resolution, msgspec.json.encode(success_body(resolution)))
+            self._encoded[id(resolution)] = cached
+        return cached[1]
 
     @property
     def etag(self) -> str:
