@@ -16,7 +16,7 @@ from typing import Any
 from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import Reason
 
-from controlplane.evaluation.bucketing import in_rollout
+from controlplane.evaluation.bucketing import bucket
 
 __all__ = [
     "CompiledCondition",
@@ -27,8 +27,6 @@ __all__ = [
     "evaluate_flag",
     "flag_not_found",
 ]
-
-_MISSING = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,14 +40,15 @@ class CompiledCondition:
 
     def matches(self, context: Mapping[str, Any]) -> bool:
         """True when the context satisfies the condition; a missing attribute satisfies only nothing."""
-        actual = context.get(self.attribute, _MISSING)
-        if actual is _MISSING or actual is None:
+        actual = context.get(self.attribute)
+        if actual is None:
             return False
         op = self.op
+        if op == "in":
+            # The common case first: `tenant in [...]`. A str is hashable, so no type check is needed for it.
+            return (type(actual) is str or _hashable(actual)) and actual in self.values
         if op == "equals":
             return bool(actual == self.value)
-        if op == "in":
-            return _hashable(actual) and actual in self.values
         if op == "not_in":
             return not (_hashable(actual) and actual in self.values)
         if op == "starts_with":
@@ -78,6 +77,11 @@ class CompiledRollout:
     percentage: float
     bucket_by: str = "targetingKey"
     when: tuple[CompiledCondition, ...] = ()
+    threshold: int = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Buckets below this are in (bucketing.in_rollout's comparison, computed once instead of per call).
+        object.__setattr__(self, "threshold", round(self.percentage * 1000))
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +171,7 @@ def evaluate_flag(flag: CompiledFlag, context: Mapping[str, Any]) -> Resolution:
             # Below 100% a context without the bucketing attribute cannot be placed: never guess, serve off
             # (the resolution's metadata `detail` says why).
             return _serve(flag, flag.off_variant, Reason.DEFAULT)
-        if in_rollout(flag.key, unit if isinstance(unit, str) else str(unit), rollout.percentage):
+        if bucket(flag.key, unit if type(unit) is str else str(unit)) < rollout.threshold:
             return _serve(flag, rollout.variant, Reason.SPLIT)
         return _serve(flag, flag.default_variant, Reason.SPLIT)
     return _serve(flag, flag.default_variant, flag.fallthrough_reason)

@@ -49,7 +49,7 @@ from openfeature.exception import ErrorCode, ProviderFatalError, ProviderNotRead
 from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType, Reason
 from openfeature.provider import AbstractProvider, Metadata
 
-from controlplane.evaluation.engine import CompiledFlag, evaluate_flag, flag_not_found
+from controlplane.evaluation.engine import CompiledFlag, Resolution, evaluate_flag, flag_not_found
 from controlplane.evaluation.snapshot import Snapshot, compile_snapshot
 
 __all__ = ["PROVIDER_NAME", "SNAPSHOT_PATH", "STREAM_PATH", "ControlPlaneProvider", "override_variable"]
@@ -201,11 +201,17 @@ class ControlPlaneProvider(AbstractProvider):
         self._cache_path = cache_path
         self._stale_after = stale_after
         self._clock = clock
-        self._environ: Mapping[str, str] = os.environ if environ is None else environ
+        # Read once: overrides are set when a process starts (incident use), and os.environ lookups are slow on
+        # the evaluation path. Only non-empty values matter.
+        source = os.environ if environ is None else environ
+        self._environ: dict[str, str] = {name: value for name, value in source.items() if value}
         self._use_overrides = use_environment_overrides
         self._transport = transport
         self._reconnect_delay = reconnect_delay
         self._override_names: dict[str, str] = {}
+        self._override_values: dict[str, Any] = {}
+        # Built details by outcome; the Resolution is kept beside them so its id cannot be reused meanwhile.
+        self._details: dict[tuple[int, str, bool], tuple[Resolution, FlagResolutionDetails[Any]]] = {}
         self._parsed_overrides: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()  # guards the hand-over of the open stream between the thread and shutdown
         self._stop = threading.Event()
@@ -220,6 +226,7 @@ class ControlPlaneProvider(AbstractProvider):
         self._revision = -1
         self._etag: str | None = None
         self._last_contact: datetime | None = None
+        self._stale_at: datetime | None = None  # last contact + stale_after, precomputed for the hot path
         self._connected = False  # the stream is open: its loss is logged once per outage
         # The trouble event last emitted (STALE or ERROR), so each outage is announced once and its end once.
         self._announced: ProviderEvent | None = None
@@ -327,7 +334,11 @@ class ControlPlaneProvider(AbstractProvider):
     ) -> FlagResolutionDetails[Any]:
         flags = self._flags  # read once: the thread may install a new dict meanwhile
         flag = flags.get(key) if flags is not None else None
-        if self._use_overrides:
+        # One dict lookup per evaluation: the override variable of each key is looked up once, then remembered.
+        raw = self._override_values.get(key, _UNPARSED) if self._use_overrides else None
+        if raw is _UNPARSED:
+            raw = self._override_values[key] = self._environ.get(override_variable(key))
+        if raw:
             forced = self._override(key, default, flag, kind)
             if forced is not None:
                 return forced
@@ -340,19 +351,27 @@ class ControlPlaneProvider(AbstractProvider):
             return _error(default, resolution.error_code, resolution.error_message)
         if not kind.accepts(resolution.value):
             return _mismatch(default, flag, kind)
+        stale = self._is_stale()
+        # The engine hands out one Resolution per outcome, so the details are built once per outcome too.
+        memo = (id(resolution), kind.name, stale)
+        cached = self._details.get(memo)
+        if cached is not None and cached[0] is resolution:
+            return cached[1]
         metadata: dict[str, str | int | float | bool] = dict(resolution.metadata)
         reason: Reason = resolution.reason
-        if self._is_stale():
+        if stale:
             # Keep value and variant: the last known configuration beats the code default. The engine's own reason
             # stays visible in the metadata (spec 2.2.9).
             metadata["evaluated_reason"] = str(reason)
             reason = Reason.STALE
-        return FlagResolutionDetails(
+        details: FlagResolutionDetails[Any] = FlagResolutionDetails(
             value=kind.convert(resolution.value),
             variant=resolution.variant,
             reason=reason,
             flag_metadata=metadata,
         )
+        self._details[memo] = (resolution, details)
+        return details
 
     def _override(
         self, key: str, default: Any, flag: CompiledFlag | None, kind: _Kind
@@ -388,8 +407,8 @@ class ControlPlaneProvider(AbstractProvider):
         )
 
     def _is_stale(self) -> bool:
-        last = self._last_contact
-        return last is None or self._clock() - last > self._stale_after
+        stale_at = self._stale_at
+        return stale_at is None or self._clock() > stale_at
 
     # --- syncing ------------------------------------------------------------------------------------------------
 
@@ -516,6 +535,7 @@ class ControlPlaneProvider(AbstractProvider):
         compiled = compile_snapshot(snapshot)
         previous = self._flags or {}
         self._flags = compiled  # one assignment: evaluations see the old dict or the new one, never a mix
+        self._details = {}  # built details belong to the old flags
         self._revision = snapshot.revision
         self._etag = etag
         if persist:
@@ -524,6 +544,7 @@ class ControlPlaneProvider(AbstractProvider):
 
     def _record_contact(self) -> None:
         self._last_contact = self._clock()
+        self._stale_at = self._last_contact + self._stale_after
         if self._announced is not None and self._flags is not None:
             # Back after STALE or ERROR: READY moves the SDK's status back (spec 5.3.2 allows READY after a failure).
             self._announced = None
