@@ -21,7 +21,8 @@ or stream line, keep-alive comments included, counts as contact with the server;
 every 15 s, so ``stale_after`` should stay above that.
 
 Overrides for incidents: ``ENABLE_REFERENCE_IMAGES=false`` forces ``enable-reference-images`` off in this process
-(name: the key upper-cased, ``-`` and ``.`` turned into ``_``; an empty value means no override). The value is parsed
+(name: the key upper-cased, ``-`` and ``.`` turned into ``_``; an empty value means no override; the environment
+is read once, when the provider is created, as an incident override is set when a process starts). The value is parsed
 as the requested type (``true/false/1/0``, integers, floats, JSON arrays or objects, raw strings); a value that does
 not parse is reported as ``PARSE_ERROR`` (code default served) and logged once, never silently ignored.
 """
