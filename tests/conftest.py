@@ -12,10 +12,13 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from litestar import Litestar
@@ -198,3 +201,56 @@ def live_server(app: Litestar) -> Iterator[str]:
     """The app served over real HTTP by uvicorn; the base URL."""
     with serve_in_thread(app) as base_url:
         yield base_url
+
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+def problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
+    """Assert a problem-details refusal with this status and `type`, and return its body."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM_MEDIA_TYPE)
+    body: dict[str, Any] = response.json()
+    assert body["type"].endswith(f"/{slug}"), body
+    assert body["status"] == status
+    assert body["detail"]
+    return body
+
+
+def bearer(token: str) -> dict[str, str]:
+    """Authorization headers for a token."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def postgres_url(postgres_database: str) -> str:
+    """The session's PostgreSQL database, emptied for this test (for tests that need PostgreSQL itself)."""
+    empty_database(postgres_database)
+    return postgres_database
+
+
+@contextmanager
+def serve_with_admin(database_url: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """The app served by uvicorn on a migrated database, with a fresh admin token: base URL and headers."""
+    engine = create_db_engine(database_url)
+    try:
+        with session_scope(sessionmaker(engine, expire_on_commit=False)) as session:
+            created = auth_service.create_token(
+                session,
+                request=TokenCreate(name=f"served-admin-{uuid.uuid4().hex[:6]}", role=Role.ADMIN),
+                actor="test-bootstrap",
+                environments=Settings().environments,
+                now=datetime.now(UTC),
+            )
+        settings = Settings(database_url=database_url, scheduler_enabled=False, replica_id="served")
+        with serve_in_thread(create_app(settings, engine=engine)) as base_url:
+            yield base_url, bearer(created.token)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def postgres_server(postgres_url: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """The app served by uvicorn on a fresh PostgreSQL database; its base URL and admin headers."""
+    with serve_with_admin(postgres_url) as served:
+        yield served

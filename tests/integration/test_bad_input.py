@@ -15,21 +15,10 @@ from sqlalchemy import Engine
 from controlplane.app import create_app
 from controlplane.auth.roles import Role
 from controlplane.settings import Settings
+from tests.conftest import problem
 
 API = "/api/v1"
 FLAG = "enable-reference-images"
-PROBLEM_MEDIA_TYPE = "application/problem+json"
-
-
-def problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
-    """Assert a problem-details refusal with this status and `type`, and return its body."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM_MEDIA_TYPE)
-    body: dict[str, Any] = response.json()
-    assert body["type"].endswith(f"/{slug}"), body
-    assert body["status"] == status
-    assert body["detail"]
-    return body
 
 
 def rollout_url(environment: str, operation: str | None = None) -> str:

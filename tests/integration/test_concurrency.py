@@ -14,22 +14,13 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy.orm import sessionmaker
 
-from controlplane.app import create_app
-from controlplane.auth import service as auth_service
-from controlplane.auth.roles import Role
-from controlplane.auth.schemas import TokenCreate
-from controlplane.db import create_db_engine, session_scope
-from controlplane.embedded import serve_in_thread
-from controlplane.settings import Settings
-from tests.conftest import REPO_ROOT, empty_database
+from tests.conftest import REPO_ROOT, serve_with_admin
 
 FLAG = "enable-reference-images"
 ROLLOUT = f"/api/v1/flags/{FLAG}/environments/{{environment}}/rollout"
@@ -54,13 +45,6 @@ class Answer:
 
 
 @pytest.fixture
-def postgres_url(postgres_database: str) -> str:
-    """The session's PostgreSQL database, emptied for this test."""
-    empty_database(postgres_database)
-    return postgres_database
-
-
-@pytest.fixture
 def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
     """A migrated SQLite file of this test's own."""
     target = tmp_path / "race.db"
@@ -68,29 +52,11 @@ def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
     return f"sqlite:///{target}"
 
 
-def _admin_token(factory: sessionmaker[Any]) -> str:
-    with session_scope(factory) as session:
-        created = auth_service.create_token(
-            session,
-            request=TokenCreate(name="race-admin", role=Role.ADMIN),
-            actor="test-bootstrap",
-            environments=Settings().environments,
-            now=datetime.now(UTC),
-        )
-    return created.token
-
-
 @contextmanager
 def serve(database_url: str) -> Iterator[RunningServer]:
-    """Run the app under uvicorn with an admin token; dispose the engine afterwards."""
-    engine = create_db_engine(database_url)
-    try:
-        token = _admin_token(sessionmaker(engine, expire_on_commit=False))
-        app = create_app(Settings(database_url=database_url, scheduler_enabled=False), engine=engine)
-        with serve_in_thread(app) as base_url:
-            yield RunningServer(base_url, {"Authorization": f"Bearer {token}"})
-    finally:
-        engine.dispose()
+    """Run the app under uvicorn with an admin token."""
+    with serve_with_admin(database_url) as (base_url, headers):
+        yield RunningServer(base_url, headers)
 
 
 def _revision(client: httpx.Client, environment: str) -> int:

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from controlplane.auth.roles import Role
 from controlplane.rollouts.jobs import advance_baked_rollouts
 from controlplane.settings import Settings
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, problem
 
 if TYPE_CHECKING:
     from tests.conftest import FakeClock
@@ -26,7 +26,6 @@ API = "/api/v1"
 FLAG = "enable-reference-images"
 AI_MODE = "ai.mode"
 OPERATOR = "olivia-operator"
-PROBLEM_MEDIA_TYPE = "application/problem+json"
 #: What a rollout's status shows that only the clock moves.
 CLOCK_FIELDS = ("bake_remaining_seconds",)
 
@@ -34,17 +33,6 @@ Client = TestClient[Litestar]
 
 
 # --- helpers ------------------------------------------------------------------------------------------------------
-
-
-def problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
-    """Assert a problem-details refusal with this status and `type`, and return its body."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM_MEDIA_TYPE)
-    body: dict[str, Any] = response.json()
-    assert body["type"].endswith(f"/{slug}"), body
-    assert body["status"] == status
-    assert body["detail"]
-    return body
 
 
 def ok(response: httpx.Response) -> Any:

@@ -5,10 +5,9 @@ admin token, and one winner when many create the same name at once.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,41 +16,21 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 from sqlalchemy import func, select
-from sqlalchemy.orm import sessionmaker
 
 from controlplane.app import create_app
-from controlplane.auth import service as auth_service
 from controlplane.auth.models import ApiToken
 from controlplane.auth.roles import Role
-from controlplane.auth.schemas import TokenCreate
 from controlplane.cli import CommandError, bootstrap
-from controlplane.db import create_db_engine, session_scope
-from controlplane.embedded import serve_in_thread
+from controlplane.db import create_db_engine
 from controlplane.flags.models import Flag
 from controlplane.settings import Settings
-from tests.conftest import empty_database
+from tests.conftest import bearer, problem
 
 API = "/api/v1"
 FLAG = "enable-reference-images"
-PROBLEM_MEDIA_TYPE = "application/problem+json"
 REQUEST_TIMEOUT_SECONDS = 60.0
 
 Client = TestClient[Litestar]
-
-
-def problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
-    """Assert a problem-details refusal with this status and `type`, and return its body."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM_MEDIA_TYPE)
-    body: dict[str, Any] = response.json()
-    assert body["type"].endswith(f"/{slug}"), body
-    assert body["status"] == status
-    assert body["detail"]
-    return body
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def tokens_by_name(client: Client, headers: dict[str, str]) -> dict[str, dict[str, Any]]:
@@ -265,33 +244,6 @@ class Answer:
 
     status: int
     body: dict[str, Any]
-
-
-@pytest.fixture
-def postgres_url(postgres_database: str) -> str:
-    """The session's PostgreSQL database, emptied for this test."""
-    empty_database(postgres_database)
-    return postgres_database
-
-
-@pytest.fixture
-def postgres_server(postgres_url: str) -> Iterator[tuple[str, dict[str, str]]]:
-    """The app served by uvicorn on the PostgreSQL database; its base URL and admin headers."""
-    engine = create_db_engine(postgres_url)
-    try:
-        with session_scope(sessionmaker(engine, expire_on_commit=False)) as session:
-            created = auth_service.create_token(
-                session,
-                request=TokenCreate(name="race-admin", role=Role.ADMIN),
-                actor="test-bootstrap",
-                environments=Settings().environments,
-                now=datetime.now(UTC),
-            )
-        settings = Settings(database_url=postgres_url, scheduler_enabled=False, replica_id="race")
-        with serve_in_thread(create_app(settings, engine=engine)) as base_url:
-            yield base_url, bearer(created.token)
-    finally:
-        engine.dispose()
 
 
 def test_concurrent_creation_of_one_token_name_on_postgresql_gives_one_201_and_only_409s(
