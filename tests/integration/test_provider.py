@@ -228,7 +228,8 @@ def test_the_provider_survives_a_server_outage_and_catches_up_with_a_new_server(
     assert (stale.value, stale.variant, stale.reason) == (True, "on", Reason.STALE)
     assert stale.flag_metadata["evaluated_reason"] == "SPLIT"
     _wait_for(lambda: flags.get_provider_status() == ProviderStatus.STALE, "the provider announced STALE")
-    assert len(events.of(ProviderEvent.PROVIDER_STALE)) == 1
+    # Handlers run on the SDK's executor, after the status changed.
+    _wait_for(lambda: bool(events.of(ProviderEvent.PROVIDER_STALE)), "the STALE handler ran")
 
     # Changed while no server runs; a new server on the same database and address serves the change.
     _operate(client, admin_headers, "production", "rollback", reason="rolled back during the outage")
@@ -239,7 +240,8 @@ def test_the_provider_survives_a_server_outage_and_catches_up_with_a_new_server(
         _wait_for(lambda: flags.get_provider_status() == ProviderStatus.READY, "the provider announced READY")
         _wait_for(lambda: bool(events.of(ProviderEvent.PROVIDER_CONFIGURATION_CHANGED)), "CONFIGURATION_CHANGED ran")
         assert events.of(ProviderEvent.PROVIDER_CONFIGURATION_CHANGED)[0].flags_changed == [FLAG]
-        assert len(events.of(ProviderEvent.PROVIDER_READY)) >= 1
+        # One STALE for the whole outage, however many reconnection attempts failed.
+        assert len(events.of(ProviderEvent.PROVIDER_STALE)) == 1
         api.clear_providers()
 
 
@@ -266,4 +268,4 @@ def test_a_provider_started_while_the_server_is_down_serves_the_cached_snapshot_
     assert (inside.value, inside.variant, inside.reason, inside.error_code) == (True, "on", Reason.STALE, None)
     assert (outside.value, outside.variant, outside.reason) == (False, "off", Reason.STALE)
     _wait_for(lambda: flags.get_provider_status() == ProviderStatus.STALE, "the provider announced STALE")
-    assert events.of(ProviderEvent.PROVIDER_STALE)
+    _wait_for(lambda: bool(events.of(ProviderEvent.PROVIDER_STALE)), "the STALE handler ran")
