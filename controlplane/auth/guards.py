@@ -39,8 +39,7 @@ def rate_limit_identity(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     token = presented_token(connection.headers)
     if token is not None:
         return "token:" + digest_token(token)[:32]
-    client = connection.client
-    return "address:" + (client.host if client else "unknown")
+    return address_identity(connection)
 
 
 def address_identity(connection: ASGIConnection[Any, Any, Any, Any]) -> str:

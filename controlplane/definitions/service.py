@@ -216,19 +216,8 @@ def _update_bucketing(
             changes.append(Change(flag=flag.key, action="bucketing_kept", environment=state.environment, note=note))
             continue
         state.rollout = wanted
-        state.updated_at = now
-        session.flush()
-        append_audit_record(
-            session,
-            now=now,
-            actor=actor,
-            action="flag.environment.update",
-            target_type="flag",
-            target=flag.key,
-            environment=state.environment,
-            reason=reason,
-            before={"rollout": current},
-            after={"rollout": wanted},
+        flag_service.record_environment_change(
+            session, state, before={"rollout": current}, after={"rollout": wanted}, actor=actor, now=now, reason=reason
         )
         changes.append(
             Change(flag=flag.key, action="bucketing_updated", environment=state.environment, fields=["rollout"])

@@ -36,6 +36,7 @@ __all__ = [
     "get_environment_state",
     "get_flag",
     "list_flags",
+    "record_environment_change",
     "to_environment_read",
     "to_flag_read",
     "update_environment_state",
@@ -311,6 +312,21 @@ def update_environment_state(
     after = environment_snapshot(state)
     if after == before:
         return state
+    record_environment_change(session, state, before=before, after=after, actor=actor, now=now, reason=reason)
+    return state
+
+
+def record_environment_change(
+    session: Session,
+    state: FlagEnvironment,
+    *,
+    before: Any,
+    after: Any,
+    actor: str,
+    now: datetime,
+    reason: str | None,
+) -> None:
+    """Stamp a change the caller made to an environment state (raising its revision) and audit it."""
     state.updated_at = now
     session.flush()
     append_audit_record(
@@ -319,13 +335,12 @@ def update_environment_state(
         actor=actor,
         action="flag.environment.update",
         target_type="flag",
-        target=key,
-        environment=environment,
+        target=state.flag.key,
+        environment=state.environment,
         reason=reason,
         before=before,
         after=after,
     )
-    return state
 
 
 def _check_variants_exist(flag: Flag, changes: EnvironmentStateUpdate) -> None:
