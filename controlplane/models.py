@@ -1,19 +1,29 @@
 """Every domain's tables, imported in one place for Alembic and the tests."""
 
+from controlplane.alerting.models import AlertStateRow, AlertTransition, Notification, Silence
 from controlplane.audit.models import AuditRecord
 from controlplane.auth.models import ApiToken
 from controlplane.db import Base
 from controlplane.flags.models import Flag, FlagEnvironment
 from controlplane.rollouts.models import Rollout, RolloutPlan
 from controlplane.scheduling.models import LeaderLease
+from controlplane.telemetry.models import EventTail, IngestedBatch, PipelineCatalog, TelemetryWindow
 
 __all__ = [
+    "AlertStateRow",
+    "AlertTransition",
     "ApiToken",
     "AuditRecord",
     "Base",
+    "EventTail",
     "Flag",
     "FlagEnvironment",
+    "IngestedBatch",
     "LeaderLease",
+    "Notification",
+    "PipelineCatalog",
     "Rollout",
     "RolloutPlan",
+    "Silence",
+    "TelemetryWindow",
 ]

@@ -33,6 +33,7 @@ from controlplane.definitions.schemas import (
     PlanSpec,
     RolloutPlan,
 )
+from controlplane.definitions.telemetry import check_events, check_rules
 from controlplane.flags.schemas import FlagDefinitionError, FlagType, check_flag_variants, check_variant_values
 from controlplane.rollouts.stages import MAX_BAKE, Stage, validate_stages
 
@@ -360,7 +361,34 @@ def _check_pipeline(spec: PipelineSpec, document: _Document, environments: Seque
             )
         first_index[flag.key] = index
     flags = tuple(_check_flag(flag, ("flags", index), document, environments) for index, flag in enumerate(spec.flags))
-    return PipelineDefinition(name=spec.pipeline, description=spec.description, source=document.source, flags=flags)
+    events = check_events(spec.pipeline, spec.events, spec.flags, document.error)
+    rules = check_rules(spec.pipeline, spec.rules, events, spec.flags, environments, document.error, parse_duration)
+    _check_guards(spec, {rule.name for rule in rules}, document)
+    return PipelineDefinition(
+        name=spec.pipeline,
+        description=spec.description,
+        source=document.source,
+        flags=flags,
+        events=events,
+        rules=rules,
+    )
+
+
+def _check_guards(spec: PipelineSpec, rules: Collection[str], document: _Document) -> None:
+    """Refuse a stage guard that names no rule of this definition: a guard that measures nothing never holds."""
+    for flag_index, flag in enumerate(spec.flags):
+        if flag.plan is None:
+            continue
+        for env_index, step in enumerate(flag.plan.environments):
+            for stage_index, stage in enumerate(step.stages):
+                for guard_index, guard in enumerate(stage.guards):
+                    if guard not in rules:
+                        declared = ", ".join(f"`{name}`" for name in sorted(rules)) or "none"
+                        raise document.error(
+                            ("flags", flag_index, "plan", "environments", env_index, "stages", stage_index, "guards",
+                             guard_index),
+                            f"guard `{guard}` names no rule of this definition; its rules are {declared}",
+                        )
 
 
 def _check_flag(flag: FlagSpec, at: FieldPath, document: _Document, environments: Sequence[str]) -> FlagDefinition:
@@ -462,7 +490,9 @@ def _check_plan(plan: PlanSpec, at: FieldPath, document: _Document, environments
             )
         first_index[step.environment] = index
         steps.append(EnvironmentPlan(environment=step.environment, stages=_check_stages(step, here, document)))
-    return RolloutPlan(rollback_policy=plan.rollback_policy, environments=tuple(steps))
+    return RolloutPlan(
+        rollback_policy=plan.rollback_policy, environments=tuple(steps), auto_rollback=plan.auto_rollback
+    )
 
 
 def _check_stages(step: PlanEnvironmentSpec, at: FieldPath, document: _Document) -> tuple[Stage, ...]:

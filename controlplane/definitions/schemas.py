@@ -21,11 +21,14 @@ from controlplane.flags.schemas import (
     Percentage,
     TargetingRule,
 )
+from controlplane.alerting.rules import Rule
 from controlplane.rollouts.stages import RollbackPolicy, Stage
+from controlplane.telemetry.catalog import EventType
 
 __all__ = [
     "PIPELINE_NAME_PATTERN",
     "EnvironmentPlan",
+    "EventSpec",
     "FlagDefinition",
     "FlagSpec",
     "InitialState",
@@ -35,6 +38,7 @@ __all__ = [
     "PlanEnvironmentSpec",
     "PlanSpec",
     "RolloutPlan",
+    "RuleSpec",
     "StageSpec",
     "promotion_order",
 ]
@@ -68,6 +72,8 @@ class PlanSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     """A flag's staged rollout: environments in promotion order, and where a rollback takes it."""
 
     rollback_policy: RollbackPolicy = RollbackPolicy.OFF
+    # Off unless asked for: a guard that fires then only holds the rollout and tells on-call.
+    auto_rollback: bool = False
     environments: Annotated[list[PlanEnvironmentSpec], msgspec.Meta(min_length=1)]
 
 
@@ -97,6 +103,64 @@ class FlagSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     plan: PlanSpec | None = None
 
 
+class LabelSpecSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """A label an event may carry: the allowed values (bounded), and what other values become (else refused)."""
+
+    values: Annotated[list[Name], msgspec.Meta(min_length=1, max_length=100)]
+    otherwise: Name | None = None
+
+
+class ValueSpecSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """An event's numeric value: its name, base unit and histogram buckets (defaults per unit)."""
+
+    name: Name
+    unit: str
+    buckets: list[float] | None = None
+    minimum: float | None = 0.0
+
+
+class EventSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """One event type as written in a definition file."""
+
+    name: Name
+    description: str = ""
+    # The flag whose served variant each event carries; the definition's first flag when left out.
+    flag: Name | None = None
+    outcomes: list[Name] = msgspec.field(default_factory=list)
+    labels: dict[str, LabelSpecSpec] = msgspec.field(default_factory=dict)
+    value: ValueSpecSpec | None = None
+    totals: list[Name] = msgspec.field(default_factory=list)
+
+
+#: Seconds, or a duration string (``5m``); parsed by the loader like a bake time.
+Duration = str | Annotated[int, msgspec.Meta(ge=0)]
+
+
+class RuleSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """One alert rule as written in a definition file; see ``alerting.rules`` for what each kind measures."""
+
+    name: Name
+    kind: str
+    event: Name
+    op: str
+    threshold: float
+    description: str = ""
+    window: Duration = "5m"
+    hold: Duration = msgspec.field(default=0, name="for")
+    keep_firing_for: Duration = 0
+    min_samples: Annotated[int, msgspec.Meta(ge=0)] = 0
+    severity: str = "page"
+    where: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    numerator: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    per: Duration = "1m"
+    outcome: str = ""
+    flag: Name | None = None
+    canary_variant: Name | None = None
+    baseline_variant: Name | None = None
+    environments: list[Name] = msgspec.field(default_factory=list)
+    runbook_url: str = ""
+
+
 class PipelineSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """A whole definition file."""
 
@@ -104,6 +168,8 @@ class PipelineSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
     pipeline: Name
     description: str = ""
     flags: Annotated[list[FlagSpec], msgspec.Meta(min_length=1)]
+    events: list[EventSpec] = msgspec.field(default_factory=list)
+    rules: list[RuleSpec] = msgspec.field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +196,7 @@ class RolloutPlan:
 
     rollback_policy: RollbackPolicy
     environments: tuple[EnvironmentPlan, ...]
+    auto_rollback: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +226,8 @@ class PipelineDefinition:
     description: str
     source: str
     flags: tuple[FlagDefinition, ...]
+    events: tuple[EventType, ...] = ()
+    rules: tuple[Rule, ...] = ()
 
 
 def promotion_order(flag: FlagDefinition) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from controlplane.db import Base, JSONDocument, UTCDateTime, utcnow
@@ -25,6 +25,7 @@ class RolloutPlan(Base):
     position: Mapped[int]
     stages: Mapped[list[dict[str, Any]]] = mapped_column(JSONDocument)
     rollback_policy: Mapped[str] = mapped_column(String(32), default="off")
+    auto_rollback: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -44,6 +45,7 @@ class Rollout(Base):
     stage_index: Mapped[int] = mapped_column(default=0)
     stages: Mapped[list[dict[str, Any]]] = mapped_column(JSONDocument)
     rollback_policy: Mapped[str] = mapped_column(String(32), default="off")
+    auto_rollback: Mapped[bool] = mapped_column(Boolean, default=False)
     stage_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     started_by: Mapped[str | None] = mapped_column(String(128))
     forced_reason: Mapped[str | None] = mapped_column(Text)

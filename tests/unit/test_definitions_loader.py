@@ -50,6 +50,11 @@ VALID = textwrap.dedent(
                 - {percentage: 10, bake: 1h, min_samples: 500, guards: [error-rate], auto_advance: true}
                 - {percentage: 50, bake: 2h}
                 - {percentage: 100, bake: 24h}
+    events:
+      - name: demo_request
+        outcomes: [ok, error]
+    rules:
+      - {name: error-rate, kind: ratio, event: demo_request, numerator: {outcome: [error]}, op: ">", threshold: 0.03}
     """
 )
 

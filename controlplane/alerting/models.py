@@ -1,0 +1,90 @@
+"""Tables of alerting: each alert's current state, every state change, silences and the notification log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Float, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from controlplane.db import Base, JSONDocument, UTCDateTime
+
+__all__ = ["AlertStateRow", "AlertTransition", "Notification", "Silence"]
+
+
+class AlertStateRow(Base):
+    """The current state of one rule in one environment (see ``alerting.rules.AlertStatus``)."""
+
+    __tablename__ = "alert_states"
+
+    rule: Mapped[str] = mapped_column(String(128), primary_key=True)
+    environment: Mapped[str] = mapped_column(String(64), primary_key=True)
+    pipeline: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(32))
+    since: Mapped[datetime] = mapped_column(UTCDateTime)
+    active_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    keep_firing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_breach_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    value: Mapped[float | None] = mapped_column(Float)
+    samples: Mapped[int] = mapped_column(default=0)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    evaluated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AlertTransition(Base):
+    """One state change of an alert, with what was measured against what."""
+
+    __tablename__ = "alert_transitions"
+    __table_args__ = (Index("ix_alert_transitions_rule_environment", "rule", "environment", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rule: Mapped[str] = mapped_column(String(128))
+    pipeline: Mapped[str] = mapped_column(String(128))
+    environment: Mapped[str] = mapped_column(String(64))
+    from_state: Mapped[str] = mapped_column(String(32))
+    to_state: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    value: Mapped[float | None] = mapped_column(Float)
+    op: Mapped[str] = mapped_column(String(4))
+    threshold: Mapped[str] = mapped_column(String(64))
+    window_seconds: Mapped[float] = mapped_column(Float)
+    samples: Mapped[int]
+    condition: Mapped[str] = mapped_column(Text)
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class Silence(Base):
+    """Mutes notifications of matching alerts between two times; alert states stay visible."""
+
+    __tablename__ = "silences"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    matchers: Mapped[dict[str, str]] = mapped_column(JSONDocument)
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    created_by: Mapped[str] = mapped_column(String(128))
+    comment: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Notification(Base):
+    """One message to one receiver: the outbox the delivery job drains, and afterwards the delivery log."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_status_next_attempt_at", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    receiver: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(32))
+    dedup_key: Mapped[str] = mapped_column(String(255))
+    rule: Mapped[str | None] = mapped_column(String(128))
+    environment: Mapped[str | None] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

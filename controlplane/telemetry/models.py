@@ -1,0 +1,81 @@
+"""Tables of telemetry: each pipeline's catalog, aggregation windows, ingested batch ids and event tails."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Float, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from controlplane.db import Base, JSONDocument, UTCDateTime
+
+__all__ = ["EventTail", "IngestedBatch", "PipelineCatalog", "TelemetryWindow"]
+
+
+class PipelineCatalog(Base):
+    """What a pipeline's definition declares for telemetry: its event types and alert rules (stored JSON)."""
+
+    __tablename__ = "pipeline_catalogs"
+
+    pipeline: Mapped[str] = mapped_column(String(128), primary_key=True)
+    events: Mapped[list[dict[str, Any]]] = mapped_column(JSONDocument)
+    rules: Mapped[list[dict[str, Any]]] = mapped_column(JSONDocument)
+    source: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class TelemetryWindow(Base):
+    """Events of one short window with the same type, outcome, labels, environment and variant, aggregated.
+
+    ``buckets`` holds one count per histogram bound of the event's value plus one for +Inf (not cumulative).
+    """
+
+    __tablename__ = "telemetry_windows"
+    __table_args__ = (
+        UniqueConstraint(
+            "window_start", "pipeline", "event", "environment", "variant", "outcome", "labels_key",
+            name="uq_telemetry_windows_series",
+        ),
+        Index("ix_telemetry_windows_pipeline_event_start", "pipeline", "event", "window_start"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    pipeline: Mapped[str] = mapped_column(String(128))
+    event: Mapped[str] = mapped_column(String(128))
+    environment: Mapped[str] = mapped_column(String(64))
+    variant: Mapped[str] = mapped_column(String(128))
+    outcome: Mapped[str] = mapped_column(String(64))
+    labels_key: Mapped[str] = mapped_column(Text)
+    count: Mapped[int] = mapped_column(BigInteger)
+    value_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    value_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    value_min: Mapped[float | None] = mapped_column(Float)
+    value_max: Mapped[float | None] = mapped_column(Float)
+    buckets: Mapped[list[int] | None] = mapped_column(JSONDocument)
+    totals: Mapped[dict[str, float] | None] = mapped_column(JSONDocument)
+
+
+class IngestedBatch(Base):
+    """A batch id already counted, with a digest of its events, so a retried batch counts once."""
+
+    __tablename__ = "ingested_batches"
+
+    batch_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    pipeline: Mapped[str] = mapped_column(String(128))
+    digest: Mapped[str] = mapped_column(String(64))
+    events: Mapped[int]
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class EventTail(Base):
+    """The newest events of one type in one environment, in event order, for streak rules."""
+
+    __tablename__ = "event_tails"
+
+    pipeline: Mapped[str] = mapped_column(String(128), primary_key=True)
+    event: Mapped[str] = mapped_column(String(128), primary_key=True)
+    environment: Mapped[str] = mapped_column(String(64), primary_key=True)
+    events: Mapped[list[list[Any]]] = mapped_column(JSONDocument)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
