@@ -114,7 +114,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def server_process(database_url: str) -> Iterator[str]:
+def server_process(
+    database_url: str, extra: dict[str, str] | None = None, factory: str = "bench.ofrep_throughput:create_bench_app"
+) -> Iterator[str]:
     """Start uvicorn in a separate process on a free loopback port; yield its base URL."""
     port = free_port()
     command = [
@@ -122,7 +124,7 @@ def server_process(database_url: str) -> Iterator[str]:
         "-m",
         "uvicorn",
         "--factory",
-        "bench.ofrep_throughput:create_bench_app",
+        factory,
         "--host",
         "127.0.0.1",
         "--port",
@@ -133,7 +135,7 @@ def server_process(database_url: str) -> Iterator[str]:
         "warning",
     ]
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-        command, env=server_environment(database_url), cwd=Path(__file__).resolve().parent.parent
+        command, env=server_environment(database_url) | (extra or {}), cwd=Path(__file__).resolve().parent.parent
     )
     base_url = f"http://127.0.0.1:{port}"
     try:

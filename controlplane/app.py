@@ -17,8 +17,10 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
+from controlplane.alerting.controller import AlertController, AlertmanagerController
 from controlplane.api.dependencies import dependencies
 from controlplane.api.health import healthz, readyz
+from controlplane.api.metrics import StateMetrics, metrics
 from controlplane.api.problems import exception_handlers
 from controlplane.api.unit_of_work import UnitOfWork
 from controlplane.audit.controller import AuditController
@@ -32,17 +34,23 @@ from controlplane.evaluation.feed import ConfigurationFeed
 from controlplane.evaluation.limits import EvaluationLimiter
 from controlplane.flags import service as flag_service
 from controlplane.flags.controller import FlagController
+from controlplane.metrics import ControlPlaneMetrics, HttpMetricsMiddleware
 from controlplane.migrate import is_at_head
+from controlplane.notifications.config import load_notification_config
+from controlplane.notifications.controller import NotificationController, SilenceController
 from controlplane.rollouts.controller import RolloutController
 from controlplane.scheduler import Leadership, Scheduler, build_jobs
 from controlplane.settings import Settings
+from controlplane.telemetry.cache import CatalogCache
+from controlplane.telemetry.controller import EventController
+from controlplane.telemetry.metrics import EventMetrics
 
 __all__ = ["API_PREFIX", "create_app"]
 
 API_PREFIX = "/api/v1"
-PUBLIC_PATHS = ["/healthz", "/readyz", "/schema"]
-# Evaluation has its own, per-second limit (see the `evaluation` router); management limits do not apply.
-EVALUATION_PATHS = ["/ofrep", "/evaluation"]
+PUBLIC_PATHS = ["/healthz", "/readyz", "/schema", "/metrics"]
+# Evaluation and ingest have their own per-second limits per token; management limits do not apply.
+EVALUATION_PATHS = ["/ofrep", "/evaluation", f"{API_PREFIX}/events"]
 logger = logging.getLogger(__name__)
 
 
@@ -59,6 +67,12 @@ def create_app(
     factory = sessionmaker(engine, expire_on_commit=False)
     reader = reader_factory(engine)
     feed = ConfigurationFeed(reader, engine, settings.environments, poll_seconds=settings.configuration_poll_seconds)
+    catalog_cache = CatalogCache(reader, ttl=settings.catalog_cache_seconds)
+    notification_config = load_notification_config(settings.notifications_file)
+    process_metrics = ControlPlaneMetrics()
+    event_metrics = EventMetrics(catalog_cache.catalog)
+    process_metrics.registry.register(event_metrics)
+    process_metrics.registry.register(StateMetrics(reader))
     with_scheduler = settings.scheduler_enabled if run_scheduler is None else run_scheduler
 
     @asynccontextmanager
@@ -82,7 +96,10 @@ def create_app(
                 ttl=timedelta(seconds=settings.leader_lease_seconds),
                 clock=clock,
             )
-            scheduler = Scheduler(build_jobs(settings, factory, leadership, clock), leadership)
+            jobs = build_jobs(
+                settings, factory, leadership, clock, metrics=process_metrics, notifications=notification_config
+            )
+            scheduler = Scheduler(jobs, leadership, process_metrics)
             scheduler.start()
         try:
             yield
@@ -96,7 +113,18 @@ def create_app(
 
     api = Router(
         path=API_PREFIX,
-        route_handlers=[FlagController, RolloutController, AuditController, TokenController, DefinitionController],
+        route_handlers=[
+            FlagController,
+            RolloutController,
+            AuditController,
+            TokenController,
+            DefinitionController,
+            EventController,
+            AlertController,
+            AlertmanagerController,
+            SilenceController,
+            NotificationController,
+        ],
     )
     evaluation = Router(
         path="/",
@@ -116,11 +144,15 @@ def create_app(
         store="rate_limit_address",
     )
     return Litestar(
-        route_handlers=[api, evaluation, healthz, readyz],
+        route_handlers=[api, evaluation, healthz, readyz, metrics],
         guards=[authorize],
         dependencies=dependencies,
         exception_handlers=exception_handlers,
-        middleware=[per_address.middleware, per_token.middleware],
+        middleware=[
+            lambda app: HttpMetricsMiddleware(app, process_metrics),
+            per_address.middleware,
+            per_token.middleware,
+        ],
         lifespan=[lifespan],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
@@ -141,6 +173,11 @@ def create_app(
                 "feed": feed,
                 "principals": PrincipalCache(ttl_seconds=settings.token_cache_seconds),
                 "evaluation_limiter": EvaluationLimiter(settings.evaluation_rate_limit_per_second),
+                "ingest_limiter": EvaluationLimiter(settings.ingest_rate_limit_per_second),
+                "catalog_cache": catalog_cache,
+                "metrics": process_metrics,
+                "event_metrics": event_metrics,
+                "notification_config": lambda: notification_config,
                 "clock": clock,
             }
         ),

@@ -350,6 +350,77 @@ def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> None:
         raise SystemExit(1)
 
 
+def cmd_silences_add(args: argparse.Namespace, settings: Settings) -> None:
+    """Silence notifications of matching alerts for a while (alert states are not changed)."""
+    matchers = _params(
+        rule=args.rule, environment=args.environment, pipeline=args.pipeline, flag=args.flag, severity=args.severity
+    )
+    if not matchers:
+        raise CommandError("name what to silence: one or more of --rule, --environment, --pipeline, --flag, --severity")
+    body = {"matchers": matchers, "duration_seconds": _duration_seconds(args.duration), "comment": args.comment}
+    silence = _api(args).call("POST", "/silences", json=body)
+    _emit(args, silence, lambda s: f"silence {s['id']} ({s['state']}) until {s['ends_at']}: {_matchers(s)}")
+
+
+def _duration_seconds(text: str) -> float:
+    from controlplane.definitions.loader import parse_duration
+
+    try:
+        seconds = parse_duration(int(text) if text.isdigit() else text).total_seconds()
+    except ValueError as error:
+        raise CommandError(f"--duration {text!r}: write seconds or d/h/m/s units, e.g. 30m, 2h, 1d") from error
+    if seconds <= 0:
+        raise CommandError("--duration must be longer than zero")
+    return seconds
+
+
+def _matchers(silence: dict[str, Any]) -> str:
+    return " ".join(f"{name}={value}" for name, value in sorted(silence["matchers"].items()))
+
+
+def _when(value: str | None) -> str | None:
+    return value[:19].replace("T", " ") if value else value
+
+
+def cmd_silences_list(args: argparse.Namespace, settings: Settings) -> None:
+    """List silences not yet over (with --all, expired ones too)."""
+    silences = _api(args).call("GET", "/silences", params=_params(all="true" if args.all else None))
+    rows = [
+        (s["id"], s["state"], _matchers(s), _when(s["starts_at"]), _when(s["ends_at"]), s["created_by"], s["comment"])
+        for s in silences
+    ]
+    columns = ["id", "state", "matchers", "starts", "ends", "by", "comment"]
+    _emit(args, silences, lambda _: _table("silences (newest first)", columns, rows))
+
+
+def cmd_silences_expire(args: argparse.Namespace, settings: Settings) -> None:
+    """End a silence now."""
+    silence = _api(args).call("DELETE", f"/silences/{args.id}")
+    _emit(args, silence, lambda s: f"silence {s['id']} expired at {s['ends_at']}: {_matchers(s)}")
+
+
+def cmd_notifications_list(args: argparse.Namespace, settings: Settings) -> None:
+    """Show the notification log: what was sent to whom, what is retrying, failed or silenced."""
+    params = _params(status=args.status, receiver=args.receiver, rule=args.rule, limit=args.limit)
+    notifications = _api(args).call("GET", "/notifications", params=params)
+    rows = [
+        (
+            n["id"],
+            _when(n["created_at"]),
+            n["receiver"],
+            n["kind"],
+            n["severity"],
+            n["status"],
+            n["attempts"],
+            ", ".join(f"{a['rule']}@{a['environment']}" for a in n["payload"].get("alerts", [])),
+            n["last_error"],
+        )
+        for n in notifications
+    ]
+    columns = ["id", "created", "receiver", "kind", "severity", "status", "attempts", "alerts", "last error"]
+    _emit(args, notifications, lambda _: _table("notifications (newest first)", columns, rows))
+
+
 def _params(**values: Any) -> dict[str, Any]:
     return {name: value for name, value in values.items() if value is not None}
 
@@ -407,8 +478,12 @@ def build_parser() -> argparse.ArgumentParser:
         if operation != "status":
             sub.add_argument("--reason", help="why (required for advance, pause and rollback)")
             sub.add_argument("--revision", type=int, help="the revision you act on (default: the current one)")
-        if operation == "start":
-            sub.add_argument("--force", action="store_true", help="start out of promotion order (needs --reason)")
+        if operation in ("start", "advance"):
+            sub.add_argument(
+                "--force",
+                action="store_true",
+                help="go past the promotion order or holding guards (needs --reason; audited)",
+            )
         if operation == "rollback":
             sub.add_argument("--policy", choices=["off", "previous_stage"])
 
@@ -421,6 +496,29 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--since", help="ISO 8601 time")
     listing.add_argument("--limit", type=int, default=50)
     command(audit, "verify", cmd_audit_verify, "verify the audit hash chain")
+
+    silences = commands.add_parser("silences", help="silences").add_subparsers(dest="silences_command", required=True)
+    add = command(silences, "add", cmd_silences_add, "silence notifications of matching alerts for a while")
+    add.add_argument("--rule")
+    add.add_argument("--environment", "--env", dest="environment")
+    add.add_argument("--pipeline")
+    add.add_argument("--flag")
+    add.add_argument("--severity", choices=["page", "ticket", "info"])
+    add.add_argument("--duration", required=True, help="how long: seconds or d/h/m/s units (30m, 2h, 1d)")
+    add.add_argument("--comment", required=True, help="why")
+    silence_list = command(silences, "list", cmd_silences_list, "list silences not yet over")
+    silence_list.add_argument("--all", action="store_true", help="include expired silences")
+    expire = command(silences, "expire", cmd_silences_expire, "end a silence now")
+    expire.add_argument("id", type=int)
+
+    notifications = commands.add_parser("notifications", help="notification log").add_subparsers(
+        dest="notifications_command", required=True
+    )
+    notification_list = command(notifications, "list", cmd_notifications_list, "show the notification log")
+    notification_list.add_argument("--status", choices=["pending", "sending", "sent", "failed", "silenced"])
+    notification_list.add_argument("--receiver")
+    notification_list.add_argument("--rule")
+    notification_list.add_argument("--limit", type=int, default=50)
     return parser
 
 

@@ -1,9 +1,11 @@
 """Domain errors and their RFC 9457 problem-details form.
 
     DomainError                      (status, stable `type` slug)
+    ├── BadRequest                   400 invalid-json, invalid-encoding
     ├── NotFound                     404 flag-not-found, environment-not-found, token-not-found, ...
     ├── Conflict                     409 stale-revision, illegal-transition, promotion-order, rollout-in-progress
     ├── InvalidInput                 422 invalid-definition, invalid-flag, invalid-query
+    ├── PayloadTooLarge              413 batch-too-large
     └── PreconditionRequired         428 revision-required
 
 Services raise these; `problem_response` turns any of them (and Litestar's own HTTP errors) into
@@ -16,10 +18,12 @@ from typing import Any
 
 __all__ = [
     "PROBLEM_TYPE_BASE",
+    "BadRequest",
     "Conflict",
     "DomainError",
     "InvalidInput",
     "NotFound",
+    "PayloadTooLarge",
     "PreconditionRequired",
     "problem_type",
 ]
@@ -84,3 +88,17 @@ class PreconditionRequired(DomainError):
 
     status_code = 428
     title = "Precondition required"
+
+
+class BadRequest(DomainError):
+    """The request cannot be read at all (not JSON, bad encoding)."""
+
+    status_code = 400
+    title = "Bad request"
+
+
+class PayloadTooLarge(DomainError):
+    """The request is over a configured size limit."""
+
+    status_code = 413
+    title = "Payload too large"

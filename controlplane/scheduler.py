@@ -14,11 +14,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import httpx
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.orm import Session, sessionmaker
 
+from controlplane.alerting.jobs import evaluate_alert_rules, expire_telemetry
+from controlplane.alerting.service import EvaluationCache
 from controlplane.clock import Clock
 from controlplane.db import session_scope
+from controlplane.metrics import ControlPlaneMetrics
+from controlplane.notifications.config import NotificationConfig
+from controlplane.notifications.delivery import deliver_due_notifications
 from controlplane.rollouts.jobs import advance_baked_rollouts
 from controlplane.scheduling.lease import release_lease, try_acquire_lease
 from controlplane.settings import Settings
@@ -80,9 +86,19 @@ class JobSpec:
 
 
 def build_jobs(
-    settings: Settings, factory: sessionmaker[Session], leadership: Leadership, clock: Clock
+    settings: Settings,
+    factory: sessionmaker[Session],
+    leadership: Leadership,
+    clock: Clock,
+    *,
+    metrics: ControlPlaneMetrics | None = None,
+    notifications: NotificationConfig | None = None,
+    http: httpx.Client | None = None,
 ) -> list[JobSpec]:
     """Every scheduled job of the control plane. Add new jobs here and nowhere else."""
+    config = notifications or NotificationConfig()
+    client = http or httpx.Client(timeout=5.0)
+    evaluation_cache = EvaluationCache()
     return [
         JobSpec(
             "renew_leader_lease",
@@ -95,22 +111,60 @@ def build_jobs(
             lambda: advance_baked_rollouts(factory, environments=settings.environments, clock=clock),
             timedelta(seconds=settings.rollout_tick_seconds),
         ),
+        JobSpec(
+            "evaluate_alert_rules",
+            lambda: evaluate_alert_rules(
+                factory,
+                environments=settings.environments,
+                clock=clock,
+                notifications=lambda: config,
+                metrics=metrics,
+                window_size=settings.telemetry_window,
+                cache=evaluation_cache,
+            ),
+            timedelta(seconds=settings.alert_evaluation_seconds),
+        ),
+        JobSpec(
+            "deliver_notifications",
+            lambda: deliver_due_notifications(
+                factory,
+                config,
+                clock=clock,
+                client=client,
+                metrics=metrics,
+                max_attempts=settings.notification_max_attempts,
+            ),
+            timedelta(seconds=settings.notification_delivery_seconds),
+        ),
+        JobSpec(
+            "expire_telemetry",
+            lambda: expire_telemetry(
+                factory,
+                clock=clock,
+                window_retention=settings.telemetry_retention,
+                max_event_age=settings.event_max_age,
+            ),
+            timedelta(seconds=settings.retention_job_seconds),
+        ),
     ]
 
 
 class Scheduler:
     """APScheduler in the background, running the job list; leader-only jobs skip in followers."""
 
-    def __init__(self, jobs: list[JobSpec], leadership: Leadership) -> None:
+    def __init__(self, jobs: list[JobSpec], leadership: Leadership, metrics: ControlPlaneMetrics | None = None) -> None:
         self._jobs = jobs
         self._leadership = leadership
+        self._metrics = metrics
         self._scheduler = BackgroundScheduler(timezone="UTC")
 
     def _guarded(self, job: JobSpec) -> Callable[[], Any]:
         def run() -> Any:
             if job.leader_only and not self._leadership.is_leader():
+                if self._metrics is not None:
+                    self._metrics.job_runs.labels(job.id, "skipped").inc()
                 return None
-            result = job.run()
+            result = job.run() if self._metrics is None else self._metrics.timed_job(job.id, job.run)
             logger.debug("job %s finished: %s", job.id, result)
             return result
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from datetime import timedelta
 from pathlib import Path
 
 __all__ = ["Settings", "SettingsError"]
@@ -52,6 +53,32 @@ class Settings:
     """How long a scheduler leader's lease lasts without renewal; fail-over takes at most this long."""
     scheduler_enabled: bool = True
     """Run scheduled jobs in this process (leader election still decides whether they do work)."""
+    ingest_max_events: int = 5000
+    """Most events accepted in one ingest batch; larger batches get 413."""
+    ingest_max_bytes: int = 1024 * 1024
+    """Largest ingest batch body in bytes, compressed and once decompressed; larger ones get 413."""
+    ingest_rate_limit_per_second: int = 1000
+    """Ingest batches allowed per token per second, per replica."""
+    event_max_age_seconds: float = 86400.0
+    """Oldest event time ingest accepts (seconds before now); older events are refused with 422."""
+    event_max_future_seconds: float = 300.0
+    """How far in the future (clock skew) an event time may be; later ones are refused with 422."""
+    telemetry_window_seconds: float = 10.0
+    """Width of the aggregation windows events are counted in."""
+    telemetry_retention_seconds: float = 3 * 86400.0
+    """How long aggregation windows are kept; at least one day (the longest rule window) plus a window."""
+    retention_job_seconds: float = 300.0
+    """How often the leader deletes windows past retention and batch ids past any retry."""
+    catalog_cache_seconds: float = 2.0
+    """How long a replica trusts its copy of the event catalog (a definition applied elsewhere arrives within it)."""
+    alert_evaluation_seconds: float = 2.0
+    """How often the leader evaluates every alert rule (and rolls guarded flags back)."""
+    notifications_file: Path = Path("notifications.yaml")
+    """YAML file of notification receivers and routes (skipped when absent: states are kept, nobody is told)."""
+    notification_delivery_seconds: float = 1.0
+    """How often the leader sends queued notifications."""
+    notification_max_attempts: int = 16
+    """Attempts per notification before it is marked failed (backoff with jitter between them)."""
     replica_id: str = field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")
     """Name of this replica in the leader lease; host name and process id by default."""
 
@@ -83,9 +110,45 @@ class Settings:
             ("MAX_BODY_BYTES", self.max_body_bytes),
             ("ROLLOUT_TICK_SECONDS", self.rollout_tick_seconds),
             ("LEADER_LEASE_SECONDS", self.leader_lease_seconds),
+            ("INGEST_MAX_EVENTS", self.ingest_max_events),
+            ("INGEST_MAX_BYTES", self.ingest_max_bytes),
+            ("INGEST_RATE_LIMIT_PER_SECOND", self.ingest_rate_limit_per_second),
+            ("EVENT_MAX_AGE_SECONDS", self.event_max_age_seconds),
+            ("EVENT_MAX_FUTURE_SECONDS", self.event_max_future_seconds),
+            ("TELEMETRY_WINDOW_SECONDS", self.telemetry_window_seconds),
+            ("RETENTION_JOB_SECONDS", self.retention_job_seconds),
+            ("CATALOG_CACHE_SECONDS", self.catalog_cache_seconds),
+            ("ALERT_EVALUATION_SECONDS", self.alert_evaluation_seconds),
+            ("NOTIFICATION_DELIVERY_SECONDS", self.notification_delivery_seconds),
+            ("NOTIFICATION_MAX_ATTEMPTS", self.notification_max_attempts),
         ):
             if value <= 0:
                 raise SettingsError(f"CONTROLPLANE_{name} must be positive, got {value}")
+        if self.telemetry_retention_seconds < 86400 + self.telemetry_window_seconds:
+            raise SettingsError(
+                "CONTROLPLANE_TELEMETRY_RETENTION_SECONDS must cover the longest rule window (one day) plus one "
+                f"aggregation window, got {self.telemetry_retention_seconds}"
+            )
+
+    @property
+    def event_max_age(self) -> timedelta:
+        """The oldest event time ingest accepts, before now."""
+        return timedelta(seconds=self.event_max_age_seconds)
+
+    @property
+    def event_max_future(self) -> timedelta:
+        """How far ahead of now an event time may be."""
+        return timedelta(seconds=self.event_max_future_seconds)
+
+    @property
+    def telemetry_window(self) -> timedelta:
+        """The width of an aggregation window."""
+        return timedelta(seconds=self.telemetry_window_seconds)
+
+    @property
+    def telemetry_retention(self) -> timedelta:
+        """How long aggregation windows are kept."""
+        return timedelta(seconds=self.telemetry_retention_seconds)
 
     @property
     def is_sqlite(self) -> bool:

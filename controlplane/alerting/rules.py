@@ -16,6 +16,8 @@ so exactly 3% never fires a ``> 3%`` rule whatever the float rounding.
 from __future__ import annotations
 
 import enum
+import functools
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -139,7 +141,7 @@ class Rule:
     @property
     def limit(self) -> Fraction:
         """The threshold as an exact fraction."""
-        return Fraction(self.threshold)
+        return _exact(self.threshold)
 
     def condition(self) -> str:
         """The rule in words: ``ratio of http_request (status_class in {4xx, 5xx}) > 0.03 over 5m``."""
@@ -206,6 +208,13 @@ class AlertStatus:
     detail: str = ""
 
 
+@functools.lru_cache(maxsize=4096)
+def _exact(threshold: str) -> Fraction:
+    # Parsed once per distinct threshold: an evaluation tick compares thousands of measurements against few.
+    return Fraction(threshold)
+
+
+@functools.lru_cache(maxsize=256)  # one tick asks for the same few (now, window) pairs thousands of times
 def window_cutoff(now: datetime, window: timedelta, size: timedelta = WINDOW_SIZE) -> datetime:
     """The start of the oldest aggregation window a rule over ``window`` reads: the one holding ``now - window``."""
     edge = now - window
@@ -264,6 +273,9 @@ def measure(
         if values < floor:
             return _insufficient(rule, values, since, f"{values} values, fewer than {floor} needed")
         total = sum(item.value_sum for item in selected)
+        if not math.isfinite(total):
+            # A NaN or infinite sum (bad data or overflow) is no measurement; Fraction() would raise on it.
+            return _insufficient(rule, values, since, f"the {values} values sum to {total}, not a number to compare")
         return _verdict(rule, Fraction(total) / values, values, since, f"mean of {values} values")
     if rule.kind is RuleKind.STREAK:
         return _streak(rule, tail, now)
@@ -272,13 +284,16 @@ def measure(
 
 def _streak(rule: Rule, tail: Sequence[TailEvent], now: datetime) -> Measurement:
     since = now - rule.window if rule.window else None
-    events = [
-        event
-        for event in tail
-        if (since is None or event.at >= since)
-        and event.at <= now
-        and rule.where.admits(event.outcome, event.variant, event.labels)
-    ]
+    if rule.where.matches:
+        events = [
+            event
+            for event in tail
+            if (since is None or event.at >= since)
+            and event.at <= now
+            and rule.where.admits(event.outcome, event.variant, event.labels)
+        ]
+    else:  # the common case, without a function call per event
+        events = [event for event in tail if (since is None or event.at >= since) and event.at <= now]
     if len(events) < rule.min_samples:
         return _insufficient(rule, len(events), since, f"{len(events)} events, fewer than {rule.min_samples} needed")
     run = 0
@@ -295,9 +310,7 @@ def _cohort(rule: Rule, current: Sequence[Series], since: datetime, floor: int) 
     canary = _ratio(current, rule, rule.canary_variant)
     baseline = _ratio(current, rule, rule.baseline_variant)
     samples = min(canary[1], baseline[1])
-    words = (
-        f"{rule.canary_variant}: {_percent(*canary)}, {rule.baseline_variant}: {_percent(*baseline)}"
-    )
+    words = f"{rule.canary_variant}: {_percent(*canary)}, {rule.baseline_variant}: {_percent(*baseline)}"
     if canary[1] < floor or baseline[1] < floor:
         return _insufficient(rule, samples, since, f"{words}; each cohort needs {floor} events")
     difference = Fraction(canary[0], canary[1]) - Fraction(baseline[0], baseline[1])
@@ -318,31 +331,36 @@ def _verdict(rule: Rule, value: Fraction, samples: int, since: datetime | None, 
 def step(rule: Rule, previous: AlertStatus | None, measurement: Measurement, now: datetime) -> AlertStatus:
     """The alert's next status, Prometheus-style for `for` and `keep_firing_for`, with insufficient data apart."""
     prior = previous or AlertStatus(state=AlertState.INACTIVE, since=now)
-    seen = {"value": measurement.value, "samples": measurement.samples, "detail": measurement.detail}
+    value, samples, detail = measurement.value, measurement.samples, measurement.detail
     if not measurement.sufficient:
         if prior.state is AlertState.FIRING:
             # Missing data proves nothing: a firing alert holds until a measurement shows recovery.
-            return replace(prior, **seen)
+            return replace(prior, value=value, samples=samples, detail=detail)
         since = prior.since if prior.state is AlertState.INSUFFICIENT_DATA else now
-        return AlertStatus(state=AlertState.INSUFFICIENT_DATA, since=since, **seen)
+        return AlertStatus(state=AlertState.INSUFFICIENT_DATA, since=since, value=value, samples=samples, detail=detail)
     if measurement.breached:
         if prior.state is AlertState.FIRING:
-            return replace(prior, keep_firing_since=None, last_breach_at=now, **seen)
-        active_since = prior.active_since if prior.state is AlertState.PENDING and prior.active_since else now
-        if now - active_since >= rule.hold:
-            return AlertStatus(
-                state=AlertState.FIRING, since=now, active_since=active_since, last_breach_at=now, **seen
+            return replace(
+                prior, keep_firing_since=None, last_breach_at=now, value=value, samples=samples, detail=detail
             )
-        since = prior.since if prior.state is AlertState.PENDING else now
+        active_since = prior.active_since if prior.state is AlertState.PENDING and prior.active_since else now
+        state = AlertState.FIRING if now - active_since >= rule.hold else AlertState.PENDING
+        since = prior.since if prior.state is state else now
         return AlertStatus(
-            state=AlertState.PENDING, since=since, active_since=active_since, last_breach_at=now, **seen
+            state=state,
+            since=since,
+            active_since=active_since,
+            last_breach_at=now,
+            value=value,
+            samples=samples,
+            detail=detail,
         )
     if prior.state is AlertState.FIRING and rule.keep_firing_for:
         quiet_since = prior.keep_firing_since or now
         if now - quiet_since < rule.keep_firing_for:
-            return replace(prior, keep_firing_since=quiet_since, **seen)
+            return replace(prior, keep_firing_since=quiet_since, value=value, samples=samples, detail=detail)
     since = prior.since if prior.state is AlertState.INACTIVE else now
-    return AlertStatus(state=AlertState.INACTIVE, since=since, **seen)
+    return AlertStatus(state=AlertState.INACTIVE, since=since, value=value, samples=samples, detail=detail)
 
 
 def _duration(value: timedelta) -> str:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio.to_thread
 import msgspec
-from litestar import Controller, post
+from litestar import Controller, Request, post
 from litestar.params import JSONBody
 
 from controlplane.api.dependencies import Now, ProcessSettings, TokenPrincipal, Work
@@ -38,6 +38,7 @@ class DefinitionController(Controller):
     @post("/apply", status_code=200, summary="Apply a pipeline definition")
     async def apply(
         self,
+        request: Request[Any, Any, Any],
         uow: Work,
         data: JSONBody[DefinitionUpload],
         principal: TokenPrincipal,
@@ -47,7 +48,7 @@ class DefinitionController(Controller):
         """Create or update what the definition declares; an invalid file changes nothing."""
         # Parsed in a worker thread before any transaction: a large file holds neither the loop nor a lock.
         definition = await anyio.to_thread.run_sync(_parse, data, settings.environments)
-        return await uow.write(
+        report = await uow.write(
             partial(
                 service.apply_definition,
                 definition=definition,
@@ -57,6 +58,9 @@ class DefinitionController(Controller):
                 dry_run=data.dry_run,
             )
         )
+        # This replica validates the new events at once; others within their catalog cache time.
+        request.app.state.catalog_cache.invalidate()
+        return report
 
 
 def _parse(data: DefinitionUpload, environments: tuple[str, ...]) -> PipelineDefinition:

@@ -385,8 +385,17 @@ def _check_guards(spec: PipelineSpec, rules: Collection[str], document: _Documen
                     if guard not in rules:
                         declared = ", ".join(f"`{name}`" for name in sorted(rules)) or "none"
                         raise document.error(
-                            ("flags", flag_index, "plan", "environments", env_index, "stages", stage_index, "guards",
-                             guard_index),
+                            (
+                                "flags",
+                                flag_index,
+                                "plan",
+                                "environments",
+                                env_index,
+                                "stages",
+                                stage_index,
+                                "guards",
+                                guard_index,
+                            ),
                             f"guard `{guard}` names no rule of this definition; its rules are {declared}",
                         )
 

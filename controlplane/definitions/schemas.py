@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from controlplane.alerting.rules import Rule
 from controlplane.flags.schemas import (
     Condition,
     FlagKey,
@@ -21,7 +22,6 @@ from controlplane.flags.schemas import (
     Percentage,
     TargetingRule,
 )
-from controlplane.alerting.rules import Rule
 from controlplane.rollouts.stages import RollbackPolicy, Stage
 from controlplane.telemetry.catalog import EventType
 

@@ -25,17 +25,29 @@ from controlplane.flags.models import Flag
 from controlplane.flags.schemas import FlagCreate, FlagUpdate
 from controlplane.rollouts import service as rollout_service
 from controlplane.rollouts.models import RolloutPlan
+from controlplane.telemetry import service as telemetry_service
 
 __all__ = ["ApplyReport", "Change", "apply_definition"]
 
 #: Actions that change the database; the "*_kept" and "unchanged" ones only report.
-_CHANGING = frozenset({"created", "updated", "bucketing_updated", "plan_created", "plan_updated", "plan_removed"})
+_CHANGING = frozenset(
+    {
+        "created",
+        "updated",
+        "bucketing_updated",
+        "plan_created",
+        "plan_updated",
+        "plan_removed",
+        "catalog_created",
+        "catalog_updated",
+    }
+)
 
 
 class Change(msgspec.Struct):
-    """One thing apply did (or, in a dry run, would do)."""
+    """One thing apply did (or, in a dry run, would do); ``flag`` is None for the pipeline's events and rules."""
 
-    flag: str
+    flag: str | None
     action: str
     environment: str | None = None
     fields: list[str] = msgspec.field(default_factory=list)
@@ -66,6 +78,9 @@ def apply_definition(
     changes: list[Change] = []
     for flag_definition in definition.flags:
         changes.extend(_apply_flag(session, definition, flag_definition, actor, environments, now))
+    catalog = _apply_catalog(session, definition, actor, now)
+    if catalog is not None:
+        changes.append(catalog)
     if savepoint is not None:
         savepoint.rollback()
     return ApplyReport(
@@ -75,6 +90,37 @@ def apply_definition(
         changed=any(change.action in _CHANGING for change in changes),
         changes=changes,
     )
+
+
+def _apply_catalog(session: Session, definition: PipelineDefinition, actor: str, now: datetime) -> Change | None:
+    """Store the pipeline's event types and alert rules; audited and reported when they change."""
+    stored = telemetry_service.store_catalog(
+        session,
+        pipeline=definition.name,
+        events=definition.events,
+        rules=definition.rules,
+        source=definition.source,
+        now=now,
+    )
+    if stored.action == "catalog_unchanged":
+        return None
+    if stored.action:
+        append_audit_record(
+            session,
+            now=now,
+            actor=actor,
+            action="catalog.apply",
+            target_type="pipeline",
+            target=definition.name,
+            environment=None,
+            reason=f"definitions apply {definition.source}",
+            before=None,
+            after={
+                "events": [event.name for event in definition.events],
+                "rules": [rule.name for rule in definition.rules],
+            },
+        )
+    return Change(flag=None, action=stored.action, fields=stored.fields)
 
 
 def _rollout_config(definition: FlagDefinition, variant: str | None, percentage: float) -> dict[str, Any] | None:
@@ -243,6 +289,7 @@ def _apply_plans(
             wanted_environments.append(step.environment)
             stages = rollout_service.stages_to_json(step.stages)
             policy = definition.plan.rollback_policy.value
+            auto = definition.plan.auto_rollback
             plan = existing.get(step.environment)
             if plan is None:
                 session.add(
@@ -252,17 +299,24 @@ def _apply_plans(
                         position=position,
                         stages=stages,
                         rollback_policy=policy,
+                        auto_rollback=auto,
                         updated_at=now,
                     )
                 )
                 changes.append(Change(flag=flag.key, action="plan_created", environment=step.environment))
                 _audit_plan(session, flag, step.environment, None, stages, actor, now, reason)
                 continue
-            before = {"position": plan.position, "stages": plan.stages, "rollback_policy": plan.rollback_policy}
-            after = {"position": position, "stages": stages, "rollback_policy": policy}
+            before = {
+                "position": plan.position,
+                "stages": plan.stages,
+                "rollback_policy": plan.rollback_policy,
+                "auto_rollback": plan.auto_rollback,
+            }
+            after = {"position": position, "stages": stages, "rollback_policy": policy, "auto_rollback": auto}
             if before == after:
                 continue
             plan.position, plan.stages, plan.rollback_policy, plan.updated_at = position, stages, policy, now
+            plan.auto_rollback = auto
             changes.append(
                 Change(
                     flag=flag.key,

@@ -51,6 +51,7 @@ def check_events(
     by_flag = {flag.key: flag for flag in flags}
     events: list[EventType] = []
     first: dict[str, int] = {}
+    metrics: dict[str, str] = {}  # every metric and sample name taken so far -> what it is
     for index, spec in enumerate(specs):
         at: FieldPath = ("events", index)
         if not METRIC_NAME.fullmatch(spec.name) or spec.name.startswith("controlplane_"):
@@ -93,31 +94,69 @@ def check_events(
                     "(milliseconds are written as seconds)",
                 )
             buckets = tuple(spec.value.buckets) if spec.value.buckets is not None else DEFAULT_BUCKETS[spec.value.unit]
-            if not buckets or any(not math.isfinite(bound) for bound in buckets) or list(buckets) != sorted(
-                set(buckets)
+            if (
+                not buckets
+                or any(not math.isfinite(bound) for bound in buckets)
+                or list(buckets) != sorted(set(buckets))
             ):
                 raise refuse((*here, "buckets"), "buckets must be finite and strictly increasing")
+            if spec.value.minimum is not None and not math.isfinite(spec.value.minimum):
+                # NaN would admit every value (no comparison holds) and inf would refuse every one.
+                raise refuse((*here, "minimum"), "minimum must be a finite number, or null for none")
             value = ValueSpec(
-                name=spec.value.name, unit=spec.value.unit, buckets=tuple(map(float, buckets)), minimum=spec.value.minimum
+                name=spec.value.name,
+                unit=spec.value.unit,
+                buckets=tuple(map(float, buckets)),
+                minimum=spec.value.minimum,
             )
         _names(spec.totals, (*at, "totals"), refuse, "total")
         for position, total in enumerate(spec.totals):
             if not METRIC_NAME.fullmatch(total):
                 raise refuse((*at, "totals", position), f"total `{total}` must be snake_case")
-        events.append(
-            EventType(
-                pipeline=pipeline,
-                name=spec.name,
-                flag=flag.key,
-                variants=tuple(flag.variants),
-                description=spec.description,
-                outcomes=tuple(spec.outcomes),
-                labels=labels,
-                value=value,
-                totals=tuple(spec.totals),
+        event = EventType(
+            pipeline=pipeline,
+            name=spec.name,
+            flag=flag.key,
+            variants=tuple(flag.variants),
+            description=spec.description,
+            outcomes=tuple(spec.outcomes),
+            labels=labels,
+            value=value,
+            totals=tuple(spec.totals),
+        )
+        _claim_metric_names(event, at, metrics, refuse)
+        events.append(event)
+    return tuple(events)
+
+
+_COUNTER_SAMPLES = ("", "_total", "_created")
+_HISTOGRAM_SAMPLES = ("", "_bucket", "_count", "_sum", "_created")
+
+
+def _claim_metric_names(event: EventType, at: FieldPath, taken: dict[str, str], refuse: Refuse) -> None:
+    """Refuse an event whose metrics (counter, histogram, totals) share a name with one already declared."""
+    families: list[tuple[FieldPath, str, str, tuple[str, ...]]] = [
+        ((*at, "name"), event.counter_name, f"the counter of event `{event.name}`", _COUNTER_SAMPLES)
+    ]
+    if event.histogram_name is not None:
+        families.append(
+            ((*at, "value"), event.histogram_name, f"the histogram of event `{event.name}`", _HISTOGRAM_SAMPLES)
+        )
+    for position, total in enumerate(event.totals):
+        families.append(
+            (
+                (*at, "totals", position),
+                event.total_name(total),
+                f"the `{total}` total of event `{event.name}`",
+                _COUNTER_SAMPLES,
             )
         )
-    return tuple(events)
+    for here, family, what, suffixes in families:
+        names = [family + suffix for suffix in suffixes]
+        for name in names:
+            if name in taken:
+                raise refuse(here, f"{what} would be the metric `{family}`, whose `{name}` is {taken[name]} already")
+        taken.update(dict.fromkeys(names, what))
 
 
 def _selector(
@@ -181,7 +220,9 @@ def check_rules(
         try:
             op = Comparison(spec.op)
         except ValueError:
-            raise refuse((*at, "op"), "op must be `>` or `>=`: say exactly whether the threshold itself fires") from None
+            raise refuse(
+                (*at, "op"), "op must be `>` or `>=`: say exactly whether the threshold itself fires"
+            ) from None
         try:
             severity = Severity(spec.severity)
         except ValueError:
@@ -212,6 +253,18 @@ def check_rules(
             raise refuse((*at, "numerator"), f"a {kind.value} rule needs a `numerator`: which events count as bad")
         if kind is not RuleKind.RATIO and kind is not RuleKind.COHORT and numerator.matches:
             raise refuse((*at, "numerator"), f"a {kind.value} rule has no numerator; use `where` to select events")
+        for key, counted in numerator.matches.items():
+            scope = where.matches.get(key)
+            if scope is not None and not counted & scope:
+                # Such a ratio is 0 whatever happens: a guard that can never fire.
+                raise refuse(
+                    (*at, "numerator", key),
+                    f"`numerator` selects no `{key}` that `where` admits: the ratio is always 0",
+                )
+        if kind is RuleKind.RATIO and not 0 <= spec.threshold <= 1:
+            raise refuse((*at, "threshold"), "a ratio is a share from 0 to 1: write 3% as 0.03")
+        if kind is RuleKind.COHORT and not -1 <= spec.threshold <= 1:
+            raise refuse((*at, "threshold"), "a cohort rule compares shares: its margin is from -1 to 1 (2% is 0.02)")
         if kind is RuleKind.MEAN and event.value is None:
             raise refuse((*at, "event"), f"event `{event.name}` declares no value to average")
         if kind is RuleKind.STREAK and spec.outcome not in event.outcomes:
@@ -221,8 +274,17 @@ def check_rules(
             )
         if kind is not RuleKind.STREAK and spec.outcome:
             raise refuse((*at, "outcome"), "`outcome` applies to streak rules; select outcomes with `where`")
+        if kind is RuleKind.STREAK and spec.outcome not in where.matches.get("outcome", {spec.outcome}):
+            raise refuse((*at, "where", "outcome"), f"`where` leaves out `{spec.outcome}`: the streak is always 0")
         canary = baseline = None
         if kind is RuleKind.COHORT:
+            for part, selector in (("where", where), ("numerator", numerator)):
+                if "variant" in selector.matches:
+                    # In `where` it would empty a cohort (never any data); in `numerator`, count one cohort only.
+                    raise refuse(
+                        (*at, part, "variant"),
+                        "a cohort rule picks its variants with `canary_variant` and `baseline_variant`",
+                    )
             if flag is None:
                 raise refuse((*at, "flag"), "a cohort rule compares the cohorts of a flag: name it in `flag`")
             if flag.key != event.flag:
@@ -237,7 +299,8 @@ def check_rules(
             if canary == baseline:
                 raise refuse((*at, "baseline_variant"), "the canary and baseline variants must differ")
         elif spec.canary_variant or spec.baseline_variant:
-            raise refuse((*at, "canary_variant"), "canary and baseline variants apply to cohort rules only")
+            written = "canary_variant" if spec.canary_variant else "baseline_variant"
+            raise refuse((*at, written), "canary and baseline variants apply to cohort rules only")
         rules.append(
             Rule(
                 name=spec.name,

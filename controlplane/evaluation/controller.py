@@ -118,6 +118,7 @@ class OfrepController(Controller):
             return parsed
         configuration, context = parsed
         flag = configuration.flags.get(key)
+        request.app.state.metrics.evaluations.labels("ofrep").inc()
         if flag is None:
             missing = flag_not_found(key)
             return _json(ofrep.error_body(key, ErrorCode.FLAG_NOT_FOUND, missing.error_message or ""), 404)
@@ -140,6 +141,7 @@ class OfrepController(Controller):
         if ofrep.etag_matches(if_none_match, etag):
             return Response(b"", status_code=304, headers={"ETag": etag})
         stream = str(request.base_url).rstrip("/") + STREAM_PATH
+        request.app.state.metrics.evaluations.labels("ofrep_bulk").inc(len(configuration.flags))
         body = {
             "flags": [ofrep.success_body(evaluate_flag(flag, context)) for flag in configuration.flags.values()],
             "metadata": {"environment": configuration.environment, "revision": configuration.revision},

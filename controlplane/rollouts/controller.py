@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
-from litestar import Controller, get, post
+from litestar import Controller, Request, get, post
 from litestar.params import FromPath, JSONBody
 
 from controlplane.api.dependencies import Now, ProcessSettings, TokenPrincipal, Work
@@ -50,6 +51,7 @@ class RolloutController(Controller):
     )
     async def operate(
         self,
+        request: Request[Any, Any, Any],
         uow: Work,
         key: FromPath[str],
         environment: FromPath[str],
@@ -60,7 +62,7 @@ class RolloutController(Controller):
         settings: ProcessSettings,
     ) -> RolloutStatus:
         """Apply one operation; illegal transitions and stale revisions are refused with 409."""
-        return await uow.write(
+        status = await uow.write(
             partial(
                 service.operate_rollout,
                 target=RolloutTarget(key, environment),
@@ -71,3 +73,6 @@ class RolloutController(Controller):
                 now=now,
             )
         )
+        if operation is Operation.ROLLBACK:
+            request.app.state.metrics.rollbacks.labels(key, environment, "operator").inc()
+        return status

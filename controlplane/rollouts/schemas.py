@@ -9,7 +9,7 @@ import msgspec
 
 from controlplane.rollouts.stages import RollbackPolicy, RolloutState
 
-__all__ = ["RolloutOperation", "RolloutRead", "RolloutStatus", "StageRead"]
+__all__ = ["GuardRead", "RolloutOperation", "RolloutRead", "RolloutStatus", "StageRead"]
 
 Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
 
@@ -38,6 +38,17 @@ class StageRead(msgspec.Struct):
     auto_advance: bool
 
 
+class GuardRead(msgspec.Struct):
+    """A guard of the current stage and its latest state in this environment."""
+
+    rule: str
+    state: str
+    condition: str
+    value: float | None = None
+    samples: int = 0
+    detail: str = ""
+
+
 class RolloutStatus(msgspec.Struct):
     """Where a flag's rollout stands in one environment, and what the environment serves because of it.
 
@@ -58,6 +69,7 @@ class RolloutStatus(msgspec.Struct):
     rollback_policy: RollbackPolicy
     gates: str
     gates_detail: str
+    guards: list[GuardRead] = msgspec.field(default_factory=list)
     rollout_id: int | None = None
     stage_started_at: datetime | None = None
     bake_remaining_seconds: float = 0.0

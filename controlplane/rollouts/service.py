@@ -11,6 +11,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from controlplane.alerting.guards import GateVerdict
+from controlplane.alerting.readings import gate_verdict, guard_readings
+from controlplane.alerting.rules import AlertState
 from controlplane.audit.service import append_audit_record
 from controlplane.errors import Conflict, InvalidInput, NotFound, PreconditionRequired
 from controlplane.flags import service as flag_service
@@ -18,14 +21,16 @@ from controlplane.flags.models import Flag, FlagEnvironment
 from controlplane.rollouts import stages as machine
 from controlplane.rollouts.models import Rollout as RolloutRow
 from controlplane.rollouts.models import RolloutPlan
-from controlplane.rollouts.schemas import RolloutOperation, RolloutRead, RolloutStatus, StageRead
+from controlplane.rollouts.schemas import GuardRead, RolloutOperation, RolloutRead, RolloutStatus, StageRead
 from controlplane.rollouts.stages import RollbackPolicy, Rollout, RolloutState, Stage
 
 __all__ = [
     "SERVING_STATES",
+    "GuardedRollout",
     "Operation",
     "RolloutTarget",
     "current_rollout_state",
+    "guarded_rollouts",
     "is_rollout_serving",
     "list_rollout_history",
     "operate_rollout",
@@ -50,7 +55,7 @@ class Operation(enum.StrEnum):
 
 _NEEDS_REASON = {Operation.ADVANCE, Operation.PAUSE, Operation.ROLLBACK}
 _NEEDS_REVISION = {Operation.START, Operation.ADVANCE, Operation.RESUME}
-_GATES = "not_evaluated"
+_FORCIBLE = {Operation.START, Operation.ADVANCE}
 #: States in which a rollout decides what its environment serves.
 SERVING_STATES = frozenset({RolloutState.RUNNING, RolloutState.PAUSED, RolloutState.COMPLETED})
 
@@ -194,10 +199,12 @@ def _check_operation(operation: Operation, body: RolloutOperation, target: Rollo
         raise InvalidInput(
             "reason-required", f"{operation.value} needs a reason: say why, for the audit log", field="reason"
         )
-    if body.force and operation is not Operation.START:
-        raise InvalidInput("invalid-field", "`force` applies to start only", field="force")
+    if body.force and operation not in _FORCIBLE:
+        raise InvalidInput("invalid-field", "`force` applies to start and advance only", field="force")
     if body.force and not (body.reason and body.reason.strip()):
-        raise InvalidInput("reason-required", "forcing a start out of promotion order needs a reason", field="reason")
+        raise InvalidInput(
+            "reason-required", f"forcing a {operation.value} past its refusals needs a reason", field="reason"
+        )
     if operation in _NEEDS_REVISION and body.expected_revision is None:
         raise PreconditionRequired(
             "revision-required",
@@ -250,6 +257,16 @@ def operate_rollout(
     if isinstance(outcome, machine.Refusal):
         raise _conflict(outcome, current, operation)
     forced = False
+    overridden = _gate_refusal(session, loaded, current, operation)
+    if overridden is not None:
+        if not body.force:
+            raise Conflict(
+                "guard-holding",
+                f"cannot {operation.value}: {overridden}; pass force with a reason to override (audited)",
+                state=current.state.value,
+                operation=operation.value,
+            )
+        forced = True
     if operation is Operation.START:
         promotion = _promotion(session, loaded)
         if promotion is not None and not body.force:
@@ -262,11 +279,12 @@ def operate_rollout(
                 previous_environment=previous.environment,
                 previous_state=current_rollout_state(session, loaded.flag.id, previous.environment).value,
             )
-        forced = promotion is not None
+        forced = forced or promotion is not None
         if fresh or row is None:
             row = RolloutRow(flag_id=loaded.flag.id, environment=target.environment, created_at=now)
             session.add(row)
         row.started_by = actor
+        row.auto_rollback = loaded.plan.auto_rollback
         row.forced_reason = body.reason if forced else None
     assert row is not None
     _persist_and_audit(
@@ -278,7 +296,7 @@ def operate_rollout(
         now=now,
         actor=actor,
         action=f"rollout.{operation.value}",
-        reason=_audit_reason(body, outcome, forced=forced),
+        reason=_audit_reason(body, outcome, forced=forced, overridden=overridden),
         switch_on=operation is Operation.START,
     )
     return _status(session, loaded, row, now)
@@ -290,10 +308,43 @@ def _conflict(refusal: machine.Refusal, current: Rollout, operation: Operation, 
     )
 
 
-def _audit_reason(body: RolloutOperation, outcome: machine.Transition, *, forced: bool) -> str:
+def _audit_reason(
+    body: RolloutOperation, outcome: machine.Transition, *, forced: bool, overridden: str | None = None
+) -> str:
     said = body.reason.strip() if body.reason else ""
-    note = " (forced out of promotion order)" if forced else ""
+    note = ""
+    if overridden is not None:
+        note = f" (forced past: {overridden})"
+    elif forced:
+        note = " (forced out of promotion order)"
     return f"{said}{note} [{outcome.summary}]" if said else f"[{outcome.summary}]"
+
+
+def _gates(session: Session, loaded: _Loaded, rollout: Rollout) -> GateVerdict:
+    return gate_verdict(
+        session,
+        flag=loaded.flag.key,
+        environment=loaded.plan.environment,
+        stage=rollout.stage,
+        stage_started_at=rollout.stage_started_at,
+        variant=loaded.flag.rollout_variant,
+    )
+
+
+def _gate_refusal(session: Session, loaded: _Loaded, current: Rollout, operation: Operation) -> str | None:
+    """Why the guards refuse this operation, or None: advancing needs clear gates, starting no firing guard."""
+    if operation is Operation.ADVANCE:
+        verdict = _gates(session, loaded, current)
+        return None if verdict.clear else verdict.summary
+    if operation is Operation.START:
+        firing = [
+            reading.rule
+            for reading in guard_readings(session, current.stages[0].guards, loaded.plan.environment)
+            if reading.state is AlertState.FIRING
+        ]
+        if firing:
+            return f"guards {', '.join(f'`{name}`' for name in firing)} of the first stage are firing"
+    return None
 
 
 def _persist_and_audit(
@@ -349,6 +400,23 @@ def rollout_status(
 
 def _status(session: Session, loaded: _Loaded, row: RolloutRow | None, now: datetime) -> RolloutStatus:
     rollout = _to_machine(row) if row else _pending_from_plan(loaded.plan)
+    readings = guard_readings(session, rollout.stage.guards, loaded.plan.environment)
+    guards = [
+        GuardRead(
+            rule=reading.rule,
+            state=reading.state.value if reading.state else "not_evaluated",
+            value=reading.value,
+            samples=reading.samples,
+            condition=reading.condition,
+            detail=reading.detail,
+        )
+        for reading in readings
+    ]
+    if rollout.state is RolloutState.RUNNING:
+        verdict = _gates(session, loaded, rollout)
+        gates, gates_detail = ("clear" if verdict.clear else "holding"), verdict.summary
+    else:
+        gates, gates_detail = "not_running", f"gates are judged while the rollout runs; it is {rollout.state.value}"
     previous = _previous_environment(loaded)
     remaining = machine.bake_remaining(rollout, now=now)
     auto = rollout.state is RolloutState.RUNNING and rollout.stage.auto_advance
@@ -365,8 +433,9 @@ def _status(session: Session, loaded: _Loaded, row: RolloutRow | None, now: date
         enabled=loaded.state.enabled,
         stages=[StageRead(**item) for item in stages_to_json(rollout.stages)],
         rollback_policy=rollout.rollback_policy,
-        gates=_GATES,
-        gates_detail=machine.GATES_NOT_EVALUATED,
+        gates=gates,
+        gates_detail=gates_detail,
+        guards=guards,
         rollout_id=row.id if row else None,
         stage_started_at=started,
         bake_remaining_seconds=remaining.total_seconds(),
@@ -440,6 +509,11 @@ def tick_rollout(
     outcome = machine.tick(current, now=now, enabled=loaded.state.enabled)
     if not isinstance(outcome, machine.Transition):
         return None
+    verdict = _gates(session, loaded, current)
+    if not verdict.clear:
+        # The bake time is over but the guards hold the stage: it stays, and status says why.
+        return None
+    outcome = machine.Transition(outcome.rollout, f"{outcome.summary}; {verdict.summary}")
     _persist_and_audit(
         session,
         loaded,
@@ -458,3 +532,39 @@ def is_rollout_serving(session: Session, *, key: str, environment: str) -> bool:
     """True while a rollout of the flag is running, paused or completed in the environment."""
     flag = flag_service.get_flag(session, key)
     return current_rollout_state(session, flag.id, environment) in SERVING_STATES
+
+
+@dataclass(frozen=True, slots=True)
+class GuardedRollout:
+    """A running or paused rollout and the guards of the stage it is at."""
+
+    flag: str
+    environment: str
+    state: RolloutState
+    guards: tuple[str, ...]
+    auto_rollback: bool
+
+
+def guarded_rollouts(session: Session) -> list[GuardedRollout]:
+    """Every current rollout that is running or paused, with its current stage's guards."""
+    newest = select(func.max(RolloutRow.id).label("id")).group_by(RolloutRow.flag_id, RolloutRow.environment).subquery()
+    rows = session.execute(
+        select(Flag.key, RolloutRow)
+        .join(Flag, Flag.id == RolloutRow.flag_id)
+        .join(newest, newest.c.id == RolloutRow.id)
+        .where(RolloutRow.state.in_([RolloutState.RUNNING.value, RolloutState.PAUSED.value]))
+        .order_by(RolloutRow.id)
+    ).all()
+    guarded = []
+    for key, row in rows:
+        stages = stages_from_json(row.stages)
+        guarded.append(
+            GuardedRollout(
+                flag=key,
+                environment=row.environment,
+                state=RolloutState(row.state),
+                guards=stages[row.stage_index].guards,
+                auto_rollback=row.auto_rollback,
+            )
+        )
+    return guarded

@@ -18,7 +18,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 __all__ = [
-    "GATES_NOT_EVALUATED",
     "Refusal",
     "RollbackPolicy",
     "Rollout",
@@ -39,9 +38,6 @@ __all__ = [
 
 #: The longest bake a stage may ask for; longer ones are typos, and would overflow the calendar.
 MAX_BAKE = timedelta(days=366)
-
-#: Said plainly in status and audit until gates exist: a tick advances on bake time alone.
-GATES_NOT_EVALUATED = "gates not evaluated: no gate engine yet, this stage advances on bake time alone"
 
 
 class RolloutState(enum.StrEnum):
@@ -237,6 +233,7 @@ def tick(rollout: Rollout, *, now: datetime, enabled: bool = True) -> Outcome | 
     """Advance a running auto-advance stage once its bake time has passed; None when there is nothing to do.
 
     A switched-off environment (``enabled`` false) holds: the scheduler never brings a flag back by itself.
+    Guards are judged by the caller (``rollouts.service.tick_rollout``), which holds the stage while they refuse.
     """
     if rollout.state is not RolloutState.RUNNING or not rollout.stage.auto_advance or not enabled:
         return None
@@ -244,7 +241,7 @@ def tick(rollout: Rollout, *, now: datetime, enabled: bool = True) -> Outcome | 
         return None
     outcome = advance(rollout, now=now)
     if isinstance(outcome, Transition):
-        return Transition(outcome.rollout, f"{outcome.summary} after bake time; {GATES_NOT_EVALUATED}")
+        return Transition(outcome.rollout, f"{outcome.summary} after bake time")
     return outcome
 
 

@@ -100,7 +100,9 @@ def event_type_to_json(event: EventType) -> dict[str, Any]:
         "variants": list(event.variants),
         "description": event.description,
         "outcomes": list(event.outcomes),
-        "labels": {name: {"values": list(spec.values), "otherwise": spec.otherwise} for name, spec in event.labels.items()},
+        "labels": {
+            name: {"values": list(spec.values), "otherwise": spec.otherwise} for name, spec in event.labels.items()
+        },
         "value": None
         if event.value is None
         else {

@@ -34,7 +34,13 @@ class TelemetryWindow(Base):
     __tablename__ = "telemetry_windows"
     __table_args__ = (
         UniqueConstraint(
-            "window_start", "pipeline", "event", "environment", "variant", "outcome", "labels_key",
+            "window_start",
+            "pipeline",
+            "event",
+            "environment",
+            "variant",
+            "outcome",
+            "labels_key",
             name="uq_telemetry_windows_series",
         ),
         Index("ix_telemetry_windows_pipeline_event_start", "pipeline", "event", "window_start"),

@@ -55,18 +55,22 @@ def test_readme_walkthrough_works_as_written(capsys: pytest.CaptureFixture[str])
     code, out, _ = run(capsys, "definitions", "apply", definition)
     assert code == 0 and "nothing to change" in out
     assert flag in run(capsys, "flags", "list")[1]
+    code, _, err = run(capsys, "rollout", "start", flag, "--env", "qa")
+    assert code == 0, err
+    code, _, err = run(capsys, "rollout", "advance", flag, "--env", "qa", "--reason", "QA canary clean")
+    assert code == 1 and "409 guard-holding" in err and "has not been evaluated yet" in err
     steps = [
-        ("start", "qa", None),
-        ("advance", "qa", "QA canary clean"),
+        ("advance", "qa", "QA canary checked by hand"),
         ("start", "staging", None),
-        ("advance", "staging", "staging clean"),
+        ("advance", "staging", "staging checked by hand"),
         ("start", "production", None),
-        ("advance", "production", "10% healthy"),
-        ("advance", "production", "50% healthy"),
+        ("advance", "production", "10% checked"),
+        ("advance", "production", "50% checked"),
     ]
     for operation, environment, reason in steps:
         argv = ["rollout", operation, flag, "--env", environment, "--json"]
-        code, out, err = run(capsys, *argv, *(["--reason", reason] if reason else []))
+        forced = ["--reason", reason, "--force"] if reason else []
+        code, out, err = run(capsys, *argv, *forced)
         assert code == 0, err
     assert json.loads(out)["percentage"] == 100.0
     code, out, _ = run(capsys, "rollout", "rollback", flag, "--env", "production", "--reason", "errors at 4%", "--json")

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import REPO_ROOT, serve_with_admin
+from tests.conftest import REPO_ROOT, serve_with_admin, without_gates
 
 FLAG = "enable-reference-images"
 ROLLOUT = f"/api/v1/flags/{FLAG}/environments/{{environment}}/rollout"
@@ -78,7 +78,8 @@ def _operate(
 
 def _prepare_production_at_first_stage(client: httpx.Client) -> int:
     """Apply the definition, complete qa and staging, start production; return production's revision."""
-    definition = (REPO_ROOT / "definitions" / "reference-images.yaml").read_text()
+    # Gates apart: this races the revision check, not the guards (tests/integration/test_guarded_rollback.py).
+    definition = without_gates((REPO_ROOT / "definitions" / "reference-images.yaml").read_text())
     applied = client.post("/api/v1/definitions/apply", json={"content": definition, "source": "reference-images.yaml"})
     assert applied.status_code == 200, applied.text
     for environment in ("qa", "staging"):

@@ -24,7 +24,7 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 ROLLOUT_OPERATION_PATH = "/api/v1/flags/{key:str}/environments/{environment:str}/rollout/{operation:str}"
 
 #: The only routes anyone may call without a token. Anything else reachable without one is a hole.
-PUBLIC_EXACT = frozenset({"/healthz", "/readyz", "/schema"})
+PUBLIC_EXACT = frozenset({"/healthz", "/readyz", "/schema", "/metrics"})
 PUBLIC_PREFIX = "/schema/"
 
 #: Plausible values for path parameters, by name.
@@ -33,6 +33,7 @@ PATH_VALUES = {
     "environment": "qa",
     "operation": "advance",
     "name": "someone",
+    "silence_id": "1",
     "path": "openapi.json",
 }
 
@@ -43,6 +44,7 @@ BELOW = {
     Role.ADMIN: (Role.OPERATOR,),
     # Service roles are not a rank: evaluation routes refuse the management roles below admin, and ingest.
     Role.EVALUATE: (Role.VIEWER, Role.OPERATOR, Role.INGEST),
+    Role.INGEST: (Role.VIEWER, Role.OPERATOR, Role.EVALUATE),
 }
 
 #: A well-formed token nobody issued.
@@ -229,14 +231,14 @@ def test_protected_routes_answer_403_to_a_role_below_their_requirement(
 
     assert failures == []
     # Each rank of the hierarchy is exercised, so the 403 check cannot pass on viewer routes alone.
-    assert checked == {Role.VIEWER, Role.OPERATOR, Role.ADMIN, Role.EVALUATE}
+    assert checked == {Role.VIEWER, Role.OPERATOR, Role.ADMIN, Role.EVALUATE, Role.INGEST}
 
 
 def test_a_token_with_exactly_the_required_role_gets_past_the_guard(
     client: TestClient[Litestar], app: Litestar, make_token: Callable[..., str]
 ) -> None:
     # The counterpart of the refusals above: they come from the guard, not from a route that refuses everyone.
-    tokens = {role: make_token(role) for role in (Role.VIEWER, Role.OPERATOR, Role.ADMIN)}
+    tokens = {role: make_token(role) for role in (Role.VIEWER, Role.OPERATOR, Role.ADMIN, Role.INGEST)}
     tokens[Role.EVALUATE] = make_token(Role.EVALUATE, environment="qa")
     failures = []
     for endpoint in protected(app):

@@ -250,7 +250,7 @@ def test_tick_advances_a_baked_auto_advance_stage_exactly_once_as_the_scheduler(
     assert len(records) == 1, records
     record = records[0]
     assert record["actor"] == "scheduler"
-    assert "gates not evaluated" in record["reason"]
+    assert "after bake time; guards clear" in record["reason"]
     assert (record["before"]["percentage"], record["after"]["percentage"]) == (10, 50)
     verification = client.get("/api/v1/audit/verify", headers=admin_headers).json()
     assert verification["ok"] is True, verification

@@ -131,8 +131,9 @@ def rebucketed_without_production(reference_images_yaml: str) -> str:
     """The shipped definition with another bucketing attribute and no production plan entry."""
     marker = "        - environment: production\n"
     assert reference_images_yaml.count(marker) == 1
-    # The production entry is the plan's last: cut from it to the end of the file.
-    content = reference_images_yaml[: reference_images_yaml.index(marker)]
+    # The production entry is the plan's last: cut from it to the end of the flags (events and rules stay).
+    start, end = reference_images_yaml.index(marker), reference_images_yaml.index("\n# What the pipeline reports")
+    content = reference_images_yaml[:start] + reference_images_yaml[end:]
     assert content.count("bucket_by: targetingKey") == 1
     return content.replace("bucket_by: targetingKey", "bucket_by: userId")
 
@@ -512,14 +513,14 @@ def test_a_dry_run_apply_of_a_new_definition_creates_nothing(
 
 
 @pytest.mark.usefixtures("applied")
-def test_force_on_advance_is_refused_with_422_invalid_field(
+def test_force_on_pause_is_refused_with_422_invalid_field(
     client: Client, admin_headers: dict[str, str], operator: dict[str, str]
 ) -> None:
     started = operate(client, operator, "qa", "start")
     audit_before = audit_count(client, admin_headers)
 
     response = post_operation(
-        client, operator, "qa", "advance", force=True, reason="ship it", expected_revision=started["revision"]
+        client, operator, "qa", "pause", force=True, reason="ship it", expected_revision=started["revision"]
     )
 
     assert problem(response, 422, "invalid-field")["field"] == "force"

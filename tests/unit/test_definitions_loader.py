@@ -357,7 +357,7 @@ def test_rollout_variant_equal_to_off_variant_is_refused() -> None:
 def test_duplicate_flag_key_is_refused_on_the_second_flag() -> None:
     second = "  - key: demo-flag\n    type: boolean\n    variants: {a: true}\n    off_variant: a\n"
 
-    error = refusal(VALID + second)
+    error = refusal(VALID.replace("events:\n", second + "events:\n"))
 
     assert (error.path, error.line) == ("flags[1].key", 21)
     assert "already declared at flags[0]" in error.reason

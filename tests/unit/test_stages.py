@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from controlplane.rollouts.stages import (
-    GATES_NOT_EVALUATED,
     Refusal,
     RollbackPolicy,
     Rollout,
@@ -368,11 +367,10 @@ def test_tick_ignores_paused_rollouts_even_when_baked_and_auto() -> None:
     assert tick(paused, now=T0 + timedelta(days=365)) is None
 
 
-def test_tick_summary_mentions_that_gates_are_not_evaluated() -> None:
+def test_tick_summary_says_the_bake_time_passed() -> None:
     outcome = tick(_running_at_stage_0(timedelta(hours=1)), now=T0 + timedelta(hours=2))
     assert isinstance(outcome, Transition)
-    assert GATES_NOT_EVALUATED in outcome.summary
-    assert outcome.summary == f"advanced to stage 2/2 (100%) after bake time; {GATES_NOT_EVALUATED}"
+    assert outcome.summary == "advanced to stage 2/2 (100%) after bake time"
 
 
 def test_tick_on_an_auto_last_stage_completes_at_100_percent() -> None:
@@ -386,7 +384,7 @@ def test_tick_on_an_auto_last_stage_completes_at_100_percent() -> None:
     assert isinstance(outcome, Transition)
     assert outcome.rollout == replace(at_last, state=S.COMPLETED, stage_started_at=T0 + timedelta(hours=1))
     assert outcome.rollout.percentage == 100
-    assert GATES_NOT_EVALUATED in outcome.summary
+    assert outcome.summary == "completed at 100% after bake time"
 
 
 @pytest.mark.parametrize("state", [S.PENDING, S.PAUSED, S.COMPLETED, S.ROLLED_BACK])

@@ -1,0 +1,245 @@
+"""Benchmark: event ingest through HTTP in batches of 1,000, on SQLite and PostgreSQL, against the decode floor.
+
+For each backend: migrate a fresh database, apply the reference-images definition, create an ingest token, start
+the control plane as its own process (uvicorn, one worker, ingest rate limit lifted), and load
+`POST /api/v1/events` with `wrk`: every request carries 1,000 events (upload requests, uploads, Vision checks,
+spread over the last minute, so they fall in six 10-second windows and several series) under its own batch id.
+An answer is 200 only once the batch is committed; after the run the database must hold exactly
+(acknowledged batches x 1,000) events, or the run is reported as broken. The floor is the same payload decoded
+alone (msgspec into the wire types) in this process, and decoded + validated + aggregated (ingest's CPU work).
+
+    .venv/bin/python -m bench.ingest [--duration 10] [--connections 8] [--backends sqlite,postgresql]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import sessionmaker
+
+from bench.ofrep_throughput import UNLIMITED, server_process
+from bench.rollout_race import database
+from controlplane.auth import service as auth_service
+from controlplane.auth.roles import Role
+from controlplane.auth.schemas import TokenCreate
+from controlplane.db import create_db_engine, session_scope, utcnow
+from controlplane.definitions.loader import load_definition
+from controlplane.definitions.service import apply_definition
+from controlplane.migrate import upgrade_to_head
+from controlplane.settings import Settings
+from controlplane.telemetry.aggregation import aggregate, decode_batch
+from controlplane.telemetry.models import IngestedBatch, TelemetryWindow
+from controlplane.telemetry.service import load_catalog
+
+DEFINITION = Path(__file__).resolve().parent.parent / "definitions" / "reference-images.yaml"
+BATCH = 1000
+PLACEHOLDER = "BATCH-ID-PLACEHOLDER"
+
+LUA = """
+local prefix = [[%(prefix)s]]
+local suffix = [[%(suffix)s]]
+local counter = 0
+local thread_id = 0
+local next_thread = 0
+
+setup = function(thread)
+  next_thread = next_thread + 1
+  thread:set("thread_id", next_thread)
+end
+
+request = function()
+  counter = counter + 1
+  local body = prefix .. "run-%(run)s-" .. thread_id .. "-" .. counter .. suffix
+  return wrk.format("POST", "/api/v1/events", {
+    ["Content-Type"] = "application/json",
+    ["Authorization"] = "Bearer %(token)s",
+  }, body)
+end
+"""
+
+
+def events(count: int) -> list[dict[str, object]]:
+    """A realistic mix of the reference-image pipeline's events over the last minute."""
+    now = utcnow()
+    made: list[dict[str, object]] = []
+    for index in range(count):
+        at = (now - timedelta(seconds=index % 60)).isoformat()
+        variant = "on" if index % 10 == 0 else "off"
+        kind = index % 4
+        if kind in (0, 1):
+            status = "5xx" if index % 97 == 0 else ("4xx" if index % 31 == 0 else "2xx")
+            made.append(
+                {
+                    "type": "http_request",
+                    "time": at,
+                    "environment": "production",
+                    "variant": variant,
+                    "labels": {"route": "upload_reference_image", "status_class": status},
+                    "value": 0.05 + (index % 50) / 100,
+                }
+            )
+        elif kind == 2:
+            made.append(
+                {
+                    "type": "reference_image_upload",
+                    "time": at,
+                    "environment": "production",
+                    "variant": variant,
+                    "outcome": "success" if index % 13 else "rejected",
+                    "labels": {"content_type": "image/png", "rejection_reason": "none"},
+                    "value": 200_000 + index,
+                }
+            )
+        else:
+            made.append(
+                {
+                    "type": "vision_analysis",
+                    "time": at,
+                    "environment": "production",
+                    "variant": variant,
+                    "outcome": "ok" if index % 50 else "error",
+                    "value": 0.3,
+                }
+            )
+    return made
+
+
+def body(batch_id: str) -> bytes:
+    """One batch of BATCH events as JSON."""
+    return json.dumps({"batch_id": batch_id, "pipeline": "reference-images", "events": events(BATCH)}).encode()
+
+
+def prepare(url: str) -> str:
+    """Migrate, apply the definition, and create an ingest token."""
+    engine = create_db_engine(url)
+    upgrade_to_head(engine)
+    environments = Settings().environments
+    with session_scope(sessionmaker(engine, expire_on_commit=False)) as session:
+        definition = load_definition(DEFINITION, environments=environments)
+        apply_definition(session, definition=definition, actor="bench", environments=environments, now=utcnow())
+        token = auth_service.create_token(
+            session,
+            request=TokenCreate(name="bench-ingest", role=Role.INGEST),
+            actor="bench",
+            environments=environments,
+            now=utcnow(),
+        ).token
+    engine.dispose()
+    return token
+
+
+def floor(rounds: int) -> dict[str, float]:
+    """Events per second for decoding alone, and for decode + validate + aggregate, in this process."""
+    payload = body("floor-batch-0001")
+    started = time.perf_counter()
+    for _ in range(rounds):
+        decode_batch(payload)
+    decode_rate = rounds * BATCH / (time.perf_counter() - started)
+    with tempfile.TemporaryDirectory() as folder:
+        url = f"sqlite:///{folder}/floor.db"
+        prepare(url)
+        engine = create_db_engine(url)
+        with session_scope(sessionmaker(engine)) as session:
+            catalog = load_catalog(session)
+        engine.dispose()
+    settings = Settings()
+    started = time.perf_counter()
+    for _ in range(rounds):
+        aggregate(
+            decode_batch(payload),
+            catalog,
+            environments=settings.environments,
+            now=utcnow(),
+            max_age=settings.event_max_age,
+            max_future=settings.event_max_future,
+            window=settings.telemetry_window,
+            tail_events={"vision_analysis"},
+        )
+    prepare_rate = rounds * BATCH / (time.perf_counter() - started)
+    return {"decode_events_per_s": decode_rate, "decode_validate_aggregate_events_per_s": prepare_rate}
+
+
+def parse_wrk(output: str) -> tuple[float, int, int, str]:
+    """Requests/s, total requests, non-2xx responses and the latency line from wrk's output."""
+    rate = float(next(line for line in output.splitlines() if line.startswith("Requests/sec:")).split()[1])
+    total = int(next(line for line in output.splitlines() if "requests in" in line).split()[0])
+    non_2xx = 0
+    for line in output.splitlines():
+        if "Non-2xx or 3xx responses:" in line:
+            non_2xx = int(line.split(":")[1])
+    latency = next((line.strip() for line in output.splitlines() if line.strip().startswith("Latency")), "")
+    return rate, total, non_2xx, latency
+
+
+def run(backend: str, wrk: str, seconds: int, connections: int) -> dict[str, object]:
+    """Load one backend and check the acknowledged events are all in the database."""
+    with database(backend) as url:
+        token = prepare(url)
+        sample = body(PLACEHOLDER).decode()
+        prefix, suffix = sample.split(PLACEHOLDER)
+        extra = {"CONTROLPLANE_INGEST_RATE_LIMIT_PER_SECOND": str(UNLIMITED)}
+        with server_process(url, extra) as base_url, tempfile.TemporaryDirectory() as folder:
+            script = Path(folder) / "ingest.lua"
+            for phase, duration in (("warm", 3), ("run", seconds)):
+                script.write_text(
+                    LUA % {"prefix": prefix, "suffix": suffix, "token": token, "run": f"{phase}-{uuid.uuid4().hex[:6]}"}
+                )
+                completed = subprocess.run(  # noqa: S603 - wrk with our arguments
+                    [wrk, "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), base_url],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+            rate, total, non_2xx, latency = parse_wrk(completed.stdout)
+        engine = create_db_engine(url)
+        with session_scope(sessionmaker(engine)) as session:
+            batches = session.scalar(select(func.count()).select_from(IngestedBatch)) or 0
+            stored = session.scalar(select(func.sum(TelemetryWindow.count))) or 0
+        engine.dispose()
+    return {
+        "backend": backend,
+        "batches_per_s": round(rate, 1),
+        "events_per_s": round(rate * BATCH),
+        "requests": total,
+        "non_2xx": non_2xx,
+        "latency": latency,
+        "db_batches": batches,
+        "db_events": stored,
+        "consistent": stored == batches * BATCH,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--floor-rounds", type=int, default=200)
+    args = parser.parse_args()
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise SystemExit("wrk is needed: apt-get install wrk")
+    floors = floor(args.floor_rounds)
+    print(
+        f"floor: decode alone {floors['decode_events_per_s']:,.0f} events/s; decode + validate + aggregate "
+        f"{floors['decode_validate_aggregate_events_per_s']:,.0f} events/s (one core, this process)"
+    )
+    results = [run(backend, wrk, args.duration, args.connections) for backend in args.backends.split(",")]
+    columns = list(results[0])
+    print(" | ".join(columns))
+    for result in results:
+        print(" | ".join(str(result[column]) for column in columns))
+    print(json.dumps({"floor": floors, "runs": results}))
+
+
+if __name__ == "__main__":
+    main()

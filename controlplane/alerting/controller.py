@@ -1,0 +1,142 @@
+"""HTTP routes of alerting: alert states and history (`viewer`), and the Alertmanager webhook (`operator`)."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Annotated, Any
+
+from litestar import Controller, Request, get, post
+from litestar.params import JSONBody, QueryParameter
+from sqlalchemy.orm import Session
+
+from controlplane.alerting import service
+from controlplane.alerting.models import AlertStateRow
+from controlplane.alerting.rules import AlertState, Rule
+from controlplane.alerting.schemas import AlertmanagerPayload, AlertRead, AlertTransitionRead, WebhookOutcome
+from controlplane.api.dependencies import Now, ProcessSettings, TokenPrincipal, Work
+from controlplane.auth.roles import Role
+from controlplane.errors import InvalidInput
+from controlplane.metrics import ControlPlaneMetrics
+from controlplane.telemetry.service import load_rules
+
+__all__ = ["AlertController", "AlertmanagerController"]
+
+
+def _alerts(session: Session, state: str | None) -> list[AlertRead]:
+    rules: dict[str, Rule] = {rule.name: rule for rule in load_rules(session)}
+    reads = []
+    for row in service.list_alert_states(session, state=state):
+        rule = rules.get(row.rule)
+        if rule is None:
+            continue  # a rule removed from its definition: its old state means nothing now
+        reads.append(_read(row, rule))
+    return reads
+
+
+def _read(row: AlertStateRow, rule: Rule) -> AlertRead:
+    return AlertRead(
+        rule=row.rule,
+        pipeline=row.pipeline,
+        environment=row.environment,
+        state=row.state,
+        since=row.since,
+        value=row.value,
+        samples=row.samples,
+        detail=row.detail,
+        condition=rule.condition(),
+        severity=rule.severity.value,
+        flag=rule.flag,
+        active_since=row.active_since,
+        last_breach_at=row.last_breach_at,
+    )
+
+
+class AlertController(Controller):
+    """Alert states and their history."""
+
+    path = "/alerts"
+    tags = ["alerting"]
+    opt = {"role": Role.VIEWER}
+
+    @get("/", summary="Alert states")
+    async def list_alerts(
+        self, uow: Work, only: Annotated[str | None, QueryParameter(name="state", required=False)] = None
+    ) -> list[AlertRead]:
+        """Every rule's state in every environment, firing first; `?state=firing` filters."""
+        if only is not None and only not in {item.value for item in AlertState}:
+            raise InvalidInput(
+                "invalid-query", f"state must be one of {', '.join(s.value for s in AlertState)}", field="state"
+            )
+        return await uow.read(partial(_alerts, state=only))
+
+    @get("/history", summary="Alert state changes")
+    async def history(
+        self,
+        uow: Work,
+        rule: Annotated[str | None, QueryParameter(name="rule", required=False)] = None,
+        environment: Annotated[str | None, QueryParameter(name="environment", required=False)] = None,
+        limit: Annotated[int, QueryParameter(name="limit", ge=1, le=1000)] = 100,
+    ) -> list[AlertTransitionRead]:
+        """State changes with the measured value, threshold and window, newest first."""
+
+        def read(session: Session) -> list[AlertTransitionRead]:
+            rows = service.list_transitions(session, rule=rule, environment=environment, limit=limit)
+            return [
+                AlertTransitionRead(
+                    id=row.id,
+                    rule=row.rule,
+                    pipeline=row.pipeline,
+                    environment=row.environment,
+                    from_state=row.from_state,
+                    to_state=row.to_state,
+                    at=row.at,
+                    value=row.value,
+                    op=row.op,
+                    threshold=row.threshold,
+                    window_seconds=row.window_seconds,
+                    samples=row.samples,
+                    condition=row.condition,
+                    detail=row.detail,
+                )
+                for row in rows
+            ]
+
+        return await uow.read(read)
+
+
+class AlertmanagerController(Controller):
+    """Alertmanager's webhook receiver: a firing alert labelled with a flag and environment rolls that flag back."""
+
+    path = "/alertmanager"
+    tags = ["alerting"]
+
+    @post("/webhook", opt={"role": Role.OPERATOR}, status_code=200, summary="Alertmanager webhook (version 4)")
+    async def webhook(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[AlertmanagerPayload],
+        uow: Work,
+        principal: TokenPrincipal,
+        now: Now,
+        settings: ProcessSettings,
+    ) -> list[WebhookOutcome]:
+        """Answer 2xx once handled (Alertmanager retries 5xx only); each alert says what was done."""
+        if data.version != "4":
+            raise InvalidInput(
+                "invalid-webhook", f"Alertmanager webhook version {data.version!r} is not supported; expected 4"
+            )
+        state = request.app.state
+        outcomes, done = await uow.write(
+            partial(
+                service.handle_alertmanager,
+                payload=data,
+                actor=principal.name,
+                environments=settings.environments,
+                now=now,
+                notifications=state.notification_config(),
+            )
+        )
+        metrics: ControlPlaneMetrics = state.metrics
+        for rollback in done:
+            metrics.rollbacks.labels(rollback.flag, rollback.environment, rollback.trigger).inc()
+        return outcomes

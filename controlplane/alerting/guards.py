@@ -1,0 +1,66 @@
+"""Gate decisions for a rollout stage: a pure function of the stage's guard readings and its sample count.
+
+A stage may be left (advanced, by hand or by the tick) only when every guard was measured and is inactive.
+Firing, pending (a breach in progress), insufficient data and never evaluated all hold the stage, each with its
+reason; so do too few samples served the rollout variant since the stage began.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from controlplane.alerting.rules import AlertState
+
+__all__ = ["GateVerdict", "GuardReading", "judge_gates"]
+
+
+@dataclass(frozen=True, slots=True)
+class GuardReading:
+    """A guard's latest state in the stage's environment; ``state`` None when it has never been evaluated."""
+
+    rule: str
+    state: AlertState | None
+    condition: str
+    value: float | None = None
+    samples: int = 0
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GateVerdict:
+    """Whether the stage may be left, and every reason it may not."""
+
+    clear: bool
+    reasons: tuple[str, ...]
+
+    @property
+    def summary(self) -> str:
+        """One sentence for status, refusals and the audit log."""
+        if self.clear:
+            return "guards clear"
+        return "; ".join(self.reasons)
+
+
+def _reading(guard: GuardReading) -> str | None:
+    if guard.state is AlertState.INACTIVE:
+        return None
+    if guard.state is None:
+        return f"guard `{guard.rule}` has not been evaluated yet ({guard.condition})"
+    measured = "no value" if guard.value is None else f"value {guard.value:.6g}"
+    what = {
+        AlertState.FIRING: "is firing",
+        AlertState.PENDING: "is pending (breached, waiting out its `for`)",
+        AlertState.INSUFFICIENT_DATA: "lacks data",
+    }[guard.state]
+    return f"guard `{guard.rule}` {what}: {measured}, {guard.samples} samples; {guard.condition} [{guard.detail}]"
+
+
+def judge_gates(guards: Sequence[GuardReading], *, samples: int | None, min_samples: int) -> GateVerdict:
+    """Decide whether a stage may be left: every guard inactive, and at least ``min_samples`` samples."""
+    reasons = [reason for guard in guards if (reason := _reading(guard)) is not None]
+    if min_samples and (samples or 0) < min_samples:
+        reasons.append(
+            f"the stage has {samples or 0} events served the rollout variant since it began; it needs {min_samples}"
+        )
+    return GateVerdict(clear=not reasons, reasons=tuple(reasons))

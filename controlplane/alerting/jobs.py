@@ -1,0 +1,68 @@
+"""Scheduled work of alerting and telemetry: the rule evaluation tick and retention of windows and batch ids."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from controlplane.alerting.service import Evaluation, EvaluationCache, evaluate_alerts
+from controlplane.clock import Clock
+from controlplane.db import session_scope
+from controlplane.metrics import ControlPlaneMetrics
+from controlplane.notifications.config import NotificationConfig
+from controlplane.notifications.service import count_silenced
+from controlplane.telemetry import service as telemetry_service
+
+__all__ = ["evaluate_alert_rules", "expire_telemetry"]
+
+logger = logging.getLogger(__name__)
+
+
+def evaluate_alert_rules(
+    factory: sessionmaker[Session],
+    *,
+    environments: Sequence[str],
+    clock: Clock,
+    notifications: Callable[[], NotificationConfig],
+    metrics: ControlPlaneMetrics | None = None,
+    window_size: timedelta,
+    cache: EvaluationCache | None = None,
+) -> Evaluation:
+    """Evaluate every rule once, in one transaction; rollbacks and notifications commit with the states."""
+    started = time.perf_counter()
+    with session_scope(factory) as session:
+        evaluation = evaluate_alerts(
+            session,
+            environments=environments,
+            now=clock(),
+            notifications=notifications(),
+            window_size=window_size,
+            cache=cache,
+        )
+    if metrics is not None:
+        metrics.alert_evaluation_duration.observe(time.perf_counter() - started)
+        count_silenced(metrics, evaluation.notifications)
+        for rollback in evaluation.rollbacks:
+            metrics.rollbacks.labels(rollback.flag, rollback.environment, rollback.trigger).inc()
+    for rollback in evaluation.rollbacks:
+        logger.warning("guard %s rolled back %s in %s", rollback.rule, rollback.flag, rollback.environment)
+    for error in evaluation.errors:
+        logger.error("alert evaluation: %s", error)
+    return evaluation
+
+
+def expire_telemetry(
+    factory: sessionmaker[Session], *, clock: Clock, window_retention: timedelta, max_event_age: timedelta
+) -> dict[str, int]:
+    """Delete aggregation windows past their retention, and batch ids no retry could still match."""
+    windows_before, batches_before = telemetry_service.retention_cutoffs(
+        clock(), window_retention=window_retention, max_event_age=max_event_age
+    )
+    with session_scope(factory) as session:
+        windows = telemetry_service.delete_old_windows(session, before=windows_before)
+        batches = telemetry_service.delete_old_batches(session, before=batches_before)
+    return {"windows": windows, "batches": batches}

@@ -1,0 +1,93 @@
+"""Reading what gates need from the database: guard states and the samples a stage has seen. Never commits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from controlplane.alerting.guards import GateVerdict, GuardReading, judge_gates
+from controlplane.alerting.models import AlertStateRow
+from controlplane.alerting.rules import AlertState, Rule, window_cutoff
+from controlplane.rollouts.stages import Stage
+from controlplane.telemetry.models import TelemetryWindow
+from controlplane.telemetry.service import load_catalog, load_rules
+
+__all__ = ["gate_verdict", "guard_readings"]
+
+
+def guard_readings(session: Session, guards: Sequence[str], environment: str) -> list[GuardReading]:
+    """The latest state of each named guard in ``environment`` (None state: never evaluated or unknown rule)."""
+    if not guards:
+        return []
+    rules: dict[str, Rule] = {rule.name: rule for rule in load_rules(session)}
+    rows = {
+        row.rule: row
+        for row in session.scalars(
+            select(AlertStateRow).where(AlertStateRow.rule.in_(guards), AlertStateRow.environment == environment)
+        )
+    }
+    readings = []
+    for name in guards:
+        rule = rules.get(name)
+        row = rows.get(name)
+        condition = rule.condition() if rule else "no such rule is applied"
+        if row is None or rule is None:
+            readings.append(GuardReading(rule=name, state=None, condition=condition))
+            continue
+        readings.append(
+            GuardReading(
+                rule=name,
+                state=AlertState(row.state),
+                condition=condition,
+                value=row.value,
+                samples=row.samples,
+                detail=row.detail,
+            )
+        )
+    return readings
+
+
+def stage_samples(session: Session, *, flag: str, environment: str, variant: str | None, since: datetime | None) -> int:
+    """Events served ``variant`` of ``flag`` in ``environment`` since the stage began, over every event type."""
+    if variant is None or since is None:
+        return 0
+    kinds = [(kind.pipeline, kind.name) for kind in load_catalog(session).events.values() if kind.flag == flag]
+    if not kinds:
+        return 0
+    total = 0
+    for pipeline, event in kinds:
+        total += int(
+            session.scalar(
+                select(func.coalesce(func.sum(TelemetryWindow.count), 0)).where(
+                    TelemetryWindow.pipeline == pipeline,
+                    TelemetryWindow.event == event,
+                    TelemetryWindow.environment == environment,
+                    TelemetryWindow.variant == variant,
+                    TelemetryWindow.window_start >= window_cutoff(since, since - since),
+                )
+            )
+            or 0
+        )
+    return total
+
+
+def gate_verdict(
+    session: Session,
+    *,
+    flag: str,
+    environment: str,
+    stage: Stage,
+    stage_started_at: datetime | None,
+    variant: str | None,
+) -> GateVerdict:
+    """Whether the current stage of a rollout may be left, with every reason it may not."""
+    readings = guard_readings(session, stage.guards, environment)
+    samples = (
+        stage_samples(session, flag=flag, environment=environment, variant=variant, since=stage_started_at)
+        if stage.min_samples
+        else None
+    )
+    return judge_gates(readings, samples=samples, min_samples=stage.min_samples)

@@ -1,0 +1,112 @@
+"""`GET /metrics`: Prometheus text or OpenMetrics, as the scraper asks; rollout and alert state read at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import anyio.to_thread
+from litestar import Request, Response, get
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from controlplane.alerting.models import AlertStateRow
+from controlplane.alerting.rules import AlertState
+from controlplane.db import session_scope
+from controlplane.flags.models import Flag, FlagEnvironment
+from controlplane.rollouts.models import Rollout
+from controlplane.rollouts.service import stages_from_json
+from controlplane.rollouts.stages import RolloutState
+
+__all__ = ["StateMetrics", "metrics"]
+
+
+class StateMetrics(Collector):
+    """Gauges of what the database holds now (the same on every replica): rollouts and alert states."""
+
+    def __init__(self, reader: sessionmaker[Session]) -> None:
+        self._reader = reader
+
+    def describe(self) -> list[Metric]:
+        """Nothing up front: reading the database at registration would be a side effect."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """Read rollouts and alerts in one read-only transaction."""
+        stage = GaugeMetricFamily(
+            "controlplane_rollout_stage",
+            "Current rollout stage (1-based; 0 when not serving).",
+            labels=["flag", "environment"],
+        )
+        percentage = GaugeMetricFamily(
+            "controlplane_rollout_percentage",
+            "Share of traffic the environment serves the rollout variant (0-100).",
+            labels=["flag", "environment"],
+        )
+        state = GaugeMetricFamily(
+            "controlplane_rollout_state",
+            "Rollout state, one series per state (1 = current).",
+            labels=["flag", "environment", "state"],
+        )
+        alert = GaugeMetricFamily(
+            "controlplane_alert_state",
+            "Alert state per rule and environment, one series per state (1 = current).",
+            labels=["rule", "pipeline", "environment", "state"],
+        )
+        value = GaugeMetricFamily(
+            "controlplane_alert_value",
+            "Latest measured value of each alert rule (absent when unmeasurable).",
+            labels=["rule", "pipeline", "environment"],
+        )
+        with session_scope(self._reader) as session:
+            newest = select(func.max(Rollout.id).label("id")).group_by(Rollout.flag_id, Rollout.environment).subquery()
+            rollouts = {
+                (key, row.environment): row
+                for key, row in session.execute(
+                    select(Flag.key, Rollout)
+                    .join(Flag, Flag.id == Rollout.flag_id)
+                    .join(newest, newest.c.id == Rollout.id)
+                )
+            }
+            environments = session.execute(
+                select(Flag.key, FlagEnvironment).join(Flag, Flag.id == FlagEnvironment.flag_id).order_by(Flag.key)
+            ).all()
+            for key, environment in environments:
+                labels = [key, environment.environment]
+                row = rollouts.get((key, environment.environment))
+                current = RolloutState(row.state) if row else RolloutState.PENDING
+                serving = current in (RolloutState.RUNNING, RolloutState.PAUSED, RolloutState.COMPLETED)
+                stage.add_metric(labels, row.stage_index + 1 if row and serving else 0)
+                rollout = environment.rollout or {}
+                shown = float(rollout.get("percentage", 0.0)) if environment.enabled else 0.0
+                percentage.add_metric(labels, shown)
+                for option in RolloutState:
+                    state.add_metric([*labels, option.value], 1.0 if option is current else 0.0)
+                if row is not None:
+                    stages_from_json(row.stages)  # a row that cannot be read fails the scrape loudly, not silently
+            for alert_row in session.scalars(
+                select(AlertStateRow).order_by(AlertStateRow.rule, AlertStateRow.environment)
+            ):
+                labels = [alert_row.rule, alert_row.pipeline, alert_row.environment]
+                for alert_option in AlertState:
+                    alert.add_metric(
+                        [*labels, alert_option.value], 1.0 if alert_row.state == alert_option.value else 0.0
+                    )
+                if alert_row.value is not None:
+                    value.add_metric(labels, alert_row.value)
+        yield from (stage, percentage, state, alert, value)
+
+
+@get("/metrics", opt={"public": True}, include_in_schema=False)
+async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Every metric of this replica, encoded as the scraper's Accept header asks (OpenMetrics or text 0.0.4)."""
+    registry: CollectorRegistry = request.app.state.metrics.registry
+    encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+    body = await anyio.to_thread.run_sync(encoder, registry)
+    # As a header, not media_type: Litestar appends `; charset=utf-8` to any text/* media type, and the text
+    # format's type already carries one (a repeated parameter is an invalid media type).
+    return Response(body, headers={"Content-Type": content_type}, status_code=200)

@@ -1,0 +1,289 @@
+"""What on-call receives: alert events and the message bodies built from them, as pure functions.
+
+    AlertEvent --pagerduty_event--> one PagerDuty Events API v2 body per event (routing_key added at send time)
+    [AlertEvent] --slack_message--> one Slack incoming-webhook body listing every event
+    [AlertEvent] --webhook_message--> one generic JSON body listing every event
+
+Secrets (the PagerDuty routing key, webhook URLs and headers) are never part of a body built here: bodies are stored
+in the notification log, which viewers can read, and the secret is added from the configuration when sending.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+__all__ = [
+    "KINDS",
+    "PAGERDUTY_SEVERITY",
+    "SEVERITIES",
+    "SOURCE",
+    "AlertEvent",
+    "bounded_dedup_key",
+    "group_status",
+    "highest_severity",
+    "pagerduty_event",
+    "slack_message",
+    "webhook_alert",
+    "webhook_message",
+    "with_routing_key",
+]
+
+KINDS: Final = ("trigger", "resolve", "rollback")
+SEVERITIES: Final = ("page", "ticket", "info")
+#: Our severities onto PagerDuty's four; PagerDuty's own names pass through, anything else is `error`.
+PAGERDUTY_SEVERITY: Final[Mapping[str, str]] = {
+    "page": "critical",
+    "ticket": "warning",
+    "info": "info",
+    "critical": "critical",
+    "error": "error",
+    "warning": "warning",
+}
+_URGENCY = {"page": 0, "critical": 0, "error": 1, "ticket": 2, "warning": 2, "info": 3}
+SOURCE: Final = "controlplane"
+
+# PagerDuty Events API v2 limits: summary <= 1024 characters, dedup_key <= 255.
+_SUMMARY_LIMIT = 1024
+_DEDUP_KEY_LIMIT = 255
+# Slack: at most 50 blocks per message, 3000 characters per section text, 150 per header.
+_SLACK_BLOCKS = 50
+_SLACK_SECTION = 3000
+_SLACK_HEADER = 150
+_SLACK_TEXT = 3000
+
+_STATUS = {"trigger": "firing", "resolve": "resolved", "rollback": "rolled_back"}
+_LABEL = {"trigger": "FIRING", "resolve": "RESOLVED", "rollback": "ROLLED BACK"}
+_EMOJI = {"page": ":rotating_light:", "ticket": ":warning:", "info": ":information_source:"}
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEvent:
+    """Something on-call should hear about: an alert fired or resolved, or a guard rolled a flag back.
+
+    For ``kind="rollback"``, ``summary`` says why (the guard rule's summary); the messages add that the flag was
+    rolled back.
+    """
+
+    kind: str
+    rule: str
+    pipeline: str
+    environment: str
+    severity: str
+    summary: str
+    description: str
+    at: datetime
+    flag: str | None = None
+    value: float | None = None
+    threshold: str = ""
+    op: str = ""
+    window_seconds: float = 0.0
+    runbook_url: str = ""
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Severity is not checked: one from Alertmanager's labels may be anything, and refusing it here would
+        # fail the transaction that rolled a flag back. Unknown severities rank as urgent (see PAGERDUTY_SEVERITY).
+        if self.kind not in KINDS:
+            raise ValueError(f"alert event kind must be one of {KINDS}, got {self.kind!r}")
+        if self.at.tzinfo is None or self.at.utcoffset() != timedelta(0):
+            raise ValueError(f"alert event time must be aware UTC, got {self.at!r}")
+
+    @property
+    def dedup_key(self) -> str:
+        """The alert's identity across events: PagerDuty's dedup_key, and the key notifications de-duplicate on."""
+        return f"controlplane/{self.pipeline}/{self.rule}/{self.environment}"
+
+    @property
+    def headline(self) -> str:
+        """The summary; for a rollback whose summary does not say so, prefixed with what was rolled back."""
+        if self.kind == "rollback" and "rolled back" not in self.summary.lower():
+            return f"{self.flag or self.pipeline} rolled back in {self.environment}: {self.summary}"
+        return self.summary
+
+
+def bounded_dedup_key(key: str) -> str:
+    """``key`` if it fits PagerDuty's 255 characters, else a stable shortened form ending in a digest of it."""
+    if len(key) <= _DEDUP_KEY_LIMIT:
+        return key
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return f"{key[: _DEDUP_KEY_LIMIT - 17]}#{digest}"
+
+
+def highest_severity(events: Sequence[AlertEvent]) -> str:
+    """The most urgent severity among ``events`` (page > ticket > info; an unknown one counts as page)."""
+    return min((event.severity for event in events), key=lambda severity: _URGENCY.get(severity, 0), default="info")
+
+
+def group_status(events: Sequence[AlertEvent]) -> str:
+    """``resolved`` when every event is a resolve, else ``firing``."""
+    return "resolved" if events and all(event.kind == "resolve" for event in events) else "firing"
+
+
+# --- PagerDuty Events API v2 ------------------------------------------------------------------------------------
+
+
+def pagerduty_event(event: AlertEvent) -> dict[str, Any]:
+    """The Events API v2 body for one event, without ``routing_key`` (see ``with_routing_key``).
+
+    A rollback is sent as a ``trigger`` with the alert's dedup_key, so it lands on the alert's open incident.
+    A resolve carries only what PagerDuty reads from one: the action and the dedup_key.
+    """
+    dedup_key = bounded_dedup_key(event.dedup_key)
+    if event.kind == "resolve":
+        return {"event_action": "resolve", "dedup_key": dedup_key}
+    payload: dict[str, Any] = {
+        "summary": _truncate(event.headline, _SUMMARY_LIMIT),
+        "source": SOURCE,
+        "severity": PAGERDUTY_SEVERITY.get(event.severity, "error"),
+        "timestamp": event.at.isoformat(),
+        "group": event.pipeline,
+        "class": event.rule,
+        "custom_details": _custom_details(event),
+    }
+    if event.flag:
+        payload["component"] = event.flag
+    body: dict[str, Any] = {"event_action": "trigger", "dedup_key": dedup_key, "payload": payload}
+    if event.runbook_url:
+        body["links"] = [{"href": event.runbook_url, "text": "Runbook"}]
+    return body
+
+
+def with_routing_key(body: Mapping[str, Any], routing_key: str) -> dict[str, Any]:
+    """A stored Events API body made sendable: the integration's routing key first, then the rest."""
+    return {"routing_key": routing_key, **body}
+
+
+def _custom_details(event: AlertEvent) -> dict[str, Any]:
+    known = {
+        "kind": event.kind,
+        "pipeline": event.pipeline,
+        "environment": event.environment,
+        "rule": event.rule,
+        "flag": event.flag,
+        "value": _number(event.value),
+        "threshold": event.threshold,
+        "op": event.op,
+        "window_seconds": event.window_seconds,
+        "description": event.description,
+        "runbook_url": event.runbook_url,
+    }
+    # The evaluator's extra details never overwrite the measured facts above.
+    return {**_jsonable(event.details), **known}
+
+
+# --- generic webhook ---------------------------------------------------------------------------------------------
+
+
+def webhook_alert(event: AlertEvent) -> dict[str, Any]:
+    """One alert as the generic webhook lists it."""
+    return {
+        "status": _STATUS[event.kind],
+        "kind": event.kind,
+        "dedup_key": event.dedup_key,
+        "rule": event.rule,
+        "pipeline": event.pipeline,
+        "environment": event.environment,
+        "severity": event.severity,
+        "flag": event.flag,
+        "summary": event.headline,
+        "description": event.description,
+        "value": _number(event.value),
+        "threshold": event.threshold,
+        "op": event.op,
+        "window_seconds": event.window_seconds,
+        "runbook_url": event.runbook_url,
+        "at": event.at.isoformat(),
+        "details": _jsonable(event.details),
+    }
+
+
+def webhook_message(receiver: str, events: Sequence[AlertEvent]) -> dict[str, Any]:
+    """The generic webhook body: every event of one notification, and ``firing`` unless all are resolves."""
+    return {
+        "version": "1",
+        "receiver": receiver,
+        "status": group_status(events),
+        "alerts": [webhook_alert(event) for event in events],
+    }
+
+
+# --- Slack incoming webhook -------------------------------------------------------------------------------------
+
+
+def slack_message(events: Sequence[AlertEvent]) -> dict[str, Any]:
+    """A Slack incoming-webhook body: ``text`` is the notification fallback, ``blocks`` one section per alert."""
+    lines = [f"[{_LABEL[event.kind]}] {event.headline}" for event in events]
+    if len(events) == 1:
+        text = lines[0]
+        blocks: list[dict[str, Any]] = []
+    else:
+        title = _count_title(events)
+        text = "\n".join([title, *lines])
+        blocks = [{"type": "header", "text": {"type": "plain_text", "text": _truncate(title, _SLACK_HEADER)}}]
+    room = _SLACK_BLOCKS - len(blocks)
+    shown = events if len(events) <= room else events[: room - 1]
+    blocks.extend(_slack_section(event) for event in shown)
+    if len(shown) < len(events):
+        more = f"and {len(events) - len(shown)} more; see `controlplane notifications list`"
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": more}]})
+    return {"text": _truncate(text, _SLACK_TEXT), "blocks": blocks}
+
+
+def _count_title(events: Sequence[AlertEvent]) -> str:
+    counts: dict[str, int] = {}
+    for event in events:
+        counts[_STATUS[event.kind]] = counts.get(_STATUS[event.kind], 0) + 1
+    parts = ", ".join(f"{count} {status.replace('_', ' ')}" for status, count in counts.items())
+    return f"{len(events)} alerts: {parts}"
+
+
+def _slack_section(event: AlertEvent) -> dict[str, Any]:
+    emoji = ":white_check_mark:" if event.kind == "resolve" else _EMOJI.get(event.severity, ":rotating_light:")
+    if event.kind == "rollback":
+        emoji = ":rewind:"
+    heading = (
+        f"{emoji} *{_LABEL[event.kind]}* ({event.severity}) `{_escape(event.rule)}` in *{_escape(event.environment)}*"
+    )
+    lines = [heading, _escape(event.headline)]
+    if event.description and event.kind != "resolve":
+        lines.append(_escape(event.description))
+    if event.runbook_url:
+        lines.append(f"<{event.runbook_url}|Runbook>")
+    return {"type": "section", "text": {"type": "mrkdwn", "text": _truncate("\n".join(lines), _SLACK_SECTION)}}
+
+
+def _escape(text: str) -> str:
+    # Slack's mrkdwn reads &, < and > as control characters; everything else is literal.
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# --- helpers -----------------------------------------------------------------------------------------------------
+
+
+def _truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _number(value: float | None) -> float | str | None:
+    # JSON (and PostgreSQL's JSONB) has no NaN or infinity; say them as text rather than fail the notification.
+    if value is None or math.isfinite(value):
+        return value
+    return str(value)
+
+
+def _jsonable(value: Any) -> Any:
+    # Details are free-form: anything JSON cannot hold (times, decimals, NaN) is sent as its text.
+    if isinstance(value, Mapping):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, float):
+        return _number(value)
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    return str(value)

@@ -1,0 +1,296 @@
+"""Batch validation and window aggregation: pure functions from a decoded batch, the catalog and the clock.
+
+bytes --decode--> EventBatch --validate (every event, all errors)--> [EventError] or
+      --aggregate--> {series key: WindowAggregate} (+ ordered tail events for streak rules)
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+
+from controlplane.telemetry.catalog import Catalog, EventType
+from controlplane.telemetry.schemas import EventBatch, EventError, EventIn, RawBatch
+
+__all__ = [
+    "Aggregates",
+    "BatchMalformed",
+    "BatchRefused",
+    "BatchUnreadable",
+    "SeriesKey",
+    "WindowAggregate",
+    "aggregate",
+    "decode_batch",
+    "labels_key",
+    "window_start",
+]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class BatchRefused(Exception):
+    """A batch with at least one bad event; ``errors`` has the index and reason of each.
+
+    Raised by ``decode_batch``, it also carries the events that did decode (``decoded``, at batch positions
+    ``indexes``) and the batch's event count, so the caller can check those too and report every bad event.
+    """
+
+    def __init__(
+        self,
+        errors: Sequence[EventError],
+        *,
+        decoded: EventBatch | None = None,
+        indexes: Sequence[int] = (),
+        total: int | None = None,
+    ) -> None:
+        self.errors = list(errors)
+        self.decoded = decoded
+        self.indexes = list(indexes)
+        self.total = total
+        super().__init__(f"{len(self.errors)} invalid events")
+
+
+class BatchUnreadable(Exception):
+    """A body that is not JSON at all."""
+
+
+class BatchMalformed(Exception):
+    """JSON that is not the batch shape (a bad batch id, no event list, an unknown field); ``field`` says where."""
+
+    def __init__(self, reason: str, field: str | None) -> None:
+        self.reason = reason
+        self.field = field
+        super().__init__(reason)
+
+
+_BATCH = msgspec.json.Decoder(EventBatch)
+_RAW_BATCH = msgspec.json.Decoder(RawBatch)
+_EVENT = msgspec.json.Decoder(EventIn)
+
+
+def decode_batch(body: bytes) -> EventBatch:
+    """Decode a batch; every event that does not fit the wire type is reported, not only the first."""
+    try:
+        return _BATCH.decode(body)
+    except msgspec.ValidationError:
+        pass  # find out which events are at fault, below
+    except msgspec.DecodeError as exc:
+        raise BatchUnreadable(f"the body is not JSON: {exc}") from exc
+    try:
+        raw = _RAW_BATCH.decode(body)
+    except msgspec.ValidationError as exc:
+        message, where = _split(exc)
+        raise BatchMalformed(f"the body is not an event batch: {message}", where) from exc
+    except msgspec.DecodeError as exc:
+        # The typed decode stops at the first misfit; bad JSON later in the body is only found here.
+        raise BatchUnreadable(f"the body is not JSON: {exc}") from exc
+    errors: list[EventError] = []
+    events: list[EventIn] = []
+    indexes: list[int] = []
+    for index, item in enumerate(raw.events):
+        try:
+            events.append(_EVENT.decode(item))
+            indexes.append(index)
+        except msgspec.ValidationError as exc:
+            message, where = _split(exc)
+            errors.append(EventError(index=index, reason=message, field=where))
+    if errors:
+        decoded = EventBatch(batch_id=raw.batch_id, pipeline=raw.pipeline, events=events)
+        raise BatchRefused(errors, decoded=decoded, indexes=indexes, total=len(raw.events))
+    return EventBatch(batch_id=raw.batch_id, pipeline=raw.pipeline, events=events)  # pragma: no cover
+
+
+def _split(error: msgspec.ValidationError) -> tuple[str, str | None]:
+    """msgspec's message and the dotted path it points at (``labels.route``), None for the whole value."""
+    message, _, where = str(error).partition(" - at `$")
+    return message, where.rstrip("`").lstrip(".") or None
+
+
+def window_start(at: datetime, size: timedelta) -> datetime:
+    """The start of the aggregation window holding ``at``."""
+    return _EPOCH + ((at - _EPOCH) // size) * size
+
+
+def labels_key(labels: Mapping[str, str]) -> str:
+    """A series' labels as canonical JSON: the same labels always give the same key."""
+    return json.dumps(dict(sorted(labels.items())), separators=(",", ":"))
+
+
+#: (window_start, event, environment, variant, outcome, labels_key)
+SeriesKey = tuple[datetime, str, str, str, str, str]
+
+
+@dataclass(slots=True)
+class WindowAggregate:
+    """What one batch adds to one series of one window."""
+
+    count: int = 0
+    value_count: int = 0
+    value_sum: float = 0.0
+    value_min: float | None = None
+    value_max: float | None = None
+    buckets: list[int] | None = None
+    totals: dict[str, float] = field(default_factory=dict)
+
+    def merge(self, other: WindowAggregate) -> None:
+        """Add another aggregate of the same series into this one."""
+        self.count += other.count
+        self.value_count += other.value_count
+        self.value_sum += other.value_sum
+        if other.value_min is not None:
+            self.value_min = other.value_min if self.value_min is None else min(self.value_min, other.value_min)
+        if other.value_max is not None:
+            self.value_max = other.value_max if self.value_max is None else max(self.value_max, other.value_max)
+        if other.buckets is not None:
+            if self.buckets is None:
+                self.buckets = list(other.buckets)
+            else:
+                self.buckets = [mine + theirs for mine, theirs in zip(self.buckets, other.buckets, strict=True)]
+        for name, amount in other.totals.items():
+            self.totals[name] = self.totals.get(name, 0.0) + amount
+
+
+#: (at, outcome, variant, labels) of one event, for streak rules.
+TailItem = tuple[datetime, str, str, dict[str, str]]
+
+
+@dataclass(slots=True)
+class Aggregates:
+    """A valid batch, aggregated: per series, and the ordered events of tail-kept event types."""
+
+    series: dict[SeriesKey, WindowAggregate]
+    tails: dict[tuple[str, str], list[TailItem]]  # (event, environment) -> events in time order
+    events: int
+
+
+def _check(
+    index: int,
+    event: EventIn,
+    kind: EventType | None,
+    pipeline: str,
+    catalog: Catalog,
+    environments: Collection[str],
+    earliest: datetime,
+    latest: datetime,
+) -> tuple[EventError | None, dict[str, str]]:
+    if kind is None:
+        known = ", ".join(catalog.names(pipeline)) or "none (apply its definition first)"
+        return EventError(
+            index, f"unknown event type `{event.type}` for pipeline `{pipeline}`; known: {known}", "type"
+        ), {}
+    if event.environment not in environments:
+        return EventError(index, f"unknown environment `{event.environment}`", "environment"), {}
+    if event.variant not in kind.variants:
+        allowed = ", ".join(kind.variants)
+        return EventError(
+            index, f"variant `{event.variant}` is not a variant of flag `{kind.flag}` ({allowed})", "variant"
+        ), {}
+    if kind.outcomes:
+        if event.outcome not in kind.outcomes:
+            allowed = ", ".join(kind.outcomes)
+            return EventError(index, f"outcome must be one of {allowed}, got {event.outcome!r}", "outcome"), {}
+    elif event.outcome is not None:
+        return EventError(index, f"`{event.type}` declares no outcomes; leave `outcome` out", "outcome"), {}
+    labels: dict[str, str] = {}
+    for name, value in event.labels.items():
+        spec = kind.labels.get(name)
+        if spec is None:
+            allowed = ", ".join(kind.labels) or "none"
+            return EventError(
+                index, f"unknown label `{name}` for `{event.type}` (declared: {allowed})", f"labels.{name}"
+            ), {}
+        admitted = spec.admit(value)
+        if admitted is None:
+            allowed = ", ".join(spec.values)
+            return EventError(index, f"label `{name}` cannot be {value!r}; one of {allowed}", f"labels.{name}"), {}
+        labels[name] = admitted
+    if event.value is not None:
+        if kind.value is None:
+            return EventError(index, f"`{event.type}` declares no value; leave `value` out", "value"), {}
+        if not math.isfinite(event.value):
+            return EventError(index, "value must be a finite number", "value"), {}
+        if kind.value.minimum is not None and event.value < kind.value.minimum:
+            return EventError(index, f"value must be at least {kind.value.minimum:g} {kind.value.unit}", "value"), {}
+    for name, amount in event.totals.items():
+        if name not in kind.totals:
+            allowed = ", ".join(kind.totals) or "none"
+            return EventError(index, f"unknown total `{name}` (declared: {allowed})", f"totals.{name}"), {}
+        if not math.isfinite(amount) or amount < 0:
+            return EventError(index, f"total `{name}` must be a finite number >= 0", f"totals.{name}"), {}
+    if event.time < earliest or event.time > latest:
+        return EventError(
+            index,
+            f"time {event.time.isoformat()} is outside the accepted range {earliest.isoformat()} .. "
+            f"{latest.isoformat()}",
+            "time",
+        ), {}
+    return None, labels
+
+
+def aggregate(
+    batch: EventBatch,
+    catalog: Catalog,
+    *,
+    environments: Collection[str],
+    now: datetime,
+    max_age: timedelta,
+    max_future: timedelta,
+    window: timedelta,
+    tail_events: Collection[str] = (),
+) -> Aggregates:
+    """Validate every event of ``batch`` and aggregate it into windows; BatchRefused lists every bad event."""
+    earliest, latest = now - max_age, now + max_future
+    errors: list[EventError] = []
+    series: dict[SeriesKey, WindowAggregate] = {}
+    tails: dict[tuple[str, str], list[TailItem]] = {}
+    kinds: dict[str, EventType | None] = {}
+    for index, event in enumerate(batch.events):
+        if event.type not in kinds:
+            kinds[event.type] = catalog.get(batch.pipeline, event.type)
+        kind = kinds[event.type]
+        error, labels = _check(index, event, kind, batch.pipeline, catalog, environments, earliest, latest)
+        if error is not None:
+            errors.append(error)
+            continue
+        if errors:
+            continue  # the batch is refused anyway: only look for more errors
+        assert kind is not None
+        outcome = event.outcome or ""
+        key: SeriesKey = (
+            window_start(event.time, window),
+            event.type,
+            event.environment,
+            event.variant,
+            outcome,
+            labels_key(labels),
+        )
+        found = series.get(key)
+        if found is None:
+            found = series[key] = WindowAggregate(
+                buckets=[0] * (len(kind.value.buckets) + 1) if kind.value is not None else None
+            )
+        found.count += 1
+        if event.value is not None and kind.value is not None:
+            value = event.value
+            found.value_count += 1
+            found.value_sum += value
+            found.value_min = value if found.value_min is None else min(found.value_min, value)
+            found.value_max = value if found.value_max is None else max(found.value_max, value)
+            assert found.buckets is not None
+            # le semantics: a value equal to a bound belongs to that bound's bucket.
+            found.buckets[bisect.bisect_left(kind.value.buckets, value)] += 1
+        for name, amount in event.totals.items():
+            found.totals[name] = found.totals.get(name, 0.0) + amount
+        if event.type in tail_events:
+            tails.setdefault((event.type, event.environment), []).append((event.time, outcome, event.variant, labels))
+    if errors:
+        raise BatchRefused(errors)
+    for items in tails.values():
+        items.sort(key=lambda item: item[0])  # stable: events at the same instant keep the batch's order
+    return Aggregates(series=series, tails=tails, events=len(batch.events))

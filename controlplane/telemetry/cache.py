@@ -1,0 +1,58 @@
+"""Each replica's copy of the event catalog, re-read from the database at most every few seconds."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from controlplane.db import session_scope
+from controlplane.telemetry.catalog import Catalog
+from controlplane.telemetry.service import load_catalog, load_rules, tail_events
+
+__all__ = ["CatalogCache", "CatalogView"]
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogView:
+    """The catalog and which (pipeline, event) pairs keep an ordered tail for streak rules."""
+
+    catalog: Catalog
+    tails: frozenset[tuple[str, str]]
+
+
+class CatalogCache:
+    """The catalog as of at most ``ttl`` seconds ago; a definition applied on this replica invalidates it at once."""
+
+    def __init__(
+        self, reader: sessionmaker[Session], *, ttl: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._reader = reader
+        self._ttl = ttl
+        self._clock = clock
+        self._view: CatalogView | None = None
+        self._loaded_at = 0.0
+        self._lock = threading.Lock()
+
+    def view(self) -> CatalogView:
+        """The current catalog view, reloading it when stale."""
+        with self._lock:
+            if self._view is not None and self._clock() - self._loaded_at < self._ttl:
+                return self._view
+        with session_scope(self._reader) as session:
+            view = CatalogView(load_catalog(session), frozenset(tail_events(load_rules(session))))
+        with self._lock:
+            self._view, self._loaded_at = view, self._clock()
+        return view
+
+    def catalog(self) -> Catalog:
+        """The current catalog."""
+        return self.view().catalog
+
+    def invalidate(self) -> None:
+        """Forget the cached copy: the next read goes to the database."""
+        with self._lock:
+            self._view = None

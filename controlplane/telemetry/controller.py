@@ -1,0 +1,203 @@
+"""HTTP route of event ingest: `POST /api/v1/events` with role `ingest`.
+
+A batch is all or nothing and acknowledged only after its transaction commits; a repeated batch id counts once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from functools import partial
+from typing import Any
+
+import anyio.to_thread
+import msgspec
+from litestar import Controller, Request, post
+from litestar.exceptions import TooManyRequestsException
+
+from controlplane.api.dependencies import Now, ProcessSettings, TokenPrincipal, Work
+from controlplane.auth.roles import Role
+from controlplane.errors import BadRequest, InvalidInput, PayloadTooLarge
+from controlplane.metrics import ControlPlaneMetrics
+from controlplane.settings import Settings
+from controlplane.telemetry import service
+from controlplane.telemetry.aggregation import (
+    Aggregates,
+    BatchMalformed,
+    BatchRefused,
+    BatchUnreadable,
+    aggregate,
+    decode_batch,
+)
+from controlplane.telemetry.cache import CatalogCache
+from controlplane.telemetry.metrics import EventMetrics
+from controlplane.telemetry.schemas import EventBatch, EventError, IngestResult
+
+__all__ = ["EventController"]
+
+
+async def _read_body(request: Request[Any, Any, Any], limit: int) -> bytes:
+    """Read the body, refusing it with 413 as soon as it passes ``limit`` bytes (never buffering more)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(
+                "batch-too-large", f"the batch is over {limit} bytes; send smaller batches", limit_bytes=limit
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """Undo a gzip Content-Encoding, refusing output over ``limit`` bytes (a small body can inflate hugely)."""
+    if encoding in ("", "identity"):
+        return body
+    if encoding != "gzip":
+        raise BadRequest("invalid-encoding", f"Content-Encoding `{encoding}` is not accepted; send gzip or none")
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise BadRequest("invalid-encoding", f"the body is not valid gzip: {exc}") from exc
+    if len(data) > limit or inflater.unconsumed_tail:
+        raise PayloadTooLarge(
+            "batch-too-large", f"the batch is over {limit} bytes once decompressed", limit_bytes=limit
+        )
+    if not inflater.eof:
+        raise BadRequest("invalid-encoding", "the gzip body is truncated")
+    if inflater.unused_data:
+        # A second gzip member or trailing bytes: refused rather than silently dropped.
+        raise BadRequest("invalid-encoding", "the gzip body has data after its end; send one gzip member")
+    return data
+
+
+def _prepare(body: bytes, settings: Settings, cache: CatalogCache, now: Any) -> tuple[EventBatch, Aggregates, str]:
+    """Decode, validate and aggregate a batch (CPU work, run off the event loop)."""
+    try:
+        batch = decode_batch(body)
+    except BatchUnreadable as exc:
+        raise BadRequest("invalid-json", str(exc)) from exc
+    except BatchMalformed as exc:
+        # Well-formed JSON of the wrong shape is 422 `invalid-body`, as on every other route (errors.py).
+        raise InvalidInput("invalid-body", exc.reason, field=exc.field) from exc
+    except BatchRefused as exc:
+        _check_count(exc.total or 0, settings)
+        raise _refused(_every_error(exc, settings, cache, now)) from exc
+    _check_count(len(batch.events), settings)
+    try:
+        aggregates = _aggregate(batch, settings, cache, now)
+    except BatchRefused as exc:
+        raise _refused(exc.errors) from exc
+    # The digest is of the decoded batch, not the bytes: a retry that re-serialises the same events (other key
+    # order, whitespace, compression) is the same batch, not a reuse of its id.
+    return batch, aggregates, hashlib.sha256(msgspec.json.encode(batch, order="sorted")).hexdigest()
+
+
+def _check_count(events: int, settings: Settings) -> None:
+    if events > settings.ingest_max_events:
+        raise PayloadTooLarge(
+            "batch-too-large",
+            f"the batch has {events} events; at most {settings.ingest_max_events} per batch",
+            limit_events=settings.ingest_max_events,
+        )
+
+
+def _aggregate(batch: EventBatch, settings: Settings, cache: CatalogCache, now: Any) -> Aggregates:
+    view = cache.view()
+    if batch.pipeline not in view.catalog.pipelines:
+        cache.invalidate()  # maybe applied on another replica a moment ago
+        view = cache.view()
+    return aggregate(
+        batch,
+        view.catalog,
+        environments=settings.environments,
+        now=now,
+        max_age=settings.event_max_age,
+        max_future=settings.event_max_future,
+        window=settings.telemetry_window,
+        tail_events={event for pipeline, event in view.tails if pipeline == batch.pipeline},
+    )
+
+
+def _every_error(refused: BatchRefused, settings: Settings, cache: CatalogCache, now: Any) -> list[EventError]:
+    """The wire-type errors plus what the catalog says of the events that did decode: every bad event at once."""
+    errors = list(refused.errors)
+    if refused.decoded is not None and refused.decoded.events:
+        try:
+            _aggregate(refused.decoded, settings, cache, now)
+        except BatchRefused as more:
+            errors.extend(
+                EventError(index=refused.indexes[error.index], reason=error.reason, field=error.field)
+                for error in more.errors
+            )
+    return sorted(errors, key=lambda error: error.index)
+
+
+def _refused(errors: list[EventError]) -> InvalidInput:
+    first = errors[0]
+    return InvalidInput(
+        "invalid-events",
+        f"{len(errors)} invalid events; nothing from this batch was recorded (first: event {first.index}: "
+        f"{first.reason})",
+        errors=[{"index": error.index, "field": error.field, "reason": error.reason} for error in errors],
+    )
+
+
+class EventController(Controller):
+    """Event batches from pipelines."""
+
+    path = "/events"
+    tags = ["telemetry"]
+    # The route reads its own body against the ingest limits (the management API's 32 KB cap is too small).
+    request_max_body_size = None
+
+    @post("/", opt={"role": Role.INGEST}, status_code=200, summary="Ingest a batch of events")
+    async def ingest(
+        self,
+        request: Request[Any, Any, Any],
+        uow: Work,
+        now: Now,
+        settings: ProcessSettings,
+        principal: TokenPrincipal,
+    ) -> IngestResult:
+        """Validate every event, then record the whole batch or nothing; 422 lists each bad event by index."""
+        state = request.app.state
+        metrics: ControlPlaneMetrics = state.metrics
+        wait = state.ingest_limiter.retry_after(f"token:{principal.token_id}")
+        if wait is not None:
+            raise TooManyRequestsException(
+                detail="ingest rate limit exceeded for this token", headers={"Retry-After": str(wait)}
+            )
+        try:
+            raw = await _read_body(request, settings.ingest_max_bytes)
+            body = _decompress(
+                raw, request.headers.get("content-encoding", "").strip().lower(), settings.ingest_max_bytes
+            )
+            batch, aggregates, digest = await anyio.to_thread.run_sync(
+                _prepare, body, settings, state.catalog_cache, now
+            )
+            result = await uow.write(
+                partial(
+                    service.record_batch,
+                    batch_id=batch.batch_id,
+                    pipeline=batch.pipeline,
+                    digest=digest,
+                    aggregates=aggregates,
+                    now=now,
+                )
+            )
+        except Exception:
+            metrics.ingest_batches.labels("rejected").inc()
+            raise
+        if result.duplicate:
+            metrics.ingest_batches.labels("duplicate").inc()
+            metrics.ingest_events.labels("duplicate").inc(len(batch.events))
+            return result
+        # Counted only once committed: /metrics never shows an event the database does not have.
+        events: EventMetrics = state.event_metrics
+        events.record(batch.pipeline, aggregates, state.catalog_cache.catalog())
+        metrics.ingest_batches.labels("accepted").inc()
+        metrics.ingest_events.labels("accepted").inc(result.accepted)
+        return result

@@ -1,0 +1,62 @@
+"""Wire types of event ingest."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+
+__all__ = ["BATCH_ID_PATTERN", "EventBatch", "EventError", "EventIn", "IngestResult"]
+
+BATCH_ID_PATTERN = r"^[A-Za-z0-9._:-]{8,128}$"
+
+
+class EventIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """One event as a pipeline sends it."""
+
+    type: str
+    time: Annotated[datetime, msgspec.Meta(tz=True)]
+    environment: str
+    variant: str
+    outcome: str | None = None
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
+    value: float | None = None
+    totals: dict[str, float] = msgspec.field(default_factory=dict)
+
+
+class EventBatch(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A batch of events of one pipeline; ``batch_id`` makes a retry count once."""
+
+    batch_id: Annotated[str, msgspec.Meta(pattern=BATCH_ID_PATTERN)]
+    pipeline: str
+    events: list[EventIn]
+
+
+class RawBatch(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A batch whose events are kept undecoded, to find every bad one rather than only the first.
+
+    As strict as EventBatch about the batch itself: a field EventBatch refuses must not pass through here.
+    """
+
+    batch_id: Annotated[str, msgspec.Meta(pattern=BATCH_ID_PATTERN)]
+    pipeline: str
+    events: list[msgspec.Raw]
+
+
+class EventError(msgspec.Struct, frozen=True):
+    """Why one event of a batch was refused."""
+
+    index: int
+    reason: str
+    field: str | None = None
+
+
+class IngestResult(msgspec.Struct, frozen=True):
+    """What ingest did with a batch: ``duplicate`` when the batch id was already counted (nothing added)."""
+
+    batch_id: str
+    pipeline: str
+    accepted: int
+    duplicate: bool
+    series: int

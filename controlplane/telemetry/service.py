@@ -1,0 +1,260 @@
+"""Use cases of telemetry: store a pipeline's catalog, record an ingested batch, read windows, expire them.
+
+Takes a session, never commits. Writers are serialised (PostgreSQL advisory lock, SQLite BEGIN IMMEDIATE), so
+the read-modify-write of window rows below never races another batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, insert, select, tuple_, update
+from sqlalchemy.orm import Session
+
+from controlplane.alerting.rules import Rule, RuleKind, rule_from_json, rule_to_json
+from controlplane.errors import Conflict
+from controlplane.telemetry.aggregation import Aggregates, WindowAggregate
+from controlplane.telemetry.catalog import Catalog, EventType, event_type_from_json, event_type_to_json
+from controlplane.telemetry.models import EventTail, IngestedBatch, PipelineCatalog, TelemetryWindow
+from controlplane.telemetry.schemas import IngestResult
+
+__all__ = [
+    "TAIL_LENGTH",
+    "CatalogChange",
+    "delete_old_batches",
+    "delete_old_windows",
+    "load_catalog",
+    "load_rules",
+    "record_batch",
+    "store_catalog",
+    "tail_events",
+]
+
+#: Events kept per (event type, environment) for streak rules; a streak rule may not ask for a longer run.
+TAIL_LENGTH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogChange:
+    """What storing a pipeline's catalog changed."""
+
+    action: str  # "catalog_created" | "catalog_updated" | "catalog_unchanged"
+    fields: list[str]
+
+
+def load_catalog(session: Session) -> Catalog:
+    """Every applied pipeline's event types."""
+    events: list[EventType] = []
+    for row in session.scalars(select(PipelineCatalog)):
+        events.extend(event_type_from_json(row.pipeline, item) for item in row.events)
+    return Catalog.of(events)
+
+
+def load_rules(session: Session) -> list[Rule]:
+    """Every applied pipeline's alert rules, ordered by pipeline then declaration."""
+    rules: list[Rule] = []
+    for row in session.scalars(select(PipelineCatalog).order_by(PipelineCatalog.pipeline)):
+        rules.extend(rule_from_json(row.pipeline, item) for item in row.rules)
+    return rules
+
+
+def tail_events(rules: Sequence[Rule]) -> set[tuple[str, str]]:
+    """The (pipeline, event) pairs whose recent events streak rules read."""
+    return {(rule.pipeline, rule.event) for rule in rules if rule.kind is RuleKind.STREAK}
+
+
+def store_catalog(
+    session: Session,
+    *,
+    pipeline: str,
+    events: Sequence[EventType],
+    rules: Sequence[Rule],
+    source: str,
+    now: datetime,
+) -> CatalogChange:
+    """Make the stored catalog of ``pipeline`` match its definition; rule names are unique across pipelines."""
+    names = [rule.name for rule in rules]
+    if names:
+        for row in session.scalars(select(PipelineCatalog).where(PipelineCatalog.pipeline != pipeline)):
+            taken = sorted(set(names) & {item["name"] for item in row.rules})
+            if taken:
+                raise Conflict(
+                    "rule-name-taken",
+                    f"rule names must be unique across pipelines: {', '.join(taken)} already belong to "
+                    f"pipeline `{row.pipeline}`",
+                    rules=taken,
+                    pipeline=row.pipeline,
+                )
+    wanted_events = [event_type_to_json(event) for event in events]
+    wanted_rules = [rule_to_json(rule) for rule in rules]
+    stored = session.get(PipelineCatalog, pipeline)
+    if stored is None:
+        session.add(
+            PipelineCatalog(pipeline=pipeline, events=wanted_events, rules=wanted_rules, source=source, updated_at=now)
+        )
+        return CatalogChange("catalog_created", ["events", "rules"])
+    fields = [
+        name
+        for name, old, new in (("events", stored.events, wanted_events), ("rules", stored.rules, wanted_rules))
+        if old != new
+    ]
+    if not fields:
+        return CatalogChange("catalog_unchanged", [])
+    stored.events, stored.rules, stored.source, stored.updated_at = wanted_events, wanted_rules, source, now
+    return CatalogChange("catalog_updated", fields)
+
+
+def record_batch(
+    session: Session,
+    *,
+    batch_id: str,
+    pipeline: str,
+    digest: str,
+    aggregates: Aggregates,
+    now: datetime,
+) -> IngestResult:
+    """Add a validated batch to the windows once: a batch id seen before adds nothing (409 if its events differ)."""
+    seen = session.get(IngestedBatch, batch_id)
+    if seen is not None:
+        if seen.digest != digest or seen.pipeline != pipeline:
+            raise Conflict(
+                "batch-id-reused",
+                f"batch `{batch_id}` was already accepted with different events; a retry must resend the same "
+                "batch, and a new batch needs a new id",
+                batch_id=batch_id,
+            )
+        return IngestResult(batch_id=batch_id, pipeline=pipeline, accepted=0, duplicate=True, series=0)
+    session.add(
+        IngestedBatch(batch_id=batch_id, pipeline=pipeline, digest=digest, events=aggregates.events, received_at=now)
+    )
+    _add_to_windows(session, pipeline, aggregates)
+    _add_to_tails(session, pipeline, aggregates, now)
+    session.flush()
+    return IngestResult(
+        batch_id=batch_id, pipeline=pipeline, accepted=aggregates.events, duplicate=False, series=len(aggregates.series)
+    )
+
+
+def _add_to_windows(session: Session, pipeline: str, aggregates: Aggregates) -> None:
+    if not aggregates.series:
+        return
+    starts = sorted({key[0] for key in aggregates.series})
+    event_names = sorted({key[1] for key in aggregates.series})
+    window = TelemetryWindow
+    existing: dict[tuple[Any, ...], Any] = {}
+    rows = session.execute(
+        select(
+            window.id,
+            window.window_start,
+            window.event,
+            window.environment,
+            window.variant,
+            window.outcome,
+            window.labels_key,
+            window.count,
+            window.value_count,
+            window.value_sum,
+            window.value_min,
+            window.value_max,
+            window.buckets,
+            window.totals,
+        ).where(window.pipeline == pipeline, window.window_start.in_(starts), window.event.in_(event_names))
+    )
+    for row in rows:
+        existing[(row.window_start, row.event, row.environment, row.variant, row.outcome, row.labels_key)] = row
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    for key, added in aggregates.series.items():
+        stored = existing.get(key)
+        if stored is None:
+            inserts.append(_window_values(pipeline, key, added))
+            continue
+        merged = WindowAggregate(
+            count=stored.count,
+            value_count=stored.value_count,
+            value_sum=stored.value_sum,
+            value_min=stored.value_min,
+            value_max=stored.value_max,
+            buckets=list(stored.buckets) if stored.buckets is not None else None,
+            totals=dict(stored.totals or {}),
+        )
+        merged.merge(added)
+        updates.append({"id": stored.id, **_aggregate_values(merged)})
+    if inserts:
+        session.execute(insert(TelemetryWindow), inserts)
+    if updates:
+        session.execute(update(TelemetryWindow), updates)
+
+
+def _aggregate_values(aggregate: WindowAggregate) -> dict[str, Any]:
+    return {
+        "count": aggregate.count,
+        "value_count": aggregate.value_count,
+        "value_sum": aggregate.value_sum,
+        "value_min": aggregate.value_min,
+        "value_max": aggregate.value_max,
+        "buckets": aggregate.buckets,
+        "totals": aggregate.totals or None,
+    }
+
+
+def _window_values(pipeline: str, key: tuple[Any, ...], aggregate: WindowAggregate) -> dict[str, Any]:
+    start, event, environment, variant, outcome, labels = key
+    return {
+        "window_start": start,
+        "pipeline": pipeline,
+        "event": event,
+        "environment": environment,
+        "variant": variant,
+        "outcome": outcome,
+        "labels_key": labels,
+        **_aggregate_values(aggregate),
+    }
+
+
+def _add_to_tails(session: Session, pipeline: str, aggregates: Aggregates, now: datetime) -> None:
+    if not aggregates.tails:
+        return
+    keys = [(pipeline, event, environment) for event, environment in aggregates.tails]
+    stored = {
+        (row.event, row.environment): row
+        for row in session.scalars(
+            select(EventTail).where(tuple_(EventTail.pipeline, EventTail.event, EventTail.environment).in_(keys))
+        )
+    }
+    for (event, environment), items in aggregates.tails.items():
+        fresh = [[at.isoformat(), outcome, variant, labels] for at, outcome, variant, labels in items]
+        row = stored.get((event, environment))
+        if row is None:
+            session.add(
+                EventTail(
+                    pipeline=pipeline, event=event, environment=environment, events=fresh[-TAIL_LENGTH:], updated_at=now
+                )
+            )
+            continue
+        # Late events sort into place; ISO strings in UTC sort as times do.
+        merged = sorted([*row.events, *fresh], key=lambda item: str(item[0]))
+        row.events = merged[-TAIL_LENGTH:]
+        row.updated_at = now
+
+
+def delete_old_windows(session: Session, *, before: datetime) -> int:
+    """Delete aggregation windows that start before ``before``; return how many."""
+    result = session.execute(delete(TelemetryWindow).where(TelemetryWindow.window_start < before))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def delete_old_batches(session: Session, *, before: datetime) -> int:
+    """Forget batch ids received before ``before`` (older than any event ingest still accepts)."""
+    result = session.execute(delete(IngestedBatch).where(IngestedBatch.received_at < before))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def retention_cutoffs(
+    now: datetime, *, window_retention: timedelta, max_event_age: timedelta
+) -> tuple[datetime, datetime]:
+    """When windows and batch ids may go: windows after their retention; batch ids once no retry can be accepted."""
+    return now - window_retention, now - 2 * max_event_age
