@@ -36,8 +36,8 @@ ENVIRONMENTS = ("production", "staging")
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
-def definition(rules: int) -> str:
-    """A pipeline with 5 event types and ``rules`` rules cycling through every kind."""
+def definition(rules: int, scope: str = "") -> str:
+    """A pipeline with 5 event types and ``rules`` rules cycling through every kind (in ``scope`` if given)."""
     lines = [
         "pipeline: bench-alerts",
         "flags:",
@@ -55,7 +55,8 @@ def definition(rules: int) -> str:
     windows = itertools.cycle(["1m", "5m", "15m", "1h"])
     for index in range(rules):
         kind, event, window = next(kinds), EVENTS[index % len(EVENTS)], next(windows)
-        base = f"  - {{name: rule-{index}, event: {event}, kind: {kind}, "
+        where = f"environments: [{scope}], " if scope else ""
+        base = f"  - {{name: rule-{index}, event: {event}, kind: {kind}, {where}"
         if kind == "ratio":
             body = (
                 f"numerator: {{outcome: [error]}}, op: '>', threshold: 0.{index % 9 + 1}, window: {window}, "
@@ -122,14 +123,14 @@ def fill(factory: sessionmaker, hours: int) -> int:  # type: ignore[type-arg]
     return written
 
 
-def run(backend: str, rules: int, hours: int, ticks: int) -> dict[str, object]:
+def run(backend: str, rules: int, hours: int, ticks: int, scope: str) -> dict[str, object]:
     """Fill one backend and time the ticks."""
     with database(backend) as url:
         engine = create_db_engine(url)
         upgrade_to_head(engine)
         factory = sessionmaker(engine, expire_on_commit=False)
         settings = Settings(database_url=url)
-        parsed = parse_definition(definition(rules), source="bench.yaml", environments=settings.environments)
+        parsed = parse_definition(definition(rules, scope), source="bench.yaml", environments=settings.environments)
         with session_scope(factory) as session:
             apply_definition(session, definition=parsed, actor="bench", environments=settings.environments, now=NOW)
         started = time.perf_counter()
@@ -173,8 +174,11 @@ def main() -> None:
     parser.add_argument("--hours", type=int, default=24)
     parser.add_argument("--ticks", type=int, default=6)
     parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument(
+        "--scope", default="", help="evaluate every rule only in this environment (default: all four environments)"
+    )
     args = parser.parse_args()
-    results = [run(backend, args.rules, args.hours, args.ticks) for backend in args.backends.split(",")]
+    results = [run(backend, args.rules, args.hours, args.ticks, args.scope) for backend in args.backends.split(",")]
     columns = list(results[0])
     print(" | ".join(columns))
     for result in results:

@@ -115,7 +115,10 @@ def free_port() -> int:
 
 @contextmanager
 def server_process(
-    database_url: str, extra: dict[str, str] | None = None, factory: str = "bench.ofrep_throughput:create_bench_app"
+    database_url: str,
+    extra: dict[str, str] | None = None,
+    factory: str = "bench.ofrep_throughput:create_bench_app",
+    workers: int = 1,
 ) -> Iterator[str]:
     """Start uvicorn in a separate process on a free loopback port; yield its base URL."""
     port = free_port()
@@ -130,7 +133,7 @@ def server_process(
         "--port",
         str(port),
         "--workers",
-        "1",
+        str(workers),
         "--log-level",
         "warning",
     ]

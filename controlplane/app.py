@@ -44,6 +44,7 @@ from controlplane.settings import Settings
 from controlplane.telemetry.cache import CatalogCache
 from controlplane.telemetry.controller import EventController
 from controlplane.telemetry.metrics import EventMetrics
+from controlplane.telemetry.writer import BatchWriter
 
 __all__ = ["API_PREFIX", "create_app"]
 
@@ -175,6 +176,7 @@ def create_app(
                 "evaluation_limiter": EvaluationLimiter(settings.evaluation_rate_limit_per_second),
                 "ingest_limiter": EvaluationLimiter(settings.ingest_rate_limit_per_second),
                 "catalog_cache": catalog_cache,
+                "batch_writer": BatchWriter(factory, clock=clock),
                 "metrics": process_metrics,
                 "event_metrics": event_metrics,
                 "notification_config": lambda: notification_config,

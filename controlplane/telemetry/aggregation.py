@@ -12,6 +12,7 @@ import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import msgspec
 
@@ -169,68 +170,64 @@ class Aggregates:
     events: int
 
 
-def _check(
-    index: int,
-    event: EventIn,
-    kind: EventType | None,
-    pipeline: str,
-    catalog: Catalog,
-    environments: Collection[str],
-    earliest: datetime,
-    latest: datetime,
-) -> tuple[EventError | None, dict[str, str]]:
+#: Why an event's identity (type, environment, variant, outcome, labels) is refused: (field, reason).
+Refusal = tuple[str, str]
+
+
+def _check_identity(
+    event: EventIn, kind: EventType | None, pipeline: str, catalog: Catalog, environments: Collection[str]
+) -> tuple[Refusal | None, dict[str, str], str]:
+    """Check what an event is (not its measurements): the refusal, or the admitted labels and their key."""
     if kind is None:
         known = ", ".join(catalog.names(pipeline)) or "none (apply its definition first)"
-        return EventError(
-            index, f"unknown event type `{event.type}` for pipeline `{pipeline}`; known: {known}", "type"
-        ), {}
+        return ("type", f"unknown event type `{event.type}` for pipeline `{pipeline}`; known: {known}"), {}, ""
     if event.environment not in environments:
-        return EventError(index, f"unknown environment `{event.environment}`", "environment"), {}
+        return ("environment", f"unknown environment `{event.environment}`"), {}, ""
     if event.variant not in kind.variants:
         allowed = ", ".join(kind.variants)
-        return EventError(
-            index, f"variant `{event.variant}` is not a variant of flag `{kind.flag}` ({allowed})", "variant"
-        ), {}
+        return ("variant", f"variant `{event.variant}` is not a variant of flag `{kind.flag}` ({allowed})"), {}, ""
     if kind.outcomes:
         if event.outcome not in kind.outcomes:
             allowed = ", ".join(kind.outcomes)
-            return EventError(index, f"outcome must be one of {allowed}, got {event.outcome!r}", "outcome"), {}
+            return ("outcome", f"outcome must be one of {allowed}, got {event.outcome!r}"), {}, ""
     elif event.outcome is not None:
-        return EventError(index, f"`{event.type}` declares no outcomes; leave `outcome` out", "outcome"), {}
+        return ("outcome", f"`{event.type}` declares no outcomes; leave `outcome` out"), {}, ""
     labels: dict[str, str] = {}
     for name, value in event.labels.items():
         spec = kind.labels.get(name)
         if spec is None:
             allowed = ", ".join(kind.labels) or "none"
-            return EventError(
-                index, f"unknown label `{name}` for `{event.type}` (declared: {allowed})", f"labels.{name}"
-            ), {}
+            return (f"labels.{name}", f"unknown label `{name}` for `{event.type}` (declared: {allowed})"), {}, ""
         admitted = spec.admit(value)
         if admitted is None:
             allowed = ", ".join(spec.values)
-            return EventError(index, f"label `{name}` cannot be {value!r}; one of {allowed}", f"labels.{name}"), {}
+            return (f"labels.{name}", f"label `{name}` cannot be {value!r}; one of {allowed}"), {}, ""
         labels[name] = admitted
+    return None, labels, labels_key(labels)
+
+
+def _check_measurements(event: EventIn, kind: EventType, earliest: datetime, latest: datetime) -> Refusal | None:
+    """Check an event's value, totals and time."""
     if event.value is not None:
         if kind.value is None:
-            return EventError(index, f"`{event.type}` declares no value; leave `value` out", "value"), {}
+            return "value", f"`{event.type}` declares no value; leave `value` out"
         if not math.isfinite(event.value):
-            return EventError(index, "value must be a finite number", "value"), {}
+            return "value", "value must be a finite number"
         if kind.value.minimum is not None and event.value < kind.value.minimum:
-            return EventError(index, f"value must be at least {kind.value.minimum:g} {kind.value.unit}", "value"), {}
+            return "value", f"value must be at least {kind.value.minimum:g} {kind.value.unit}"
     for name, amount in event.totals.items():
         if name not in kind.totals:
             allowed = ", ".join(kind.totals) or "none"
-            return EventError(index, f"unknown total `{name}` (declared: {allowed})", f"totals.{name}"), {}
+            return f"totals.{name}", f"unknown total `{name}` (declared: {allowed})"
         if not math.isfinite(amount) or amount < 0:
-            return EventError(index, f"total `{name}` must be a finite number >= 0", f"totals.{name}"), {}
+            return f"totals.{name}", f"total `{name}` must be a finite number >= 0"
     if event.time < earliest or event.time > latest:
-        return EventError(
-            index,
+        return (
+            "time",
             f"time {event.time.isoformat()} is outside the accepted range {earliest.isoformat()} .. "
             f"{latest.isoformat()}",
-            "time",
-        ), {}
-    return None, labels
+        )
+    return None
 
 
 def aggregate(
@@ -250,43 +247,51 @@ def aggregate(
     series: dict[SeriesKey, WindowAggregate] = {}
     tails: dict[tuple[str, str], list[TailItem]] = {}
     kinds: dict[str, EventType | None] = {}
+    # Label sets, types and variants repeat across a batch: check each identity once (the hot path of ingest).
+    identities: dict[tuple[Any, ...], tuple[Refusal | None, dict[str, str], str]] = {}
+    starts: dict[datetime, datetime] = {}
     for index, event in enumerate(batch.events):
         if event.type not in kinds:
             kinds[event.type] = catalog.get(batch.pipeline, event.type)
         kind = kinds[event.type]
-        error, labels = _check(index, event, kind, batch.pipeline, catalog, environments, earliest, latest)
-        if error is not None:
-            errors.append(error)
+        identity = (event.type, event.environment, event.variant, event.outcome, tuple(event.labels.items()))
+        checked = identities.get(identity)
+        if checked is None:
+            checked = identities[identity] = _check_identity(event, kind, batch.pipeline, catalog, environments)
+        refusal, labels, key_of_labels = checked
+        if refusal is None and kind is not None:
+            refusal = _check_measurements(event, kind, earliest, latest)
+        if refusal is not None:
+            errors.append(EventError(index, refusal[1], refusal[0]))
             continue
         if errors:
             continue  # the batch is refused anyway: only look for more errors
         assert kind is not None
         outcome = event.outcome or ""
-        key: SeriesKey = (
-            window_start(event.time, window),
-            event.type,
-            event.environment,
-            event.variant,
-            outcome,
-            labels_key(labels),
-        )
+        start = starts.get(event.time)
+        if start is None:
+            start = starts[event.time] = window_start(event.time, window)
+        key: SeriesKey = (start, event.type, event.environment, event.variant, outcome, key_of_labels)
         found = series.get(key)
         if found is None:
             found = series[key] = WindowAggregate(
                 buckets=[0] * (len(kind.value.buckets) + 1) if kind.value is not None else None
             )
         found.count += 1
-        if event.value is not None and kind.value is not None:
-            value = event.value
+        value = event.value
+        if value is not None and kind.value is not None:
             found.value_count += 1
             found.value_sum += value
-            found.value_min = value if found.value_min is None else min(found.value_min, value)
-            found.value_max = value if found.value_max is None else max(found.value_max, value)
+            if found.value_min is None or value < found.value_min:
+                found.value_min = value
+            if found.value_max is None or value > found.value_max:
+                found.value_max = value
             assert found.buckets is not None
             # le semantics: a value equal to a bound belongs to that bound's bucket.
             found.buckets[bisect.bisect_left(kind.value.buckets, value)] += 1
-        for name, amount in event.totals.items():
-            found.totals[name] = found.totals.get(name, 0.0) + amount
+        if event.totals:
+            for name, amount in event.totals.items():
+                found.totals[name] = found.totals.get(name, 0.0) + amount
         if event.type in tail_events:
             tails.setdefault((event.type, event.environment), []).append((event.time, outcome, event.variant, labels))
     if errors:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from functools import partial
 from typing import Any
 
+import anyio
 import anyio.to_thread
 import msgspec
 from litestar import Controller, Request, post
@@ -20,7 +20,6 @@ from controlplane.auth.roles import Role
 from controlplane.errors import BadRequest, InvalidInput, PayloadTooLarge
 from controlplane.metrics import ControlPlaneMetrics
 from controlplane.settings import Settings
-from controlplane.telemetry import service
 from controlplane.telemetry.aggregation import (
     Aggregates,
     BatchMalformed,
@@ -32,6 +31,8 @@ from controlplane.telemetry.aggregation import (
 from controlplane.telemetry.cache import CatalogCache
 from controlplane.telemetry.metrics import EventMetrics
 from controlplane.telemetry.schemas import EventBatch, EventError, IngestResult
+from controlplane.telemetry.service import PendingBatch
+from controlplane.telemetry.writer import BatchWriter
 
 __all__ = ["EventController"]
 
@@ -145,6 +146,15 @@ def _refused(errors: list[EventError]) -> InvalidInput:
     )
 
 
+def _prepare_limiter(state: Any) -> anyio.CapacityLimiter:
+    """One batch prepared at a time per process: it is CPU work under the GIL, and more threads preparing would
+    only slow the thread that holds the database's write lock. Created on first use, inside the event loop."""
+    limiter: anyio.CapacityLimiter | None = getattr(state, "ingest_prepare_limiter", None)
+    if limiter is None:
+        limiter = state.ingest_prepare_limiter = anyio.CapacityLimiter(1)
+    return limiter
+
+
 class EventController(Controller):
     """Event batches from pipelines."""
 
@@ -176,18 +186,10 @@ class EventController(Controller):
                 raw, request.headers.get("content-encoding", "").strip().lower(), settings.ingest_max_bytes
             )
             batch, aggregates, digest = await anyio.to_thread.run_sync(
-                _prepare, body, settings, state.catalog_cache, now
+                _prepare, body, settings, state.catalog_cache, now, limiter=_prepare_limiter(state)
             )
-            result = await uow.write(
-                partial(
-                    service.record_batch,
-                    batch_id=batch.batch_id,
-                    pipeline=batch.pipeline,
-                    digest=digest,
-                    aggregates=aggregates,
-                    now=now,
-                )
-            )
+            writer: BatchWriter = state.batch_writer
+            result = await writer.submit(PendingBatch(batch.batch_id, batch.pipeline, digest, aggregates))
         except Exception:
             metrics.ingest_batches.labels("rejected").inc()
             raise
