@@ -55,13 +55,14 @@ def test_a_reused_batch_id_is_refused_alone_and_a_repeat_counts_once(
     writer = BatchWriter(session_factory, clock=clock)
 
     async def submit_all() -> list[Any]:
-        return await asyncio.gather(
+        answers = await asyncio.gather(
             writer.submit(pending("batch-a001", 5, clock)),
             writer.submit(pending("batch-a001", 5, clock)),  # the same batch again: a duplicate
             writer.submit(pending("batch-a001", 7, clock, digest="other")),  # same id, other events: refused
             writer.submit(pending("batch-b001", 3, clock)),
             return_exceptions=True,
         )
+        return list(answers)
 
     first, repeat, reused, other = asyncio.run(submit_all())
 
