@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
@@ -20,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import sessionmaker
 
-from bench.rollout_race import database
+from bench.rollout_race import database, print_results
 from controlplane.alerting.service import EvaluationCache, evaluate_alerts
 from controlplane.db import create_db_engine, session_scope
 from controlplane.definitions.loader import parse_definition
@@ -179,11 +178,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     results = [run(backend, args.rules, args.hours, args.ticks, args.scope) for backend in args.backends.split(",")]
-    columns = list(results[0])
-    print(" | ".join(columns))
-    for result in results:
-        print(" | ".join(str(result[column]) for column in columns))
-    print(json.dumps(results))
+    print_results(results)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ millisecond until it serves `off`. Trials are spaced by a random 0-1 s so they d
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import time
@@ -28,7 +27,7 @@ from openfeature.evaluation_context import EvaluationContext
 from sqlalchemy.orm import sessionmaker
 
 from bench.ofrep_throughput import UNLIMITED, server_process
-from bench.rollout_race import database, percentile
+from bench.rollout_race import database, percentile, print_results
 from controlplane.app import create_app
 from controlplane.auth import service as auth_service
 from controlplane.auth.roles import Role
@@ -180,11 +179,7 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgresql")
     args = parser.parse_args()
     results = [run(backend, args.trials) for backend in args.backends.split(",")]
-    columns = list(results[0])
-    print(" | ".join(columns))
-    for result in results:
-        print(" | ".join(str(result[column]) for column in columns))
-    print(json.dumps(results))
+    print_results(results)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
 from bench.ofrep_throughput import UNLIMITED, server_process
-from bench.rollout_race import database
+from bench.rollout_race import database, print_results
 from controlplane.auth import service as auth_service
 from controlplane.auth.roles import Role
 from controlplane.auth.schemas import TokenCreate
@@ -247,11 +247,7 @@ def main() -> None:
         for backend in args.backends.split(",")
         for workers in args.workers.split(",")
     ]
-    columns = list(results[0])
-    print(" | ".join(columns))
-    for result in results:
-        print(" | ".join(str(result[column]) for column in columns))
-    print(json.dumps({"floor": floors, "runs": results}))
+    print_results(results, floor=floors)
 
 
 if __name__ == "__main__":

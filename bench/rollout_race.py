@@ -11,6 +11,7 @@ the time of one lone rollback request, so runs can be compared. Rate limits are 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import threading
@@ -54,6 +55,15 @@ def database(backend: str) -> Iterator[str]:
     finally:
         with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def print_results(results: list[dict[str, object]], **extra: object) -> None:
+    """Print benchmark results as a table, one row per run, then the same as one JSON line."""
+    columns = list(results[0])
+    print(" | ".join(columns))
+    for result in results:
+        print(" | ".join(str(result[column]) for column in columns))
+    print(json.dumps({**extra, "runs": results} if extra else results))
 
 
 def percentile(values: list[float], share: float) -> float:

@@ -1,4 +1,5 @@
-"""A real HTTP receiver on loopback that records what it is sent (webhooks, PagerDuty, Slack, Alertmanager)."""
+"""A real HTTP receiver on loopback that records what it is sent (PagerDuty, Slack, webhooks) and answers as
+scripted, so delivery and retries are tested over real HTTP."""
 
 from __future__ import annotations
 
@@ -12,6 +13,15 @@ from typing import Any
 
 
 @dataclass
+class Answer:
+    """One scripted answer."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b'{"status":"success","message":"Event processed"}'
+
+
+@dataclass
 class Received:
     """One request the receiver got."""
 
@@ -21,52 +31,60 @@ class Received:
 
 
 @dataclass
-class RecordingReceiver:
-    """Records requests; answers each with the next scripted status (202 when the script is empty)."""
+class ScriptedReceiver:
+    """Records every POST; answers each path with its next scripted answer (Slack's 200 `ok`, else 202, when none)."""
 
     url: str = ""
     requests: list[Received] = field(default_factory=list)
-    statuses: list[int] = field(default_factory=list)
+    scripts: dict[str, list[Answer]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def bodies(self, path: str | None = None) -> list[Any]:
-        """The JSON bodies received (on ``path`` when given), in order."""
+    def script(self, path: str, *answers: Answer) -> None:
+        """Answer the next requests on ``path`` with ``answers``, in order."""
         with self.lock:
-            return [item.body for item in self.requests if path is None or item.path == path]
+            self.scripts.setdefault(path, []).extend(answers)
+
+    def bodies(self, path: str) -> list[Any]:
+        """The JSON bodies received on ``path``, in order."""
+        with self.lock:
+            return [item.body for item in self.requests if item.path == path]
+
+    def next_answer(self, path: str) -> Answer:
+        """The answer for the next request on ``path``."""
+        with self.lock:
+            script = self.scripts.get(path)
+            if script:
+                return script.pop(0)
+        return Answer(200, body=b"ok") if path == "/slack" else Answer(202)
 
 
 @contextmanager
-def recording_receiver() -> Iterator[RecordingReceiver]:
-    """Serve a RecordingReceiver on 127.0.0.1 and a free port for the block."""
-    receiver = RecordingReceiver()
+def scripted_receiver() -> Iterator[ScriptedReceiver]:
+    """A ScriptedReceiver served on 127.0.0.1 and a free port for the block."""
+    scripted = ScriptedReceiver()
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            length = int(self.headers.get("content-length", "0"))
-            raw = self.rfile.read(length)
-            try:
-                body: Any = json.loads(raw) if raw else None
-            except json.JSONDecodeError:
-                body = raw.decode("utf-8", "replace")
-            with receiver.lock:
-                receiver.requests.append(Received(self.path, dict(self.headers.items()), body))
-                status = receiver.statuses.pop(0) if receiver.statuses else 202
-            answer = b'{"status":"success","message":"Event processed"}'
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(answer)))
+            raw = self.rfile.read(int(self.headers.get("content-length", "0")))
+            with scripted.lock:
+                scripted.requests.append(Received(self.path, dict(self.headers.items()), json.loads(raw)))
+            answer = scripted.next_answer(self.path)
+            self.send_response(answer.status)
+            for name, value in answer.headers.items():
+                self.send_header(name, value)
+            self.send_header("content-length", str(len(answer.body)))
             self.end_headers()
-            self.wfile.write(answer)
+            self.wfile.write(answer.body)
 
         def log_message(self, format: str, *args: Any) -> None:
             return
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    receiver.url = f"http://127.0.0.1:{server.server_address[1]}"
+    scripted.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield receiver
+        yield scripted
     finally:
         server.shutdown()
         server.server_close()

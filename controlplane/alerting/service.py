@@ -410,22 +410,38 @@ def _roll_back(
 ) -> bool:
     """Roll one guarded rollout back through the operators' own path; a refusal is reported, never raised."""
     reason = f"automatic rollback: guard {_words(rule, measurement, environment)}"
+    error = _roll_back_as(session, flag, environment, reason, SYSTEM_ACTOR, environments, now)
+    if error is not None:
+        outcome.errors.append(f"rollback of {flag} in {environment} refused: {error}")
+        return False
+    outcome.rollbacks.append(RollbackDone(flag=flag, environment=environment, rule=rule.name, trigger="guard"))
+    return True
+
+
+def _roll_back_as(
+    session: Session,
+    flag: str,
+    environment: str,
+    reason: str,
+    actor: str,
+    environments: Sequence[str],
+    now: datetime,
+) -> DomainError | None:
+    """Roll a rollout back through the operators' own path, in a savepoint; the refusal, or None when done."""
     try:
         with session.begin_nested():
             rollout_service.operate_rollout(
                 session,
                 target=RolloutTarget(flag, environment),
                 operation=Operation.ROLLBACK,
-                body=RolloutOperation(reason=reason),
-                actor=SYSTEM_ACTOR,
+                body=RolloutOperation(reason=reason[:2000]),
+                actor=actor,
                 environments=environments,
                 now=now,
             )
     except DomainError as error:
-        outcome.errors.append(f"rollback of {flag} in {environment} refused: {error}")
-        return False
-    outcome.rollbacks.append(RollbackDone(flag=flag, environment=environment, rule=rule.name, trigger="guard"))
-    return True
+        return error
+    return None
 
 
 def list_alert_states(session: Session, *, state: str | None = None) -> list[AlertStateRow]:
@@ -513,19 +529,9 @@ def handle_alertmanager(
             f"Alertmanager alert {name} firing since {alert.startsAt} (fingerprint {alert.fingerprint}, "
             f"group {payload.groupKey}): {words} {alert.generatorURL}".strip()
         )
-        try:
-            with session.begin_nested():
-                rollout_service.operate_rollout(
-                    session,
-                    target=RolloutTarget(flag, environment),
-                    operation=Operation.ROLLBACK,
-                    body=RolloutOperation(reason=reason[:2000]),
-                    actor=actor,
-                    environments=environments,
-                    now=now,
-                )
-        except DomainError as error:
-            outcomes.append(said("refused", str(error)))
+        refusal = _roll_back_as(session, flag, environment, reason, actor, environments, now)
+        if refusal is not None:
+            outcomes.append(said("refused", str(refusal)))
             continue
         outcomes.append(said("rolled_back", reason))
         done.append(RollbackDone(flag=flag, environment=environment, rule=name, trigger="alertmanager"))

@@ -24,20 +24,20 @@ from controlplane.notifications.config import load_notification_config
 from controlplane.notifications.delivery import deliver_due_notifications
 from controlplane.settings import Settings
 from tests.conftest import REPO_ROOT, FakeClock
-from tests.receivers import RecordingReceiver, recording_receiver
+from tests.receivers import ScriptedReceiver, scripted_receiver
 
 FLAG = "enable-reference-images"
 PIPELINE = "reference-images"
 
 
 @pytest.fixture
-def receiver() -> Iterator[RecordingReceiver]:
-    with recording_receiver() as running:
+def receiver() -> Iterator[ScriptedReceiver]:
+    with scripted_receiver() as running:
         yield running
 
 
 @pytest.fixture
-def notifications_file(tmp_path: Path, receiver: RecordingReceiver) -> Path:
+def notifications_file(tmp_path: Path, receiver: ScriptedReceiver) -> Path:
     path = tmp_path / "notifications.yaml"
     path.write_text(
         f"""
@@ -160,9 +160,7 @@ def story(
     return Story(client, clock, engine, settings, make_token)
 
 
-def test_guard_rolls_back_at_3_percent_errors_and_pages_then_resolves(
-    story: Story, receiver: RecordingReceiver
-) -> None:
+def test_guard_rolls_back_at_3_percent_errors_and_pages_then_resolves(story: Story, receiver: ScriptedReceiver) -> None:
     story.apply()
     started = story.start_production()
     assert (started["state"], started["percentage"]) == ("running", 10)
@@ -292,7 +290,7 @@ def alertmanager_payload(status: str, flag: str = FLAG, environment: str = "prod
     }
 
 
-def test_alertmanager_webhook_rolls_the_flag_back_once(story: Story, receiver: RecordingReceiver) -> None:
+def test_alertmanager_webhook_rolls_the_flag_back_once(story: Story, receiver: ScriptedReceiver) -> None:
     story.apply()
     story.start_production()
     hook = {"Authorization": story.operator["Authorization"], "User-Agent": "Alertmanager/0.25.0"}
