@@ -322,16 +322,19 @@ def evaluate_alerts(
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
     transitions: list[dict[str, Any]] = []
+    nothing: dict[str, Measurement] = {}
     for rule in rules:
         for environment in rule.environments or environments:
             outcome.alerts += 1
-            measurement = measure(
-                rule,
-                series.get((rule.window, rule.pipeline, rule.event, environment), ()),
-                tails.get((rule.pipeline, rule.event, environment), ()),
-                now,
-                window_size=window_size,
-            )
+            windows = series.get((rule.window, rule.pipeline, rule.event, environment), ())
+            recent = tails.get((rule.pipeline, rule.event, environment), ())
+            if windows or recent:
+                measurement = measure(rule, windows, recent, now, window_size=window_size)
+            else:
+                # No data in this environment: the same measurement for every such environment of the rule.
+                measurement = nothing.get(rule.name) or nothing.setdefault(
+                    rule.name, measure(rule, (), (), now, window_size=window_size)
+                )
             found = stored.get((rule.name, environment))
             # A rule name that moved to another pipeline starts afresh.
             previous = found[1] if found is not None and found[0] == rule.pipeline else None
