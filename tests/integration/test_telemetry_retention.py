@@ -1,0 +1,126 @@
+"""Retention: windows past their retention and batch ids past any retry are deleted; the audit log never is.
+And the evaluator's cache between ticks never hides a change another replica made."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from controlplane.alerting.jobs import expire_telemetry
+from controlplane.alerting.models import AlertStateRow
+from controlplane.alerting.service import EvaluationCache, evaluate_alerts
+from controlplane.audit.models import AuditRecord
+from controlplane.audit.service import append_audit_record
+from controlplane.db import session_scope
+from controlplane.definitions.loader import load_definition
+from controlplane.definitions.service import apply_definition
+from controlplane.notifications.config import NotificationConfig
+from controlplane.scheduler import Leadership, build_jobs
+from controlplane.settings import Settings
+from controlplane.telemetry.models import IngestedBatch, TelemetryWindow
+from tests.conftest import REPO_ROOT, FakeClock
+
+ENVIRONMENTS = Settings().environments
+
+
+def window_row(start_offset: timedelta, clock: FakeClock) -> dict[str, object]:
+    return {
+        "window_start": clock() - start_offset,
+        "pipeline": "reference-images",
+        "event": "http_request",
+        "environment": "production",
+        "variant": "on",
+        "outcome": "",
+        "labels_key": "{}",
+        "count": 1,
+        "value_count": 0,
+        "value_sum": 0.0,
+    }
+
+
+def counts(factory: sessionmaker[Session]) -> tuple[int, int, int]:
+    with session_scope(factory) as session:
+        return (
+            session.scalar(select(func.count()).select_from(TelemetryWindow)) or 0,
+            session.scalar(select(func.count()).select_from(IngestedBatch)) or 0,
+            session.scalar(select(func.count()).select_from(AuditRecord)) or 0,
+        )
+
+
+def test_retention_deletes_old_windows_and_batch_ids_and_keeps_the_audit_log(
+    session_factory: sessionmaker[Session], clock: FakeClock
+) -> None:
+    retention, max_age = timedelta(days=3), timedelta(days=1)
+    with session_scope(session_factory) as session:
+        session.execute(
+            insert(TelemetryWindow),
+            [window_row(offset, clock) for offset in (timedelta(days=3, seconds=10), timedelta(days=2, hours=23))],
+        )
+        for name, age in (("batch-old-0001", timedelta(days=2, seconds=1)), ("batch-new-0001", timedelta(hours=47))):
+            session.add(IngestedBatch(batch_id=name, pipeline="p", digest="d", events=1, received_at=clock() - age))
+        append_audit_record(
+            session,
+            now=clock() - timedelta(days=400),
+            actor="someone",
+            action="flag.create",
+            target_type="flag",
+            target="old-flag",
+            environment=None,
+            reason="long ago",
+            before=None,
+            after={},
+        )
+
+    deleted = expire_telemetry(session_factory, clock=clock, window_retention=retention, max_event_age=max_age)
+
+    assert deleted == {"windows": 1, "batches": 1}
+    assert counts(session_factory) == (1, 1, 1)
+    with session_scope(session_factory) as session:
+        assert session.scalar(select(IngestedBatch.batch_id)) == "batch-new-0001"
+
+
+def test_every_scheduled_job_of_telemetry_and_alerting_is_in_the_one_job_list(
+    session_factory: sessionmaker[Session], clock: FakeClock
+) -> None:
+    leadership = Leadership(session_factory, holder="r1", ttl=timedelta(seconds=30), clock=clock)
+    jobs = {job.id: job for job in build_jobs(Settings(), session_factory, leadership, clock)}
+
+    assert {"evaluate_alert_rules", "deliver_notifications", "expire_telemetry"} <= set(jobs)
+    assert all(jobs[name].leader_only for name in ("evaluate_alert_rules", "deliver_notifications", "expire_telemetry"))
+
+
+def test_the_evaluation_cache_reloads_states_another_replica_changed(
+    session_factory: sessionmaker[Session], clock: FakeClock
+) -> None:
+    definition = load_definition(REPO_ROOT / "definitions" / "reference-images.yaml", environments=ENVIRONMENTS)
+    with session_scope(session_factory) as session:
+        apply_definition(session, definition=definition, actor="t", environments=ENVIRONMENTS, now=clock())
+    cache = EvaluationCache()
+
+    def tick() -> int:
+        with session_scope(session_factory) as session:
+            return evaluate_alerts(
+                session, environments=ENVIRONMENTS, now=clock(), notifications=NotificationConfig(), cache=cache
+            ).transitions
+
+    assert tick() == len(definition.rules) * len(ENVIRONMENTS)  # every alert starts as insufficient_data
+    clock.advance(timedelta(seconds=2))
+    assert tick() == 0  # nothing changed, and the cached states say so
+    # Someone else changed the table meanwhile (here: a state row deleted): the cache must not hide it.
+    with session_scope(session_factory) as session:
+        session.execute(
+            delete(AlertStateRow).where(
+                AlertStateRow.rule == "upload-error-rate", AlertStateRow.environment == "production"
+            )
+        )
+    clock.advance(timedelta(seconds=2))
+    assert tick() == 1  # the row is recreated (a stale cache would have skipped it as unchanged)
+    with session_scope(session_factory) as session:
+        state = session.scalar(
+            select(AlertStateRow.state).where(
+                AlertStateRow.rule == "upload-error-rate", AlertStateRow.environment == "production"
+            )
+        )
+    assert state == "insufficient_data"
