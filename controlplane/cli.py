@@ -128,7 +128,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
     from controlplane.app import create_app
+    from controlplane.notifications.config import NotificationConfigError, load_notification_config
 
+    try:
+        # Checked before anything else: a bad notifications file must stop the start, not silence on-call.
+        load_notification_config(settings.notifications_file)
+    except NotificationConfigError as error:
+        raise CommandError(f"notifications file: {error}") from error
     engine = _engine(settings)
     token = bootstrap(settings, engine)
     if token is not None:

@@ -84,12 +84,8 @@ class EvaluationCache:
 def _rules(session: Session, cache: EvaluationCache | None) -> list[Rule]:
     if cache is None:
         return load_rules(session)
-    current: dict[str, datetime] = {
-        pipeline: updated_at
-        for pipeline, updated_at in session.execute(
-            select(PipelineCatalog.pipeline, PipelineCatalog.updated_at).order_by(PipelineCatalog.pipeline)
-        )
-    }
+    rows = session.execute(select(PipelineCatalog.pipeline, PipelineCatalog.updated_at))
+    current: dict[str, datetime] = {pipeline: updated_at for pipeline, updated_at in rows}  # noqa: C416 - Row pairs
     for pipeline in list(cache.rules):
         if pipeline not in current:
             del cache.rules[pipeline]

@@ -21,6 +21,7 @@ from controlplane.flags.models import Flag, FlagEnvironment
 from controlplane.rollouts.models import Rollout
 from controlplane.rollouts.service import stages_from_json
 from controlplane.rollouts.stages import RolloutState
+from controlplane.telemetry.models import PipelineCatalog
 
 __all__ = ["StateMetrics", "metrics"]
 
@@ -88,9 +89,18 @@ class StateMetrics(Collector):
                     state.add_metric([*labels, option.value], 1.0 if option is current else 0.0)
                 if row is not None:
                     stages_from_json(row.stages)  # a row that cannot be read fails the scrape loudly, not silently
+            # Only rules still declared: a rule removed from its definition leaves a state row behind, which would
+            # otherwise be exported (and alerted on) for ever.
+            declared = {
+                (catalog.pipeline, rule["name"])
+                for catalog in session.scalars(select(PipelineCatalog))
+                for rule in catalog.rules
+            }
             for alert_row in session.scalars(
                 select(AlertStateRow).order_by(AlertStateRow.rule, AlertStateRow.environment)
             ):
+                if (alert_row.pipeline, alert_row.rule) not in declared:
+                    continue
                 labels = [alert_row.rule, alert_row.pipeline, alert_row.environment]
                 for alert_option in AlertState:
                     alert.add_metric(

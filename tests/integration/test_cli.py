@@ -98,3 +98,19 @@ def test_cli_without_a_token_says_how_to_get_one(
     monkeypatch.delenv("CONTROLPLANE_TOKEN", raising=False)
     code, _, err = run(capsys, "flags", "list")
     assert code == 1 and "CONTROLPLANE_TOKEN" in err
+
+
+def test_serve_refuses_a_broken_notifications_file_before_starting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "notifications.yaml"
+    broken.write_text("receivers:\n  oncall: {type: pagerduty, routing_key: '${NO_SUCH_VARIABLE_SET}'}\n")
+    monkeypatch.setenv("CONTROLPLANE_DATABASE_URL", f"sqlite:///{tmp_path / 'never.db'}")
+    monkeypatch.setenv("CONTROLPLANE_NOTIFICATIONS_FILE", str(broken))
+    monkeypatch.delenv("NO_SUCH_VARIABLE_SET", raising=False)
+
+    code, out, err = run(capsys, "serve")
+
+    assert code == 1 and out == ""
+    assert "notifications file" in err and "NO_SUCH_VARIABLE_SET" in err
+    assert not (tmp_path / "never.db").exists()  # refused before touching the database
