@@ -265,8 +265,11 @@ def measure(
         count = sum(item.count for item in current if rule.where.admits(item.outcome, item.variant, item.labels))
         if count < rule.min_samples:
             return _insufficient(rule, count, since, f"{count} events, fewer than {rule.min_samples} needed")
-        value = Fraction(count) * Fraction(rule.per.total_seconds()) / Fraction(rule.window.total_seconds())
-        return _verdict(rule, value, count, since, f"{count} events in {_duration(rule.window)}")
+        # Divided by the time the counted windows really span (the window, plus the part of the oldest 10-second
+        # window before it): dividing by the window alone would overstate a 1m rate by up to a sixth.
+        span = Fraction(max(now - since, rule.window).total_seconds())
+        value = Fraction(count) * Fraction(rule.per.total_seconds()) / span
+        return _verdict(rule, value, count, since, f"{count} events in {float(span):g}s")
     if rule.kind is RuleKind.MEAN:
         selected = [item for item in current if rule.where.admits(item.outcome, item.variant, item.labels)]
         values = sum(item.value_count for item in selected)

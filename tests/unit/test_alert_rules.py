@@ -39,6 +39,8 @@ from controlplane.alerting.rules import (
 # Five seconds into a 10 s window: the 5 minute cutoff is the window holding 11:55:05, i.e. 11:55:00.
 NOW = datetime(2025, 3, 14, 12, 0, 5, tzinfo=UTC)
 CUTOFF_5M = datetime(2025, 3, 14, 11, 55, 0, tzinfo=UTC)
+# On a window edge: the windows a rule reads then span exactly its window (rates compare exactly here).
+ALIGNED = datetime(2025, 3, 14, 12, 0, 0, tzinfo=UTC)
 INSIDE = datetime(2025, 3, 14, 11, 58, 0, tzinfo=UTC)  # a window well inside the last 5 minutes
 RECENT = datetime(2025, 3, 14, 11, 59, 30, tzinfo=UTC)  # a window inside the last minute too
 
@@ -421,7 +423,7 @@ def test_ratio_greater_than_breach_is_exactly_num_times_100_above_3_times_den(
 
 
 def test_rate_is_count_per_per_over_the_window() -> None:
-    result = measure(rate_rule(), [requests(10, "5xx")], [], NOW)
+    result = measure(rate_rule(), [requests(10, "5xx")], [], ALIGNED)
 
     assert result.value == 2.0
     assert result.samples == 10
@@ -431,8 +433,8 @@ def test_rate_is_count_per_per_over_the_window() -> None:
 def test_rate_exactly_at_the_threshold_does_not_fire_greater_than_but_fires_greater_or_equal() -> None:
     ten_in_5m = [requests(4, "5xx"), requests(6, "5xx", start=CUTOFF_5M)]
 
-    assert not measure(rate_rule("2", Comparison.GT), ten_in_5m, [], NOW).breached
-    assert measure(rate_rule("2", Comparison.GE), ten_in_5m, [], NOW).breached
+    assert not measure(rate_rule("2", Comparison.GT), ten_in_5m, [], ALIGNED).breached
+    assert measure(rate_rule("2", Comparison.GE), ten_in_5m, [], ALIGNED).breached
 
 
 def test_rate_just_above_the_threshold_fires() -> None:
@@ -440,7 +442,7 @@ def test_rate_just_above_the_threshold_fires() -> None:
 
 
 def test_rate_with_a_per_longer_than_the_window_scales_up() -> None:
-    result = measure(rate_rule("11", per=timedelta(hours=1)), [requests(1, "5xx")], [], NOW)
+    result = measure(rate_rule("11", per=timedelta(hours=1)), [requests(1, "5xx")], [], ALIGNED)
 
     assert result.value == 12.0
     assert result.breached
@@ -449,10 +451,18 @@ def test_rate_with_a_per_longer_than_the_window_scales_up() -> None:
 def test_rate_counts_only_events_selected_by_where() -> None:
     series = [requests(10, "5xx"), requests(1000, "2xx"), requests(50, "4xx")]
 
-    result = measure(rate_rule(), series, [], NOW)
+    result = measure(rate_rule(), series, [], ALIGNED)
 
     assert result.samples == 10
     assert result.value == 2.0
+
+
+def test_rate_divides_by_the_time_the_counted_windows_span() -> None:
+    # Five seconds into a window, a 5m rule reads from 11:55:00: 5m05s of events, not 5m.
+    result = measure(rate_rule(), [requests(10, "5xx")], [], NOW)
+
+    assert result.value == pytest.approx(10 * 60 / 305)
+    assert not result.breached
 
 
 def test_rate_ignores_windows_outside_the_rule_window() -> None:
