@@ -37,6 +37,8 @@ class ControlPlaneMetrics:
             ["route"],
             registry=r,
         )
+        # Bound once: the single-flag OFREP route is the hottest path there is.
+        self.ofrep_evaluations = self.evaluations.labels("ofrep")
         self.notifications = Counter(
             "controlplane_notifications",
             "Notification deliveries by receiver and result (sent, failed, retried, silenced).",

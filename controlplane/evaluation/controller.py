@@ -118,7 +118,7 @@ class OfrepController(Controller):
             return parsed
         configuration, context = parsed
         flag = configuration.flags.get(key)
-        request.app.state.metrics.evaluations.labels("ofrep").inc()
+        request.app.state.metrics.ofrep_evaluations.inc()
         if flag is None:
             missing = flag_not_found(key)
             return _json(ofrep.error_body(key, ErrorCode.FLAG_NOT_FOUND, missing.error_message or ""), 404)
