@@ -52,7 +52,13 @@ class CatalogCache:
         """The current catalog."""
         return self.view().catalog
 
-    def invalidate(self) -> None:
-        """Forget the cached copy: the next read goes to the database."""
+    def loaded(self) -> Catalog:
+        """The catalog last loaded, never reading the database (for the event loop); empty before any load."""
         with self._lock:
-            self._view = None
+            view = self._view
+        return view.catalog if view is not None else Catalog()
+
+    def invalidate(self) -> None:
+        """Mark the cached copy stale: the next ``view`` goes to the database (``loaded`` still answers)."""
+        with self._lock:
+            self._loaded_at = float("-inf")

@@ -199,7 +199,8 @@ class EventController(Controller):
             return result
         # Counted only once committed: /metrics never shows an event the database does not have.
         events: EventMetrics = state.event_metrics
-        events.record(batch.pipeline, aggregates, state.catalog_cache.catalog())
+        # The copy `_prepare` just used: no database read on the event loop.
+        events.record(batch.pipeline, aggregates, state.catalog_cache.loaded())
         metrics.ingest_batches.labels("accepted").inc()
         metrics.ingest_events.labels("accepted").inc(result.accepted)
         return result
