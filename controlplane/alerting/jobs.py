@@ -7,11 +7,12 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from controlplane.alerting.service import Evaluation, EvaluationCache, evaluate_alerts
+from controlplane.alerting.service import Evaluation, EvaluationCache, apply_evaluation, plan_evaluation
 from controlplane.clock import Clock
-from controlplane.db import session_scope
+from controlplane.db import reader_factory, session_scope
 from controlplane.metrics import ControlPlaneMetrics
 from controlplane.notifications.config import NotificationConfig
 from controlplane.notifications.service import count_silenced
@@ -34,14 +35,16 @@ def evaluate_alert_rules(
 ) -> Evaluation:
     """Evaluate every rule once, in one transaction; rollbacks and notifications commit with the states."""
     started = time.perf_counter()
+    now = clock()
+    bind = factory.kw.get("bind")
+    # Reading and measuring take no write lock (on SQLite and PostgreSQL alike): ingest and operators are held up
+    # only for the writes themselves.
+    reader = reader_factory(bind) if isinstance(bind, Engine) else factory
+    with session_scope(reader) as reading:
+        plan = plan_evaluation(reading, environments=environments, now=now, window_size=window_size, cache=cache)
     with session_scope(factory) as session:
-        evaluation = evaluate_alerts(
-            session,
-            environments=environments,
-            now=clock(),
-            notifications=notifications(),
-            window_size=window_size,
-            cache=cache,
+        evaluation = apply_evaluation(
+            session, plan, environments=environments, now=now, notifications=notifications(), cache=cache
         )
     if metrics is not None:
         metrics.alert_evaluation_duration.observe(time.perf_counter() - started)

@@ -47,11 +47,14 @@ __all__ = [
     "SYSTEM_ACTOR",
     "Evaluation",
     "EvaluationCache",
+    "EvaluationPlan",
     "RollbackDone",
+    "apply_evaluation",
     "evaluate_alerts",
     "handle_alertmanager",
     "list_alert_states",
     "list_transitions",
+    "plan_evaluation",
 ]
 
 #: The audit actor of what the control plane does by itself.
@@ -294,16 +297,33 @@ def _event(
     )
 
 
-def evaluate_alerts(
+@dataclass(slots=True)
+class EvaluationPlan:
+    """What one evaluation decided, before anything is written: computed without the write lock."""
+
+    outcome: Evaluation
+    inserts: list[dict[str, Any]]
+    updates: list[dict[str, Any]]
+    transitions: list[dict[str, Any]]
+    events: list[AlertEvent]
+    breaching: list[tuple[Rule, str, Measurement]]
+    guarded: list[rollout_service.GuardedRollout]
+    stored: dict[tuple[str, str], tuple[str, AlertStatus]]
+    fingerprint: tuple[int, datetime | None] | None
+
+
+def plan_evaluation(
     session: Session,
     *,
     environments: Sequence[str],
     now: datetime,
-    notifications: NotificationConfig,
     window_size: timedelta = WINDOW_SIZE,
     cache: EvaluationCache | None = None,
-) -> Evaluation:
-    """Evaluate every rule in every environment it covers, persist, roll back, and queue notifications."""
+) -> EvaluationPlan:
+    """Read the windows, tails and states, and measure and step every alert; writes nothing (a reader is enough).
+
+    Only the leader's evaluator writes alert states, so what it read here is still true when the plan is applied.
+    """
     rules = _rules(session, cache)
     outcome = Evaluation(rules=len(rules))
     series = _fetch_series(session, rules, now, window_size)
@@ -313,12 +333,17 @@ def evaluate_alerts(
         stored = dict(cache.states)  # a copy: a tick that fails half-way must not leave the cache half-updated
     else:
         stored = _stored_states(session)
-    guarded = rollout_service.guarded_rollouts(session)
-    events: list[AlertEvent] = []
-    breaching: list[tuple[Rule, str, Measurement]] = []
-    inserts: list[dict[str, Any]] = []
-    updates: list[dict[str, Any]] = []
-    transitions: list[dict[str, Any]] = []
+    plan = EvaluationPlan(
+        outcome=outcome,
+        inserts=[],
+        updates=[],
+        transitions=[],
+        events=[],
+        breaching=[],
+        guarded=rollout_service.guarded_rollouts(session),
+        stored=stored,
+        fingerprint=fingerprint,
+    )
     nothing: dict[str, Measurement] = {}
     for rule in rules:
         for environment in rule.environments or environments:
@@ -332,70 +357,104 @@ def evaluate_alerts(
                 measurement = nothing.get(rule.name) or nothing.setdefault(
                     rule.name, measure(rule, (), (), now, window_size=window_size)
                 )
-            found = stored.get((rule.name, environment))
-            # A rule name that moved to another pipeline starts afresh.
-            previous = found[1] if found is not None and found[0] == rule.pipeline else None
-            status = step(rule, previous, measurement, now)
-            if found is None:
-                inserts.append(_state_values(rule, environment, status, now))
-            elif status != previous:
-                updates.append(_state_values(rule, environment, status, now))
-            if found is None or status != previous:
-                stored[(rule.name, environment)] = (rule.pipeline, status)
-            before = previous.state if previous is not None else AlertState.INACTIVE
-            if status.state is AlertState.FIRING:
-                outcome.firing += 1
-                if measurement.breached:
-                    breaching.append((rule, environment, measurement))
-            if status.state is before and previous is not None:
-                continue
-            outcome.transitions += 1
-            transitions.append(
-                {
-                    "rule": rule.name,
-                    "pipeline": rule.pipeline,
-                    "environment": environment,
-                    "from_state": previous.state.value if previous is not None else "new",
-                    "to_state": status.state.value,
-                    "at": now,
-                    "value": measurement.value,
-                    "op": rule.op.value,
-                    "threshold": rule.threshold,
-                    "window_seconds": rule.window.total_seconds(),
-                    "samples": measurement.samples,
-                    "condition": rule.condition(),
-                    "detail": measurement.detail,
-                }
-            )
-            if status.state is AlertState.FIRING and before is not AlertState.FIRING:
-                events.append(_event(rule, "trigger", environment, measurement, now))
-            elif before is AlertState.FIRING and status.state is not AlertState.FIRING:
-                events.append(_event(rule, "resolve", environment, measurement, now))
-    if inserts:
-        session.execute(insert(AlertStateRow), inserts)
-    if updates:
-        session.execute(update(AlertStateRow), updates)
-    if transitions:
-        session.execute(insert(AlertTransition), transitions)
-    if cache is not None and fingerprint is not None:
+            _step_alert(plan, rule, environment, measurement, now)
+    return plan
+
+
+def _step_alert(plan: EvaluationPlan, rule: Rule, environment: str, measurement: Measurement, now: datetime) -> None:
+    """Step one alert and note what to write and whom to tell."""
+    found = plan.stored.get((rule.name, environment))
+    # A rule name that moved to another pipeline starts afresh.
+    previous = found[1] if found is not None and found[0] == rule.pipeline else None
+    status = step(rule, previous, measurement, now)
+    if found is None:
+        plan.inserts.append(_state_values(rule, environment, status, now))
+    elif status != previous:
+        plan.updates.append(_state_values(rule, environment, status, now))
+    if found is None or status != previous:
+        plan.stored[(rule.name, environment)] = (rule.pipeline, status)
+    before = previous.state if previous is not None else AlertState.INACTIVE
+    if status.state is AlertState.FIRING:
+        plan.outcome.firing += 1
+        if measurement.breached:
+            plan.breaching.append((rule, environment, measurement))
+    if status.state is before and previous is not None:
+        return
+    plan.outcome.transitions += 1
+    plan.transitions.append(
+        {
+            "rule": rule.name,
+            "pipeline": rule.pipeline,
+            "environment": environment,
+            "from_state": previous.state.value if previous is not None else "new",
+            "to_state": status.state.value,
+            "at": now,
+            "value": measurement.value,
+            "op": rule.op.value,
+            "threshold": rule.threshold,
+            "window_seconds": rule.window.total_seconds(),
+            "samples": measurement.samples,
+            "condition": rule.condition(),
+            "detail": measurement.detail,
+        }
+    )
+    if status.state is AlertState.FIRING and before is not AlertState.FIRING:
+        plan.events.append(_event(rule, "trigger", environment, measurement, now))
+    elif before is AlertState.FIRING and status.state is not AlertState.FIRING:
+        plan.events.append(_event(rule, "resolve", environment, measurement, now))
+
+
+def apply_evaluation(
+    session: Session,
+    plan: EvaluationPlan,
+    *,
+    environments: Sequence[str],
+    now: datetime,
+    notifications: NotificationConfig,
+    cache: EvaluationCache | None = None,
+) -> Evaluation:
+    """Write a plan: states, transitions, rollbacks of guarded rollouts, and the notifications they cause."""
+    outcome, events = plan.outcome, list(plan.events)
+    if plan.inserts:
+        session.execute(insert(AlertStateRow), plan.inserts)
+    if plan.updates:
+        session.execute(update(AlertStateRow), plan.updates)
+    if plan.transitions:
+        session.execute(insert(AlertTransition), plan.transitions)
+    if cache is not None and plan.fingerprint is not None:
         # What the table holds once this transaction commits; a failed commit shows as a mismatch next tick.
-        written = bool(inserts or updates)
-        cache.states = stored
-        cache.fingerprint = (fingerprint[0] + len(inserts), now if written else fingerprint[1])
+        written = bool(plan.inserts or plan.updates)
+        cache.states = plan.stored
+        cache.fingerprint = (plan.fingerprint[0] + len(plan.inserts), now if written else plan.fingerprint[1])
     handled: set[tuple[str, str]] = set()
-    for rule, environment, measurement in breaching:
-        for rollout in guarded:
+    for rule, environment, measurement in plan.breaching:
+        for rollout in plan.guarded:
             if rollout.environment != environment or rule.name not in rollout.guards or not rollout.auto_rollback:
                 continue
             if (rollout.flag, environment) in handled:
                 continue
             handled.add((rollout.flag, environment))
+            # The rollout may have changed since the plan was read: the operators' path re-reads and refuses.
             done = _roll_back(session, rule, rollout.flag, environment, measurement, now, environments, outcome)
             if done:
                 events.append(_event(rule, "rollback", environment, measurement, now, flag=rollout.flag))
     if events:
         outcome.notifications = enqueue_notifications(session, notifications, events, now=now)
     return outcome
+
+
+def evaluate_alerts(
+    session: Session,
+    *,
+    environments: Sequence[str],
+    now: datetime,
+    notifications: NotificationConfig,
+    window_size: timedelta = WINDOW_SIZE,
+    cache: EvaluationCache | None = None,
+) -> Evaluation:
+    """Plan and apply one evaluation in one session (the job plans with a reader, then writes briefly)."""
+    plan = plan_evaluation(session, environments=environments, now=now, window_size=window_size, cache=cache)
+    return apply_evaluation(session, plan, environments=environments, now=now, notifications=notifications, cache=cache)
 
 
 def _roll_back(
