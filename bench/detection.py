@@ -24,19 +24,13 @@ import httpx
 from litestar import Litestar
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
-from sqlalchemy.orm import sessionmaker
 
 from bench.ofrep_throughput import UNLIMITED, server_process
-from bench.rollout_race import database, percentile, print_results
+from bench.rollout_race import database, percentile, prepare_with_definition, print_results
 from controlplane.app import create_app
-from controlplane.auth import service as auth_service
 from controlplane.auth.roles import Role
-from controlplane.auth.schemas import TokenCreate
-from controlplane.db import create_db_engine, session_scope, utcnow
-from controlplane.definitions.loader import parse_definition
-from controlplane.definitions.service import apply_definition
+from controlplane.db import utcnow
 from controlplane.evaluation.provider import ControlPlaneProvider
-from controlplane.migrate import upgrade_to_head
 from controlplane.settings import Settings
 
 CONTEXT = EvaluationContext(targeting_key="user-42")
@@ -77,23 +71,8 @@ def definition(trials: int) -> str:
 
 def prepare(url: str, trials: int) -> dict[str, str]:
     """Migrate, apply the definition, create operator, ingest and evaluate tokens."""
-    engine = create_db_engine(url)
-    upgrade_to_head(engine)
-    environments = Settings().environments
-    tokens = {}
-    with session_scope(sessionmaker(engine, expire_on_commit=False)) as session:
-        parsed = parse_definition(definition(trials), source="bench.yaml", environments=environments)
-        apply_definition(session, definition=parsed, actor="bench", environments=environments, now=utcnow())
-        for role, scope in ((Role.OPERATOR, None), (Role.INGEST, None), (Role.EVALUATE, "production")):
-            tokens[role.value] = auth_service.create_token(
-                session,
-                request=TokenCreate(name=f"bench-{role.value}", role=role, environment=scope),
-                actor="bench",
-                environments=environments,
-                now=utcnow(),
-            ).token
-    engine.dispose()
-    return tokens
+    roles = [(Role.OPERATOR, None), (Role.INGEST, None), (Role.EVALUATE, "production")]
+    return prepare_with_definition(url, definition(trials), roles)
 
 
 def wait_until(provider: ControlPlaneProvider, flag: str, expected: bool, deadline: float) -> float | None:

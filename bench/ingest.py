@@ -28,14 +28,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
 from bench.ofrep_throughput import UNLIMITED, server_process
-from bench.rollout_race import database, print_results
-from controlplane.auth import service as auth_service
+from bench.rollout_race import database, prepare_with_definition, print_results
 from controlplane.auth.roles import Role
-from controlplane.auth.schemas import TokenCreate
 from controlplane.db import create_db_engine, session_scope, utcnow
-from controlplane.definitions.loader import load_definition
-from controlplane.definitions.service import apply_definition
-from controlplane.migrate import upgrade_to_head
 from controlplane.settings import Settings
 from controlplane.telemetry.aggregation import aggregate, decode_batch
 from controlplane.telemetry.models import IngestedBatch, TelemetryWindow
@@ -120,21 +115,7 @@ def body(batch_id: str) -> bytes:
 
 def prepare(url: str) -> str:
     """Migrate, apply the definition, and create an ingest token."""
-    engine = create_db_engine(url)
-    upgrade_to_head(engine)
-    environments = Settings().environments
-    with session_scope(sessionmaker(engine, expire_on_commit=False)) as session:
-        definition = load_definition(DEFINITION, environments=environments)
-        apply_definition(session, definition=definition, actor="bench", environments=environments, now=utcnow())
-        token = auth_service.create_token(
-            session,
-            request=TokenCreate(name="bench-ingest", role=Role.INGEST),
-            actor="bench",
-            environments=environments,
-            now=utcnow(),
-        ).token
-    engine.dispose()
-    return token
+    return prepare_with_definition(url, DEFINITION.read_text(), [(Role.INGEST, None)])["ingest"]
 
 
 def floor(rounds: int) -> dict[str, float]:

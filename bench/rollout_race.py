@@ -31,6 +31,8 @@ from controlplane.auth import service as auth_service
 from controlplane.auth.roles import Role
 from controlplane.auth.schemas import TokenCreate
 from controlplane.db import create_db_engine, session_scope, utcnow
+from controlplane.definitions.loader import parse_definition
+from controlplane.definitions.service import apply_definition
 from controlplane.embedded import serve_in_thread
 from controlplane.migrate import upgrade_to_head
 from controlplane.settings import Settings
@@ -55,6 +57,27 @@ def database(backend: str) -> Iterator[str]:
     finally:
         with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def prepare_with_definition(url: str, definition_text: str, roles: list[tuple[Role, str | None]]) -> dict[str, str]:
+    """Migrate a fresh database, apply a definition, and create one token per (role, environment scope)."""
+    engine = create_db_engine(url)
+    upgrade_to_head(engine)
+    environments = Settings().environments
+    tokens = {}
+    with session_scope(sessionmaker(engine, expire_on_commit=False)) as session:
+        parsed = parse_definition(definition_text, source="bench.yaml", environments=environments)
+        apply_definition(session, definition=parsed, actor="bench", environments=environments, now=utcnow())
+        for role, scope in roles:
+            tokens[role.value] = auth_service.create_token(
+                session,
+                request=TokenCreate(name=f"bench-{role.value}", role=role, environment=scope),
+                actor="bench",
+                environments=environments,
+                now=utcnow(),
+            ).token
+    engine.dispose()
+    return tokens
 
 
 def print_results(results: list[dict[str, object]], **extra: object) -> None:
