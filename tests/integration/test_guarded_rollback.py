@@ -102,6 +102,7 @@ class Story:
         self.operator = {"Authorization": f"Bearer {make_token(Role.OPERATOR, name='sre-alice')}"}
         self.ingest = {"Authorization": f"Bearer {make_token(Role.INGEST, name='pipeline')}"}
         self.admin = {"Authorization": f"Bearer {make_token(Role.ADMIN, name='admin')}"}
+        self.app_token = {"Authorization": f"Bearer {make_token(Role.EVALUATE, name='app', environment='production')}"}
 
     def apply(self) -> None:
         text = (REPO_ROOT / "definitions" / "reference-images.yaml").read_text()
@@ -188,13 +189,15 @@ def test_guard_rolls_back_at_3_percent_errors_and_pages_then_resolves(story: Sto
     status = story.rollout()
     assert status["state"] == "rolled_back"
     assert status["serving_percentage"] == 0
+    # What clients evaluate: the replica's configuration feed (which the stream follows) serves off to everyone.
+    story.client.app.state.feed.refresh()
     evaluation = story.client.post(
         f"/ofrep/v1/evaluate/flags/{FLAG}",
-        headers={**story.operator, "X-Environment": "production"},
+        headers=story.app_token,
         json={"context": {"targetingKey": "user-1"}},
     )
-    # An operator token cannot evaluate; the rollout state above and the audit below are the proof here.
-    assert evaluation.status_code == 403
+    assert evaluation.status_code == 200, evaluation.text
+    assert (evaluation.json()["value"], evaluation.json()["variant"]) == (False, "off")
 
     audit = story.client.get(
         "/api/v1/audit", headers=story.admin, params={"flag": FLAG, "environment": "production"}
