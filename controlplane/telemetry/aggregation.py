@@ -247,38 +247,64 @@ def aggregate(
     series: dict[SeriesKey, WindowAggregate] = {}
     tails: dict[tuple[str, str], list[TailItem]] = {}
     kinds: dict[str, EventType | None] = {}
-    # Label sets, types and variants repeat across a batch: check each identity once (the hot path of ingest).
-    identities: dict[tuple[Any, ...], tuple[Refusal | None, dict[str, str], str]] = {}
-    starts: dict[datetime, datetime] = {}
+    # Label sets, types and variants repeat across a batch: check each identity once, and find each series of a
+    # window by (identity, window number) without building its key per event (the hot path of ingest).
+    identities: dict[tuple[Any, ...], tuple[Refusal | None, dict[str, str], str, EventType | None]] = {}
+    slots: dict[tuple[Any, ...], WindowAggregate] = {}
+    size = window.total_seconds()
+    earliest_ts, latest_ts = earliest.timestamp(), latest.timestamp()
     for index, event in enumerate(batch.events):
-        if event.type not in kinds:
-            kinds[event.type] = catalog.get(batch.pipeline, event.type)
-        kind = kinds[event.type]
-        identity = (event.type, event.environment, event.variant, event.outcome, tuple(event.labels.items()))
+        identity = (
+            event.type,
+            event.environment,
+            event.variant,
+            event.outcome,
+            tuple(event.labels.items()) if event.labels else (),
+        )
         checked = identities.get(identity)
         if checked is None:
-            checked = identities[identity] = _check_identity(event, kind, batch.pipeline, catalog, environments)
-        refusal, labels, key_of_labels = checked
+            if event.type not in kinds:
+                kinds[event.type] = catalog.get(batch.pipeline, event.type)
+            kind = kinds[event.type]
+            refusal, labels, key_of_labels = _check_identity(event, kind, batch.pipeline, catalog, environments)
+            checked = identities[identity] = (refusal, labels, key_of_labels, kind)
+        refusal, labels, key_of_labels, kind = checked
+        stamp = event.time.timestamp()
+        value = event.value
         if refusal is None and kind is not None:
-            refusal = _check_measurements(event, kind, earliest, latest)
+            spec = kind.value
+            suspicious = (
+                event.totals
+                or stamp < earliest_ts
+                or stamp > latest_ts
+                or (
+                    value is not None
+                    and (
+                        spec is None or not math.isfinite(value) or (spec.minimum is not None and value < spec.minimum)
+                    )
+                )
+            )
+            if suspicious:  # the full checks, for the exact reason (totals are checked there too)
+                refusal = _check_measurements(event, kind, earliest, latest)
         if refusal is not None:
             errors.append(EventError(index, refusal[1], refusal[0]))
             continue
         if errors:
             continue  # the batch is refused anyway: only look for more errors
         assert kind is not None
-        outcome = event.outcome or ""
-        start = starts.get(event.time)
-        if start is None:
-            start = starts[event.time] = window_start(event.time, window)
-        key: SeriesKey = (start, event.type, event.environment, event.variant, outcome, key_of_labels)
-        found = series.get(key)
+        number = int(stamp // size)
+        slot_key = (identity, number)
+        found = slots.get(slot_key)
         if found is None:
-            found = series[key] = WindowAggregate(
-                buckets=[0] * (len(kind.value.buckets) + 1) if kind.value is not None else None
-            )
+            start = window_start(event.time, window)
+            key: SeriesKey = (start, event.type, event.environment, event.variant, event.outcome or "", key_of_labels)
+            found = series.get(key)
+            if found is None:
+                found = series[key] = WindowAggregate(
+                    buckets=[0] * (len(kind.value.buckets) + 1) if kind.value is not None else None
+                )
+            slots[slot_key] = found
         found.count += 1
-        value = event.value
         if value is not None and kind.value is not None:
             found.value_count += 1
             found.value_sum += value
@@ -293,7 +319,9 @@ def aggregate(
             for name, amount in event.totals.items():
                 found.totals[name] = found.totals.get(name, 0.0) + amount
         if event.type in tail_events:
-            tails.setdefault((event.type, event.environment), []).append((event.time, outcome, event.variant, labels))
+            tails.setdefault((event.type, event.environment), []).append(
+                (event.time, event.outcome or "", event.variant, labels)
+            )
     if errors:
         raise BatchRefused(errors)
     for items in tails.values():

@@ -316,7 +316,8 @@ def _add_to_tails(session: Session, pipeline: str, aggregates: Aggregates, now: 
         )
     }
     for (event, environment), items in aggregates.tails.items():
-        fresh = [[at.isoformat(), outcome, variant, labels] for at, outcome, variant, labels in items]
+        # Only the newest TAIL_LENGTH can survive the merge below; the batch's items are already in time order.
+        fresh = [[at.isoformat(), outcome, variant, labels] for at, outcome, variant, labels in items[-TAIL_LENGTH:]]
         row = stored.get((event, environment))
         if row is None:
             session.add(
