@@ -199,10 +199,15 @@ async def _notices(feed: ConfigurationFeed, environment: str) -> AsyncIterator[S
                 ).decode(),
                 id=revision,
             )
+            sent = revision
             while True:
                 try:
                     revision = await asyncio.wait_for(queue.get(), timeout=KEEPALIVE_SECONDS)
-                    break
                 except TimeoutError:
                     # A comment line every so often: proxies keep the connection, clients notice a dead one.
                     yield ServerSentEventMessage(comment="keep-alive", data=None)
+                    continue
+                # A change published while this stream was opening is already in the first notice: say each
+                # revision once.
+                if revision > sent:
+                    break
