@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import Session
 
 from controlplane.alerting.guards import GateVerdict, GuardReading, judge_gates
 from controlplane.alerting.models import AlertStateRow
-from controlplane.alerting.rules import AlertState, Rule, window_cutoff
+from controlplane.alerting.rules import WINDOW_SIZE, AlertState, Rule
 from controlplane.rollouts.stages import Stage
+from controlplane.telemetry.aggregation import window_start
 from controlplane.telemetry.models import TelemetryWindow
 from controlplane.telemetry.service import load_catalog, load_rules
 
@@ -57,21 +58,15 @@ def stage_samples(session: Session, *, flag: str, environment: str, variant: str
     kinds = [(kind.pipeline, kind.name) for kind in load_catalog(session).events.values() if kind.flag == flag]
     if not kinds:
         return 0
-    total = 0
-    for pipeline, event in kinds:
-        total += int(
-            session.scalar(
-                select(func.coalesce(func.sum(TelemetryWindow.count), 0)).where(
-                    TelemetryWindow.pipeline == pipeline,
-                    TelemetryWindow.event == event,
-                    TelemetryWindow.environment == environment,
-                    TelemetryWindow.variant == variant,
-                    TelemetryWindow.window_start >= window_cutoff(since, since - since),
-                )
-            )
-            or 0
+    counted = session.scalar(
+        select(func.coalesce(func.sum(TelemetryWindow.count), 0)).where(
+            tuple_(TelemetryWindow.pipeline, TelemetryWindow.event).in_(kinds),
+            TelemetryWindow.environment == environment,
+            TelemetryWindow.variant == variant,
+            TelemetryWindow.window_start >= window_start(since, WINDOW_SIZE),
         )
-    return total
+    )
+    return int(counted or 0)
 
 
 def gate_verdict(

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import anyio
 import anyio.to_thread
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -35,12 +34,9 @@ class UnitOfWork:
         self._reader = reader
         self._after_commit = after_commit
 
-    async def write(self, work: Callable[[Session], T], *, limiter: anyio.CapacityLimiter | None = None) -> T:
-        """Run ``work`` in a read-write transaction; commit if it returns, roll back if it raises.
-
-        ``limiter`` bounds how many of these run at once in this process (ingest uses it; see its controller).
-        """
-        result = await anyio.to_thread.run_sync(_run, self._writer, work, limiter=limiter)
+    async def write(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` in a read-write transaction; commit if it returns, roll back if it raises."""
+        result = await anyio.to_thread.run_sync(_run, self._writer, work)
         # Side effects (refreshing the configuration feed) only after the commit that justifies them.
         if self._after_commit is not None:
             await self._after_commit()

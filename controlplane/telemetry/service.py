@@ -30,7 +30,6 @@ __all__ = [
     "load_catalog",
     "load_rules",
     "merge_aggregates",
-    "record_batch",
     "record_batches",
     "store_catalog",
     "tail_events",
@@ -205,22 +204,6 @@ def merge_aggregates(parts: Sequence[Aggregates]) -> Aggregates:
     for items in tails.values():
         items.sort(key=lambda item: item[0])
     return Aggregates(series=series, tails=tails, events=sum(part.events for part in parts))
-
-
-def record_batch(
-    session: Session,
-    *,
-    batch_id: str,
-    pipeline: str,
-    digest: str,
-    aggregates: Aggregates,
-    now: datetime,
-) -> IngestResult:
-    """Add one validated batch to the windows once: a batch id seen before adds nothing (409 if its events differ)."""
-    [result] = record_batches(session, [PendingBatch(batch_id, pipeline, digest, aggregates)], now=now)
-    if isinstance(result, Conflict):
-        raise result
-    return result
 
 
 def _add_to_windows(session: Session, pipeline: str, aggregates: Aggregates) -> None:
