@@ -108,9 +108,13 @@ def create_app(
             if scheduler is not None:
                 scheduler.shutdown()
             if watcher is not None:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
+                feed.stop()
+                try:
+                    await asyncio.wait_for(asyncio.shield(watcher), timeout=30)
+                except TimeoutError:  # a refresh stuck on the database: give up on it rather than hang shutdown
+                    watcher.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await watcher
 
     api = Router(
         path=API_PREFIX,

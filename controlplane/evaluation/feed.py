@@ -122,17 +122,19 @@ class ConfigurationFeed:
             self._subscribers[environment].discard(queue)
 
     async def run(self) -> None:
-        """Refresh on every wake-up or poll interval, and tell subscribers; runs until cancelled."""
+        """Refresh on every wake-up or poll interval, and tell subscribers; runs until stopped (or cancelled)."""
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._stop.clear()
         if self._engine.dialect.name == "postgresql":
             threading.Thread(target=self._listen, name="config-listener", daemon=True).start()
         try:
-            while True:
+            while not self._stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
                 self._wake.clear()
+                if self._stop.is_set():
+                    break
                 try:
                     await self.catch_up()
                 except Exception:
@@ -140,6 +142,15 @@ class ConfigurationFeed:
         finally:
             self._stop.set()
             self._loop = None
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return once a refresh in flight has finished.
+
+        Cancelling the task instead would abandon a refresh thread that still holds a pooled connection; the
+        engine may be disposed before that thread hands it back, and the connection would then never be closed.
+        """
+        self._stop.set()
+        self.wake()
 
     def _publish(self, environment: str) -> None:
         configuration = self._configurations[environment]
