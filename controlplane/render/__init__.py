@@ -1,0 +1,1 @@
+"""Rendering artefacts from the pipeline definitions: Grafana dashboards and Prometheus rule files."""
