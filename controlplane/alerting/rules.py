@@ -9,6 +9,10 @@ a pure state machine from (previous state, measurement, clock) to the next state
     too few samples --> insufficient_data: never a pass, never a breach. A firing alert holds (it does not
     resolve on missing data: only a measurement below the threshold proves recovery).
 
+A rule's measurement comes from ingested events (``source: events``, the default: ``measure`` here) or from a
+Prometheus server's query API (``source: prometheus``, kind ``query``: ``alerting.prometheus`` reads the answer);
+both go through the same ``step``.
+
 Thresholds compare exactly: ratios and rates as fractions, the threshold read as the decimal it was written as,
 so exactly 3% never fires a ``> 3%`` rule whatever the float rounding.
 """
@@ -25,6 +29,7 @@ from fractions import Fraction
 from typing import Any
 
 __all__ = [
+    "ENVIRONMENT_PLACEHOLDER",
     "WINDOW_SIZE",
     "AlertState",
     "AlertStatus",
@@ -32,16 +37,21 @@ __all__ = [
     "Measurement",
     "Rule",
     "RuleKind",
+    "RuleSource",
     "Selector",
     "Series",
     "Severity",
     "TailEvent",
     "measure",
+    "placeholders",
     "rule_from_json",
     "rule_to_json",
     "step",
     "window_cutoff",
 ]
+
+#: The only placeholder of a Prometheus rule's queries, replaced by each environment's name.
+ENVIRONMENT_PLACEHOLDER = "{environment}"
 
 #: Default width of an aggregation window; ingest and rules must agree on it (settings.telemetry_window_seconds).
 WINDOW_SIZE = timedelta(seconds=10)
@@ -56,6 +66,14 @@ class RuleKind(enum.StrEnum):
     MEAN = "mean"  # mean of the events' value, over the window
     STREAK = "streak"  # trailing run of one outcome, in event order
     COHORT = "cohort"  # ratio on the canary variant minus ratio on the baseline variant
+    QUERY = "query"  # the value of a PromQL query, read from Prometheus (``source: prometheus`` rules only)
+
+
+class RuleSource(enum.StrEnum):
+    """Where a rule's measurement comes from."""
+
+    EVENTS = "events"  # the control plane's own aggregation windows and event tails
+    PROMETHEUS = "prometheus"  # an instant query to the configured Prometheus server
 
 
 class Comparison(enum.StrEnum):
@@ -137,14 +155,33 @@ class Rule:
     baseline_variant: str | None = None
     environments: tuple[str, ...] = ()
     runbook_url: str = ""
+    source: RuleSource = RuleSource.EVENTS
+    query: str = ""  # PromQL with `{environment}`; source prometheus only
+    samples_query: str = ""  # PromQL counting what `query` is measured over, checked against min_samples
 
     @property
     def limit(self) -> Fraction:
         """The threshold as an exact fraction."""
         return _exact(self.threshold)
 
+    def query_for(self, environment: str) -> str:
+        """The rule's value query for one environment: ``{environment}`` replaced by its name."""
+        return _substitute(self.query, environment)
+
+    def samples_query_for(self, environment: str) -> str:
+        """The rule's samples query for one environment (empty when it has none)."""
+        return _substitute(self.samples_query, environment)
+
     def condition(self) -> str:
         """The rule in words: ``ratio of http_request (status_class in {4xx, 5xx}) > 0.03 over 5m``."""
+        held = f" for {_duration(self.hold)}" if self.hold else ""
+        if self.source is RuleSource.PROMETHEUS:
+            floor = (
+                f" with at least {self.min_samples} samples by prometheus `{_one_line(self.samples_query)}`"
+                if self.samples_query
+                else ""
+            )
+            return f"prometheus `{_one_line(self.query)}` {self.op.value} {self.threshold}{floor}{held}"
         what = {
             RuleKind.RATIO: f"ratio of {self.event} ({self.numerator.describe()})",
             RuleKind.RATE: f"rate of {self.event} per {_duration(self.per)}",
@@ -155,8 +192,50 @@ class Rule:
         }[self.kind]
         scope = "" if not self.where.matches else f" where {self.where.describe()}"
         over = "" if self.kind is RuleKind.STREAK and not self.window else f" over {_duration(self.window)}"
-        held = f" for {_duration(self.hold)}" if self.hold else ""
         return f"{what}{scope} {self.op.value} {self.threshold}{over}{held}"
+
+
+def _one_line(query: str) -> str:
+    return " ".join(query.split())
+
+
+def placeholders(query: str) -> list[tuple[int, str | None]]:
+    """Where ``{environment}`` occurs in a PromQL query, each with the quote of the string around it (None: bare).
+
+    PromQL strings are written in ``"``, ``'`` or backticks; the first two take backslash escapes, raw ones don't.
+    """
+    found: list[tuple[int, str | None]] = []
+    quote: str | None = None
+    index = 0
+    while index < len(query):
+        char = query[index]
+        if query.startswith(ENVIRONMENT_PLACEHOLDER, index):
+            found.append((index, quote))
+            index += len(ENVIRONMENT_PLACEHOLDER)
+            continue
+        if quote is None:
+            if char in "\"'`":
+                quote = char
+        elif char == "\\" and quote != "`":
+            index += 1  # the escaped character cannot end the string
+        elif char == quote:
+            quote = None
+        index += 1
+    return found
+
+
+def _substitute(query: str, environment: str) -> str:
+    if not query:
+        return query
+    parts: list[str] = []
+    last = 0
+    for position, quote in placeholders(query):
+        # Escaped for the string it sits in, so no environment name can end that string early.
+        name = environment if quote in (None, "`") else environment.replace("\\", "\\\\").replace(quote, "\\" + quote)
+        parts += [query[last:position], name]
+        last = position + len(ENVIRONMENT_PLACEHOLDER)
+    parts.append(query[last:])
+    return "".join(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,8 +462,9 @@ def _selector(data: Mapping[str, Sequence[str]] | None) -> Selector:
 
 
 def rule_to_json(rule: Rule) -> dict[str, Any]:
-    """The stored form of a rule."""
-    return {
+    """The stored form of a rule; the Prometheus fields only on Prometheus rules, so stored event rules stay as
+    they were."""
+    stored = {
         "name": rule.name,
         "kind": rule.kind.value,
         "event": rule.event,
@@ -406,6 +486,9 @@ def rule_to_json(rule: Rule) -> dict[str, Any]:
         "environments": list(rule.environments),
         "runbook_url": rule.runbook_url,
     }
+    if rule.source is not RuleSource.EVENTS:
+        stored.update(source=rule.source.value, query=rule.query, samples_query=rule.samples_query)
+    return stored
 
 
 def rule_from_json(pipeline: str, data: Mapping[str, Any]) -> Rule:
@@ -432,4 +515,7 @@ def rule_from_json(pipeline: str, data: Mapping[str, Any]) -> Rule:
         baseline_variant=data.get("baseline_variant"),
         environments=tuple(data.get("environments", ())),
         runbook_url=data.get("runbook_url", ""),
+        source=RuleSource(data.get("source", RuleSource.EVENTS.value)),
+        query=data.get("query", ""),
+        samples_query=data.get("samples_query", ""),
     )
