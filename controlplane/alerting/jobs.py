@@ -10,7 +10,14 @@ from datetime import timedelta
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from controlplane.alerting.service import Evaluation, EvaluationCache, apply_evaluation, plan_evaluation
+from controlplane.alerting.prometheus import PrometheusSource, read_prometheus_rules
+from controlplane.alerting.service import (
+    Evaluation,
+    EvaluationCache,
+    apply_evaluation,
+    current_rules,
+    plan_evaluation,
+)
 from controlplane.clock import Clock
 from controlplane.db import reader_factory, session_scope
 from controlplane.metrics import ControlPlaneMetrics
@@ -32,8 +39,12 @@ def evaluate_alert_rules(
     metrics: ControlPlaneMetrics | None = None,
     window_size: timedelta,
     cache: EvaluationCache | None = None,
+    prometheus: PrometheusSource | None = None,
 ) -> Evaluation:
-    """Evaluate every rule once, in one transaction; rollbacks and notifications commit with the states."""
+    """Evaluate every rule once, in one transaction; rollbacks and notifications commit with the states.
+
+    ``prometheus`` answers the queries of ``source: prometheus`` rules (None: not configured, so they lack data).
+    """
     started = time.perf_counter()
     now = clock()
     bind = factory.kw.get("bind")
@@ -41,7 +52,14 @@ def evaluate_alert_rules(
     # only for the writes themselves.
     reader = reader_factory(bind) if isinstance(bind, Engine) else factory
     with session_scope(reader) as reading:
-        plan = plan_evaluation(reading, environments=environments, now=now, window_size=window_size, cache=cache)
+        rules = current_rules(reading, cache)
+    # Prometheus is asked with no session open: a slow answer holds no connection and no snapshot, and waits at
+    # most the queries' budget.
+    readings = read_prometheus_rules(rules, environments, now, prometheus)
+    with session_scope(reader) as reading:
+        plan = plan_evaluation(
+            reading, environments=environments, now=now, window_size=window_size, cache=cache, readings=readings
+        )
     with session_scope(factory) as session:
         evaluation = apply_evaluation(
             session, plan, environments=environments, now=now, notifications=notifications(), cache=cache

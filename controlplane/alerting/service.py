@@ -1,5 +1,8 @@
 """Use cases of alerting: evaluate every rule over the windows, record state changes, roll guarded flags back.
 
+Rules with ``source: prometheus`` are measured from Prometheus before planning (``alerting.prometheus``), with no
+database session open; the plan reads those measurements like the windows.
+
 One evaluation runs in one transaction: states, transitions, rollbacks and the notifications they cause commit
 together (the notifications are an outbox drained by the delivery job), so nothing is half-done after a crash.
 """
@@ -17,6 +20,7 @@ from sqlalchemy import case, func, insert, literal_column, select, tuple_, updat
 from sqlalchemy.orm import Session
 
 from controlplane.alerting.models import AlertStateRow, AlertTransition, Notification
+from controlplane.alerting.prometheus import PrometheusSource, QueryReadings, read_prometheus_rules
 from controlplane.alerting.rules import (
     WINDOW_SIZE,
     AlertState,
@@ -24,6 +28,7 @@ from controlplane.alerting.rules import (
     Measurement,
     Rule,
     RuleKind,
+    RuleSource,
     Series,
     TailEvent,
     measure,
@@ -50,6 +55,7 @@ __all__ = [
     "EvaluationPlan",
     "RollbackDone",
     "apply_evaluation",
+    "current_rules",
     "evaluate_alerts",
     "handle_alertmanager",
     "list_alert_states",
@@ -101,6 +107,11 @@ def _rules(session: Session, cache: EvaluationCache | None) -> list[Rule]:
     return [rule for pipeline in sorted(cache.rules) for rule in cache.rules[pipeline][1]]
 
 
+def current_rules(session: Session, cache: EvaluationCache | None = None) -> list[Rule]:
+    """Every applied rule, parsed again only for pipelines whose catalog changed since ``cache`` last saw them."""
+    return _rules(session, cache)
+
+
 def _fingerprint(session: Session) -> tuple[int, datetime | None]:
     count, newest = session.execute(select(func.count(), func.max(AlertStateRow.evaluated_at))).one()
     return int(count), newest
@@ -129,7 +140,7 @@ def _fetch_series(
     """
     windows: dict[tuple[str, str], set[timedelta]] = defaultdict(set)
     for rule in rules:
-        if rule.kind is not RuleKind.STREAK:
+        if rule.source is RuleSource.EVENTS and rule.kind is not RuleKind.STREAK:
             windows[(rule.pipeline, rule.event)].add(rule.window)
     found: dict[tuple[timedelta, str, str, str], list[Series]] = {}
     labels_cache: dict[str, Mapping[str, str]] = {}
@@ -319,12 +330,17 @@ def plan_evaluation(
     now: datetime,
     window_size: timedelta = WINDOW_SIZE,
     cache: EvaluationCache | None = None,
+    readings: QueryReadings | None = None,
 ) -> EvaluationPlan:
     """Read the windows, tails and states, and measure and step every alert; writes nothing (a reader is enough).
 
+    Prometheus rules take their measurements from ``readings`` (taken beforehand by ``read_prometheus_rules``);
+    without readings there is no Prometheus to ask, and they lack data saying so.
     Only the leader's evaluator writes alert states, so what it read here is still true when the plan is applied.
     """
     rules = _rules(session, cache)
+    if readings is None:
+        readings = read_prometheus_rules(rules, environments, now, None)
     outcome = Evaluation(rules=len(rules))
     series = _fetch_series(session, rules, now, window_size)
     tails = _fetch_tails(session, rules)
@@ -348,6 +364,9 @@ def plan_evaluation(
     for rule in rules:
         for environment in rule.environments or environments:
             outcome.alerts += 1
+            if rule.source is RuleSource.PROMETHEUS:
+                _step_alert(plan, rule, environment, readings.measurement(rule, environment), now)
+                continue
             windows = series.get((rule.window, rule.pipeline, rule.event, environment), ())
             recent = tails.get((rule.pipeline, rule.event, environment), ())
             if windows or recent:
@@ -451,9 +470,14 @@ def evaluate_alerts(
     notifications: NotificationConfig,
     window_size: timedelta = WINDOW_SIZE,
     cache: EvaluationCache | None = None,
+    prometheus: PrometheusSource | None = None,
 ) -> Evaluation:
-    """Plan and apply one evaluation in one session (the job plans with a reader, then writes briefly)."""
-    plan = plan_evaluation(session, environments=environments, now=now, window_size=window_size, cache=cache)
+    """Plan and apply one evaluation in one session (the job plans with a reader, then writes briefly; it also
+    queries Prometheus with no session open, where this asks it inside the session)."""
+    readings = read_prometheus_rules(_rules(session, cache), environments, now, prometheus)
+    plan = plan_evaluation(
+        session, environments=environments, now=now, window_size=window_size, cache=cache, readings=readings
+    )
     return apply_evaluation(session, plan, environments=environments, now=now, notifications=notifications, cache=cache)
 
 
