@@ -73,6 +73,11 @@ class Settings:
     """How long a replica trusts its copy of the event catalog (a definition applied elsewhere arrives within it)."""
     alert_evaluation_seconds: float = 2.0
     """How often the leader evaluates every alert rule (and rolls guarded flags back)."""
+    prometheus_url: str = ""
+    """Base URL of the Prometheus that `source: prometheus` rules query (`http://host:9090`); empty: none, and
+    those rules lack data, saying so."""
+    prometheus_query_timeout_seconds: float = 2.0
+    """How long one Prometheus query may take; an evaluation waits at most 1.5 times this for all of them."""
     notifications_file: Path = Path("notifications.yaml")
     """YAML file of notification receivers and routes (skipped when absent: states are kept, nobody is told)."""
     notification_delivery_seconds: float = 1.0
@@ -119,11 +124,16 @@ class Settings:
             ("RETENTION_JOB_SECONDS", self.retention_job_seconds),
             ("CATALOG_CACHE_SECONDS", self.catalog_cache_seconds),
             ("ALERT_EVALUATION_SECONDS", self.alert_evaluation_seconds),
+            ("PROMETHEUS_QUERY_TIMEOUT_SECONDS", self.prometheus_query_timeout_seconds),
             ("NOTIFICATION_DELIVERY_SECONDS", self.notification_delivery_seconds),
             ("NOTIFICATION_MAX_ATTEMPTS", self.notification_max_attempts),
         ):
             if value <= 0:
                 raise SettingsError(f"CONTROLPLANE_{name} must be positive, got {value}")
+        if self.prometheus_url and not self.prometheus_url.startswith(("http://", "https://")):
+            raise SettingsError(
+                f"CONTROLPLANE_PROMETHEUS_URL must be an http:// or https:// base URL, got {self.prometheus_url!r}"
+            )
         if self.telemetry_retention_seconds < 86400 + self.telemetry_window_seconds:
             raise SettingsError(
                 "CONTROLPLANE_TELEMETRY_RETENTION_SECONDS must cover the longest rule window (one day) plus one "
