@@ -137,22 +137,29 @@ Duration = str | Annotated[int, msgspec.Meta(ge=0)]
 
 
 class RuleSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    """One alert rule as written in a definition file; see ``alerting.rules`` for what each kind measures."""
+    """One alert rule as written in a definition file; see ``alerting.rules`` for what each kind measures.
+
+    ``source: events`` (the default) rules need ``kind`` and ``event``; ``source: prometheus`` rules need ``query``
+    instead (see ``alerting.prometheus``). Which fields go with which source is checked by the loader.
+    """
 
     name: Name
-    kind: str
-    event: Name
+    source: str = "events"
+    kind: str | None = None
+    event: Name | None = None
+    query: str | None = None
+    samples_query: str | None = None
     op: str
     threshold: float
     description: str = ""
-    window: Duration = "5m"
+    window: Duration | None = None  # 5m for event rules; a Prometheus rule's range is in its query
     hold: Duration = msgspec.field(default=0, name="for")
     keep_firing_for: Duration = 0
     min_samples: Annotated[int, msgspec.Meta(ge=0)] = 0
     severity: str = "page"
     where: dict[str, list[str]] = msgspec.field(default_factory=dict)
     numerator: dict[str, list[str]] = msgspec.field(default_factory=dict)
-    per: Duration = "1m"
+    per: Duration | None = None  # 1m for rate rules
     outcome: str = ""
     flag: Name | None = None
     canary_variant: Name | None = None

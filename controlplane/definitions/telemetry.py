@@ -10,7 +10,16 @@ import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import timedelta
 
-from controlplane.alerting.rules import Comparison, Rule, RuleKind, Selector, Severity
+from controlplane.alerting.rules import (
+    ENVIRONMENT_PLACEHOLDER,
+    Comparison,
+    Rule,
+    RuleKind,
+    RuleSource,
+    Selector,
+    Severity,
+    placeholders,
+)
 from controlplane.definitions.schemas import EventSpec, FlagSpec, RuleSpec
 from controlplane.telemetry.catalog import (
     DEFAULT_BUCKETS,
@@ -214,9 +223,13 @@ def check_rules(
             raise refuse((*at, "name"), f"rule `{spec.name}` is already declared at rules[{first[spec.name]}]")
         first[spec.name] = index
         try:
-            kind = RuleKind(spec.kind)
+            source = RuleSource(spec.source)
         except ValueError:
-            raise refuse((*at, "kind"), f"kind must be one of {', '.join(k.value for k in RuleKind)}") from None
+            raise refuse(
+                (*at, "source"),
+                "source must be `events` (the default: measured from ingested events) or `prometheus` "
+                "(measured by a PromQL `query`)",
+            ) from None
         try:
             op = Comparison(spec.op)
         except ValueError:
@@ -229,24 +242,45 @@ def check_rules(
             raise refuse((*at, "severity"), f"severity must be one of {', '.join(s.value for s in Severity)}") from None
         if isinstance(spec.threshold, bool) or not math.isfinite(spec.threshold):
             raise refuse((*at, "threshold"), "threshold must be a finite number")
+        if spec.flag is not None and spec.flag not in by_flag:
+            raise refuse((*at, "flag"), f"unknown flag `{spec.flag}`; a rule names a flag of its own definition")
+        for position, environment in enumerate(spec.environments):
+            if environment not in environments:
+                raise refuse((*at, "environments", position), f"unknown environment `{environment}`")
+        if source is RuleSource.PROMETHEUS:
+            rules.append(_prometheus_rule(pipeline, spec, op, severity, at, refuse, duration))
+            continue
+        for written in ("query", "samples_query"):
+            if getattr(spec, written) is not None:
+                raise refuse(
+                    (*at, written),
+                    f"`{written}` applies to `source: prometheus` rules; this rule measures events "
+                    "(add `source: prometheus` to measure the query instead)",
+                )
+        for required in ("kind", "event"):
+            if getattr(spec, required) is None:
+                raise refuse((*at, required), f"required field `{required}` is missing (a rule measuring events)")
+        assert spec.kind is not None and spec.event is not None
+        if spec.kind == RuleKind.QUERY.value:
+            raise refuse(
+                (*at, "kind"), "a rule measured by a PromQL query is written `source: prometheus` with a `query`"
+            )
+        try:
+            kind = RuleKind(spec.kind)
+        except ValueError:
+            kinds = ", ".join(k.value for k in RuleKind if k is not RuleKind.QUERY)
+            raise refuse((*at, "kind"), f"kind must be one of {kinds}") from None
         event = by_event.get(spec.event)
         if event is None:
             declared = ", ".join(by_event) or "none"
             raise refuse((*at, "event"), f"unknown event `{spec.event}`; this definition declares {declared}")
-        flag = None
-        if spec.flag is not None:
-            flag = by_flag.get(spec.flag)
-            if flag is None:
-                raise refuse((*at, "flag"), f"unknown flag `{spec.flag}`; a rule names a flag of its own definition")
-        for position, environment in enumerate(spec.environments):
-            if environment not in environments:
-                raise refuse((*at, "environments", position), f"unknown environment `{environment}`")
+        flag = by_flag.get(spec.flag) if spec.flag is not None else None
         where = _selector(spec.where, event, flag, (*at, "where"), refuse)
         numerator = _selector(spec.numerator, event, flag, (*at, "numerator"), refuse)
-        window = duration("window", spec.window)
+        window = duration("window", "5m" if spec.window is None else spec.window)
         if kind is not RuleKind.STREAK and window <= timedelta(0):
             raise refuse((*at, "window"), "window must be longer than 0s")
-        per = duration("per", spec.per)
+        per = duration("per", "1m" if spec.per is None else spec.per)
         if kind is RuleKind.RATE and per <= timedelta(0):
             raise refuse((*at, "per"), "per must be longer than 0s")
         if kind in (RuleKind.RATIO, RuleKind.COHORT) and not numerator.matches:
@@ -327,3 +361,106 @@ def check_rules(
             )
         )
     return tuple(rules)
+
+
+#: Fields of a rule that measures events, refused on a Prometheus rule (the query says all of it).
+_EVENT_FIELDS = {
+    "kind": "it measures the value of its `query`",
+    "event": "it measures its `query`, not ingested events",
+    "window": "put the range in the query instead (e.g. `rate(requests_total[5m])`)",
+    "where": "select series with label matchers in the query",
+    "numerator": "write the ratio in the query",
+    "per": "write the rate in the query",
+    "outcome": "select series with label matchers in the query",
+    "canary_variant": "compare variants in the query",
+    "baseline_variant": "compare variants in the query",
+}
+#: Placeholders from other tools (Argo `{{args.x}}`, Grafana `$var`/`${var}`, Python `{env}`): none is ours.
+_FOREIGN_PLACEHOLDERS = (
+    re.compile(r"\{\{.*?\}\}"),
+    re.compile(r"\$\{?\s*[A-Za-z_][A-Za-z0-9_.]*\s*\}?"),
+    re.compile(r"\{\s*[A-Za-z_][A-Za-z0-9_.]*\s*\}"),
+)
+
+
+def _prometheus_rule(
+    pipeline: str,
+    spec: RuleSpec,
+    op: Comparison,
+    severity: Severity,
+    at: FieldPath,
+    refuse: Refuse,
+    duration: Callable[[str, str | int], timedelta],
+) -> Rule:
+    """Check a `source: prometheus` rule: a query per environment, and none of the event rules' fields."""
+    for name, why in _EVENT_FIELDS.items():
+        if getattr(spec, name) not in (None, "", {}):
+            raise refuse((*at, name), f"a prometheus rule has no `{name}`: {why}")
+    if spec.query is None:
+        raise refuse((*at, "query"), "a prometheus rule needs `query`: the PromQL whose value is compared")
+    query = _check_query(spec.query, (*at, "query"), refuse)
+    samples_query = ""
+    if spec.samples_query is not None:
+        samples_query = _check_query(spec.samples_query, (*at, "samples_query"), refuse)
+        if not spec.min_samples:
+            raise refuse(
+                (*at, "samples_query"),
+                "`samples_query` counts samples to compare with `min_samples`: set min_samples (at least 1)",
+            )
+    elif spec.min_samples:
+        raise refuse(
+            (*at, "min_samples"),
+            "a prometheus rule counts its samples with `samples_query` (e.g. "
+            'sum(increase(requests_total{environment="{environment}"}[5m]))): add one, or drop min_samples',
+        )
+    return Rule(
+        name=spec.name,
+        pipeline=pipeline,
+        kind=RuleKind.QUERY,
+        event="",
+        op=op,
+        threshold=repr(float(spec.threshold)),
+        window=timedelta(0),
+        hold=duration("for", spec.hold),
+        keep_firing_for=duration("keep_firing_for", spec.keep_firing_for),
+        min_samples=spec.min_samples,
+        severity=severity,
+        description=spec.description,
+        flag=spec.flag,
+        environments=tuple(spec.environments),
+        runbook_url=spec.runbook_url,
+        source=RuleSource.PROMETHEUS,
+        query=query,
+        samples_query=samples_query,
+    )
+
+
+def _check_query(written: str, at: FieldPath, refuse: Refuse) -> str:
+    """Refuse a query that is empty or does not select its environment with one `{environment}` per use, quoted."""
+    field = at[-1]
+    query = written.strip()
+    if not query:
+        raise refuse(at, f"`{field}` is empty: write the PromQL to evaluate")
+    for pattern in _FOREIGN_PLACEHOLDERS:
+        for match in pattern.finditer(query):
+            if match.group() != ENVIRONMENT_PLACEHOLDER:
+                raise refuse(
+                    at,
+                    f"`{match.group()}` is not a placeholder here: the only one is `{ENVIRONMENT_PLACEHOLDER}`, "
+                    "replaced by each environment's name",
+                )
+    found = placeholders(query)
+    if not found:
+        raise refuse(
+            at,
+            f"`{field}` must select its environment with `{ENVIRONMENT_PLACEHOLDER}` in a label value, e.g. "
+            f'`environment="{ENVIRONMENT_PLACEHOLDER}"`: it is replaced by each environment\'s name, and without it '
+            "every environment would read the same series",
+        )
+    if any(quote is None for _, quote in found):
+        raise refuse(
+            at,
+            f"`{ENVIRONMENT_PLACEHOLDER}` must be inside a quoted label value, e.g. "
+            f'`environment="{ENVIRONMENT_PLACEHOLDER}"`: it is replaced by the bare environment name',
+        )
+    return query
