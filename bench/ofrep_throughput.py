@@ -70,8 +70,9 @@ end
 
 
 def create_bench_app() -> Litestar:
-    """The uvicorn factory: the control plane as `CONTROLPLANE_*` variables configure it, scheduler off."""
-    return create_app(Settings.from_env(), run_scheduler=False)
+    """The uvicorn factory: the control plane as `CONTROLPLANE_*` variables configure it, scheduler off, heap frozen
+    after start-up as `controlplane serve` does."""
+    return create_app(Settings.from_env(), run_scheduler=False, freeze_heap=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -61,8 +62,13 @@ def create_app(
     engine: Engine | None = None,
     clock: Clock = system_clock,
     run_scheduler: bool | None = None,
+    freeze_heap: bool = False,
 ) -> Litestar:
-    """Build the control plane's ASGI application."""
+    """Build the control plane's ASGI application.
+
+    ``freeze_heap`` (for a serving process, not for tests that build many apps) moves everything alive after
+    start-up out of the garbage collector's reach.
+    """
     settings = settings or Settings.from_env()
     engine = engine or create_db_engine(settings.database_url)
     factory = sessionmaker(engine, expire_on_commit=False)
@@ -102,6 +108,12 @@ def create_app(
             )
             scheduler = Scheduler(jobs, leadership, process_metrics)
             scheduler.start()
+        if freeze_heap:
+            # Ingest allocates thousands of objects per batch, so the collector runs often; without this every
+            # full collection walks the whole start-up heap (modules, mappers, routes) again. Measured: server CPU
+            # per 1,000-event batch ~8.2 ms frozen against ~9.2 ms not (bench/README.md).
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:

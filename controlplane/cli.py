@@ -143,7 +143,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     host = args.host or settings.host
     port = args.port or settings.port
     stderr.print(f"serving on http://{host}:{port} (API docs at /schema)")
-    uvicorn.run(create_app(settings, engine=engine), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(settings, engine=engine, freeze_heap=True), host=host, port=port, log_level="info")
 
 
 # --- API commands ---------------------------------------------------------------------------------------------

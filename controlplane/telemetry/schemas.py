@@ -12,8 +12,11 @@ __all__ = ["BATCH_ID_PATTERN", "EventBatch", "EventError", "EventIn", "IngestRes
 BATCH_ID_PATTERN = r"^[A-Za-z0-9._:-]{8,128}$"
 
 
-class EventIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+class EventIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
     """One event as a pipeline sends it."""
+
+    # gc=False: a batch decodes into thousands of these, and none can be part of a reference cycle (strings,
+    # a datetime, a float and flat dicts of them), so the cyclic collector need not track them.
 
     type: str
     time: Annotated[datetime, msgspec.Meta(tz=True)]
