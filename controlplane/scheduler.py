@@ -19,6 +19,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.orm import Session, sessionmaker
 
 from controlplane.alerting.jobs import evaluate_alert_rules, expire_telemetry
+from controlplane.alerting.prometheus import prometheus_source
 from controlplane.alerting.service import EvaluationCache
 from controlplane.clock import Clock
 from controlplane.db import session_scope
@@ -99,6 +100,7 @@ def build_jobs(
     config = notifications or NotificationConfig()
     client = http or httpx.Client(timeout=5.0)
     evaluation_cache = EvaluationCache()
+    prometheus = prometheus_source(settings.prometheus_url, settings.prometheus_query_timeout_seconds)
     return [
         JobSpec(
             "renew_leader_lease",
@@ -121,6 +123,7 @@ def build_jobs(
                 metrics=metrics,
                 window_size=settings.telemetry_window,
                 cache=evaluation_cache,
+                prometheus=prometheus,
             ),
             timedelta(seconds=settings.alert_evaluation_seconds),
         ),

@@ -14,7 +14,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -28,6 +28,7 @@ from controlplane.alerting.jobs import evaluate_alert_rules
 from controlplane.alerting.prometheus import NOT_CONFIGURED, PrometheusSource, prometheus_source
 from controlplane.auth.roles import Role
 from controlplane.notifications.config import NotificationConfig
+from controlplane.scheduler import Leadership, build_jobs
 from controlplane.settings import Settings
 from tests.conftest import FakeClock, missing_service
 from tests.prometheus_stack import (
@@ -334,3 +335,18 @@ def test_the_stack_harness_runs_prometheus_and_alertmanager_and_reaps_them(capsy
     assert not prometheus.directory.exists()  # its own temporary working directory, removed
     with capsys.disabled():
         print(f"harness: from start to the alert in Alertmanager {reached:.2f}s")
+
+
+def test_the_scheduled_evaluation_queries_the_prometheus_the_settings_name(plane: Plane) -> None:
+    plane.apply(definition())
+    assert plane.operate(GUARDED, "start", "canary").status_code == 200
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        settings = Settings(prometheus_url=url, prometheus_query_timeout_seconds=0.5)
+        plane.clock.now = max(plane.clock.now, datetime.now(UTC))
+        leadership = Leadership(plane.factory, holder="test", ttl=timedelta(seconds=30), clock=plane.clock)
+        jobs = {job.id: job for job in build_jobs(settings, plane.factory, leadership, plane.clock)}
+        jobs["evaluate_alert_rules"].run()
+    # Not "no Prometheus is configured": the job was handed the client for the configured URL.
+    assert f"Prometheus at {url} could not be reached" in plane.alert()["detail"]
