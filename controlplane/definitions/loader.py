@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 import yaml
 
+from controlplane.definitions.objectives import check_objectives
 from controlplane.definitions.schemas import (
     PIPELINE_NAME_PATTERN,
     EnvironmentPlan,
@@ -364,6 +365,7 @@ def _check_pipeline(spec: PipelineSpec, document: _Document, environments: Seque
     events = check_events(spec.pipeline, spec.events, spec.flags, document.error)
     rules = check_rules(spec.pipeline, spec.rules, events, spec.flags, environments, document.error, parse_duration)
     _check_guards(spec, {rule.name for rule in rules}, document)
+    objectives = check_objectives(spec.pipeline, spec.slo, events, document.error, parse_duration)
     return PipelineDefinition(
         name=spec.pipeline,
         description=spec.description,
@@ -371,6 +373,7 @@ def _check_pipeline(spec: PipelineSpec, document: _Document, environments: Seque
         flags=flags,
         events=events,
         rules=rules,
+        objectives=objectives,
     )
 
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from controlplane.alerting.objectives import Objective
 from controlplane.alerting.rules import Rule
 from controlplane.flags.schemas import (
     Condition,
@@ -39,6 +40,7 @@ __all__ = [
     "PlanSpec",
     "RolloutPlan",
     "RuleSpec",
+    "SloSpec",
     "StageSpec",
     "promotion_order",
 ]
@@ -136,6 +138,19 @@ class EventSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only
 Duration = str | Annotated[int, msgspec.Meta(ge=0)]
 
 
+class SloSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """A service-level objective as written: the share of an event's selected events that must not be `bad`."""
+
+    name: Name
+    description: str = ""
+    event: Name
+    where: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    bad: dict[str, list[str]]
+    objective: float  # 99.5% is written 0.995
+    period: Duration = "30d"
+    runbook_url: str = ""
+
+
 class RuleSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """One alert rule as written in a definition file; see ``alerting.rules`` for what each kind measures.
 
@@ -177,6 +192,8 @@ class PipelineSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
     flags: Annotated[list[FlagSpec], msgspec.Meta(min_length=1)]
     events: list[EventSpec] = msgspec.field(default_factory=list)
     rules: list[RuleSpec] = msgspec.field(default_factory=list)
+    # Rendered as Prometheus burn-rate alerts only (see alerting.objectives).
+    slo: list[SloSpec] = msgspec.field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +252,7 @@ class PipelineDefinition:
     flags: tuple[FlagDefinition, ...]
     events: tuple[EventType, ...] = ()
     rules: tuple[Rule, ...] = ()
+    objectives: tuple[Objective, ...] = ()
 
 
 def promotion_order(flag: FlagDefinition) -> list[str]:
