@@ -21,7 +21,7 @@ from sqlalchemy.orm import sessionmaker
 from controlplane.alerting.controller import AlertController, AlertmanagerController
 from controlplane.api.dependencies import dependencies
 from controlplane.api.health import healthz, readyz
-from controlplane.api.metrics import StateMetrics, metrics
+from controlplane.api.metrics import StateMetrics, StreakMetrics, metrics
 from controlplane.api.problems import exception_handlers
 from controlplane.api.unit_of_work import UnitOfWork
 from controlplane.audit.controller import AuditController
@@ -80,6 +80,7 @@ def create_app(
     event_metrics = EventMetrics(catalog_cache.catalog)
     process_metrics.registry.register(event_metrics)
     process_metrics.registry.register(StateMetrics(reader))
+    process_metrics.registry.register(StreakMetrics(reader, settings.environments, clock))
     with_scheduler = settings.scheduler_enabled if run_scheduler is None else run_scheduler
 
     @asynccontextmanager

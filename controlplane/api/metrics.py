@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 import anyio.to_thread
@@ -11,19 +12,24 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import Session, sessionmaker
 
 from controlplane.alerting.models import AlertStateRow
-from controlplane.alerting.rules import AlertState
+from controlplane.alerting.rules import AlertState, RuleKind, TailEvent, measure
+from controlplane.clock import Clock
 from controlplane.db import session_scope
 from controlplane.flags.models import Flag, FlagEnvironment
 from controlplane.rollouts.models import Rollout
 from controlplane.rollouts.service import stages_from_json
 from controlplane.rollouts.stages import RolloutState
-from controlplane.telemetry.models import PipelineCatalog
+from controlplane.telemetry.models import EventTail, PipelineCatalog
+from controlplane.telemetry.service import load_rules
 
-__all__ = ["StateMetrics", "metrics"]
+__all__ = ["STREAK_GAUGE", "StateMetrics", "StreakMetrics", "metrics"]
+
+#: The gauge Prometheus streak alerts read (controlplane.render.promql).
+STREAK_GAUGE = "controlplane_event_streak"
 
 
 class StateMetrics(Collector):
@@ -109,6 +115,49 @@ class StateMetrics(Collector):
                 if alert_row.value is not None:
                     value.add_metric(labels, alert_row.value)
         yield from (stage, percentage, state, alert, value)
+
+
+class StreakMetrics(Collector):
+    """The trailing run of a streak rule's outcome per environment, worked out at scrape time from the event tails
+    in the database, by the rule itself (``measure``: its window, `where` and min_samples): the same on every
+    replica, and the same number the control plane's own evaluation compares with the threshold."""
+
+    def __init__(self, reader: sessionmaker[Session], environments: Sequence[str], clock: Clock) -> None:
+        self._reader = reader
+        self._environments = tuple(environments)
+        self._clock = clock
+
+    def describe(self) -> list[Metric]:
+        """Nothing up front: reading the database at registration would be a side effect."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """One series per streak rule and environment it is measured in; none while too few events are known."""
+        family = GaugeMetricFamily(
+            STREAK_GAUGE,
+            "Consecutive newest events with a streak rule's outcome, per rule and environment (absent while there "
+            "are fewer events than the rule's min_samples).",
+            labels=["rule", "pipeline", "event", "environment", "outcome"],
+        )
+        with session_scope(self._reader) as session:
+            rules = [rule for rule in load_rules(session) if rule.kind is RuleKind.STREAK]
+            pairs = sorted({(rule.pipeline, rule.event) for rule in rules})
+            tails: dict[tuple[str, str, str], list[TailEvent]] = {}
+            if pairs:
+                for row in session.scalars(
+                    select(EventTail).where(tuple_(EventTail.pipeline, EventTail.event).in_(pairs))
+                ):
+                    tails[(row.pipeline, row.event, row.environment)] = [
+                        TailEvent(at=datetime.fromisoformat(at), outcome=outcome, variant=variant, labels=labels)
+                        for at, outcome, variant, labels in row.events
+                    ]
+        now = self._clock()
+        for rule in rules:
+            for environment in rule.environments or self._environments:
+                measured = measure(rule, (), tails.get((rule.pipeline, rule.event, environment), ()), now)
+                if measured.sufficient and measured.value is not None:
+                    family.add_metric([rule.name, rule.pipeline, rule.event, environment, rule.outcome], measured.value)
+        yield family
 
 
 @get("/metrics", opt={"public": True}, include_in_schema=False)
