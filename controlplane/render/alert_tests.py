@@ -1,15 +1,17 @@
 """promtool unit tests of the rendered rule files (``alerts/tests/<pipeline>.test.yml``), generated for every alert.
 
-Per definition rule, each test feeds two replicas' series and checks, at the evaluations where something changes:
+Per definition rule, each test feeds two replicas' series and checks, at the evaluations where something changes
+(one before an alert fires, when it fires, its last firing evaluation, the one after), with labels and annotations:
 
-    just below   the threshold (one event under it, with the same event breaching under another pipeline and
-                 outside the rule's scope): never fires
-    at           exactly the threshold: fires only for `>=`
+    just below   the threshold by one event (while the same event breaches under another pipeline and outside
+                 the rule's scope): never fires
+    just above   the threshold by one event: fires (after `for`)
+    at           exactly the threshold: fires only for `>=` (where floats can hit it exactly)
+    too few      one sample short of min_samples, every one breaching: never fires (for a cohort: either cohort)
+    enough       exactly min_samples, every one breaching: fires (where that is a whole number of events per step)
     breach       healthy, breaching, healthy again, in a guarded environment, an unguarded one and, for a rule
-                 limited to some environments, one outside them: not firing one evaluation before `for` has
-                 elapsed, firing from then on with its labels and annotations, still firing during
-                 `keep_firing_for`, resolved after it
-    too few      samples (where min_samples is set), every one bad: never fires
+                 limited to some environments, one outside them: pending until `for` has elapsed, firing, still
+                 firing during `keep_firing_for`, resolved after it
 
 Per objective: fast, medium and slow burns after more than 6 hours of healthy history (so the 6-hour window is
 full), each checked for both burn-rate alerts. The expected states and annotation texts come from
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -55,14 +56,8 @@ __all__ = ["render_controlplane_tests", "render_rule_tests"]
 _ENVIRONMENTS = ("production", "staging", "qa", "dev", "sandbox")
 
 
-@dataclass(frozen=True, slots=True)
-class _Expected:
-    """Who fires at one step: environment -> (labels, annotations)."""
-
-    alerts: dict[str, tuple[dict[str, str], dict[str, str]]]
-
-
 def _duration(seconds: int) -> str:
+    """An evaluation time or interval as promtool reads it (0m included)."""
     if seconds % 3600 == 0 and seconds:
         return f"{seconds // 3600}h"
     if seconds % 60 == 0:
@@ -124,8 +119,8 @@ class _RuleTests:
     def _alert_for(self, environment: str) -> DefinitionAlert | None:
         return next((alert for alert in self.alerts if alert.covers(environment)), None)
 
-    def _steps(self, duration: float) -> int:
-        return math.ceil(duration / self.step)
+    def _steps(self, seconds: float) -> int:
+        return math.ceil(seconds / self.step)
 
     def tests(self) -> list[dict[str, Any]]:
         """Every test of this rule, skipping (with a note) levels that cannot be built for its threshold."""
