@@ -241,8 +241,11 @@ def postgres_url(postgres_database: str) -> str:
 
 
 @contextmanager
-def serve_with_admin(database_url: str) -> Iterator[tuple[str, dict[str, str]]]:
-    """The app served by uvicorn on a migrated database, with a fresh admin token: base URL and headers."""
+def serve_with_admin(database_url: str, **changes: Any) -> Iterator[tuple[str, dict[str, str]]]:
+    """The app served by uvicorn on a migrated database, with a fresh admin token: base URL and headers.
+
+    ``changes`` replace settings (the scheduler is off unless ``scheduler_enabled=True`` is among them).
+    """
     engine = create_db_engine(database_url)
     try:
         with session_scope(sessionmaker(engine, expire_on_commit=False)) as session:
@@ -253,7 +256,9 @@ def serve_with_admin(database_url: str) -> Iterator[tuple[str, dict[str, str]]]:
                 environments=Settings().environments,
                 now=datetime.now(UTC),
             )
-        settings = Settings(database_url=database_url, scheduler_enabled=False, replica_id="served")
+        settings = Settings(
+            **{"database_url": database_url, "scheduler_enabled": False, "replica_id": "served", **changes}
+        )
         with serve_in_thread(create_app(settings, engine=engine)) as base_url:
             yield base_url, bearer(created.token)
     finally:
