@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -13,10 +14,11 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select, tuple_
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from controlplane.alerting.models import AlertStateRow
-from controlplane.alerting.rules import AlertState, RuleKind, TailEvent, measure
+from controlplane.alerting.rules import AlertState, Rule, RuleKind, TailEvent, measure
 from controlplane.clock import Clock
 from controlplane.db import session_scope
 from controlplane.flags.models import Flag, FlagEnvironment
@@ -27,6 +29,8 @@ from controlplane.telemetry.models import EventTail, PipelineCatalog
 from controlplane.telemetry.service import load_rules
 
 __all__ = ["STREAK_GAUGE", "StateMetrics", "StreakMetrics", "metrics"]
+
+logger = logging.getLogger(__name__)
 
 #: The gauge Prometheus streak alerts read (controlplane.render.promql).
 STREAK_GAUGE = "controlplane_event_streak"
@@ -43,7 +47,24 @@ class StateMetrics(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        """Read rollouts and alerts in one read-only transaction."""
+        """Read rollouts and alerts in one read-only transaction; when the database cannot be read, say so in
+        ``controlplane_state_readable`` rather than fail the scrape (the process counters stay scrapeable)."""
+        readable = GaugeMetricFamily(
+            "controlplane_state_readable",
+            "1 when this scrape read rollout and alert state from the database; 0 when it could not (those series "
+            "are then absent).",
+        )
+        try:
+            families = self._read()
+        except SQLAlchemyError:
+            logger.warning("/metrics could not read rollout and alert state", exc_info=True)
+            readable.add_metric([], 0.0)
+            yield readable
+            return
+        readable.add_metric([], 1.0)
+        yield from (*families, readable)
+
+    def _read(self) -> tuple[Metric, ...]:
         stage = GaugeMetricFamily(
             "controlplane_rollout_stage",
             "Current rollout stage (1-based; 0 when not serving).",
@@ -114,7 +135,7 @@ class StateMetrics(Collector):
                     )
                 if alert_row.value is not None:
                     value.add_metric(labels, alert_row.value)
-        yield from (stage, percentage, state, alert, value)
+        return (stage, percentage, state, alert, value)
 
 
 class StreakMetrics(Collector):
@@ -139,6 +160,21 @@ class StreakMetrics(Collector):
             "are fewer events than the rule's min_samples).",
             labels=["rule", "pipeline", "event", "environment", "outcome"],
         )
+        try:
+            rules, tails = self._read()
+        except SQLAlchemyError:  # StateMetrics reports the unreadable database; the rest of the scrape goes on
+            logger.warning("/metrics could not read the event tails of streak rules", exc_info=True)
+            yield family
+            return
+        now = self._clock()
+        for rule in rules:
+            for environment in rule.environments or self._environments:
+                measured = measure(rule, (), tails.get((rule.pipeline, rule.event, environment), ()), now)
+                if measured.sufficient and measured.value is not None:
+                    family.add_metric([rule.name, rule.pipeline, rule.event, environment, rule.outcome], measured.value)
+        yield family
+
+    def _read(self) -> tuple[list[Rule], dict[tuple[str, str, str], list[TailEvent]]]:
         with session_scope(self._reader) as session:
             rules = [rule for rule in load_rules(session) if rule.kind is RuleKind.STREAK]
             pairs = sorted({(rule.pipeline, rule.event) for rule in rules})
@@ -151,13 +187,7 @@ class StreakMetrics(Collector):
                         TailEvent(at=datetime.fromisoformat(at), outcome=outcome, variant=variant, labels=labels)
                         for at, outcome, variant, labels in row.events
                     ]
-        now = self._clock()
-        for rule in rules:
-            for environment in rule.environments or self._environments:
-                measured = measure(rule, (), tails.get((rule.pipeline, rule.event, environment), ()), now)
-                if measured.sufficient and measured.value is not None:
-                    family.add_metric([rule.name, rule.pipeline, rule.event, environment, rule.outcome], measured.value)
-        yield family
+        return rules, tails
 
 
 @get("/metrics", opt={"public": True}, include_in_schema=False)

@@ -4,7 +4,7 @@ severity="page"    -> PagerDuty
 severity="ticket"  -> Slack
 guard="true"       -> the control plane's webhook, which rolls the alert's flag back in its environment
                       (``continue: true``: a guard alert still pages or opens a ticket)
-RolloutRolledBack  -> inhibits the alerts of the same flag and environment while it fires
+RolloutRolledBack  -> inhibits the non-paging, non-SLO alerts of the same flag and environment while it fires
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ def _config() -> dict[str, Any]:
                     "group_by": ["alertname", "flag", "environment"],
                     "group_wait": "1s",
                     "group_interval": "1m",
-                    "repeat_interval": "1h",
+                    # A rollout restarted while its guard still fires must hear of it again soon, not in an hour
+                    # (Alertmanager re-sends an unchanged group only this often).
+                    "repeat_interval": "2m",
                     "continue": True,
                 },
                 {"receiver": "pagerduty", "matchers": ['severity="page"']},
@@ -45,9 +47,11 @@ def _config() -> dict[str, Any]:
         },
         "inhibit_rules": [
             {
-                # While a rollout is rolled back, what caused it is known: mute the symptoms of that rollout.
+                # While a rollout is rolled back, what caused it is known: mute the tickets of that rollout. Pages
+                # still go out (the guard's page would otherwise be muted by the rollback it caused, before its
+                # group_wait), and so do SLO burns, which go on meaning users are failing whatever the flag.
                 "source_matchers": [f'alertname="{ROLLED_BACK_ALERT}"'],
-                "target_matchers": ['pipeline=~".+"'],
+                "target_matchers": ['pipeline=~".+"', 'severity!="page"', 'slo=""'],
                 "equal": ["flag", "environment"],
             }
         ],

@@ -29,8 +29,9 @@ def controlplane_alerts() -> list[dict[str, Any]]:
                 "summary": "{{ $labels.flag }} is rolled back in {{ $labels.environment }}",
                 "description": (
                     "The rollout of {{ $labels.flag }} in {{ $labels.environment }} was rolled back (by an operator, "
-                    "a guard or Alertmanager) and serves its rollback variant. Alerts on the same flag and "
-                    "environment are inhibited meanwhile. Find why with `controlplane audit list --flag "
+                    "a guard or Alertmanager) and serves its rollback variant. Tickets on the same flag and "
+                    "environment are inhibited meanwhile (pages and SLO burns still go out). Find why with "
+                    "`controlplane audit list --flag "
                     "{{ $labels.flag }} --env {{ $labels.environment }}`, then start the rollout again or leave it."
                 ),
                 "runbook_url": f"{RUNBOOK}#rollout-rolled-back",

@@ -565,7 +565,8 @@ def rollout_overview(definitions: Sequence[PipelineDefinition]) -> _Board:
             "How many alert rules fire now in the selected environments (guards among them roll their flag back "
             "when the plan says auto_rollback). From controlplane_alert_state.",
             "none",
-            [(f"sum({firing})", "firing")],
+            # Every replica exports the same database state: one series per rule before summing, not one per replica.
+            [(f"sum(max by (pipeline, rule, environment) ({firing}))", "firing")],
             red_from=1,
         ),
         timeseries(
@@ -889,7 +890,8 @@ def control_plane_health(definitions: Sequence[PipelineDefinition]) -> _Board:
             "none",
             [
                 (
-                    f"sum by (pipeline, environment) ({_selector(ALERT_STATE, _FIRING, _ENVIRONMENT)})",
+                    "sum by (pipeline, environment) "
+                    f"(max by (pipeline, rule, environment) ({_selector(ALERT_STATE, _FIRING, _ENVIRONMENT)}))",
                     "{{pipeline}} in {{environment}}",
                 )
             ],

@@ -422,3 +422,21 @@ def test_promtool_check_metrics_reports_nothing_on_a_real_scrape(scene: Scene) -
     output = (checked.stdout + checked.stderr).decode()
     assert checked.returncode == 0, output
     assert output.strip() == ""
+
+
+def test_an_unreadable_database_leaves_the_event_counters_scrapeable_and_says_so(scene: Scene, engine: Engine) -> None:
+    moved = {"rollouts": "rollouts_away", "event_tails": "event_tails_away"}
+    with engine.begin() as connection:
+        for table, away in moved.items():
+            connection.exec_driver_sql(f"ALTER TABLE {table} RENAME TO {away}")
+    try:
+        metrics = Scrape.of_text(scrape(scene.client).text)
+    finally:
+        with engine.begin() as connection:
+            for table, away in moved.items():
+                connection.exec_driver_sql(f"ALTER TABLE {away} RENAME TO {table}")
+
+    assert metrics.value("controlplane_state_readable") == 0
+    assert metrics.total("http_request_events_total") == 7  # what Prometheus guards read is still there
+    assert not [sample for sample in metrics.samples if sample.name.startswith("controlplane_rollout_")]
+    assert Scrape.of_text(scrape(scene.client).text).value("controlplane_state_readable") == 1

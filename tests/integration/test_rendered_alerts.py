@@ -23,6 +23,9 @@ from controlplane.render import render_all
 from controlplane.render.promql_names import metric_names
 from controlplane.settings import Settings
 from tests.conftest import REPO_ROOT, missing_service
+from tests.prometheus_loop import WEBHOOK_PATH, alertmanager_config
+from tests.prometheus_stack import ALERTMANAGER, find_binary, running_alertmanager
+from tests.receivers import scripted_receiver
 
 ALERTS = REPO_ROOT / "alerts"
 TOOL_TIMEOUT_SECONDS = 300
@@ -143,17 +146,40 @@ def test_the_example_routes_pages_tickets_and_guards(labels: list[str], receiver
     assert routed.returncode == 0, routed.stdout + routed.stderr
 
 
-def test_the_example_inhibits_symptoms_of_a_rolled_back_flag_and_environment() -> None:
-    config = yaml.safe_load((ALERTS / "alertmanager.example.yml").read_text())
+def test_the_example_pages_the_guard_and_mutes_only_tickets_of_a_rolled_back_flag() -> None:
+    """Through the real Alertmanager: the rollback a guard causes must not mute the guard's own page."""
+    for binary in (ALERTMANAGER,):
+        if find_binary(binary) is None:
+            missing_service(f"`{binary}` (apt-get install prometheus-alertmanager)")
+    example = yaml.safe_load((ALERTS / "alertmanager.example.yml").read_text())
+    scope = {"flag": "enable-reference-images", "environment": "production"}
+    symptom = {"pipeline": "reference-images", **scope}
+    with (
+        scripted_receiver() as oncall,
+        running_alertmanager(alertmanager_config(example, oncall.url, "operator-token", oncall.url)) as alertmanager,
+    ):
+        alertmanager.post_alerts(
+            [
+                {"labels": {"alertname": "RolloutRolledBack", "severity": "ticket", **scope}},
+                {"labels": {"alertname": "UploadErrorRate", "severity": "page", "guard": "true", **symptom}},
+                {"labels": {"alertname": "UploadLatency", "severity": "ticket", **symptom}},
+                {"labels": {"alertname": "UploadsErrorBudgetBurn", "severity": "page", "slo": "uploads", **symptom}},
+            ]
+        )
 
-    (inhibit,) = config["inhibit_rules"]
+        def paged() -> set[str] | None:
+            names = {page["payload"]["summary"] for page in oncall.bodies("/v2/enqueue")}
+            return names if len(oncall.bodies("/v2/enqueue")) >= 2 else None
 
-    assert inhibit["source_matchers"] == ['alertname="RolloutRolledBack"']
-    assert sorted(inhibit["equal"]) == ["environment", "flag"]
-    assert inhibit["target_matchers"] == ['pipeline=~".+"']  # every definition alert, never RolloutRolledBack
-    webhook = next(r for r in config["receivers"] if r["name"] == "controlplane-rollback")["webhook_configs"][0]
-    assert webhook["url"].endswith("/api/v1/alertmanager/webhook")
-    assert webhook["http_config"]["authorization"]["type"] == "Bearer"
+        alertmanager.wait_until(paged, timeout=20, what="both pages delivered")
+        hooked = alertmanager.wait_until(
+            lambda: oncall.bodies(WEBHOOK_PATH) or None, timeout=20, what="the guard alert at the webhook"
+        )
+        states = {alert["labels"]["alertname"]: alert["status"]["state"] for alert in alertmanager.alerts()}
+
+    assert [alert["labels"]["alertname"] for alert in hooked[0]["alerts"]] == ["UploadErrorRate"]
+    assert states["UploadLatency"] == "suppressed"  # a ticket about what the rollback already answered
+    assert states["UploadErrorRate"] == "active" and states["UploadsErrorBudgetBurn"] == "active"
 
 
 # --- nothing queries a metric that is not exported ------------------------------------------------------------------
