@@ -77,7 +77,9 @@ class WebhookOutcome(msgspec.Struct):
 
     fingerprint: str
     alertname: str
-    action: str  # rolled_back | already_rolled_back | no_rollout | ignored_resolved | ignored_unlabelled | refused
+    # rolled_back | already_rolled_back | no_rollout | not_a_stage_guard | ignored_resolved | ignored_unlabelled
+    # | refused
+    action: str
     flag: str | None = None
     environment: str | None = None
     detail: str = ""

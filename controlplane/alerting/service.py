@@ -607,6 +607,20 @@ def handle_alertmanager(
                 )
             )
             continue
+        rule = alert.labels.get("rule")
+        if alert.labels.get("guard") == "true" and rule:
+            # A rendered guard alert is marked per environment, not per stage: act only while its rule guards the
+            # stage the rollout is at, as the control plane's own evaluation does.
+            stage_guards = [guard.rule for guard in status.guards]
+            if rule not in stage_guards:
+                outcomes.append(
+                    said(
+                        "not_a_stage_guard",
+                        f"rule `{rule}` does not guard stage {status.stage_index + 1} of this rollout "
+                        f"(its guards: {', '.join(stage_guards) or 'none'})",
+                    )
+                )
+                continue
         words = alert.annotations.get("description") or alert.annotations.get("summary") or ""
         reason = (
             f"Alertmanager alert {name} firing since {alert.startsAt} (fingerprint {alert.fingerprint}, "

@@ -347,6 +347,32 @@ def test_alertmanager_webhook_refuses_what_it_cannot_act_on(story: Story) -> Non
     assert viewer.status_code == 403
 
 
+def test_a_rendered_guard_alert_rolls_back_only_while_its_rule_guards_the_current_stage(story: Story) -> None:
+    story.apply()
+    story.start_production()
+
+    def guard_alert(rule: str) -> dict[str, Any]:
+        payload = alertmanager_payload("firing")
+        payload["alerts"][0]["labels"] |= {"guard": "true", "rule": rule}
+        return payload
+
+    # review-failed-rate is a rule of the definition but guards no stage of production.
+    elsewhere = story.client.post(
+        "/api/v1/alertmanager/webhook", headers=story.operator, json=guard_alert("review-failed-rate")
+    )
+    assert elsewhere.status_code == 200, elsewhere.text
+    (outcome,) = elsewhere.json()
+    assert outcome["action"] == "not_a_stage_guard"
+    assert "`review-failed-rate` does not guard stage 1" in outcome["detail"]
+    assert story.rollout()["state"] == "running"
+
+    guarding = story.client.post(
+        "/api/v1/alertmanager/webhook", headers=story.operator, json=guard_alert("upload-error-rate")
+    )
+    assert [item["action"] for item in guarding.json()] == ["rolled_back"]
+    assert story.rollout()["state"] == "rolled_back"
+
+
 def test_advance_is_refused_while_a_guard_lacks_data_unless_forced(story: Story) -> None:
     story.apply()
     started = story.start_production()
