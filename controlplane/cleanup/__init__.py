@@ -1,0 +1,1 @@
+"""Scheduled bucket cleanup: which stored reference images to delete, and deleting them safely."""
