@@ -146,6 +146,7 @@ def build_jobs(
                 clock=clock,
                 window_retention=settings.telemetry_retention,
                 max_event_age=settings.event_max_age,
+                alert_history_retention=settings.alert_history_retention,
             ),
             timedelta(seconds=settings.retention_job_seconds),
         ),

@@ -67,8 +67,11 @@ class Settings:
     """Width of the aggregation windows events are counted in."""
     telemetry_retention_seconds: float = 3 * 86400.0
     """How long aggregation windows are kept; at least one day (the longest rule window) plus a window."""
+    alert_history_retention_seconds: float = 30 * 86400.0
+    """How long alert state changes are kept (each alert's newest is kept however old); the audit log is not
+    subject to it."""
     retention_job_seconds: float = 300.0
-    """How often the leader deletes windows past retention and batch ids past any retry."""
+    """How often the leader deletes windows past retention, batch ids past any retry and old alert history."""
     catalog_cache_seconds: float = 2.0
     """How long a replica trusts its copy of the event catalog (a definition applied elsewhere arrives within it)."""
     alert_evaluation_seconds: float = 2.0
@@ -122,6 +125,7 @@ class Settings:
             ("EVENT_MAX_FUTURE_SECONDS", self.event_max_future_seconds),
             ("TELEMETRY_WINDOW_SECONDS", self.telemetry_window_seconds),
             ("RETENTION_JOB_SECONDS", self.retention_job_seconds),
+            ("ALERT_HISTORY_RETENTION_SECONDS", self.alert_history_retention_seconds),
             ("CATALOG_CACHE_SECONDS", self.catalog_cache_seconds),
             ("ALERT_EVALUATION_SECONDS", self.alert_evaluation_seconds),
             ("PROMETHEUS_QUERY_TIMEOUT_SECONDS", self.prometheus_query_timeout_seconds),
@@ -159,6 +163,11 @@ class Settings:
     def telemetry_retention(self) -> timedelta:
         """How long aggregation windows are kept."""
         return timedelta(seconds=self.telemetry_retention_seconds)
+
+    @property
+    def alert_history_retention(self) -> timedelta:
+        """How long alert state changes are kept."""
+        return timedelta(seconds=self.alert_history_retention_seconds)
 
     @property
     def is_sqlite(self) -> bool:

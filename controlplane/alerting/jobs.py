@@ -16,6 +16,7 @@ from controlplane.alerting.service import (
     EvaluationCache,
     apply_evaluation,
     current_rules,
+    delete_old_transitions,
     plan_evaluation,
 )
 from controlplane.clock import Clock
@@ -77,13 +78,25 @@ def evaluate_alert_rules(
 
 
 def expire_telemetry(
-    factory: sessionmaker[Session], *, clock: Clock, window_retention: timedelta, max_event_age: timedelta
+    factory: sessionmaker[Session],
+    *,
+    clock: Clock,
+    window_retention: timedelta,
+    max_event_age: timedelta,
+    alert_history_retention: timedelta | None = None,
 ) -> dict[str, int]:
-    """Delete aggregation windows past their retention, and batch ids no retry could still match."""
+    """Delete aggregation windows past their retention, batch ids no retry could still match, and alert
+    transitions past ``alert_history_retention`` (each alert's newest kept). Never the audit log."""
+    now = clock()
     windows_before, batches_before = telemetry_service.retention_cutoffs(
-        clock(), window_retention=window_retention, max_event_age=max_event_age
+        now, window_retention=window_retention, max_event_age=max_event_age
     )
     with session_scope(factory) as session:
         windows = telemetry_service.delete_old_windows(session, before=windows_before)
         batches = telemetry_service.delete_old_batches(session, before=batches_before)
-    return {"windows": windows, "batches": batches}
+        transitions = (
+            delete_old_transitions(session, before=now - alert_history_retention)
+            if alert_history_retention is not None
+            else 0
+        )
+    return {"windows": windows, "batches": batches, "transitions": transitions}

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, insert, literal_column, select, tuple_, update
+from sqlalchemy import case, delete, func, insert, literal_column, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from controlplane.alerting.models import AlertStateRow, AlertTransition, Notification
@@ -56,6 +56,7 @@ __all__ = [
     "RollbackDone",
     "apply_evaluation",
     "current_rules",
+    "delete_old_transitions",
     "evaluate_alerts",
     "handle_alertmanager",
     "list_alert_states",
@@ -535,6 +536,20 @@ def list_alert_states(session: Session, *, state: str | None = None) -> list[Ale
     rows = list(session.scalars(query))
     order = {AlertState.FIRING.value: 0, AlertState.PENDING.value: 1, AlertState.INSUFFICIENT_DATA.value: 2}
     return sorted(rows, key=lambda row: order.get(row.state, 3))
+
+
+def delete_old_transitions(session: Session, *, before: datetime) -> int:
+    """Delete alert transitions older than ``before``, except each alert's newest one (how it came to its current
+    state stays readable however long it has been in it). The audit log is never touched here."""
+    newest = (
+        select(func.max(AlertTransition.id))
+        .group_by(AlertTransition.rule, AlertTransition.pipeline, AlertTransition.environment)
+        .scalar_subquery()
+    )
+    result = session.execute(
+        delete(AlertTransition).where(AlertTransition.at < before, AlertTransition.id.not_in(newest))
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def list_transitions(

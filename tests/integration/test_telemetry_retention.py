@@ -9,7 +9,7 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from controlplane.alerting.jobs import expire_telemetry
-from controlplane.alerting.models import AlertStateRow
+from controlplane.alerting.models import AlertStateRow, AlertTransition
 from controlplane.alerting.service import EvaluationCache, evaluate_alerts
 from controlplane.audit.models import AuditRecord
 from controlplane.audit.service import append_audit_record
@@ -75,10 +75,72 @@ def test_retention_deletes_old_windows_and_batch_ids_and_keeps_the_audit_log(
 
     deleted = expire_telemetry(session_factory, clock=clock, window_retention=retention, max_event_age=max_age)
 
-    assert deleted == {"windows": 1, "batches": 1}
+    assert deleted == {"windows": 1, "batches": 1, "transitions": 0}
     assert counts(session_factory) == (1, 1, 1)
     with session_scope(session_factory) as session:
         assert session.scalar(select(IngestedBatch.batch_id)) == "batch-new-0001"
+
+
+def transition(rule: str, at_age: timedelta, clock: FakeClock, to_state: str = "firing") -> AlertTransition:
+    return AlertTransition(
+        rule=rule,
+        pipeline="reference-images",
+        environment="production",
+        from_state="inactive",
+        to_state=to_state,
+        at=clock() - at_age,
+        value=0.05,
+        op=">",
+        threshold="0.03",
+        window_seconds=300.0,
+        samples=100,
+        condition="ratio > 0.03 over 5m",
+    )
+
+
+def test_old_alert_history_is_deleted_but_each_alerts_newest_change_and_the_audit_log_stay(
+    session_factory: sessionmaker[Session], clock: FakeClock
+) -> None:
+    history = timedelta(days=30)
+    with session_scope(session_factory) as session:
+        session.add_all(
+            [
+                # upload-error-rate: two old changes and a recent one -> both old ones go.
+                transition("upload-error-rate", timedelta(days=40), clock),
+                transition("upload-error-rate", timedelta(days=31), clock, to_state="inactive"),
+                transition("upload-error-rate", timedelta(days=1), clock),
+                # vision-error-streak: firing for 45 days -> its only change stays, however old.
+                transition("vision-error-streak", timedelta(days=45), clock),
+                # upload-latency: exactly at the cutoff is not past it.
+                transition("upload-latency", history, clock),
+            ]
+        )
+        append_audit_record(
+            session,
+            now=clock() - timedelta(days=400),
+            actor="controlplane",
+            action="rollout.rollback",
+            target_type="flag",
+            target="enable-reference-images",
+            environment="production",
+            reason="guard upload-error-rate fired",
+            before=None,
+            after={},
+        )
+
+    deleted = expire_telemetry(
+        session_factory,
+        clock=clock,
+        window_retention=timedelta(days=3),
+        max_event_age=timedelta(days=1),
+        alert_history_retention=history,
+    )
+
+    assert deleted["transitions"] == 2
+    with session_scope(session_factory) as session:
+        kept = sorted((row.rule, (clock() - row.at).days) for row in session.scalars(select(AlertTransition)))
+        assert kept == [("upload-error-rate", 1), ("upload-latency", 30), ("vision-error-streak", 45)]
+    assert counts(session_factory)[2] == 1  # the audit log is never subject to retention
 
 
 def test_every_scheduled_job_of_telemetry_and_alerting_is_in_the_one_job_list(
