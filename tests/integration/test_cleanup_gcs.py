@@ -57,9 +57,13 @@ def gcs_client(emulator_host: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     bucket = client.bucket(BUCKET)
     if bucket.exists():
         bucket.delete(force=True)
-    # Soft delete would keep every deleted object in the emulator's store and slow each write (reference/gcs.md).
-    bucket.soft_delete_policy.retention_duration_seconds = 0
     client.create_bucket(bucket)
+    # Soft delete would keep every deleted object in the emulator's store and slow each write (reference/gcs.md).
+    # Set on the created bucket by a patch: the emulator ignores a softDeletePolicy sent with the create.
+    bucket.soft_delete_policy.retention_duration_seconds = 0
+    bucket.patch()
+    bucket.reload()
+    assert bucket.soft_delete_policy.retention_duration_seconds == 0
     return client
 
 
