@@ -20,12 +20,9 @@ broken. Rounds alternate which method goes first. The emulator rewrites its whol
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import time
-import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,44 +31,18 @@ from controlplane.cleanup.runner import run_cleanup
 from controlplane.cleanup.selection import EXPIRY_METADATA_KEY, ExpiredSignedUrls, KeepObject
 from controlplane.cleanup.storage import GcsStorage
 from controlplane.clock import system_clock
+from tests.gcs_emulator import fresh_bucket, running_emulator, storage_client
 
 BUCKET = "bench-cleanup"
 PREFIX = "refs/"
 GRACE = timedelta(hours=1)
 
 
-@contextmanager
-def emulator() -> Iterator[str]:
-    """gcp-storage-emulator in memory on a free loopback port; yields its base URL."""
-    from gcp_storage_emulator.server import create_server  # type: ignore[import-untyped]
-
-    # The emulator logs a warning per string response ("should be handled as stream"): noise, and timed with the run.
-    logging.getLogger("gcp_storage_emulator").setLevel(logging.ERROR)
-    server = create_server("127.0.0.1", 0, in_memory=True)
-    server.start()
-    try:
-        # The bound port is only on a private attribute (reference/gcs.md, in-process use).
-        yield f"http://127.0.0.1:{server._api._httpd.server_address[1]}"
-    finally:
-        server.stop()
-
-
-def storage_client(host: str) -> Any:
+def bench_client(host: str) -> Any:
     """A real google-cloud-storage client pointed at the emulator, with an empty bucket whose soft delete is off."""
     os.environ["STORAGE_EMULATOR_HOST"] = host
-    with warnings.catch_warnings():
-        # google-api-core asks for grpcio-status at import; the storage client speaks HTTP only.
-        warnings.simplefilter("ignore", ImportWarning)
-        from google.cloud import storage
-    client = storage.Client(project="bench-project")
-    bucket = client.create_bucket(BUCKET)
-    # Soft delete would keep every deleted object in the emulator's store and slow each write (reference/gcs.md).
-    # Set on the created bucket by a patch: the emulator ignores a softDeletePolicy sent with the create (checked).
-    bucket.soft_delete_policy.retention_duration_seconds = 0
-    bucket.patch()
-    bucket.reload()
-    if bucket.soft_delete_policy.retention_duration_seconds != 0:
-        raise SystemExit(f"soft delete still on: {bucket.soft_delete_policy.retention_duration_seconds} s")
+    client = storage_client("bench-project")
+    fresh_bucket(client, BUCKET)
     return client
 
 
@@ -142,8 +113,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds; each runs both methods, order alternating")
     args = parser.parse_args()
     results: list[dict[str, object]] = []
-    with emulator() as host:
-        client = storage_client(host)
+    with running_emulator() as host:
+        client = bench_client(host)
         names = list(METHODS)
         for round_number in range(1, args.rounds + 1):
             order = names if round_number % 2 else names[::-1]

@@ -6,7 +6,6 @@ those paths are in tests/unit/test_cleanup_runner.py. Kept to tens of objects: e
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +23,7 @@ from controlplane.cleanup.selection import (
 )
 from controlplane.cleanup.storage import DeleteOutcome, GcsStorage, ObjectRef
 from tests.conftest import FakeClock, missing_service
+from tests.gcs_emulator import fresh_bucket, running_emulator, storage_client
 
 BUCKET = "reference-images"
 PREFIX = "refs/"
@@ -34,36 +34,18 @@ GRACE = timedelta(hours=1)
 def emulator_host() -> Iterator[str]:
     """gcp-storage-emulator on a free loopback port, in memory, for this module."""
     try:
-        from gcp_storage_emulator.server import create_server  # type: ignore[import-untyped]
+        with running_emulator() as host:
+            yield host
     except ImportError as error:
         missing_service(f"gcp-storage-emulator ({error})")
-    server = create_server("127.0.0.1", 0, in_memory=True)
-    server.start()
-    # The bound port is only on a private attribute (reference/gcs.md, in-process use).
-    port = server._api._httpd.server_address[1]
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture
 def gcs_client(emulator_host: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     """A real storage client pointed at the emulator, with an empty bucket whose soft delete is off."""
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator_host)
-    with warnings.catch_warnings():
-        # google-api-core asks for grpcio-status at import; the storage client speaks HTTP only.
-        warnings.simplefilter("ignore", ImportWarning)
-        from google.cloud import storage
-    client = storage.Client(project="test-project")
-    bucket = client.bucket(BUCKET)
-    if bucket.exists():
-        bucket.delete(force=True)
-    client.create_bucket(bucket)
-    # Soft delete would keep every deleted object in the emulator's store and slow each write (reference/gcs.md).
-    # Set on the created bucket by a patch: the emulator ignores a softDeletePolicy sent with the create.
-    bucket.soft_delete_policy.retention_duration_seconds = 0
-    bucket.patch()
-    bucket.reload()
-    assert bucket.soft_delete_policy.retention_duration_seconds == 0
+    client = storage_client("test-project")
+    fresh_bucket(client, BUCKET)
     return client
 
 
