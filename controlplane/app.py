@@ -27,6 +27,8 @@ from controlplane.api.unit_of_work import UnitOfWork
 from controlplane.audit.controller import AuditController
 from controlplane.auth.controller import TokenController
 from controlplane.auth.guards import PrincipalCache, address_identity, authorize, rate_limit_identity
+from controlplane.cleanup.controller import CleanupController
+from controlplane.cleanup.jobs import CleanupExecutor, StorageFor, gcs_storage_for
 from controlplane.clock import Clock, system_clock
 from controlplane.db import create_db_engine, reader_factory, session_scope
 from controlplane.definitions.controller import DefinitionController
@@ -63,9 +65,11 @@ def create_app(
     clock: Clock = system_clock,
     run_scheduler: bool | None = None,
     freeze_heap: bool = False,
+    storage_for: StorageFor | None = None,
 ) -> Litestar:
     """Build the control plane's ASGI application.
 
+    ``storage_for`` gives cleanup its bucket access (default: the google-cloud-storage client, made on first use).
     ``freeze_heap`` (for a serving process, not for tests that build many apps) moves everything alive after
     start-up out of the garbage collector's reach.
     """
@@ -82,6 +86,15 @@ def create_app(
     process_metrics.registry.register(StateMetrics(reader))
     process_metrics.registry.register(StreakMetrics(reader, settings.environments, clock))
     with_scheduler = settings.scheduler_enabled if run_scheduler is None else run_scheduler
+    storage_for = storage_for or gcs_storage_for(settings.gcs_project)
+    cleanup_executor = CleanupExecutor(
+        factory,
+        replica=settings.replica_id,
+        storage_for=storage_for,
+        clock=clock,
+        stale_after=timedelta(seconds=settings.cleanup_stale_seconds),
+        metrics=process_metrics,
+    )
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -105,7 +118,13 @@ def create_app(
                 clock=clock,
             )
             jobs = build_jobs(
-                settings, factory, leadership, clock, metrics=process_metrics, notifications=notification_config
+                settings,
+                factory,
+                leadership,
+                clock,
+                metrics=process_metrics,
+                notifications=notification_config,
+                storage_for=storage_for,
             )
             scheduler = Scheduler(jobs, leadership, process_metrics)
             scheduler.start()
@@ -118,6 +137,7 @@ def create_app(
         try:
             yield
         finally:
+            cleanup_executor.shutdown()
             if scheduler is not None:
                 scheduler.shutdown()
             if watcher is not None:
@@ -142,6 +162,7 @@ def create_app(
             AlertmanagerController,
             SilenceController,
             NotificationController,
+            CleanupController,
         ],
     )
     evaluation = Router(
@@ -198,6 +219,7 @@ def create_app(
                 "event_metrics": event_metrics,
                 "notification_config": lambda: notification_config,
                 "clock": clock,
+                "cleanup_executor": cleanup_executor,
             }
         ),
     )

@@ -590,6 +590,11 @@ def build_parser() -> argparse.ArgumentParser:
     notification_list.add_argument("--rule")
     notification_list.add_argument("--limit", type=int, default=50)
 
+    # Imported here: the cleanup commands use this module's client and table helpers.
+    from controlplane.cleanup.commands import add_cleanup_commands
+
+    add_cleanup_commands(commands, command)
+
     render = command(
         commands, "render", cmd_render, "write alerts/ and dashboards/ from the definitions (--check: only compare)"
     )

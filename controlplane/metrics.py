@@ -67,6 +67,26 @@ class ControlPlaneMetrics:
             buckets=_DURATIONS,
             registry=r,
         )
+        self.cleanup_objects = Counter(
+            "controlplane_cleanup_objects",
+            "Objects a cleanup run acted on, by policy (empty for a purge), kind and outcome (deleted, already_gone, "
+            "skipped, failed); dry runs not counted.",
+            ["policy", "kind", "outcome"],
+            registry=r,
+        )
+        self.cleanup_runs = Counter(
+            "controlplane_cleanup_runs",
+            "Cleanup runs finished by this replica, by policy, kind and status (succeeded, failed).",
+            ["policy", "kind", "status"],
+            registry=r,
+        )
+        self.cleanup_run_duration = Histogram(
+            "controlplane_cleanup_run_duration_seconds",
+            "Duration of finished cleanup runs (a resumed run's earlier attempts included).",
+            ["policy", "kind"],
+            buckets=(0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0),
+            registry=r,
+        )
         self.http_requests = Counter(
             "controlplane_http_requests",
             "HTTP requests answered, by method, route template and status code.",

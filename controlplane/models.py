@@ -3,6 +3,7 @@
 from controlplane.alerting.models import AlertStateRow, AlertTransition, Notification, Silence
 from controlplane.audit.models import AuditRecord
 from controlplane.auth.models import ApiToken
+from controlplane.cleanup.models import CleanupPolicyRow, CleanupRun
 from controlplane.db import Base
 from controlplane.flags.models import Flag, FlagEnvironment
 from controlplane.rollouts.models import Rollout, RolloutPlan
@@ -15,6 +16,8 @@ __all__ = [
     "ApiToken",
     "AuditRecord",
     "Base",
+    "CleanupPolicyRow",
+    "CleanupRun",
     "EventTail",
     "Flag",
     "FlagEnvironment",

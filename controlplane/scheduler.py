@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from controlplane.alerting.jobs import evaluate_alert_rules, expire_telemetry
 from controlplane.alerting.prometheus import prometheus_source
 from controlplane.alerting.service import EvaluationCache
+from controlplane.cleanup.jobs import StorageFor, gcs_storage_for, run_cleanups
 from controlplane.clock import Clock
 from controlplane.db import session_scope
 from controlplane.metrics import ControlPlaneMetrics
@@ -64,9 +65,14 @@ class Leadership:
         return held
 
     def is_leader(self) -> bool:
-        """True while the lease this replica last took has not run out."""
+        """True while the lease this replica last took has not run out (and it is not stepping down)."""
         with self._lock:
             return self._held_until is not None and self._held_until > self._clock()
+
+    def step_down(self) -> None:
+        """Stop acting as the leader at once (jobs in flight see it between steps); the lease is released later."""
+        with self._lock:
+            self._held_until = None
 
     def release(self) -> None:
         """Hand the lease back at shutdown."""
@@ -95,12 +101,14 @@ def build_jobs(
     metrics: ControlPlaneMetrics | None = None,
     notifications: NotificationConfig | None = None,
     http: httpx.Client | None = None,
+    storage_for: StorageFor | None = None,
 ) -> list[JobSpec]:
     """Every scheduled job of the control plane. Add new jobs here and nowhere else."""
     config = notifications or NotificationConfig()
     client = http or httpx.Client(timeout=5.0)
     evaluation_cache = EvaluationCache()
     prometheus = prometheus_source(settings.prometheus_url, settings.prometheus_query_timeout_seconds)
+    storage = storage_for or gcs_storage_for(settings.gcs_project)
     return [
         JobSpec(
             "renew_leader_lease",
@@ -150,6 +158,20 @@ def build_jobs(
             ),
             timedelta(seconds=settings.retention_job_seconds),
         ),
+        JobSpec(
+            "run_cleanups",
+            lambda: run_cleanups(
+                factory,
+                replica=settings.replica_id,
+                clock=clock,
+                storage_for=storage,
+                stale_after=timedelta(seconds=settings.cleanup_stale_seconds),
+                metrics=metrics,
+                # Between pages: a replica that stops leading hands its run back for the new leader to resume.
+                should_stop=lambda: not leadership.is_leader(),
+            ),
+            timedelta(seconds=settings.cleanup_tick_seconds),
+        ),
     ]
 
 
@@ -192,6 +214,8 @@ class Scheduler:
 
     def shutdown(self) -> None:
         """Stop the jobs and hand back the lease."""
+        # First, so long jobs (a cleanup run) stop after their current step instead of holding shutdown up.
+        self._leadership.step_down()
         self._scheduler.shutdown(wait=True)
         try:
             self._leadership.release()

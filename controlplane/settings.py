@@ -87,6 +87,15 @@ class Settings:
     """How often the leader sends queued notifications."""
     notification_max_attempts: int = 16
     """Attempts per notification before it is marked failed (backoff with jitter between them)."""
+    cleanup_tick_seconds: float = 30.0
+    """How often the leader starts cleanup runs that are due (by their cron) or queued, and resumes stalled ones."""
+    cleanup_stale_seconds: float = 600.0
+    """A running cleanup whose runner has not reported a page for this long is taken over and resumed."""
+    cleanup_purge_max_days: float = 31.0
+    """The longest upload window one purge may delete (a wider one is refused as a likely typo)."""
+    gcs_project: str = ""
+    """Google Cloud project of the storage client that cleanup uses (empty: the client's default; the client
+    honours `STORAGE_EMULATOR_HOST`)."""
     replica_id: str = field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")
     """Name of this replica in the leader lease; host name and process id by default."""
 
@@ -130,6 +139,9 @@ class Settings:
             ("ALERT_EVALUATION_SECONDS", self.alert_evaluation_seconds),
             ("PROMETHEUS_QUERY_TIMEOUT_SECONDS", self.prometheus_query_timeout_seconds),
             ("NOTIFICATION_DELIVERY_SECONDS", self.notification_delivery_seconds),
+            ("CLEANUP_TICK_SECONDS", self.cleanup_tick_seconds),
+            ("CLEANUP_STALE_SECONDS", self.cleanup_stale_seconds),
+            ("CLEANUP_PURGE_MAX_DAYS", self.cleanup_purge_max_days),
             ("NOTIFICATION_MAX_ATTEMPTS", self.notification_max_attempts),
         ):
             if value <= 0:

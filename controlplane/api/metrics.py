@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controlplane.alerting.models import AlertStateRow
 from controlplane.alerting.rules import AlertState, Rule, RuleKind, TailEvent, measure
+from controlplane.cleanup.service import policy_health
 from controlplane.clock import Clock
 from controlplane.db import session_scope
 from controlplane.flags.models import Flag, FlagEnvironment
@@ -90,7 +91,23 @@ class StateMetrics(Collector):
             "Latest measured value of each alert rule (absent when unmeasurable).",
             labels=["rule", "pipeline", "environment"],
         )
+        last_success = GaugeMetricFamily(
+            "controlplane_cleanup_last_success_timestamp_seconds",
+            "When each scheduled cleanup policy last finished a successful run (absent before its first).",
+            labels=["policy", "bucket"],
+        )
+        deadline = GaugeMetricFamily(
+            "controlplane_cleanup_success_deadline_timestamp_seconds",
+            "When a scheduled cleanup policy's next success is due at the latest (its schedule's allowance after the "
+            "last success, or after the policy was created).",
+            labels=["policy", "bucket"],
+        )
         with session_scope(self._reader) as session:
+            for health in policy_health(session):
+                labels = [health.name, health.bucket]
+                deadline.add_metric(labels, health.deadline.timestamp())
+                if health.last_success_at is not None:
+                    last_success.add_metric(labels, health.last_success_at.timestamp())
             newest = select(func.max(Rollout.id).label("id")).group_by(Rollout.flag_id, Rollout.environment).subquery()
             rollouts = {
                 (key, row.environment): row
@@ -135,7 +152,7 @@ class StateMetrics(Collector):
                     )
                 if alert_row.value is not None:
                     value.add_metric(labels, alert_row.value)
-        return (stage, percentage, state, alert, value)
+        return (stage, percentage, state, alert, value, last_success, deadline)
 
 
 class StreakMetrics(Collector):

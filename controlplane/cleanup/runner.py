@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from functools import partial
 from typing import TypeVar
@@ -69,6 +69,7 @@ class CleanupReport:
     pages: int = 0
     duration: timedelta = timedelta(0)
     completed: bool = False
+    stopped: bool = False
     resume_page_token: str | None = None
 
 
@@ -84,15 +85,31 @@ def run_cleanup(
     sleep: Callable[[float], None] = time.sleep,
     dry_run: bool = False,
     resume_page_token: str | None = None,
-    on_page_done: Callable[[str | None], None] | None = None,
+    continue_from: CleanupReport | None = None,
+    on_page_done: Callable[[CleanupReport], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
     retry: RetryPolicy | None = None,
 ) -> CleanupReport:
-    """Run ``policy`` over ``prefix`` once; ``now`` is read once so every page is judged at the same instant."""
+    """Run ``policy`` over ``prefix`` once; ``now`` is read once so every page is judged at the same instant.
+
+    ``continue_from`` resumes an interrupted run: its counts go on from there, from its ``resume_page_token``.
+    ``on_page_done`` sees the running totals after each page (to persist them; raising there stops the run).
+    ``should_stop`` is asked between pages; when it says so the run stops with ``stopped`` set, resumable.
+    """
     retry = retry or RetryPolicy()
     started = clock()
-    report = CleanupReport(dry_run=dry_run, resume_page_token=resume_page_token)
-    token = resume_page_token
+    if continue_from is not None:
+        report = replace(continue_from, skipped=Counter(continue_from.skipped), details=list(continue_from.details))
+        report.matched_by_reason = Counter(continue_from.matched_by_reason)
+        report.dry_run, report.completed, report.stopped = dry_run, False, False
+    else:
+        report = CleanupReport(dry_run=dry_run, resume_page_token=resume_page_token)
+    earlier = report.duration
+    token = report.resume_page_token
     while True:
+        if should_stop is not None and should_stop():
+            report.stopped = True
+            break
         try:
             page = _with_retries(partial(storage.list_page, prefix, token), retry, sleep)
         except TransientStorageError as error:
@@ -113,12 +130,14 @@ def run_cleanup(
                 _delete_batch(storage, selected[start : start + MAX_BATCH_SIZE], report, retry, sleep)
         token = page.next_page_token
         report.resume_page_token = token
-        if on_page_done is not None:
-            on_page_done(token)
+        report.duration = earlier + (clock() - started)
         if token is None:
             report.completed = True
+        if on_page_done is not None:
+            on_page_done(report)
+        if token is None:
             break
-    report.duration = clock() - started
+    report.duration = earlier + (clock() - started)
     return report
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 import yaml
 
+from controlplane.definitions.cleanup import check_cleanup
 from controlplane.definitions.objectives import check_objectives
 from controlplane.definitions.schemas import (
     PIPELINE_NAME_PATTERN,
@@ -366,6 +367,7 @@ def _check_pipeline(spec: PipelineSpec, document: _Document, environments: Seque
     rules = check_rules(spec.pipeline, spec.rules, events, spec.flags, environments, document.error, parse_duration)
     _check_guards(spec, {rule.name for rule in rules}, document)
     objectives = check_objectives(spec.pipeline, spec.slo, events, document.error, parse_duration)
+    cleanup = check_cleanup(spec.pipeline, spec.cleanup, document.error, parse_duration)
     return PipelineDefinition(
         name=spec.pipeline,
         description=spec.description,
@@ -374,6 +376,7 @@ def _check_pipeline(spec: PipelineSpec, document: _Document, environments: Seque
         events=events,
         rules=rules,
         objectives=objectives,
+        cleanup=cleanup,
     )
 
 

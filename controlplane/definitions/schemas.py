@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 from controlplane.alerting.objectives import Objective
 from controlplane.alerting.rules import Rule
+from controlplane.cleanup.policies import CleanupPolicyDefinition
 from controlplane.flags.schemas import (
     Condition,
     FlagKey,
@@ -28,6 +29,8 @@ from controlplane.telemetry.catalog import EventType
 
 __all__ = [
     "PIPELINE_NAME_PATTERN",
+    "CleanupSelectSpec",
+    "CleanupSpec",
     "EnvironmentPlan",
     "EventSpec",
     "FlagDefinition",
@@ -151,6 +154,45 @@ class SloSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=T
     runbook_url: str = ""
 
 
+class DeleteAfterSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Objects without a readable expiry are deleted once older than this many days."""
+
+    delete_after_days: Annotated[int, msgspec.Meta(ge=0)]
+
+
+class ExpiredSignedUrlsSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Select objects whose `signed_url_expires_at` is past by more than ``grace``."""
+
+    grace: Duration = "1h"
+    # Required: every policy says what becomes of objects whose expiry it cannot read.
+    missing_metadata: Literal["keep"] | DeleteAfterSpec
+
+
+class OlderThanSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Select objects uploaded more than ``days`` ago."""
+
+    days: Annotated[int, msgspec.Meta(ge=1)]
+
+
+class CleanupSelectSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Which objects a policy deletes: exactly one of the selections (checked by the loader)."""
+
+    expired_signed_urls: ExpiredSignedUrlsSpec | None = None
+    older_than: OlderThanSpec | None = None
+
+
+class CleanupSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """A bucket cleanup policy as written; see ``controlplane.cleanup``."""
+
+    name: Name
+    description: str = ""
+    bucket: str
+    prefix: str = ""
+    select: CleanupSelectSpec
+    schedule: str | None = None  # five-field cron, UTC; none: run by hand only
+    alert_after: Duration | None = None  # default: twice the schedule's longest gap
+
+
 class RuleSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """One alert rule as written in a definition file; see ``alerting.rules`` for what each kind measures.
 
@@ -194,6 +236,7 @@ class PipelineSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
     rules: list[RuleSpec] = msgspec.field(default_factory=list)
     # Rendered as Prometheus burn-rate alerts only (see alerting.objectives).
     slo: list[SloSpec] = msgspec.field(default_factory=list)
+    cleanup: list[CleanupSpec] = msgspec.field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +296,7 @@ class PipelineDefinition:
     events: tuple[EventType, ...] = ()
     rules: tuple[Rule, ...] = ()
     objectives: tuple[Objective, ...] = ()
+    cleanup: tuple[CleanupPolicyDefinition, ...] = ()
 
 
 def promotion_order(flag: FlagDefinition) -> list[str]:

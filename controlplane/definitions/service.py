@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controlplane.audit.service import append_audit_record
+from controlplane.cleanup import service as cleanup_service
 from controlplane.definitions.schemas import FlagDefinition, PipelineDefinition
 from controlplane.errors import InvalidInput
 from controlplane.flags import service as flag_service
@@ -40,6 +41,9 @@ _CHANGING = frozenset(
         "plan_removed",
         "catalog_created",
         "catalog_updated",
+        "cleanup_policy_created",
+        "cleanup_policy_updated",
+        "cleanup_policy_removed",
     }
 )
 
@@ -81,6 +85,17 @@ def apply_definition(
     catalog = _apply_catalog(session, definition, actor, now)
     if catalog is not None:
         changes.append(catalog)
+    changes.extend(
+        Change(flag=None, action=change.action, fields=list(change.fields), note=f"cleanup policy `{change.name}`")
+        for change in cleanup_service.store_policies(
+            session,
+            pipeline=definition.name,
+            policies=definition.cleanup,
+            actor=actor,
+            source=definition.source,
+            now=now,
+        )
+    )
     if savepoint is not None:
         savepoint.rollback()
     return ApplyReport(

@@ -30,7 +30,7 @@ from controlplane.alerting.objectives import Objective
 from controlplane.alerting.rules import Comparison, RuleKind
 from controlplane.definitions.schemas import PipelineDefinition
 from controlplane.render.alerts import DefinitionAlert, definition_alerts
-from controlplane.render.controlplane_rules import ROLLED_BACK_ALERT
+from controlplane.render.controlplane_rules import CLEANUP_ALERT, ROLLED_BACK_ALERT
 from controlplane.render.promql import duration
 from controlplane.render.promtool import InputSeries, expand, series_name, simulate
 from controlplane.render.scenarios import (
@@ -472,6 +472,15 @@ def render_controlplane_tests() -> str:
         for replica in replicas
         for result, values in (("failed", "0x10 1x20"), ("sent", "0+5x30"))
     ]
+    policy = {"policy": "expired-reference-images", "bucket": "reference-images"}
+    # Deadline at 10m (600 s since promtool's epoch); a success at 20m moves it to 90m.
+    deadline_series = [
+        {
+            "series": series_name("controlplane_cleanup_success_deadline_timestamp_seconds", {**policy, **replica}),
+            "values": "600x19 5400x10",
+        }
+        for replica in replicas
+    ]
     tests = [
         {
             "name": f"{ROLLED_BACK_ALERT} fires while the rollout's state is rolled_back, once for all replicas",
@@ -501,6 +510,16 @@ def render_controlplane_tests() -> str:
                     "exp_alerts": [firing("ControlPlaneNotificationsFailing", failing, 2)],
                 },
                 {"eval_time": "28m", "alertname": "ControlPlaneNotificationsFailing", "exp_alerts": []},
+            ],
+        },
+        {
+            "name": f"{CLEANUP_ALERT} fires once past the success deadline, once for all replicas, until a success",
+            "interval": "1m",
+            "input_series": deadline_series,
+            "alert_rule_test": [
+                {"eval_time": "10m", "alertname": CLEANUP_ALERT, "exp_alerts": []},
+                {"eval_time": "15m", "alertname": CLEANUP_ALERT, "exp_alerts": [firing(CLEANUP_ALERT, policy, 300)]},
+                {"eval_time": "21m", "alertname": CLEANUP_ALERT, "exp_alerts": []},
             ],
         },
     ]

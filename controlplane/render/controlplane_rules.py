@@ -11,9 +11,10 @@ from typing import Any
 
 from controlplane.render.yamlfile import generated_header, to_yaml
 
-__all__ = ["ROLLED_BACK_ALERT", "controlplane_alerts", "render_controlplane_rules"]
+__all__ = ["CLEANUP_ALERT", "ROLLED_BACK_ALERT", "controlplane_alerts", "render_controlplane_rules"]
 
 ROLLED_BACK_ALERT = "RolloutRolledBack"
+CLEANUP_ALERT = "CleanupNotSucceeding"
 RUNBOOK = "https://runbooks.example.com/controlplane"
 
 
@@ -48,6 +49,23 @@ def controlplane_alerts() -> list[dict[str, Any]]:
                     "15m: on-call may not hear about alerts. See `controlplane notifications list --status failed`."
                 ),
                 "runbook_url": f"{RUNBOOK}#notifications-failing",
+            },
+        },
+        {
+            "alert": CLEANUP_ALERT,
+            # The deadline is the policy's allowance (alert_after, or twice its schedule's longest gap) after its
+            # last success; read from the database, so every replica exports the same value.
+            "expr": "max by (policy, bucket) (time() - controlplane_cleanup_success_deadline_timestamp_seconds) > 0",
+            "labels": {"severity": "ticket"},
+            "annotations": {
+                "summary": "Cleanup {{ $labels.policy }} of bucket {{ $labels.bucket }} has not succeeded in time",
+                "description": (
+                    "Cleanup policy {{ $labels.policy }} has gone longer than its schedule allows without a "
+                    "successful run ({{ $value | humanizeDuration }} past its deadline): expired reference images "
+                    "pile up in {{ $labels.bucket }}. See `controlplane cleanup runs --policy {{ $labels.policy }}` "
+                    "for the failing runs and their errors, then `controlplane cleanup run {{ $labels.policy }}`."
+                ),
+                "runbook_url": f"{RUNBOOK}#cleanup-not-succeeding",
             },
         },
     ]

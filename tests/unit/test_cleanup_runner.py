@@ -154,7 +154,14 @@ def test_many_pages_are_listed_one_at_a_time_and_batches_stay_at_most_100(clock:
     for index in range(1234):
         bucket.add(f"refs/{index:05}.png", size=1)
     pages_done: list[str | None] = []
-    report = run_cleanup(bucket, POLICY, prefix="refs/", clock=clock, sleep=Sleeps(), on_page_done=pages_done.append)
+    report = run_cleanup(
+        bucket,
+        POLICY,
+        prefix="refs/",
+        clock=clock,
+        sleep=Sleeps(),
+        on_page_done=lambda report: pages_done.append(report.resume_page_token),
+    )
     assert bucket.objects == {}
     assert report.pages == 5
     assert (report.scanned, report.deleted, report.bytes_freed) == (1234, 1234, 1234)
@@ -212,7 +219,13 @@ def test_listing_that_keeps_failing_stops_the_run_with_a_resume_point_and_a_late
     saved: list[str | None] = []
     retry = RetryPolicy(max_attempts=3)
     first = run_cleanup(
-        bucket, POLICY, prefix="refs/", clock=clock, sleep=Sleeps(), on_page_done=saved.append, retry=retry
+        bucket,
+        POLICY,
+        prefix="refs/",
+        clock=clock,
+        sleep=Sleeps(),
+        on_page_done=lambda report: saved.append(report.resume_page_token),
+        retry=retry,
     )
     assert first.completed is False
     assert first.deleted == 20
@@ -243,7 +256,14 @@ def test_crash_mid_run_resumes_from_the_last_fully_processed_page(clock: FakeClo
 
     bucket.delete_batch = crash_on_second_page  # type: ignore[method-assign]
     with pytest.raises(RuntimeError, match="killed"):
-        run_cleanup(bucket, POLICY, prefix="refs/", clock=clock, sleep=Sleeps(), on_page_done=saved.append)
+        run_cleanup(
+            bucket,
+            POLICY,
+            prefix="refs/",
+            clock=clock,
+            sleep=Sleeps(),
+            on_page_done=lambda report: saved.append(report.resume_page_token),
+        )
     assert saved == ["refs/009.png"]
     assert len(bucket.objects) == 20
 
