@@ -31,7 +31,7 @@ from typing import Protocol
 
 from PIL import Image, ImageChops, ImageDraw, ImageFont, ImageStat
 
-from pipeline.images import MAX_IMAGE_PIXELS
+from pipeline.images import BROKEN_IMAGE_ERRORS, MAX_IMAGE_PIXELS
 
 __all__ = [
     "VARIATIONS_PER_RUN",
@@ -293,7 +293,7 @@ def _decode_reference(reference: ReferenceImage) -> Image.Image:
             if image.width * image.height > MAX_IMAGE_PIXELS:
                 raise GenerationError(f"reference {reference.asset_id} has too many pixels")
             return image.convert("RGBA")
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as undecodable:
+    except (*BROKEN_IMAGE_ERRORS, Image.DecompressionBombError, Image.DecompressionBombWarning) as undecodable:
         raise GenerationError(f"reference {reference.asset_id} cannot be decoded: {undecodable}") from undecodable
 
 

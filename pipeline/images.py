@@ -30,6 +30,7 @@ from enum import StrEnum
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 __all__ = [
+    "BROKEN_IMAGE_ERRORS",
     "MAX_IMAGE_PIXELS",
     "MAX_UPLOAD_BYTES",
     "CheckedImage",
@@ -83,6 +84,9 @@ class Rejection:
     detail: str
 
 
+# What Pillow raises for bytes that are not a whole image: OSError (truncated), SyntaxError (bad PNG chunks),
+# ValueError and struct errors (bad headers, oversized text chunks), EOFError, IndexError.
+BROKEN_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
 _PILLOW_FORMAT = {ContentType.PNG: "PNG", ContentType.JPEG: "JPEG", ContentType.WEBP: "WEBP"}
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # IEND has no data, so its whole chunk (length 0, type, CRC) is a constant.
@@ -156,8 +160,6 @@ def _decode(data: bytes, content_type: ContentType, max_pixels: int) -> tuple[in
         raise _PixelLimitExceeded(f"decompression bomb: {bomb}") from bomb
     except UnidentifiedImageError as unidentified:
         raise _UndecodableImage(f"not a decodable {pillow_format} image") from unidentified
-    # Pillow reports broken data as OSError (truncated), SyntaxError (bad PNG chunks), ValueError and struct
-    # errors (bad headers, oversized text chunks), EOFError; all of them mean the bytes are not a whole image.
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as broken:
+    except BROKEN_IMAGE_ERRORS as broken:
         raise _UndecodableImage(f"{pillow_format} does not decode: {broken}") from broken
     return width, height

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from PIL import Image, ImageChops, ImageStat
 
-from pipeline.images import MAX_IMAGE_PIXELS, RejectionReason
+from pipeline.images import BROKEN_IMAGE_ERRORS, MAX_IMAGE_PIXELS, RejectionReason
 
 __all__ = [
     "ADULT_SHARE_BOUNDS",
@@ -231,14 +231,7 @@ def measure_image(image_bytes: bytes, content_type: str) -> ImageMeasurements:
             # For a JPEG, draft() decodes at 1/2..1/8 scale directly: measuring needs no full-size decode.
             image.draft("RGB", (_MEASURE_SIDE_PX, _MEASURE_SIDE_PX))
             rgb = _flatten(image)
-    except (
-        OSError,
-        SyntaxError,
-        ValueError,
-        EOFError,
-        Image.DecompressionBombError,
-        Image.DecompressionBombWarning,
-    ) as undecodable:
+    except (*BROKEN_IMAGE_ERRORS, Image.DecompressionBombError, Image.DecompressionBombWarning) as undecodable:
         raise VisionError(f"cannot decode the image: {undecodable}") from undecodable
     # An image no larger than 256 px a side is measured pixel for pixel (the tests rely on it).
     rgb.thumbnail((_MEASURE_SIDE_PX, _MEASURE_SIDE_PX), Image.Resampling.BILINEAR)
