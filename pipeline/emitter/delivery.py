@@ -8,6 +8,7 @@ never take; 5xx when it could not commit.
 from __future__ import annotations
 
 import enum
+import logging
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ import httpx
 import msgspec
 
 __all__ = ["Answer", "BatchPoster", "Verdict", "backoff_delay", "read_answer", "retry_after_seconds"]
+
+logger = logging.getLogger(__name__)
 
 EVENTS_PATH = "/api/v1/events"
 
@@ -114,6 +117,10 @@ class BatchPoster:
             response = self._client.post(EVENTS_PATH, content=content, headers=headers)
         except httpx.TransportError as exc:
             # Connection refused, reset, timeout: the batch may or may not have committed; its id makes a resend safe.
+            return Answer(Verdict.TRANSIENT, reason=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:
+            # Anything else the client or transport raises is not a verdict on the batch: keep it and try again.
+            logger.exception("posting a batch failed unexpectedly")
             return Answer(Verdict.TRANSIENT, reason=f"{type(exc).__name__}: {exc}")
         return read_answer(response)
 

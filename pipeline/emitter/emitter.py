@@ -96,7 +96,6 @@ class _Batch:
 
 @dataclass
 class _Counts:
-    queued: int = 0
     sent: int = 0
     duplicate: int = 0
     spooled: int = 0
@@ -148,9 +147,12 @@ class Emitter:
         self._lock = threading.Lock()
         self._queue: deque[Outgoing] = deque()
         self._max_queue = settings.max_queue_events
+        self._capacity = settings.max_queue_events  # 0 once closed: every later emit takes the slow path
         self._max_batch = settings.max_batch_events
         self._closed = False
         self._counts = _Counts()
+        # Events ever taken out of the queue: `queued` is this plus what is in it, so emit counts nothing.
+        self._taken = 0
 
         self._spool_lock = threading.Lock()
         self._spool = Spool(
@@ -184,20 +186,18 @@ class Emitter:
 
     def emit(self, event: Outgoing) -> None:
         """Queue one event and return at once (only a full queue makes it write a batch to the spool)."""
-        with self._lock:
-            queue = self._queue
-            if len(queue) < self._max_queue and not self._closed:
-                queue.append(event)
-                self._counts.queued += 1
-                if len(queue) % self._max_batch:
-                    return
-                full_batch = True
-            else:
-                full_batch = False
-        if full_batch:
-            self._wake.set()
-        else:
-            self._overflow(event)
+        # acquire/release rather than `with`: a third cheaper on CPython 3.11, and nothing in between can raise.
+        self._lock.acquire()
+        queue = self._queue
+        if len(queue) < self._capacity:
+            queue.append(event)
+            full_batch = not len(queue) % self._max_batch
+            self._lock.release()
+            if full_batch:
+                self._wake.set()
+            return
+        self._lock.release()
+        self._overflow(event)
 
     # Control.
 
@@ -216,6 +216,7 @@ class Emitter:
         """Send or spool what is queued, stop the thread and release the spool; False if it did not stop in time."""
         with self._lock:
             self._closed = True
+            self._capacity = 0
         self._closing.set()
         self._wake.set()
         self._thread.join(timeout)
@@ -237,7 +238,8 @@ class Emitter:
         with self._spool_lock:
             spool_bytes = self._spool.pending_bytes
             with self._lock:
-                return EmitterStats(**asdict(self._counts), pending=len(self._queue), spool_bytes=spool_bytes)
+                counts = asdict(self._counts) | {"queued": self._taken + len(self._queue)}
+                return EmitterStats(**counts, pending=len(self._queue), spool_bytes=spool_bytes)
 
     # The worker thread.
 
@@ -259,6 +261,7 @@ class Emitter:
                 except Exception:
                     logger.exception("emitter of %s: a send cycle failed", self.pipeline)
                     if closing:
+                        self._spool_queue()  # while closing it writes everything it can, rather than loop
                         break
                 with self._flushed:
                     self._flush_done = requested
@@ -312,7 +315,7 @@ class Emitter:
                 with self._lock:
                     queued = len(self._queue)
                     ready = queued >= self._max_batch or (force and queued > 0)
-                    events = [self._queue.popleft() for _ in range(min(self._max_batch, queued))] if ready else []
+                    events = self._take(min(self._max_batch, queued)) if ready else []
                 if not events:
                     return True
                 self._in_flight = self._encode(events)
@@ -396,14 +399,14 @@ class Emitter:
             with self._lock:
                 if self._closed:
                     self._counts.dropped += 1
+                    self._taken += 1  # taken, and dropped at once
                     spill: list[Outgoing] | None = None
                 elif len(self._queue) < self._max_queue:
                     spill = []  # the worker made room meanwhile
                 else:
-                    spill = [self._queue.popleft() for _ in range(self._max_batch)]
+                    spill = self._take(self._max_batch)
                 if spill is not None:
                     self._queue.append(event)
-                    self._counts.queued += 1
             if spill is None:
                 logger.warning("emitter of %s: an event emitted after close was dropped", self.pipeline)
                 return
@@ -423,16 +426,23 @@ class Emitter:
         with self._spool_lock:
             while True:
                 with self._lock:
-                    events = [self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))]
+                    events = self._take(min(self._max_batch, len(self._queue)))
                 if not events:
                     return
                 batches = self._encode(events)
                 if not self._closing.is_set() and not self._fits(batches):
                     with self._lock:
                         self._queue.extendleft(reversed(events))  # kept in memory, in order, for later
+                        self._taken -= len(events)
                     return
                 for batch in batches:
                     self._write_spool(batch)
+
+    def _take(self, count: int) -> list[Outgoing]:
+        """Remove the ``count`` oldest events from the queue (caller holds ``_lock``)."""
+        self._taken += count
+        popleft = self._queue.popleft
+        return [popleft() for _ in range(count)]
 
     def _fits(self, batches: list[_Batch]) -> bool:
         size = sum(len(batch.body) + 1 for batch in batches)  # +1: each line's newline
@@ -478,7 +488,7 @@ class Emitter:
     def _shut_down(self) -> None:
         with self._lock:
             left = len(self._queue)
-            self._queue.clear()
+            self._take(left)
         if left:
             self._drop(left, "the emitter stopped before it could send or spool them")
         with self._spool_lock:
