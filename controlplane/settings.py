@@ -68,8 +68,8 @@ class Settings:
     telemetry_retention_seconds: float = 3 * 86400.0
     """How long aggregation windows are kept; at least one day (the longest rule window) plus a window."""
     alert_history_retention_seconds: float = 30 * 86400.0
-    """How long alert state changes are kept (each alert's newest is kept however old); the audit log is not
-    subject to it."""
+    """How long alert state changes and finished notifications are kept (each alert's newest change, and every
+    notification de-duplication still reads, are kept however old); the audit log is not subject to it."""
     retention_job_seconds: float = 300.0
     """How often the leader deletes windows past retention, batch ids past any retry and old alert history."""
     catalog_cache_seconds: float = 2.0

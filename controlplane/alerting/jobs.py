@@ -23,7 +23,7 @@ from controlplane.clock import Clock
 from controlplane.db import reader_factory, session_scope
 from controlplane.metrics import ControlPlaneMetrics
 from controlplane.notifications.config import NotificationConfig
-from controlplane.notifications.service import count_silenced
+from controlplane.notifications.service import count_silenced, delete_superseded_notifications
 from controlplane.telemetry import service as telemetry_service
 
 __all__ = ["evaluate_alert_rules", "expire_telemetry"]
@@ -86,7 +86,8 @@ def expire_telemetry(
     alert_history_retention: timedelta | None = None,
 ) -> dict[str, int]:
     """Delete aggregation windows past their retention, batch ids no retry could still match, and alert
-    transitions past ``alert_history_retention`` (each alert's newest kept). Never the audit log."""
+    transitions and notifications past ``alert_history_retention`` (each alert's newest transition kept, and
+    every notification de-duplication still reads). Never the audit log."""
     now = clock()
     windows_before, batches_before = telemetry_service.retention_cutoffs(
         now, window_retention=window_retention, max_event_age=max_event_age
@@ -94,9 +95,8 @@ def expire_telemetry(
     with session_scope(factory) as session:
         windows = telemetry_service.delete_old_windows(session, before=windows_before)
         batches = telemetry_service.delete_old_batches(session, before=batches_before)
-        transitions = (
-            delete_old_transitions(session, before=now - alert_history_retention)
-            if alert_history_retention is not None
-            else 0
-        )
-    return {"windows": windows, "batches": batches, "transitions": transitions}
+        transitions = notifications = 0
+        if alert_history_retention is not None:
+            transitions = delete_old_transitions(session, before=now - alert_history_retention)
+            notifications = delete_superseded_notifications(session, before=now - alert_history_retention)
+    return {"windows": windows, "batches": batches, "transitions": transitions, "notifications": notifications}

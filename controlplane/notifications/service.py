@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from sqlalchemy import or_, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
 from controlplane.alerting.models import Notification, Silence
@@ -40,6 +40,7 @@ __all__ = [
     "active_silences",
     "count_silenced",
     "create_silence",
+    "delete_superseded_notifications",
     "enqueue_notifications",
     "expire_silence",
     "get_silence",
@@ -162,6 +163,42 @@ def _common(values: list[str]) -> str | None:
 
 def _clip(value: str | None, width: int) -> str | None:
     return None if value is None else value[:width]
+
+
+_FINAL = (DeliveryStatus.SENT.value, DeliveryStatus.FAILED.value, DeliveryStatus.SILENCED.value)
+
+
+def delete_superseded_notifications(session: Session, *, before: datetime) -> int:
+    """Delete finished notifications older than ``before`` that de-duplication can no longer read.
+
+    De-duplication walks a receiver's rows for an alert newest first and stops at the first resolve or notified
+    trigger (``_notified_states``). A row is superseded once every alert it carries has such a row newer than it;
+    only those go, so pruning never makes a trigger be sent twice or a resolve be lost. Pending rows never go.
+    """
+    settled: set[tuple[str, str]] = set()
+    superseded: list[int] = []
+    rows = session.execute(
+        select(
+            Notification.id, Notification.receiver, Notification.status, Notification.payload, Notification.created_at
+        )
+        .order_by(Notification.id.desc())
+        .execution_options(yield_per=500)
+    )
+    try:
+        for row_id, receiver, status, payload, created_at in rows:
+            alerts = payload.get("alerts", []) if isinstance(payload, dict) else []
+            keys = [(receiver, str(alert.get("dedup_key"))) for alert in alerts]
+            if keys and status in _FINAL and created_at < before and all(key in settled for key in keys):
+                superseded.append(row_id)
+            silenced = status == DeliveryStatus.SILENCED
+            for key, alert in zip(keys, alerts, strict=True):
+                if alert.get("kind") == "resolve" or not silenced:
+                    settled.add(key)
+    finally:
+        rows.close()
+    for start in range(0, len(superseded), 500):
+        session.execute(delete(Notification).where(Notification.id.in_(superseded[start : start + 500])))
+    return len(superseded)
 
 
 def _notified_states(session: Session, receiver: Receiver, events: list[AlertEvent]) -> dict[str, Notified]:

@@ -9,7 +9,7 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from controlplane.alerting.jobs import expire_telemetry
-from controlplane.alerting.models import AlertStateRow, AlertTransition
+from controlplane.alerting.models import AlertStateRow, AlertTransition, Notification
 from controlplane.alerting.service import EvaluationCache, evaluate_alerts
 from controlplane.audit.models import AuditRecord
 from controlplane.audit.service import append_audit_record
@@ -75,7 +75,7 @@ def test_retention_deletes_old_windows_and_batch_ids_and_keeps_the_audit_log(
 
     deleted = expire_telemetry(session_factory, clock=clock, window_retention=retention, max_event_age=max_age)
 
-    assert deleted == {"windows": 1, "batches": 1, "transitions": 0}
+    assert deleted == {"windows": 1, "batches": 1, "transitions": 0, "notifications": 0}
     assert counts(session_factory) == (1, 1, 1)
     with session_scope(session_factory) as session:
         assert session.scalar(select(IngestedBatch.batch_id)) == "batch-new-0001"
@@ -141,6 +141,82 @@ def test_old_alert_history_is_deleted_but_each_alerts_newest_change_and_the_audi
         kept = sorted((row.rule, (clock() - row.at).days) for row in session.scalars(select(AlertTransition)))
         assert kept == [("upload-error-rate", 1), ("upload-latency", 30), ("vision-error-streak", 45)]
     assert counts(session_factory)[2] == 1  # the audit log is never subject to retention
+
+
+def notification(
+    receiver: str, alerts: list[tuple[str, str]], status: str, age: timedelta, clock: FakeClock
+) -> Notification:
+    """A notification row carrying ``alerts`` as (dedup_key, kind), created ``age`` ago."""
+    return Notification(
+        receiver=receiver,
+        kind=alerts[0][1],
+        dedup_key=", ".join(key for key, _ in alerts),
+        rule="upload-error-rate",
+        environment="production",
+        severity="page",
+        payload={"type": "webhook", "body": {}, "alerts": [{"dedup_key": k, "kind": kind} for k, kind in alerts]},
+        status=status,
+        attempts=1,
+        next_attempt_at=clock() - age,
+        last_error=None,
+        created_at=clock() - age,
+        sent_at=None,
+    )
+
+
+def test_old_notifications_go_only_once_de_duplication_can_no_longer_read_them(
+    session_factory: sessionmaker[Session], clock: FakeClock
+) -> None:
+    day = timedelta(days=1)
+    rows = [
+        # k1: trigger, resolve, a silenced trigger, then a trigger sent: the three before the last are superseded.
+        ("pagerduty", [("k1", "trigger")], "sent", 40 * day),
+        ("pagerduty", [("k1", "resolve")], "sent", 39 * day),
+        ("pagerduty", [("k1", "trigger")], "silenced", 36 * day),
+        ("pagerduty", [("k1", "trigger")], "sent", 35 * day),
+        # k2: only a silenced trigger: it is what says "muted", so it stays however old.
+        ("pagerduty", [("k2", "trigger")], "silenced", 40 * day),
+        # A grouped row of k3 and k4 stays while k4 has nothing newer; the same key at another receiver is apart.
+        ("slack", [("k3", "trigger"), ("k4", "trigger")], "sent", 40 * day),
+        ("slack", [("k3", "resolve")], "sent", 38 * day),
+        ("pagerduty", [("k4", "trigger")], "sent", 37 * day),
+        # k5: a row still pending is never deleted.
+        ("pagerduty", [("k5", "trigger")], "pending", 40 * day),
+        ("pagerduty", [("k5", "resolve")], "sent", 1 * day),
+        # k6: superseded but younger than the retention.
+        ("pagerduty", [("k6", "trigger")], "sent", 2 * day),
+        ("pagerduty", [("k6", "resolve")], "sent", 1 * day),
+    ]
+    with session_scope(session_factory) as session:
+        for receiver, alerts, status, age in rows:
+            session.add(notification(receiver, alerts, status, age, clock))
+            session.flush()  # ids in the listed order: newer rows get higher ids, as in production
+
+    deleted = expire_telemetry(
+        session_factory,
+        clock=clock,
+        window_retention=timedelta(days=3),
+        max_event_age=timedelta(days=1),
+        alert_history_retention=timedelta(days=30),
+    )
+
+    assert deleted["notifications"] == 3
+    with session_scope(session_factory) as session:
+        kept = [
+            (row.receiver, row.dedup_key, row.status)
+            for row in session.scalars(select(Notification).order_by(Notification.id))
+        ]
+    assert kept == [
+        ("pagerduty", "k1", "sent"),
+        ("pagerduty", "k2", "silenced"),
+        ("slack", "k3, k4", "sent"),
+        ("slack", "k3", "sent"),
+        ("pagerduty", "k4", "sent"),
+        ("pagerduty", "k5", "pending"),
+        ("pagerduty", "k5", "sent"),
+        ("pagerduty", "k6", "sent"),
+        ("pagerduty", "k6", "sent"),
+    ]
 
 
 def test_every_scheduled_job_of_telemetry_and_alerting_is_in_the_one_job_list(
