@@ -7,7 +7,7 @@ from functools import partial
 from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
 
 from controlplane.api.dependencies import Now, ProcessSettings, TokenPrincipal, Work
 from controlplane.auth.roles import Role
@@ -63,13 +63,15 @@ class CleanupController(Controller):
         request: Request[Any, Any, Any],
         uow: Work,
         name: FromPath[str],
-        data: JSONBody[RunRequest],
         principal: TokenPrincipal,
         now: Now,
+        data: JSONBody[RunRequest | None] = None,
     ) -> CleanupRunRead:
-        """Queue a run (409 while one is active) and start it here; follow it at `/cleanup/runs/{id}`."""
+        """Queue a run (409 while one is active) and start it here; follow it at `/cleanup/runs/{id}`. The body
+        (`dry_run`, `reason`) may be left out."""
         _unscoped(principal)
-        run = await uow.write(partial(service.request_run, name=name, body=data, actor=principal.name, now=now))
+        body = data or RunRequest()
+        run = await uow.write(partial(service.request_run, name=name, body=body, actor=principal.name, now=now))
         return _start(request, run)
 
     @post("/purges", opt={"role": Role.OPERATOR}, status_code=202, summary="Purge uploads of a time window")
@@ -106,6 +108,6 @@ class CleanupController(Controller):
         return await uow.read(partial(service.list_runs, policy=policy, limit=limit))
 
     @get("/runs/{run_id:int}", summary="One cleanup run")
-    async def run(self, uow: Work, run_id: FromPath[int]) -> CleanupRunRead:
+    async def run(self, uow: Work, run_id: Annotated[int, PathParameter(ge=1, le=2**31 - 1)]) -> CleanupRunRead:
         """A run with its counts so far (they grow page by page while it runs)."""
         return await uow.read(partial(service.get_run, run_id=run_id))

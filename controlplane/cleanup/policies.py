@@ -63,8 +63,8 @@ def check_prefix(prefix: str) -> None:
     """Refuse a prefix no object name could start with."""
     if len(prefix.encode()) > 1024:
         raise ValueError("prefix is longer than an object name may be (1024 bytes)")
-    if "\r" in prefix or "\n" in prefix:
-        raise ValueError("prefix may not contain a line break (object names cannot)")
+    if any(character in prefix for character in "\r\n\x00"):
+        raise ValueError("prefix may not contain a line break or a NUL (object names cannot)")
 
 
 def selection_to_json(selection: CleanupPolicy) -> dict[str, Any]:

@@ -237,6 +237,18 @@ def test_an_unknown_policy_is_404_and_an_unknown_run_too(
     )
     assert f"`{POLICY}`" in body["detail"]
     problem(client.get(f"{API}/runs/4242", headers=operator), 404, "cleanup-run-not-found")
+    # Past any id a run can have: the same refusal on every database, before a query is sent.
+    assert client.get(f"{API}/runs/99999999999999", headers=operator).status_code == 422
+
+
+@pytest.mark.usefixtures("applied")
+def test_a_run_may_be_asked_for_without_a_body(
+    client: TestClient[Litestar], operator: dict[str, str], session_factory: sessionmaker[Session]
+) -> None:
+    started = client.post(f"{API}/policies/{POLICY}/runs", headers=operator)
+    assert started.status_code == 202, started.text
+    assert started.json()["dry_run"] is False
+    wait_for(client, operator, started.json()["id"])
 
 
 @pytest.mark.usefixtures("applied")

@@ -34,6 +34,7 @@ PATH_VALUES = {
     "operation": "advance",
     "name": "someone",
     "silence_id": "1",
+    "run_id": "1",
     "path": "openapi.json",
 }
 
