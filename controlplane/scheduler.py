@@ -169,6 +169,7 @@ def build_jobs(
                 metrics=metrics,
                 # Between pages: a replica that stops leading hands its run back for the new leader to resume.
                 should_stop=lambda: not leadership.is_leader(),
+                notifications=lambda: config,
             ),
             timedelta(seconds=settings.cleanup_tick_seconds),
         ),

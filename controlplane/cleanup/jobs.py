@@ -25,6 +25,8 @@ from controlplane.cleanup.storage import GcsStorage, Storage
 from controlplane.clock import Clock
 from controlplane.db import session_scope
 from controlplane.metrics import ControlPlaneMetrics
+from controlplane.notifications.config import NotificationConfig
+from controlplane.notifications.service import enqueue_notifications
 
 __all__ = ["CleanupExecutor", "StorageFor", "execute_run", "gcs_storage_for", "new_runner_id", "run_cleanups"]
 
@@ -157,8 +159,11 @@ def run_cleanups(
     should_stop: Callable[[], bool] | None = None,
     sleep: Callable[[float], None] = time.sleep,
     retry: RetryPolicy | None = None,
+    notifications: Callable[[], NotificationConfig] | None = None,
 ) -> dict[str, int]:
-    """The leader's cleanup tick: queue runs whose slot has come, then run queued and stalled runs one by one."""
+    """The leader's cleanup tick: queue runs whose slot has come, run queued and stalled runs one by one, then
+    tell on-call (through ``notifications``' routes) about policies past their success deadline, and when they
+    recover."""
     with session_scope(factory) as session:
         queued = service.enqueue_due_runs(session, now=clock())
     executed = 0
@@ -180,6 +185,11 @@ def run_cleanups(
             retry=retry,
         )
         executed += 1
+    config = notifications() if notifications is not None else None
+    if config is not None and config.receivers:
+        with session_scope(factory) as session:
+            now = clock()
+            enqueue_notifications(session, config, service.cleanup_alerts(session, now=now), now=now)
     return {"queued": len(queued), "executed": executed}
 
 

@@ -39,12 +39,14 @@ from controlplane.cleanup.schemas import (
 )
 from controlplane.cleanup.selection import CleanupPolicy, UploadedBetween
 from controlplane.errors import Conflict, InvalidInput, NotFound
+from controlplane.notifications.messages import AlertEvent
 
 __all__ = [
     "ClaimedRun",
     "PolicyChange",
     "PolicyHealth",
     "claim_run",
+    "cleanup_alerts",
     "enqueue_due_runs",
     "finish_run",
     "get_run",
@@ -265,6 +267,42 @@ def policy_health(session: Session) -> list[PolicyHealth]:
         if deadline is not None:
             health.append(PolicyHealth(row.name, row.bucket, successes.get(row.name), deadline))
     return health
+
+
+#: The alert's name, as the rendered Prometheus rule calls it.
+CLEANUP_ALERT_RULE = "CleanupNotSucceeding"
+
+
+def cleanup_alerts(session: Session, *, now: datetime) -> list[AlertEvent]:
+    """For every scheduled policy, a trigger while it is past its success deadline and a resolve otherwise.
+
+    Sent every tick: de-duplication turns a trigger already notified, and a resolve of nothing, into no message.
+    """
+    policies = {row.name: row for row in session.scalars(select(CleanupPolicyRow))}
+    events = []
+    for health in policy_health(session):
+        row = policies[health.name]
+        overdue = now > health.deadline
+        last = health.last_success_at.isoformat() if health.last_success_at is not None else "never"
+        events.append(
+            AlertEvent(
+                kind="trigger" if overdue else "resolve",
+                rule=f"cleanup-{health.name}",
+                pipeline=row.pipeline,
+                environment="all",
+                severity="ticket",
+                summary=f"Cleanup {health.name} of bucket {health.bucket} has not succeeded in time",
+                description=(
+                    f"Cleanup policy {health.name} (schedule `{row.schedule}`) last succeeded {last}; its next "
+                    f"success was due by {health.deadline.isoformat()}. See `controlplane cleanup runs --policy "
+                    f"{health.name}` for the failing runs and their errors."
+                ),
+                at=now,
+                runbook_url="https://runbooks.example.com/controlplane#cleanup-not-succeeding",
+                details={"alert": CLEANUP_ALERT_RULE, "policy": health.name, "bucket": health.bucket},
+            )
+        )
+    return events
 
 
 def list_policies(session: Session, *, now: datetime) -> list[CleanupPolicyRead]:

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from controlplane.alerting.models import Notification
 from controlplane.audit.models import AuditRecord
 from controlplane.cleanup import service
 from controlplane.cleanup.jobs import execute_run, run_cleanups
@@ -22,6 +23,7 @@ from controlplane.cleanup.storage import DeleteResult, ObjectRef
 from controlplane.db import session_scope
 from controlplane.errors import Conflict, InvalidInput, NotFound
 from controlplane.metrics import ControlPlaneMetrics
+from controlplane.notifications.config import parse_notification_config
 from tests.conftest import FakeClock
 from tests.fake_bucket import FakeBucket, Sleeps
 
@@ -434,3 +436,48 @@ def test_expired_signed_url_policies_round_trip_through_the_stored_form(
     assert listed.schedule is None and listed.success_deadline is None and not listed.overdue
     run_cleanups(session_factory, replica="r1", clock=clock, storage_for=lambda name: bucket, stale_after=STALE)
     assert sorted(bucket.objects) == ["b.png", "c.png"]
+
+
+def test_on_call_hears_once_when_a_policy_goes_past_its_deadline_and_once_when_it_recovers(
+    session_factory: sessionmaker[Session], clock: FakeClock
+) -> None:
+    apply(session_factory, clock, HOURLY)
+    config = parse_notification_config(
+        """
+receivers:
+  chat: {type: slack, url: "http://127.0.0.1:9/slack"}
+routes: [{severity: [ticket], receivers: [chat]}]
+"""
+    )
+    failing = bucket_with(3, clock)
+    failing.transient_deletes["refs/001.png"] = 99
+
+    def tick(bucket: FakeBucket) -> None:
+        run_cleanups(
+            session_factory,
+            replica="r1",
+            clock=clock,
+            storage_for=lambda name: bucket,
+            stale_after=STALE,
+            sleep=Sleeps(),
+            retry=RetryPolicy(max_attempts=1),
+            notifications=lambda: config,
+        )
+
+    def sent() -> list[tuple[str, str]]:
+        with session_scope(session_factory) as session:
+            rows = session.scalars(select(Notification).order_by(Notification.id)).all()
+        return [(row.kind, row.rule or "") for row in rows]
+
+    tick(failing)  # within the allowance: nothing to say
+    assert sent() == []
+    for _ in range(3):  # hourly slots, every run failing: past the 2 h allowance after the second
+        clock.advance(timedelta(hours=1))
+        tick(failing)
+    assert sent() == [("trigger", "cleanup-old-refs")]
+    clock.advance(timedelta(hours=1))
+    tick(bucket_with(3, clock))
+    assert sent() == [("trigger", "cleanup-old-refs"), ("resolve", "cleanup-old-refs")]
+    clock.advance(timedelta(minutes=5))
+    tick(bucket_with(0, clock))
+    assert len(sent()) == 2
