@@ -379,6 +379,25 @@ def _new_run(
     )
 
 
+def _queue(session: Session, run: CleanupRun, *, audit: tuple[str, str, str], now: datetime) -> CleanupRunRead:
+    """Store a run asked for by hand; unless it is a dry run (which changes nothing), audit who asked and why."""
+    session.add(run)
+    session.flush()
+    if not run.dry_run:
+        action, target_type, target = audit
+        append_audit_record(
+            session,
+            now=now,
+            actor=run.requested_by,
+            action=action,
+            target_type=target_type,
+            target=target,
+            reason=run.reason or None,
+            after={"run": run.id, "bucket": run.bucket, "prefix": run.prefix, "selection": run.selection},
+        )
+    return _run_read(run)
+
+
 def _active_run_of(session: Session, policy: str) -> CleanupRun | None:
     return session.scalar(
         select(CleanupRun).where(CleanupRun.policy == policy, CleanupRun.status.in_(_ACTIVE)).limit(1)
@@ -409,20 +428,7 @@ def request_run(session: Session, *, name: str, body: RunRequest, actor: str, no
         reason=body.reason,
         now=now,
     )
-    session.add(run)
-    session.flush()
-    if not body.dry_run:
-        append_audit_record(
-            session,
-            now=now,
-            actor=actor,
-            action="cleanup.run",
-            target_type="cleanup_policy",
-            target=name,
-            reason=body.reason or None,
-            after={"run": run.id, "bucket": row.bucket, "prefix": row.prefix, "selection": row.selection},
-        )
-    return _run_read(run)
+    return _queue(session, run, audit=("cleanup.run", "cleanup_policy", name), now=now)
 
 
 def request_purge(
@@ -469,20 +475,7 @@ def request_purge(
         reason=body.reason,
         now=now,
     )
-    session.add(run)
-    session.flush()
-    if not body.dry_run:
-        append_audit_record(
-            session,
-            now=now,
-            actor=actor,
-            action="cleanup.purge",
-            target_type="bucket",
-            target=body.bucket,
-            reason=body.reason,
-            after={"run": run.id, "prefix": body.prefix, "selection": run.selection},
-        )
-    return _run_read(run)
+    return _queue(session, run, audit=("cleanup.purge", "bucket", body.bucket), now=now)
 
 
 def enqueue_due_runs(session: Session, *, now: datetime) -> list[int]:
