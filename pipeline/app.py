@@ -1,0 +1,292 @@
+"""The pipeline's HTTP service (Litestar): thin routes over ``Workflow``; errors are RFC 9457 problem details.
+
+POST /upload/reference-image     multipart: file, role (character|product), user_id  -> 201 the stored reference
+POST /run_preflight              JSON: user_id, prompt, reference_image_ids          -> 200 the run's state
+POST /runs/{run_id}/generate_assets                                                   -> 200 the run's state
+GET  /runs/{run_id}              the run's meta.json;  GET /healthz;  GET /metrics (the emitter's counters)
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import anyio.to_thread
+import msgspec
+from litestar import Litestar, Request, get, post, put
+from litestar.datastructures import State, UploadFile
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import CollectorRegistry, generate_latest
+
+from controlplane.api.problems import exception_handlers
+from pipeline.emitter import Emitter, EmitterCollector
+from pipeline.faults import Faults, FaultSettings, FaultyBucket, FaultyVision
+from pipeline.flag import FlagGate, OpenFeatureGate, StaticGate
+from pipeline.generator import AssetGenerator, LocalGenerator
+from pipeline.images import MAX_UPLOAD_BYTES
+from pipeline.logs import get_logger
+from pipeline.problems import BadRequest, NotFound
+from pipeline.runs import RunStore
+from pipeline.settings import PIPELINE, PipelineSettings
+from pipeline.storage import ReferenceStore, new_client, signing_credentials
+from pipeline.telemetry import Telemetry
+from pipeline.vision import LocalAnalyzer, VisionAnalyzer
+from pipeline.workflow import ReferenceCache, Workflow
+
+__all__ = ["Parts", "create_pipeline_app"]
+
+#: Multipart framing on top of the largest accepted image; a bigger body is refused before it is read.
+_BODY_LIMIT = MAX_UPLOAD_BYTES + 64 * 1024
+_ROUTE_LABELS = {
+    "/upload/reference-image": "upload_reference_image",
+    "/run_preflight": "run_preflight",
+    "/runs/{run_id:str}/generate_assets": "generate_assets",
+}
+
+
+class PreflightRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Start a run."""
+
+    user_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    prompt: Annotated[str, msgspec.Meta(max_length=2000)] = ""
+    reference_image_ids: list[Annotated[str, msgspec.Meta(max_length=64)]] = msgspec.field(default_factory=list)
+
+
+class Parts(msgspec.Struct, kw_only=True):
+    """What the service is built from; tests inject their own."""
+
+    gate: Any
+    analyzer: Any
+    generator: Any
+    store: Any
+    emitter: Any = None
+
+
+def _workflow(request: Request[Any, Any, Any]) -> Workflow:
+    workflow: Workflow = request.app.state.workflow
+    return workflow
+
+
+@post("/upload/reference-image", status_code=201)
+async def upload_reference_image(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """Store a reference image (flag on for the user), answered with a signed URL valid for the TTL."""
+    form = await request.form()
+    upload, role, user_id = form.get("file"), form.get("role"), form.get("user_id")
+    if not isinstance(upload, UploadFile):
+        raise BadRequest("file-missing", "send the image as the multipart field `file`", field="file")
+    if not isinstance(user_id, str) or not user_id.strip():
+        raise BadRequest("user-id-missing", "send the uploader as the multipart field `user_id`", field="user_id")
+    workflow = _workflow(request)
+    decision = workflow.gate.decide(user_id)
+    request.state.variant = decision.variant
+    data = await upload.read(MAX_UPLOAD_BYTES + 1)
+    result = await anyio.to_thread.run_sync(
+        lambda: workflow.upload(data=data, role=str(role or ""), user_id=user_id, decision=decision)
+    )
+    reference, analysis = result.reference, result.analysis
+    return {
+        "asset_id": reference.asset_id,
+        "role": reference.role,
+        "content_type": reference.content_type,
+        "size": reference.size,
+        "sha256": reference.sha256,
+        "signed_url": reference.signed_url,
+        "signed_url_expires_at": reference.signed_url_expires_at.isoformat(),
+        "safe_search": {
+            name: getattr(analysis, name).name for name in ("adult", "violence", "racy", "medical", "spoof")
+        },
+        "notes": list(analysis.notes),
+        "variant": result.variant,
+    }
+
+
+@post("/run_preflight", status_code=200)
+async def run_preflight(request: Request[Any, Any, Any], data: PreflightRequest) -> dict[str, Any]:
+    """Start a run: resolve its reference images when the flag is on, ignore them when it is off."""
+    workflow = _workflow(request)
+    decision = workflow.gate.decide(data.user_id)
+    request.state.variant = decision.variant
+    return await anyio.to_thread.run_sync(
+        lambda: workflow.preflight(
+            user_id=data.user_id, prompt=data.prompt, reference_image_ids=data.reference_image_ids, decision=decision
+        )
+    )
+
+
+@post("/runs/{run_id:str}/generate_assets", status_code=200)
+async def generate_assets(request: Request[Any, Any, Any], run_id: str) -> dict[str, Any]:
+    """Generate a preflighted run's variations and persist them."""
+    workflow = _workflow(request)
+    state = await anyio.to_thread.run_sync(workflow.generate, run_id)
+    request.state.variant = state["flag"]["variant"]
+    return state
+
+
+@get("/runs/{run_id:str}")
+async def read_run(request: Request[Any, Any, Any], run_id: str) -> dict[str, Any]:
+    """A run's meta.json (sanitised: no signed URLs)."""
+    runs: RunStore = request.app.state.runs
+    state = runs.load(run_id)
+    if state is None:
+        raise NotFound("run-not-found", f"no run {run_id}", run=run_id)
+    return state
+
+
+@get("/faults")
+async def read_faults(request: Request[Any, Any, Any]) -> FaultSettings:
+    """The faults in force (404 unless the service was started with faults enabled)."""
+    return _faults(request).settings
+
+
+@put("/faults")
+async def set_faults(request: Request[Any, Any, Any], data: FaultSettings) -> FaultSettings:
+    """Inject faults: Vision error rate, upload failure rate, Vision latency (test and demo deployments only)."""
+    faults = _faults(request)
+    faults.set(data)
+    get_logger().warning("faults_set", **msgspec.structs.asdict(data))
+    return faults.settings
+
+
+def _faults(request: Request[Any, Any, Any]) -> Faults:
+    faults: Faults | None = request.app.state.faults
+    if faults is None:
+        raise NotFound("faults-disabled", "fault injection is off; start the service with PIPELINE_FAULTS_ENABLED=true")
+    return faults
+
+
+@get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Alive."""
+    return {"status": "ok"}
+
+
+@get("/metrics", media_type="text/plain; version=0.0.4")
+async def metrics(request: Request[Any, Any, Any]) -> bytes:
+    """The emitter's counters (queued, sent, spooled, dropped, ...) for Prometheus."""
+    registry: CollectorRegistry = request.app.state.registry
+    return generate_latest(registry)
+
+
+class RequestEvents:
+    """Report every request as an `http_request` event: route, status class, duration, the user's variant."""
+
+    def __init__(self, app: ASGIApp, telemetry: Telemetry) -> None:
+        self._app = app
+        self._telemetry = telemetry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await self._app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def observe(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._app(scope, receive, observe)
+        finally:
+            route = _ROUTE_LABELS.get(scope.get("path_template", ""), "other")
+            state = scope.get("state", {})
+            # Before the flag was evaluated (a malformed request) the cohort is unknown: counted with `off`.
+            variant = state.get("variant", "off") if isinstance(state, dict) else "off"
+            if route != "other":
+                self._telemetry.http(variant, route, status, time.perf_counter() - started)
+
+
+def default_parts(settings: PipelineSettings) -> Parts:
+    """The real parts: the in-process provider, the local analyzer and generator, the bucket, the emitter."""
+    gate: FlagGate = (
+        OpenFeatureGate(
+            settings.controlplane_url,
+            settings.evaluate_token,
+            environment=settings.environment,
+            cache_path=settings.spool_dir / "flags-snapshot.json",
+        )
+        if settings.flags_enabled
+        else StaticGate(True)
+    )
+    emulated = bool(os.environ.get("STORAGE_EMULATOR_HOST"))
+    store = ReferenceStore(
+        new_client(settings.gcs_project),
+        settings.bucket,
+        ttl=settings.image_signed_url_ttl,
+        credentials=signing_credentials(settings.signing_key_file, emulated=emulated),
+    )
+    emitter = (
+        Emitter(
+            settings.controlplane_url,
+            settings.ingest_token,
+            pipeline=PIPELINE,
+            spool_dir=settings.spool_dir / "events",
+            emitter_id=f"pipeline-{os.getpid()}",
+        )
+        if settings.telemetry_enabled
+        else None
+    )
+    return Parts(gate=gate, analyzer=LocalAnalyzer(), generator=LocalGenerator(), store=store, emitter=emitter)
+
+
+def create_pipeline_app(settings: PipelineSettings | None = None, parts: Parts | None = None) -> Litestar:
+    """Build the pipeline service."""
+    settings = settings or PipelineSettings.from_env()
+    parts = parts or default_parts(settings)
+    registry = CollectorRegistry()
+    if parts.emitter is not None:
+        registry.register(EmitterCollector(parts.emitter.stats, PIPELINE))
+    telemetry = Telemetry(parts.emitter, settings.environment)
+    runs = RunStore(settings.runs_dir)
+    analyzer: VisionAnalyzer = parts.analyzer
+    generator: AssetGenerator = parts.generator
+    store = parts.store
+    faults = Faults(random.Random(settings.faults_seed)) if settings.faults_enabled else None
+    if faults is not None:
+        analyzer, store = FaultyVision(analyzer, faults), FaultyBucket(store, faults)
+    workflow = Workflow(
+        gate=parts.gate,
+        analyzer=analyzer,
+        generator=generator,
+        store=store,
+        runs=runs,
+        telemetry=telemetry,
+        environment=settings.environment,
+        cache=ReferenceCache(timedelta(seconds=settings.reference_cache_ttl_seconds), lambda: datetime.now(UTC)),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            # Whatever is queued is sent (or spooled for the next start) before the process goes.
+            if parts.emitter is not None:
+                await anyio.to_thread.run_sync(parts.emitter.close)
+            parts.gate.close()
+
+    return Litestar(
+        route_handlers=[
+            upload_reference_image,
+            run_preflight,
+            generate_assets,
+            read_run,
+            read_faults,
+            set_faults,
+            healthz,
+            metrics,
+        ],
+        exception_handlers=exception_handlers,
+        middleware=[lambda app: RequestEvents(app, telemetry)],
+        lifespan=[lifespan],
+        request_max_body_size=_BODY_LIMIT,
+        state=State({"workflow": workflow, "runs": runs, "registry": registry, "settings": settings, "faults": faults}),
+    )

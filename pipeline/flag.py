@@ -1,0 +1,79 @@
+"""The `enable-reference-images` gate, evaluated in-process through OpenFeature and the control plane's provider.
+
+The provider holds a synced snapshot of one environment (updated by server-sent events), so a check costs no
+network round trip. When the provider cannot serve (never reached the control plane, no cache), OpenFeature
+returns the code default: off. Reference images are then refused, which is the safe side of a release flag.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from openfeature import api
+from openfeature.evaluation_context import EvaluationContext
+
+from controlplane.evaluation.provider import ControlPlaneProvider
+from pipeline.settings import FLAG_KEY
+
+__all__ = ["Decision", "FlagGate", "OpenFeatureGate", "StaticGate"]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Whether reference images are on for this user, and the variant served (for the events' cohort)."""
+
+    enabled: bool
+    variant: str
+    reason: str
+
+
+class FlagGate(Protocol):
+    """Decides the flag for one user."""
+
+    def decide(self, user_id: str, attributes: dict[str, str] | None = None) -> Decision:
+        """The flag for ``user_id`` (the targeting key) with optional targeting attributes."""
+        ...
+
+    def close(self) -> None:
+        """Release the provider."""
+        ...
+
+
+class OpenFeatureGate:
+    """The gate through an OpenFeature client on a domain of its own, backed by ``ControlPlaneProvider``."""
+
+    def __init__(self, url: str, token: str, *, environment: str, cache_path: Path | None = None) -> None:
+        self._domain = f"pipeline-{uuid.uuid4().hex[:8]}"
+        self._provider = ControlPlaneProvider(url, token, environment=environment, cache_path=cache_path)
+        # Waits for the first snapshot (or the cache); a control plane that cannot be reached leaves the provider
+        # not ready, and every decision is the code default (off) until it is.
+        api.set_provider(self._provider, self._domain)
+        self._client = api.get_client(self._domain)
+
+    def decide(self, user_id: str, attributes: dict[str, str] | None = None) -> Decision:
+        """Evaluate the flag; the code default (off) whenever the provider cannot answer."""
+        context = EvaluationContext(targeting_key=user_id, attributes=dict(attributes or {}))
+        details = self._client.get_boolean_details(FLAG_KEY, False, context)
+        variant = details.variant or ("on" if details.value else "off")
+        return Decision(enabled=bool(details.value), variant=variant, reason=str(details.reason or ""))
+
+    def close(self) -> None:
+        """Stop following the control plane."""
+        self._provider.shutdown()
+
+
+class StaticGate:
+    """A fixed answer (tests, and the benchmark's "flag check disabled" baseline)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._decision = Decision(enabled=enabled, variant="on" if enabled else "off", reason="STATIC")
+
+    def decide(self, user_id: str, attributes: dict[str, str] | None = None) -> Decision:
+        """The same decision for everyone."""
+        return self._decision
+
+    def close(self) -> None:
+        """Nothing to release."""
