@@ -21,6 +21,7 @@ import msgspec
 from litestar import Litestar, Request, get, post, put
 from litestar.datastructures import State, UploadFile
 from litestar.enums import ScopeType
+from litestar.params import FromPath, JSONBody
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -46,7 +47,8 @@ _BODY_LIMIT = MAX_UPLOAD_BYTES + 64 * 1024
 _ROUTE_LABELS = {
     "/upload/reference-image": "upload_reference_image",
     "/run_preflight": "run_preflight",
-    "/runs/{run_id:str}/generate_assets": "generate_assets",
+    # Litestar's path templates carry no converter: `{run_id}`, not `{run_id:str}`.
+    "/runs/{run_id}/generate_assets": "generate_assets",
 }
 
 
@@ -107,7 +109,7 @@ async def upload_reference_image(request: Request[Any, Any, Any]) -> dict[str, A
 
 
 @post("/run_preflight", status_code=200)
-async def run_preflight(request: Request[Any, Any, Any], data: PreflightRequest) -> dict[str, Any]:
+async def run_preflight(request: Request[Any, Any, Any], data: JSONBody[PreflightRequest]) -> dict[str, Any]:
     """Start a run: resolve its reference images when the flag is on, ignore them when it is off."""
     workflow = _workflow(request)
     decision = workflow.gate.decide(data.user_id)
@@ -120,7 +122,7 @@ async def run_preflight(request: Request[Any, Any, Any], data: PreflightRequest)
 
 
 @post("/runs/{run_id:str}/generate_assets", status_code=200)
-async def generate_assets(request: Request[Any, Any, Any], run_id: str) -> dict[str, Any]:
+async def generate_assets(request: Request[Any, Any, Any], run_id: FromPath[str]) -> dict[str, Any]:
     """Generate a preflighted run's variations and persist them."""
     workflow = _workflow(request)
     state = await anyio.to_thread.run_sync(workflow.generate, run_id)
@@ -129,7 +131,7 @@ async def generate_assets(request: Request[Any, Any, Any], run_id: str) -> dict[
 
 
 @get("/runs/{run_id:str}")
-async def read_run(request: Request[Any, Any, Any], run_id: str) -> dict[str, Any]:
+async def read_run(request: Request[Any, Any, Any], run_id: FromPath[str]) -> dict[str, Any]:
     """A run's meta.json (sanitised: no signed URLs)."""
     runs: RunStore = request.app.state.runs
     state = runs.load(run_id)
@@ -145,7 +147,7 @@ async def read_faults(request: Request[Any, Any, Any]) -> FaultSettings:
 
 
 @put("/faults")
-async def set_faults(request: Request[Any, Any, Any], data: FaultSettings) -> FaultSettings:
+async def set_faults(request: Request[Any, Any, Any], data: JSONBody[FaultSettings]) -> FaultSettings:
     """Inject faults: Vision error rate, upload failure rate, Vision latency (test and demo deployments only)."""
     faults = _faults(request)
     faults.set(data)
@@ -202,6 +204,10 @@ class RequestEvents:
             variant = state.get("variant", "off") if isinstance(state, dict) else "off"
             if route != "other":
                 self._telemetry.http(variant, route, status, time.perf_counter() - started)
+            if route == "upload_reference_image" and status == 413 and "variant" not in state:
+                # Refused for its size before the handler could read it: still an upload rejected as too large.
+                size = int(dict(scope.get("headers", [])).get(b"content-length", b"0") or 0)
+                self._telemetry.upload(variant, "rejected", content_type="other", reason="too_large", size=size)
 
 
 def default_parts(settings: PipelineSettings) -> Parts:

@@ -14,8 +14,10 @@ from typing import Protocol
 
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
+from openfeature.exception import OpenFeatureError
 
 from controlplane.evaluation.provider import ControlPlaneProvider
+from pipeline.logs import get_logger
 from pipeline.settings import FLAG_KEY
 
 __all__ = ["Decision", "FlagGate", "OpenFeatureGate", "StaticGate"]
@@ -48,9 +50,13 @@ class OpenFeatureGate:
     def __init__(self, url: str, token: str, *, environment: str, cache_path: Path | None = None) -> None:
         self._domain = f"pipeline-{uuid.uuid4().hex[:8]}"
         self._provider = ControlPlaneProvider(url, token, environment=environment, cache_path=cache_path)
-        # Waits for the first snapshot (or the cache); a control plane that cannot be reached leaves the provider
-        # not ready, and every decision is the code default (off) until it is.
-        api.set_provider(self._provider, self._domain)
+        try:
+            # Waits for the first snapshot (or the cache), so the first requests are decided on real data.
+            api.set_provider_and_wait(self._provider, self._domain)
+        except OpenFeatureError as error:
+            # No control plane and no cache: the provider keeps retrying in the background; meanwhile every
+            # decision is the code default (off), and the service still starts.
+            get_logger().warning("flag_provider_not_ready", flag=FLAG_KEY, error=str(error))
         self._client = api.get_client(self._domain)
 
     def decide(self, user_id: str, attributes: dict[str, str] | None = None) -> Decision:

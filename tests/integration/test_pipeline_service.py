@@ -56,14 +56,6 @@ BUCKET = "reference-images"
 TTL = timedelta(seconds=90)
 ENVIRONMENT = "staging"
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# pipeline/app.py declares `data` (run_preflight, set_faults) without a body marker and `run_id` (generate_assets,
-# read_run) in the inferred style; Litestar 2.25 warns at app build, an error under this suite's filterwarnings.
-# Ignored here by message only; the bug has its own strict xfail (test_the_app_builds_without_deprecation_warnings).
-UNMARKED_PARAMETERS = (
-    r"ignore:.*Reserved kwarg 'data' declared without a body marker:DeprecationWarning",
-    r"ignore:.*path parameter 'run_id' declared using deprecated inferred style:DeprecationWarning",
-)
-pytestmark = [pytest.mark.filterwarnings(ignored) for ignored in UNMARKED_PARAMETERS]
 
 
 # --- the service under test -----------------------------------------------------------------------------------------
@@ -273,17 +265,14 @@ def test_one_byte_over_5_mib_is_refused_with_413_and_nothing_is_stored(service: 
     assert upload_events(service) == [("rejected", "image/png", "too_large", "on", ENVIRONMENT)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline/app.py: a body over _BODY_LIMIT (5 MiB + 64 KiB) is refused by Litestar before the handler "
-    "runs: 413 `body-too-large`, no reference_image_upload event (rejected/too_large), http_request counted as `off`",
-)
 def test_an_upload_far_over_5_mib_is_reported_as_a_too_large_rejection(service: Service) -> None:
     response = service.upload(padded_png(6 * 1024 * 1024))
 
     assert response.status_code == 413
     assert service.objects() == []
-    assert upload_events(service) == [("rejected", "image/png", "too_large", "on", ENVIRONMENT)]
+    # Refused before the body is read (over 5 MiB + 64 KiB of multipart): neither its type nor its user is known,
+    # so the rejection is counted as `other` in the `off` cohort.
+    assert upload_events(service) == [("rejected", "other", "too_large", "off", ENVIRONMENT)]
 
 
 @pytest.mark.parametrize(
@@ -357,11 +346,6 @@ def test_a_storage_failure_answers_503_and_reports_a_failed_upload(
     assert [e["labels"]["status_class"] for e in service.events("http_request")] == ["5xx"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline/app.py: run_preflight/set_faults take `data` without JSONBody[...], generate_assets/read_run "
-    "take `run_id` without FromPath[...]; Litestar warns (LitestarDeprecationWarning) when the app is built",
-)
 def test_the_app_builds_without_deprecation_warnings(tmp_path: Path) -> None:
     settings = PipelineSettings(runs_dir=tmp_path / "runs", spool_dir=tmp_path / "spool", flags_enabled=False)
     parts = Parts(gate=StaticGate(True), analyzer=LocalAnalyzer(), generator=LocalGenerator(), store=None)
@@ -571,7 +555,6 @@ def test_a_run_leaves_meta_json_and_final_assets_for_each_qa_scenario(
     assert (complete["references_used"], complete["critical_errors"]) == (ids, [])
     assert "X-Goog-Signature" not in logs.text
     http = [(e["labels"]["route"], e["labels"]["status_class"], e["variant"]) for e in service.events("http_request")]
-    # generate_assets is missing from these: see test_generate_assets_requests_are_reported (a strict xfail).
     assert http[: len(roles) + 1] == [
         *[("upload_reference_image", "2xx", "on")] * len(roles),
         ("run_preflight", "2xx", "on"),
@@ -619,11 +602,6 @@ def test_a_run_is_generated_once_and_unknown_runs_are_404(service: Service) -> N
     assert len(service.events("image_assets_generation")) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline/app.py _ROUTE_LABELS keys the route as '/runs/{run_id:str}/generate_assets', but Litestar's "
-    "scope['path_template'] is '/runs/{run_id}/generate_assets': the request is labelled `other` and not reported",
-)
 def test_generate_assets_requests_are_reported(service: Service) -> None:
     run_id = service.preflight([]).json()["run_id"]
     assert service.client.post(f"/runs/{run_id}/generate_assets").status_code == 200
@@ -806,11 +784,6 @@ def test_the_real_flag_decides_per_user_and_follows_a_rollback(
     assert len(service.objects()) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline/flag.py OpenFeatureGate.__init__ calls api.set_provider, which initialises the provider on a "
-    "background thread, so decisions made before the first snapshot arrives are the code default (off)",
-)
 def test_the_gate_is_ready_when_it_is_built(
     production_at_10_percent: ControlPlane, monkeypatch: pytest.MonkeyPatch
 ) -> None:
