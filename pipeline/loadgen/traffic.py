@@ -109,15 +109,24 @@ class PipelineTraffic:
         self._lock = threading.Lock()
         self._recent: dict[str, deque[str]] = {}
         self._pending: deque[str] = deque(maxlen=_MAX_PENDING_RUNS)
+        # What each user's app knows of the flag: learned from preflight answers (and from a 403 on upload).
+        self._flag_on: dict[str, bool] = {}
 
     def send(self, planned: Planned) -> tuple[Route, int]:
         """Send one request; the route actually sent and its status (raises ``httpx.HTTPError`` on no answer).
 
-        A generation with no preflighted run waiting is sent as a preflight instead.
+        A generation with no preflighted run waiting is sent as a preflight instead. So is an upload by a user whose
+        flag is off or not known yet: like the product's UI, the load offers the upload only to users the flag serves
+        `on` (else a canary at 10% would answer 90% of uploads 403, and the upload error-rate guard would measure the
+        load generator, not the canary).
         """
         rng = random.Random(planned.seed)
         if planned.route is Route.UPLOAD:
-            return Route.UPLOAD, self._upload(rng, planned.user_id)
+            with self._lock:
+                offered = self._flag_on.get(planned.user_id, False)
+            if offered:
+                return Route.UPLOAD, self._upload(rng, planned.user_id)
+            return Route.PREFLIGHT, self._preflight(rng, planned.user_id)
         if planned.route is Route.GENERATE:
             with self._lock:
                 run_id = self._pending.popleft() if self._pending else None
@@ -138,6 +147,9 @@ class PipelineTraffic:
             with self._lock:
                 recent = self._recent.setdefault(user_id, deque(maxlen=_RECENT_PER_USER))
                 recent.append(str(response.json()["asset_id"]))
+        elif response.status_code == 403:
+            with self._lock:
+                self._flag_on[user_id] = False  # turned off meanwhile (a rollback): the UI hides the upload again
         return response.status_code
 
     def _preflight(self, rng: random.Random, user_id: str) -> int:
@@ -148,6 +160,8 @@ class PipelineTraffic:
         body = {"user_id": user_id, "prompt": f"load test {rng.randrange(10_000)}", "reference_image_ids": ids}
         response = self._client.post("/run_preflight", json=body)
         if response.status_code == 200:
+            state = response.json()
             with self._lock:
-                self._pending.append(str(response.json()["run_id"]))
+                self._pending.append(str(state["run_id"]))
+                self._flag_on[user_id] = bool(state.get("flag", {}).get("enabled", False))
         return response.status_code

@@ -177,6 +177,7 @@ class FakePipeline:
         self.release = threading.Event()
         self.release.set()
         self.counter = 0
+        self.flag_on = True
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.release.wait(timeout=10)
@@ -190,7 +191,7 @@ class FakePipeline:
         if request.url.path == "/upload/reference-image":
             return httpx.Response(self.upload_status, json={"asset_id": f"{number:032x}"})
         if request.url.path == "/run_preflight":
-            return httpx.Response(200, json={"run_id": f"{number:032x}"})
+            return httpx.Response(200, json={"run_id": f"{number:032x}", "flag": {"enabled": self.flag_on}})
         return httpx.Response(200, json={})
 
     def paths(self) -> Counter[str]:
@@ -222,6 +223,17 @@ def test_a_run_sends_rate_times_duration_requests_in_the_mix() -> None:
         if path == "/run_preflight":
             users.add(json.loads(body)["user_id"])
     assert users <= {"user-0", "user-1", "user-2"} and len(users) > 1
+
+
+def test_uploads_are_offered_only_to_users_the_flag_serves_on() -> None:
+    pipeline = FakePipeline()
+    pipeline.flag_on = False
+    config = LoadConfig(pipeline_url="http://pipeline", rate=50, duration=2, users=3, seed=9, workers=2)
+    stats, _ = run(config, pipeline)
+    # Like the product's UI: users whose flag is off (or not known yet) are never offered the upload.
+    assert stats.by_route.get("upload_reference_image", 0) == 0
+    assert pipeline.paths()["/upload/reference-image"] == 0
+    assert stats.sent == 100
 
 
 def test_preflights_send_the_users_recent_uploads_and_generations_take_preflighted_runs() -> None:
