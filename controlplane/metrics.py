@@ -14,7 +14,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-__all__ = ["ControlPlaneMetrics", "HttpMetricsMiddleware"]
+__all__ = ["ControlPlaneMetrics", "HttpMetricsMiddleware", "ObservedRequests"]
 
 _DURATIONS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -115,15 +115,15 @@ class ControlPlaneMetrics:
         return result
 
 
-class HttpMetricsMiddleware:
-    """Count and time HTTP requests by route template (never the raw path: bounded cardinality).
+class ObservedRequests:
+    """ASGI middleware that sees every HTTP request's status and duration; subclasses say what to do with them."""
 
-    Litestar's own Prometheus plugin writes to the process-global registry; this one writes to the app's.
-    """
-
-    def __init__(self, app: ASGIApp, metrics: ControlPlaneMetrics) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self._app = app
-        self._metrics = metrics
+
+    def observe(self, scope: Scope, status: int, seconds: float) -> None:
+        """Called once per HTTP request, after its response (500 when it raised before answering)."""
+        raise NotImplementedError
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -141,7 +141,22 @@ class HttpMetricsMiddleware:
         try:
             await self._app(scope, receive, observe)
         finally:
-            route = scope.get("path_template") or "unmatched"
-            method = scope.get("method", "GET")
-            self._metrics.http_requests.labels(method, route, str(status)).inc()
-            self._metrics.http_duration.labels(method, route).observe(time.perf_counter() - started)
+            self.observe(scope, status, time.perf_counter() - started)
+
+
+class HttpMetricsMiddleware(ObservedRequests):
+    """Count and time HTTP requests by route template (never the raw path: bounded cardinality).
+
+    Litestar's own Prometheus plugin writes to the process-global registry; this one writes to the app's.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: ControlPlaneMetrics) -> None:
+        super().__init__(app)
+        self._metrics = metrics
+
+    def observe(self, scope: Scope, status: int, seconds: float) -> None:
+        """Count the request and time it."""
+        route = scope.get("path_template") or "unmatched"
+        method = scope.get("method", "GET")
+        self._metrics.http_requests.labels(method, route, str(status)).inc()
+        self._metrics.http_duration.labels(method, route).observe(seconds)

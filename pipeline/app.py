@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import random
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -20,12 +19,12 @@ import anyio.to_thread
 import msgspec
 from litestar import Litestar, Request, get, post, put
 from litestar.datastructures import State, UploadFile
-from litestar.enums import ScopeType
 from litestar.params import FromPath, JSONBody
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, Scope
 from prometheus_client import CollectorRegistry, generate_latest
 
 from controlplane.api.problems import exception_handlers
+from controlplane.metrics import ObservedRequests
 from pipeline.emitter import Emitter, EmitterCollector
 from pipeline.faults import Faults, FaultSettings, FaultyBucket, FaultyVision
 from pipeline.flag import FlagGate, OpenFeatureGate, StaticGate
@@ -175,39 +174,25 @@ async def metrics(request: Request[Any, Any, Any]) -> bytes:
     return generate_latest(registry)
 
 
-class RequestEvents:
+class RequestEvents(ObservedRequests):
     """Report every request as an `http_request` event: route, status class, duration, the user's variant."""
 
     def __init__(self, app: ASGIApp, telemetry: Telemetry) -> None:
-        self._app = app
+        super().__init__(app)
         self._telemetry = telemetry
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP:
-            await self._app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def observe(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self._app(scope, receive, observe)
-        finally:
-            route = _ROUTE_LABELS.get(scope.get("path_template", ""), "other")
-            state = scope.get("state", {})
-            # Before the flag was evaluated (a malformed request) the cohort is unknown: counted with `off`.
-            variant = state.get("variant", "off") if isinstance(state, dict) else "off"
-            if route != "other":
-                self._telemetry.http(variant, route, status, time.perf_counter() - started)
-            if route == "upload_reference_image" and status == 413 and "variant" not in state:
-                # Refused for its size before the handler could read it: still an upload rejected as too large.
-                size = int(dict(scope.get("headers", [])).get(b"content-length", b"0") or 0)
-                self._telemetry.upload(variant, "rejected", content_type="other", reason="too_large", size=size)
+    def observe(self, scope: Scope, status: int, seconds: float) -> None:
+        """Emit the request's event (and a size refusal's upload event)."""
+        route = _ROUTE_LABELS.get(scope.get("path_template", ""), "other")
+        state = scope.get("state", {})
+        # Before the flag was evaluated (a malformed request) the cohort is unknown: counted with `off`.
+        variant = state.get("variant", "off") if isinstance(state, dict) else "off"
+        if route != "other":
+            self._telemetry.http(variant, route, status, seconds)
+        if route == "upload_reference_image" and status == 413 and "variant" not in state:
+            # Refused for its size before the handler could read it: still an upload rejected as too large.
+            size = int(dict(scope.get("headers", [])).get(b"content-length", b"0") or 0)
+            self._telemetry.upload(variant, "rejected", content_type="other", reason="too_large", size=size)
 
 
 def default_parts(settings: PipelineSettings) -> Parts:

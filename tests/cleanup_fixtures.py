@@ -5,13 +5,11 @@ The policy they exercise is the shipped `expired-reference-images` (definitions/
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
 from controlplane.cleanup.selection import EXPIRY_METADATA_KEY
-from tests.conftest import missing_service
-from tests.gcs_emulator import running_emulator
+from tests.gcs_emulator import emulator
 
 __all__ = ["BUCKET", "GRACE", "POLICY", "PREFIX", "emulator", "expires", "names", "upload"]
 
@@ -21,15 +19,6 @@ PREFIX = "reference-images/"
 GRACE = timedelta(hours=1)
 #: What every test object holds: ten bytes, so bytes freed are ten per object.
 CONTENT = b"0123456789"
-
-
-def emulator() -> Iterator[str]:
-    """gcp-storage-emulator in memory (the body of a module-scoped fixture); skipped locally when not installed."""
-    try:
-        with running_emulator() as host:
-            yield host
-    except ImportError as error:
-        missing_service(f"gcp-storage-emulator ({error})")
 
 
 def upload(client: Any, name: str, metadata: dict[str, str] | None = None) -> datetime:

@@ -30,7 +30,7 @@ from controlplane.db import session_scope
 from controlplane.settings import Settings
 from tests.cleanup_fixtures import BUCKET, GRACE, POLICY, PREFIX, emulator, expires, names, upload
 from tests.conftest import FakeClock, bearer, problem
-from tests.gcs_emulator import fresh_bucket, storage_client
+from tests.gcs_emulator import emulated_bucket
 
 API = "/api/v1/cleanup"
 FINISHED = ("succeeded", "failed")
@@ -80,11 +80,7 @@ def emulator_host() -> Iterator[str]:
 @pytest.fixture
 def gcs(emulator_host: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A real storage client on the emulator with an empty `reference-images` bucket."""
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator_host)
-    client = storage_client("test-project")
-    fresh_bucket(client, BUCKET)
-    yield client
-    client.close()
+    yield from emulated_bucket(emulator_host, monkeypatch, BUCKET)
 
 
 @pytest.fixture

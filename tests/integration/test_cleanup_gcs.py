@@ -22,8 +22,8 @@ from controlplane.cleanup.selection import (
     UploadedBetween,
 )
 from controlplane.cleanup.storage import DeleteOutcome, GcsStorage, ObjectRef
-from tests.conftest import FakeClock, missing_service
-from tests.gcs_emulator import fresh_bucket, running_emulator, storage_client
+from tests.conftest import FakeClock
+from tests.gcs_emulator import emulator, fresh_bucket, storage_client
 
 BUCKET = "reference-images"
 PREFIX = "refs/"
@@ -33,11 +33,7 @@ GRACE = timedelta(hours=1)
 @pytest.fixture(scope="module")
 def emulator_host() -> Iterator[str]:
     """gcp-storage-emulator on a free loopback port, in memory, for this module."""
-    try:
-        with running_emulator() as host:
-            yield host
-    except ImportError as error:
-        missing_service(f"gcp-storage-emulator ({error})")
+    yield from emulator()
 
 
 @pytest.fixture

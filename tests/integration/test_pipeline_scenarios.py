@@ -28,8 +28,8 @@ from pipeline.loadgen import AiAssistantConfig, LoadConfig, Mix, run_load, set_f
 from pipeline.settings import PipelineSettings
 from pipeline.storage import ReferenceStore, development_signing_credentials, new_client
 from pipeline.vision import LocalAnalyzer
-from tests.conftest import missing_service, serve_with_admin
-from tests.gcs_emulator import fresh_bucket, running_emulator, storage_client
+from tests.conftest import serve_with_admin
+from tests.gcs_emulator import emulator, fresh_bucket, storage_client
 
 PROJECT = "reference-images-test"
 BUCKET = "reference-images"
@@ -41,11 +41,7 @@ Serve = Callable[[bool], AbstractContextManager[str]]
 @pytest.fixture(scope="module")
 def emulator_host() -> Iterator[str]:
     """gcp-storage-emulator on a free loopback port, in memory, for this module."""
-    try:
-        with running_emulator() as host:
-            yield host
-    except ImportError as error:
-        missing_service(f"gcp-storage-emulator ({error})")
+    yield from emulator()
 
 
 @pytest.fixture

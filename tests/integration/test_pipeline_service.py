@@ -38,8 +38,8 @@ from pipeline.images import MAX_UPLOAD_BYTES, RejectionReason
 from pipeline.settings import FLAG_KEY, OBJECT_PREFIX, PipelineSettings
 from pipeline.storage import EXPIRY_METADATA_KEY, ReferenceStore, development_signing_credentials
 from pipeline.vision import LocalAnalyzer, VisionAnalyzer
-from tests.conftest import FakeClock, missing_service, problem, serve_with_admin, without_gates
-from tests.gcs_emulator import fresh_bucket, running_emulator, storage_client
+from tests.conftest import FakeClock, problem, serve_with_admin, without_gates
+from tests.gcs_emulator import emulated_bucket, emulator
 from tests.pipeline_fixtures import (
     EventSink,
     FailingAnalyzer,
@@ -64,11 +64,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def emulator_host() -> Iterator[str]:
     """gcp-storage-emulator on a free loopback port, in memory, for this module."""
-    try:
-        with running_emulator() as host:
-            yield host
-    except ImportError as error:
-        missing_service(f"gcp-storage-emulator ({error})")
+    yield from emulator()
 
 
 @pytest.fixture(scope="module")
@@ -80,11 +76,7 @@ def signing_credentials() -> Any:
 @pytest.fixture
 def gcs(emulator_host: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A real storage client on the emulator, with an empty bucket."""
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator_host)
-    client = storage_client("test-project")
-    fresh_bucket(client, BUCKET)
-    yield client
-    client.close()
+    yield from emulated_bucket(emulator_host, monkeypatch, BUCKET)
 
 
 @dataclass
