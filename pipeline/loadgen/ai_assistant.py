@@ -1,10 +1,9 @@
 """The AI reply assistant, simulated: its runs per tenant and queue, as definitions/ai-assistant.yaml declares them.
 
-Each run is one ``ai_run`` event (outcome ``ok``, ``fallback`` to a human, or ``error``; labels ``mode`` and
-``queue``; value ``latency`` in seconds; total ``tokens``) and one ``http_request`` event of the assistant's API
-(route ``reply`` or ``suggest``, its status class, its duration). Both carry the variant of
-``ai.reply.streaming.enabled`` the agent is served. The definition has no ``tenant`` label, so the tenant shapes
-the simulation (its agents, its latency) but is not sent.
+Each run is one ``ai_run`` event (outcome ``ok``, ``fallback`` to a human, or ``error``; labels ``mode``,
+``queue`` and ``tenant``; value ``latency`` in seconds; total ``tokens``) and one ``http_request`` event of the
+assistant's API (route ``reply`` or ``suggest``, its status class, its duration). Both carry the variant of
+``ai.reply.streaming.enabled`` the agent is served.
 
 What the simulation assumes (it evaluates no flag): an agent's streaming variant and mode are fixed by a hash of
 its id; the mode follows the definition's pilot rule (tenants acme and globex on the support queue get
@@ -151,7 +150,7 @@ def simulate_run(rng: random.Random, config: AiAssistantConfig, run: AiRun, now:
             environment=config.environment,
             variant=variant,
             outcome=outcome,
-            labels={"mode": mode, "queue": run.queue},
+            labels={"mode": mode, "queue": run.queue, "tenant": run.tenant},
             value=round(latency, 4),
             totals=totals,
         ),
