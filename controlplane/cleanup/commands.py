@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from controlplane.cli import Api, CommandError, _api, _emit, _table, stderr
@@ -79,7 +79,13 @@ def _follow(api: Api, run: dict[str, Any], *, show_progress: bool, poll: float =
             time.sleep(poll)
             run = api.call("GET", path)
         return run
-    columns = (SpinnerColumn(), TextColumn("[bold]{task.description}"), TextColumn("{task.fields[counts]}"))
+    # The listing's length is unknown until its last page: the bar pulses, the counts say how far it got.
+    columns = (
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[counts]}"),
+    )
     with Progress(*columns, TimeElapsedColumn(), console=stderr, transient=True) as progress:
         task = progress.add_task(f"run {run['id']} {run['status']}", total=None, counts=_counts(run))
         while run["status"] not in _FINISHED:
