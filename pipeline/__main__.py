@@ -6,13 +6,17 @@ import uvicorn
 
 from pipeline.app import create_pipeline_app
 from pipeline.logs import configure_logging
-from pipeline.settings import PipelineSettings
+from pipeline.settings import PipelineSettings, PipelineSettingsError
 
 
 def main() -> None:
     """Serve on PIPELINE_HOST:PIPELINE_PORT until interrupted."""
     configure_logging()
-    settings = PipelineSettings.from_env()
+    try:
+        settings = PipelineSettings.from_env()
+        settings.check()
+    except PipelineSettingsError as error:
+        raise SystemExit(f"pipeline: {error}") from error
     uvicorn.run(create_pipeline_app(settings), host=settings.host, port=settings.port, log_level="warning")
 
 

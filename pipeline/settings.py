@@ -45,6 +45,19 @@ class PipelineSettings:
     host: str = "127.0.0.1"
     port: int = 8090
 
+    def check(self) -> None:
+        """Refuse to serve without what a production pipeline needs (a silent default would lose events)."""
+        if self.flags_enabled and not self.evaluate_token:
+            raise PipelineSettingsError(
+                "PIPELINE_EVALUATE_TOKEN is not set: without the control plane's evaluate token every user would be "
+                "served the flag's code default (off)"
+            )
+        if self.telemetry_enabled and not self.ingest_token:
+            raise PipelineSettingsError(
+                "PIPELINE_INGEST_TOKEN is not set: without the control plane's ingest token every event is refused "
+                "and the guards watching this pipeline see nothing"
+            )
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PipelineSettings:
         """Read the settings; unset variables keep their defaults.
