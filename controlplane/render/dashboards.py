@@ -99,6 +99,7 @@ ROLLOUT_STAGE = "controlplane_rollout_stage"
 ROLLOUT_PERCENTAGE = "controlplane_rollout_percentage"
 ROLLOUT_STATE = "controlplane_rollout_state"
 ALERT_STATE = "controlplane_alert_state"
+CLEANUP_DEADLINE = "controlplane_cleanup_success_deadline_timestamp_seconds"
 
 
 # --- PromQL -------------------------------------------------------------------------------------------------------
@@ -840,10 +841,13 @@ def control_plane_health(definitions: Sequence[PipelineDefinition]) -> _Board:
     requests = f"{_family(metrics.http_requests)}_total"
     duration = _family(metrics.http_duration)
     flag_evaluations = f"{_family(metrics.evaluations)}_total"
+    cleanup_objects = f"{_family(metrics.cleanup_objects)}_total"
+    cleanup_runs = f"{_family(metrics.cleanup_runs)}_total"
     board = _Board(
         "controlplane-health",
         "Control plane health",
-        "The control plane's own work: event ingest, alert evaluation, notifications, scheduled jobs and HTTP.",
+        "The control plane's own work: event ingest, alert evaluation, notifications, scheduled jobs, bucket cleanup "
+        "and HTTP.",
         ["health"],
     )
     board.environment(f"label_values({ALERT_STATE}, environment)").rollbacks()
@@ -913,6 +917,35 @@ def control_plane_health(definitions: Sequence[PipelineDefinition]) -> _Board:
             f"{job_duration}.",
             "s",
             [(_quantile(0.95, f"{job_duration}_bucket", ["job"]), "{{job}}")],
+        ),
+    )
+    board.row("Bucket cleanup").add(
+        timeseries(
+            "Time left to each cleanup policy's success deadline",
+            f"How long each scheduled cleanup policy may still go without a successful run; below zero it is "
+            f"overdue and CleanupNotSucceeding fires. From {CLEANUP_DEADLINE} (read from the database, the same on "
+            "every replica).",
+            "s",
+            [(f"min by (policy, bucket) ({CLEANUP_DEADLINE}) - time()", "{{policy}} ({{bucket}})")],
+            width=8,
+            line=0.0,
+            minimum=None,
+        ),
+        timeseries(
+            "Cleanup objects by outcome",
+            f"Objects cleanup runs acted on per minute, by policy (empty for a purge) and outcome (deleted, "
+            f"already_gone, skipped, failed); dry runs are not counted. Counter {cleanup_objects}.",
+            "opm",
+            [(_per_minute(cleanup_objects, ["policy", "outcome"]), "{{policy}} {{outcome}}")],
+            width=8,
+        ),
+        timeseries(
+            "Cleanup runs by status",
+            f"Cleanup runs finished per minute by policy, kind and status (succeeded, failed). Counter "
+            f"{cleanup_runs}.",
+            "opm",
+            [(_per_minute(cleanup_runs, ["policy", "kind", "status"]), "{{policy}} {{kind}} {{status}}")],
+            width=8,
         ),
     )
     board.row("HTTP").add(

@@ -30,6 +30,10 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
 from controlplane.auth.roles import Role
+from controlplane.cleanup import service as cleanup_service
+from controlplane.cleanup.schemas import RunRequest
+from controlplane.cleanup.selection import EXPIRY_METADATA_KEY
+from controlplane.db import session_scope
 from controlplane.definitions.loader import load_definition
 from controlplane.render.dashboards import dashboard_queries
 from controlplane.render.promql_names import metric_names, vector_selectors
@@ -37,6 +41,7 @@ from controlplane.scheduler import Leadership, build_jobs
 from controlplane.settings import Settings
 from controlplane.telemetry.catalog import EventType
 from tests.conftest import REPO_ROOT, FakeClock, bearer, missing_service, without_gates
+from tests.fake_bucket import FakeBucket
 from tests.receivers import ScriptedReceiver, scripted_receiver
 
 API = "/api/v1"
@@ -277,9 +282,19 @@ def exported(
         assert response.status_code == 200, response.text
 
         # Every scheduled job once, in the scheduler's own order and through its metrics wrapper (what
-        # Scheduler runs in the leader); the alert tick fires the upload error-rate rule, delivery sends it.
+        # Scheduler runs in the leader); the alert tick fires the upload error-rate rule, delivery sends it, and the
+        # cleanup tick runs a queued cleanup of a bucket holding one expired reference image.
         clock.advance(timedelta(seconds=1))
         factory = sessionmaker(engine, expire_on_commit=False)
+        with session_scope(factory) as session:
+            cleanup_service.request_run(
+                session, name="expired-reference-images", body=RunRequest(), actor="sre", now=clock()
+            )
+        bucket = FakeBucket()
+        bucket.add(
+            "reference-images/expired.png",
+            metadata={EXPIRY_METADATA_KEY: (clock() - timedelta(days=2)).isoformat()},
+        )
         leadership = Leadership(factory, holder=settings.replica_id, ttl=timedelta(seconds=30), clock=clock)
         metrics = app.state.metrics
         with httpx.Client(timeout=5) as delivery:
@@ -291,10 +306,12 @@ def exported(
                 metrics=metrics,
                 notifications=app.state.notification_config(),
                 http=delivery,
+                storage_for=lambda name: bucket,
             )
             for job in jobs:
                 metrics.timed_job(job.id, job.run)
         assert receiver.bodies("/hook"), "no notification was delivered"
+        assert bucket.objects == {}, "the cleanup run did not delete the expired image"
 
         scraped = http.get("/metrics")
         assert scraped.status_code == 200, scraped.text
