@@ -941,8 +941,7 @@ def control_plane_health(definitions: Sequence[PipelineDefinition]) -> _Board:
         ),
         timeseries(
             "Cleanup runs by status",
-            f"Cleanup runs finished per minute by policy, kind and status (succeeded, failed). Counter "
-            f"{cleanup_runs}.",
+            f"Cleanup runs finished per minute by policy, kind and status (succeeded, failed). Counter {cleanup_runs}.",
             "opm",
             [(_per_minute(cleanup_runs, ["policy", "kind", "status"]), "{{policy}} {{kind}} {{status}}")],
             width=8,
