@@ -227,6 +227,17 @@ class _Pipeline:
             f"{_sum_rate(self.histogram(event, 'count', where), by)}"
         )
 
+    def against_guard(self, title: str, what: str, rule: Rule, *, unit: str = "percentunit") -> Timeseries:
+        """``what`` per environment and variant, as the rule measures it, against its threshold (dashed line)."""
+        measure = self.mean_of if rule.kind is RuleKind.MEAN else self.ratio_of
+        return timeseries(
+            title,
+            f"{what}, per environment and variant, against the `{rule.name}` guard (dashed line): {rule.condition()}.",
+            unit,
+            [(measure(rule, ["environment", "variant"]), "{{environment}} {{variant}}")],
+            line=float(rule.threshold),
+        )
+
     def environments_query(self) -> str:
         return f"label_values({_selector(ROLLOUT_STATE, _matcher('flag', self.flags))}, environment)"
 
@@ -619,22 +630,10 @@ def reference_images(definition: PipelineDefinition) -> _Board:
                 )
             ],
         ),
-        timeseries(
-            "Upload endpoint error rate",
-            f"Share of upload requests answered 4xx or 5xx, per environment and variant, against the "
-            f"`{error_rate.name}` guard (dashed line): {error_rate.condition()}.",
-            "percentunit",
-            [(pipeline.ratio_of(error_rate, ["environment", "variant"]), "{{environment}} {{variant}}")],
-            line=float(error_rate.threshold),
+        pipeline.against_guard(
+            "Upload endpoint error rate", "Share of upload requests answered 4xx or 5xx", error_rate
         ),
-        timeseries(
-            "Upload request latency (mean)",
-            f"Mean upload request duration per environment and variant, against the `{latency.name}` guard "
-            f"(dashed line): {latency.condition()}.",
-            "s",
-            [(pipeline.mean_of(latency, ["environment", "variant"]), "{{environment}} {{variant}}")],
-            line=float(latency.threshold),
-        ),
+        pipeline.against_guard("Upload request latency (mean)", "Mean upload request duration", latency, unit="s"),
         timeseries(
             "Reference images that could not be read",
             "The catalog has no parse-error event: preflight_reference_images only reports `resolved` or "
@@ -779,22 +778,8 @@ def ai_assistant(definition: PipelineDefinition) -> _Board:
             ],
             line=float(latency.threshold),
         ),
-        timeseries(
-            "Fallback share",
-            f"Share of runs that fell back to a human, by environment and variant, against the `{fallback.name}` "
-            f"guard (dashed line): {fallback.condition()}.",
-            "percentunit",
-            [(pipeline.ratio_of(fallback, ["environment", "variant"]), "{{environment}} {{variant}}")],
-            line=float(fallback.threshold),
-        ),
-        timeseries(
-            "Error share",
-            f"Share of runs that errored, by environment and variant, against the `{errors.name}` guard (dashed "
-            f"line): {errors.condition()}.",
-            "percentunit",
-            [(pipeline.ratio_of(errors, ["environment", "variant"]), "{{environment}} {{variant}}")],
-            line=float(errors.threshold),
-        ),
+        pipeline.against_guard("Fallback share", "Share of runs that fell back to a human", fallback),
+        pipeline.against_guard("Error share", "Share of runs that errored", errors),
         timeseries(
             "Estimated token cost",
             f"Estimated spend in USD per hour: tokens per second (counter {run.total_name('tokens')}_total) x 3600 x "
