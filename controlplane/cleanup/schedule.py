@@ -11,7 +11,7 @@ from functools import lru_cache
 
 from apscheduler.triggers.cron import CronTrigger
 
-__all__ = ["allowed_gap", "check_cron", "longest_gap", "next_slot"]
+__all__ = ["allowed_gap", "check_cron", "is_overdue", "longest_gap", "next_slot", "success_deadline"]
 
 #: Fires looked at to find a schedule's longest gap: covers a year of a weekly schedule, eight of a monthly one.
 _GAP_SAMPLE = 100
@@ -59,3 +59,21 @@ def allowed_gap(expression: str, alert_after: timedelta | None) -> timedelta:
     is tolerated and the second is not.
     """
     return alert_after if alert_after is not None else 2 * longest_gap(expression)
+
+
+def success_deadline(
+    schedule: str | None, alert_after: timedelta | None, *, created_at: datetime, last_success: datetime | None
+) -> datetime | None:
+    """When a policy's next success is due at the latest; None for a policy run by hand only.
+
+    Counted from the later of its last success and its creation: a new policy is not late at once.
+    """
+    if schedule is None:
+        return None
+    since = max(last_success, created_at) if last_success is not None else created_at
+    return since + allowed_gap(schedule, alert_after)
+
+
+def is_overdue(deadline: datetime | None, now: datetime) -> bool:
+    """True once ``now`` is past the deadline (never for a policy without one)."""
+    return deadline is not None and now > deadline

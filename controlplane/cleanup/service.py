@@ -8,12 +8,14 @@ time whatever the number of replicas, and a runner that dies leaves a resumable 
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import msgspec
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -28,7 +30,7 @@ from controlplane.cleanup.policies import (
     selection_to_json,
 )
 from controlplane.cleanup.runner import CleanupReport
-from controlplane.cleanup.schedule import allowed_gap, next_slot
+from controlplane.cleanup.schedule import is_overdue, next_slot, success_deadline
 from controlplane.cleanup.schemas import (
     CleanupPolicyRead,
     CleanupRunRead,
@@ -60,6 +62,7 @@ __all__ = [
     "store_policies",
 ]
 
+logger = logging.getLogger(__name__)
 _ACTIVE = (RunStatus.QUEUED.value, RunStatus.RUNNING.value)
 #: Clock skew allowed between an operator's `--to` and the server's clock.
 _FUTURE_SKEW = timedelta(minutes=5)
@@ -174,38 +177,7 @@ def _audit_policy(session: Session, name: str, before: Any, after: Any, actor: s
 
 
 def _run_read(row: CleanupRun) -> CleanupRunRead:
-    return CleanupRunRead(
-        id=row.id,
-        kind=RunKind(row.kind),
-        policy=row.policy,
-        bucket=row.bucket,
-        prefix=row.prefix,
-        selection=row.selection,
-        dry_run=row.dry_run,
-        status=RunStatus(row.status),
-        requested_by=row.requested_by,
-        reason=row.reason,
-        scheduled_for=row.scheduled_for,
-        created_at=row.created_at,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
-        heartbeat_at=row.heartbeat_at,
-        runner=row.runner,
-        attempts=row.attempts,
-        pages=row.pages,
-        scanned=row.scanned,
-        matched=row.matched,
-        matched_bytes=row.matched_bytes,
-        deleted=row.deleted,
-        already_gone=row.already_gone,
-        skipped=dict(row.skipped),
-        failed=row.failed,
-        bytes_freed=row.bytes_freed,
-        matched_by_reason=dict(row.matched_by_reason),
-        details=list(row.details),
-        duration_seconds=row.duration_seconds,
-        error=row.error,
-    )
+    return msgspec.convert(row, CleanupRunRead, from_attributes=True)
 
 
 def get_run(session: Session, *, run_id: int) -> CleanupRunRead:
@@ -250,12 +222,8 @@ def _last_successes(session: Session) -> dict[str, datetime]:
 
 
 def _deadline(row: CleanupPolicyRow, last_success: datetime | None) -> datetime | None:
-    if row.schedule is None:
-        return None
     alert_after = timedelta(seconds=row.alert_after_seconds) if row.alert_after_seconds is not None else None
-    # Counted from the later of the last success and the policy's creation: a new policy is not late at once.
-    since = max(last_success, row.created_at) if last_success is not None else row.created_at
-    return since + allowed_gap(row.schedule, alert_after)
+    return success_deadline(row.schedule, alert_after, created_at=row.created_at, last_success=last_success)
 
 
 def policy_health(session: Session) -> list[PolicyHealth]:
@@ -282,7 +250,7 @@ def cleanup_alerts(session: Session, *, now: datetime) -> list[AlertEvent]:
     events = []
     for health in policy_health(session):
         row = policies[health.name]
-        overdue = now > health.deadline
+        overdue = is_overdue(health.deadline, now)
         last = health.last_success_at.isoformat() if health.last_success_at is not None else "never"
         events.append(
             AlertEvent(
@@ -328,7 +296,7 @@ def list_policies(session: Session, *, now: datetime) -> list[CleanupPolicyRead]
                 last_run=_run_read(last) if last is not None else None,
                 last_success_at=successes.get(row.name),
                 success_deadline=deadline,
-                overdue=deadline is not None and now > deadline,
+                overdue=is_overdue(deadline, now),
             )
         )
     return policies
@@ -482,8 +450,7 @@ def enqueue_due_runs(session: Session, *, now: datetime) -> list[int]:
     """Queue one run for each policy whose slot has come, and move its slot on (missed slots coalesce).
 
     The slot moves with a compare-and-set and the run is unique per (policy, slot): two replicas that both see
-    a slot due create one run between them. A policy with a run still active skips the slot, saying so in the
-    log of runs it returns nothing for.
+    a slot due create one run between them. A policy whose previous run is still active skips the slot (logged).
     """
     queued: list[int] = []
     due = session.scalars(
@@ -498,7 +465,11 @@ def enqueue_due_runs(session: Session, *, now: datetime) -> list[int]:
             .values(next_run_at=next_slot(row.schedule, now))
             .execution_options(synchronize_session=False)
         )
-        if moved.rowcount != 1 or _active_run_of(session, row.name) is not None:  # type: ignore[attr-defined]
+        if moved.rowcount != 1:  # type: ignore[attr-defined]
+            continue  # another replica took this slot
+        active = _active_run_of(session, row.name)
+        if active is not None:
+            logger.warning("cleanup %s: slot %s skipped, run %s is still %s", row.name, slot, active.id, active.status)
             continue
         run = _new_run(
             kind=RunKind.SCHEDULED,
