@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import threading
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,6 @@ class MemoryBucket:
 
     def save(self, data: bytes, checked: CheckedImage, **kwargs: Any) -> StoredReference:
         """Keep the bytes and sign a URL."""
-        import uuid
-
         asset_id = uuid.uuid4().hex
         name = f"{OBJECT_PREFIX}{asset_id}"
         expires = datetime.now(UTC) + TTL

@@ -22,7 +22,6 @@ import argparse
 import io
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from controlplane.auth.roles import Role
 from controlplane.auth.schemas import TokenCreate
 from controlplane.db import create_db_engine, session_scope
 from controlplane.migrate import upgrade_to_head
+from pipeline.local_control_plane import complete_rollout, free_port
 from tests.conftest import REPO_ROOT, serve_with_admin
 
 BOUNDARY = "benchboundary7d2f"
@@ -75,13 +75,6 @@ def upload_body() -> bytes:
     return b"".join(parts)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @contextmanager
 def control_plane(folder: Path) -> Iterator[tuple[str, str, str]]:
     """A served control plane with the flag at 100% in production; its URL, an evaluate and an ingest token."""
@@ -103,14 +96,9 @@ def control_plane(folder: Path) -> Iterator[tuple[str, str, str]]:
     with serve_with_admin(url, ingest_rate_limit_per_second=100_000) as (base, headers):
         definition = (REPO_ROOT / "definitions" / "reference-images.yaml").read_text()
         httpx.post(f"{base}/api/v1/definitions/apply", headers=headers, json={"content": definition}).raise_for_status()
-        for environment in ("qa", "staging", "production"):
-            path = f"{base}/api/v1/flags/enable-reference-images/environments/{environment}/rollout"
-            for operation in ("start", "advance", "advance", "advance"):
-                status = httpx.get(path, headers=headers).json()
-                if status["state"] == "completed":
-                    break
-                body = {"expected_revision": status["revision"], "reason": "bench", "force": True}
-                httpx.post(f"{path}/{operation}", headers=headers, json=body).raise_for_status()
+        with httpx.Client(base_url=base, headers=headers, timeout=10) as client:
+            for environment in ("qa", "staging", "production"):
+                complete_rollout(client, environment, "bench")
         yield base, tokens[0], tokens[1]
 
 

@@ -33,7 +33,7 @@ from controlplane.embedded import serve_in_thread
 from pipeline.app import create_pipeline_app, default_parts
 from pipeline.emulator import fresh_bucket, running_emulator, storage_client
 from pipeline.loadgen import LoadConfig, LoadStats, run_load, set_faults
-from pipeline.local_control_plane import ControlPlaneProcess
+from pipeline.local_control_plane import ControlPlaneProcess, complete_rollout, operate_rollout
 from pipeline.logs import configure_logging
 from pipeline.settings import FLAG_KEY, PipelineSettings
 
@@ -59,27 +59,11 @@ class Timeline:
         return at
 
 
-def _rollout(
-    client: httpx.Client, environment: str, operation: str, reason: str, force: bool = False
-) -> dict[str, Any]:
-    path = f"/api/v1/flags/{FLAG_KEY}/environments/{environment}/rollout"
-    revision = client.get(path).raise_for_status().json()["revision"]
-    body: dict[str, Any] = {"expected_revision": revision, "reason": reason}
-    if force:
-        body["force"] = True
-    answer = client.post(f"{path}/{operation}", json=body)
-    if answer.status_code != 200:
-        raise SystemExit(f"{operation} in {environment} refused: {answer.status_code} {answer.text}")
-    status: dict[str, Any] = answer.json()
-    return status
-
-
 def start_production_canary(client: httpx.Client) -> dict[str, Any]:
     """QA and staging pushed through (forced: the demo has no days to bake), production started at 10%."""
     for environment in ("qa", "staging"):
-        _rollout(client, environment, "start", "demo")
-        _rollout(client, environment, "advance", "demo: no time to bake", force=True)
-    return _rollout(client, "production", "start", "demo: production canary")
+        complete_rollout(client, environment, "demo: no time to bake")
+    return operate_rollout(client, "production", "start", "demo: production canary")
 
 
 def _status(client: httpx.Client) -> dict[str, Any]:

@@ -26,15 +26,17 @@ from controlplane.auth.roles import Role
 from controlplane.auth.schemas import TokenCreate
 from controlplane.db import create_db_engine, session_scope
 from controlplane.migrate import upgrade_to_head
+from pipeline.settings import FLAG_KEY
 
-__all__ = ["ControlPlaneProcess"]
+__all__ = ["ControlPlaneProcess", "complete_rollout", "free_port", "operate_rollout"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ENVIRONMENTS = ("dev", "qa", "staging", "production")
 START_TIMEOUT_SECONDS = 60.0
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port free right now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
@@ -47,7 +49,7 @@ class ControlPlaneProcess:
     def __init__(self, folder: Path, **settings: str) -> None:
         self.folder = folder
         self.database_url = f"sqlite:///{folder / 'controlplane.db'}"
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.tokens = self._make_tokens()
         self._settings = settings
@@ -119,3 +121,29 @@ class ControlPlaneProcess:
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def operate_rollout(
+    client: httpx.Client, environment: str, operation: str, reason: str, *, force: bool = False
+) -> dict[str, Any]:
+    """One rollout operation on `enable-reference-images` through the API (``client`` carries an admin token)."""
+    path = f"/api/v1/flags/{FLAG_KEY}/environments/{environment}/rollout"
+    body: dict[str, Any] = {
+        "expected_revision": client.get(path).raise_for_status().json()["revision"],
+        "reason": reason,
+    }
+    if force:
+        body["force"] = True
+    answer = client.post(f"{path}/{operation}", json=body)
+    if answer.status_code != 200:
+        raise RuntimeError(f"{operation} in {environment} refused: {answer.status_code} {answer.text}")
+    status: dict[str, Any] = answer.json()
+    return status
+
+
+def complete_rollout(client: httpx.Client, environment: str, reason: str) -> dict[str, Any]:
+    """Start the rollout in ``environment`` and force it through every stage (no bake, no gates): audited."""
+    status = operate_rollout(client, environment, "start", reason)
+    while status["state"] != "completed":
+        status = operate_rollout(client, environment, "advance", reason, force=True)
+    return status

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from controlplane.cleanup.selection import EXPIRY_METADATA_KEY, read_expiry
 from pipeline.images import CheckedImage, ContentType
 from pipeline.settings import OBJECT_PREFIX
 
@@ -32,10 +33,10 @@ __all__ = [
     "ReferenceStore",
     "StoredReference",
     "development_signing_credentials",
+    "new_client",
     "signing_credentials",
 ]
 
-EXPIRY_METADATA_KEY = "signed_url_expires_at"
 ASSET_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 _EXTENSIONS = {ContentType.PNG: "png", ContentType.JPEG: "jpg", ContentType.WEBP: "webp"}
 
@@ -148,7 +149,9 @@ class ReferenceStore:
             return None
         metadata = dict(blob.metadata or {})
         expires_at = self._clock() + self._ttl
-        recorded = _read_time(metadata.get(EXPIRY_METADATA_KEY))
+        # What cleanup reads: an unreadable expiry is replaced, as if there were none.
+        found = read_expiry(metadata)
+        recorded = found if isinstance(found, datetime) else None
         if recorded is None or recorded < expires_at:
             # Only ever later: an earlier URL must keep its object alive until it expires.
             metadata[EXPIRY_METADATA_KEY] = expires_at.isoformat()
@@ -181,16 +184,6 @@ class ReferenceStore:
             version="v4", expiration=self._ttl, method="GET", credentials=self._credentials
         )
         return url
-
-
-def _read_time(raw: str | None) -> datetime | None:
-    if raw is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(raw)
-    except ValueError:
-        return None
-    return parsed if parsed.utcoffset() is not None else None
 
 
 def new_client(project: str) -> storage.Client:

@@ -27,8 +27,8 @@ from pipeline.emitter import Emitter, EmitterSettings
 from pipeline.flag import OpenFeatureGate
 from pipeline.generator import LocalGenerator
 from pipeline.loadgen import LoadConfig, LoadStats, run_load
-from pipeline.local_control_plane import ControlPlaneProcess
-from pipeline.settings import FLAG_KEY, PIPELINE, PipelineSettings
+from pipeline.local_control_plane import ControlPlaneProcess, complete_rollout
+from pipeline.settings import PIPELINE, PipelineSettings
 from pipeline.storage import ReferenceStore, development_signing_credentials, new_client
 from pipeline.vision import LocalAnalyzer
 from tests.conftest import missing_service
@@ -53,13 +53,7 @@ def roll_out_everywhere(plane: ControlPlaneProcess) -> None:
     headers = {"Authorization": f"Bearer {plane.tokens['admin']}"}
     with httpx.Client(base_url=plane.url, headers=headers, timeout=10) as client:
         for environment in ("qa", "staging", "production"):
-            path = f"/api/v1/flags/{FLAG_KEY}/environments/{environment}/rollout"
-            for operation in ("start", "advance", "advance", "advance"):
-                status = client.get(path).json()
-                if status["state"] == "completed":
-                    break
-                body = {"expected_revision": status["revision"], "reason": "test", "force": True}
-                client.post(f"{path}/{operation}", json=body).raise_for_status()
+            complete_rollout(client, environment, "test")
 
 
 def counted(plane: ControlPlaneProcess) -> int:
