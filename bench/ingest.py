@@ -30,11 +30,11 @@ from sqlalchemy.orm import sessionmaker
 from bench.ofrep_throughput import UNLIMITED, server_process
 from bench.rollout_race import database, prepare_with_definition, print_results
 from controlplane.auth.roles import Role
+from controlplane.catalog.service import load_catalog
 from controlplane.db import create_db_engine, session_scope, utcnow
 from controlplane.settings import Settings
 from controlplane.telemetry.aggregation import aggregate, decode_batch
 from controlplane.telemetry.models import IngestedBatch, TelemetryWindow
-from controlplane.telemetry.service import load_catalog
 
 DEFINITION = Path(__file__).resolve().parent.parent / "definitions" / "reference-images.yaml"
 BATCH = 1000

@@ -1,14 +1,16 @@
 """Every domain's tables, imported in one place for Alembic and the tests."""
 
-from controlplane.alerting.models import AlertStateRow, AlertTransition, Notification, Silence
+from controlplane.alerting.models import AlertStateRow, AlertTransition
 from controlplane.audit.models import AuditRecord
 from controlplane.auth.models import ApiToken
+from controlplane.catalog.models import PipelineCatalog
 from controlplane.cleanup.models import CleanupPolicyRow, CleanupRun
 from controlplane.db import Base
 from controlplane.flags.models import Flag, FlagEnvironment
+from controlplane.notifications.models import Notification, Silence
 from controlplane.rollouts.models import Rollout, RolloutPlan
 from controlplane.scheduling.models import LeaderLease
-from controlplane.telemetry.models import EventTail, IngestedBatch, PipelineCatalog, TelemetryWindow
+from controlplane.telemetry.models import EventTail, IngestedBatch, TelemetryWindow
 
 __all__ = [
     "AlertStateRow",

@@ -18,7 +18,7 @@ import httpx
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.orm import Session, sessionmaker
 
-from controlplane.alerting.jobs import evaluate_alert_rules, expire_telemetry
+from controlplane.alerting.jobs import evaluate_alert_rules
 from controlplane.alerting.prometheus import prometheus_source
 from controlplane.alerting.service import EvaluationCache
 from controlplane.cleanup.jobs import StorageFor, gcs_storage_for, run_cleanups
@@ -26,7 +26,8 @@ from controlplane.clock import Clock
 from controlplane.db import session_scope
 from controlplane.metrics import ControlPlaneMetrics
 from controlplane.notifications.config import NotificationConfig
-from controlplane.notifications.delivery import deliver_due_notifications
+from controlplane.notifications.jobs import deliver_due_notifications
+from controlplane.retention import expire_telemetry
 from controlplane.rollouts.jobs import advance_baked_rollouts
 from controlplane.scheduling.lease import release_lease, try_acquire_lease
 from controlplane.settings import Settings

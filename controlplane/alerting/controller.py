@@ -11,13 +11,14 @@ from sqlalchemy.orm import Session
 
 from controlplane.alerting import service
 from controlplane.alerting.models import AlertStateRow
-from controlplane.alerting.rules import AlertState, Rule
+from controlplane.alerting.rules import AlertState
 from controlplane.alerting.schemas import AlertmanagerPayload, AlertRead, AlertTransitionRead, WebhookOutcome
 from controlplane.api.dependencies import Now, ProcessSettings, TokenPrincipal, Work
 from controlplane.auth.roles import Role
+from controlplane.catalog.rules import Rule
+from controlplane.catalog.service import load_rules
 from controlplane.errors import InvalidInput
 from controlplane.metrics import ControlPlaneMetrics
-from controlplane.telemetry.service import load_rules
 
 __all__ = ["AlertController", "AlertmanagerController"]
 

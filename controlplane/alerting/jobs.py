@@ -1,4 +1,4 @@
-"""Scheduled work of alerting and telemetry: the rule evaluation tick and retention of windows and batch ids."""
+"""Scheduled work of alerting: the rule evaluation tick."""
 
 from __future__ import annotations
 
@@ -16,17 +16,15 @@ from controlplane.alerting.service import (
     EvaluationCache,
     apply_evaluation,
     current_rules,
-    delete_old_transitions,
     plan_evaluation,
 )
 from controlplane.clock import Clock
 from controlplane.db import reader_factory, session_scope
 from controlplane.metrics import ControlPlaneMetrics
 from controlplane.notifications.config import NotificationConfig
-from controlplane.notifications.service import count_silenced, delete_superseded_notifications
-from controlplane.telemetry import service as telemetry_service
+from controlplane.notifications.service import count_silenced
 
-__all__ = ["evaluate_alert_rules", "expire_telemetry"]
+__all__ = ["evaluate_alert_rules"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,28 +73,3 @@ def evaluate_alert_rules(
     for error in evaluation.errors:
         logger.error("alert evaluation: %s", error)
     return evaluation
-
-
-def expire_telemetry(
-    factory: sessionmaker[Session],
-    *,
-    clock: Clock,
-    window_retention: timedelta,
-    max_event_age: timedelta,
-    alert_history_retention: timedelta | None = None,
-) -> dict[str, int]:
-    """Delete aggregation windows past their retention, batch ids no retry could still match, and alert
-    transitions and notifications past ``alert_history_retention`` (each alert's newest transition kept, and
-    every notification de-duplication still reads). Never the audit log."""
-    now = clock()
-    windows_before, batches_before = telemetry_service.retention_cutoffs(
-        now, window_retention=window_retention, max_event_age=max_event_age
-    )
-    with session_scope(factory) as session:
-        windows = telemetry_service.delete_old_windows(session, before=windows_before)
-        batches = telemetry_service.delete_old_batches(session, before=batches_before)
-        transitions = notifications = 0
-        if alert_history_retention is not None:
-            transitions = delete_old_transitions(session, before=now - alert_history_retention)
-            notifications = delete_superseded_notifications(session, before=now - alert_history_retention)
-    return {"windows": windows, "batches": batches, "transitions": transitions, "notifications": notifications}

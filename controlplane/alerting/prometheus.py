@@ -30,7 +30,8 @@ from typing import Any, Protocol
 
 import httpx
 
-from controlplane.alerting.rules import Measurement, Rule, RuleSource
+from controlplane.alerting.rules import Measurement
+from controlplane.catalog.rules import Rule, RuleSource
 
 __all__ = [
     "NOT_CONFIGURED",

@@ -10,11 +10,12 @@ from sqlalchemy.orm import Session
 
 from controlplane.alerting.guards import GateVerdict, GuardReading, judge_gates
 from controlplane.alerting.models import AlertStateRow
-from controlplane.alerting.rules import WINDOW_SIZE, AlertState, Rule
+from controlplane.alerting.rules import AlertState
+from controlplane.catalog.rules import WINDOW_SIZE, Rule
+from controlplane.catalog.service import load_catalog, load_rules
 from controlplane.rollouts.stages import Stage
 from controlplane.telemetry.aggregation import window_start
 from controlplane.telemetry.models import TelemetryWindow
-from controlplane.telemetry.service import load_catalog, load_rules
 
 __all__ = ["gate_verdict", "guard_readings"]
 

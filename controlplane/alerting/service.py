@@ -19,34 +19,32 @@ from typing import Any
 from sqlalchemy import case, delete, func, insert, literal_column, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from controlplane.alerting.models import AlertStateRow, AlertTransition, Notification
+from controlplane.alerting.models import AlertStateRow, AlertTransition
 from controlplane.alerting.prometheus import PrometheusSource, QueryReadings, read_prometheus_rules
 from controlplane.alerting.rules import (
-    WINDOW_SIZE,
     AlertState,
     AlertStatus,
     Measurement,
-    Rule,
-    RuleKind,
-    RuleSource,
     Series,
     TailEvent,
     measure,
-    rule_from_json,
     step,
     window_cutoff,
 )
 from controlplane.alerting.schemas import AlertmanagerAlert, AlertmanagerPayload, WebhookOutcome
+from controlplane.catalog.models import PipelineCatalog
+from controlplane.catalog.rules import WINDOW_SIZE, Rule, RuleKind, RuleSource, rule_from_json
+from controlplane.catalog.service import load_rules
 from controlplane.errors import DomainError
 from controlplane.notifications.config import NotificationConfig
 from controlplane.notifications.messages import AlertEvent
+from controlplane.notifications.models import Notification
 from controlplane.notifications.service import enqueue_notifications
 from controlplane.rollouts import service as rollout_service
 from controlplane.rollouts.schemas import RolloutOperation
 from controlplane.rollouts.service import Operation, RolloutTarget
 from controlplane.rollouts.stages import RolloutState
-from controlplane.telemetry.models import EventTail, PipelineCatalog, TelemetryWindow
-from controlplane.telemetry.service import load_rules
+from controlplane.telemetry.models import EventTail, TelemetryWindow
 
 __all__ = [
     "SYSTEM_ACTOR",

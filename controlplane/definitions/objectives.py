@@ -11,11 +11,11 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from decimal import Decimal
 
-from controlplane.alerting.objectives import BURN_RATE_ALERTS, Objective
+from controlplane.catalog.events import EventType
+from controlplane.catalog.objectives import BURN_RATE_ALERTS, Objective
 from controlplane.definitions.schemas import SloSpec
 from controlplane.definitions.telemetry import FieldPath, Refuse
 from controlplane.definitions.telemetry import _selector as check_selector
-from controlplane.telemetry.catalog import EventType
 
 __all__ = ["MAX_PERIOD", "check_objectives"]
 

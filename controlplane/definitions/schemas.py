@@ -12,8 +12,9 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from controlplane.alerting.objectives import Objective
-from controlplane.alerting.rules import Rule
+from controlplane.catalog.events import EventType
+from controlplane.catalog.objectives import Objective
+from controlplane.catalog.rules import Rule
 from controlplane.cleanup.policies import CleanupPolicyDefinition
 from controlplane.flags.schemas import (
     Condition,
@@ -25,7 +26,6 @@ from controlplane.flags.schemas import (
     TargetingRule,
 )
 from controlplane.rollouts.stages import RollbackPolicy, Stage
-from controlplane.telemetry.catalog import EventType
 
 __all__ = [
     "PIPELINE_NAME_PATTERN",

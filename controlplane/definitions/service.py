@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controlplane.audit.service import append_audit_record
+from controlplane.catalog import service as catalog_service
 from controlplane.cleanup import service as cleanup_service
 from controlplane.definitions.schemas import FlagDefinition, PipelineDefinition
 from controlplane.errors import InvalidInput
@@ -26,7 +27,6 @@ from controlplane.flags.models import Flag
 from controlplane.flags.schemas import FlagCreate, FlagUpdate
 from controlplane.rollouts import service as rollout_service
 from controlplane.rollouts.models import RolloutPlan
-from controlplane.telemetry import service as telemetry_service
 
 __all__ = ["ApplyReport", "Change", "apply_definition"]
 
@@ -109,7 +109,7 @@ def apply_definition(
 
 def _apply_catalog(session: Session, definition: PipelineDefinition, actor: str, now: datetime) -> Change | None:
     """Store the pipeline's event types and alert rules; audited and reported when they change."""
-    stored = telemetry_service.store_catalog(
+    stored = catalog_service.store_catalog(
         session,
         pipeline=definition.name,
         events=definition.events,

@@ -10,7 +10,16 @@ import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import timedelta
 
-from controlplane.alerting.rules import (
+from controlplane.catalog.events import (
+    DEFAULT_BUCKETS,
+    METRIC_NAME,
+    RESERVED_LABELS,
+    UNITS,
+    EventType,
+    LabelSpec,
+    ValueSpec,
+)
+from controlplane.catalog.rules import (
     ENVIRONMENT_PLACEHOLDER,
     Comparison,
     Rule,
@@ -21,15 +30,6 @@ from controlplane.alerting.rules import (
     placeholders,
 )
 from controlplane.definitions.schemas import EventSpec, FlagSpec, RuleSpec
-from controlplane.telemetry.catalog import (
-    DEFAULT_BUCKETS,
-    METRIC_NAME,
-    RESERVED_LABELS,
-    UNITS,
-    EventType,
-    LabelSpec,
-    ValueSpec,
-)
 
 __all__ = ["MAX_RULE_WINDOW", "check_events", "check_rules"]
 

@@ -11,10 +11,10 @@ from litestar import Controller, delete, get, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy.orm import Session
 
-from controlplane.alerting.models import Notification, Silence
 from controlplane.api.dependencies import Now, TokenPrincipal, Work
 from controlplane.auth.roles import Role
 from controlplane.notifications import service
+from controlplane.notifications.models import Notification, Silence
 from controlplane.notifications.schemas import NotificationRead, NotificationStatus, SilenceCreate, SilenceRead
 
 __all__ = ["NotificationController", "SilenceController", "to_notification_read", "to_silence_read"]

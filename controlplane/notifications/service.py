@@ -17,7 +17,6 @@ import msgspec
 from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
-from controlplane.alerting.models import Notification, Silence
 from controlplane.audit.service import append_audit_record
 from controlplane.errors import Conflict, InvalidInput, NotFound
 from controlplane.notifications.config import NotificationConfig, Receiver
@@ -30,6 +29,7 @@ from controlplane.notifications.messages import (
     slack_message,
     webhook_message,
 )
+from controlplane.notifications.models import Notification, Silence
 from controlplane.notifications.schemas import SilenceCreate, SilenceState
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from controlplane.telemetry.catalog import Catalog, EventType
+from controlplane.catalog.events import Catalog, EventType
 from controlplane.telemetry.schemas import EventBatch, EventError, EventIn, RawBatch
 
 __all__ = [

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from controlplane.catalog.events import Catalog
+from controlplane.catalog.service import load_catalog, load_rules, tail_events
 from controlplane.db import session_scope
-from controlplane.telemetry.catalog import Catalog
-from controlplane.telemetry.service import load_catalog, load_rules, tail_events
 
 __all__ = ["CatalogCache", "CatalogView"]
 

@@ -16,8 +16,8 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from controlplane.catalog.events import Catalog, EventType
 from controlplane.telemetry.aggregation import Aggregates
-from controlplane.telemetry.catalog import Catalog, EventType
 
 __all__ = ["EventMetrics"]
 

@@ -1,4 +1,4 @@
-"""Tables of telemetry: each pipeline's catalog, aggregation windows, ingested batch ids and event tails."""
+"""Tables of telemetry: aggregation windows, ingested batch ids and event tails."""
 
 from __future__ import annotations
 
@@ -10,19 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from controlplane.db import Base, JSONDocument, UTCDateTime
 
-__all__ = ["EventTail", "IngestedBatch", "PipelineCatalog", "TelemetryWindow"]
-
-
-class PipelineCatalog(Base):
-    """What a pipeline's definition declares for telemetry: its event types and alert rules (stored JSON)."""
-
-    __tablename__ = "pipeline_catalogs"
-
-    pipeline: Mapped[str] = mapped_column(String(128), primary_key=True)
-    events: Mapped[list[dict[str, Any]]] = mapped_column(JSONDocument)
-    rules: Mapped[list[dict[str, Any]]] = mapped_column(JSONDocument)
-    source: Mapped[str] = mapped_column(Text, default="")
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+__all__ = ["EventTail", "IngestedBatch", "TelemetryWindow"]
 
 
 class TelemetryWindow(Base):

@@ -1,4 +1,4 @@
-"""Use cases of telemetry: store a pipeline's catalog, record an ingested batch, read windows, expire them.
+"""Use cases of telemetry: record an ingested batch, read windows, expire them.
 
 Takes a session, never commits. Writers are serialised (PostgreSQL advisory lock, SQLite BEGIN IMMEDIATE), so
 the read-modify-write of window rows below never races another batch.
@@ -14,99 +14,22 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, delete, insert, select, tuple_
 from sqlalchemy.orm import Session
 
-from controlplane.alerting.rules import Rule, RuleKind, rule_from_json, rule_to_json
 from controlplane.errors import Conflict
 from controlplane.telemetry.aggregation import Aggregates, SeriesKey, TailItem, WindowAggregate
-from controlplane.telemetry.catalog import Catalog, EventType, event_type_from_json, event_type_to_json
-from controlplane.telemetry.models import EventTail, IngestedBatch, PipelineCatalog, TelemetryWindow
+from controlplane.telemetry.models import EventTail, IngestedBatch, TelemetryWindow
 from controlplane.telemetry.schemas import IngestResult
 
 __all__ = [
     "TAIL_LENGTH",
-    "CatalogChange",
     "PendingBatch",
     "delete_old_batches",
     "delete_old_windows",
-    "load_catalog",
-    "load_rules",
     "merge_aggregates",
     "record_batches",
-    "store_catalog",
-    "tail_events",
 ]
 
 #: Events kept per (event type, environment) for streak rules; a streak rule may not ask for a longer run.
 TAIL_LENGTH = 64
-
-
-@dataclass(frozen=True, slots=True)
-class CatalogChange:
-    """What storing a pipeline's catalog changed."""
-
-    action: str  # "catalog_created" | "catalog_updated" | "catalog_unchanged"
-    fields: list[str]
-
-
-def load_catalog(session: Session) -> Catalog:
-    """Every applied pipeline's event types."""
-    events: list[EventType] = []
-    for row in session.scalars(select(PipelineCatalog)):
-        events.extend(event_type_from_json(row.pipeline, item) for item in row.events)
-    return Catalog.of(events)
-
-
-def load_rules(session: Session) -> list[Rule]:
-    """Every applied pipeline's alert rules, ordered by pipeline then declaration."""
-    rules: list[Rule] = []
-    for row in session.scalars(select(PipelineCatalog).order_by(PipelineCatalog.pipeline)):
-        rules.extend(rule_from_json(row.pipeline, item) for item in row.rules)
-    return rules
-
-
-def tail_events(rules: Sequence[Rule]) -> set[tuple[str, str]]:
-    """The (pipeline, event) pairs whose recent events streak rules read."""
-    return {(rule.pipeline, rule.event) for rule in rules if rule.kind is RuleKind.STREAK}
-
-
-def store_catalog(
-    session: Session,
-    *,
-    pipeline: str,
-    events: Sequence[EventType],
-    rules: Sequence[Rule],
-    source: str,
-    now: datetime,
-) -> CatalogChange:
-    """Make the stored catalog of ``pipeline`` match its definition; rule names are unique across pipelines."""
-    names = [rule.name for rule in rules]
-    if names:
-        for row in session.scalars(select(PipelineCatalog).where(PipelineCatalog.pipeline != pipeline)):
-            taken = sorted(set(names) & {item["name"] for item in row.rules})
-            if taken:
-                raise Conflict(
-                    "rule-name-taken",
-                    f"rule names must be unique across pipelines: {', '.join(taken)} already belong to "
-                    f"pipeline `{row.pipeline}`",
-                    rules=taken,
-                    pipeline=row.pipeline,
-                )
-    wanted_events = [event_type_to_json(event) for event in events]
-    wanted_rules = [rule_to_json(rule) for rule in rules]
-    stored = session.get(PipelineCatalog, pipeline)
-    if stored is None:
-        session.add(
-            PipelineCatalog(pipeline=pipeline, events=wanted_events, rules=wanted_rules, source=source, updated_at=now)
-        )
-        return CatalogChange("catalog_created", ["events", "rules"])
-    fields = [
-        name
-        for name, old, new in (("events", stored.events, wanted_events), ("rules", stored.rules, wanted_rules))
-        if old != new
-    ]
-    if not fields:
-        return CatalogChange("catalog_unchanged", [])
-    stored.events, stored.rules, stored.source, stored.updated_at = wanted_events, wanted_rules, source, now
-    return CatalogChange("catalog_updated", fields)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,6 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from controlplane.alerting.models import Notification
 from controlplane.audit.models import AuditRecord
 from controlplane.cleanup import service
 from controlplane.cleanup.jobs import execute_run, run_cleanups
@@ -24,6 +23,7 @@ from controlplane.db import session_scope
 from controlplane.errors import Conflict, InvalidInput, NotFound
 from controlplane.metrics import ControlPlaneMetrics
 from controlplane.notifications.config import parse_notification_config
+from controlplane.notifications.models import Notification
 from tests.conftest import FakeClock
 from tests.fake_bucket import FakeBucket, Sleeps
 

@@ -30,6 +30,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
 from controlplane.auth.roles import Role
+from controlplane.catalog.events import EventType
 from controlplane.cleanup import service as cleanup_service
 from controlplane.cleanup.schemas import RunRequest
 from controlplane.cleanup.selection import EXPIRY_METADATA_KEY
@@ -39,7 +40,6 @@ from controlplane.render.dashboards import dashboard_queries
 from controlplane.render.promql_names import metric_names, vector_selectors
 from controlplane.scheduler import Leadership, build_jobs
 from controlplane.settings import Settings
-from controlplane.telemetry.catalog import EventType
 from tests.conftest import REPO_ROOT, FakeClock, bearer, missing_service, without_gates
 from tests.fake_bucket import FakeBucket
 from tests.receivers import ScriptedReceiver, scripted_receiver

@@ -21,7 +21,7 @@ from controlplane.alerting.jobs import evaluate_alert_rules
 from controlplane.app import create_app
 from controlplane.auth.roles import Role
 from controlplane.notifications.config import load_notification_config
-from controlplane.notifications.delivery import deliver_due_notifications
+from controlplane.notifications.jobs import deliver_due_notifications
 from controlplane.settings import Settings
 from tests.conftest import REPO_ROOT, FakeClock
 from tests.receivers import ScriptedReceiver, scripted_receiver

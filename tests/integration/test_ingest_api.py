@@ -24,10 +24,10 @@ from sqlalchemy import Engine, select
 
 from controlplane.app import create_app
 from controlplane.auth.roles import Role
+from controlplane.catalog.events import DEFAULT_BUCKETS
 from controlplane.models import Base
 from controlplane.settings import Settings
 from controlplane.telemetry.aggregation import labels_key, window_start
-from controlplane.telemetry.catalog import DEFAULT_BUCKETS
 from controlplane.telemetry.models import IngestedBatch, TelemetryWindow
 from tests.conftest import FakeClock, bearer, problem, without_gates
 

@@ -17,12 +17,12 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from controlplane.alerting.models import Notification, Silence
 from controlplane.db import session_scope
 from controlplane.metrics import ControlPlaneMetrics
 from controlplane.notifications.config import NotificationConfig, parse_notification_config
-from controlplane.notifications.delivery import deliver_due_notifications
+from controlplane.notifications.jobs import deliver_due_notifications
 from controlplane.notifications.messages import AlertEvent
+from controlplane.notifications.models import Notification, Silence
 from controlplane.notifications.service import count_silenced, enqueue_notifications
 from tests.conftest import FakeClock
 from tests.receivers import Answer, ScriptedReceiver, scripted_receiver

@@ -8,8 +8,7 @@ from datetime import timedelta
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from controlplane.alerting.jobs import expire_telemetry
-from controlplane.alerting.models import AlertStateRow, AlertTransition, Notification
+from controlplane.alerting.models import AlertStateRow, AlertTransition
 from controlplane.alerting.service import EvaluationCache, evaluate_alerts
 from controlplane.audit.models import AuditRecord
 from controlplane.audit.service import append_audit_record
@@ -17,6 +16,8 @@ from controlplane.db import session_scope
 from controlplane.definitions.loader import load_definition
 from controlplane.definitions.service import apply_definition
 from controlplane.notifications.config import NotificationConfig
+from controlplane.notifications.models import Notification
+from controlplane.retention import expire_telemetry
 from controlplane.scheduler import Leadership, build_jobs
 from controlplane.settings import Settings
 from controlplane.telemetry.models import IngestedBatch, TelemetryWindow

@@ -18,22 +18,24 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from controlplane.alerting.rules import (
-    WINDOW_SIZE,
     AlertState,
     AlertStatus,
-    Comparison,
     Measurement,
+    Series,
+    TailEvent,
+    measure,
+    step,
+    window_cutoff,
+)
+from controlplane.catalog.rules import (
+    WINDOW_SIZE,
+    Comparison,
     Rule,
     RuleKind,
     Selector,
-    Series,
     Severity,
-    TailEvent,
-    measure,
     rule_from_json,
     rule_to_json,
-    step,
-    window_cutoff,
 )
 
 # Five seconds into a 10 s window: the 5 minute cutoff is the window holding 11:55:05, i.e. 11:55:00.

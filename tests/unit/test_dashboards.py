@@ -24,7 +24,7 @@ from controlplane.render.dashboards import (
 )
 from controlplane.render.promql_names import vector_selectors
 from controlplane.settings import Settings
-from controlplane.telemetry.catalog import EventType, LabelSpec
+from controlplane.catalog.events import EventType, LabelSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATASOURCE_UIDS = ("${datasource}", "$datasource")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.alerting.objectives import BURN_RATE_ALERTS
-from controlplane.alerting.rules import Selector, Severity
+from controlplane.catalog.objectives import BURN_RATE_ALERTS
+from controlplane.catalog.rules import Selector, Severity
 from controlplane.definitions.loader import DefinitionError, load_definition, parse_definition
 from controlplane.definitions.schemas import PipelineDefinition
 

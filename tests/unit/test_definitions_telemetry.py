@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.alerting.rules import Comparison, RuleKind, Selector, Series, Severity, measure
+from controlplane.alerting.rules import Series, measure
+from controlplane.catalog.events import DEFAULT_BUCKETS, RESERVED_LABELS, LabelSpec
+from controlplane.catalog.rules import Comparison, RuleKind, Selector, Severity
 from controlplane.definitions.loader import DefinitionError, load_definition, parse_definition
 from controlplane.definitions.schemas import PipelineDefinition
-from controlplane.telemetry.catalog import DEFAULT_BUCKETS, RESERVED_LABELS, LabelSpec
 
 ENVIRONMENTS = ("dev", "qa", "staging", "production")
 DEFINITIONS = Path(__file__).resolve().parents[2] / "definitions"

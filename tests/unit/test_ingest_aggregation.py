@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from controlplane.catalog.events import Catalog, EventType, LabelSpec, ValueSpec
 from controlplane.telemetry.aggregation import (
     Aggregates,
     BatchMalformed,
@@ -22,7 +23,6 @@ from controlplane.telemetry.aggregation import (
     labels_key,
     window_start,
 )
-from controlplane.telemetry.catalog import Catalog, EventType, LabelSpec, ValueSpec
 from controlplane.telemetry.schemas import EventBatch, EventIn
 
 PIPELINE = "images"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from controlplane.notifications.dedup import Action, Notified, decide, notified_state, silence_matches
-from controlplane.notifications.delivery import classify_response, parse_retry_after, retry_delay
+from controlplane.notifications.jobs import classify_response, parse_retry_after, retry_delay
 from controlplane.notifications.messages import (
     AlertEvent,
     bounded_dedup_key,

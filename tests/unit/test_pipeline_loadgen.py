@@ -14,10 +14,10 @@ import httpx
 import msgspec
 import pytest
 
+from controlplane.catalog.events import Catalog
 from controlplane.definitions.loader import load_definition
 from controlplane.settings import Settings
 from controlplane.telemetry.aggregation import aggregate
-from controlplane.telemetry.catalog import Catalog
 from controlplane.telemetry.schemas import EventBatch
 from pipeline.emitter import Event
 from pipeline.images import CheckedImage, check_upload

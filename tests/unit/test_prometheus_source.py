@@ -25,9 +25,8 @@ from controlplane.alerting.prometheus import (
     read_answer,
     read_prometheus_rules,
 )
-from controlplane.alerting.rules import (
-    AlertState,
-    AlertStatus,
+from controlplane.alerting.rules import AlertState, AlertStatus, step
+from controlplane.catalog.rules import (
     Comparison,
     Rule,
     RuleKind,
@@ -35,7 +34,6 @@ from controlplane.alerting.rules import (
     placeholders,
     rule_from_json,
     rule_to_json,
-    step,
 )
 from controlplane.definitions.loader import DefinitionError, parse_definition
 from controlplane.settings import Settings, SettingsError

@@ -26,10 +26,10 @@ import httpx
 from sqlalchemy import CursorResult, Engine, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from controlplane.alerting.models import Notification
 from controlplane.db import READ_ONLY_OPTION, session_scope
 from controlplane.notifications.config import NotificationConfig, PagerDutyReceiver, Receiver, WebhookReceiver
 from controlplane.notifications.messages import with_routing_key
+from controlplane.notifications.models import Notification
 from controlplane.notifications.service import DeliveryStatus
 
 if TYPE_CHECKING:
