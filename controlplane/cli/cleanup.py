@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
 from typing import Any
 
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from controlplane.cli import Api, CommandError, _api, _emit, _table, stderr
+from controlplane.cli.client import Api, CommandError
+from controlplane.cli.output import Subcommands, add_command, emit, short_time, stderr, table
 from controlplane.settings import Settings
 
 __all__ = ["add_cleanup_commands"]
@@ -25,6 +25,7 @@ POLL_SECONDS = 0.5
 
 
 def _size(count: int) -> str:
+    """A byte count in B, KB, MB or GB (powers of 1000)."""
     amount = float(count)
     for unit in ("B", "KB", "MB"):
         if amount < 1000:
@@ -34,6 +35,7 @@ def _size(count: int) -> str:
 
 
 def _counts(run: dict[str, Any]) -> str:
+    """How far a run got, in one line beside its progress bar."""
     skipped = sum(run["skipped"].values())
     verb = "would delete" if run["dry_run"] else "deleted"
     done = run["matched"] if run["dry_run"] else run["deleted"]
@@ -44,6 +46,7 @@ def _counts(run: dict[str, Any]) -> str:
 
 
 def _summary(run: dict[str, Any]) -> Table:
+    """A run's outcome, one row per fact."""
     what = run["policy"] or f"purge of {run['bucket']}"
     title = f"cleanup run {run['id']} ({what}{', dry run' if run['dry_run'] else ''}): {run['status']}"
     rows: list[tuple[str, Any]] = [
@@ -68,7 +71,7 @@ def _summary(run: dict[str, Any]) -> Table:
     if run["error"]:
         rows.append(("error", run["error"]))
     rows += [("detail", line) for line in run["details"][:10]]
-    return _table(title, ["", ""], rows)
+    return table(title, ["", ""], rows)
 
 
 def _follow(api: Api, run: dict[str, Any], *, show_progress: bool, poll: float = POLL_SECONDS) -> dict[str, Any]:
@@ -96,8 +99,9 @@ def _follow(api: Api, run: dict[str, Any], *, show_progress: bool, poll: float =
 
 
 def _finish(args: argparse.Namespace, api: Api, run: dict[str, Any]) -> None:
+    """Follow a run to its end (unless --no-wait) and show it; a failed run is a CommandError."""
     if args.no_wait:
-        _emit(
+        emit(
             args,
             run,
             lambda data: f"cleanup run {data['id']} {data['status']}: `controlplane cleanup show {data['id']}`",
@@ -108,14 +112,14 @@ def _finish(args: argparse.Namespace, api: Api, run: dict[str, Any]) -> None:
     except KeyboardInterrupt:
         stderr.print(f"\nstopped following; run {run['id']} goes on: `controlplane cleanup show {run['id']} --wait`")
         raise SystemExit(130) from None
-    _emit(args, run, _summary)
+    emit(args, run, _summary)
     if run["status"] == "failed":
         raise CommandError(f"cleanup run {run['id']} failed: {run['error'] or 'see its details'}")
 
 
 def cmd_cleanup_run(args: argparse.Namespace, settings: Settings) -> None:
     """Run a policy now and follow it."""
-    api = _api(args)
+    api = Api.from_env()
     run = api.call(
         "POST", f"/cleanup/policies/{args.policy}/runs", json={"dry_run": args.dry_run, "reason": args.reason or ""}
     )
@@ -124,7 +128,7 @@ def cmd_cleanup_run(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_cleanup_purge(args: argparse.Namespace, settings: Settings) -> None:
     """Purge what was uploaded in a window and follow it."""
-    api = _api(args)
+    api = Api.from_env()
     body = {
         "bucket": args.bucket,
         "prefix": args.prefix,
@@ -138,13 +142,13 @@ def cmd_cleanup_purge(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_cleanup_show(args: argparse.Namespace, settings: Settings) -> None:
     """Show one run (following it to its end with --wait)."""
-    api = _api(args)
+    api = Api.from_env()
     run = api.call("GET", f"/cleanup/runs/{args.id}")
     if args.wait:
         args.no_wait = False
         _finish(args, api, run)
         return
-    _emit(args, run, _summary)
+    emit(args, run, _summary)
 
 
 def cmd_cleanup_runs(args: argparse.Namespace, settings: Settings) -> None:
@@ -152,14 +156,14 @@ def cmd_cleanup_runs(args: argparse.Namespace, settings: Settings) -> None:
     params: dict[str, Any] = {"limit": args.limit}
     if args.policy:
         params["policy"] = args.policy
-    runs = _api(args).call("GET", "/cleanup/runs", params=params)
+    runs = Api.from_env().call("GET", "/cleanup/runs", params=params)
     rows = [
         (
             r["id"],
             r["policy"] or "(purge)",
             r["kind"],
             r["status"] + (" (dry run)" if r["dry_run"] else ""),
-            (r["started_at"] or r["created_at"])[:19].replace("T", " "),
+            short_time(r["started_at"] or r["created_at"]),
             r["scanned"],
             r["deleted"],
             sum(r["skipped"].values()),
@@ -169,40 +173,40 @@ def cmd_cleanup_runs(args: argparse.Namespace, settings: Settings) -> None:
         for r in runs
     ]
     columns = ["id", "policy", "kind", "status", "started", "scanned", "deleted", "skipped", "failed", "by"]
-    _emit(args, runs, lambda _: _table("cleanup runs (newest first)", columns, rows))
+    emit(args, runs, lambda _: table("cleanup runs (newest first)", columns, rows))
 
 
 def cmd_cleanup_policies(args: argparse.Namespace, settings: Settings) -> None:
     """List policies with their schedule and health."""
-    policies = _api(args).call("GET", "/cleanup/policies")
+    policies = Api.from_env().call("GET", "/cleanup/policies")
     rows = [
         (
             p["name"],
             f"{p['bucket']}/{p['prefix']}",
             p["schedule"] or "(by hand)",
-            (p["next_run_at"] or "")[:19].replace("T", " "),
-            (p["last_success_at"] or "never")[:19].replace("T", " "),
+            short_time(p["next_run_at"]),
+            short_time(p["last_success_at"]) or "never",
             (p["last_run"] or {}).get("status", ""),
             "OVERDUE" if p["overdue"] else "",
         )
         for p in policies
     ]
     columns = ["policy", "bucket/prefix", "schedule", "next run", "last success", "last run", ""]
-    _emit(args, policies, lambda _: _table("cleanup policies", columns, rows))
+    emit(args, policies, lambda _: table("cleanup policies", columns, rows))
 
 
-def add_cleanup_commands(commands: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
+def add_cleanup_commands(commands: Subcommands) -> None:
     """Add `cleanup ...` to the command line."""
     cleanup = commands.add_parser("cleanup", help="bucket cleanup").add_subparsers(
         dest="cleanup_command", required=True
     )
-    command(cleanup, "policies", cmd_cleanup_policies, "list cleanup policies, their schedule and health")
-    run = command(cleanup, "run", cmd_cleanup_run, "run a cleanup policy now and follow it")
+    add_command(cleanup, "policies", cmd_cleanup_policies, "list cleanup policies, their schedule and health")
+    run = add_command(cleanup, "run", cmd_cleanup_run, "run a cleanup policy now and follow it")
     run.add_argument("policy")
     run.add_argument("--dry-run", action="store_true", help="report what would be deleted, delete nothing")
     run.add_argument("--reason", help="why (kept in the audit log)")
     run.add_argument("--no-wait", action="store_true", help="start it and return")
-    purge = command(cleanup, "purge", cmd_cleanup_purge, "delete what was uploaded to a bucket in [--from, --to)")
+    purge = add_command(cleanup, "purge", cmd_cleanup_purge, "delete what was uploaded to a bucket in [--from, --to)")
     purge.add_argument("--bucket", required=True)
     purge.add_argument("--from", dest="start", required=True, help="ISO 8601 time with offset, inclusive")
     purge.add_argument("--to", dest="end", required=True, help="ISO 8601 time with offset, exclusive")
@@ -210,9 +214,9 @@ def add_cleanup_commands(commands: Any, command: Callable[..., argparse.Argument
     purge.add_argument("--prefix", default="", help="only objects under this prefix")
     purge.add_argument("--dry-run", action="store_true", help="report what would be deleted, delete nothing")
     purge.add_argument("--no-wait", action="store_true", help="start it and return")
-    show = command(cleanup, "show", cmd_cleanup_show, "show one cleanup run")
+    show = add_command(cleanup, "show", cmd_cleanup_show, "show one cleanup run")
     show.add_argument("id", type=int)
     show.add_argument("--wait", action="store_true", help="follow it until it finishes")
-    runs = command(cleanup, "runs", cmd_cleanup_runs, "list cleanup runs, newest first")
+    runs = add_command(cleanup, "runs", cmd_cleanup_runs, "list cleanup runs, newest first")
     runs.add_argument("--policy")
     runs.add_argument("--limit", type=int, default=20)

@@ -1,0 +1,57 @@
+"""The `controlplane` command line: one parser wiring each domain's commands, and `main` that runs one.
+
+Bootstrap commands (`serve`, `db upgrade`, `tokens create`) talk to the database named by the settings.
+Everything else talks to the HTTP API at ``CONTROLPLANE_URL`` with ``CONTROLPLANE_TOKEN``, so it is authorised
+and audited like any other client. Tables by default, ``--json`` for scripts; errors go to stderr as
+``error <status> <problem type>: <detail>`` and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from controlplane.cli.audit import add_audit_commands
+from controlplane.cli.cleanup import add_cleanup_commands
+from controlplane.cli.client import CommandError
+from controlplane.cli.definitions import add_definition_commands
+from controlplane.cli.flags import add_flag_commands
+from controlplane.cli.notifications import add_notification_commands
+from controlplane.cli.output import stderr
+from controlplane.cli.render import add_render_commands
+from controlplane.cli.rollouts import add_rollout_commands
+from controlplane.cli.server import add_server_commands
+from controlplane.cli.silences import add_silence_commands
+from controlplane.cli.tokens import add_token_commands
+from controlplane.settings import Settings, SettingsError
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="controlplane", description="The `controlplane` command.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    # The order here is the order `controlplane --help` lists them in.
+    add_server_commands(commands)
+    add_token_commands(commands)
+    add_definition_commands(commands)
+    add_flag_commands(commands)
+    add_rollout_commands(commands)
+    add_audit_commands(commands)
+    add_silence_commands(commands)
+    add_notification_commands(commands)
+    add_cleanup_commands(commands)
+    add_render_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the command line."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        args.handler(args, settings)
+    except (CommandError, SettingsError) as error:
+        stderr.print(f"error {error}")
+        raise SystemExit(1) from error

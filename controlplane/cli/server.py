@@ -1,0 +1,111 @@
+"""`serve` and `db upgrade`: the commands that work on the database itself, and the bootstrap `serve` runs first."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from controlplane.cli.client import CommandError
+from controlplane.cli.output import Subcommands, add_command, stderr
+from controlplane.settings import Settings
+
+__all__ = ["add_server_commands", "bootstrap", "local_actor", "open_engine"]
+
+
+def open_engine(settings: Settings) -> Any:
+    """An engine on the database the settings name."""
+    from controlplane.db import create_db_engine
+
+    return create_db_engine(settings.database_url)
+
+
+def local_actor() -> str:
+    """Who runs a bootstrap command, for the audit log."""
+    return f"cli:{os.environ.get('USER') or os.environ.get('LOGNAME') or 'unknown'}"
+
+
+def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> None:
+    """Migrate the database to the newest schema."""
+    from controlplane.migrate import upgrade_to_head
+
+    upgrade_to_head(open_engine(settings))
+    stderr.print(f"database at the newest migration: {settings.database_url}")
+
+
+def bootstrap(settings: Settings, engine: Any) -> str | None:
+    """Migrate, apply the definitions folder, and create an admin token if none is active; return that token."""
+    from sqlalchemy.orm import sessionmaker
+
+    from controlplane.auth import service as auth_service
+    from controlplane.auth.roles import Role
+    from controlplane.auth.schemas import TokenCreate
+    from controlplane.db import session_scope, utcnow
+    from controlplane.definitions.loader import DefinitionError, load_definition
+    from controlplane.definitions.service import apply_definition
+    from controlplane.migrate import upgrade_to_head
+
+    upgrade_to_head(engine)
+    factory = sessionmaker(engine, expire_on_commit=False)
+    paths = sorted(settings.definitions_dir.glob("*.yaml")) if settings.definitions_dir.is_dir() else []
+    try:
+        # Every file is read before any is applied, and all are applied in one transaction: all or nothing.
+        definitions = [load_definition(path, environments=settings.environments) for path in paths]
+    except DefinitionError as error:
+        raise CommandError(f"invalid definition, nothing applied: {error}") from error
+    with session_scope(factory) as session:
+        reports = [
+            apply_definition(
+                session, definition=definition, actor="bootstrap", environments=settings.environments, now=utcnow()
+            )
+            for definition in definitions
+        ]
+    for path, report in zip(paths, reports, strict=True):
+        stderr.print(f"definitions: {path} {'applied changes' if report.changed else 'unchanged'}")
+    with session_scope(factory) as session:
+        if auth_service.has_token_with_role(session, Role.ADMIN):
+            return None
+        # A unique name: an earlier, revoked "admin" token keeps its name in the audit log.
+        name = "admin-" + utcnow().strftime("%Y%m%dT%H%M%SZ")
+        created = auth_service.create_token(
+            session,
+            request=TokenCreate(name=name, role=Role.ADMIN),
+            actor="bootstrap",
+            environments=settings.environments,
+            now=utcnow(),
+        )
+    stderr.print(f"\nAdmin token `{name}` (shown once; store it now):")
+    return created.token
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
+    """Migrate, apply the shipped definitions, make sure an admin token exists, then serve HTTP."""
+    import uvicorn
+
+    from controlplane.app import create_app
+    from controlplane.notifications.config import NotificationConfigError, load_notification_config
+
+    try:
+        # Checked before anything else: a bad notifications file must stop the start, not silence on-call.
+        load_notification_config(settings.notifications_file)
+    except NotificationConfigError as error:
+        raise CommandError(f"notifications file: {error}") from error
+    engine = open_engine(settings)
+    token = bootstrap(settings, engine)
+    if token is not None:
+        print(token, flush=True)
+        stderr.print(f"\nexport CONTROLPLANE_TOKEN={token}\n")
+    host = args.host or settings.host
+    port = args.port or settings.port
+    stderr.print(f"serving on http://{host}:{port} (API docs at /schema)")
+    uvicorn.run(create_app(settings, engine=engine, freeze_heap=True), host=host, port=port, log_level="info")
+
+
+def add_server_commands(commands: Subcommands) -> None:
+    """Add `serve` and `db upgrade` to the command line."""
+    serve = add_command(commands, "serve", cmd_serve, "migrate, apply definitions, print a first admin token, serve")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+
+    db = commands.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
+    add_command(db, "upgrade", cmd_db_upgrade, "migrate the database to the newest schema")
