@@ -9,10 +9,11 @@ from typing import Annotated, Any
 from litestar import Controller, Request, get, post
 from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
 
-from controlplane.api.dependencies import Now, ProcessSettings, TokenPrincipal, Work
-from controlplane.auth.roles import Role
+from controlplane.api.dependencies import Now, ProcessSettings, Work
+from controlplane.api.roles import Role
+from controlplane.auth.dependencies import TokenPrincipal
 from controlplane.auth.schemas import Principal
-from controlplane.cleanup import service
+from controlplane.cleanup import runs, service
 from controlplane.cleanup.jobs import CleanupExecutor
 from controlplane.cleanup.schemas import CleanupPolicyRead, CleanupRunRead, PurgeRequest, RunRequest
 from controlplane.errors import DomainError
@@ -71,7 +72,7 @@ class CleanupController(Controller):
         (`dry_run`, `reason`) may be left out."""
         _unscoped(principal)
         body = data or RunRequest()
-        run = await uow.write(partial(service.request_run, name=name, body=body, actor=principal.name, now=now))
+        run = await uow.write(partial(runs.request_run, name=name, body=body, actor=principal.name, now=now))
         return _start(request, run)
 
     @post("/purges", opt={"role": Role.OPERATOR}, status_code=202, summary="Purge uploads of a time window")
@@ -88,7 +89,7 @@ class CleanupController(Controller):
         _unscoped(principal)
         run = await uow.write(
             partial(
-                service.request_purge,
+                runs.request_purge,
                 body=data,
                 actor=principal.name,
                 now=now,
@@ -105,9 +106,9 @@ class CleanupController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=500, required=False)] = 50,
     ) -> list[CleanupRunRead]:
         """Runs newest first, of one policy with `?policy=`."""
-        return await uow.read(partial(service.list_runs, policy=policy, limit=limit))
+        return await uow.read(partial(runs.list_runs, policy=policy, limit=limit))
 
     @get("/runs/{run_id:int}", summary="One cleanup run")
     async def run(self, uow: Work, run_id: Annotated[int, PathParameter(ge=1, le=2**31 - 1)]) -> CleanupRunRead:
         """A run with its counts so far (they grow page by page while it runs)."""
-        return await uow.read(partial(service.get_run, run_id=run_id))
+        return await uow.read(partial(runs.get_run, run_id=run_id))

@@ -18,9 +18,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from controlplane.cleanup import service
+from controlplane.cleanup import claims, runs, service
+from controlplane.cleanup.claims import ClaimedRun
 from controlplane.cleanup.runner import CleanupReport, RetryPolicy, run_cleanup
-from controlplane.cleanup.service import ClaimedRun
 from controlplane.cleanup.storage import GcsStorage, Storage
 from controlplane.clock import Clock
 from controlplane.db import session_scope
@@ -79,7 +79,7 @@ def execute_run(
 
     def persist(report: CleanupReport) -> None:
         with session_scope(factory) as session:
-            if not service.save_progress(session, run_id=claimed.id, runner=runner, report=report, now=clock()):
+            if not claims.save_progress(session, run_id=claimed.id, runner=runner, report=report, now=clock()):
                 raise _RunLost
 
     error = ""
@@ -106,12 +106,10 @@ def execute_run(
         error = f"{type(exc).__name__}: {exc}"
     with session_scope(factory) as session:
         if report.stopped and not error:
-            service.release_run(session, run_id=claimed.id, runner=runner, report=report, now=clock())
+            claims.release_run(session, run_id=claimed.id, runner=runner, report=report, now=clock())
             logger.info("cleanup run %s handed back after %d pages; it resumes elsewhere", claimed.id, report.pages)
             return report
-        finished = service.finish_run(
-            session, run_id=claimed.id, runner=runner, report=report, error=error, now=clock()
-        )
+        finished = claims.finish_run(session, run_id=claimed.id, runner=runner, report=report, error=error, now=clock())
     if finished is None:
         return None
     if metrics is not None:
@@ -165,12 +163,12 @@ def run_cleanups(
     tell on-call (through ``notifications``' routes) about policies past their success deadline, and when they
     recover."""
     with session_scope(factory) as session:
-        queued = service.enqueue_due_runs(session, now=clock())
+        queued = runs.enqueue_due_runs(session, now=clock())
     executed = 0
     while should_stop is None or not should_stop():
         runner = new_runner_id(replica)
         with session_scope(factory) as session:
-            claimed = service.claim_run(session, runner=runner, now=clock(), stale_after=stale_after)
+            claimed = claims.claim_run(session, runner=runner, now=clock(), stale_after=stale_after)
         if claimed is None:
             break
         execute_run(
@@ -228,7 +226,7 @@ class CleanupExecutor:
         runner = new_runner_id(self._replica)
         try:
             with session_scope(self._factory) as session:
-                claimed = service.claim_run(
+                claimed = claims.claim_run(
                     session, runner=runner, now=self._clock(), stale_after=self._stale_after, run_id=run_id
                 )
             if claimed is None:

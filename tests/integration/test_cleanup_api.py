@@ -20,10 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from controlplane.api.roles import Role
 from controlplane.app import create_app
 from controlplane.auth.models import ApiToken
-from controlplane.auth.roles import Role
-from controlplane.cleanup import service
+from controlplane.cleanup import runs as cleanup_runs
 from controlplane.cleanup.schemas import RunRequest
 from controlplane.cleanup.storage import DeleteResult, GcsStorage, ObjectPage, ObjectRef, Storage
 from controlplane.db import session_scope
@@ -256,7 +256,7 @@ def test_a_second_run_while_one_is_queued_is_409(
 ) -> None:
     # Queued straight in the database: nothing submits it to the executor, so it stays queued.
     with session_scope(session_factory) as session:
-        queued = service.request_run(session, name=POLICY, body=RunRequest(), actor="someone", now=clock())
+        queued = cleanup_runs.request_run(session, name=POLICY, body=RunRequest(), actor="someone", now=clock())
 
     refused = client.post(f"{API}/policies/{POLICY}/runs", headers=operator, json={})
     assert problem(refused, 409, "cleanup-run-in-progress")["run"] == queued.id

@@ -11,7 +11,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from controlplane.audit.models import AuditRecord
-from controlplane.cleanup import service
+from controlplane.cleanup import claims, service
+from controlplane.cleanup import runs as cleanup_runs
 from controlplane.cleanup.jobs import execute_run, run_cleanups
 from controlplane.cleanup.models import CleanupPolicyRow, CleanupRun
 from controlplane.cleanup.policies import CleanupPolicyDefinition
@@ -105,12 +106,12 @@ def test_a_due_slot_queues_one_run_and_missed_slots_coalesce(
 ) -> None:
     apply(session_factory, clock, HOURLY)  # 12:00: next slot 12:17
     with session_scope(session_factory) as session:
-        assert service.enqueue_due_runs(session, now=clock()) == []
+        assert cleanup_runs.enqueue_due_runs(session, now=clock()) == []
     clock.advance(timedelta(hours=5))  # 17:00: five slots missed
     with session_scope(session_factory) as session:
-        queued = service.enqueue_due_runs(session, now=clock())
+        queued = cleanup_runs.enqueue_due_runs(session, now=clock())
     with session_scope(session_factory) as session:
-        assert service.enqueue_due_runs(session, now=clock()) == []
+        assert cleanup_runs.enqueue_due_runs(session, now=clock()) == []
         row = session.get(CleanupPolicyRow, "old-refs")
         assert row is not None and row.next_run_at == clock().replace(minute=17)
     [run] = runs(session_factory)
@@ -125,10 +126,10 @@ def test_a_slot_is_skipped_while_a_run_of_the_policy_is_still_active(
     apply(session_factory, clock, HOURLY)
     clock.advance(timedelta(minutes=20))
     with session_scope(session_factory) as session:
-        service.enqueue_due_runs(session, now=clock())
+        cleanup_runs.enqueue_due_runs(session, now=clock())
     clock.advance(timedelta(hours=1))
     with session_scope(session_factory) as session:
-        assert service.enqueue_due_runs(session, now=clock()) == []
+        assert cleanup_runs.enqueue_due_runs(session, now=clock()) == []
     assert len(runs(session_factory)) == 1
 
 
@@ -137,11 +138,11 @@ def test_two_runners_claiming_the_same_run_get_it_once(
 ) -> None:
     apply(session_factory, clock, HOURLY)
     with session_scope(session_factory) as session:
-        run = service.request_run(session, name="old-refs", body=RunRequest(), actor="op", now=clock())
+        run = cleanup_runs.request_run(session, name="old-refs", body=RunRequest(), actor="op", now=clock())
     with session_scope(session_factory) as session:
-        taken = service.claim_run(session, runner="a", now=clock(), stale_after=STALE, run_id=run.id)
+        taken = claims.claim_run(session, runner="a", now=clock(), stale_after=STALE, run_id=run.id)
     with session_scope(session_factory) as session:
-        again = service.claim_run(session, runner="b", now=clock(), stale_after=STALE, run_id=run.id)
+        again = claims.claim_run(session, runner="b", now=clock(), stale_after=STALE, run_id=run.id)
     assert taken is not None and taken.id == run.id
     assert again is None
 
@@ -151,13 +152,13 @@ def test_a_second_run_of_a_policy_is_refused_while_one_is_active(
 ) -> None:
     apply(session_factory, clock, HOURLY)
     with session_scope(session_factory) as session:
-        first = service.request_run(session, name="old-refs", body=RunRequest(), actor="op", now=clock())
+        first = cleanup_runs.request_run(session, name="old-refs", body=RunRequest(), actor="op", now=clock())
     with pytest.raises(Conflict) as refused, session_scope(session_factory) as session:
-        service.request_run(session, name="old-refs", body=RunRequest(dry_run=True), actor="op", now=clock())
+        cleanup_runs.request_run(session, name="old-refs", body=RunRequest(dry_run=True), actor="op", now=clock())
     assert refused.value.slug == "cleanup-run-in-progress"
     assert refused.value.extra["run"] == first.id
     with pytest.raises(NotFound), session_scope(session_factory) as session:
-        service.request_run(session, name="no-such-policy", body=RunRequest(), actor="op", now=clock())
+        cleanup_runs.request_run(session, name="no-such-policy", body=RunRequest(), actor="op", now=clock())
 
 
 def test_a_run_records_what_it_did(session_factory: sessionmaker[Session], clock: FakeClock) -> None:
@@ -167,12 +168,14 @@ def test_a_run_records_what_it_did(session_factory: sessionmaker[Session], clock
     bucket.held.add("refs/003.png")
     metrics = ControlPlaneMetrics()
     with session_scope(session_factory) as session:
-        run = service.request_run(session, name="old-refs", body=RunRequest(reason="disk"), actor="op", now=clock())
+        run = cleanup_runs.request_run(
+            session, name="old-refs", body=RunRequest(reason="disk"), actor="op", now=clock()
+        )
     run_cleanups(
         session_factory, replica="r1", clock=clock, storage_for=lambda name: bucket, stale_after=STALE, metrics=metrics
     )
     with session_scope(session_factory) as session:
-        done = service.get_run(session, run_id=run.id)
+        done = cleanup_runs.get_run(session, run_id=run.id)
     assert done.status is RunStatus.SUCCEEDED
     assert (done.scanned, done.matched, done.deleted, done.failed) == (26, 25, 24, 0)
     assert done.skipped == {"held_or_retained": 1}
@@ -196,7 +199,7 @@ def test_a_run_with_failed_deletes_is_failed_and_keeps_the_policy_unhealthy(
     bucket = bucket_with(5, clock)
     bucket.transient_deletes["refs/002.png"] = 99
     with session_scope(session_factory) as session:
-        run = service.request_run(session, name="old-refs", body=RunRequest(), actor="op", now=clock())
+        run = cleanup_runs.request_run(session, name="old-refs", body=RunRequest(), actor="op", now=clock())
     run_cleanups(
         session_factory,
         replica="r1",
@@ -207,7 +210,7 @@ def test_a_run_with_failed_deletes_is_failed_and_keeps_the_policy_unhealthy(
         retry=RetryPolicy(max_attempts=2),
     )
     with session_scope(session_factory) as session:
-        done = service.get_run(session, run_id=run.id)
+        done = cleanup_runs.get_run(session, run_id=run.id)
         [policy] = service.list_policies(session, now=clock() + timedelta(hours=3))
     assert done.status is RunStatus.FAILED and done.failed == 1 and done.deleted == 4
     assert policy.last_success_at is None
@@ -224,10 +227,10 @@ def test_storage_that_cannot_be_reached_fails_the_run_with_the_reason(
         raise RuntimeError("could not find default credentials")
 
     with session_scope(session_factory) as session:
-        run = service.request_run(session, name="old-refs", body=RunRequest(), actor="op", now=clock())
+        run = cleanup_runs.request_run(session, name="old-refs", body=RunRequest(), actor="op", now=clock())
     run_cleanups(session_factory, replica="r1", clock=clock, storage_for=no_credentials, stale_after=STALE)
     with session_scope(session_factory) as session:
-        done = service.get_run(session, run_id=run.id)
+        done = cleanup_runs.get_run(session, run_id=run.id)
     assert done.status is RunStatus.FAILED
     assert done.error == "RuntimeError: could not find default credentials"
 
@@ -252,8 +255,8 @@ def test_a_runner_that_dies_mid_run_is_taken_over_once_stale_and_resumed_from_it
 
     bucket.delete_batch = die_on_third_batch  # type: ignore[method-assign]
     with session_scope(session_factory) as session:
-        run = service.request_run(session, name="old-refs", body=RunRequest(), actor="op", now=clock())
-        claimed = service.claim_run(session, runner="dead", now=clock(), stale_after=STALE, run_id=run.id)
+        run = cleanup_runs.request_run(session, name="old-refs", body=RunRequest(), actor="op", now=clock())
+        claimed = claims.claim_run(session, runner="dead", now=clock(), stale_after=STALE, run_id=run.id)
     assert claimed is not None
     with pytest.raises(Crash):
         execute_run(session_factory, claimed, runner="dead", storage_for=lambda name: bucket, clock=clock)
@@ -273,7 +276,7 @@ def test_a_runner_that_dies_mid_run_is_taken_over_once_stale_and_resumed_from_it
     bucket.delete_batch = delete  # type: ignore[method-assign]
     run_cleanups(session_factory, replica="r2", clock=clock, storage_for=lambda name: bucket, stale_after=STALE)
     with session_scope(session_factory) as session:
-        done = service.get_run(session, run_id=run.id)
+        done = cleanup_runs.get_run(session, run_id=run.id)
     assert done.status is RunStatus.SUCCEEDED and done.attempts == 2
     assert done.runner is not None and done.runner.startswith("r2/")
     assert (done.scanned, done.deleted, done.pages) == (30, 30, 3)
@@ -288,8 +291,8 @@ def test_a_runner_that_was_presumed_dead_stops_without_writing_once_another_hold
     apply(session_factory, clock, HOURLY)
     bucket = bucket_with(30, clock)
     with session_scope(session_factory) as session:
-        run = service.request_run(session, name="old-refs", body=RunRequest(), actor="op", now=clock())
-        slow = service.claim_run(session, runner="slow", now=clock(), stale_after=STALE, run_id=run.id)
+        run = cleanup_runs.request_run(session, name="old-refs", body=RunRequest(), actor="op", now=clock())
+        slow = claims.claim_run(session, runner="slow", now=clock(), stale_after=STALE, run_id=run.id)
     assert slow is not None
     list_page = bucket.list_page
     listed = {"pages": 0}
@@ -300,7 +303,7 @@ def test_a_runner_that_was_presumed_dead_stops_without_writing_once_another_hold
             # The slow runner went quiet too long: another runner takes the run over meanwhile.
             clock.advance(STALE + timedelta(seconds=1))
             with session_scope(session_factory) as session:
-                assert service.claim_run(session, runner="other", now=clock(), stale_after=STALE) is not None
+                assert claims.claim_run(session, runner="other", now=clock(), stale_after=STALE) is not None
         return list_page(prefix, token)
 
     bucket.list_page = taken_over_after_first_page  # type: ignore[assignment,method-assign]
@@ -316,7 +319,7 @@ def test_a_runner_asked_to_stop_hands_the_run_back_queued_with_its_progress(
     apply(session_factory, clock, HOURLY)
     bucket = bucket_with(30, clock)
     with session_scope(session_factory) as session:
-        service.request_run(session, name="old-refs", body=RunRequest(), actor="op", now=clock())
+        cleanup_runs.request_run(session, name="old-refs", body=RunRequest(), actor="op", now=clock())
     pages = iter([False, False, True])
     result = run_cleanups(
         session_factory,
@@ -340,10 +343,10 @@ def test_a_dry_run_deletes_nothing_and_is_not_a_success_of_the_policy(
     apply(session_factory, clock, HOURLY)
     bucket = bucket_with(12, clock)
     with session_scope(session_factory) as session:
-        run = service.request_run(session, name="old-refs", body=RunRequest(dry_run=True), actor="op", now=clock())
+        run = cleanup_runs.request_run(session, name="old-refs", body=RunRequest(dry_run=True), actor="op", now=clock())
     run_cleanups(session_factory, replica="r1", clock=clock, storage_for=lambda name: bucket, stale_after=STALE)
     with session_scope(session_factory) as session:
-        done = service.get_run(session, run_id=run.id)
+        done = cleanup_runs.get_run(session, run_id=run.id)
         [policy] = service.list_policies(session, now=clock())
         audited = session.scalar(
             select(func.count()).select_from(AuditRecord).where(AuditRecord.action == "cleanup.run")
@@ -369,14 +372,14 @@ def test_a_purge_deletes_its_window_and_leaves_two_audit_records(
         bucket.add(name, created=created)
     body = PurgeRequest(bucket="reference-images", start=start, end=end, reason="bad canary 11:00-12:00")
     with session_scope(session_factory) as session:
-        run = service.request_purge(session, body=body, actor="op", now=clock(), max_window=timedelta(days=31))
+        run = cleanup_runs.request_purge(session, body=body, actor="op", now=clock(), max_window=timedelta(days=31))
     run_cleanups(session_factory, replica="r1", clock=clock, storage_for=lambda name: bucket, stale_after=STALE)
     assert sorted(bucket.objects) == ["refs/at-end.png", "refs/before.png"]
     with session_scope(session_factory) as session:
         records = session.scalars(
             select(AuditRecord).where(AuditRecord.target == "reference-images").order_by(AuditRecord.id)
         ).all()
-        done = service.get_run(session, run_id=run.id)
+        done = cleanup_runs.get_run(session, run_id=run.id)
     assert done.kind.value == "purge" and done.policy is None and done.deleted == 2
     assert [(r.action, r.actor, r.reason) for r in records] == [
         ("cleanup.purge", "op", "bad canary 11:00-12:00"),
@@ -407,7 +410,7 @@ def test_a_purge_that_cannot_be_right_is_refused_and_changes_nothing(
         reason="x",
     )
     with pytest.raises(InvalidInput) as refused, session_scope(session_factory) as session:
-        service.request_purge(session, body=body, actor="op", now=clock(), max_window=timedelta(days=31))
+        cleanup_runs.request_purge(session, body=body, actor="op", now=clock(), max_window=timedelta(days=31))
     assert refused.value.slug == slug
     assert runs(session_factory) == []
 
@@ -431,7 +434,7 @@ def test_expired_signed_url_policies_round_trip_through_the_stored_form(
     bucket.add("b.png", metadata={EXPIRY_METADATA_KEY: (clock() - timedelta(minutes=90)).isoformat()})
     bucket.add("c.png")
     with session_scope(session_factory) as session:
-        service.request_run(session, name="expired", body=RunRequest(), actor="op", now=clock())
+        cleanup_runs.request_run(session, name="expired", body=RunRequest(), actor="op", now=clock())
         [listed] = service.list_policies(session, now=clock())
     assert listed.schedule is None and listed.success_deadline is None and not listed.overdue
     run_cleanups(session_factory, replica="r1", clock=clock, storage_for=lambda name: bucket, stale_after=STALE)

@@ -29,14 +29,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
-from controlplane.auth.roles import Role
+from controlplane.api.roles import Role
 from controlplane.catalog.events import EventType
-from controlplane.cleanup import service as cleanup_service
+from controlplane.cleanup import runs as cleanup_runs
 from controlplane.cleanup.schemas import RunRequest
 from controlplane.cleanup.selection import EXPIRY_METADATA_KEY
 from controlplane.db import session_scope
 from controlplane.definitions.loader import load_definition
-from controlplane.render.dashboards import dashboard_queries
+from controlplane.render.dashboard_queries import dashboard_queries
 from controlplane.render.promql_names import metric_names, vector_selectors
 from controlplane.scheduler import Leadership, build_jobs
 from controlplane.settings import Settings
@@ -287,7 +287,7 @@ def exported(
         clock.advance(timedelta(seconds=1))
         factory = sessionmaker(engine, expire_on_commit=False)
         with session_scope(factory) as session:
-            cleanup_service.request_run(
+            cleanup_runs.request_run(
                 session, name="expired-reference-images", body=RunRequest(), actor="sre", now=clock()
             )
         bucket = FakeBucket()
