@@ -1,7 +1,7 @@
 """The control plane's own process metrics, on one explicit registry per app (no global state).
 
 Event metrics (one family per catalog event) and state gauges read from the database at scrape time are
-collectors registered on the same registry by ``telemetry.metrics`` and ``api.metrics``.
+collectors registered on the same registry by ``telemetry.metrics`` and ``exporter.metrics``.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-__all__ = ["ControlPlaneMetrics", "HttpMetricsMiddleware", "ObservedRequests"]
+from controlplane_client.observed import ASGIApp, ObservedRequests, Scope
+
+__all__ = ["ControlPlaneMetrics", "HttpMetricsMiddleware"]
 
 _DURATIONS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -113,35 +113,6 @@ class ControlPlaneMetrics:
             self.job_duration.labels(job).observe(time.perf_counter() - started)
         self.job_runs.labels(job, "ok").inc()
         return result
-
-
-class ObservedRequests:
-    """ASGI middleware that sees every HTTP request's status and duration; subclasses say what to do with them."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self._app = app
-
-    def observe(self, scope: Scope, status: int, seconds: float) -> None:
-        """Called once per HTTP request, after its response (500 when it raised before answering)."""
-        raise NotImplementedError
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP:
-            await self._app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def observe(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self._app(scope, receive, observe)
-        finally:
-            self.observe(scope, status, time.perf_counter() - started)
 
 
 class HttpMetricsMiddleware(ObservedRequests):

@@ -20,18 +20,16 @@ import msgspec
 from litestar import Litestar, Request, get, post, put
 from litestar.datastructures import State, UploadFile
 from litestar.params import FromPath, JSONBody
-from litestar.types import ASGIApp, Scope
 from prometheus_client import CollectorRegistry, generate_latest
 
-from controlplane.api.problems import exception_handlers
-from controlplane.metrics import ObservedRequests
-from pipeline.emitter import Emitter, EmitterCollector
+from controlplane_client.emitter import Emitter, EmitterCollector
+from controlplane_client.observed import ASGIApp, ObservedRequests, Scope
 from pipeline.faults import Faults, FaultSettings, FaultyBucket, FaultyVision
 from pipeline.flag import FlagGate, OpenFeatureGate, StaticGate
 from pipeline.generator import AssetGenerator, LocalGenerator
 from pipeline.images import MAX_UPLOAD_BYTES
 from pipeline.logs import get_logger
-from pipeline.problems import BadRequest, NotFound
+from pipeline.problems import BadRequest, NotFound, problem_details
 from pipeline.runs import RunStore
 from pipeline.settings import PIPELINE, PipelineSettings
 from pipeline.storage import ReferenceStore, new_client, signing_credentials
@@ -275,7 +273,7 @@ def create_pipeline_app(settings: PipelineSettings | None = None, parts: Parts |
             healthz,
             metrics,
         ],
-        exception_handlers=exception_handlers,
+        plugins=[problem_details()],
         middleware=[lambda app: RequestEvents(app, telemetry)],
         lifespan=[lifespan],
         request_max_body_size=_BODY_LIMIT,

@@ -2,11 +2,11 @@
 
 1. Cloud Storage: gcp-storage-emulator in this process, bucket `reference-images`.
 2. The control plane: `controlplane serve` in a process of its own on SQLite (definitions applied, alerts
-   evaluated every second), with an evaluate and an ingest token made for the pipeline.
+   evaluated every second), with an evaluate and an ingest token made for the pipeline by its command line.
 3. The rollout of `enable-reference-images`: QA and staging pushed through (forced, audited as the demo), then
    production started at its first stage, 10%.
-4. The pipeline service, with fault injection on, flags through the in-process OpenFeature provider and events
-   through the emitter; the load generator drives it.
+4. The pipeline service, `python -m pipeline` in a process of its own with fault injection on, flags through its
+   in-process OpenFeature provider and events through the emitter; the load generator drives it.
 5. After a healthy while, Vision errors are injected. The guard `vision-error-streak` (3 errors in a row) fires and
    the control plane rolls the flag back to `off` in production by itself.
 
@@ -18,10 +18,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,13 +30,16 @@ from typing import Any
 
 import httpx
 
-from controlplane.embedded import serve_in_thread
-from pipeline.app import create_pipeline_app, default_parts
 from pipeline.emulator import fresh_bucket, running_emulator, storage_client
 from pipeline.loadgen import LoadConfig, LoadStats, run_load, set_faults
-from pipeline.local_control_plane import ControlPlaneProcess, complete_rollout, operate_rollout
-from pipeline.logs import configure_logging
-from pipeline.settings import FLAG_KEY, PipelineSettings
+from pipeline.local_control_plane import (
+    ControlPlaneProcess,
+    ServiceProcess,
+    complete_rollout,
+    free_port,
+    operate_rollout,
+)
+from pipeline.settings import FLAG_KEY
 
 __all__ = ["Timeline", "main", "run_demo"]
 
@@ -66,6 +70,27 @@ def start_production_canary(client: httpx.Client) -> dict[str, Any]:
     return operate_rollout(client, "production", "start", "demo: production canary")
 
 
+def pipeline_process(folder: Path, controlplane_url: str, tokens: Mapping[str, str]) -> ServiceProcess:
+    """`python -m pipeline` on a free port with fault injection on, using the local control plane's tokens."""
+    port = free_port()
+    return ServiceProcess(
+        [sys.executable, "-m", "pipeline"],
+        port=port,
+        ready_path="/healthz",
+        log_path=folder / "pipeline.log",
+        settings={
+            "PIPELINE_HOST": "127.0.0.1",
+            "PIPELINE_PORT": str(port),
+            "CONTROLPLANE_URL": controlplane_url,
+            "PIPELINE_EVALUATE_TOKEN": tokens["evaluate"],
+            "PIPELINE_INGEST_TOKEN": tokens["ingest"],
+            "PIPELINE_RUNS_DIR": str(folder / "runs"),
+            "PIPELINE_SPOOL_DIR": str(folder / "spool"),
+            "PIPELINE_FAULTS_ENABLED": "true",
+        },
+    )
+
+
 def _status(client: httpx.Client) -> dict[str, Any]:
     status: dict[str, Any] = client.get(f"/api/v1/flags/{FLAG_KEY}/environments/production/rollout").json()
     return status
@@ -81,8 +106,6 @@ def run_demo(*, healthy_seconds: float, rate: float, error_rate: float, timeout:
     with ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="reference-images-demo-")))
         # The services' own logs go to files in the demo's folder; the terminal shows the timeline.
-        log = stack.enter_context((folder / "pipeline.log").open("w"))
-        configure_logging(stream=log)
         for noisy in ("httpx", "gcp_storage_emulator"):
             logger = logging.getLogger(noisy)
             stack.callback(logger.setLevel, logger.level)
@@ -101,15 +124,7 @@ def run_demo(*, healthy_seconds: float, rate: float, error_rate: float, timeout:
         )
         started = start_production_canary(admin)
         timeline.mark(f"production rollout started: stage {started['stage_index'] + 1}, {started['percentage']:g}%")
-        settings = PipelineSettings(
-            controlplane_url=url,
-            evaluate_token=tokens["evaluate"],
-            ingest_token=tokens["ingest"],
-            runs_dir=folder / "runs",
-            spool_dir=folder / "spool",
-            faults_enabled=True,
-        )
-        pipeline_url = stack.enter_context(serve_in_thread(create_pipeline_app(settings, default_parts(settings))))
+        pipeline_url = stack.enter_context(pipeline_process(folder, url, tokens)).url
         timeline.mark(f"pipeline serving at {pipeline_url} (flags in-process, events through the emitter)")
         stop = threading.Event()
         progress: list[LoadStats] = []

@@ -1,8 +1,9 @@
-"""A control plane in a process of its own on SQLite, for the demo and the tests that stop and restart it.
+"""Local services in processes of their own, for the demo and the tests that stop and restart them.
 
-`controlplane serve` with the repository's definitions, alerts evaluated every second, and three tokens made in
-the database before it starts: admin, evaluate (production) and ingest. ``stop(kill=True)`` is a crash (SIGKILL);
-``start()`` again brings it back on the same port and database.
+``ControlPlaneProcess`` is `controlplane serve` on SQLite with the repository's definitions and alerts evaluated
+every second. Before it starts, its own command line (`db upgrade`, `tokens create`) makes three tokens: admin,
+evaluate (production) and ingest. ``stop(kill=True)`` is a crash (SIGKILL); ``start()`` again brings it back on
+the same port and database. ``ServiceProcess`` is what any such service shares: start, wait until ready, stop.
 """
 
 from __future__ import annotations
@@ -13,26 +14,21 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Self
 
 import httpx
-from sqlalchemy.orm import sessionmaker
 
-from controlplane.auth import service as auth_service
-from controlplane.auth.roles import Role
-from controlplane.auth.schemas import TokenCreate
-from controlplane.db import create_db_engine, session_scope
-from controlplane.migrate import upgrade_to_head
 from pipeline.settings import FLAG_KEY
 
-__all__ = ["ControlPlaneProcess", "complete_rollout", "free_port", "operate_rollout"]
+__all__ = ["ControlPlaneProcess", "ServiceProcess", "complete_rollout", "free_port", "operate_rollout"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-ENVIRONMENTS = ("dev", "qa", "staging", "production")
 START_TIMEOUT_SECONDS = 60.0
+#: The control plane's command line, run as a program of its own: nothing of the server is imported here.
+CONTROLPLANE_CLI = (sys.executable, "-m", "controlplane.cli")
 
 
 def free_port() -> int:
@@ -43,63 +39,45 @@ def free_port() -> int:
         return port
 
 
-class ControlPlaneProcess:
-    """`controlplane serve` on ``folder/controlplane.db``; ``url`` and ``tokens`` (by role) once started."""
+class ServiceProcess:
+    """``command`` serving on ``port`` (loopback), ready once ``ready_path`` answers 200; output in ``log_path``.
 
-    def __init__(self, folder: Path, **settings: str) -> None:
-        self.folder = folder
-        self.database_url = f"sqlite:///{folder / 'controlplane.db'}"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.tokens = self._make_tokens()
-        self._settings = settings
+    It runs with this process's environment plus ``settings``.
+    """
+
+    def __init__(
+        self, command: Sequence[str], *, port: int, ready_path: str, log_path: Path, settings: Mapping[str, str]
+    ) -> None:
+        self.command = list(command)
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.settings = dict(settings)
+        self._ready_url = f"{self.url}{ready_path}"
+        self._log_path = log_path
         self._process: subprocess.Popen[Any] | None = None
         self._log: IO[str] | None = None
 
-    def _make_tokens(self) -> dict[str, str]:
-        engine = create_db_engine(self.database_url)
-        upgrade_to_head(engine)
-        tokens = {}
-        with session_scope(sessionmaker(engine, expire_on_commit=False)) as session:
-            for role, environment in ((Role.ADMIN, None), (Role.EVALUATE, "production"), (Role.INGEST, None)):
-                created = auth_service.create_token(
-                    session,
-                    request=TokenCreate(name=f"local-{role.value}", role=role, environment=environment),
-                    actor="local",
-                    environments=ENVIRONMENTS,
-                    now=datetime.now(UTC),
-                )
-                tokens[role.value] = created.token
-        engine.dispose()
-        return tokens
+    def environment(self) -> dict[str, str]:
+        """The environment the service runs in: this process's, with its settings on top."""
+        return {**os.environ, **self.settings}
 
     def start(self) -> None:
         """Start serving and wait until it is ready."""
-        environment = {
-            **os.environ,
-            "CONTROLPLANE_DATABASE_URL": self.database_url,
-            "CONTROLPLANE_PORT": str(self.port),
-            "CONTROLPLANE_DEFINITIONS_DIR": str(REPO_ROOT / "definitions"),
-            "CONTROLPLANE_NOTIFICATIONS_FILE": str(self.folder / "no-notifications.yaml"),
-            "CONTROLPLANE_ALERT_EVALUATION_SECONDS": "1",
-            "CONTROLPLANE_REPLICA_ID": "local",
-            **self._settings,
-        }
-        self._log = (self.folder / "controlplane.log").open("a")
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "controlplane.cli", "serve"], env=environment, stdout=self._log, stderr=self._log
+        self._log = self._log_path.open("a")
+        self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+            self.command, env=self.environment(), stdout=self._log, stderr=self._log
         )
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while True:
             if self._process.poll() is not None:
-                raise RuntimeError(f"the control plane exited at start; see {self.folder / 'controlplane.log'}")
+                raise RuntimeError(f"{' '.join(self.command[1:])} exited at start; see {self._log_path}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                if httpx.get(self._ready_url, timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the control plane did not answer within {START_TIMEOUT_SECONDS:g} s")
+                raise RuntimeError(f"{self.url} did not answer within {START_TIMEOUT_SECONDS:g} s")
             time.sleep(0.1)
 
     def stop(self, *, kill: bool = False) -> None:
@@ -113,7 +91,7 @@ class ControlPlaneProcess:
             self._log.close()
             self._log = None
 
-    def __enter__(self) -> ControlPlaneProcess:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -121,6 +99,48 @@ class ControlPlaneProcess:
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class ControlPlaneProcess(ServiceProcess):
+    """`controlplane serve` on ``folder/controlplane.db``; ``url`` and ``tokens`` (by role) once created."""
+
+    def __init__(self, folder: Path, **settings: str) -> None:
+        self.folder = folder
+        self.database_url = f"sqlite:///{folder / 'controlplane.db'}"
+        port = free_port()
+        super().__init__(
+            [*CONTROLPLANE_CLI, "serve"],
+            port=port,
+            ready_path="/readyz",
+            log_path=folder / "controlplane.log",
+            settings={
+                "CONTROLPLANE_DATABASE_URL": self.database_url,
+                "CONTROLPLANE_PORT": str(port),
+                "CONTROLPLANE_DEFINITIONS_DIR": str(REPO_ROOT / "definitions"),
+                "CONTROLPLANE_NOTIFICATIONS_FILE": str(folder / "no-notifications.yaml"),
+                "CONTROLPLANE_ALERT_EVALUATION_SECONDS": "1",
+                "CONTROLPLANE_REPLICA_ID": "local",
+                **settings,
+            },
+        )
+        self.tokens = self._make_tokens()
+
+    def command_line(self, *args: str) -> str:
+        """Run `controlplane ARGS` on this control plane's database; what it printed (stdout)."""
+        done = subprocess.run(  # noqa: S603 - our own interpreter and arguments
+            [*CONTROLPLANE_CLI, *args], env=self.environment(), capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"controlplane {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
+        return done.stdout.strip()
+
+    def _make_tokens(self) -> dict[str, str]:
+        self.command_line("db", "upgrade")
+        tokens = {}
+        for role, environment in (("admin", None), ("evaluate", "production"), ("ingest", None)):
+            scope = ["--env", environment] if environment is not None else []
+            tokens[role] = self.command_line("tokens", "create", "--name", f"local-{role}", "--role", role, *scope)
+        return tokens
 
 
 def operate_rollout(

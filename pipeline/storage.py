@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from controlplane.cleanup.selection import EXPIRY_METADATA_KEY, read_expiry
+from controlplane_client.objects import EXPIRY_METADATA_KEY, read_expiry
 from pipeline.images import CheckedImage, ContentType
 from pipeline.settings import OBJECT_PREFIX
 

@@ -10,6 +10,9 @@ Pure: no storage, no clock of its own. Edges, stated once and tested at the micr
 - Missing or unreadable ``signed_url_expires_at`` (absent, not ISO 8601, or without a UTC offset, since a
   naive time cannot be placed on the clock) never falls through to a default: the policy's
   ``missing_metadata`` rule says ``KeepObject()`` or ``DeleteAfterAge(days)`` (strictly older, as above).
+
+The expiry's key, its reader and the reasons are the client's contract (``controlplane_client.objects``): the
+application that writes the expiry and this cleanup read it with the same ``read_expiry``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import StrEnum
+
+from controlplane_client.objects import EXPIRY_METADATA_KEY, Reason, read_expiry
 
 __all__ = [
     "EXPIRY_METADATA_KEY",
@@ -35,8 +39,6 @@ __all__ = [
     "decide_objects",
     "read_expiry",
 ]
-
-EXPIRY_METADATA_KEY = "signed_url_expires_at"
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,42 +113,12 @@ class UploadedBetween:
 CleanupPolicy = ExpiredSignedUrls | OlderThan | UploadedBetween
 
 
-class Reason(StrEnum):
-    """Why an object is deleted or kept (machine-readable; recorded per run)."""
-
-    SIGNED_URL_EXPIRED = "signed_url_expired"
-    SIGNED_URL_NOT_EXPIRED = "signed_url_not_expired"
-    EXPIRY_MISSING = "expiry_missing"
-    EXPIRY_UNREADABLE = "expiry_unreadable"
-    EXPIRY_MISSING_PAST_AGE = "expiry_missing_past_age"
-    EXPIRY_UNREADABLE_PAST_AGE = "expiry_unreadable_past_age"
-    OLDER_THAN_LIMIT = "older_than_limit"
-    NOT_OLD_ENOUGH = "not_old_enough"
-    UPLOADED_IN_WINDOW = "uploaded_in_window"
-    OUTSIDE_WINDOW = "outside_window"
-
-
 @dataclass(frozen=True, slots=True)
 class Decision:
     """Delete or keep one object, with the reason."""
 
     delete: bool
     reason: Reason
-
-
-def read_expiry(metadata: Mapping[str, str]) -> datetime | Reason | None:
-    """The ``signed_url_expires_at`` instant; ``None`` when absent; ``Reason.EXPIRY_UNREADABLE`` when unusable."""
-    raw = metadata.get(EXPIRY_METADATA_KEY)
-    if raw is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(raw.strip())
-    except (ValueError, AttributeError):
-        return Reason.EXPIRY_UNREADABLE
-    if parsed.utcoffset() is None:
-        # A naive time could be UTC or the writer's local time; guessing could delete early.
-        return Reason.EXPIRY_UNREADABLE
-    return parsed
 
 
 def _older_than(obj: ObjectInfo, days: int, now: datetime) -> bool:
