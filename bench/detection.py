@@ -30,8 +30,8 @@ from bench.rollout_race import database, percentile, prepare_with_definition, pr
 from controlplane.app import create_app
 from controlplane.auth.roles import Role
 from controlplane.db import utcnow
-from controlplane.evaluation.provider import ControlPlaneProvider
 from controlplane.settings import Settings
+from controlplane_client.provider import ControlPlaneProvider
 
 CONTEXT = EvaluationContext(targeting_key="user-42")
 TIMEOUT_SECONDS = 15.0

@@ -34,7 +34,7 @@ import httpx
 import msgspec
 
 from bench.rollout_race import percentile, print_results
-from pipeline.emitter import Emitter, EmitterSettings, Event
+from controlplane_client.emitter import Emitter, EmitterSettings, Event
 
 
 class Sink:

@@ -51,11 +51,11 @@ from controlplane.auth.roles import Role
 from controlplane.auth.schemas import TokenCreate
 from controlplane.db import create_db_engine, session_scope, utcnow
 from controlplane.embedded import serve_in_thread
-from controlplane.evaluation.bucketing import in_rollout
-from controlplane.evaluation.engine import evaluate_flag
-from controlplane.evaluation.snapshot import Snapshot, compile_snapshot
 from controlplane.migrate import upgrade_to_head
 from controlplane.settings import Settings
+from controlplane_client.provider.bucketing import in_rollout
+from controlplane_client.provider.engine import evaluate_flag
+from controlplane_client.provider.snapshot import Snapshot, compile_snapshot
 
 FLAG = "new-checkout"
 ENVIRONMENT = "production"
@@ -251,7 +251,7 @@ def main() -> None:
     from openfeature.contrib.provider.flagd.config import ResolverType
     from openfeature.contrib.tools.flagd.core import FlagdCore
 
-    from controlplane.evaluation.provider import ControlPlaneProvider
+    from controlplane_client.provider import ControlPlaneProvider
 
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--users", type=int, default=20_000)

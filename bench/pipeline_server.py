@@ -19,8 +19,8 @@ from typing import Any
 import uvicorn
 from google.cloud import storage
 
+from controlplane_client.emitter import Emitter
 from pipeline.app import Parts, create_pipeline_app
-from pipeline.emitter import Emitter
 from pipeline.flag import OpenFeatureGate, StaticGate
 from pipeline.generator import LocalGenerator
 from pipeline.images import CheckedImage

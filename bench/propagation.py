@@ -44,7 +44,7 @@ from bench.rollout_race import database, percentile
 from controlplane.app import create_app
 from controlplane.db import create_db_engine
 from controlplane.embedded import serve_in_thread
-from controlplane.evaluation.provider import ControlPlaneProvider
+from controlplane_client.provider import ControlPlaneProvider
 
 POLL_SECONDS = 0.001
 TIMEOUT_SECONDS = 5.0

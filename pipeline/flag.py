@@ -16,7 +16,7 @@ from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.exception import OpenFeatureError
 
-from controlplane.evaluation.provider import ControlPlaneProvider
+from controlplane_client.provider import ControlPlaneProvider
 from pipeline.logs import get_logger
 from pipeline.settings import FLAG_KEY
 

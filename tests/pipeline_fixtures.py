@@ -16,7 +16,7 @@ import httpx
 import structlog
 from PIL import Image
 
-from pipeline.emitter import Emitter
+from controlplane_client.emitter import Emitter
 from pipeline.images import RejectionReason
 from pipeline.logs import configure_logging
 from pipeline.settings import PIPELINE

@@ -25,6 +25,7 @@ from controlplane.cleanup.storage import (
     TransientStorageError,
 )
 from controlplane.clock import Clock
+from controlplane_client.retry import backoff_delay
 
 __all__ = ["CleanupReport", "RetryPolicy", "SkipReason", "run_cleanup"]
 
@@ -48,7 +49,9 @@ class RetryPolicy:
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait before retry number ``attempt`` (0-based)."""
-        return min(self.base_delay.total_seconds() * 2.0**attempt, self.max_delay.total_seconds())
+        # No jitter: a jitter of 1 is the backoff's ceiling itself, base_delay doubled per attempt up to max_delay.
+        base, cap = self.base_delay.total_seconds(), self.max_delay.total_seconds()
+        return backoff_delay(attempt + 1, base=base, cap=cap, random=lambda: 1.0)
 
 
 @dataclass

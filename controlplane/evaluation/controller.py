@@ -24,9 +24,9 @@ from controlplane.auth.roles import Role
 from controlplane.auth.schemas import Principal
 from controlplane.errors import DomainError, InvalidInput
 from controlplane.evaluation import ofrep
-from controlplane.evaluation.engine import evaluate_flag, flag_not_found
 from controlplane.evaluation.feed import ConfigurationFeed, EnvironmentConfiguration
 from controlplane.evaluation.limits import EvaluationLimiter
+from controlplane_client.provider.engine import evaluate_flag, flag_not_found
 
 __all__ = ["STREAM_PATH", "EvaluationController", "OfrepController", "limit_evaluation"]
 

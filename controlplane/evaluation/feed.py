@@ -23,10 +23,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controlplane.db import session_scope
 from controlplane.evaluation import service
-from controlplane.evaluation.engine import CompiledFlag, Resolution
 from controlplane.evaluation.ofrep import success_body
-from controlplane.evaluation.snapshot import Snapshot, compile_snapshot
 from controlplane.flags.models import CONFIGURATION_CHANNEL
+from controlplane_client.provider.engine import CompiledFlag, Resolution
+from controlplane_client.provider.snapshot import Snapshot, compile_snapshot
 
 __all__ = ["ConfigurationFeed", "EnvironmentConfiguration"]
 

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 from openfeature.exception import ErrorCode
 
-from controlplane.evaluation.engine import Resolution
+from controlplane_client.provider.engine import Resolution
 
 __all__ = ["ContextError", "bulk_etag", "error_body", "etag_matches", "parse_context", "success_body"]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, joinedload
 
-from controlplane.evaluation.snapshot import FlagConfig, Snapshot
 from controlplane.flags import service as flag_service
 from controlplane.flags.models import Flag, FlagEnvironment
+from controlplane_client.provider.snapshot import FlagConfig, Snapshot
 
 __all__ = ["configuration_revisions", "load_snapshot"]
 

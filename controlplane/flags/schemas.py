@@ -9,6 +9,10 @@ from typing import Annotated, Any
 
 import msgspec
 
+from controlplane_client.provider.wire import Condition, ConditionOperator, PercentageRollout, TargetingRule
+from controlplane_client.provider.wire import Name as Name
+from controlplane_client.provider.wire import Percentage as Percentage
+
 __all__ = [
     "Condition",
     "ConditionOperator",
@@ -28,9 +32,6 @@ __all__ = [
 
 FLAG_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 FlagKey = Annotated[str, msgspec.Meta(pattern=FLAG_KEY_PATTERN, description="flag key: letters, digits, . _ -")]
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-Attribute = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-Percentage = Annotated[float, msgspec.Meta(ge=0, le=100)]
 
 
 class FlagType(enum.StrEnum):
@@ -48,55 +49,6 @@ class FlagKind(enum.StrEnum):
     RELEASE = "release"
     KILL_SWITCH = "kill-switch"
     OPERATIONAL = "operational"
-
-
-class ConditionOperator(enum.StrEnum):
-    """How a context attribute is compared."""
-
-    EQUALS = "equals"
-    IN = "in"
-    NOT_IN = "not_in"
-    STARTS_WITH = "starts_with"
-    EXISTS = "exists"
-
-
-class Condition(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """One test on a context attribute; ``value`` for equals/starts_with, ``values`` for in/not_in."""
-
-    attribute: Attribute
-    op: ConditionOperator
-    value: str | int | float | bool | None = None
-    values: list[str | int | float | bool] | None = None
-
-    def __post_init__(self) -> None:
-        needs_values = self.op in (ConditionOperator.IN, ConditionOperator.NOT_IN)
-        needs_value = self.op in (ConditionOperator.EQUALS, ConditionOperator.STARTS_WITH)
-        if needs_values and not self.values:
-            raise ValueError(f"operator `{self.op}` needs a non-empty `values` list")
-        if needs_value and self.value is None:
-            raise ValueError(f"operator `{self.op}` needs a `value`")
-        if self.op is ConditionOperator.STARTS_WITH and not isinstance(self.value, str):
-            raise ValueError("operator `starts_with` needs a string `value`")
-
-
-class TargetingRule(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """Serve ``variant`` to contexts matching every condition of ``when``."""
-
-    name: Name
-    when: Annotated[list[Condition], msgspec.Meta(min_length=1)]
-    variant: Name
-
-
-class PercentageRollout(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """Serve ``variant`` to ``percentage`` % of contexts, bucketed by ``bucket_by``.
-
-    ``when`` restricts who takes part (e.g. one queue); contexts outside it get the default variant.
-    """
-
-    variant: Name
-    percentage: Percentage = 0.0
-    bucket_by: Attribute = "targetingKey"
-    when: list[Condition] = msgspec.field(default_factory=list)
 
 
 class FlagDefinitionError(ValueError):

@@ -19,7 +19,6 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import httpx
@@ -31,6 +30,7 @@ from controlplane.notifications.config import NotificationConfig, PagerDutyRecei
 from controlplane.notifications.messages import with_routing_key
 from controlplane.notifications.models import Notification
 from controlplane.notifications.service import DeliveryStatus
+from controlplane_client.retry import backoff_delay, retry_after_seconds
 
 if TYPE_CHECKING:
     from controlplane.metrics import ControlPlaneMetrics
@@ -236,18 +236,7 @@ def classify_response(receiver_type: str, status: int, retry_after: str | None, 
 
 def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
     """Seconds to wait from a Retry-After header (delay-seconds or an HTTP date); None when absent or unreadable."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, (when - now).total_seconds())
+    return retry_after_seconds(value, now=now)
 
 
 def retry_delay(attempts: int, *, jitter: float, retry_after: float | None = None) -> timedelta:
@@ -255,8 +244,7 @@ def retry_delay(attempts: int, *, jitter: float, retry_after: float | None = Non
 
     ceiling = min(300 s, 1 s * 2 ** (attempts - 1)); delay = jitter * ceiling, with jitter in [0, 1].
     """
-    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * BACKOFF_FACTOR ** min(max(attempts - 1, 0), 32))
-    seconds = ceiling * min(max(jitter, 0.0), 1.0)
+    seconds = backoff_delay(attempts, base=BACKOFF_BASE_SECONDS, cap=BACKOFF_CAP_SECONDS, random=lambda: jitter)
     if retry_after is not None:
         seconds = max(seconds, min(retry_after, RETRY_AFTER_LIMIT_SECONDS))
     return timedelta(seconds=seconds)

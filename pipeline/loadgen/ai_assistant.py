@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from pipeline.emitter import Event
+from controlplane_client.emitter import Event
 
 __all__ = [
     "BASELINE_FALLBACK_RATE",
@@ -50,7 +50,7 @@ _TOKENS = {"ok": (300, 1500), "fallback": (50, 400)}
 
 
 class EventSink(Protocol):
-    """Where simulated events go: a ``pipeline.emitter.Emitter`` or a test's list."""
+    """Where simulated events go: a ``controlplane_client.emitter.Emitter`` or a test's list."""
 
     def emit(self, event: Event) -> None:
         """Take one event without waiting."""

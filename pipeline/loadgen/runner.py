@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from pipeline.emitter import Emitter
+from controlplane_client.emitter import Emitter
 from pipeline.loadgen.ai_assistant import PIPELINE as AI_PIPELINE
 from pipeline.loadgen.ai_assistant import AiAssistantConfig, AiRun, EventSink, plan_run, simulate_run
 from pipeline.loadgen.pacing import due_times, merge_schedules, pace

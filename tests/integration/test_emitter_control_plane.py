@@ -25,7 +25,7 @@ from controlplane.auth.schemas import TokenCreate
 from controlplane.db import create_db_engine, session_scope
 from controlplane.settings import Settings
 from controlplane.telemetry.models import IngestedBatch, TelemetryWindow
-from pipeline.emitter import Emitter, EmitterSettings, Event
+from controlplane_client.emitter import Emitter, EmitterSettings, Event
 from tests.conftest import REPO_ROOT, bearer
 from tests.restartable_server import RestartableServer
 

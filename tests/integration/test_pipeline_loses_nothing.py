@@ -22,8 +22,8 @@ from sqlalchemy.orm import sessionmaker
 from controlplane.db import create_db_engine, session_scope
 from controlplane.embedded import serve_in_thread
 from controlplane.telemetry.models import TelemetryWindow
+from controlplane_client.emitter import Emitter, EmitterSettings
 from pipeline.app import Parts, create_pipeline_app
-from pipeline.emitter import Emitter, EmitterSettings
 from pipeline.flag import OpenFeatureGate
 from pipeline.generator import LocalGenerator
 from pipeline.loadgen import LoadConfig, LoadStats, run_load

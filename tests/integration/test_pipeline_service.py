@@ -28,10 +28,10 @@ from litestar import Litestar
 from litestar.testing import TestClient
 from openfeature import api
 
-from controlplane.evaluation.bucketing import in_rollout
-from controlplane.evaluation.provider import ControlPlaneProvider
+from controlplane_client.emitter import Emitter
+from controlplane_client.provider import ControlPlaneProvider
+from controlplane_client.provider.bucketing import in_rollout
 from pipeline.app import Parts, create_pipeline_app
-from pipeline.emitter import Emitter
 from pipeline.flag import FlagGate, OpenFeatureGate, StaticGate
 from pipeline.generator import LocalGenerator
 from pipeline.images import MAX_UPLOAD_BYTES, RejectionReason

@@ -32,9 +32,9 @@ from sqlalchemy import Engine
 from controlplane.app import create_app
 from controlplane.auth.roles import Role
 from controlplane.embedded import serve_in_thread
-from controlplane.evaluation.bucketing import in_rollout
-from controlplane.evaluation.provider import ControlPlaneProvider
 from controlplane.settings import Settings
+from controlplane_client.provider import ControlPlaneProvider
+from controlplane_client.provider.bucketing import in_rollout
 from tests.conftest import FakeClock
 
 API = "/api/v1"

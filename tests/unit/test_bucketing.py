@@ -1,4 +1,4 @@
-"""Properties of sticky percentage bucketing (controlplane/evaluation/bucketing.py), each over 100,000 keys.
+"""Properties of sticky percentage bucketing (controlplane_client/provider/bucketing.py), each over 100,000 keys.
 
 The formula is shared with clients in other languages, so it is pinned twice: against mmh3 itself and against
 literal vectors. The vectors were computed once with mmh3 5.3.1:
@@ -30,8 +30,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controlplane.evaluation.bucketing import BUCKETS, bucket, in_rollout
 from controlplane.flags.schemas import FLAG_KEY_PATTERN
+from controlplane_client.provider.bucketing import BUCKETS, bucket, in_rollout
 
 N_KEYS = 100_000
 KEYS = tuple(f"user-{i}" for i in range(N_KEYS))
@@ -189,7 +189,7 @@ def test_known_vector_decides_rollout_membership_at_its_threshold() -> None:
 
 def test_bucket_of_a_lone_surrogate_value_does_not_kill_the_interpreter() -> None:
     code = (
-        "from controlplane.evaluation.bucketing import bucket\n"
+        "from controlplane_client.provider.bucketing import bucket\n"
         "print(bucket('enable-reference-images', 'user-\\ud800'))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60, check=False)

@@ -17,9 +17,9 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from pipeline.emitter import Emitter, EmitterSettings, EmitterStats, Event
-from pipeline.emitter.delivery import backoff_delay, retry_after_seconds
-from pipeline.emitter.spool import Spool, SpoolInUse
+from controlplane_client.emitter import Emitter, EmitterSettings, EmitterStats, Event
+from controlplane_client.emitter.spool import Spool, SpoolInUse
+from controlplane_client.retry import backoff_delay, retry_after_seconds
 
 PIPELINE = "reference-images"
 Step = httpx.Response | Exception | Callable[[httpx.Request], httpx.Response]
@@ -392,7 +392,7 @@ def test_a_batch_refused_for_good_is_rejected_without_retry_or_spool(
     body = {"type": f"https://controlplane.dev/problems/{problem}", "detail": "event 1: unknown type", "status": status}
     plane.script.append(httpx.Response(status, json=body, headers={"Content-Type": "application/problem+json"}))
     emitter = make_emitter()
-    with caplog.at_level(logging.ERROR, logger="pipeline.emitter.emitter"):
+    with caplog.at_level(logging.ERROR, logger="controlplane_client.emitter"):
         for number in range(4):
             emitter.emit(event(number))
         emitter.flush(timeout=5)
@@ -553,7 +553,7 @@ def test_a_spool_directory_serves_one_emitter_at_a_time(tmp_path: Path) -> None:
 
 
 def test_the_spool_refuses_an_append_past_its_cap(tmp_path: Path) -> None:
-    from pipeline.emitter.spool import SpoolFull
+    from controlplane_client.emitter.spool import SpoolFull
 
     spool = Spool(tmp_path, max_bytes=20)
     spool.append(b"x" * 10)

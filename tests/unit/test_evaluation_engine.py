@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import Reason
 
-from controlplane.evaluation.bucketing import in_rollout
-from controlplane.evaluation.engine import CompiledFlag, evaluate_flag, flag_not_found
-from controlplane.evaluation.snapshot import FlagConfig, compile_flag
-from controlplane.flags.schemas import Condition, ConditionOperator, PercentageRollout, TargetingRule
+from controlplane_client.provider.bucketing import in_rollout
+from controlplane_client.provider.engine import CompiledFlag, evaluate_flag, flag_not_found
+from controlplane_client.provider.snapshot import FlagConfig, compile_flag
+from controlplane_client.provider.wire import Condition, ConditionOperator, PercentageRollout, TargetingRule
 
 FLAG_KEY = "enable-reference-images"
 BOOLEAN_VARIANTS: dict[str, Any] = {"on": True, "off": False}
@@ -404,9 +404,9 @@ def test_flag_not_found_is_an_error_with_code_flag_not_found() -> None:
 
 def test_evaluation_with_a_lone_surrogate_targeting_key_returns_a_resolution() -> None:
     code = (
-        "from controlplane.evaluation.engine import evaluate_flag\n"
-        "from controlplane.evaluation.snapshot import FlagConfig, compile_flag\n"
-        "from controlplane.flags.schemas import PercentageRollout\n"
+        "from controlplane_client.provider.engine import evaluate_flag\n"
+        "from controlplane_client.provider.snapshot import FlagConfig, compile_flag\n"
+        "from controlplane_client.provider.wire import PercentageRollout\n"
         "flag = compile_flag(FlagConfig(key='f', type='boolean', variants={'on': True, 'off': False},\n"
         "    off_variant='off', default_variant='off', enabled=True, rules=[],\n"
         "    rollout=PercentageRollout(variant='on', percentage=50), revision=1))\n"

@@ -19,7 +19,7 @@ from controlplane.definitions.loader import load_definition
 from controlplane.settings import Settings
 from controlplane.telemetry.aggregation import aggregate
 from controlplane.telemetry.schemas import EventBatch
-from pipeline.emitter import Event
+from controlplane_client.emitter import Event
 from pipeline.images import CheckedImage, check_upload
 from pipeline.loadgen import AiAssistantConfig, FaultsUnavailable, LoadConfig, LoadStats, Mix, Route, run_load
 from pipeline.loadgen import set_faults as set_pipeline_faults

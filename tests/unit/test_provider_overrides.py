@@ -22,8 +22,8 @@ from openfeature.exception import ErrorCode, ProviderFatalError, ProviderNotRead
 from openfeature.flag_evaluation import Reason
 from openfeature.provider import ProviderStatus
 
-from controlplane.evaluation.provider import SNAPSHOT_PATH, ControlPlaneProvider, override_variable
-from controlplane.evaluation.snapshot import FlagConfig, Snapshot
+from controlplane_client.provider import SNAPSHOT_PATH, ControlPlaneProvider, override_variable
+from controlplane_client.provider.snapshot import FlagConfig, Snapshot
 from tests.conftest import FakeClock
 
 URL = "http://controlplane.test"
@@ -206,7 +206,7 @@ def test_an_override_that_does_not_parse_is_a_parse_error_served_as_the_code_def
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     client = connect(make_provider(environ={"ENABLE_REFERENCE_IMAGES": "maybe"}))
-    caplog.set_level(logging.WARNING, logger="controlplane.evaluation.provider")
+    caplog.set_level(logging.WARNING, logger="controlplane_client.provider")
 
     first = client.get_boolean_details(FLAG, False)
     second = client.get_boolean_details(FLAG, False)

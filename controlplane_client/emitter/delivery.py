@@ -10,13 +10,14 @@ from __future__ import annotations
 import enum
 import logging
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
 import msgspec
 
-__all__ = ["Answer", "BatchPoster", "Verdict", "backoff_delay", "read_answer", "retry_after_seconds"]
+from controlplane_client.retry import retry_after_seconds
+
+__all__ = ["Answer", "BatchPoster", "Verdict", "read_answer"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,17 +54,6 @@ class _Problem(msgspec.Struct):
     detail: str = ""
 
 
-def retry_after_seconds(value: str | None) -> float | None:
-    """The delay a ``Retry-After`` header asks for, in seconds; None when absent or not a number of seconds."""
-    if value is None:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return None  # an HTTP-date: the control plane never sends one, and a bad clock would make it wrong
-    return seconds if seconds >= 0 and seconds == seconds and seconds != float("inf") else None
-
-
 def read_answer(response: httpx.Response) -> Answer:
     """Classify one HTTP answer."""
     status = response.status_code
@@ -87,15 +77,6 @@ def _problem_reason(response: httpx.Response) -> str:
     except msgspec.DecodeError:
         return f"HTTP {response.status_code}: {response.text[:200]}"
     return f"HTTP {response.status_code} {problem.type}: {problem.detail}"
-
-
-def backoff_delay(failures: int, *, base: float, cap: float, random: Callable[[], float]) -> float:
-    """Seconds to wait after ``failures`` transient failures in a row: uniform in [0, min(cap, base * 2^(n-1))).
-
-    Full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter") spreads emitters that failed together.
-    """
-    ceiling: float = min(cap, base * 2.0 ** min(max(failures - 1, 0), 62))
-    return random() * ceiling
 
 
 class BatchPoster:

@@ -16,7 +16,7 @@ from typing import Any
 from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import Reason
 
-from controlplane.evaluation.bucketing import bucket
+from controlplane_client.provider.bucketing import bucket
 
 __all__ = [
     "CompiledCondition",
@@ -31,7 +31,7 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class CompiledCondition:
-    """A test on one context attribute (see flags.schemas.ConditionOperator for the operators)."""
+    """A test on one context attribute (see wire.ConditionOperator for the operators)."""
 
     attribute: str
     op: str

@@ -10,8 +10,8 @@ from typing import Any
 
 import msgspec
 
-from controlplane.evaluation.engine import CompiledCondition, CompiledFlag, CompiledRollout, CompiledRule
-from controlplane.flags.schemas import Condition, PercentageRollout, TargetingRule
+from controlplane_client.provider.engine import CompiledCondition, CompiledFlag, CompiledRollout, CompiledRule
+from controlplane_client.provider.wire import Condition, PercentageRollout, TargetingRule
 
 __all__ = ["FlagConfig", "Snapshot", "compile_flag", "compile_snapshot"]
 

@@ -5,8 +5,9 @@ emitter.emit(Event(type="vision_analysis", time=now, environment="production", v
 emitter.close()
 """
 
-from pipeline.emitter.emitter import Emitter, EmitterSettings
-from pipeline.emitter.events import Event, Outgoing
-from pipeline.emitter.stats import EmitterCollector, EmitterStats
+from controlplane_client.emitter.emitter import Emitter
+from controlplane_client.emitter.events import Event, Outgoing
+from controlplane_client.emitter.settings import EmitterSettings
+from controlplane_client.emitter.stats import EmitterCollector, EmitterStats
 
 __all__ = ["Emitter", "EmitterCollector", "EmitterSettings", "EmitterStats", "Event", "Outgoing"]

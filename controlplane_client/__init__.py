@@ -1,0 +1,10 @@
+"""Client packages of the control plane, importable by any application without the server.
+
+- ``controlplane_client.provider``: the in-process OpenFeature provider (and the evaluation engine it shares with
+  the server).
+- ``controlplane_client.emitter``: the event emitter that ships a pipeline's events to ingest.
+- ``controlplane_client.retry``: the one retry-with-backoff arithmetic and ``Retry-After`` reading.
+
+Nothing here imports ``controlplane`` (the server) or ``pipeline`` (an application): the server depends on these
+packages, never the other way round.
+"""
