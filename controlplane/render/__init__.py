@@ -3,9 +3,10 @@
     render_all(definitions) -> {relative path: text}
         alerts/<pipeline>.rules.yml        recording and alerting rules of each definition (alerts.py, slo.py)
         alerts/controlplane.rules.yml      alerts on the control plane itself (controlplane_rules.py)
-        alerts/tests/<name>.test.yml       promtool unit tests of every alert (alert_tests.py)
+        alerts/tests/<name>.test.yml       promtool unit tests of every alert (alert_tests.py, objective_tests.py,
+                                           controlplane_tests.py)
         alerts/alertmanager.example.yml    routes, receivers and the rollback inhibition (alertmanager.py)
-        dashboards/<name>.json             Grafana dashboards (dashboards.py)
+        dashboards/<name>.json             Grafana dashboards (dashboards.py: boards.py, pipeline_board.py)
 
 Pure: the same definitions give the same bytes, so `controlplane render --check` can compare them with the
 committed files.
@@ -16,10 +17,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from controlplane.definitions.schemas import PipelineDefinition
-from controlplane.render.alert_tests import render_controlplane_tests, render_rule_tests
+from controlplane.render.alert_tests import render_rule_tests
 from controlplane.render.alertmanager import render_alertmanager_example
 from controlplane.render.alerts import render_rules
 from controlplane.render.controlplane_rules import render_controlplane_rules
+from controlplane.render.controlplane_tests import render_controlplane_tests
 from controlplane.render.dashboards import render_dashboards
 
 __all__ = ["render_alerts", "render_all"]

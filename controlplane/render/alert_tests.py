@@ -13,8 +13,7 @@ Per definition rule, each test feeds two replicas' series and checks, at the eva
                  limited to some environments, one outside them: pending until `for` has elapsed, firing, still
                  firing during `keep_firing_for`, resolved after it
 
-Per objective: fast, medium and slow burns after more than 6 hours of healthy history (so the 6-hour window is
-full), each checked for both burn-rate alerts. The expected states and annotation texts come from
+Per objective: the burn-rate tests of ``objective_tests``. The expected states and annotation texts come from
 ``promtool.simulate`` and ``promtool.expand`` over values computed as Prometheus computes them; a scenario whose
 breach would depend on float rounding is refused while rendering (``AmbiguousScenario``).
 """
@@ -26,61 +25,28 @@ from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from typing import Any
 
-from controlplane.alerting.objectives import Objective
 from controlplane.alerting.rules import Comparison, RuleKind
 from controlplane.definitions.schemas import PipelineDefinition
 from controlplane.render.alerts import DefinitionAlert, definition_alerts
-from controlplane.render.controlplane_rules import CLEANUP_ALERT, ROLLED_BACK_ALERT
-from controlplane.render.promql import duration
-from controlplane.render.promtool import InputSeries, expand, series_name, simulate
+from controlplane.render.objective_tests import ObjectiveTests
+from controlplane.render.promql_text import duration
+from controlplane.render.promtool import InputSeries, expand, simulate
 from controlplane.render.scenarios import (
-    FOREIGN_PIPELINE,
-    INSTANCES,
     AmbiguousScenario,
     Model,
     Phase,
-    Reading,
-    bad_and_good,
-    base_labels,
+    alert_value,
     build_series,
     cumulative,
     model_for,
 )
-from controlplane.render.slo import ObjectiveAlert, budget_literal, objective_alerts, ratio_record
+from controlplane.render.slo import objective_alerts
 from controlplane.render.yamlfile import generated_header, to_yaml
-from controlplane.telemetry.catalog import EventType
 
-__all__ = ["render_controlplane_tests", "render_rule_tests"]
+__all__ = ["render_rule_tests"]
 
 #: Candidate environment names for tests, in order of preference.
 _ENVIRONMENTS = ("production", "staging", "qa", "dev", "sandbox")
-
-
-def _duration(seconds: int) -> str:
-    """An evaluation time or interval as promtool reads it (0m included)."""
-    if seconds % 3600 == 0 and seconds:
-        return f"{seconds // 3600}h"
-    if seconds % 60 == 0:
-        return f"{seconds // 60}m"
-    return f"{seconds}s"
-
-
-def _holds(op: Comparison, value: float, limit: float) -> bool:
-    return value > limit if op is Comparison.GT else value >= limit
-
-
-def _check_reading(name: str, step: int, reading: Reading, op: Comparison, threshold: str) -> float | None:
-    """The alert expression's result at a step (None: no alert), refusing a breach that depends on rounding."""
-    if reading.value is None or reading.exact is None or not reading.enough or math.isnan(reading.value):
-        return None
-    as_float = _holds(op, reading.value, float(threshold))
-    exactly = op.holds(reading.exact, Fraction(threshold))
-    if as_float != exactly:
-        raise AmbiguousScenario(
-            f"{name} at step {step}: {reading.value!r} against {threshold} breaches in floats ({as_float}) "
-            f"but not exactly ({exactly}), or the other way round"
-        )
-    return reading.value if as_float else None
 
 
 # --- definition rules ----------------------------------------------------------------------------------------------
@@ -193,7 +159,7 @@ class _RuleTests:
         for environment in environments:
             series += build_series(self.model, environment, values, pipeline=self.pipeline, noise=noise_values)
             readings = [
-                _check_reading(self.name, step, self.model.read(step, values), self.rule.op, self.rule.threshold)
+                alert_value(self.name, step, self.model.read(step, values), self.rule.op, self.rule.threshold)
                 for step in range(length)
             ]
             if self._alert_for(environment) is not None:
@@ -236,10 +202,10 @@ class _RuleTests:
 
         return {
             "name": name,
-            "interval": _duration(self.step),
+            "interval": duration(self.step),
             "input_series": [item.written() for item in series],
             "alert_rule_test": [
-                {"eval_time": _duration(step * self.step), "alertname": self.name, "exp_alerts": expected(step)}
+                {"eval_time": duration(step * self.step), "alertname": self.name, "exp_alerts": expected(step)}
                 for step in sorted(checks)
             ],
         }
@@ -252,148 +218,6 @@ def _step(definition: PipelineDefinition) -> int:
         if rule.kind in (RuleKind.RATIO, RuleKind.RATE, RuleKind.MEAN, RuleKind.COHORT):
             step = math.gcd(step, int(rule.window.total_seconds()))
     return step
-
-
-# --- objectives ----------------------------------------------------------------------------------------------------
-
-
-class _ObjectiveTests:
-    """Burn-rate tests of one objective: fast (pages via 1h/5m), medium (pages via 6h/30m), slow (ticket only)."""
-
-    def __init__(self, objective: Objective, alerts: Sequence[ObjectiveAlert], event: EventType, step: int) -> None:
-        self.objective = objective
-        self.alerts = alerts
-        self.step = step
-        self.budget = Fraction(objective.budget)
-        # Whole, even counts per step at every share used (a healthy share is a fifth of the budget).
-        self.volume = math.lcm(2000, 10 * self.budget.denominator)
-        self.metric = f"{event.counter_name}_total"
-        base = base_labels(event, objective.where)
-        self.bad_labels, self.good_labels = bad_and_good(event, objective.where, objective.bad, base)
-
-    def tests(self, pipeline: str) -> list[dict[str, Any]]:
-        """The three burns, each after 410 healthy minutes: more than 6h, so the 6h window starts out healthy."""
-        healthy = 410
-        scenarios = (
-            ("a fast burn (20x) pages through the 1h and 5m windows and stops soon after it ends", 20, 70, 60),
-            ("a medium burn (8x) pages through the 6h and 30m windows", 8, 330, 40),
-            ("a slow burn (2x) opens a ticket and never pages", 2, 500, 0),
-        )
-        tests = []
-        for words, burn, minutes, after in scenarios:
-            phases = [(healthy, self.budget / 5), (minutes, burn * self.budget)]
-            if after:
-                phases.append((after, self.budget / 5))
-            tests.append(self._test(f"{self.objective.name}: {words}", phases, pipeline))
-        return tests
-
-    def _replicas(self, phases: Sequence[tuple[int, Fraction]], role: str) -> list[list[Fraction]]:
-        rows = []
-        for replica in range(len(INSTANCES)):
-            values, total = [Fraction(0)], Fraction(0)
-            for minutes, share in phases:
-                bad = Fraction(math.floor(min(share, Fraction(1)) * self.volume))
-                rate = bad if role == "bad" else self.volume - bad
-                first = Fraction(math.ceil(rate / len(INSTANCES)))
-                mine = first if replica == 0 else (rate - first) / (len(INSTANCES) - 1)
-                for _ in range(minutes * 60 // self.step):
-                    total += mine
-                    values.append(total)
-            rows.append(values)
-        return rows
-
-    def _test(self, name: str, phases: Sequence[tuple[int, Fraction]], pipeline: str) -> dict[str, Any]:
-        replicas = {role: self._replicas(phases, role) for role in ("bad", "good")}
-        length = len(replicas["bad"][0])
-        environment = "production"
-        series: list[InputSeries] = []
-        for role, labels in (("bad", self.bad_labels), ("good", self.good_labels)):
-            for instance, values in zip(INSTANCES, replicas[role], strict=True):
-                written = {"pipeline": pipeline, "environment": environment, **labels}
-                series.append(
-                    InputSeries(self.metric, {**written, "instance": instance, "job": "controlplane"}, _floats(values))
-                )
-        # Another pipeline's errors, ten times as many, must not count.
-        for instance, values in zip(INSTANCES, replicas["bad"], strict=True):
-            written = {"pipeline": FOREIGN_PIPELINE, "environment": environment, **self.bad_labels}
-            series.append(
-                InputSeries(self.metric, {**written, "instance": instance, "job": "controlplane"}, _floats(values, 10))
-            )
-        budget = float(budget_literal(self.objective))
-
-        def burn(step: int, window: int) -> Reading:
-            # rate() of each replica's series, summed by the recording rule, then the share over the budget.
-            start, seconds = max(0, step - window // self.step), window
-            rates = {
-                role: [(float(values[step]) - float(values[start])) / seconds for values in replicas[role]]
-                for role in ("bad", "good")
-            }
-            bad, total = sum(rates["bad"]), sum(rates["bad"]) + sum(rates["good"])
-            exact_bad = sum((values[step] - values[start] for values in replicas["bad"]), Fraction(0))
-            exact_all = exact_bad + sum((values[step] - values[start] for values in replicas["good"]), Fraction(0))
-            if step == 0 or total == 0:
-                return Reading(None, None, enough=False)
-            return Reading(bad / total / budget, exact_bad / exact_all / self.budget)
-
-        checks: list[dict[str, Any]] = []
-        healthy_end = phases[0][0] * 60 // self.step
-        for alert in self.alerts:
-            readings: list[float | None] = []
-            for step in range(length):
-                value = None
-                for row in alert.rows:
-                    rate = str(row.burn_rate)
-                    long = _check_reading(
-                        alert.name, step, burn(step, int(row.long_window.total_seconds())), Comparison.GT, rate
-                    )
-                    short = _check_reading(
-                        alert.name, step, burn(step, int(row.short_window.total_seconds())), Comparison.GT, rate
-                    )
-                    if long is not None and short is not None:
-                        value = long
-                        break
-                readings.append(value)
-            timeline = simulate(readings, step_seconds=self.step, hold_seconds=0, keep_seconds=0)
-            firing = [step for step, state in enumerate(timeline) if state.firing]
-            at = {healthy_end, length - 1}
-            if firing:
-                at |= {firing[0] - 1, firing[0], firing[-1], firing[-1] + 1}
-            labels = {**alert.labels, "environment": environment}
-            for step in sorted(step for step in at if 0 < step < length):
-                state = timeline[step]
-                expected = []
-                if state.firing and state.value is not None:
-                    annotations = {key: expand(text, labels, state.value) for key, text in alert.annotations.items()}
-                    expected.append({"exp_labels": labels, "exp_annotations": annotations})
-                checks.append(
-                    {"eval_time": _duration(step * self.step), "alertname": alert.name, "exp_alerts": expected}
-                )
-        # The recorded share itself, at the end of the healthy stretch (rounded: floats summed in any order).
-        shortest = min(row.short_window for row in self.alerts[0].rows)
-        scale = 100_000
-        return {
-            "name": name,
-            "interval": _duration(self.step),
-            "input_series": [item.written() for item in series],
-            "promql_expr_test": [
-                {
-                    "expr": f'round({scale} * {ratio_record(shortest)}{{slo="{self.objective.name}"}})',
-                    "eval_time": _duration(healthy_end * self.step),
-                    "exp_samples": [
-                        {
-                            "labels": f'{{environment="{environment}", pipeline="{pipeline}", '
-                            f'slo="{self.objective.name}"}}',
-                            "value": round(float(phases[0][1] * scale)),
-                        }
-                    ],
-                }
-            ],
-            "alert_rule_test": checks,
-        }
-
-
-def _floats(values: Sequence[Fraction], times: int = 1) -> list[float | None]:
-    return [float(value * times) for value in values]
 
 
 # --- files -----------------------------------------------------------------------------------------------------------
@@ -415,7 +239,7 @@ def render_rule_tests(definition: PipelineDefinition) -> str:
     burn_alerts = objective_alerts(definition)
     for objective in definition.objectives:
         own = [alert for alert in burn_alerts if alert.objective is objective]
-        tests += _ObjectiveTests(objective, own, events[objective.event], step).tests(definition.name)
+        tests += ObjectiveTests(objective, own, events[objective.event], step).tests(definition.name)
     header = generated_header(
         f"promtool unit tests of every alert in ../{definition.name}.rules.yml; run:",
         f"    promtool test rules alerts/tests/{definition.name}.test.yml",
@@ -423,109 +247,7 @@ def render_rule_tests(definition: PipelineDefinition) -> str:
     )
     data = {
         "rule_files": [f"../{definition.name}.rules.yml"],
-        "evaluation_interval": _duration(step),
+        "evaluation_interval": duration(step),
         "tests": tests,
     }
-    return header + to_yaml(data)
-
-
-def render_controlplane_tests() -> str:
-    """The text of ``alerts/tests/controlplane.test.yml``."""
-    from controlplane.render.controlplane_rules import controlplane_alerts
-
-    rules = {rule["alert"]: rule for rule in controlplane_alerts()}
-
-    def firing(alertname: str, labels: dict[str, str], value: float) -> dict[str, Any]:
-        rule = rules[alertname]
-        every = {**labels, **rule["labels"]}
-        texts = {key: expand(text, every, value) for key, text in rule["annotations"].items()}
-        return {"exp_labels": every, "exp_annotations": texts}
-
-    rolled_back = {"flag": "enable-reference-images", "environment": "production"}
-    replicas = [{"instance": instance, "job": "controlplane"} for instance in INSTANCES]
-    state_series = [
-        {
-            "series": series_name("controlplane_rollout_state", {**rolled_back, "state": state, **replica}),
-            "values": values,
-        }
-        for replica in replicas
-        for state, values in (("running", "1x5 0x10"), ("rolled_back", "0x5 1x5 0x5"))
-    ]
-    # Another environment rolled back from 2m on: its own alert, never this one's.
-    state_series += [
-        {
-            "series": series_name(
-                "controlplane_rollout_state",
-                {**rolled_back, "environment": "staging", "state": "rolled_back", **replica},
-            ),
-            "values": "0x1 1x13",
-        }
-        for replica in replicas
-    ]
-    staging = firing(ROLLED_BACK_ALERT, {**rolled_back, "environment": "staging"}, 1)
-    failing = {"receiver": "pagerduty"}
-    notification_series = [
-        {
-            "series": series_name("controlplane_notifications_total", {**failing, "result": result, **replica}),
-            "values": values,
-        }
-        for replica in replicas
-        for result, values in (("failed", "0x10 1x20"), ("sent", "0+5x30"))
-    ]
-    policy = {"policy": "expired-reference-images", "bucket": "reference-images"}
-    # Deadline at 10m (600 s since promtool's epoch); a success at 20m moves it to 90m.
-    deadline_series = [
-        {
-            "series": series_name("controlplane_cleanup_success_deadline_timestamp_seconds", {**policy, **replica}),
-            "values": "600x19 5400x10",
-        }
-        for replica in replicas
-    ]
-    tests = [
-        {
-            "name": f"{ROLLED_BACK_ALERT} fires while the rollout's state is rolled_back, once for all replicas",
-            "interval": "1m",
-            "input_series": state_series,
-            "alert_rule_test": [
-                {"eval_time": "1m", "alertname": ROLLED_BACK_ALERT, "exp_alerts": []},
-                {"eval_time": "4m", "alertname": ROLLED_BACK_ALERT, "exp_alerts": [staging]},
-                {
-                    "eval_time": "6m",
-                    "alertname": ROLLED_BACK_ALERT,
-                    "exp_alerts": [firing(ROLLED_BACK_ALERT, rolled_back, 1), staging],
-                },
-                {"eval_time": "12m", "alertname": ROLLED_BACK_ALERT, "exp_alerts": [staging]},
-            ],
-        },
-        {
-            "name": "ControlPlaneNotificationsFailing fires while notifications failed in the last 15m",
-            "interval": "1m",
-            "input_series": notification_series,
-            "alert_rule_test": [
-                {"eval_time": "9m", "alertname": "ControlPlaneNotificationsFailing", "exp_alerts": []},
-                {
-                    "eval_time": "20m",
-                    "alertname": "ControlPlaneNotificationsFailing",
-                    # Each replica failed one: two in all.
-                    "exp_alerts": [firing("ControlPlaneNotificationsFailing", failing, 2)],
-                },
-                {"eval_time": "28m", "alertname": "ControlPlaneNotificationsFailing", "exp_alerts": []},
-            ],
-        },
-        {
-            "name": f"{CLEANUP_ALERT} fires once past the success deadline, once for all replicas, until a success",
-            "interval": "1m",
-            "input_series": deadline_series,
-            "alert_rule_test": [
-                {"eval_time": "10m", "alertname": CLEANUP_ALERT, "exp_alerts": []},
-                {"eval_time": "15m", "alertname": CLEANUP_ALERT, "exp_alerts": [firing(CLEANUP_ALERT, policy, 300)]},
-                {"eval_time": "21m", "alertname": CLEANUP_ALERT, "exp_alerts": []},
-            ],
-        },
-    ]
-    header = generated_header(
-        "promtool unit tests of ../controlplane.rules.yml; run:",
-        "    promtool test rules alerts/tests/controlplane.test.yml",
-    )
-    data = {"rule_files": ["../controlplane.rules.yml"], "evaluation_interval": "1m", "tests": tests}
     return header + to_yaml(data)

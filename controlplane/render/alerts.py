@@ -17,7 +17,8 @@ from typing import Any
 from controlplane.alerting.rules import Rule
 from controlplane.definitions.schemas import PipelineDefinition
 from controlplane.render.names import alert_name, template_literal
-from controlplane.render.promql import EVENT_KINDS, LabelMatch, RuleQuery, duration, rule_query
+from controlplane.render.promql import EVENT_KINDS, RuleQuery, rule_query
+from controlplane.render.promql_text import LabelMatch, duration
 from controlplane.render.slo import objective_rules
 from controlplane.render.yamlfile import generated_header, to_yaml
 from controlplane.telemetry.catalog import EventType

@@ -17,25 +17,20 @@ numerator with no series yet (no bad event since the replicas started) reads as 
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from decimal import Decimal
 
 from controlplane.alerting.rules import Rule, RuleKind, Selector
+from controlplane.render.promql_text import LabelMatch, duration, matchers, paren
 from controlplane.telemetry.catalog import EventType
 
 __all__ = [
     "EVENT_KINDS",
     "GROUPING",
     "STREAK_GAUGE",
-    "LabelMatch",
     "Recording",
     "RuleQuery",
-    "duration",
-    "matchers",
-    "paren",
     "rule_query",
 ]
 
@@ -46,24 +41,6 @@ _BY = f"sum by ({', '.join(GROUPING)})"
 STREAK_GAUGE = "controlplane_event_streak"
 #: The kinds measured from events, which Prometheus can measure too (``query`` rules already come from it).
 EVENT_KINDS = frozenset({RuleKind.RATIO, RuleKind.RATE, RuleKind.MEAN, RuleKind.STREAK, RuleKind.COHORT})
-_REGEX_SPECIAL = frozenset("\\.+*?()|[]{}^$")
-
-
-@dataclass(frozen=True, slots=True)
-class LabelMatch:
-    """One label matcher: the label is one of ``values`` (or, with ``negate``, none of them)."""
-
-    label: str
-    values: frozenset[str]
-    negate: bool = False
-
-    def render(self) -> str:
-        """``route="upload"``, ``status_class=~"4xx|5xx"``, ``environment!~"qa|staging"``."""
-        ordered = sorted(self.values)
-        if len(ordered) == 1:
-            return f"{self.label}{'!=' if self.negate else '='}{_string(ordered[0])}"
-        pattern = "|".join(_regex_literal(value) for value in ordered)
-        return f"{self.label}{'!~' if self.negate else '=~'}{_string(pattern)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,41 +202,8 @@ def _both(where: Selector, numerator: Selector) -> Selector:
     return Selector(merged)
 
 
-def matchers(matches: Iterable[LabelMatch]) -> str:
-    """``{a="x", b=~"y|z"}``, or nothing when there are none."""
-    rendered = [match.render() for match in matches]
-    return "{" + ", ".join(rendered) + "}" if rendered else ""
-
-
 def _selector(metric: str, matches: Iterable[LabelMatch]) -> str:
     return f"{metric}{matchers(matches)}"
-
-
-def paren(expr: str) -> str:
-    """``expr`` in parentheses, on its own indented lines when it spans several."""
-    if "\n" not in expr:
-        return f"({expr})"
-    return "(\n" + textwrap.indent(expr, "  ") + "\n)"
-
-
-def duration(value: timedelta) -> str:
-    """A Prometheus duration in one unit: ``90s``, ``5m``, ``1h``, ``3d``."""
-    seconds = int(value.total_seconds())
-    if seconds <= 0 or seconds != value.total_seconds():
-        raise ValueError(f"{value} is not a whole, positive number of seconds")
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-def _string(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _regex_literal(value: str) -> str:
-    # Prometheus anchors regex matchers (RE2) at both ends; a value must match itself, dots and pluses included.
-    return "".join(f"\\{char}" if char in _REGEX_SPECIAL else char for char in value)
 
 
 def _percent(threshold: str) -> str:

@@ -12,6 +12,8 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from controlplane.render.promql_text import selector, string_literal
+
 __all__ = [
     "AlertState",
     "InputSeries",
@@ -134,9 +136,8 @@ class InputSeries:
 
 
 def series_name(metric: str, labels: Mapping[str, str]) -> str:
-    """``metric{a="x", b="y"}`` with the labels in the order given."""
-    written = ", ".join(f'{name}="{value}"' for name, value in labels.items())
-    return f"{metric}{{{written}}}"
+    """``metric{a="x", b="y"}`` with the labels in the order given (each value a PromQL string literal)."""
+    return selector(metric, *(f"{name}={string_literal(value)}" for name, value in labels.items()))
 
 
 def _number(value: float) -> str:

@@ -1,7 +1,7 @@
-"""Input data for the generated promtool tests, per rule kind: which series a rule reads, how much of each to send
-for a level of the measured value (healthy, just below, exactly at, breaching, too few samples), and what the
-alert expression evaluates to at each step, computed both as Prometheus does (floats, in the expression's order)
-and exactly (fractions, as ``alerting.rules.measure`` compares).
+"""Input data for the generated promtool tests, per rule kind: which series a rule reads (with the levels of
+``scenario_levels``: how much of each to send for healthy, just below, exactly at, breaching, too few samples), the
+series of a scenario on every replica, and what the alert expression evaluates to at each step, computed both as
+Prometheus does (floats, in the expression's order) and exactly (fractions, as ``alerting.rules.measure`` compares).
 
 A step where the two disagree about the breach is a test that could pass or fail on rounding: building it raises
 ``AmbiguousScenario`` rather than writing it.
@@ -14,9 +14,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from controlplane.alerting.rules import Rule, RuleKind, Selector
+from controlplane.alerting.rules import Comparison, Rule, RuleKind, Selector
 from controlplane.render.promql import STREAK_GAUGE
 from controlplane.render.promtool import InputSeries
+from controlplane.render.scenario_levels import (
+    Levels,
+    cohort_levels,
+    mean_levels,
+    rate_levels,
+    ratio_levels,
+    sample_floor,
+    streak_levels,
+)
 from controlplane.telemetry.catalog import EventType
 
 __all__ = [
@@ -26,6 +35,7 @@ __all__ = [
     "Model",
     "Phase",
     "Reading",
+    "alert_value",
     "bad_and_good",
     "base_labels",
     "build_series",
@@ -37,8 +47,6 @@ __all__ = [
 INSTANCES = ("cp-1:8080", "cp-2:8080")
 #: Another pipeline sending the same event name: its series must never count.
 FOREIGN_PIPELINE = "another-pipeline"
-#: Events per step in scope when a level is a share: fine enough to sit one event below a threshold.
-_VOLUME = 1000
 
 
 #: A role's increase over the window at one step, as Prometheus computes it and exactly; None: no such series.
@@ -81,7 +89,7 @@ class Model:
     event: EventType
     metric: dict[str, str]  # role -> metric name of its series
     role_labels: dict[str, dict[str, str]]
-    levels: dict[str, dict[str, Fraction | None] | None]
+    levels: Levels
     window_steps: int
     step_seconds: int
     gauge: bool = False
@@ -114,8 +122,22 @@ class Model:
         return _READERS[self.rule.kind](self, increase)
 
 
-def _floor(rule: Rule) -> int:
-    return max(rule.min_samples, 1)
+def _holds(op: Comparison, value: float, limit: float) -> bool:
+    return value > limit if op is Comparison.GT else value >= limit
+
+
+def alert_value(name: str, step: int, reading: Reading, op: Comparison, threshold: str) -> float | None:
+    """The alert expression's result at a step (None: no alert), refusing a breach that depends on rounding."""
+    if reading.value is None or reading.exact is None or not reading.enough or math.isnan(reading.value):
+        return None
+    as_float = _holds(op, reading.value, float(threshold))
+    exactly = op.holds(reading.exact, Fraction(threshold))
+    if as_float != exactly:
+        raise AmbiguousScenario(
+            f"{name} at step {step}: {reading.value!r} against {threshold} breaches in floats ({as_float}) "
+            f"but not exactly ({exactly}), or the other way round"
+        )
+    return reading.value if as_float else None
 
 
 def _enough(rule: Rule, count: tuple[float, Fraction], floor: int) -> bool:
@@ -135,7 +157,7 @@ def _read_ratio(model: Model, increase: _Increase, prefix: str = "") -> tuple[Re
     # (bad or 0 * total) / total
     value = (bad[0] if bad else 0.0 * total_float) / total_float
     exact = (bad[1] if bad else Fraction(0)) / total_exact
-    enough = _enough(model.rule, (total_float, total_exact), _floor(model.rule))
+    enough = _enough(model.rule, (total_float, total_exact), sample_floor(model.rule))
     return Reading(value, exact, enough=enough), total_float, total_exact
 
 
@@ -160,7 +182,9 @@ def _read_mean(model: Model, increase: _Increase) -> Reading:
     total, count = increase("sum"), increase("count")
     if total is None or count is None or count[0] == 0:
         return Reading(None, None, enough=False)
-    return Reading(total[0] / count[0], total[1] / count[1], enough=_enough(model.rule, count, _floor(model.rule)))
+    return Reading(
+        total[0] / count[0], total[1] / count[1], enough=_enough(model.rule, count, sample_floor(model.rule))
+    )
 
 
 def _read_ratio_only(model: Model, increase: _Increase) -> Reading:
@@ -223,160 +247,6 @@ def _out_of_scope(where: Selector, event: EventType, labels: dict[str, str]) -> 
     return None
 
 
-# --- levels -----------------------------------------------------------------------------------------------------------
-
-
-def _volume(rule: Rule, window_steps: int, grid: int) -> int:
-    """Events per step: at least _VOLUME, plenty above min_samples over a window, on the threshold's grid."""
-    wanted = max(_VOLUME, math.ceil(4 * _floor(rule) / window_steps))
-    return grid * math.ceil(wanted / grid)
-
-
-def _ratio_levels(rule: Rule, window_steps: int) -> dict[str, dict[str, Fraction | None] | None]:
-    limit = Fraction(rule.threshold)
-    volume = _volume(rule, window_steps, limit.denominator)
-    at = limit * volume
-    breach = min(Fraction(volume), 3 * at + volume // 10)
-    levels: dict[str, dict[str, Fraction | None] | None] = {
-        "healthy": _split(Fraction(math.floor(at / 2)), volume),
-        "below": _split(at - 1, volume) if at >= 1 else None,
-        "above": _split(at + 1, volume) if at + 1 <= volume else None,
-        "at": _split(at, volume),
-        "breach": _split(breach, volume) if rule.op.holds(breach / volume, limit) else None,
-        "few": None,
-    }
-    if rule.min_samples > 1:
-        few = _few(rule, window_steps)
-        levels["few"] = _split(few, few)  # every event bad, but too few of them
-    if (enough := _just_enough(rule, window_steps)) is not None:
-        levels["enough"] = _split(enough, enough)
-    return levels
-
-
-def _few(rule: Rule, window_steps: int) -> Fraction:
-    """Events per step that make one fewer than min_samples over a window."""
-    return Fraction(rule.min_samples - 1, window_steps)
-
-
-def _just_enough(rule: Rule, window_steps: int) -> Fraction | None:
-    """Events per step that make exactly min_samples over a window, when that is a whole number per step (so
-    Prometheus counts exactly min_samples, not one rounding away)."""
-    rate = Fraction(rule.min_samples, window_steps)
-    return rate if rule.min_samples > 1 and rate.denominator == 1 else None
-
-
-def _split(bad: Fraction, volume: Fraction | int) -> dict[str, Fraction | None]:
-    return {"bad": Fraction(bad), "good": Fraction(volume) - bad}
-
-
-def _cohort_levels(rule: Rule, window_steps: int) -> dict[str, dict[str, Fraction | None] | None]:
-    limit = Fraction(rule.threshold)
-    volume = _volume(rule, window_steps, limit.denominator)
-    margin = max(abs(limit) / 2, Fraction(1, 100))
-
-    def level(difference: Fraction, *, baseline_errors: bool = True) -> dict[str, Fraction | None] | None:
-        baseline = max(Fraction(0), -difference) + (Fraction(1, 100) if baseline_errors else 0)
-        canary = baseline + difference
-        if not 0 <= canary <= 1 or not 0 <= baseline <= 1:
-            return None
-        canary_bad, baseline_bad = math.floor(canary * volume), math.floor(baseline * volume)
-        rates: dict[str, Fraction | None] = {
-            "canary_bad": Fraction(canary_bad),
-            "canary_good": Fraction(volume - canary_bad),
-            "baseline_good": Fraction(volume - baseline_bad),
-        }
-        if baseline_bad:
-            rates["baseline_bad"] = Fraction(baseline_bad)
-        return rates
-
-    breach = min(limit + max(2 * margin, Fraction(1, 10)), Fraction(1))
-    levels = {
-        # No bad baseline event at all, in the breach test: its share reads as 0, not as missing.
-        "healthy": level(limit - margin, baseline_errors=False),
-        "below": level(limit - Fraction(1, volume)),
-        "above": level(limit + Fraction(1, volume)),
-        "at": None,  # a difference of two shares is never exact in floats
-        "breach": level(breach, baseline_errors=False) if rule.op.holds(breach, limit) else None,
-        "few": None,
-    }
-    if rule.min_samples > 1 and rule.op.holds(Fraction(1), limit):
-        # Every canary event bad, none of the baseline's: only the number of samples holds the alert back.
-        few = _few(rule, window_steps)
-        levels["few"] = {"canary_bad": few, "canary_good": Fraction(0), "baseline_good": Fraction(volume)}
-        levels["few_baseline"] = {"canary_bad": Fraction(volume), "canary_good": Fraction(0), "baseline_good": few}
-        if (enough := _just_enough(rule, window_steps)) is not None:
-            levels["enough"] = {"canary_bad": enough, "canary_good": Fraction(0), "baseline_good": enough}
-    return levels
-
-
-def _rate_levels(rule: Rule, window_steps: int) -> dict[str, dict[str, Fraction | None] | None]:
-    limit = Fraction(rule.threshold)
-    # Events in a window at exactly the threshold, then per step.
-    at = limit * Fraction(int(rule.window.total_seconds()), int(rule.per.total_seconds()))
-
-    def per_step(count: Fraction) -> dict[str, Fraction | None]:
-        return {"hit": count / window_steps}
-
-    levels: dict[str, dict[str, Fraction | None] | None] = {
-        "healthy": per_step(at / 2) if at > 0 else None,
-        "below": per_step(at - 1 if at >= 2 else at / 2) if at > 0 else None,
-        "above": per_step(max(at, Fraction(0)) + 1),
-        "at": per_step(at) if (at / window_steps).denominator == 1 else None,
-        "breach": per_step(3 * at + 3),
-        "few": None,
-    }
-    if rule.min_samples and rule.min_samples - 1 > at:
-        # Enough events in a window to breach the rate, yet one fewer than min_samples.
-        levels["few"] = per_step(Fraction(rule.min_samples - 1))
-        if (enough := _just_enough(rule, window_steps)) is not None:
-            levels["enough"] = per_step(enough * window_steps)
-    return levels
-
-
-def _mean_levels(rule: Rule, window_steps: int) -> dict[str, dict[str, Fraction | None] | None]:
-    limit = Fraction(rule.threshold)
-    count = _volume(rule, window_steps, limit.denominator) // 10
-
-    def mean(value: Fraction, events: Fraction | int = count) -> dict[str, Fraction | None]:
-        return {"count": Fraction(events), "sum": value * events}
-
-    margin = max(abs(limit) / 2, Fraction(1))
-    levels: dict[str, dict[str, Fraction | None] | None] = {
-        "healthy": mean(limit - margin),
-        "below": mean(limit - Fraction(1, count)),
-        "above": mean(limit + Fraction(1, count)),
-        "at": mean(limit),
-        "breach": mean(limit + 2 * margin),
-        "few": None,
-    }
-    if rule.min_samples > 1:
-        levels["few"] = mean(limit + 2 * margin, _few(rule, window_steps))
-        if (enough := _just_enough(rule, window_steps)) is not None:
-            levels["enough"] = mean(limit + 2 * margin, enough)
-    return levels
-
-
-def _streak_levels(rule: Rule) -> dict[str, dict[str, Fraction | None] | None]:
-    limit = Fraction(rule.threshold)
-    below = math.ceil(limit) - 1
-    breach = next(
-        run for run in range(max(0, math.floor(limit)), math.floor(limit) + 3) if rule.op.holds(Fraction(run), limit)
-    )
-
-    def run(length: int) -> dict[str, Fraction | None] | None:
-        return {"gauge": Fraction(length)} if length >= 0 else None
-
-    return {
-        "healthy": run(0) if not rule.op.holds(Fraction(0), limit) else None,
-        "below": run(below),
-        "above": run(below + 1 if rule.op.holds(Fraction(below + 1), limit) else below + 2),
-        "at": run(int(limit)) if limit.denominator == 1 and limit >= 0 else None,
-        "breach": run(breach + 2),
-        # The control plane leaves the gauge out while the tail holds fewer events than min_samples.
-        "few": {"gauge": None} if rule.min_samples else None,
-    }
-
-
 def model_for(rule: Rule, event: EventType, step_seconds: int) -> Model:
     """The model of ``rule``: its series' labels and the rates of each level."""
     window_steps = max(1, int(rule.window.total_seconds()) // step_seconds)
@@ -387,7 +257,7 @@ def model_for(rule: Rule, event: EventType, step_seconds: int) -> Model:
             event=event,
             metric={"gauge": STREAK_GAUGE},
             role_labels={"gauge": labels},
-            levels=_streak_levels(rule),
+            levels=streak_levels(rule),
             window_steps=1,
             step_seconds=step_seconds,
             gauge=True,
@@ -409,7 +279,7 @@ def model_for(rule: Rule, event: EventType, step_seconds: int) -> Model:
             event=event,
             metric=metric,
             role_labels={"sum": base, "count": base},
-            levels=_mean_levels(rule, window_steps),
+            levels=mean_levels(rule, window_steps),
             window_steps=window_steps,
             step_seconds=step_seconds,
             noise=noise,
@@ -424,7 +294,7 @@ def model_for(rule: Rule, event: EventType, step_seconds: int) -> Model:
             event=event,
             metric={"hit": counter},
             role_labels={"hit": base},
-            levels=_rate_levels(rule, window_steps),
+            levels=rate_levels(rule, window_steps),
             window_steps=window_steps,
             step_seconds=step_seconds,
             noise=noise,
@@ -438,7 +308,7 @@ def model_for(rule: Rule, event: EventType, step_seconds: int) -> Model:
             event=event,
             metric={"bad": counter, "good": counter},
             role_labels={"bad": bad, "good": good},
-            levels=_ratio_levels(rule, window_steps),
+            levels=ratio_levels(rule, window_steps),
             window_steps=window_steps,
             step_seconds=step_seconds,
             noise=noise,
@@ -456,7 +326,7 @@ def model_for(rule: Rule, event: EventType, step_seconds: int) -> Model:
         event=event,
         metric=dict.fromkeys(roles, counter),
         role_labels=roles,
-        levels=_cohort_levels(rule, window_steps),
+        levels=cohort_levels(rule, window_steps),
         window_steps=window_steps,
         step_seconds=step_seconds,
         noise=noise,

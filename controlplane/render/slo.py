@@ -16,7 +16,8 @@ from controlplane.alerting.objectives import BURN_RATE_ALERTS, BurnRateAlert, Ob
 from controlplane.alerting.rules import Severity
 from controlplane.definitions.schemas import PipelineDefinition
 from controlplane.render.names import alert_name, template_literal
-from controlplane.render.promql import GROUPING, LabelMatch, duration, matchers, paren
+from controlplane.render.promql import GROUPING
+from controlplane.render.promql_text import LabelMatch, duration, matchers, paren
 from controlplane.telemetry.catalog import EventType
 
 __all__ = [

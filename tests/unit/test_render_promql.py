@@ -10,14 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from controlplane.catalog.events import EventType, LabelSpec, ValueSpec
 from controlplane.catalog.rules import Comparison, Rule, RuleKind, Selector
 from controlplane.definitions.loader import load_definition, parse_definition
 from controlplane.definitions.schemas import PipelineDefinition
 from controlplane.render.alerts import GUARD_LABEL, definition_alerts, guard_environments, render_rules
 from controlplane.render.names import alert_name, template_literal
-from controlplane.render.promql import LabelMatch, duration, paren, rule_query
+from controlplane.render.promql import rule_query
 from controlplane.render.promql_names import Matcher, metric_names, vector_selectors
-from controlplane.catalog.events import EventType, LabelSpec, ValueSpec
+from controlplane.render.promql_text import LabelMatch, duration, paren
 
 ENVIRONMENTS = ("dev", "qa", "staging", "production")
 DEFINITIONS = Path(__file__).resolve().parents[2] / "definitions"

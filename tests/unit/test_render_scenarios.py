@@ -17,12 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controlplane.alerting.rules import AlertState, AlertStatus, Measurement, Series, step
-from controlplane.catalog.rules import Comparison, Rule, RuleKind
 from controlplane.alerting.rules import measure as evaluate
+from controlplane.catalog.events import EventType
+from controlplane.catalog.rules import Comparison, Rule, RuleKind
 from controlplane.definitions.loader import load_definition
 from controlplane.render.promtool import simulate
 from controlplane.render.scenarios import Model, Phase, cumulative, model_for
-from controlplane.catalog.events import EventType
 
 ENVIRONMENTS = ("dev", "qa", "staging", "production")
 DEFINITIONS = Path(__file__).resolve().parents[2] / "definitions"
