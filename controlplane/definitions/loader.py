@@ -21,6 +21,7 @@ import msgspec
 import yaml
 
 from controlplane.definitions.cleanup import check_cleanup
+from controlplane.definitions.dashboard import check_dashboard
 from controlplane.definitions.objectives import check_objectives
 from controlplane.definitions.schemas import (
     PIPELINE_NAME_PATTERN,
@@ -368,6 +369,7 @@ def _check_pipeline(spec: PipelineSpec, document: _Document, environments: Seque
     _check_guards(spec, {rule.name for rule in rules}, document)
     objectives = check_objectives(spec.pipeline, spec.slo, events, document.error, parse_duration)
     cleanup = check_cleanup(spec.pipeline, spec.cleanup, document.error, parse_duration)
+    dashboard = check_dashboard(spec.dashboard, events, rules, document.error)
     return PipelineDefinition(
         name=spec.pipeline,
         description=spec.description,
@@ -377,6 +379,7 @@ def _check_pipeline(spec: PipelineSpec, document: _Document, environments: Seque
         rules=rules,
         objectives=objectives,
         cleanup=cleanup,
+        dashboard=dashboard,
     )
 
 

@@ -31,12 +31,17 @@ __all__ = [
     "PIPELINE_NAME_PATTERN",
     "CleanupSelectSpec",
     "CleanupSpec",
+    "DashboardRowSpec",
+    "DashboardSpec",
+    "DashboardVariableSpec",
     "EnvironmentPlan",
     "EventSpec",
     "FlagDefinition",
     "FlagSpec",
     "InitialState",
     "InitialStateSpec",
+    "Measure",
+    "PanelSpec",
     "PipelineDefinition",
     "PipelineSpec",
     "PlanEnvironmentSpec",
@@ -45,6 +50,7 @@ __all__ = [
     "RuleSpec",
     "SloSpec",
     "StageSpec",
+    "TargetSpec",
     "promotion_order",
 ]
 
@@ -193,6 +199,63 @@ class CleanupSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_on
     alert_after: Duration | None = None  # default: twice the schedule's longest gap
 
 
+#: What a dashboard target shows of its panel's event or rule (see ``definitions.dashboard``).
+Measure = Literal["per_second", "per_minute", "share", "rule", "quantile"]
+
+
+class TargetSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """One query of a dashboard panel: a measure of the panel's event (or rule), per ``by``, with its legend."""
+
+    measure: Measure
+    legend: Annotated[str, msgspec.Meta(min_length=1)]
+    by: list[Name] = msgspec.field(default_factory=list)
+    where: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    part: dict[str, list[str]] = msgspec.field(default_factory=dict)  # share: the events in `where` that count
+    total: Name | None = None  # per_second, per_minute: one of the event's totals instead of its events
+    q: float | None = None  # quantile
+    times: list[int | float | str] = msgspec.field(default_factory=list)  # factors: numbers or $variables
+
+
+class PanelSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """One curated dashboard panel: a guard's panel (``guard`` and ``what``), or a time series of ``targets``."""
+
+    title: Annotated[str, msgspec.Meta(min_length=1)]
+    guard: Name | None = None
+    what: str = ""
+    description: str = ""
+    unit: str = ""
+    event: Name | None = None
+    rule: Name | None = None
+    threshold_line: bool = False
+    width: Annotated[int, msgspec.Meta(ge=1, le=24)] = 12
+    maximum: int | float | None = None
+    targets: list[TargetSpec] = msgspec.field(default_factory=list)
+
+
+class DashboardRowSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """A row of curated panels."""
+
+    title: Annotated[str, msgspec.Meta(min_length=1)]
+    panels: Annotated[list[PanelSpec], msgspec.Meta(min_length=1)]
+
+
+class DashboardVariableSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """A free-text dashboard variable a target's ``times`` may use (a price, say)."""
+
+    name: Name
+    label: Annotated[str, msgspec.Meta(min_length=1)]
+    description: str = ""
+    default: Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class DashboardSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """The curated part of a pipeline's Grafana dashboard: its title, variables and rows of panels."""
+
+    title: Annotated[str, msgspec.Meta(min_length=1)]
+    variables: list[DashboardVariableSpec] = msgspec.field(default_factory=list)
+    rows: Annotated[list[DashboardRowSpec], msgspec.Meta(min_length=1)]
+
+
 class RuleSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """One alert rule as written in a definition file; see ``alerting.rules`` for what each kind measures.
 
@@ -237,6 +300,8 @@ class PipelineSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
     # Rendered as Prometheus burn-rate alerts only (see alerting.objectives).
     slo: list[SloSpec] = msgspec.field(default_factory=list)
     cleanup: list[CleanupSpec] = msgspec.field(default_factory=list)
+    # Curated rows of the pipeline's dashboard (controlplane.render); checked by definitions.dashboard.
+    dashboard: DashboardSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +362,7 @@ class PipelineDefinition:
     rules: tuple[Rule, ...] = ()
     objectives: tuple[Objective, ...] = ()
     cleanup: tuple[CleanupPolicyDefinition, ...] = ()
+    dashboard: DashboardSpec | None = None
 
 
 def promotion_order(flag: FlagDefinition) -> list[str]:

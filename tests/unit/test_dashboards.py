@@ -4,6 +4,7 @@ from the definitions, and the committed dashboards/ equal to a fresh render."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -11,20 +12,15 @@ from typing import Any
 
 import pytest
 
+from controlplane.catalog.events import EventType, LabelSpec
 from controlplane.definitions.loader import load_definition
 from controlplane.definitions.schemas import PipelineDefinition
 from controlplane.metrics import ControlPlaneMetrics
-from controlplane.render.dashboards import (
-    ALERT_STATE,
-    ROLLOUT_PERCENTAGE,
-    ROLLOUT_STAGE,
-    ROLLOUT_STATE,
-    dashboard_queries,
-    render_dashboards,
-)
+from controlplane.render.dashboard_queries import dashboard_queries
+from controlplane.render.dashboards import render_dashboards
+from controlplane.render.panels import ALERT_STATE, ROLLOUT_PERCENTAGE, ROLLOUT_STAGE, ROLLOUT_STATE
 from controlplane.render.promql_names import vector_selectors
 from controlplane.settings import Settings
-from controlplane.catalog.events import EventType, LabelSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATASOURCE_UIDS = ("${datasource}", "$datasource")
@@ -344,7 +340,10 @@ def test_every_event_of_the_catalog_gets_its_panels(definitions: list[PipelineDe
 
 def test_a_pipeline_without_curated_panels_gets_the_generic_dashboard(definitions: list[PipelineDefinition]) -> None:
     images = next(definition for definition in definitions if definition.name == "reference-images")
-    other = replace(images, name="thumbnails", description="Thumbnails", events=images.events[:1], rules=())
+    # Without the `dashboard:` section its definition file would declare: no curated rows.
+    other = replace(
+        images, name="thumbnails", description="Thumbnails", events=images.events[:1], rules=(), dashboard=None
+    )
 
     rendered = render_dashboards([other])
 
@@ -357,6 +356,32 @@ def test_a_pipeline_without_curated_panels_gets_the_generic_dashboard(definition
         "reference_image_upload: size p50 and p95",
     ]
     assert 'pipeline="thumbnails"' in panel(dashboard, "Firing alert rules")["targets"][0]["expr"]
+
+
+def test_the_curated_rows_come_from_the_definition_whatever_its_name(definitions: list[PipelineDefinition]) -> None:
+    images = next(definition for definition in definitions if definition.name == "reference-images")
+
+    original = json.loads(render_dashboards([images])["dashboards/reference-images.json"])
+    renamed = json.loads(render_dashboards([replace(images, name="thumbnails")])["dashboards/thumbnails.json"])
+
+    assert [p["title"] for p in panels(renamed)] == [p["title"] for p in panels(original)]
+    uploads = panel(renamed, "Uploads: approved, rejected, failed")["targets"][0]["expr"]
+    assert 'pipeline="thumbnails"' in uploads and "reference_image_upload_events_total{" in uploads
+
+
+DASHBOARD_MODULES = ("dashboards", "boards", "panels", "pipeline_board", "pipeline_queries", "dashboard_queries")
+
+
+def test_the_dashboard_code_names_no_pipeline_event_rule_or_flag(definitions: list[PipelineDefinition]) -> None:
+    declared = set()
+    for definition in definitions:
+        declared |= {definition.name, *(e.name for e in definition.events), *(r.name for r in definition.rules)}
+        declared |= {flag.key for flag in definition.flags}
+
+    for module in DASHBOARD_MODULES:
+        code = (REPO_ROOT / "controlplane" / "render" / f"{module}.py").read_text(encoding="utf-8")
+        named = sorted(name for name in declared if re.search(rf"(?<![\w.-]){re.escape(name)}(?![\w-])", code))
+        assert not named, f"controlplane/render/{module}.py names {named}: they belong in definitions/"
 
 
 def test_a_curated_dashboard_refuses_a_definition_missing_what_it_draws(
