@@ -27,8 +27,8 @@ from openfeature.evaluation_context import EvaluationContext
 
 from bench.ofrep_throughput import UNLIMITED, server_process
 from bench.rollout_race import database, percentile, prepare_with_definition, print_results
+from controlplane.api.roles import Role
 from controlplane.app import create_app
-from controlplane.auth.roles import Role
 from controlplane.db import utcnow
 from controlplane.settings import Settings
 from controlplane_client.provider import ControlPlaneProvider

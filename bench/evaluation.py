@@ -45,9 +45,9 @@ from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
 from sqlalchemy.orm import sessionmaker
 
+from controlplane.api.roles import Role
 from controlplane.app import create_app
 from controlplane.auth import service as auth_service
-from controlplane.auth.roles import Role
 from controlplane.auth.schemas import TokenCreate
 from controlplane.db import create_db_engine, session_scope, utcnow
 from controlplane.embedded import serve_in_thread

@@ -29,7 +29,7 @@ from sqlalchemy.orm import sessionmaker
 
 from bench.ofrep_throughput import UNLIMITED, server_process
 from bench.rollout_race import database, prepare_with_definition, print_results
-from controlplane.auth.roles import Role
+from controlplane.api.roles import Role
 from controlplane.catalog.service import load_catalog
 from controlplane.db import create_db_engine, session_scope, utcnow
 from controlplane.settings import Settings

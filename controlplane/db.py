@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event, text
+from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event, func, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import NullPool
@@ -18,6 +18,7 @@ __all__ = [
     "Base",
     "JSONDocument",
     "UTCDateTime",
+    "announce_on_commit",
     "create_db_engine",
     "reader_factory",
     "session_scope",
@@ -122,12 +123,30 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         if bind.dialect.name == "postgresql" and not bind.get_execution_options().get(READ_ONLY_OPTION):
             session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK_KEY})
         yield session
+        _send_announcements(session)
         session.commit()
     except BaseException:
         session.rollback()
         raise
     finally:
         session.close()
+
+
+_ANNOUNCEMENTS = "controlplane.announcements"
+
+
+def announce_on_commit(session: Session, channel: str) -> None:
+    """Tell every replica listening on ``channel`` once this unit of work commits (PostgreSQL NOTIFY; SQLite
+    replicas poll). Said explicitly by the service that made the change; ``session_scope`` sends it."""
+    session.info.setdefault(_ANNOUNCEMENTS, set()).add(channel)
+
+
+def _send_announcements(session: Session) -> None:
+    channels: set[str] = session.info.pop(_ANNOUNCEMENTS, set())
+    if channels and session.get_bind().dialect.name == "postgresql":
+        # Queued in this transaction: PostgreSQL delivers a NOTIFY only when, and only if, the transaction commits.
+        for channel in sorted(channels):
+            session.execute(select(func.pg_notify(channel, "")))
 
 
 def reader_factory(engine: Engine) -> sessionmaker[Session]:

@@ -5,20 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from litestar import Request
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 
 from controlplane.api.unit_of_work import UnitOfWork
-from controlplane.auth.schemas import Principal
 from controlplane.errors import InvalidInput, PreconditionRequired
 from controlplane.settings import Settings
 
-__all__ = ["Now", "ProcessSettings", "TokenPrincipal", "Work", "dependencies", "expected_revision_from"]
+__all__ = ["Now", "ProcessSettings", "Work", "dependencies", "expected_revision_from", "from_state"]
 
 # Handler parameter types: injected by name from `dependencies` below.
 Work = NamedDependency[UnitOfWork]
-TokenPrincipal = NamedDependency[Principal]
 Now = NamedDependency[datetime]
 ProcessSettings = NamedDependency[Settings]
 
@@ -27,12 +24,6 @@ def provide_unit_of_work(state: State) -> UnitOfWork:
     """The app's unit of work: transactions run whole in a worker thread."""
     uow: UnitOfWork = state.unit_of_work
     return uow
-
-
-def provide_principal(request: Request[Any, Any, Any]) -> Principal:
-    """The caller, as the guard authenticated it."""
-    principal: Principal = request.state.principal
-    return principal
 
 
 def provide_now(state: State) -> datetime:
@@ -45,6 +36,16 @@ def provide_settings(state: State) -> Settings:
     """The process's settings."""
     settings: Settings = state.settings
     return settings
+
+
+def from_state(name: str) -> Provide:
+    """A dependency that hands a handler the app's ``name`` (set once in ``create_app``), so handlers receive the
+    objects they use as parameters instead of reaching into ``request.app.state``."""
+
+    def provide(state: State) -> Any:
+        return state[name]
+
+    return Provide(provide, sync_to_thread=False)
 
 
 def expected_revision_from(if_match: str | None) -> int:
@@ -62,7 +63,6 @@ def expected_revision_from(if_match: str | None) -> int:
 
 dependencies = {
     "uow": Provide(provide_unit_of_work, sync_to_thread=False),
-    "principal": Provide(provide_principal, sync_to_thread=False),
     "now": Provide(provide_now, sync_to_thread=False),
     "settings": Provide(provide_settings, sync_to_thread=False),
 }

@@ -1,4 +1,4 @@
-"""The per-token limit on evaluation requests: fixed one-second windows, constant work per request.
+"""A per-token request limit for the hot routes (evaluation, ingest): fixed one-second windows, constant work.
 
 Litestar's RateLimitMiddleware keeps a timestamp per request in the window and rewrites the list on each
 request; measured at 57-490 us per request under load, it cost OFREP more than half its throughput
@@ -12,12 +12,12 @@ import math
 import time
 from collections.abc import Callable
 
-__all__ = ["EvaluationLimiter"]
+__all__ = ["RateLimiter"]
 
 _MAX_IDENTITIES = 10_000
 
 
-class EvaluationLimiter:
+class RateLimiter:
     """At most ``per_second`` requests per identity in each wall-clock second."""
 
     def __init__(self, per_second: int, clock: Callable[[], float] = time.monotonic) -> None:

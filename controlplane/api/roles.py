@@ -1,4 +1,5 @@
-"""Roles and what each may do: a pure decision, shared by the guards and the route-table test."""
+"""Roles and what each may do, as every route declares them: a pure decision, shared by the guards and the route-table
+test."""
 
 from __future__ import annotations
 

@@ -11,10 +11,11 @@ from litestar import Controller, get
 from litestar.params import QueryParameter
 
 from controlplane.api.dependencies import Work
+from controlplane.api.paging import BeforeId, PageLimit
+from controlplane.api.roles import Role
 from controlplane.audit import service
 from controlplane.audit.models import AuditRecord
 from controlplane.audit.schemas import AuditRecordRead, AuditVerification
-from controlplane.auth.roles import Role
 from controlplane.errors import InvalidInput
 
 __all__ = ["AuditController", "to_read"]
@@ -42,8 +43,8 @@ class AuditController(Controller):
         action: Annotated[str | None, QueryParameter(name="action", required=False)] = None,
         since: Annotated[datetime | None, QueryParameter(name="since", required=False)] = None,
         until: Annotated[datetime | None, QueryParameter(name="until", required=False)] = None,
-        before_id: Annotated[int | None, QueryParameter(name="before_id", required=False, ge=1, le=2**31 - 1)] = None,
-        limit: Annotated[int, QueryParameter(name="limit", ge=1, le=1000)] = 100,
+        before_id: BeforeId = None,
+        limit: PageLimit = 100,
     ) -> list[AuditRecordRead]:
         """Records matching every filter, newest first; page with `before_id`."""
         for name, value in (("since", since), ("until", until)):

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated
 
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, delete, get, post
+from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from controlplane.api.dependencies import Now, ProcessSettings, TokenPrincipal, Work
+from controlplane.api.dependencies import Now, ProcessSettings, Work, from_state
+from controlplane.api.roles import Role
 from controlplane.auth import service
-from controlplane.auth.roles import Role
+from controlplane.auth.dependencies import TokenPrincipal
+from controlplane.auth.guards import PrincipalCache
 from controlplane.auth.schemas import TokenCreate, TokenCreated, TokenRead
 
 __all__ = ["TokenController"]
@@ -22,6 +25,7 @@ class TokenController(Controller):
     path = "/tokens"
     tags = ["tokens"]
     opt = {"role": Role.ADMIN}
+    dependencies = {"principals": from_state("principals")}
 
     @get("/", summary="List tokens")
     async def list_tokens(self, uow: Work) -> list[TokenRead]:
@@ -47,16 +51,16 @@ class TokenController(Controller):
     @delete("/{name:str}", status_code=200, summary="Revoke a token")
     async def revoke_token(
         self,
-        request: Request[Any, Any, Any],
         uow: Work,
         name: FromPath[str],
         principal: TokenPrincipal,
         now: Now,
+        principals: NamedDependency[PrincipalCache],
         reason: Annotated[str | None, QueryParameter(name="reason", required=False)] = None,
     ) -> TokenRead:
         """Revoke a token; it stops working on the next request."""
         revoked = await uow.write(
             partial(service.revoke_token, name=name, actor=principal.name, reason=reason, now=now)
         )
-        request.app.state.principals.clear()
+        principals.clear()
         return revoked

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import msgspec
 
-from controlplane.auth.roles import Role
+from controlplane.api.roles import Role
 
 __all__ = ["Principal", "TokenCreate", "TokenCreated", "TokenRead"]
 

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from controlplane.audit.service import append_audit_record
 from controlplane.auth import tokens
 from controlplane.auth.models import ApiToken
-from controlplane.auth.roles import Role
+from controlplane.api.roles import Role
 from controlplane.auth.schemas import Principal, TokenCreate, TokenCreated, TokenRead
 from controlplane.errors import Conflict, InvalidInput, NotFound
 

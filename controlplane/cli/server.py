@@ -37,8 +37,8 @@ def bootstrap(settings: Settings, engine: Any) -> str | None:
     """Migrate, apply the definitions folder, and create an admin token if none is active; return that token."""
     from sqlalchemy.orm import sessionmaker
 
+    from controlplane.api.roles import Role
     from controlplane.auth import service as auth_service
-    from controlplane.auth.roles import Role
     from controlplane.auth.schemas import TokenCreate
     from controlplane.db import session_scope, utcnow
     from controlplane.definitions.loader import DefinitionError, load_definition

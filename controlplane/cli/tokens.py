@@ -16,8 +16,8 @@ def cmd_tokens_create(args: argparse.Namespace, settings: Settings) -> None:
     """Create a token straight in the database; print only the token."""
     from sqlalchemy.orm import sessionmaker
 
+    from controlplane.api.roles import Role
     from controlplane.auth import service as auth_service
-    from controlplane.auth.roles import Role
     from controlplane.auth.schemas import TokenCreate
     from controlplane.db import session_scope, utcnow
     from controlplane.errors import DomainError

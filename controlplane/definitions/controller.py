@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio.to_thread
 import msgspec
-from litestar import Controller, Request, post
+from litestar import Controller, post
+from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
-from controlplane.api.dependencies import Now, ProcessSettings, TokenPrincipal, Work
-from controlplane.auth.roles import Role
+from controlplane.api.dependencies import Now, ProcessSettings, Work, from_state
+from controlplane.api.roles import Role
+from controlplane.auth.dependencies import TokenPrincipal
 from controlplane.definitions import service
 from controlplane.definitions.loader import DefinitionError, parse_definition
 from controlplane.definitions.schemas import PipelineDefinition
 from controlplane.errors import InvalidInput
+from controlplane.telemetry.cache import CatalogCache
 
 __all__ = ["DefinitionController", "DefinitionUpload"]
 
@@ -34,16 +37,17 @@ class DefinitionController(Controller):
     path = "/definitions"
     tags = ["definitions"]
     opt = {"role": Role.ADMIN}
+    dependencies = {"catalog_cache": from_state("catalog_cache")}
 
     @post("/apply", status_code=200, summary="Apply a pipeline definition")
     async def apply(
         self,
-        request: Request[Any, Any, Any],
         uow: Work,
         data: JSONBody[DefinitionUpload],
         principal: TokenPrincipal,
         now: Now,
         settings: ProcessSettings,
+        catalog_cache: NamedDependency[CatalogCache],
     ) -> service.ApplyReport:
         """Create or update what the definition declares; an invalid file changes nothing."""
         # Parsed in a worker thread before any transaction: a large file holds neither the loop nor a lock.
@@ -59,7 +63,7 @@ class DefinitionController(Controller):
             )
         )
         # This replica validates the new events at once; others within their catalog cache time.
-        request.app.state.catalog_cache.invalidate()
+        catalog_cache.invalidate()
         return report
 
 

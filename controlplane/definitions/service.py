@@ -80,6 +80,8 @@ def apply_definition(
     """Make the database match ``definition``; in a dry run, report without keeping anything."""
     savepoint = session.begin_nested() if dry_run else None
     changes: list[Change] = []
+    if definition.flags:
+        flag_service.announce_configuration_change(session)
     for flag_definition in definition.flags:
         changes.extend(_apply_flag(session, definition, flag_definition, actor, environments, now))
     catalog = _apply_catalog(session, definition, actor, now)

@@ -18,17 +18,16 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from controlplane.alerting.models import AlertStateRow
-from controlplane.alerting.rules import AlertState, TailEvent, measure
+from controlplane.alerting.rules import TailEvent, measure
 from controlplane.catalog.models import PipelineCatalog
-from controlplane.catalog.rules import Rule, RuleKind
+from controlplane.catalog.rules import AlertState, Rule, RuleKind
 from controlplane.catalog.service import load_rules
 from controlplane.cleanup.service import policy_health
 from controlplane.clock import Clock
 from controlplane.db import session_scope
 from controlplane.flags.models import Flag, FlagEnvironment
 from controlplane.rollouts.models import Rollout
-from controlplane.rollouts.service import stages_from_json
-from controlplane.rollouts.stages import RolloutState
+from controlplane.rollouts.stages import RolloutState, stages_from_json
 from controlplane.telemetry.models import EventTail
 
 __all__ = ["STREAK_GAUGE", "StateMetrics", "StreakMetrics", "metrics"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, String, Text, UniqueConstraint, event, func, select
-from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
+from sqlalchemy import Boolean, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from controlplane.db import Base, JSONDocument, UTCDateTime, utcnow
 
@@ -61,16 +61,6 @@ class FlagEnvironment(Base):
     __mapper_args__ = {"version_id_col": revision}
 
 
-#: PostgreSQL channel on which every committed flag change is announced to all replicas.
+#: PostgreSQL channel on which every committed flag change is announced to all replicas
+#: (``flags.service.announce_configuration_change``).
 CONFIGURATION_CHANNEL = "controlplane_config"
-
-
-@event.listens_for(Session, "after_flush")
-def _announce_configuration_change(session: Session, _flush_context: object) -> None:
-    """On PostgreSQL, NOTIFY in the changing transaction: delivered only if and when it commits."""
-    touched = (*session.new, *session.dirty)
-    if not any(isinstance(row, Flag | FlagEnvironment) for row in touched):
-        return
-    connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        connection.execute(select(func.pg_notify(CONFIGURATION_CHANNEL, "")))

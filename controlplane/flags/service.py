@@ -11,8 +11,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from controlplane.audit.service import append_audit_record
+from controlplane.db import announce_on_commit
 from controlplane.errors import Conflict, InvalidInput, NotFound
-from controlplane.flags.models import Flag, FlagEnvironment
+from controlplane.flags.models import CONFIGURATION_CHANNEL, Flag, FlagEnvironment
 from controlplane.flags.schemas import (
     EnvironmentStateRead,
     EnvironmentStateUpdate,
@@ -27,6 +28,7 @@ from controlplane.flags.schemas import (
 )
 
 __all__ = [
+    "announce_configuration_change",
     "check_revision",
     "create_flag",
     "ensure_environments",
@@ -42,6 +44,12 @@ __all__ = [
     "update_environment_state",
     "update_flag",
 ]
+
+
+def announce_configuration_change(session: Session) -> None:
+    """Have every replica's configuration feed catch up once this transaction commits: call it on any change to a
+    flag or its environment state."""
+    announce_on_commit(session, CONFIGURATION_CHANNEL)
 
 
 def check_revision(kind: str, name: str, *, expected: int, actual: int) -> None:
@@ -106,6 +114,7 @@ def _add_environment(session: Session, flag: Flag, environment: str) -> FlagEnvi
         }
     session.add(state)
     session.flush()
+    announce_configuration_change(session)
     return state
 
 
@@ -218,6 +227,7 @@ def update_flag(
     """
     flag = get_flag(session, key)
     check_revision("flag", key, expected=expected_revision, actual=flag.revision)
+    announce_configuration_change(session)
     before = flag_snapshot(flag)
     variants = changes.variants if changes.variants is not None else flag.variants
     off_variant = changes.off_variant or flag.off_variant
@@ -326,8 +336,9 @@ def record_environment_change(
     now: datetime,
     reason: str | None,
 ) -> None:
-    """Stamp a change the caller made to an environment state (raising its revision) and audit it."""
+    """Stamp a change the caller made to an environment state (raising its revision), announce and audit it."""
     state.updated_at = now
+    announce_configuration_change(session)
     session.flush()
     append_audit_record(
         session,

@@ -11,8 +11,10 @@ from litestar import Controller, delete, get, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy.orm import Session
 
-from controlplane.api.dependencies import Now, TokenPrincipal, Work
-from controlplane.auth.roles import Role
+from controlplane.api.dependencies import Now, Work
+from controlplane.api.paging import BeforeId, PageLimit
+from controlplane.api.roles import Role
+from controlplane.auth.dependencies import TokenPrincipal
 from controlplane.notifications import service
 from controlplane.notifications.models import Notification, Silence
 from controlplane.notifications.schemas import NotificationRead, NotificationStatus, SilenceCreate, SilenceRead
@@ -92,8 +94,8 @@ class NotificationController(Controller):
         status: Annotated[NotificationStatus | None, QueryParameter(name="status", required=False)] = None,
         receiver: Annotated[str | None, QueryParameter(name="receiver", required=False)] = None,
         rule: Annotated[str | None, QueryParameter(name="rule", required=False)] = None,
-        before_id: Annotated[int | None, QueryParameter(name="before_id", required=False, ge=1, le=2**31 - 1)] = None,
-        limit: Annotated[int, QueryParameter(name="limit", ge=1, le=1000)] = 100,
+        before_id: BeforeId = None,
+        limit: PageLimit = 100,
     ) -> list[NotificationRead]:
         """Notifications matching every filter, newest first; page with `before_id`."""
         query = partial(

@@ -13,10 +13,14 @@ import anyio
 import anyio.to_thread
 import msgspec
 from litestar import Controller, Request, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.exceptions import TooManyRequestsException
 
-from controlplane.api.dependencies import Now, ProcessSettings, TokenPrincipal, Work
-from controlplane.auth.roles import Role
+from controlplane.api.dependencies import Now, ProcessSettings, Work, from_state
+from controlplane.api.rate_limits import RateLimiter
+from controlplane.api.roles import Role
+from controlplane.auth.dependencies import TokenPrincipal
 from controlplane.errors import BadRequest, InvalidInput, PayloadTooLarge
 from controlplane.metrics import ControlPlaneMetrics
 from controlplane.settings import Settings
@@ -162,6 +166,13 @@ class EventController(Controller):
     tags = ["telemetry"]
     # The route reads its own body against the ingest limits (the management API's 32 KB cap is too small).
     request_max_body_size = None
+    dependencies = {
+        "ingest_limiter": from_state("ingest_limiter"),
+        "catalog_cache": from_state("catalog_cache"),
+        "batch_writer": from_state("batch_writer"),
+        "metrics": from_state("metrics"),
+        "event_metrics": from_state("event_metrics"),
+    }
 
     @post("/", opt={"role": Role.INGEST}, status_code=200, summary="Ingest a batch of events")
     async def ingest(
@@ -171,11 +182,15 @@ class EventController(Controller):
         now: Now,
         settings: ProcessSettings,
         principal: TokenPrincipal,
+        state: State,
+        ingest_limiter: NamedDependency[RateLimiter],
+        catalog_cache: NamedDependency[CatalogCache],
+        batch_writer: NamedDependency[BatchWriter],
+        metrics: NamedDependency[ControlPlaneMetrics],
+        event_metrics: NamedDependency[EventMetrics],
     ) -> IngestResult:
         """Validate every event, then record the whole batch or nothing; 422 lists each bad event by index."""
-        state = request.app.state
-        metrics: ControlPlaneMetrics = state.metrics
-        wait = state.ingest_limiter.retry_after(f"token:{principal.token_id}")
+        wait = ingest_limiter.retry_after(f"token:{principal.token_id}")
         if wait is not None:
             raise TooManyRequestsException(
                 detail="ingest rate limit exceeded for this token", headers={"Retry-After": str(wait)}
@@ -186,10 +201,9 @@ class EventController(Controller):
                 raw, request.headers.get("content-encoding", "").strip().lower(), settings.ingest_max_bytes
             )
             batch, aggregates, digest = await anyio.to_thread.run_sync(
-                _prepare, body, settings, state.catalog_cache, now, limiter=_prepare_limiter(state)
+                _prepare, body, settings, catalog_cache, now, limiter=_prepare_limiter(state)
             )
-            writer: BatchWriter = state.batch_writer
-            result = await writer.submit(PendingBatch(batch.batch_id, batch.pipeline, digest, aggregates))
+            result = await batch_writer.submit(PendingBatch(batch.batch_id, batch.pipeline, digest, aggregates))
         except Exception:
             metrics.ingest_batches.labels("rejected").inc()
             raise
@@ -198,9 +212,8 @@ class EventController(Controller):
             metrics.ingest_events.labels("duplicate").inc(len(batch.events))
             return result
         # Counted only once committed: /metrics never shows an event the database does not have.
-        events: EventMetrics = state.event_metrics
         # The copy `_prepare` just used: no database read on the event loop.
-        events.record(batch.pipeline, aggregates, state.catalog_cache.loaded())
+        event_metrics.record(batch.pipeline, aggregates, catalog_cache.loaded())
         metrics.ingest_batches.labels("accepted").inc()
         metrics.ingest_events.labels("accepted").inc(result.accepted)
         return result

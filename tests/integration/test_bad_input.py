@@ -13,7 +13,7 @@ from litestar.testing import TestClient
 from sqlalchemy import Engine
 
 from controlplane.app import create_app
-from controlplane.auth.roles import Role
+from controlplane.api.roles import Role
 from controlplane.settings import Settings
 from tests.conftest import problem
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect
 
-from controlplane.auth.roles import Role
+from controlplane.api.roles import Role
 from controlplane.cli import main
 from tests.conftest import REPO_ROOT
 

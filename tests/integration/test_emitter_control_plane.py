@@ -18,9 +18,9 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import sessionmaker
 
+from controlplane.api.roles import Role
 from controlplane.app import create_app
 from controlplane.auth import service as auth_service
-from controlplane.auth.roles import Role
 from controlplane.auth.schemas import TokenCreate
 from controlplane.db import create_db_engine, session_scope
 from controlplane.settings import Settings

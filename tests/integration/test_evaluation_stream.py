@@ -17,7 +17,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from controlplane.auth.roles import Role
+from controlplane.api.roles import Role
 from controlplane.evaluation.controller import STREAM_PATH
 
 ENVIRONMENT = "qa"

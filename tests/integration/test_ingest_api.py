@@ -23,7 +23,7 @@ from litestar.testing import TestClient
 from sqlalchemy import Engine, select
 
 from controlplane.app import create_app
-from controlplane.auth.roles import Role
+from controlplane.api.roles import Role
 from controlplane.catalog.events import DEFAULT_BUCKETS
 from controlplane.models import Base
 from controlplane.settings import Settings

@@ -27,7 +27,7 @@ from openfeature.flag_evaluation import FlagEvaluationDetails, Reason
 from sqlalchemy import Engine
 
 from controlplane.app import create_app
-from controlplane.auth.roles import Role
+from controlplane.api.roles import Role
 from controlplane.embedded import serve_in_thread
 from controlplane.settings import Settings
 from tests.conftest import FakeClock

@@ -29,8 +29,8 @@ from openfeature.flag_evaluation import Reason
 from openfeature.provider import ProviderStatus
 from sqlalchemy import Engine
 
+from controlplane.api.roles import Role
 from controlplane.app import create_app
-from controlplane.auth.roles import Role
 from controlplane.embedded import serve_in_thread
 from controlplane.settings import Settings
 from controlplane_client.provider import ControlPlaneProvider

@@ -12,7 +12,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from controlplane.auth.roles import Role
+from controlplane.api.roles import Role
 
 API = "/api/v1"
 FLAG = "enable-reference-images"

@@ -17,7 +17,7 @@ from litestar.handlers.http_handlers import HTTPRouteHandler
 from litestar.routes import HTTPRoute
 from litestar.testing import TestClient
 
-from controlplane.auth.roles import Role
+from controlplane.api.roles import Role
 from controlplane.evaluation.controller import STREAM_PATH
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"

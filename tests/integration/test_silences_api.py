@@ -12,7 +12,7 @@ from litestar import Litestar
 from litestar.testing import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from controlplane.auth.roles import Role
+from controlplane.api.roles import Role
 from controlplane.cli import main
 from controlplane.db import session_scope
 from controlplane.notifications.config import parse_notification_config

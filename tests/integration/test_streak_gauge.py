@@ -17,9 +17,9 @@ from litestar.testing import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
-from controlplane.api.metrics import STREAK_GAUGE
+from controlplane.api.roles import Role
 from controlplane.app import create_app
-from controlplane.auth.roles import Role
+from controlplane.exporter.metrics import STREAK_GAUGE
 from controlplane.render.promql import STREAK_GAUGE as RENDERED_STREAK_GAUGE
 from controlplane.settings import Settings
 from tests.conftest import REPO_ROOT, FakeClock, bearer, missing_service

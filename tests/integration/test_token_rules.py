@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 
 from controlplane.app import create_app
 from controlplane.auth.models import ApiToken
-from controlplane.auth.roles import Role
+from controlplane.api.roles import Role
 from controlplane.cli import CommandError, bootstrap
 from controlplane.db import create_db_engine
 from controlplane.flags.models import Flag

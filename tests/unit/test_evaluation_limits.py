@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controlplane.evaluation.limits import EvaluationLimiter
+from controlplane.api.rate_limits import RateLimiter
 
 
 class Ticker:
@@ -17,7 +17,7 @@ class Ticker:
 
 def test_requests_beyond_the_limit_in_one_second_wait_for_the_next_second() -> None:
     clock = Ticker(100.25)
-    limiter = EvaluationLimiter(per_second=3, clock=clock)
+    limiter = RateLimiter(per_second=3, clock=clock)
 
     allowed = [limiter.retry_after("token-a") for _ in range(3)]
     refused = limiter.retry_after("token-a")
@@ -29,7 +29,7 @@ def test_requests_beyond_the_limit_in_one_second_wait_for_the_next_second() -> N
 
 
 def test_each_identity_has_its_own_budget() -> None:
-    limiter = EvaluationLimiter(per_second=1, clock=Ticker(5.0))
+    limiter = RateLimiter(per_second=1, clock=Ticker(5.0))
 
     assert limiter.retry_after("token-a") is None
     assert limiter.retry_after("token-a") == 1
@@ -38,7 +38,7 @@ def test_each_identity_has_its_own_budget() -> None:
 
 def test_identities_from_past_windows_are_forgotten_when_memory_fills() -> None:
     clock = Ticker(0.0)
-    limiter = EvaluationLimiter(per_second=1, clock=clock)
+    limiter = RateLimiter(per_second=1, clock=clock)
     for index in range(10_000):
         limiter.retry_after(f"old-{index}")
     clock.now = 1.0
