@@ -4,6 +4,9 @@
   the server).
 - ``controlplane_client.emitter``: the event emitter that ships a pipeline's events to ingest.
 - ``controlplane_client.retry``: the one retry-with-backoff arithmetic and ``Retry-After`` reading.
+- ``controlplane_client.objects``: the signed-URL expiry an application records on bucket objects for the cleanup.
+- ``controlplane_client.observed``: the request observer of an ASGI app (the server's HTTP metrics, an application's
+  request events).
 
 Nothing here imports ``controlplane`` (the server) or ``pipeline`` (an application): the server depends on these
 packages, never the other way round.
