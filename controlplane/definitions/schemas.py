@@ -297,7 +297,7 @@ class PipelineSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
     flags: Annotated[list[FlagSpec], msgspec.Meta(min_length=1)]
     events: list[EventSpec] = msgspec.field(default_factory=list)
     rules: list[RuleSpec] = msgspec.field(default_factory=list)
-    # Rendered as Prometheus burn-rate alerts only (see alerting.objectives).
+    # Rendered as Prometheus burn-rate alerts only (see catalog.objectives).
     slo: list[SloSpec] = msgspec.field(default_factory=list)
     cleanup: list[CleanupSpec] = msgspec.field(default_factory=list)
     # Curated rows of the pipeline's dashboard (controlplane.render); checked by definitions.dashboard.

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from typing import Any
 
-from controlplane.alerting.rules import Comparison, RuleKind
+from controlplane.catalog.rules import Comparison, RuleKind
 from controlplane.definitions.schemas import PipelineDefinition
 from controlplane.render.alerts import DefinitionAlert, definition_alerts
 from controlplane.render.objective_tests import ObjectiveTests

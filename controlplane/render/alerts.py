@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from controlplane.alerting.rules import Rule
+from controlplane.catalog.events import EventType
+from controlplane.catalog.rules import Rule
 from controlplane.definitions.schemas import PipelineDefinition
 from controlplane.render.names import alert_name, template_literal
 from controlplane.render.promql import EVENT_KINDS, RuleQuery, rule_query
 from controlplane.render.promql_text import LabelMatch, duration
 from controlplane.render.slo import objective_rules
 from controlplane.render.yamlfile import generated_header, to_yaml
-from controlplane.telemetry.catalog import EventType
 
 __all__ = [
     "GUARD_LABEL",

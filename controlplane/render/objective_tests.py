@@ -10,13 +10,13 @@ from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
 
-from controlplane.alerting.objectives import Objective
-from controlplane.alerting.rules import Comparison
+from controlplane.catalog.events import EventType
+from controlplane.catalog.objectives import Objective
+from controlplane.catalog.rules import Comparison
 from controlplane.render.promql_text import duration, matcher, selector
 from controlplane.render.promtool import InputSeries, expand, simulate
 from controlplane.render.scenarios import FOREIGN_PIPELINE, INSTANCES, Reading, alert_value, bad_and_good, base_labels
 from controlplane.render.slo import ObjectiveAlert, budget_literal, ratio_record
-from controlplane.telemetry.catalog import EventType
 
 __all__ = ["ObjectiveTests"]
 

@@ -7,7 +7,8 @@ A definition without a ``dashboard:`` section gets the same board without curate
 
 from __future__ import annotations
 
-from controlplane.alerting.rules import Rule, RuleKind
+from controlplane.catalog.events import EventType
+from controlplane.catalog.rules import Rule, RuleKind
 from controlplane.definitions.schemas import PanelSpec, PipelineDefinition, TargetSpec
 from controlplane.render.panels import (
     ALERT_STATE,
@@ -20,11 +21,10 @@ from controlplane.render.panels import (
 )
 from controlplane.render.pipeline_queries import PipelineQueries
 from controlplane.render.promql_text import matcher, per_minute, quantile, selector, sum_rate
-from controlplane.telemetry.catalog import EventType
 
 __all__ = ["pipeline_board"]
 
-#: Grafana unit of an event value's base unit (telemetry.catalog.UNITS).
+#: Grafana unit of an event value's base unit (catalog.events.UNITS).
 _VALUE_UNITS = {"seconds": "s", "bytes": "bytes", "ratio": "percentunit", "tokens": "short", "items": "short"}
 #: The rule kinds a panel draws as PromQL: a share of events, or a mean of their values.
 _DRAWN = (RuleKind.RATIO, RuleKind.MEAN)

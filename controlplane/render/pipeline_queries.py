@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from controlplane.alerting.rules import Rule, RuleKind
+from controlplane.catalog.events import EventType
+from controlplane.catalog.rules import Rule, RuleKind
 from controlplane.definitions.schemas import PipelineDefinition
 from controlplane.render.panels import ENVIRONMENT, ROLLOUT_STATE, Timeseries, timeseries
 from controlplane.render.promql_text import matcher, selector, sum_rate
-from controlplane.telemetry.catalog import EventType
 
 __all__ = ["PipelineQueries"]
 

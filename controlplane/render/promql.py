@@ -21,9 +21,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from controlplane.alerting.rules import Rule, RuleKind, Selector
+from controlplane.catalog.events import EventType
+from controlplane.catalog.rules import Rule, RuleKind, Selector
 from controlplane.render.promql_text import LabelMatch, duration, matchers, paren
-from controlplane.telemetry.catalog import EventType
 
 __all__ = [
     "EVENT_KINDS",

@@ -17,6 +17,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+from controlplane.catalog.rules import escape_string, format_duration
+
 __all__ = [
     "RATE_INTERVAL",
     "LabelMatch",
@@ -36,12 +38,6 @@ __all__ = [
 #: Grafana's range for rate(): at least four scrape intervals, whatever the dashboard's resolution.
 RATE_INTERVAL = "$__rate_interval"
 _REGEX_SPECIAL = frozenset("\\.+*?()|[]{}^$")
-
-
-def escape_string(text: str, quote: str = '"') -> str:
-    """``text`` escaped for the inside of a PromQL string quoted with ``quote`` (``"`` or ``'``): backslashes and
-    that quote get a backslash, so no value can end the string early."""
-    return text.replace("\\", "\\\\").replace(quote, "\\" + quote)
 
 
 def string_literal(text: str) -> str:
@@ -119,10 +115,6 @@ def duration(value: timedelta | int) -> str:
     """A Prometheus duration (of a timedelta, or of whole seconds) in its largest whole unit: ``90s``, ``5m``,
     ``1h``, ``3d``; refused when not a whole, positive number of seconds."""
     total = value.total_seconds() if isinstance(value, timedelta) else value
-    seconds = int(total)
-    if seconds <= 0 or seconds != total:
+    if int(total) <= 0 or int(total) != total:
         raise ValueError(f"{value} is not a whole, positive number of seconds")
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
+    return format_duration(timedelta(seconds=total))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
-from controlplane.alerting.rules import Rule
+from controlplane.catalog.rules import Rule
 
 __all__ = [
     "Levels",

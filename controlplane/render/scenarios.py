@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from controlplane.alerting.rules import Comparison, Rule, RuleKind, Selector
+from controlplane.catalog.events import EventType
+from controlplane.catalog.rules import Comparison, Rule, RuleKind, Selector
 from controlplane.render.promql import STREAK_GAUGE
 from controlplane.render.promtool import InputSeries
 from controlplane.render.scenario_levels import (
@@ -26,7 +27,6 @@ from controlplane.render.scenario_levels import (
     sample_floor,
     streak_levels,
 )
-from controlplane.telemetry.catalog import EventType
 
 __all__ = [
     "FOREIGN_PIPELINE",

@@ -12,13 +12,13 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from controlplane.alerting.objectives import BURN_RATE_ALERTS, BurnRateAlert, Objective
-from controlplane.alerting.rules import Severity
+from controlplane.catalog.events import EventType
+from controlplane.catalog.objectives import BURN_RATE_ALERTS, BurnRateAlert, Objective
+from controlplane.catalog.rules import Severity
 from controlplane.definitions.schemas import PipelineDefinition
 from controlplane.render.names import alert_name, template_literal
 from controlplane.render.promql import GROUPING
 from controlplane.render.promql_text import LabelMatch, duration, matchers, paren
-from controlplane.telemetry.catalog import EventType
 
 __all__ = [
     "BURN_ALERT_SUFFIX",
