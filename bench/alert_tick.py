@@ -20,10 +20,11 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.orm import sessionmaker
 
 from bench.rollout_race import database, print_results
-from controlplane.alerting.service import EvaluationCache, evaluate_alerts
+from controlplane.alerting.evaluation import EvaluationCache
 from controlplane.db import create_db_engine, session_scope
 from controlplane.definitions.loader import parse_definition
 from controlplane.definitions.service import apply_definition
+from controlplane.guarding.evaluation import evaluate_alerts
 from controlplane.migrate import upgrade_to_head
 from controlplane.notifications.config import NotificationConfig
 from controlplane.settings import Settings

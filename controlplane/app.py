@@ -18,14 +18,15 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
-from controlplane.alerting.controller import AlertController, AlertmanagerController
+from controlplane.alerting.controller import AlertController
 from controlplane.api.dependencies import dependencies
 from controlplane.api.health import healthz, readyz
-from controlplane.api.metrics import StateMetrics, StreakMetrics, metrics
 from controlplane.api.problems import exception_handlers
+from controlplane.api.rate_limits import RateLimiter
 from controlplane.api.unit_of_work import UnitOfWork
 from controlplane.audit.controller import AuditController
 from controlplane.auth.controller import TokenController
+from controlplane.auth.dependencies import dependencies as auth_dependencies
 from controlplane.auth.guards import PrincipalCache, address_identity, authorize, rate_limit_identity
 from controlplane.cleanup.controller import CleanupController
 from controlplane.cleanup.jobs import CleanupExecutor, StorageFor, gcs_storage_for
@@ -34,9 +35,11 @@ from controlplane.db import create_db_engine, reader_factory, session_scope
 from controlplane.definitions.controller import DefinitionController
 from controlplane.evaluation.controller import EvaluationController, OfrepController, limit_evaluation
 from controlplane.evaluation.feed import ConfigurationFeed
-from controlplane.evaluation.limits import EvaluationLimiter
+from controlplane.exporter.metrics import StateMetrics, StreakMetrics, metrics
 from controlplane.flags import service as flag_service
 from controlplane.flags.controller import FlagController
+from controlplane.guarding.dependencies import dependencies as gate_dependencies
+from controlplane.guarding.webhook import AlertmanagerController
 from controlplane.metrics import ControlPlaneMetrics, HttpMetricsMiddleware
 from controlplane.migrate import is_at_head
 from controlplane.notifications.config import load_notification_config
@@ -185,7 +188,7 @@ def create_app(
     return Litestar(
         route_handlers=[api, evaluation, healthz, readyz, metrics],
         guards=[authorize],
-        dependencies=dependencies,
+        dependencies={**dependencies, **auth_dependencies, **gate_dependencies},
         exception_handlers=exception_handlers,
         middleware=[
             lambda app: HttpMetricsMiddleware(app, process_metrics),
@@ -211,8 +214,8 @@ def create_app(
                 "unit_of_work": UnitOfWork(factory, reader, after_commit=feed.catch_up),
                 "feed": feed,
                 "principals": PrincipalCache(ttl_seconds=settings.token_cache_seconds),
-                "evaluation_limiter": EvaluationLimiter(settings.evaluation_rate_limit_per_second),
-                "ingest_limiter": EvaluationLimiter(settings.ingest_rate_limit_per_second),
+                "evaluation_limiter": RateLimiter(settings.evaluation_rate_limit_per_second),
+                "ingest_limiter": RateLimiter(settings.ingest_rate_limit_per_second),
                 "catalog_cache": catalog_cache,
                 "batch_writer": BatchWriter(factory, clock=clock),
                 "metrics": process_metrics,

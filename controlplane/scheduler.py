@@ -18,12 +18,13 @@ import httpx
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.orm import Session, sessionmaker
 
-from controlplane.alerting.jobs import evaluate_alert_rules
+from controlplane.alerting.evaluation import EvaluationCache
 from controlplane.alerting.prometheus import prometheus_source
-from controlplane.alerting.service import EvaluationCache
 from controlplane.cleanup.jobs import StorageFor, gcs_storage_for, run_cleanups
 from controlplane.clock import Clock
 from controlplane.db import session_scope
+from controlplane.guarding.jobs import evaluate_alert_rules
+from controlplane.guarding.readings import AlertGateReader
 from controlplane.metrics import ControlPlaneMetrics
 from controlplane.notifications.config import NotificationConfig
 from controlplane.notifications.jobs import deliver_due_notifications
@@ -108,6 +109,7 @@ def build_jobs(
     config = notifications or NotificationConfig()
     client = http or httpx.Client(timeout=5.0)
     evaluation_cache = EvaluationCache()
+    gates = AlertGateReader()
     prometheus = prometheus_source(settings.prometheus_url, settings.prometheus_query_timeout_seconds)
     storage = storage_for or gcs_storage_for(settings.gcs_project)
     return [
@@ -119,7 +121,7 @@ def build_jobs(
         ),
         JobSpec(
             "advance_baked_rollouts",
-            lambda: advance_baked_rollouts(factory, environments=settings.environments, clock=clock),
+            lambda: advance_baked_rollouts(factory, environments=settings.environments, clock=clock, gates=gates),
             timedelta(seconds=settings.rollout_tick_seconds),
         ),
         JobSpec(

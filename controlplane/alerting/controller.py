@@ -1,26 +1,24 @@
-"""HTTP routes of alerting: alert states and history (`viewer`), and the Alertmanager webhook (`operator`)."""
+"""HTTP routes of alerting: alert states and history (`viewer`). The Alertmanager webhook is guarding's."""
 
 from __future__ import annotations
 
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated
 
-from litestar import Controller, Request, get, post
-from litestar.params import JSONBody, QueryParameter
+from litestar import Controller, get
+from litestar.params import QueryParameter
 from sqlalchemy.orm import Session
 
 from controlplane.alerting import service
 from controlplane.alerting.models import AlertStateRow
-from controlplane.alerting.rules import AlertState
-from controlplane.alerting.schemas import AlertmanagerPayload, AlertRead, AlertTransitionRead, WebhookOutcome
-from controlplane.api.dependencies import Now, ProcessSettings, TokenPrincipal, Work
-from controlplane.auth.roles import Role
-from controlplane.catalog.rules import Rule
+from controlplane.alerting.schemas import AlertRead, AlertTransitionRead
+from controlplane.api.dependencies import Work
+from controlplane.api.roles import Role
+from controlplane.catalog.rules import AlertState, Rule
 from controlplane.catalog.service import load_rules
 from controlplane.errors import InvalidInput
-from controlplane.metrics import ControlPlaneMetrics
 
-__all__ = ["AlertController", "AlertmanagerController"]
+__all__ = ["AlertController"]
 
 
 def _alerts(session: Session, state: str | None) -> list[AlertRead]:
@@ -103,41 +101,3 @@ class AlertController(Controller):
             ]
 
         return await uow.read(read)
-
-
-class AlertmanagerController(Controller):
-    """Alertmanager's webhook receiver: a firing alert labelled with a flag and environment rolls that flag back."""
-
-    path = "/alertmanager"
-    tags = ["alerting"]
-
-    @post("/webhook", opt={"role": Role.OPERATOR}, status_code=200, summary="Alertmanager webhook (version 4)")
-    async def webhook(
-        self,
-        request: Request[Any, Any, Any],
-        data: JSONBody[AlertmanagerPayload],
-        uow: Work,
-        principal: TokenPrincipal,
-        now: Now,
-        settings: ProcessSettings,
-    ) -> list[WebhookOutcome]:
-        """Answer 2xx once handled (Alertmanager retries 5xx only); each alert says what was done."""
-        if data.version != "4":
-            raise InvalidInput(
-                "invalid-webhook", f"Alertmanager webhook version {data.version!r} is not supported; expected 4"
-            )
-        state = request.app.state
-        outcomes, done = await uow.write(
-            partial(
-                service.handle_alertmanager,
-                payload=data,
-                actor=principal.name,
-                environments=settings.environments,
-                now=now,
-                notifications=state.notification_config(),
-            )
-        )
-        metrics: ControlPlaneMetrics = state.metrics
-        for rollback in done:
-            metrics.rollbacks.labels(rollback.flag, rollback.environment, rollback.trigger).inc()
-        return outcomes

@@ -19,7 +19,6 @@ so exactly 3% never fires a ``> 3%`` rule whatever the float rounding.
 
 from __future__ import annotations
 
-import enum
 import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,10 +26,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
-from controlplane.catalog.rules import WINDOW_SIZE, Rule, RuleKind
+from controlplane.catalog.rules import WINDOW_SIZE, AlertState, Rule, RuleKind
 
 __all__ = [
-    "AlertState",
+    "AlertState",  # declared in catalog.rules; named here too, beside the machine that steps it
     "AlertStatus",
     "Measurement",
     "Series",
@@ -41,15 +40,6 @@ __all__ = [
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-class AlertState(enum.StrEnum):
-    """An alert's state for one rule in one environment."""
-
-    INACTIVE = "inactive"
-    PENDING = "pending"
-    FIRING = "firing"
-    INSUFFICIENT_DATA = "insufficient_data"
 
 
 @dataclass(frozen=True, slots=True)

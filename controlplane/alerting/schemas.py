@@ -1,4 +1,4 @@
-"""Wire types of alerting: alert states, transitions, and the Alertmanager webhook payload (version 4)."""
+"""Wire types of alerting: alert states and their transitions."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import datetime
 
 import msgspec
 
-__all__ = ["AlertRead", "AlertTransitionRead", "AlertmanagerAlert", "AlertmanagerPayload", "WebhookOutcome"]
+__all__ = ["AlertRead", "AlertTransitionRead"]
 
 
 class AlertRead(msgspec.Struct):
@@ -44,42 +44,3 @@ class AlertTransitionRead(msgspec.Struct):
     samples: int
     condition: str
     detail: str
-
-
-class AlertmanagerAlert(msgspec.Struct):
-    """One alert of an Alertmanager webhook notification."""
-
-    status: str
-    labels: dict[str, str]
-    annotations: dict[str, str] = msgspec.field(default_factory=dict)
-    startsAt: str = ""  # noqa: N815 - Alertmanager's field name
-    endsAt: str = ""  # noqa: N815
-    generatorURL: str = ""  # noqa: N815
-    fingerprint: str = ""
-
-
-class AlertmanagerPayload(msgspec.Struct):
-    """Alertmanager's webhook body, version 4 (unknown fields are ignored: newer versions add some)."""
-
-    version: str
-    status: str
-    alerts: list[AlertmanagerAlert]
-    receiver: str = ""
-    groupKey: str = ""  # noqa: N815
-    groupLabels: dict[str, str] = msgspec.field(default_factory=dict)  # noqa: N815
-    commonLabels: dict[str, str] = msgspec.field(default_factory=dict)  # noqa: N815
-    externalURL: str = ""  # noqa: N815
-    truncatedAlerts: int = 0  # noqa: N815
-
-
-class WebhookOutcome(msgspec.Struct):
-    """What the control plane did with each alert of a webhook notification."""
-
-    fingerprint: str
-    alertname: str
-    # rolled_back | already_rolled_back | no_rollout | not_a_stage_guard | ignored_resolved | ignored_unlabelled
-    # | refused
-    action: str
-    flag: str | None = None
-    environment: str | None = None
-    detail: str = ""

@@ -17,12 +17,14 @@ from typing import Any
 __all__ = [
     "ENVIRONMENT_PLACEHOLDER",
     "WINDOW_SIZE",
+    "AlertState",
     "Comparison",
     "Rule",
     "RuleKind",
     "RuleSource",
     "Selector",
     "Severity",
+    "escape_string",
     "format_duration",
     "placeholders",
     "rule_from_json",
@@ -73,6 +75,15 @@ class Severity(enum.StrEnum):
     PAGE = "page"
     TICKET = "ticket"
     INFO = "info"
+
+
+class AlertState(enum.StrEnum):
+    """The states a rule's alert can be in, for one environment (alerting steps it; rollout gates read it)."""
+
+    INACTIVE = "inactive"
+    PENDING = "pending"
+    FIRING = "firing"
+    INSUFFICIENT_DATA = "insufficient_data"
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +206,12 @@ def placeholders(query: str) -> list[tuple[int, str | None]]:
     return found
 
 
+def escape_string(text: str, quote: str = '"') -> str:
+    """``text`` escaped for the inside of a PromQL string quoted with ``quote`` (``"`` or ``'``): backslashes and
+    that quote get a backslash, so no value can end the string early."""
+    return text.replace("\\", "\\\\").replace(quote, "\\" + quote)
+
+
 def _substitute(query: str, environment: str) -> str:
     if not query:
         return query
@@ -202,7 +219,7 @@ def _substitute(query: str, environment: str) -> str:
     last = 0
     for position, quote in placeholders(query):
         # Escaped for the string it sits in, so no environment name can end that string early.
-        name = environment if quote in (None, "`") else environment.replace("\\", "\\\\").replace(quote, "\\" + quote)
+        name = environment if quote in (None, "`") else escape_string(environment, quote)
         parts += [query[last:position], name]
         last = position + len(ENVIRONMENT_PLACEHOLDER)
     parts.append(query[last:])

@@ -1,4 +1,4 @@
-"""Scheduled work of alerting: the rule evaluation tick."""
+"""Scheduled work of guarding: the rule evaluation tick, with the automatic rollbacks its guards make."""
 
 from __future__ import annotations
 
@@ -10,19 +10,15 @@ from datetime import timedelta
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from controlplane.alerting.evaluation import EvaluationCache, current_rules, plan_evaluation
 from controlplane.alerting.prometheus import PrometheusSource, read_prometheus_rules
-from controlplane.alerting.service import (
-    Evaluation,
-    EvaluationCache,
-    apply_evaluation,
-    current_rules,
-    plan_evaluation,
-)
 from controlplane.clock import Clock
 from controlplane.db import reader_factory, session_scope
+from controlplane.guarding.evaluation import GuardedEvaluation, apply_guarded_evaluation
 from controlplane.metrics import ControlPlaneMetrics
 from controlplane.notifications.config import NotificationConfig
 from controlplane.notifications.service import count_silenced
+from controlplane.rollouts.service import guarded_rollouts
 
 __all__ = ["evaluate_alert_rules"]
 
@@ -39,7 +35,7 @@ def evaluate_alert_rules(
     window_size: timedelta,
     cache: EvaluationCache | None = None,
     prometheus: PrometheusSource | None = None,
-) -> Evaluation:
+) -> GuardedEvaluation:
     """Evaluate every rule once, in one transaction; rollbacks and notifications commit with the states.
 
     ``prometheus`` answers the queries of ``source: prometheus`` rules (None: not configured, so they lack data).
@@ -59,9 +55,16 @@ def evaluate_alert_rules(
         plan = plan_evaluation(
             reading, environments=environments, now=now, window_size=window_size, cache=cache, readings=readings
         )
+        guarded = guarded_rollouts(reading)
     with session_scope(factory) as session:
-        evaluation = apply_evaluation(
-            session, plan, environments=environments, now=now, notifications=notifications(), cache=cache
+        evaluation = apply_guarded_evaluation(
+            session,
+            plan,
+            guarded,
+            environments=environments,
+            now=now,
+            notifications=notifications(),
+            cache=cache,
         )
     if metrics is not None:
         metrics.alert_evaluation_duration.observe(time.perf_counter() - started)

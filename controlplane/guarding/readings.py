@@ -1,4 +1,9 @@
-"""Reading what gates need from the database: guard states and the samples a stage has seen. Never commits."""
+"""Reading what rollout gates need from the database: guard states and the samples a stage has seen.
+
+``AlertGateReader`` is the ``GateReader`` rollouts are handed (by the app, the scheduler and this workflow): it reads
+the alert states alerting stored and the telemetry windows ingest wrote, and judges them with rollouts' pure
+``judge_gates``. A new metric source for guards goes here. Never commits.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,15 @@ from datetime import datetime
 from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import Session
 
-from controlplane.alerting.guards import GateVerdict, GuardReading, judge_gates
 from controlplane.alerting.models import AlertStateRow
-from controlplane.alerting.rules import AlertState
-from controlplane.catalog.rules import WINDOW_SIZE, Rule
+from controlplane.catalog.rules import WINDOW_SIZE, AlertState, Rule
 from controlplane.catalog.service import load_catalog, load_rules
+from controlplane.rollouts.gates import GateVerdict, GuardReading, judge_gates
 from controlplane.rollouts.stages import Stage
 from controlplane.telemetry.aggregation import window_start
 from controlplane.telemetry.models import TelemetryWindow
 
-__all__ = ["gate_verdict", "guard_readings"]
+__all__ = ["AlertGateReader", "gate_verdict", "guard_readings", "stage_samples"]
 
 
 def guard_readings(session: Session, guards: Sequence[str], environment: str) -> list[GuardReading]:
@@ -87,3 +91,26 @@ def gate_verdict(
         else None
     )
     return judge_gates(readings, samples=samples, min_samples=stage.min_samples)
+
+
+class AlertGateReader:
+    """Rollouts' ``GateReader``: guards read from stored alert states, samples from the telemetry windows."""
+
+    def readings(self, session: Session, guards: Sequence[str], environment: str) -> list[GuardReading]:
+        """The latest state of each named guard in ``environment``."""
+        return guard_readings(session, guards, environment)
+
+    def verdict(
+        self,
+        session: Session,
+        *,
+        flag: str,
+        environment: str,
+        stage: Stage,
+        stage_started_at: datetime | None,
+        variant: str | None,
+    ) -> GateVerdict:
+        """Whether the current stage of a rollout may be left, with every reason it may not."""
+        return gate_verdict(
+            session, flag=flag, environment=environment, stage=stage, stage_started_at=stage_started_at, variant=variant
+        )

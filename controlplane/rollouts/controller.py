@@ -1,4 +1,7 @@
-"""HTTP routes of rollouts: status and history with `viewer`, operations with `operator`."""
+"""HTTP routes of rollouts: status and history with `viewer`, operations with `operator`.
+
+Handlers receive ``gates`` (a ``GateReader``) by injection: the app provides the one reading alert states.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +9,22 @@ from functools import partial
 from typing import Any
 
 from litestar import Controller, Request, get, post
+from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
-from controlplane.api.dependencies import Now, ProcessSettings, TokenPrincipal, Work
-from controlplane.auth.roles import Role
+from controlplane.api.dependencies import Now, ProcessSettings, Work
+from controlplane.api.roles import Role
+from controlplane.auth.dependencies import TokenPrincipal
 from controlplane.rollouts import service
+from controlplane.rollouts.gates import GateReader
+from controlplane.rollouts.operations import Operation, RolloutTarget
 from controlplane.rollouts.schemas import RolloutOperation, RolloutRead, RolloutStatus
-from controlplane.rollouts.service import Operation, RolloutTarget
+from controlplane.rollouts.status import list_rollout_history, rollout_status
 
-__all__ = ["RolloutController"]
+__all__ = ["Gates", "RolloutController"]
+
+#: The handler parameter ``gates``: injected by name (the app's ``gates`` dependency).
+Gates = NamedDependency[GateReader]
 
 
 class RolloutController(Controller):
@@ -26,12 +36,18 @@ class RolloutController(Controller):
 
     @get("/rollout", summary="Rollout status")
     async def status(
-        self, uow: Work, key: FromPath[str], environment: FromPath[str], now: Now, settings: ProcessSettings
+        self,
+        uow: Work,
+        key: FromPath[str],
+        environment: FromPath[str],
+        now: Now,
+        settings: ProcessSettings,
+        gates: Gates,
     ) -> RolloutStatus:
         """Where the rollout stands and what the environment serves."""
         target = RolloutTarget(key, environment)
         return await uow.read(
-            partial(service.rollout_status, target=target, environments=settings.environments, now=now)
+            partial(rollout_status, target=target, environments=settings.environments, now=now, gates=gates)
         )
 
     @get("/rollouts", summary="Rollout history")
@@ -40,7 +56,7 @@ class RolloutController(Controller):
     ) -> list[RolloutRead]:
         """Every rollout of the flag in this environment, newest first."""
         return await uow.read(
-            partial(service.list_rollout_history, key=key, environment=environment, environments=settings.environments)
+            partial(list_rollout_history, key=key, environment=environment, environments=settings.environments)
         )
 
     @post(
@@ -60,6 +76,7 @@ class RolloutController(Controller):
         principal: TokenPrincipal,
         now: Now,
         settings: ProcessSettings,
+        gates: Gates,
     ) -> RolloutStatus:
         """Apply one operation; illegal transitions and stale revisions are refused with 409."""
         status = await uow.write(
@@ -71,6 +88,7 @@ class RolloutController(Controller):
                 actor=principal.name,
                 environments=settings.environments,
                 now=now,
+                gates=gates,
             )
         )
         if operation is Operation.ROLLBACK:

@@ -3,16 +3,24 @@
 A stage may be left (advanced, by hand or by the tick) only when every guard was measured and is inactive.
 Firing, pending (a breach in progress), insufficient data and never evaluated all hold the stage, each with its
 reason; so do too few samples served the rollout variant since the stage began.
+
+Rollouts do not read guards themselves: whoever calls them hands over a ``GateReader`` (the control plane's reads
+alert states and telemetry, ``controlplane.guarding.readings``), so this domain needs nothing from alerting.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, runtime_checkable
 
-from controlplane.alerting.rules import AlertState
+from sqlalchemy.orm import Session
 
-__all__ = ["GateVerdict", "GuardReading", "judge_gates"]
+from controlplane.catalog.rules import AlertState
+from controlplane.rollouts.stages import Stage
+
+__all__ = ["GateReader", "GateVerdict", "GuardReading", "judge_gates"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,3 +72,25 @@ def judge_gates(guards: Sequence[GuardReading], *, samples: int | None, min_samp
             f"the stage has {samples or 0} events served the rollout variant since it began; it needs {min_samples}"
         )
     return GateVerdict(clear=not reasons, reasons=tuple(reasons))
+
+
+@runtime_checkable  # Litestar checks injected values against the handler's annotation
+class GateReader(Protocol):
+    """What rollouts ask about their guards: each guard's latest reading, and whether a stage may be left."""
+
+    def readings(self, session: Session, guards: Sequence[str], environment: str) -> list[GuardReading]:
+        """The latest state of each named guard in ``environment`` (None state: never evaluated or unknown)."""
+        ...
+
+    def verdict(
+        self,
+        session: Session,
+        *,
+        flag: str,
+        environment: str,
+        stage: Stage,
+        stage_started_at: datetime | None,
+        variant: str | None,
+    ) -> GateVerdict:
+        """Whether ``stage`` of the rollout of ``flag`` in ``environment`` may be left, with every reason not."""
+        ...

@@ -12,6 +12,7 @@ from controlplane.clock import Clock
 from controlplane.db import session_scope
 from controlplane.errors import DomainError
 from controlplane.rollouts import service
+from controlplane.rollouts.gates import GateReader
 
 __all__ = ["advance_baked_rollouts"]
 
@@ -19,9 +20,10 @@ logger = logging.getLogger(__name__)
 
 
 def advance_baked_rollouts(
-    factory: sessionmaker[Session], *, environments: Sequence[str], clock: Clock
+    factory: sessionmaker[Session], *, environments: Sequence[str], clock: Clock, gates: GateReader
 ) -> dict[str, int]:
-    """Advance every running auto-advance stage whose bake time has passed; one transaction per rollout."""
+    """Advance every running auto-advance stage whose bake time has passed and whose gates are clear (as ``gates``
+    reads them); one transaction per rollout."""
     counts = {"checked": 0, "advanced": 0, "conflicts": 0, "errors": 0}
     with session_scope(factory) as session:
         targets = service.running_rollout_targets(session)
@@ -29,7 +31,9 @@ def advance_baked_rollouts(
         counts["checked"] += 1
         try:
             with session_scope(factory) as session:
-                status = service.tick_rollout(session, target=target, environments=environments, now=clock())
+                status = service.tick_rollout(
+                    session, target=target, environments=environments, now=clock(), gates=gates
+                )
         except (StaleDataError, DomainError) as error:
             # An operator acted on this rollout meanwhile; the next tick sees the new state.
             counts["conflicts"] += 1

@@ -6,7 +6,8 @@
     running | paused --rollback(previous_stage, stage > 0)--> paused one stage back
     running --tick (auto stage, bake elapsed)--> as advance
 
-No database, no clock of its own, no randomness: the caller passes ``now`` and persists the result.
+No database, no clock of its own, no randomness: the caller passes ``now`` and persists the result
+(``stages_to_json`` and ``stages_from_json`` are a plan's stored form).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 __all__ = [
     "Refusal",
@@ -31,6 +33,8 @@ __all__ = [
     "promotion_refusal",
     "resume",
     "rollback",
+    "stages_from_json",
+    "stages_to_json",
     "start",
     "tick",
     "validate_stages",
@@ -91,6 +95,34 @@ def validate_stages(stages: Sequence[Stage]) -> None:
             )
     if stages[-1].percentage != 100:
         raise ValueError(f"the last stage must be 100%, got {stages[-1].percentage}")
+
+
+def stages_to_json(stages: Sequence[Stage]) -> list[dict[str, Any]]:
+    """The stored form of a plan's stages."""
+    return [
+        {
+            "percentage": stage.percentage,
+            "bake_seconds": stage.bake.total_seconds(),
+            "min_samples": stage.min_samples,
+            "guards": list(stage.guards),
+            "auto_advance": stage.auto_advance,
+        }
+        for stage in stages
+    ]
+
+
+def stages_from_json(items: Sequence[dict[str, Any]]) -> tuple[Stage, ...]:
+    """Stages read back from storage."""
+    return tuple(
+        Stage(
+            percentage=float(item["percentage"]),
+            bake=timedelta(seconds=float(item["bake_seconds"])),
+            min_samples=int(item["min_samples"]),
+            guards=tuple(item["guards"]),
+            auto_advance=bool(item["auto_advance"]),
+        )
+        for item in items
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +265,8 @@ def tick(rollout: Rollout, *, now: datetime, enabled: bool = True) -> Outcome | 
     """Advance a running auto-advance stage once its bake time has passed; None when there is nothing to do.
 
     A switched-off environment (``enabled`` false) holds: the scheduler never brings a flag back by itself.
-    Guards are judged by the caller (``rollouts.service.tick_rollout``), which holds the stage while they refuse.
+    Guards are judged by the caller (``rollouts.service.tick_rollout``, through its ``GateReader``), which holds
+    the stage while they refuse.
     """
     if rollout.state is not RolloutState.RUNNING or not rollout.stage.auto_advance or not enabled:
         return None

@@ -17,9 +17,10 @@ from litestar.testing import TestClient
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
-from controlplane.alerting.jobs import evaluate_alert_rules
+from controlplane.api.roles import Role
 from controlplane.app import create_app
-from controlplane.auth.roles import Role
+from controlplane.guarding.jobs import evaluate_alert_rules
+from controlplane.guarding.readings import AlertGateReader
 from controlplane.notifications.config import load_notification_config
 from controlplane.notifications.jobs import deliver_due_notifications
 from controlplane.settings import Settings
@@ -412,6 +413,8 @@ def test_scheduled_tick_holds_a_baked_stage_while_guards_hold(story: Story) -> N
     story.start_production()
     story.evaluate()
     story.clock.advance(timedelta(hours=2))  # the 1h bake is long over
-    counts = advance_baked_rollouts(story.factory, environments=story.settings.environments, clock=story.clock)
+    counts = advance_baked_rollouts(
+        story.factory, environments=story.settings.environments, clock=story.clock, gates=AlertGateReader()
+    )
     assert counts["advanced"] == 0
     assert story.rollout()["percentage"] == 10

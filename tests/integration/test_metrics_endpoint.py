@@ -24,8 +24,8 @@ from prometheus_client.samples import Sample
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
-from controlplane.alerting.jobs import evaluate_alert_rules
-from controlplane.auth.roles import Role
+from controlplane.api.roles import Role
+from controlplane.guarding.jobs import evaluate_alert_rules
 from controlplane.settings import Settings
 from tests.conftest import REPO_ROOT, FakeClock, bearer, missing_service, without_gates
 

@@ -24,9 +24,9 @@ from prometheus_client import CollectorRegistry, Counter, start_http_server
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from controlplane.alerting.jobs import evaluate_alert_rules
 from controlplane.alerting.prometheus import NOT_CONFIGURED, PrometheusSource, prometheus_source
-from controlplane.auth.roles import Role
+from controlplane.api.roles import Role
+from controlplane.guarding.jobs import evaluate_alert_rules
 from controlplane.notifications.config import NotificationConfig
 from controlplane.scheduler import Leadership, build_jobs
 from controlplane.settings import Settings

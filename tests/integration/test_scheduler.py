@@ -15,6 +15,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from controlplane.app import create_app
+from controlplane.guarding.readings import AlertGateReader
 from controlplane.rollouts.jobs import advance_baked_rollouts
 from controlplane.scheduler import LEASE_NAME, JobSpec, Leadership, Scheduler, build_jobs
 from controlplane.scheduling.models import LeaderLease
@@ -62,7 +63,9 @@ def _start_production(client: httpx.Client, headers: dict[str, str]) -> dict[str
 
 
 def _tick(session_factory: sessionmaker[Session], settings: Settings, clock: FakeClock) -> dict[str, int]:
-    return advance_baked_rollouts(session_factory, environments=settings.environments, clock=clock)
+    return advance_baked_rollouts(
+        session_factory, environments=settings.environments, clock=clock, gates=AlertGateReader()
+    )
 
 
 def _leadership(session_factory: sessionmaker[Session], holder: str, clock: FakeClock) -> Leadership:

@@ -14,7 +14,8 @@ from litestar import Litestar
 from litestar.testing import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from controlplane.auth.roles import Role
+from controlplane.api.roles import Role
+from controlplane.guarding.readings import AlertGateReader
 from controlplane.rollouts.jobs import advance_baked_rollouts
 from controlplane.settings import Settings
 from tests.conftest import REPO_ROOT, problem
@@ -248,7 +249,9 @@ def test_the_scheduler_tick_neither_advances_a_switched_off_rollout_nor_switches
     # Production's first stage bakes 1h with auto_advance: without the kill switch, this tick would advance it.
     clock.advance(timedelta(hours=2))
 
-    counts = advance_baked_rollouts(session_factory, environments=settings.environments, clock=clock)
+    counts = advance_baked_rollouts(
+        session_factory, environments=settings.environments, clock=clock, gates=AlertGateReader()
+    )
 
     assert counts == {"checked": 1, "advanced": 0, "conflicts": 0, "errors": 0}
     after = status(client, operator, "production")
@@ -264,7 +267,9 @@ def test_the_scheduler_tick_neither_advances_a_switched_off_rollout_nor_switches
 
     # The same tick advances once the switch is back on: the refusal above was the kill switch, not the bake.
     assert patch_environment(client, admin_headers, "production", {"enabled": True}).status_code == 200
-    counts = advance_baked_rollouts(session_factory, environments=settings.environments, clock=clock)
+    counts = advance_baked_rollouts(
+        session_factory, environments=settings.environments, clock=clock, gates=AlertGateReader()
+    )
     assert counts["advanced"] == 1
     assert status(client, operator, "production")["percentage"] == 50.0
 

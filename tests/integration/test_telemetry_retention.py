@@ -8,13 +8,14 @@ from datetime import timedelta
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from controlplane.alerting.evaluation import EvaluationCache
 from controlplane.alerting.models import AlertStateRow, AlertTransition
-from controlplane.alerting.service import EvaluationCache, evaluate_alerts
 from controlplane.audit.models import AuditRecord
 from controlplane.audit.service import append_audit_record
 from controlplane.db import session_scope
 from controlplane.definitions.loader import load_definition
 from controlplane.definitions.service import apply_definition
+from controlplane.guarding.evaluation import evaluate_alerts
 from controlplane.notifications.config import NotificationConfig
 from controlplane.notifications.models import Notification
 from controlplane.retention import expire_telemetry

@@ -1,0 +1,155 @@
+"""What an evaluation reads from the database: windows summed per series, event tails, the stored alert states and
+the states table's fingerprint. Plain rows, no ORM objects: a tick reads thousands. Never writes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import case, func, literal_column, select, tuple_
+from sqlalchemy.orm import Session
+
+from controlplane.alerting.models import AlertStateRow
+from controlplane.alerting.rules import AlertStatus, Series, TailEvent, window_cutoff
+from controlplane.catalog.rules import AlertState, Rule, RuleKind, RuleSource
+from controlplane.telemetry.models import EventTail, TelemetryWindow
+
+__all__ = ["SeriesKey", "StoredStates", "fetch_series", "fetch_tails", "state_fingerprint", "stored_states"]
+
+#: (window, pipeline, event, environment): the series one rule reads in one environment.
+SeriesKey = tuple[timedelta, str, str, str]
+#: (rule, environment) -> (pipeline, status): every stored alert state.
+StoredStates = dict[tuple[str, str], tuple[str, AlertStatus]]
+
+
+def fetch_series(
+    session: Session, rules: Sequence[Rule], now: datetime, window_size: timedelta
+) -> dict[SeriesKey, list[Series]]:
+    """Sum windows per series in SQL: (window, pipeline, event, environment) -> series summed over that window.
+
+    One query per event type reads its longest rule window once (an index range scan), summing rows into bands
+    between the shorter windows' cutoffs; each window's totals are then the sum of the bands inside it.
+    """
+    windows: dict[tuple[str, str], set[timedelta]] = defaultdict(set)
+    for rule in rules:
+        if rule.source is RuleSource.EVENTS and rule.kind is not RuleKind.STREAK:
+            windows[(rule.pipeline, rule.event)].add(rule.window)
+    found: dict[SeriesKey, list[Series]] = {}
+    labels_cache: dict[str, Mapping[str, str]] = {}
+    w = TelemetryWindow
+    for (pipeline, event), lengths in sorted(windows.items()):
+        ordered = sorted(lengths)  # shortest first: band 0 is inside every window
+        cutoffs = [window_cutoff(now, length, window_size) for length in ordered]
+        group: list[Any] = [w.environment, w.variant, w.outcome, w.labels_key]
+        if len(cutoffs) > 1:
+            band: Any = case(
+                *((w.window_start >= cutoff, index) for index, cutoff in enumerate(cutoffs[:-1])),
+                else_=len(cutoffs) - 1,
+            )
+            group.append(band)
+        else:
+            band = literal_column("0")
+        rows = session.execute(
+            select(
+                w.environment,
+                w.variant,
+                w.outcome,
+                w.labels_key,
+                band,
+                func.sum(w.count),
+                func.sum(w.value_count),
+                func.sum(w.value_sum),
+            )
+            .where(w.pipeline == pipeline, w.event == event, w.window_start >= cutoffs[-1], w.window_start <= now)
+            .group_by(*group)
+        )
+        # (environment, variant, outcome, labels_key) -> per band [count, value_count, value_sum]
+        banded: dict[tuple[str, str, str, str], list[list[float]]] = {}
+        for environment, variant, outcome, key, index, count, value_count, value_sum in rows:
+            sums = banded.setdefault((environment, variant, outcome, key), [[0, 0, 0.0] for _ in ordered])
+            sums[int(index)] = [int(count or 0), int(value_count or 0), float(value_sum or 0.0)]
+        for (environment, variant, outcome, key), sums in banded.items():
+            labels = labels_cache.get(key)
+            if labels is None:
+                labels = labels_cache[key] = json.loads(key)
+            count = value_count = 0
+            value_sum = 0.0
+            for position, length in enumerate(ordered):
+                count += int(sums[position][0])
+                value_count += int(sums[position][1])
+                value_sum += sums[position][2]
+                if not count:
+                    continue
+                found.setdefault((length, pipeline, event, environment), []).append(
+                    Series(
+                        start=cutoffs[position],
+                        outcome=outcome,
+                        variant=variant,
+                        labels=labels,
+                        count=count,
+                        value_count=value_count,
+                        value_sum=value_sum,
+                    )
+                )
+    return found
+
+
+def fetch_tails(session: Session, rules: Sequence[Rule]) -> dict[tuple[str, str, str], list[TailEvent]]:
+    """The stored event tails the streak rules read: (pipeline, event, environment) -> events in order."""
+    pairs = sorted({(rule.pipeline, rule.event) for rule in rules if rule.kind is RuleKind.STREAK})
+    if not pairs:
+        return {}
+    tails: dict[tuple[str, str, str], list[TailEvent]] = {}
+    for row in session.scalars(select(EventTail).where(tuple_(EventTail.pipeline, EventTail.event).in_(pairs))):
+        tails[(row.pipeline, row.event, row.environment)] = [
+            TailEvent(at=datetime.fromisoformat(at), outcome=outcome, variant=variant, labels=labels)
+            for at, outcome, variant, labels in row.events
+        ]
+    return tails
+
+
+_STATE_COLUMNS = (
+    AlertStateRow.rule,
+    AlertStateRow.environment,
+    AlertStateRow.pipeline,
+    AlertStateRow.state,
+    AlertStateRow.since,
+    AlertStateRow.active_since,
+    AlertStateRow.keep_firing_since,
+    AlertStateRow.last_breach_at,
+    AlertStateRow.value,
+    AlertStateRow.samples,
+    AlertStateRow.detail,
+)
+
+
+def stored_states(session: Session) -> StoredStates:
+    """Every stored alert state as (pipeline, status), read as plain rows (thousands per tick: no ORM objects)."""
+    stored = {}
+    for rule, environment, pipeline, state, since, active, keep, breach, value, samples, detail in session.execute(
+        select(*_STATE_COLUMNS)
+    ):
+        stored[(rule, environment)] = (
+            pipeline,
+            AlertStatus(
+                state=AlertState(state),
+                since=since,
+                active_since=active,
+                keep_firing_since=keep,
+                last_breach_at=breach,
+                value=value,
+                samples=samples,
+                detail=detail,
+            ),
+        )
+    return stored
+
+
+def state_fingerprint(session: Session) -> tuple[int, datetime | None]:
+    """The alert states table's (row count, newest change): what an evaluation cache checks its states against."""
+    count, newest = session.execute(select(func.count(), func.max(AlertStateRow.evaluated_at))).one()
+    return int(count), newest

@@ -1,0 +1,174 @@
+"""The Alertmanager webhook (`operator`): a firing alert labelled with a flag and an environment rolls that rollout
+back through the operators' own path, once; each alert of the notification is answered with what was done."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+from litestar import Controller, Request, post
+from litestar.params import JSONBody
+from sqlalchemy.orm import Session
+
+from controlplane.api.dependencies import Now, ProcessSettings, Work
+from controlplane.api.roles import Role
+from controlplane.auth.dependencies import TokenPrincipal
+from controlplane.errors import DomainError, InvalidInput
+from controlplane.guarding.rollback import RollbackDone, roll_back_as
+from controlplane.guarding.schemas import AlertmanagerAlert, AlertmanagerPayload, WebhookOutcome
+from controlplane.metrics import ControlPlaneMetrics
+from controlplane.notifications.config import NotificationConfig
+from controlplane.notifications.messages import AlertEvent
+from controlplane.notifications.service import enqueue_notifications
+from controlplane.rollouts.controller import Gates
+from controlplane.rollouts.gates import GateReader
+from controlplane.rollouts.operations import RolloutTarget
+from controlplane.rollouts.stages import RolloutState
+from controlplane.rollouts.status import rollout_status
+
+__all__ = ["AlertmanagerController", "handle_alertmanager"]
+
+#: Alertmanager's usual severity labels onto ours, so routes by severity catch them.
+_ALERTMANAGER_SEVERITY = {"critical": "page", "page": "page", "warning": "ticket", "ticket": "ticket", "info": "info"}
+
+
+def handle_alertmanager(
+    session: Session,
+    *,
+    payload: AlertmanagerPayload,
+    actor: str,
+    environments: Sequence[str],
+    now: datetime,
+    notifications: NotificationConfig,
+    gates: GateReader,
+) -> tuple[list[WebhookOutcome], list[RollbackDone]]:
+    """Roll back the rollouts that firing Alertmanager alerts name by their `flag` and `environment` labels.
+
+    Idempotent: Alertmanager re-sends whole groups, and a rollout already rolled back is left as it is.
+    """
+    outcomes: list[WebhookOutcome] = []
+    done: list[RollbackDone] = []
+    events: list[AlertEvent] = []
+    for alert in payload.alerts:
+        name = alert.labels.get("alertname", "")
+        flag, environment = alert.labels.get("flag"), alert.labels.get("environment")
+
+        def said(action: str, detail: str = "", alert: AlertmanagerAlert = alert) -> WebhookOutcome:
+            return WebhookOutcome(
+                fingerprint=alert.fingerprint,
+                alertname=alert.labels.get("alertname", ""),
+                action=action,
+                flag=alert.labels.get("flag"),
+                environment=alert.labels.get("environment"),
+                detail=detail,
+            )
+
+        if alert.status != "firing":
+            outcomes.append(said("ignored_resolved"))
+            continue
+        if not flag or not environment:
+            outcomes.append(said("ignored_unlabelled", "the alert has no `flag` and `environment` labels"))
+            continue
+        try:
+            status = rollout_status(
+                session, target=RolloutTarget(flag, environment), environments=environments, now=now, gates=gates
+            )
+        except DomainError as error:
+            outcomes.append(said("refused", str(error)))
+            continue
+        if status.state is RolloutState.ROLLED_BACK:
+            outcomes.append(said("already_rolled_back"))
+            continue
+        if status.state not in (RolloutState.RUNNING, RolloutState.PAUSED):
+            outcomes.append(
+                said(
+                    "no_rollout",
+                    f"the rollout is {status.state.value}: only a running or paused rollout is rolled back by an alert",
+                )
+            )
+            continue
+        rule = alert.labels.get("rule")
+        if alert.labels.get("guard") == "true" and rule:
+            # A rendered guard alert is marked per environment, not per stage: act only while its rule guards the
+            # stage the rollout is at, as the control plane's own evaluation does.
+            stage_guards = [guard.rule for guard in status.guards]
+            if rule not in stage_guards:
+                outcomes.append(
+                    said(
+                        "not_a_stage_guard",
+                        f"rule `{rule}` does not guard stage {status.stage_index + 1} of this rollout "
+                        f"(its guards: {', '.join(stage_guards) or 'none'})",
+                    )
+                )
+                continue
+        words = alert.annotations.get("description") or alert.annotations.get("summary") or ""
+        reason = (
+            f"Alertmanager alert {name} firing since {alert.startsAt} (fingerprint {alert.fingerprint}, "
+            f"group {payload.groupKey}): {words} {alert.generatorURL}".strip()
+        )
+        refusal = roll_back_as(session, flag, environment, reason, actor, environments, now, gates)
+        if refusal is not None:
+            outcomes.append(said("refused", str(refusal)))
+            continue
+        outcomes.append(said("rolled_back", reason))
+        done.append(RollbackDone(flag=flag, environment=environment, rule=name, trigger="alertmanager"))
+        events.append(
+            AlertEvent(
+                kind="rollback",
+                rule=name or "alertmanager",
+                pipeline=alert.labels.get("pipeline", "alertmanager"),
+                environment=environment,
+                severity=_ALERTMANAGER_SEVERITY.get(alert.labels.get("severity", "page"), "page"),
+                summary=f"{flag} rolled back in {environment} by Alertmanager alert {name}",
+                description=reason,
+                at=now,
+                flag=flag,
+                runbook_url=alert.annotations.get("runbook_url", ""),
+                details={"fingerprint": alert.fingerprint, "labels": dict(alert.labels)},
+            )
+        )
+    if events:
+        enqueue_notifications(session, notifications, events, now=now)
+    return outcomes, done
+
+
+class AlertmanagerController(Controller):
+    """Alertmanager's webhook receiver: a firing alert labelled with a flag and environment rolls that flag back."""
+
+    path = "/alertmanager"
+    tags = ["alerting"]
+
+    @post("/webhook", opt={"role": Role.OPERATOR}, status_code=200, summary="Alertmanager webhook (version 4)")
+    async def webhook(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[AlertmanagerPayload],
+        uow: Work,
+        principal: TokenPrincipal,
+        now: Now,
+        settings: ProcessSettings,
+        gates: Gates,
+    ) -> list[WebhookOutcome]:
+        """Answer 2xx once handled (Alertmanager retries 5xx only); each alert says what was done."""
+        if data.version != "4":
+            raise InvalidInput(
+                "invalid-webhook", f"Alertmanager webhook version {data.version!r} is not supported; expected 4"
+            )
+        state = request.app.state
+        outcomes, done = await uow.write(
+            partial(
+                handle_alertmanager,
+                payload=data,
+                actor=principal.name,
+                environments=settings.environments,
+                now=now,
+                notifications=state.notification_config(),
+                gates=gates,
+            )
+        )
+        metrics: ControlPlaneMetrics = state.metrics
+        for rollback in done:
+            metrics.rollbacks.labels(rollback.flag, rollback.environment, rollback.trigger).inc()
+        return outcomes

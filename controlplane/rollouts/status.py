@@ -1,0 +1,234 @@
+"""What a rollout is now, read from the database: a flag's plan and current rollout in an environment, the state of
+each environment's rollout, the status operators see (with its guards, through a ``GateReader``) and the history.
+Never writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from controlplane.errors import NotFound
+from controlplane.flags import service as flag_service
+from controlplane.flags.models import Flag, FlagEnvironment
+from controlplane.rollouts import stages as machine
+from controlplane.rollouts.gates import GateReader, GateVerdict
+from controlplane.rollouts.models import Rollout as RolloutRow
+from controlplane.rollouts.models import RolloutPlan
+from controlplane.rollouts.operations import PromotionOrder, RolloutTarget
+from controlplane.rollouts.schemas import GuardRead, RolloutRead, RolloutStatus, StageRead
+from controlplane.rollouts.stages import RollbackPolicy, Rollout, RolloutState, stages_from_json, stages_to_json
+
+__all__ = [
+    "SERVING_STATES",
+    "LoadedRollout",
+    "build_status",
+    "current_rollout_state",
+    "list_rollout_history",
+    "load_rollout",
+    "pending_from_plan",
+    "promotion_order",
+    "rollout_status",
+    "serving_environments",
+    "stage_verdict",
+    "to_machine",
+]
+
+#: States in which a rollout decides what its environment serves.
+SERVING_STATES = frozenset({RolloutState.RUNNING, RolloutState.PAUSED, RolloutState.COMPLETED})
+
+
+@dataclass(slots=True)
+class LoadedRollout:
+    """A flag in one environment with its plans (in promotion order), this environment's plan and newest rollout."""
+
+    flag: Flag
+    state: FlagEnvironment
+    plans: list[RolloutPlan]
+    plan: RolloutPlan
+    row: RolloutRow | None
+
+
+def to_machine(row: RolloutRow) -> Rollout:
+    """A stored rollout as the stage machine sees it."""
+    return Rollout(
+        stages=stages_from_json(row.stages),
+        state=RolloutState(row.state),
+        stage_index=row.stage_index,
+        stage_started_at=row.stage_started_at,
+        rollback_policy=RollbackPolicy(row.rollback_policy),
+    )
+
+
+def pending_from_plan(plan: RolloutPlan) -> Rollout:
+    """A rollout not yet started over a stored plan."""
+    return machine.new_rollout(stages_from_json(plan.stages), RollbackPolicy(plan.rollback_policy))
+
+
+def load_rollout(session: Session, target: RolloutTarget, environments: Sequence[str]) -> LoadedRollout:
+    """The flag, its plans and its newest rollout in ``target``'s environment; NotFound without a plan there."""
+    state = flag_service.get_environment_state(
+        session, key=target.flag, environment=target.environment, environments=environments
+    )
+    plans = list(
+        session.scalars(select(RolloutPlan).where(RolloutPlan.flag_id == state.flag_id).order_by(RolloutPlan.position))
+    )
+    plan = next((p for p in plans if p.environment == target.environment), None)
+    if plan is None:
+        raise NotFound(
+            "rollout-plan-not-found",
+            f"flag `{target.flag}` has no rollout plan for {target.environment}; "
+            f"it has plans for {[p.environment for p in plans]}",
+            flag=target.flag,
+            environment=target.environment,
+        )
+    return LoadedRollout(state.flag, state, plans, plan, _current_row(session, state.flag_id, target.environment))
+
+
+def _current_row(session: Session, flag_id: int, environment: str) -> RolloutRow | None:
+    query = (
+        select(RolloutRow)
+        .where(RolloutRow.flag_id == flag_id, RolloutRow.environment == environment)
+        .order_by(RolloutRow.id.desc())
+        .limit(1)
+    )
+    return session.scalar(query)
+
+
+def _previous_environment(loaded: LoadedRollout) -> RolloutPlan | None:
+    earlier = [p for p in loaded.plans if p.position < loaded.plan.position]
+    return earlier[-1] if earlier else None
+
+
+def current_rollout_state(session: Session, flag_id: int, environment: str) -> RolloutState:
+    """The state of the newest rollout of a flag in an environment; pending when there has been none."""
+    row = _current_row(session, flag_id, environment)
+    return RolloutState(row.state) if row else RolloutState.PENDING
+
+
+def serving_environments(session: Session, flag_id: int, environments: Sequence[str]) -> list[str]:
+    """The environments where a rollout of the flag is running, paused or completed (serving its variant)."""
+    return [env for env in environments if current_rollout_state(session, flag_id, env) in SERVING_STATES]
+
+
+def promotion_order(session: Session, loaded: LoadedRollout) -> PromotionOrder:
+    """The environment before this one in the flag's promotion order, and the state of its rollout."""
+    previous = _previous_environment(loaded)
+    if previous is None:
+        return PromotionOrder(loaded.plan.environment)
+    state = current_rollout_state(session, loaded.flag.id, previous.environment)
+    return PromotionOrder(loaded.plan.environment, previous.environment, state)
+
+
+def stage_verdict(session: Session, loaded: LoadedRollout, rollout: Rollout, gates: GateReader) -> GateVerdict:
+    """Whether the stage ``rollout`` is at may be left."""
+    return gates.verdict(
+        session,
+        flag=loaded.flag.key,
+        environment=loaded.plan.environment,
+        stage=rollout.stage,
+        stage_started_at=rollout.stage_started_at,
+        variant=loaded.flag.rollout_variant,
+    )
+
+
+def rollout_status(
+    session: Session, *, target: RolloutTarget, environments: Sequence[str], now: datetime, gates: GateReader
+) -> RolloutStatus:
+    """The rollout of a flag in an environment, as an operator needs to see it."""
+    loaded = load_rollout(session, target, environments)
+    return build_status(session, loaded, loaded.row, now, gates)
+
+
+def build_status(
+    session: Session, loaded: LoadedRollout, row: RolloutRow | None, now: datetime, gates: GateReader
+) -> RolloutStatus:
+    """The status of ``row`` (or of the plan not yet started), with its stage's guards and gates."""
+    rollout = to_machine(row) if row else pending_from_plan(loaded.plan)
+    readings = gates.readings(session, rollout.stage.guards, loaded.plan.environment)
+    guards = [
+        GuardRead(
+            rule=reading.rule,
+            state=reading.state.value if reading.state else "not_evaluated",
+            value=reading.value,
+            samples=reading.samples,
+            condition=reading.condition,
+            detail=reading.detail,
+        )
+        for reading in readings
+    ]
+    if rollout.state is RolloutState.RUNNING:
+        verdict = stage_verdict(session, loaded, rollout, gates)
+        gate, gates_detail = ("clear" if verdict.clear else "holding"), verdict.summary
+    else:
+        gate, gates_detail = "not_running", f"gates are judged while the rollout runs; it is {rollout.state.value}"
+    previous = _previous_environment(loaded)
+    remaining = machine.bake_remaining(rollout, now=now)
+    auto = rollout.state is RolloutState.RUNNING and rollout.stage.auto_advance
+    started = rollout.stage_started_at
+    return RolloutStatus(
+        flag=loaded.flag.key,
+        environment=loaded.plan.environment,
+        state=rollout.state,
+        stage_index=rollout.stage_index,
+        stage_count=len(rollout.stages),
+        percentage=rollout.percentage,
+        serving_percentage=_serving_percentage(loaded.state),
+        revision=loaded.state.revision,
+        enabled=loaded.state.enabled,
+        stages=[StageRead(**item) for item in stages_to_json(rollout.stages)],
+        rollback_policy=rollout.rollback_policy,
+        gates=gate,
+        gates_detail=gates_detail,
+        guards=guards,
+        rollout_id=row.id if row else None,
+        stage_started_at=started,
+        bake_remaining_seconds=remaining.total_seconds(),
+        next_auto_advance_at=(started + rollout.stage.bake) if auto and started else None,
+        previous_environment=previous.environment if previous else None,
+        previous_environment_state=(
+            current_rollout_state(session, loaded.flag.id, previous.environment) if previous else None
+        ),
+        started_by=row.started_by if row else None,
+        forced_reason=row.forced_reason if row else None,
+        updated_at=row.updated_at if row else None,
+    )
+
+
+def _serving_percentage(state: FlagEnvironment) -> float:
+    if not state.enabled or not state.rollout:
+        return 0.0
+    return float(state.rollout.get("percentage", 0.0))
+
+
+def list_rollout_history(
+    session: Session, *, key: str, environment: str | None, environments: Sequence[str]
+) -> list[RolloutRead]:
+    """Every rollout of a flag (in one environment, or all), newest first."""
+    flag = flag_service.get_flag(session, key)
+    query = select(RolloutRow).where(RolloutRow.flag_id == flag.id).order_by(RolloutRow.id.desc())
+    if environment is not None:
+        flag_service.require_environment(environment, environments)
+        query = query.where(RolloutRow.environment == environment)
+    reads = []
+    for row in session.scalars(query):
+        rollout = to_machine(row)
+        reads.append(
+            RolloutRead(
+                id=row.id,
+                environment=row.environment,
+                state=rollout.state,
+                stage_index=row.stage_index,
+                percentage=rollout.percentage,
+                started_by=row.started_by,
+                forced_reason=row.forced_reason,
+                created_at=row.created_at,
+                updated_at=row.updated_at,
+                ended_at=row.ended_at,
+            )
+        )
+    return reads
