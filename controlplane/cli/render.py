@@ -18,7 +18,8 @@ _RENDERED_SUFFIXES = (".yml", ".yaml", ".json")
 def cmd_render(args: argparse.Namespace, settings: Settings) -> None:
     """Write alerts/ (rules, promtool tests, Alertmanager example) and dashboards/ from the definitions; --check
     only compares."""
-    from controlplane.definitions.loader import DefinitionError, load_definition
+    from controlplane.definitions.document import DefinitionError
+    from controlplane.definitions.loader import load_definition
     from controlplane.render import render_all
 
     folder = Path(args.definitions) if args.definitions else settings.definitions_dir

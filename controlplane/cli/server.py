@@ -41,7 +41,8 @@ def bootstrap(settings: Settings, engine: Any) -> str | None:
     from controlplane.auth import service as auth_service
     from controlplane.auth.schemas import TokenCreate
     from controlplane.db import session_scope, utcnow
-    from controlplane.definitions.loader import DefinitionError, load_definition
+    from controlplane.definitions.document import DefinitionError
+    from controlplane.definitions.loader import load_definition
     from controlplane.definitions.service import apply_definition
     from controlplane.migrate import upgrade_to_head
 

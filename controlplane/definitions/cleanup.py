@@ -17,8 +17,8 @@ from controlplane.cleanup.policies import (
 )
 from controlplane.cleanup.schedule import check_cron, longest_gap
 from controlplane.cleanup.selection import DeleteAfterAge, ExpiredSignedUrls, KeepObject, OlderThan
+from controlplane.definitions.document import FieldPath, Refuse
 from controlplane.definitions.schemas import CleanupSelectSpec, CleanupSpec
-from controlplane.definitions.telemetry import FieldPath, Refuse
 
 __all__ = ["MAX_GRACE", "check_cleanup"]
 

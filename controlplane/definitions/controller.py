@@ -15,7 +15,8 @@ from controlplane.api.dependencies import Now, ProcessSettings, Work, from_state
 from controlplane.api.roles import Role
 from controlplane.auth.dependencies import TokenPrincipal
 from controlplane.definitions import service
-from controlplane.definitions.loader import DefinitionError, parse_definition
+from controlplane.definitions.document import DefinitionError
+from controlplane.definitions.loader import parse_definition
 from controlplane.definitions.schemas import PipelineDefinition
 from controlplane.errors import InvalidInput
 from controlplane.telemetry.cache import CatalogCache

@@ -31,9 +31,9 @@ from types import MappingProxyType
 
 from controlplane.catalog.events import EventType
 from controlplane.catalog.rules import Rule, RuleKind
+from controlplane.definitions.document import FieldPath, Refuse
+from controlplane.definitions.rules import check_selector
 from controlplane.definitions.schemas import DashboardSpec, PanelSpec, TargetSpec
-from controlplane.definitions.telemetry import FieldPath, Refuse
-from controlplane.definitions.telemetry import _selector as check_selector
 
 __all__ = ["check_dashboard"]
 

@@ -13,9 +13,9 @@ from decimal import Decimal
 
 from controlplane.catalog.events import EventType
 from controlplane.catalog.objectives import BURN_RATE_ALERTS, Objective
+from controlplane.definitions.document import FieldPath, Refuse
+from controlplane.definitions.rules import check_selector
 from controlplane.definitions.schemas import SloSpec
-from controlplane.definitions.telemetry import FieldPath, Refuse
-from controlplane.definitions.telemetry import _selector as check_selector
 
 __all__ = ["MAX_PERIOD", "check_objectives"]
 

@@ -12,7 +12,8 @@ import pytest
 from controlplane.cleanup.policies import selection_from_json, selection_to_json
 from controlplane.cleanup.schedule import allowed_gap, check_cron, longest_gap, next_slot
 from controlplane.cleanup.selection import DeleteAfterAge, ExpiredSignedUrls, KeepObject, OlderThan, UploadedBetween
-from controlplane.definitions.loader import DefinitionError, load_definition, parse_definition
+from controlplane.definitions.document import DefinitionError
+from controlplane.definitions.loader import load_definition, parse_definition
 from controlplane.definitions.schemas import PipelineDefinition
 
 ENVIRONMENTS = ("dev", "qa", "staging", "production")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.definitions.loader import DefinitionError, load_definition, parse_definition
+from controlplane.definitions.document import DefinitionError
+from controlplane.definitions.loader import load_definition, parse_definition
 from controlplane.definitions.schemas import PipelineDefinition
 
 ENVIRONMENTS = ("dev", "qa", "staging", "production")

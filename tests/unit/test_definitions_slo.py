@@ -12,7 +12,8 @@ import pytest
 
 from controlplane.catalog.objectives import BURN_RATE_ALERTS
 from controlplane.catalog.rules import Selector, Severity
-from controlplane.definitions.loader import DefinitionError, load_definition, parse_definition
+from controlplane.definitions.document import DefinitionError
+from controlplane.definitions.loader import load_definition, parse_definition
 from controlplane.definitions.schemas import PipelineDefinition
 
 ENVIRONMENTS = ("dev", "qa", "staging", "production")

@@ -13,7 +13,8 @@ import pytest
 from controlplane.alerting.rules import Series, measure
 from controlplane.catalog.events import DEFAULT_BUCKETS, RESERVED_LABELS, LabelSpec
 from controlplane.catalog.rules import Comparison, RuleKind, Selector, Severity
-from controlplane.definitions.loader import DefinitionError, load_definition, parse_definition
+from controlplane.definitions.document import DefinitionError
+from controlplane.definitions.loader import load_definition, parse_definition
 from controlplane.definitions.schemas import PipelineDefinition
 
 ENVIRONMENTS = ("dev", "qa", "staging", "production")

@@ -35,7 +35,8 @@ from controlplane.catalog.rules import (
     rule_from_json,
     rule_to_json,
 )
-from controlplane.definitions.loader import DefinitionError, parse_definition
+from controlplane.definitions.document import DefinitionError
+from controlplane.definitions.loader import parse_definition
 from controlplane.settings import Settings, SettingsError
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)

@@ -1,7 +1,5 @@
-"""Checks of a definition's event catalog and alert rules, turning what is written into catalog and rule values.
-
-Called by the loader, which owns file positions: every refusal names the field path it is about.
-"""
+"""Checks of a definition's alert rules (measuring events, or a Prometheus query per environment) and of the
+event selectors rules, objectives and panels write, turning what is written into catalog values."""
 
 from __future__ import annotations
 
@@ -10,15 +8,7 @@ import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import timedelta
 
-from controlplane.catalog.events import (
-    DEFAULT_BUCKETS,
-    METRIC_NAME,
-    RESERVED_LABELS,
-    UNITS,
-    EventType,
-    LabelSpec,
-    ValueSpec,
-)
+from controlplane.catalog.events import EventType
 from controlplane.catalog.rules import (
     ENVIRONMENT_PLACEHOLDER,
     Comparison,
@@ -29,148 +19,20 @@ from controlplane.catalog.rules import (
     Severity,
     placeholders,
 )
-from controlplane.definitions.schemas import EventSpec, FlagSpec, RuleSpec
+from controlplane.definitions.document import FieldPath, Refuse
+from controlplane.definitions.schemas import FlagSpec, RuleSpec
 
-__all__ = ["MAX_RULE_WINDOW", "check_events", "check_rules"]
-
-Segment = str | int
-FieldPath = tuple[Segment, ...]
-Refuse = Callable[[FieldPath, str], Exception]
+__all__ = ["MAX_RULE_WINDOW", "check_rules", "check_selector"]
 
 #: The longest window a rule may read: aggregation windows are kept at least this long.
 MAX_RULE_WINDOW = timedelta(days=1)
-_LABEL_VALUE = re.compile(r"^[A-Za-z0-9_./+:-]{1,64}$")
 _RULE_NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 
 
-def _names(values: Sequence[str], at: FieldPath, refuse: Refuse, what: str) -> None:
-    seen: set[str] = set()
-    for index, value in enumerate(values):
-        if not _LABEL_VALUE.fullmatch(value):
-            raise refuse((*at, index), f"{what} `{value}` must be 1-64 letters, digits or . _ / + : -")
-        if value in seen:
-            raise refuse((*at, index), f"{what} `{value}` is listed twice")
-        seen.add(value)
-
-
-def check_events(
-    pipeline: str, specs: Sequence[EventSpec], flags: Sequence[FlagSpec], refuse: Refuse
-) -> tuple[EventType, ...]:
-    """Check a definition's event types: names fit for metric names, bounded labels, a base unit per value."""
-    by_flag = {flag.key: flag for flag in flags}
-    events: list[EventType] = []
-    first: dict[str, int] = {}
-    metrics: dict[str, str] = {}  # every metric and sample name taken so far -> what it is
-    for index, spec in enumerate(specs):
-        at: FieldPath = ("events", index)
-        if not METRIC_NAME.fullmatch(spec.name) or spec.name.startswith("controlplane_"):
-            raise refuse(
-                (*at, "name"),
-                f"event name `{spec.name}` must be snake_case (a-z, 0-9, _) and not start with `controlplane_`: "
-                "it becomes a metric name",
-            )
-        if spec.name in first:
-            raise refuse((*at, "name"), f"event `{spec.name}` is already declared at events[{first[spec.name]}]")
-        first[spec.name] = index
-        flag = by_flag.get(spec.flag) if spec.flag is not None else flags[0]
-        if flag is None:
-            raise refuse((*at, "flag"), f"unknown flag `{spec.flag}`; an event carries a flag of its own definition")
-        _names(spec.outcomes, (*at, "outcomes"), refuse, "outcome")
-        labels: dict[str, LabelSpec] = {}
-        for label, label_spec in spec.labels.items():
-            here = (*at, "labels", label)
-            if not METRIC_NAME.fullmatch(label) or label in RESERVED_LABELS:
-                raise refuse(
-                    here,
-                    f"label `{label}` must be snake_case and not one of {', '.join(sorted(RESERVED_LABELS))}, "
-                    "which every event carries already",
-                )
-            _names(label_spec.values, (*here, "values"), refuse, "label value")
-            if label_spec.otherwise is not None and label_spec.otherwise not in label_spec.values:
-                raise refuse(
-                    (*here, "otherwise"), f"`otherwise: {label_spec.otherwise}` must be one of the listed values"
-                )
-            labels[label] = LabelSpec(values=tuple(label_spec.values), otherwise=label_spec.otherwise)
-        value = None
-        if spec.value is not None:
-            here = (*at, "value")
-            if not METRIC_NAME.fullmatch(spec.value.name):
-                raise refuse((*here, "name"), f"value name `{spec.value.name}` must be snake_case")
-            if spec.value.unit not in UNITS:
-                raise refuse(
-                    (*here, "unit"),
-                    f"unit `{spec.value.unit}` is not a base unit; use one of {', '.join(UNITS)} "
-                    "(milliseconds are written as seconds)",
-                )
-            buckets = tuple(spec.value.buckets) if spec.value.buckets is not None else DEFAULT_BUCKETS[spec.value.unit]
-            if (
-                not buckets
-                or any(not math.isfinite(bound) for bound in buckets)
-                or list(buckets) != sorted(set(buckets))
-            ):
-                raise refuse((*here, "buckets"), "buckets must be finite and strictly increasing")
-            if spec.value.minimum is not None and not math.isfinite(spec.value.minimum):
-                # NaN would admit every value (no comparison holds) and inf would refuse every one.
-                raise refuse((*here, "minimum"), "minimum must be a finite number, or null for none")
-            value = ValueSpec(
-                name=spec.value.name,
-                unit=spec.value.unit,
-                buckets=tuple(map(float, buckets)),
-                minimum=spec.value.minimum,
-            )
-        _names(spec.totals, (*at, "totals"), refuse, "total")
-        for position, total in enumerate(spec.totals):
-            if not METRIC_NAME.fullmatch(total):
-                raise refuse((*at, "totals", position), f"total `{total}` must be snake_case")
-        event = EventType(
-            pipeline=pipeline,
-            name=spec.name,
-            flag=flag.key,
-            variants=tuple(flag.variants),
-            description=spec.description,
-            outcomes=tuple(spec.outcomes),
-            labels=labels,
-            value=value,
-            totals=tuple(spec.totals),
-        )
-        _claim_metric_names(event, at, metrics, refuse)
-        events.append(event)
-    return tuple(events)
-
-
-_COUNTER_SAMPLES = ("", "_total", "_created")
-_HISTOGRAM_SAMPLES = ("", "_bucket", "_count", "_sum", "_created")
-
-
-def _claim_metric_names(event: EventType, at: FieldPath, taken: dict[str, str], refuse: Refuse) -> None:
-    """Refuse an event whose metrics (counter, histogram, totals) share a name with one already declared."""
-    families: list[tuple[FieldPath, str, str, tuple[str, ...]]] = [
-        ((*at, "name"), event.counter_name, f"the counter of event `{event.name}`", _COUNTER_SAMPLES)
-    ]
-    if event.histogram_name is not None:
-        families.append(
-            ((*at, "value"), event.histogram_name, f"the histogram of event `{event.name}`", _HISTOGRAM_SAMPLES)
-        )
-    for position, total in enumerate(event.totals):
-        families.append(
-            (
-                (*at, "totals", position),
-                event.total_name(total),
-                f"the `{total}` total of event `{event.name}`",
-                _COUNTER_SAMPLES,
-            )
-        )
-    for here, family, what, suffixes in families:
-        names = [family + suffix for suffix in suffixes]
-        for name in names:
-            if name in taken:
-                raise refuse(here, f"{what} would be the metric `{family}`, whose `{name}` is {taken[name]} already")
-        taken.update(dict.fromkeys(names, what))
-
-
-def _selector(
+def check_selector(
     written: Mapping[str, list[str]], event: EventType, flag: FlagSpec | None, at: FieldPath, refuse: Refuse
 ) -> Selector:
+    """Check a selector of ``event`` as written (label -> values): only labels it has, only values it declares."""
     matches: dict[str, frozenset[str]] = {}
     for key, values in written.items():
         if not values:
@@ -275,8 +137,8 @@ def check_rules(
             declared = ", ".join(by_event) or "none"
             raise refuse((*at, "event"), f"unknown event `{spec.event}`; this definition declares {declared}")
         flag = by_flag.get(spec.flag) if spec.flag is not None else None
-        where = _selector(spec.where, event, flag, (*at, "where"), refuse)
-        numerator = _selector(spec.numerator, event, flag, (*at, "numerator"), refuse)
+        where = check_selector(spec.where, event, flag, (*at, "where"), refuse)
+        numerator = check_selector(spec.numerator, event, flag, (*at, "numerator"), refuse)
         window = duration("window", "5m" if spec.window is None else spec.window)
         if kind is not RuleKind.STREAK and window <= timedelta(0):
             raise refuse((*at, "window"), "window must be longer than 0s")
