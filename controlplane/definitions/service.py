@@ -24,6 +24,7 @@ from controlplane.definitions.schemas import FlagDefinition, PipelineDefinition
 from controlplane.errors import InvalidInput
 from controlplane.flags import service as flag_service
 from controlplane.flags.models import Flag
+from controlplane.flags.reads import flag_snapshot
 from controlplane.flags.schemas import FlagCreate, FlagUpdate
 from controlplane.rollouts import service as rollout_service
 from controlplane.rollouts.models import RolloutPlan
@@ -238,7 +239,7 @@ def _update_flag(
     elif serving and wanted["rollout_variant"] != flag.rollout_variant:
         del wanted["rollout_variant"]
         note = f"rollout_variant kept: rollouts serve `{flag.rollout_variant}` in {', '.join(serving)}"
-    current = flag_service.flag_snapshot(flag)
+    current = flag_snapshot(flag)
     differing = sorted(name for name, value in wanted.items() if current[name] != value)
     if not differing:
         return Change(flag=flag.key, action="unchanged", note=note)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, joinedload
 
-from controlplane.flags import service as flag_service
 from controlplane.flags.models import Flag, FlagEnvironment
+from controlplane.flags.reads import to_environment_read
 from controlplane_client.provider.snapshot import FlagConfig, Snapshot
 
 __all__ = ["configuration_revisions", "load_snapshot"]
@@ -38,7 +38,7 @@ def load_snapshot(session: Session, environment: str) -> Snapshot:
     ).all()
     flags = []
     for state in states:
-        read = flag_service.to_environment_read(state)
+        read = to_environment_read(state)
         flags.append(
             FlagConfig(
                 key=state.flag.key,

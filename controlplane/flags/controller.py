@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from controlplane.api.dependencies import Now, ProcessSettings, TokenPrincipal, Work, expected_revision_from
 from controlplane.auth.roles import Role
 from controlplane.flags import service
+from controlplane.flags.reads import to_environment_read, to_flag_read
 from controlplane.flags.schemas import EnvironmentStateRead, EnvironmentStateUpdate, FlagCreate, FlagRead, FlagUpdate
 from controlplane.rollouts import service as rollout_service
 
@@ -30,7 +31,7 @@ class FlagController(Controller):
     @get("/", summary="List flags")
     async def list_flags(self, uow: Work) -> list[FlagRead]:
         """Every flag with its state in every environment."""
-        return await uow.read(lambda session: [service.to_flag_read(flag) for flag in service.list_flags(session)])
+        return await uow.read(lambda session: [to_flag_read(flag) for flag in service.list_flags(session)])
 
     @post("/", opt={"role": Role.ADMIN}, summary="Create a flag")
     async def create_flag(
@@ -42,14 +43,14 @@ class FlagController(Controller):
             flag = service.create_flag(
                 session, request=data, actor=principal.name, environments=settings.environments, now=now
             )
-            return service.to_flag_read(flag)
+            return to_flag_read(flag)
 
         return await uow.write(create)
 
     @get("/{key:str}", summary="Read a flag")
     async def read_flag(self, uow: Work, key: FromPath[str]) -> FlagRead:
         """One flag with its state in every environment."""
-        return await uow.read(lambda session: service.to_flag_read(service.get_flag(session, key)))
+        return await uow.read(lambda session: to_flag_read(service.get_flag(session, key)))
 
     @patch("/{key:str}", opt={"role": Role.ADMIN}, summary="Change a flag")
     async def update_flag(
@@ -79,7 +80,7 @@ class FlagController(Controller):
                     session, service.get_flag(session, key).id, settings.environments
                 ),
             )
-            return service.to_flag_read(flag)
+            return to_flag_read(flag)
 
         return await uow.write(update)
 
@@ -93,7 +94,7 @@ class FlagController(Controller):
             state = service.get_environment_state(
                 session, key=key, environment=environment, environments=settings.environments
             )
-            return service.to_environment_read(state)
+            return to_environment_read(state)
 
         return await uow.read(read)
 
@@ -126,6 +127,6 @@ class FlagController(Controller):
                 reason=reason,
                 rollout_serving=rollout_service.is_rollout_serving(session, key=key, environment=environment),
             )
-            return service.to_environment_read(state)
+            return to_environment_read(state)
 
         return await uow.write(update)

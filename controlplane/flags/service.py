@@ -14,16 +14,13 @@ from controlplane.audit.service import append_audit_record
 from controlplane.db import announce_on_commit
 from controlplane.errors import Conflict, InvalidInput, NotFound
 from controlplane.flags.models import CONFIGURATION_CHANNEL, Flag, FlagEnvironment
+from controlplane.flags.reads import environment_snapshot, flag_snapshot
 from controlplane.flags.schemas import (
-    EnvironmentStateRead,
     EnvironmentStateUpdate,
     FlagCreate,
     FlagDefinitionError,
-    FlagRead,
     FlagType,
     FlagUpdate,
-    PercentageRollout,
-    TargetingRule,
     check_flag_variants,
 )
 
@@ -33,14 +30,10 @@ __all__ = [
     "create_flag",
     "ensure_environments",
     "ensure_every_flag_has_environments",
-    "environment_snapshot",
-    "flag_snapshot",
     "get_environment_state",
     "get_flag",
     "list_flags",
     "record_environment_change",
-    "to_environment_read",
-    "to_flag_read",
     "update_environment_state",
     "update_flag",
 ]
@@ -130,30 +123,6 @@ def ensure_every_flag_has_environments(session: Session, environments: Sequence[
     """Give every flag a state row in every configured environment."""
     for flag in list_flags(session):
         ensure_environments(session, flag, environments)
-
-
-def flag_snapshot(flag: Flag) -> dict[str, Any]:
-    """The definition fields of a flag, as the audit log records them."""
-    return {
-        "type": flag.type,
-        "variants": flag.variants,
-        "off_variant": flag.off_variant,
-        "rollout_variant": flag.rollout_variant,
-        "description": flag.description,
-        "owner": flag.owner,
-        "kind": flag.kind,
-        "tags": flag.tags,
-    }
-
-
-def environment_snapshot(state: FlagEnvironment) -> dict[str, Any]:
-    """The serving fields of an environment state, as the audit log records them."""
-    return {
-        "enabled": state.enabled,
-        "default_variant": state.default_variant,
-        "rules": state.rules,
-        "rollout": state.rollout,
-    }
 
 
 def create_flag(
@@ -370,35 +339,3 @@ def _check_variants_exist(flag: Flag, changes: EnvironmentStateUpdate) -> None:
                 f"its variants are {sorted(flag.variants)}",
                 field=field,
             )
-
-
-def to_environment_read(state: FlagEnvironment) -> EnvironmentStateRead:
-    """The wire form of an environment state."""
-    return EnvironmentStateRead(
-        environment=state.environment,
-        enabled=state.enabled,
-        default_variant=state.default_variant,
-        rules=[msgspec.convert(rule, TargetingRule) for rule in state.rules],
-        rollout=msgspec.convert(state.rollout, PercentageRollout) if state.rollout else None,
-        revision=state.revision,
-        updated_at=state.updated_at,
-    )
-
-
-def to_flag_read(flag: Flag) -> FlagRead:
-    """The wire form of a flag with every environment."""
-    return FlagRead(
-        key=flag.key,
-        type=FlagType(flag.type),
-        variants=flag.variants,
-        off_variant=flag.off_variant,
-        rollout_variant=flag.rollout_variant,
-        description=flag.description,
-        owner=flag.owner,
-        kind=flag.kind,  # type: ignore[arg-type]
-        tags=flag.tags,
-        revision=flag.revision,
-        created_at=flag.created_at,
-        updated_at=flag.updated_at,
-        environments=[to_environment_read(state) for state in flag.environments],
-    )

@@ -1,0 +1,69 @@
+"""What a flag and its environment states read as: the wire forms (``FlagRead``, ``EnvironmentStateRead``) and
+the snapshots the audit log records. Pure mappings of the stored rows, no session."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from controlplane.flags.models import Flag, FlagEnvironment
+from controlplane.flags.schemas import EnvironmentStateRead, FlagRead, FlagType, PercentageRollout, TargetingRule
+
+__all__ = ["environment_snapshot", "flag_snapshot", "to_environment_read", "to_flag_read"]
+
+
+def flag_snapshot(flag: Flag) -> dict[str, Any]:
+    """The definition fields of a flag, as the audit log records them."""
+    return {
+        "type": flag.type,
+        "variants": flag.variants,
+        "off_variant": flag.off_variant,
+        "rollout_variant": flag.rollout_variant,
+        "description": flag.description,
+        "owner": flag.owner,
+        "kind": flag.kind,
+        "tags": flag.tags,
+    }
+
+
+def environment_snapshot(state: FlagEnvironment) -> dict[str, Any]:
+    """The serving fields of an environment state, as the audit log records them."""
+    return {
+        "enabled": state.enabled,
+        "default_variant": state.default_variant,
+        "rules": state.rules,
+        "rollout": state.rollout,
+    }
+
+
+def to_environment_read(state: FlagEnvironment) -> EnvironmentStateRead:
+    """The wire form of an environment state."""
+    return EnvironmentStateRead(
+        environment=state.environment,
+        enabled=state.enabled,
+        default_variant=state.default_variant,
+        rules=[msgspec.convert(rule, TargetingRule) for rule in state.rules],
+        rollout=msgspec.convert(state.rollout, PercentageRollout) if state.rollout else None,
+        revision=state.revision,
+        updated_at=state.updated_at,
+    )
+
+
+def to_flag_read(flag: Flag) -> FlagRead:
+    """The wire form of a flag with every environment."""
+    return FlagRead(
+        key=flag.key,
+        type=FlagType(flag.type),
+        variants=flag.variants,
+        off_variant=flag.off_variant,
+        rollout_variant=flag.rollout_variant,
+        description=flag.description,
+        owner=flag.owner,
+        kind=flag.kind,  # type: ignore[arg-type]
+        tags=flag.tags,
+        revision=flag.revision,
+        created_at=flag.created_at,
+        updated_at=flag.updated_at,
+        environments=[to_environment_read(state) for state in flag.environments],
+    )
