@@ -5,15 +5,17 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Controller, get, patch, post
+from litestar.di import NamedDependency
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from sqlalchemy.orm import Session
 
-from controlplane.api.dependencies import Now, ProcessSettings, TokenPrincipal, Work, expected_revision_from
-from controlplane.auth.roles import Role
+from controlplane.api.dependencies import Now, ProcessSettings, Work, expected_revision_from
+from controlplane.api.roles import Role
+from controlplane.auth.dependencies import TokenPrincipal
 from controlplane.flags import service
 from controlplane.flags.reads import to_environment_read, to_flag_read
 from controlplane.flags.schemas import EnvironmentStateRead, EnvironmentStateUpdate, FlagCreate, FlagRead, FlagUpdate
-from controlplane.rollouts import service as rollout_service
+from controlplane.flags.serving import RolloutServing
 
 __all__ = ["FlagController"]
 
@@ -63,6 +65,7 @@ class FlagController(Controller):
         if_match: IfMatch,
         reason: Reason,
         settings: ProcessSettings,
+        rollout_serving: NamedDependency[RolloutServing],
     ) -> FlagRead:
         """Change a flag's definition; `If-Match` must carry its current revision."""
         expected = expected_revision_from(if_match)
@@ -76,7 +79,7 @@ class FlagController(Controller):
                 actor=principal.name,
                 now=now,
                 reason=reason,
-                rollouts_serving=rollout_service.serving_environments(
+                rollouts_serving=rollout_serving.environments(
                     session, service.get_flag(session, key).id, settings.environments
                 ),
             )
@@ -110,6 +113,7 @@ class FlagController(Controller):
         settings: ProcessSettings,
         if_match: IfMatch,
         reason: Reason,
+        rollout_serving: NamedDependency[RolloutServing],
     ) -> EnvironmentStateRead:
         """Change enabled, default variant, rules or rollout bucketing; `If-Match` carries the revision."""
         expected = expected_revision_from(if_match)
@@ -125,7 +129,7 @@ class FlagController(Controller):
                 actor=principal.name,
                 now=now,
                 reason=reason,
-                rollout_serving=rollout_service.is_rollout_serving(session, key=key, environment=environment),
+                rollout_serving=rollout_serving.in_environment(session, key=key, environment=environment),
             )
             return to_environment_read(state)
 

@@ -176,6 +176,7 @@ def _persist_and_audit(
     if after.state in (RolloutState.COMPLETED, RolloutState.ROLLED_BACK):
         row.ended_at = now
     _serve(loaded, after, switch_on=switch_on)
+    flag_service.announce_configuration_change(session)
     # Every operation moves the environment's revision, even a pause that changes nothing served:
     # the revision is what concurrent operators compare against.
     loaded.state.updated_at = now
