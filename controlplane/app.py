@@ -44,7 +44,9 @@ from controlplane.metrics import ControlPlaneMetrics, HttpMetricsMiddleware
 from controlplane.migrate import is_at_head
 from controlplane.notifications.config import load_notification_config
 from controlplane.notifications.controller import NotificationController, SilenceController
+from controlplane.notifications.dependencies import dependencies as notification_dependencies
 from controlplane.rollouts.controller import RolloutController
+from controlplane.rollouts.dependencies import dependencies as rollout_dependencies
 from controlplane.scheduler import Leadership, Scheduler, build_jobs
 from controlplane.settings import Settings
 from controlplane.telemetry.cache import CatalogCache
@@ -188,7 +190,13 @@ def create_app(
     return Litestar(
         route_handlers=[api, evaluation, healthz, readyz, metrics],
         guards=[authorize],
-        dependencies={**dependencies, **auth_dependencies, **gate_dependencies},
+        dependencies={
+            **dependencies,
+            **auth_dependencies,
+            **gate_dependencies,
+            **rollout_dependencies,
+            **notification_dependencies,
+        },
         exception_handlers=exception_handlers,
         middleware=[
             lambda app: HttpMetricsMiddleware(app, process_metrics),

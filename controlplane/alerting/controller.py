@@ -13,6 +13,7 @@ from controlplane.alerting import service
 from controlplane.alerting.models import AlertStateRow
 from controlplane.alerting.schemas import AlertRead, AlertTransitionRead
 from controlplane.api.dependencies import Work
+from controlplane.api.paging import PageLimit
 from controlplane.api.roles import Role
 from controlplane.catalog.rules import AlertState, Rule
 from controlplane.catalog.service import load_rules
@@ -74,7 +75,7 @@ class AlertController(Controller):
         uow: Work,
         rule: Annotated[str | None, QueryParameter(name="rule", required=False)] = None,
         environment: Annotated[str | None, QueryParameter(name="environment", required=False)] = None,
-        limit: Annotated[int, QueryParameter(name="limit", ge=1, le=1000)] = 100,
+        limit: PageLimit = 100,
     ) -> list[AlertTransitionRead]:
         """State changes with the measured value, threshold and window, newest first."""
 

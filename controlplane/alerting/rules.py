@@ -29,7 +29,6 @@ from fractions import Fraction
 from controlplane.catalog.rules import WINDOW_SIZE, AlertState, Rule, RuleKind
 
 __all__ = [
-    "AlertState",  # declared in catalog.rules; named here too, beside the machine that steps it
     "AlertStatus",
     "Measurement",
     "Series",
@@ -241,9 +240,3 @@ def step(rule: Rule, previous: AlertStatus | None, measurement: Measurement, now
             return replace(prior, keep_firing_since=quiet_since, value=value, samples=samples, detail=detail)
     since = prior.since if prior.state is AlertState.INACTIVE else now
     return AlertStatus(state=AlertState.INACTIVE, since=since, value=value, samples=samples, detail=detail)
-
-
-# Transitional: the rule definitions moved to controlplane.catalog.rules; renderers still import them from here.
-from controlplane.catalog.rules import Comparison, Selector, Severity  # noqa: E402
-
-__all__ += ["WINDOW_SIZE", "Comparison", "Rule", "RuleKind", "Selector", "Severity"]

@@ -10,14 +10,16 @@ from litestar.di import NamedDependency, Provide
 
 from controlplane.api.unit_of_work import UnitOfWork
 from controlplane.errors import InvalidInput, PreconditionRequired
+from controlplane.metrics import ControlPlaneMetrics
 from controlplane.settings import Settings
 
-__all__ = ["Now", "ProcessSettings", "Work", "dependencies", "expected_revision_from", "from_state"]
+__all__ = ["Now", "ProcessMetrics", "ProcessSettings", "Work", "dependencies", "expected_revision_from", "from_state"]
 
 # Handler parameter types: injected by name from `dependencies` below.
 Work = NamedDependency[UnitOfWork]
 Now = NamedDependency[datetime]
 ProcessSettings = NamedDependency[Settings]
+ProcessMetrics = NamedDependency[ControlPlaneMetrics]
 
 
 def provide_unit_of_work(state: State) -> UnitOfWork:
@@ -65,4 +67,5 @@ dependencies = {
     "uow": Provide(provide_unit_of_work, sync_to_thread=False),
     "now": Provide(provide_now, sync_to_thread=False),
     "settings": Provide(provide_settings, sync_to_thread=False),
+    "metrics": from_state("metrics"),
 }

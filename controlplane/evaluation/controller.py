@@ -12,26 +12,29 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.connection import ASGIConnection
+from litestar.di import NamedDependency
 from litestar.exceptions import TooManyRequestsException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, HeaderParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from openfeature.exception import ErrorCode
 
-from controlplane.api.dependencies import TokenPrincipal
+from controlplane.api.dependencies import ProcessMetrics, from_state
+from controlplane.api.rate_limits import RateLimiter
+from controlplane.api.roles import Role
+from controlplane.auth.dependencies import TokenPrincipal
 from controlplane.auth.guards import rate_limit_identity
-from controlplane.auth.roles import Role
 from controlplane.auth.schemas import Principal
 from controlplane.errors import DomainError, InvalidInput
 from controlplane.evaluation import ofrep
 from controlplane.evaluation.feed import ConfigurationFeed, EnvironmentConfiguration
-from controlplane.evaluation.limits import EvaluationLimiter
 from controlplane_client.provider.engine import evaluate_flag, flag_not_found
 
 __all__ = ["STREAM_PATH", "EvaluationController", "OfrepController", "limit_evaluation"]
 
 STREAM_PATH = "/evaluation/v1/stream"
 KEEPALIVE_SECONDS = 15.0
+Feed = NamedDependency[ConfigurationFeed]
 EnvironmentHeader = Annotated[
     str | None,
     HeaderParameter(name="X-Environment", required=False, description="environment, for tokens not scoped to one"),
@@ -40,7 +43,7 @@ EnvironmentHeader = Annotated[
 
 async def limit_evaluation(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
     """Refuse an evaluation request over the token's per-second limit with 429 and Retry-After."""
-    limiter: EvaluationLimiter = connection.app.state.evaluation_limiter
+    limiter: RateLimiter = connection.app.state.evaluation_limiter
     # Counted by the authenticated token (the guard before this one put it on the connection): one id per token,
     # with no header parsing or hashing again on the hottest route.
     principal: Principal | None = connection.state.get("principal")
@@ -85,11 +88,15 @@ def _json(body: Any, status_code: int = 200, headers: dict[str, str] | None = No
 
 
 async def _ofrep_request(
-    request: Request[Any, Any, Any], principal: Principal, environment: str | None, key: str | None
+    request: Request[Any, Any, Any],
+    feed: ConfigurationFeed,
+    principal: Principal,
+    environment: str | None,
+    key: str | None,
 ) -> tuple[EnvironmentConfiguration, dict[str, Any]] | Response[bytes]:
     """The configuration and context an OFREP request evaluates against, or its OFREP-shaped 400."""
     try:
-        configuration = _configuration(request.app.state.feed, principal, environment)
+        configuration = _configuration(feed, principal, environment)
     except DomainError as error:
         # OFREP clients read errorCode/errorDetails from a 400, not problem details.
         return _json(ofrep.error_body(key, ErrorCode.GENERAL, error.detail), 400)
@@ -105,20 +112,22 @@ class OfrepController(Controller):
     path = "/ofrep/v1/evaluate"
     tags = ["ofrep"]
     opt = {"role": Role.EVALUATE}
+    dependencies = {"feed": from_state("feed")}
 
     @post("/flags/{key:str}", status_code=200, summary="Evaluate one flag (OFREP)")
     async def evaluate_flag(self, request: Request[Any, Any, Any], key: FromPath[str]) -> Response[bytes]:
         """Resolve one flag for the context in the body (`X-Environment` names the environment for a token not
         scoped to one)."""
-        # The principal and the header straight from the request, not through injection: this is the hottest
-        # route, and Litestar's parameter parsing was a measurable share of its time.
+        # The principal, the header and the app's objects straight from the request, not through injection: this is
+        # the hottest route, and Litestar's parameter parsing was a measurable share of its time.
         principal: Principal = request.state.principal
-        parsed = await _ofrep_request(request, principal, request.headers.get("x-environment"), key)
+        state = request.app.state
+        parsed = await _ofrep_request(request, state.feed, principal, request.headers.get("x-environment"), key)
         if isinstance(parsed, Response):
             return parsed
         configuration, context = parsed
         flag = configuration.flags.get(key)
-        request.app.state.metrics.ofrep_evaluations.inc()
+        state.metrics.ofrep_evaluations.inc()
         if flag is None:
             missing = flag_not_found(key)
             return _json(ofrep.error_body(key, ErrorCode.FLAG_NOT_FOUND, missing.error_message or ""), 404)
@@ -131,9 +140,11 @@ class OfrepController(Controller):
         principal: TokenPrincipal,
         environment: EnvironmentHeader,
         if_none_match: Annotated[str | None, HeaderParameter(name="If-None-Match", required=False)],
+        feed: Feed,
+        metrics: ProcessMetrics,
     ) -> Response[bytes]:
         """Resolve every flag for one context; 304 when neither the configuration nor the context changed."""
-        parsed = await _ofrep_request(request, principal, environment, None)
+        parsed = await _ofrep_request(request, feed, principal, environment, None)
         if isinstance(parsed, Response):
             return parsed
         configuration, context = parsed
@@ -141,7 +152,7 @@ class OfrepController(Controller):
         if ofrep.etag_matches(if_none_match, etag):
             return Response(b"", status_code=304, headers={"ETag": etag})
         stream = str(request.base_url).rstrip("/") + STREAM_PATH
-        request.app.state.metrics.evaluations.labels("ofrep_bulk").inc(len(configuration.flags))
+        metrics.evaluations.labels("ofrep_bulk").inc(len(configuration.flags))
         body = {
             "flags": [ofrep.success_body(evaluate_flag(flag, context)) for flag in configuration.flags.values()],
             "metadata": {"environment": configuration.environment, "revision": configuration.revision},
@@ -157,28 +168,26 @@ class EvaluationController(Controller):
     path = "/evaluation/v1"
     tags = ["evaluation"]
     opt = {"role": Role.EVALUATE}
+    dependencies = {"feed": from_state("feed")}
 
     @get("/snapshot", summary="Compiled configuration of one environment")
     async def snapshot(
         self,
-        request: Request[Any, Any, Any],
         principal: TokenPrincipal,
         environment: EnvironmentHeader,
         if_none_match: Annotated[str | None, HeaderParameter(name="If-None-Match", required=False)],
+        feed: Feed,
     ) -> Response[bytes]:
         """Every flag of the environment at its current revision; 304 when the client already has it."""
-        configuration = _configuration(request.app.state.feed, principal, environment)
+        configuration = _configuration(feed, principal, environment)
         headers = {"ETag": configuration.etag}
         if ofrep.etag_matches(if_none_match, configuration.etag):
             return Response(b"", status_code=304, headers=headers)
         return Response(configuration.snapshot_json, media_type="application/json", headers=headers, status_code=200)
 
     @get("/stream", summary="Server-sent events: a notice on every configuration change")
-    async def stream(
-        self, request: Request[Any, Any, Any], principal: TokenPrincipal, environment: EnvironmentHeader
-    ) -> ServerSentEvent:
+    async def stream(self, principal: TokenPrincipal, environment: EnvironmentHeader, feed: Feed) -> ServerSentEvent:
         """Send the current revision, then one `refetchEvaluation` message per new revision, with keep-alives."""
-        feed: ConfigurationFeed = request.app.state.feed
         name = _configuration(feed, principal, environment).environment
         return ServerSentEvent(_notices(feed, name))
 

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controlplane.alerting.models import AlertStateRow
 from controlplane.alerting.rules import TailEvent, measure
+from controlplane.api.dependencies import ProcessMetrics
 from controlplane.catalog.models import PipelineCatalog
 from controlplane.catalog.rules import AlertState, Rule, RuleKind
 from controlplane.catalog.service import load_rules
@@ -209,9 +210,9 @@ class StreakMetrics(Collector):
 
 
 @get("/metrics", opt={"public": True}, include_in_schema=False)
-async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def metrics(request: Request[Any, Any, Any], metrics: ProcessMetrics) -> Response[bytes]:
     """Every metric of this replica, encoded as the scraper's Accept header asks (OpenMetrics or text 0.0.4)."""
-    registry: CollectorRegistry = request.app.state.metrics.registry
+    registry: CollectorRegistry = metrics.registry
     encoder, content_type = choose_encoder(request.headers.get("accept", ""))
     body = await anyio.to_thread.run_sync(encoder, registry)
     # As a header, not media_type: Litestar appends `; charset=utf-8` to any text/* media type, and the text

@@ -6,20 +6,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from functools import partial
-from typing import Any
 
-from litestar import Controller, Request, post
+from litestar import Controller, post
 from litestar.params import JSONBody
 from sqlalchemy.orm import Session
 
-from controlplane.api.dependencies import Now, ProcessSettings, Work
+from controlplane.api.dependencies import Now, ProcessMetrics, ProcessSettings, Work
 from controlplane.api.roles import Role
 from controlplane.auth.dependencies import TokenPrincipal
 from controlplane.errors import DomainError, InvalidInput
 from controlplane.guarding.rollback import RollbackDone, roll_back_as
 from controlplane.guarding.schemas import AlertmanagerAlert, AlertmanagerPayload, WebhookOutcome
-from controlplane.metrics import ControlPlaneMetrics
 from controlplane.notifications.config import NotificationConfig
+from controlplane.notifications.dependencies import CurrentNotificationConfig
 from controlplane.notifications.messages import AlertEvent
 from controlplane.notifications.service import enqueue_notifications
 from controlplane.rollouts.controller import Gates
@@ -143,20 +142,20 @@ class AlertmanagerController(Controller):
     @post("/webhook", opt={"role": Role.OPERATOR}, status_code=200, summary="Alertmanager webhook (version 4)")
     async def webhook(
         self,
-        request: Request[Any, Any, Any],
         data: JSONBody[AlertmanagerPayload],
         uow: Work,
         principal: TokenPrincipal,
         now: Now,
         settings: ProcessSettings,
         gates: Gates,
+        metrics: ProcessMetrics,
+        notification_config: CurrentNotificationConfig,
     ) -> list[WebhookOutcome]:
         """Answer 2xx once handled (Alertmanager retries 5xx only); each alert says what was done."""
         if data.version != "4":
             raise InvalidInput(
                 "invalid-webhook", f"Alertmanager webhook version {data.version!r} is not supported; expected 4"
             )
-        state = request.app.state
         outcomes, done = await uow.write(
             partial(
                 handle_alertmanager,
@@ -164,11 +163,10 @@ class AlertmanagerController(Controller):
                 actor=principal.name,
                 environments=settings.environments,
                 now=now,
-                notifications=state.notification_config(),
+                notifications=notification_config,
                 gates=gates,
             )
         )
-        metrics: ControlPlaneMetrics = state.metrics
         for rollback in done:
             metrics.rollbacks.labels(rollback.flag, rollback.environment, rollback.trigger).inc()
         return outcomes

@@ -6,13 +6,12 @@ Handlers receive ``gates`` (a ``GateReader``) by injection: the app provides the
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
-from controlplane.api.dependencies import Now, ProcessSettings, Work
+from controlplane.api.dependencies import Now, ProcessMetrics, ProcessSettings, Work
 from controlplane.api.roles import Role
 from controlplane.auth.dependencies import TokenPrincipal
 from controlplane.rollouts import service
@@ -67,7 +66,6 @@ class RolloutController(Controller):
     )
     async def operate(
         self,
-        request: Request[Any, Any, Any],
         uow: Work,
         key: FromPath[str],
         environment: FromPath[str],
@@ -77,6 +75,7 @@ class RolloutController(Controller):
         now: Now,
         settings: ProcessSettings,
         gates: Gates,
+        metrics: ProcessMetrics,
     ) -> RolloutStatus:
         """Apply one operation; illegal transitions and stale revisions are refused with 409."""
         status = await uow.write(
@@ -92,5 +91,5 @@ class RolloutController(Controller):
             )
         )
         if operation is Operation.ROLLBACK:
-            request.app.state.metrics.rollbacks.labels(key, environment, "operator").inc()
+            metrics.rollbacks.labels(key, environment, "operator").inc()
         return status

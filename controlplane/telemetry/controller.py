@@ -17,12 +17,11 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.exceptions import TooManyRequestsException
 
-from controlplane.api.dependencies import Now, ProcessSettings, Work, from_state
+from controlplane.api.dependencies import Now, ProcessMetrics, ProcessSettings, Work, from_state
 from controlplane.api.rate_limits import RateLimiter
 from controlplane.api.roles import Role
 from controlplane.auth.dependencies import TokenPrincipal
 from controlplane.errors import BadRequest, InvalidInput, PayloadTooLarge
-from controlplane.metrics import ControlPlaneMetrics
 from controlplane.settings import Settings
 from controlplane.telemetry.aggregation import (
     Aggregates,
@@ -170,7 +169,6 @@ class EventController(Controller):
         "ingest_limiter": from_state("ingest_limiter"),
         "catalog_cache": from_state("catalog_cache"),
         "batch_writer": from_state("batch_writer"),
-        "metrics": from_state("metrics"),
         "event_metrics": from_state("event_metrics"),
     }
 
@@ -186,7 +184,7 @@ class EventController(Controller):
         ingest_limiter: NamedDependency[RateLimiter],
         catalog_cache: NamedDependency[CatalogCache],
         batch_writer: NamedDependency[BatchWriter],
-        metrics: NamedDependency[ControlPlaneMetrics],
+        metrics: ProcessMetrics,
         event_metrics: NamedDependency[EventMetrics],
     ) -> IngestResult:
         """Validate every event, then record the whole batch or nothing; 422 lists each bad event by index."""

@@ -17,18 +17,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controlplane.alerting.rules import (
-    AlertState,
-    AlertStatus,
-    Measurement,
-    Series,
-    TailEvent,
-    measure,
-    step,
-    window_cutoff,
-)
+from controlplane.alerting.rules import AlertStatus, Measurement, Series, TailEvent, measure, step, window_cutoff
 from controlplane.catalog.rules import (
     WINDOW_SIZE,
+    AlertState,
     Comparison,
     Rule,
     RuleKind,

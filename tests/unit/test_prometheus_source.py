@@ -25,8 +25,9 @@ from controlplane.alerting.prometheus import (
     read_answer,
     read_prometheus_rules,
 )
-from controlplane.alerting.rules import AlertState, AlertStatus, step
+from controlplane.alerting.rules import AlertStatus, step
 from controlplane.catalog.rules import (
+    AlertState,
     Comparison,
     Rule,
     RuleKind,

@@ -16,10 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controlplane.alerting.rules import AlertState, AlertStatus, Measurement, Series, step
+from controlplane.alerting.rules import AlertStatus, Measurement, Series, step
 from controlplane.alerting.rules import measure as evaluate
 from controlplane.catalog.events import EventType
-from controlplane.catalog.rules import Comparison, Rule, RuleKind
+from controlplane.catalog.rules import AlertState, Comparison, Rule, RuleKind
 from controlplane.definitions.loader import load_definition
 from controlplane.render.promtool import simulate
 from controlplane.render.scenarios import Model, Phase, cumulative, model_for
