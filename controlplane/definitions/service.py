@@ -26,8 +26,9 @@ from controlplane.flags import service as flag_service
 from controlplane.flags.models import Flag
 from controlplane.flags.reads import flag_snapshot
 from controlplane.flags.schemas import FlagCreate, FlagUpdate
-from controlplane.rollouts import service as rollout_service
 from controlplane.rollouts.models import RolloutPlan
+from controlplane.rollouts.stages import stages_to_json
+from controlplane.rollouts.status import SERVING_STATES, current_rollout_state, serving_environments
 
 __all__ = ["ApplyReport", "Change", "apply_definition"]
 
@@ -187,7 +188,7 @@ def _apply_flag(
         changes = [Change(flag=definition.key, action="created")]
     else:
         flag = existing
-        serving = rollout_service.serving_environments(session, flag.id, environments)
+        serving = serving_environments(session, flag.id, environments)
         changes = [_update_flag(session, flag, definition, actor, now, reason, serving)]
         changes.extend(_update_bucketing(session, flag, definition, serving, actor, now, reason))
         session.flush()
@@ -305,7 +306,7 @@ def _apply_plans(
     if definition.plan is not None:
         for position, step in enumerate(definition.plan.environments):
             wanted_environments.append(step.environment)
-            stages = rollout_service.stages_to_json(step.stages)
+            stages = stages_to_json(step.stages)
             policy = definition.plan.rollback_policy.value
             auto = definition.plan.auto_rollback
             plan = existing.get(step.environment)
@@ -361,8 +362,8 @@ def _apply_plans(
 
 
 def _active_note(session: Session, flag: Flag, environment: str) -> str | None:
-    state = rollout_service.current_rollout_state(session, flag.id, environment)
-    if state in rollout_service.SERVING_STATES:
+    state = current_rollout_state(session, flag.id, environment)
+    if state in SERVING_STATES:
         return f"a rollout is {state.value} in {environment}: it keeps the stages it started with"
     return None
 

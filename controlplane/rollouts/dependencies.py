@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from controlplane.flags.serving import RolloutServing
 from controlplane.rollouts import service
+from controlplane.rollouts.status import serving_environments
 
 __all__ = ["ServingRollouts", "dependencies"]
 
@@ -18,7 +19,7 @@ class ServingRollouts:
 
     def environments(self, session: Session, flag_id: int, environments: Sequence[str]) -> list[str]:
         """The environments where a rollout of the flag is running, paused or completed."""
-        return service.serving_environments(session, flag_id, environments)
+        return serving_environments(session, flag_id, environments)
 
     def in_environment(self, session: Session, *, key: str, environment: str) -> bool:
         """True while a rollout of the flag is running, paused or completed in ``environment``."""

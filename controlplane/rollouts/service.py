@@ -39,24 +39,16 @@ from controlplane.rollouts.status import (
     load_rollout,
     pending_from_plan,
     promotion_order,
-    serving_environments,
     stage_verdict,
     to_machine,
 )
 
 __all__ = [
-    "SERVING_STATES",
     "GuardedRollout",
-    "Operation",
-    "RolloutTarget",
-    "current_rollout_state",
     "guarded_rollouts",
     "is_rollout_serving",
     "operate_rollout",
     "running_rollout_targets",
-    "serving_environments",
-    "stages_from_json",
-    "stages_to_json",
     "tick_rollout",
 ]
 
