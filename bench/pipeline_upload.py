@@ -37,8 +37,8 @@ from sqlalchemy.orm import sessionmaker
 
 from bench.ingest import parse_wrk
 from bench.rollout_race import print_results
-from controlplane.auth import service as auth_service
 from controlplane.api.roles import Role
+from controlplane.auth import service as auth_service
 from controlplane.auth.schemas import TokenCreate
 from controlplane.db import create_db_engine, session_scope
 from controlplane.migrate import upgrade_to_head

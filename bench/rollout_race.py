@@ -26,9 +26,9 @@ import httpx
 import psycopg
 from sqlalchemy.orm import sessionmaker
 
+from controlplane.api.roles import Role
 from controlplane.app import create_app
 from controlplane.auth import service as auth_service
-from controlplane.api.roles import Role
 from controlplane.auth.schemas import TokenCreate
 from controlplane.db import create_db_engine, session_scope, utcnow
 from controlplane.definitions.loader import parse_definition

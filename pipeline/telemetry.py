@@ -1,7 +1,8 @@
 """The events the pipeline reports, as definitions/reference-images.yaml declares them, handed to the emitter.
 
 Every event names the environment and the variant of `enable-reference-images` the request was served, so the
-control plane can compare the flag-on and flag-off cohorts. ``emit`` never blocks: it queues (see controlplane_client.emitter).
+control plane can compare the flag-on and flag-off cohorts. ``emit`` never blocks: it queues (see
+controlplane_client.emitter).
 """
 
 from __future__ import annotations

@@ -27,9 +27,9 @@ from litestar.testing import TestClient
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from controlplane.api.roles import Role
 from controlplane.app import create_app
 from controlplane.auth import service as auth_service
-from controlplane.api.roles import Role
 from controlplane.auth.schemas import TokenCreate
 from controlplane.db import create_db_engine, session_scope
 from controlplane.embedded import serve_in_thread

@@ -16,8 +16,8 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 from sqlalchemy.orm import Session, sessionmaker
 
-from controlplane.auth import service as auth_service
 from controlplane.api.roles import Role, grants
+from controlplane.auth import service as auth_service
 from controlplane.auth.schemas import Principal
 from controlplane.auth.tokens import digest_token
 

@@ -8,10 +8,10 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from controlplane.api.roles import Role
 from controlplane.audit.service import append_audit_record
 from controlplane.auth import tokens
 from controlplane.auth.models import ApiToken
-from controlplane.api.roles import Role
 from controlplane.auth.schemas import Principal, TokenCreate, TokenCreated, TokenRead
 from controlplane.errors import Conflict, InvalidInput, NotFound
 

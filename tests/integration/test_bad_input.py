@@ -12,8 +12,8 @@ from litestar import Litestar
 from litestar.testing import TestClient
 from sqlalchemy import Engine
 
-from controlplane.app import create_app
 from controlplane.api.roles import Role
+from controlplane.app import create_app
 from controlplane.settings import Settings
 from tests.conftest import problem
 

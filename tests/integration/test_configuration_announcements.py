@@ -44,7 +44,9 @@ def _announcements(listener: psycopg.Connection[tuple[object, ...]]) -> int:
 def _create(session: Session) -> None:
     flag_service.create_flag(
         session,
-        request=FlagCreate(key="checkout", type=FlagType.BOOLEAN, variants={"on": True, "off": False}, off_variant="off"),
+        request=FlagCreate(
+            key="checkout", type=FlagType.BOOLEAN, variants={"on": True, "off": False}, off_variant="off"
+        ),
         actor="test",
         environments=ENVIRONMENTS,
         now=NOW,

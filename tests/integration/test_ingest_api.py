@@ -22,8 +22,8 @@ from litestar import Litestar
 from litestar.testing import TestClient
 from sqlalchemy import Engine, select
 
-from controlplane.app import create_app
 from controlplane.api.roles import Role
+from controlplane.app import create_app
 from controlplane.catalog.events import DEFAULT_BUCKETS
 from controlplane.models import Base
 from controlplane.settings import Settings

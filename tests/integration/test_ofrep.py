@@ -26,8 +26,8 @@ from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import FlagEvaluationDetails, Reason
 from sqlalchemy import Engine
 
-from controlplane.app import create_app
 from controlplane.api.roles import Role
+from controlplane.app import create_app
 from controlplane.embedded import serve_in_thread
 from controlplane.settings import Settings
 from tests.conftest import FakeClock

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import httpx
 from sqlalchemy import Engine
 
-from controlplane.app import create_app
 from controlplane.api.roles import Role
+from controlplane.app import create_app
 from controlplane.embedded import serve_in_thread
 from controlplane.settings import Settings
 from tests.conftest import FakeClock

@@ -17,9 +17,9 @@ from litestar import Litestar
 from litestar.testing import TestClient
 from sqlalchemy import func, select
 
+from controlplane.api.roles import Role
 from controlplane.app import create_app
 from controlplane.auth.models import ApiToken
-from controlplane.api.roles import Role
 from controlplane.cli import CommandError, bootstrap
 from controlplane.db import create_db_engine
 from controlplane.flags.models import Flag

@@ -65,7 +65,11 @@ def test_the_tree_keeps_every_layer_contract(tree: Path) -> None:
             "controlplane.rollouts is not allowed to import controlplane.guarding",
         ),
         # The kit reaching into a domain.
-        ("controlplane/db.py", "import controlplane.flags.models  # noqa", "is not allowed to import controlplane.flags"),
+        (
+            "controlplane/db.py",
+            "import controlplane.flags.models  # noqa",
+            "is not allowed to import controlplane.flags",
+        ),
         # Two independent siblings.
         (
             "controlplane/alerting/rules.py",
@@ -79,7 +83,11 @@ def test_the_tree_keeps_every_layer_contract(tree: Path) -> None:
             "controlplane_client is not allowed to import controlplane",
         ),
         # The pipeline reaching past the client packages.
-        ("pipeline/settings.py", "import controlplane.errors  # noqa", "pipeline is not allowed to import controlplane"),
+        (
+            "pipeline/settings.py",
+            "import controlplane.errors  # noqa",
+            "pipeline is not allowed to import controlplane",
+        ),
     ],
 )
 def test_a_planted_back_import_breaks_a_contract(tree: Path, module: str, line: str, broken: str) -> None:
