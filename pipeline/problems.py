@@ -156,7 +156,7 @@ def _from_http(error: HTTPException) -> Problem:
 
 
 def _from_unexpected(error: Exception) -> Problem:
-    problem = _Unexpected("internal-error", "the control plane failed to handle this request; nothing was changed")
+    problem = _Unexpected("internal-error", "the pipeline failed to handle this request; nothing was changed")
     problem.__cause__ = error
     return problem
 

@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 __all__ = [
     "BACKOFF_BASE_SECONDS",
     "BACKOFF_CAP_SECONDS",
-    "BACKOFF_FACTOR",
     "CLAIM_LEASE",
     "Outcome",
     "attempt_delivery",
@@ -49,7 +48,6 @@ __all__ = [
 ]
 
 BACKOFF_BASE_SECONDS = 1.0
-BACKOFF_FACTOR = 2.0
 BACKOFF_CAP_SECONDS = 300.0
 #: A Retry-After longer than this is read as this: a receiver must not park a page for a day.
 RETRY_AFTER_LIMIT_SECONDS = 3600.0
