@@ -16,6 +16,7 @@ from controlplane.cli.cleanup import add_cleanup_commands
 from controlplane.cli.client import CommandError
 from controlplane.cli.definitions import add_definition_commands
 from controlplane.cli.flags import add_flag_commands
+from controlplane.cli.guards import add_guard_commands
 from controlplane.cli.notifications import add_notification_commands
 from controlplane.cli.output import stderr
 from controlplane.cli.render import add_render_commands
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_notification_commands(commands)
     add_cleanup_commands(commands)
     add_render_commands(commands)
+    add_guard_commands(commands)
     return parser
 
 
