@@ -3,6 +3,7 @@ a pure state machine from (previous state, measurement, clock) to the next state
 
     measure(rule, series, tail, now) -> Measurement(value, samples, sufficient, breached)
     step(rule, previous, measurement, now) -> AlertStatus
+    assess(rule, previous, series, tail, now) -> (Measurement, AlertStatus)   what the evaluator calls
 
     inactive --breach--> pending --breach held `for`--> firing --no breach for `keep_firing_for`--> inactive
     (for = 0: inactive --breach--> firing at once)
@@ -12,6 +13,13 @@ a pure state machine from (previous state, measurement, clock) to the next state
 A rule's measurement comes from ingested events (``source: events``, the default: ``measure`` here) or from a
 Prometheus server's query API (``source: prometheus``, kind ``query``: ``alerting.prometheus`` reads the answer);
 both go through the same ``step``.
+
+``assess`` is ``measure`` then ``step`` for a plain rule. A rule with ``confidence`` (ratio and rate kinds) is
+decided sequentially (``alerting.sequential``): ``assess`` folds the windows closed since the previous status's
+``evidence`` into a CUSUM and breaches when it shows a breach at that confidence, measures a pass when it shows
+none of the alternative's size, and is insufficient while it shows neither (or below ``min_samples`` over the
+window). The evidence travels in the returned ``AlertStatus``, so replaying from a stored status continues exactly
+where the last evaluation stopped. Its ``series`` must be one per aggregation window (not summed over several).
 
 Thresholds compare exactly: ratios and rates as fractions, the threshold read as the decimal it was written as,
 so exactly 3% never fires a ``> 3%`` rule whatever the float rounding.
@@ -26,13 +34,17 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
-from controlplane.catalog.rules import WINDOW_SIZE, AlertState, Rule, RuleKind
+from controlplane.alerting import sequential
+from controlplane.alerting.sequential import Evidence, Hypotheses, Verdict
+from controlplane.catalog.rules import WINDOW_SIZE, AlertState, Rule, RuleKind, format_duration
 
 __all__ = [
     "AlertStatus",
     "Measurement",
     "Series",
     "TailEvent",
+    "assess",
+    "hypotheses",
     "measure",
     "step",
     "window_cutoff",
@@ -88,6 +100,7 @@ class AlertStatus:
     value: float | None = None
     samples: int = 0
     detail: str = ""
+    evidence: Evidence | None = None  # a sequential rule's statistic (None: a plain rule, or none yet)
 
 
 @functools.lru_cache(maxsize=256)  # one tick asks for the same few (now, window) pairs thousands of times
@@ -240,3 +253,111 @@ def step(rule: Rule, previous: AlertStatus | None, measurement: Measurement, now
             return replace(prior, keep_firing_since=quiet_since, value=value, samples=samples, detail=detail)
     since = prior.since if prior.state is AlertState.INACTIVE else now
     return AlertStatus(state=AlertState.INACTIVE, since=since, value=value, samples=samples, detail=detail)
+
+
+def assess(
+    rule: Rule,
+    previous: AlertStatus | None,
+    series: Sequence[Series],
+    tail: Sequence[TailEvent],
+    now: datetime,
+    *,
+    window_size: timedelta = WINDOW_SIZE,
+) -> tuple[Measurement, AlertStatus]:
+    """Measure ``rule`` and step its alert from ``previous``: ``measure`` then ``step`` for a plain rule; for a rule
+    with ``confidence``, the sequential decision, with the statistic (``AlertStatus.evidence``) carried forward."""
+    measurement = measure(rule, series, tail, now, window_size=window_size)
+    if rule.confidence is None:
+        return measurement, step(rule, previous, measurement, now)
+    measurement, evidence = _sequential(rule, previous, series, measurement, now, window_size)
+    status = step(rule, previous, measurement, now)
+    return measurement, replace(status, evidence=evidence)
+
+
+def hypotheses(rule: Rule) -> Hypotheses:
+    """A sequential rule's threshold and alternative, as shares (ratio) or events per second (rate)."""
+    null, alternative = float(rule.limit), float(Fraction(rule.against))
+    if rule.kind is RuleKind.RATIO:
+        return Hypotheses.ratio(null, alternative)
+    if rule.kind is RuleKind.RATE:
+        per = rule.per.total_seconds()
+        return Hypotheses.poisson(null / per, alternative / per)
+    raise ValueError(f"a {rule.kind.value} rule does not decide sequentially (ratio and rate rules do)")
+
+
+def _sequential(
+    rule: Rule,
+    previous: AlertStatus | None,
+    series: Sequence[Series],
+    plain: Measurement,
+    now: datetime,
+    window_size: timedelta,
+) -> tuple[Measurement, Evidence]:
+    """The sequential measurement: the plain value over the window, the verdict of the CUSUM."""
+    assert rule.confidence is not None
+    tested = hypotheses(rule)
+    limit = sequential.decision_threshold(float(Fraction(rule.confidence)))
+    since = window_cutoff(now, rule.window, window_size)
+    windows: dict[datetime, tuple[int, int]] = {}
+    selected = matching = 0
+    for item in series:
+        if not since <= item.start <= now or not rule.where.admits(item.outcome, item.variant, item.labels):
+            continue
+        events, counted = windows.get(item.start, (0, 0))
+        hit = rule.kind is RuleKind.RATE or rule.numerator.admits(item.outcome, item.variant, item.labels)
+        windows[item.start] = (events + item.count, counted + item.count if hit else counted)
+        selected += item.count
+        matching += item.count if hit else 0
+    prior = previous.evidence if previous is not None else None
+    evidence, upper, lower = sequential.advance(prior, tested, limit, windows, since=since, now=now, size=window_size)
+    found = sequential.verdict(upper, lower, limit)
+    if tested.rate:
+        span = max(now - since, rule.window).total_seconds()  # as the plain rate divides
+        estimate: float | None = selected / span
+    else:
+        estimate = matching / selected if selected else None
+    decided = _sequential_words(rule, tested, found, (upper, lower, limit), estimate)
+    sufficient = plain.sufficient and found is not Verdict.UNDECIDED
+    return (
+        replace(
+            plain,
+            sufficient=sufficient,
+            breached=sufficient and found is Verdict.BREACH,
+            detail=f"{plain.detail}; {decided}",
+        ),
+        evidence,
+    )
+
+
+def _sequential_words(
+    rule: Rule, tested: Hypotheses, found: Verdict, statistic: tuple[float, float, float], estimate: float | None
+) -> str:
+    """The sequential part of a measurement's detail: the verdict, the evidence, and what it still needs."""
+    upper, lower, limit = statistic
+    if found is Verdict.BREACH:
+        return f"sequential: breach, evidence {upper:.3g} of {limit:.3g} nats for more than {rule.threshold}"
+    if found is Verdict.CLEAR:
+        return f"sequential: clear, evidence {lower:.3g} of {limit:.3g} nats of no breach of {rule.against}"
+    words = (
+        f"sequential: undecided, evidence {upper:.3g} for a breach and {lower:.3g} against one, "
+        f"of {limit:.3g} nats needed"
+    )
+    ahead = sequential.outlook(tested, upper, lower, limit, estimate)
+    if ahead.toward is None:
+        if estimate is None:
+            return f"{words}; no events yet"
+        shown = _estimate_words(rule, tested, estimate)
+        return f"{words}; cannot tell how many more events: {shown} sits between {rule.threshold} and {rule.against}"
+    goal = "breach" if ahead.toward is Verdict.BREACH else "clear"
+    if ahead.seconds is not None and not ahead.events:
+        return f"{words}; about {ahead.seconds:.0f}s more without events to {goal}"
+    more = f"about {ahead.events:.0f} more events"
+    if ahead.seconds is not None:
+        more += f" ({ahead.seconds:.0f}s at {_estimate_words(rule, tested, estimate or 0.0)})"
+    return f"{words}; {more} to {goal}"
+
+
+def _estimate_words(rule: Rule, tested: Hypotheses, estimate: float) -> str:
+    if tested.rate:
+        return f"{estimate * rule.per.total_seconds():.4g} per {format_duration(rule.per)}"
+    return f"{100 * estimate:.4g}%"

@@ -2,6 +2,8 @@
 JSON form. Pure data, read by the alerting evaluator, the renderers and the telemetry ingest alike.
 
 Thresholds are kept as the decimal they were written as, so evaluators compare them exactly (``Rule.limit``).
+A rule with ``confidence`` is decided sequentially (``alerting.sequential``): its threshold is weighed against an
+alternative (``Rule.against``) at that confidence.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
@@ -140,6 +143,20 @@ class Rule:
     source: RuleSource = RuleSource.EVENTS
     query: str = ""  # PromQL with `{environment}`; source prometheus only
     samples_query: str = ""  # PromQL counting what `query` is measured over, checked against min_samples
+    confidence: str | None = None  # the decimal as written (0.99); None: a plain threshold rule
+    alternative: str | None = None  # the breach a sequential rule tests for, as written; None: the default
+
+    @property
+    def against(self) -> str:
+        """The alternative a sequential rule weighs its threshold against: ``alternative`` as written, or else
+        twice the threshold (a ratio's at most halfway from the threshold to 1), written like a threshold."""
+        if self.alternative is not None:
+            return self.alternative
+        threshold = Decimal(self.threshold)
+        doubled = threshold * 2
+        if self.kind is RuleKind.RATIO and doubled >= 1:
+            doubled = (threshold + 1) / 2
+        return repr(float(doubled))
 
     @property
     def limit(self) -> Fraction:
@@ -154,8 +171,21 @@ class Rule:
         """The rule's samples query for one environment (empty when it has none)."""
         return _substitute(self.samples_query, environment)
 
-    def condition(self) -> str:
-        """The rule in words: ``ratio of http_request (status_class in {4xx, 5xx}) > 0.03 over 5m``."""
+    def sequential_condition(self) -> str:
+        """How a sequential rule decides, in words: ``at 99% confidence (sequential: CUSUM against 0.06)``; empty
+        for a plain rule."""
+        if self.confidence is None:
+            return ""
+        percent = f"{(Decimal(self.confidence) * 100).normalize():f}"
+        return f"at {percent}% confidence (sequential: CUSUM against {self.against})"
+
+    def condition(self, *, sequential: bool = True) -> str:
+        """The rule in words: ``ratio of http_request (status_class in {4xx, 5xx}) > 0.03 over 5m``, followed by
+        how a sequential rule decides unless ``sequential`` is False."""
+        decided = self.sequential_condition() if sequential else ""
+        return self._plain_condition() + (f" {decided}" if decided else "")
+
+    def _plain_condition(self) -> str:
         held = f" for {format_duration(self.hold)}" if self.hold else ""
         if self.source is RuleSource.PROMETHEUS:
             floor = (
@@ -276,6 +306,11 @@ def rule_to_json(rule: Rule) -> dict[str, Any]:
     }
     if rule.source is not RuleSource.EVENTS:
         stored.update(source=rule.source.value, query=rule.query, samples_query=rule.samples_query)
+    # Only when set, so stored plain rules stay as they were.
+    if rule.confidence is not None:
+        stored["confidence"] = rule.confidence
+    if rule.alternative is not None:
+        stored["alternative"] = rule.alternative
     return stored
 
 
@@ -306,4 +341,6 @@ def rule_from_json(pipeline: str, data: Mapping[str, Any]) -> Rule:
         source=RuleSource(data.get("source", RuleSource.EVENTS.value)),
         query=data.get("query", ""),
         samples_query=data.get("samples_query", ""),
+        confidence=data.get("confidence"),
+        alternative=data.get("alternative"),
     )
