@@ -2,7 +2,9 @@
 states and transitions that changed, and enqueue the notifications they cause).
 
 Rules with ``source: prometheus`` are measured from Prometheus before planning (``alerting.prometheus``), with no
-database session open; the plan reads those measurements like the windows.
+database session open; the plan reads those measurements like the windows. Rules with ``confidence`` read their
+windows one by one and carry their sequential statistic in the stored state (``alerting.rules.assess``), so a new
+leader continues where the last one stopped.
 
 What a firing guard does to a rollout is not decided here: the plan lists the alerts that fired and breached
 (``EvaluationPlan.breaching``), and the guarding workflow (``controlplane.guarding.evaluation``) rolls rollouts back
@@ -22,8 +24,15 @@ from sqlalchemy.orm import Session
 
 from controlplane.alerting.models import AlertStateRow, AlertTransition
 from controlplane.alerting.prometheus import QueryReadings, read_prometheus_rules
-from controlplane.alerting.queries import StoredStates, fetch_series, fetch_tails, state_fingerprint, stored_states
-from controlplane.alerting.rules import AlertStatus, Measurement, measure, step
+from controlplane.alerting.queries import (
+    StoredStates,
+    fetch_series,
+    fetch_tails,
+    fetch_windows,
+    state_fingerprint,
+    stored_states,
+)
+from controlplane.alerting.rules import AlertStatus, Measurement, assess, measure, step
 from controlplane.catalog.models import PipelineCatalog
 from controlplane.catalog.rules import WINDOW_SIZE, AlertState, Rule, RuleSource, rule_from_json
 from controlplane.catalog.service import load_rules
@@ -99,6 +108,7 @@ def _state_values(rule: Rule, environment: str, status: AlertStatus, now: dateti
         "value": status.value,
         "samples": status.samples,
         "detail": status.detail,
+        "evidence": status.evidence.to_json() if status.evidence is not None else None,
         # Rows are written only when something in them changes, so a quiet tick over thousands of alerts writes
         # nothing; `evaluated_at` is therefore when the alert last changed.
         "evaluated_at": now,
@@ -180,7 +190,9 @@ def plan_evaluation(
     if readings is None:
         readings = read_prometheus_rules(rules, environments, now, None)
     outcome = Evaluation(rules=len(rules))
-    series = fetch_series(session, rules, now, window_size)
+    plain = [rule for rule in rules if rule.confidence is None]
+    series = fetch_series(session, plain, now, window_size)
+    windows_of = fetch_windows(session, rules, now, window_size)
     tails = fetch_tails(session, rules)
     fingerprint = state_fingerprint(session) if cache is not None else None
     if cache is not None and cache.states is not None and cache.fingerprint == fingerprint:
@@ -201,28 +213,47 @@ def plan_evaluation(
     for rule in rules:
         for environment in rule.environments or environments:
             outcome.alerts += 1
+            previous = _previous(plan, rule, environment)
             if rule.source is RuleSource.PROMETHEUS:
-                _step_alert(plan, rule, environment, readings.measurement(rule, environment), now)
-                continue
-            windows = series.get((rule.window, rule.pipeline, rule.event, environment), ())
-            recent = tails.get((rule.pipeline, rule.event, environment), ())
-            if windows or recent:
-                measurement = measure(rule, windows, recent, now, window_size=window_size)
-            else:
-                # No data in this environment: the same measurement for every such environment of the rule.
-                measurement = nothing.get(rule.name) or nothing.setdefault(
-                    rule.name, measure(rule, (), (), now, window_size=window_size)
+                measurement = readings.measurement(rule, environment)
+                status = step(rule, previous, measurement, now)
+            elif rule.confidence is not None:
+                # Even without data: a rate's exposure without events is evidence too.
+                measurement, status = assess(
+                    rule,
+                    previous,
+                    windows_of.get((rule.pipeline, rule.event, environment), ()),
+                    (),
+                    now,
+                    window_size=window_size,
                 )
-            _step_alert(plan, rule, environment, measurement, now)
+            else:
+                windows = series.get((rule.window, rule.pipeline, rule.event, environment), ())
+                recent = tails.get((rule.pipeline, rule.event, environment), ())
+                if windows or recent:
+                    measurement, status = assess(rule, previous, windows, recent, now, window_size=window_size)
+                else:
+                    # No data in this environment: the same measurement for every such environment of the rule.
+                    measurement = nothing.get(rule.name) or nothing.setdefault(
+                        rule.name, measure(rule, (), (), now, window_size=window_size)
+                    )
+                    status = step(rule, previous, measurement, now)
+            _note_alert(plan, rule, environment, measurement, status, now)
     return plan
 
 
-def _step_alert(plan: EvaluationPlan, rule: Rule, environment: str, measurement: Measurement, now: datetime) -> None:
-    """Step one alert and note what to write and whom to tell."""
+def _previous(plan: EvaluationPlan, rule: Rule, environment: str) -> AlertStatus | None:
+    """The alert's stored status; a rule name that moved to another pipeline starts afresh."""
     found = plan.stored.get((rule.name, environment))
-    # A rule name that moved to another pipeline starts afresh.
-    previous = found[1] if found is not None and found[0] == rule.pipeline else None
-    status = step(rule, previous, measurement, now)
+    return found[1] if found is not None and found[0] == rule.pipeline else None
+
+
+def _note_alert(
+    plan: EvaluationPlan, rule: Rule, environment: str, measurement: Measurement, status: AlertStatus, now: datetime
+) -> None:
+    """Note what to write and whom to tell about one alert, stepped to ``status`` from its stored one."""
+    found = plan.stored.get((rule.name, environment))
+    previous = _previous(plan, rule, environment)
     if found is None:
         plan.inserts.append(_state_values(rule, environment, status, now))
     elif status != previous:

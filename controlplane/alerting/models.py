@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Float, Index, String, Text
+from sqlalchemy import JSON, Float, Index, String, Text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from controlplane.db import Base, UTCDateTime
 
 __all__ = ["AlertStateRow", "AlertTransition"]
+
+#: JSON on SQLite, JSONB on PostgreSQL, with None stored as SQL NULL (not a JSON null): plain rules have none.
+_NULLABLE_DOCUMENT = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
 class AlertStateRow(Base):
@@ -29,6 +34,8 @@ class AlertStateRow(Base):
     samples: Mapped[int] = mapped_column(default=0)
     detail: Mapped[str] = mapped_column(Text, default="")
     evaluated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # A sequential rule's statistic (``alerting.sequential.Evidence.to_json``), so a new leader continues it.
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(_NULLABLE_DOCUMENT)
 
 
 class AlertTransition(Base):

@@ -1,5 +1,6 @@
-"""What an evaluation reads from the database: windows summed per series, event tails, the stored alert states and
-the states table's fingerprint. Plain rows, no ORM objects: a tick reads thousands. Never writes.
+"""What an evaluation reads from the database: windows summed per series (plain rules), windows one by one
+(sequential rules), event tails, the stored alert states and the states table's fingerprint. Plain rows, no ORM
+objects: a tick reads thousands. Never writes.
 """
 
 from __future__ import annotations
@@ -15,10 +16,19 @@ from sqlalchemy.orm import Session
 
 from controlplane.alerting.models import AlertStateRow
 from controlplane.alerting.rules import AlertStatus, Series, TailEvent, window_cutoff
+from controlplane.alerting.sequential import Evidence
 from controlplane.catalog.rules import AlertState, Rule, RuleKind, RuleSource
 from controlplane.telemetry.models import EventTail, TelemetryWindow
 
-__all__ = ["SeriesKey", "StoredStates", "fetch_series", "fetch_tails", "state_fingerprint", "stored_states"]
+__all__ = [
+    "SeriesKey",
+    "StoredStates",
+    "fetch_series",
+    "fetch_tails",
+    "fetch_windows",
+    "state_fingerprint",
+    "stored_states",
+]
 
 #: (window, pipeline, event, environment): the series one rule reads in one environment.
 SeriesKey = tuple[timedelta, str, str, str]
@@ -98,6 +108,43 @@ def fetch_series(
     return found
 
 
+def fetch_windows(
+    session: Session, rules: Sequence[Rule], now: datetime, window_size: timedelta
+) -> dict[tuple[str, str, str], list[Series]]:
+    """The windows one by one for sequential rules: (pipeline, event, environment) -> one series per window.
+
+    One query per event type reads its longest sequential rule's window (the same index range scan as
+    ``fetch_series``), grouped by window too: a sequential rule folds each closed window into its statistic, and its
+    plain value and ``min_samples`` floor still read the whole window. Windows older than the rule's window are not
+    read, so after a longer gap the statistic skips them.
+    """
+    longest: dict[tuple[str, str], timedelta] = {}
+    for rule in rules:
+        if rule.source is RuleSource.EVENTS and rule.confidence is not None:
+            pair = (rule.pipeline, rule.event)
+            longest[pair] = max(longest.get(pair, rule.window), rule.window)
+    found: dict[tuple[str, str, str], list[Series]] = {}
+    labels_cache: dict[str, Mapping[str, str]] = {}
+    w = TelemetryWindow
+    for (pipeline, event), length in sorted(longest.items()):
+        cutoff = window_cutoff(now, length, window_size)
+        rows = session.execute(
+            select(w.environment, w.variant, w.outcome, w.labels_key, w.window_start, func.sum(w.count))
+            .where(w.pipeline == pipeline, w.event == event, w.window_start >= cutoff, w.window_start <= now)
+            .group_by(w.environment, w.variant, w.outcome, w.labels_key, w.window_start)
+        )
+        for environment, variant, outcome, key, start, count in rows:
+            if not count:
+                continue
+            labels = labels_cache.get(key)
+            if labels is None:
+                labels = labels_cache[key] = json.loads(key)
+            found.setdefault((pipeline, event, environment), []).append(
+                Series(start=start, outcome=outcome, variant=variant, labels=labels, count=int(count))
+            )
+    return found
+
+
 def fetch_tails(session: Session, rules: Sequence[Rule]) -> dict[tuple[str, str, str], list[TailEvent]]:
     """The stored event tails the streak rules read: (pipeline, event, environment) -> events in order."""
     pairs = sorted({(rule.pipeline, rule.event) for rule in rules if rule.kind is RuleKind.STREAK})
@@ -124,15 +171,15 @@ _STATE_COLUMNS = (
     AlertStateRow.value,
     AlertStateRow.samples,
     AlertStateRow.detail,
+    AlertStateRow.evidence,
 )
 
 
 def stored_states(session: Session) -> StoredStates:
     """Every stored alert state as (pipeline, status), read as plain rows (thousands per tick: no ORM objects)."""
     stored = {}
-    for rule, environment, pipeline, state, since, active, keep, breach, value, samples, detail in session.execute(
-        select(*_STATE_COLUMNS)
-    ):
+    for row in session.execute(select(*_STATE_COLUMNS)):
+        rule, environment, pipeline, state, since, active, keep, breach, value, samples, detail, evidence = row
         stored[(rule, environment)] = (
             pipeline,
             AlertStatus(
@@ -144,6 +191,7 @@ def stored_states(session: Session) -> StoredStates:
                 value=value,
                 samples=samples,
                 detail=detail,
+                evidence=Evidence.from_json(evidence) if evidence else None,
             ),
         )
     return stored
