@@ -1,5 +1,9 @@
 """Checks of a definition's alert rules (measuring events, or a Prometheus query per environment) and of the
-event selectors rules, objectives and panels write, turning what is written into catalog values."""
+event selectors rules, objectives and panels write, turning what is written into catalog values.
+
+A ratio or rate rule may declare ``confidence`` (and an ``alternative``): it is then decided sequentially
+(``alerting.sequential``), which needs a threshold strictly inside the values its kind can take.
+"""
 
 from __future__ import annotations
 
@@ -172,6 +176,7 @@ def check_rules(
             raise refuse((*at, "outcome"), "`outcome` applies to streak rules; select outcomes with `where`")
         if kind is RuleKind.STREAK and spec.outcome not in where.matches.get("outcome", {spec.outcome}):
             raise refuse((*at, "where", "outcome"), f"`where` leaves out `{spec.outcome}`: the streak is always 0")
+        confidence, alternative = _check_sequential(kind, spec, at, refuse)
         canary = baseline = None
         if kind is RuleKind.COHORT:
             for part, selector in (("where", where), ("numerator", numerator)):
@@ -220,9 +225,56 @@ def check_rules(
                 baseline_variant=baseline,
                 environments=tuple(spec.environments),
                 runbook_url=spec.runbook_url,
+                confidence=confidence,
+                alternative=alternative,
             )
         )
     return tuple(rules)
+
+
+#: The kinds a rule may declare `confidence` on: those whose windows have a likelihood ratio between two values.
+_SEQUENTIAL_KINDS = (RuleKind.RATIO, RuleKind.RATE)
+
+
+def _check_sequential(kind: RuleKind, spec: RuleSpec, at: FieldPath, refuse: Refuse) -> tuple[str | None, str | None]:
+    """Check `confidence` and `alternative`: the decimals as written (None when absent)."""
+    if spec.confidence is None:
+        if spec.alternative is not None:
+            raise refuse(
+                (*at, "alternative"),
+                "`alternative` is the breach a sequential rule tests for: it applies with `confidence`",
+            )
+        return None, None
+    if kind not in _SEQUENTIAL_KINDS:
+        raise refuse(
+            (*at, "confidence"),
+            f"`confidence` (a sequential decision) is not supported on {kind.value} rules yet: "
+            "only ratio and rate rules decide sequentially",
+        )
+    if isinstance(spec.confidence, bool) or not 0.5 <= spec.confidence < 1:
+        raise refuse(
+            (*at, "confidence"), "confidence must be a decimal from 0.5 up to, not including, 1: e.g. 0.99 for 99%"
+        )
+    if spec.threshold <= 0:
+        raise refuse(
+            (*at, "threshold"),
+            f"a {kind.value} rule with `confidence` needs a threshold above 0: it weighs the threshold against "
+            "a larger alternative by their likelihood ratio",
+        )
+    if kind is RuleKind.RATIO and spec.threshold >= 1:
+        raise refuse((*at, "threshold"), "a ratio rule with `confidence` needs a threshold below 1")
+    if spec.alternative is None:
+        return repr(float(spec.confidence)), None
+    if isinstance(spec.alternative, bool) or not math.isfinite(spec.alternative):
+        raise refuse((*at, "alternative"), "alternative must be a finite number")
+    if spec.alternative <= spec.threshold:
+        raise refuse(
+            (*at, "alternative"),
+            f"alternative must be above the threshold ({spec.threshold!r}): it is the breach the rule tests for",
+        )
+    if kind is RuleKind.RATIO and spec.alternative >= 1:
+        raise refuse((*at, "alternative"), "a ratio's alternative is a share below 1: write 6% as 0.06")
+    return repr(float(spec.confidence)), repr(float(spec.alternative))
 
 
 #: Fields of a rule that measures events, refused on a Prometheus rule (the query says all of it).
@@ -236,6 +288,9 @@ _EVENT_FIELDS = {
     "outcome": "select series with label matchers in the query",
     "canary_variant": "compare variants in the query",
     "baseline_variant": "compare variants in the query",
+    "confidence": "sequential decisions are not supported on prometheus rules yet (ratio and rate rules measuring "
+    "events only)",
+    "alternative": "it goes with `confidence`, which prometheus rules do not support yet",
 }
 #: Placeholders from other tools (Argo `{{args.x}}`, Grafana `$var`/`${var}`, Python `{env}`): none is ours.
 _FOREIGN_PLACEHOLDERS = (

@@ -286,6 +286,8 @@ class RuleSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     baseline_variant: Name | None = None
     environments: list[Name] = msgspec.field(default_factory=list)
     runbook_url: str = ""
+    confidence: float | None = None  # decide sequentially at this confidence (ratio and rate rules)
+    alternative: float | None = None  # the breach a sequential rule tests for (default: twice the threshold)
 
 
 class PipelineSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

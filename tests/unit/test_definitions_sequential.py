@@ -1,0 +1,139 @@
+"""Unit tests for `confidence:` and `alternative:` in a definition's rules: what a sequential rule is loaded as, and
+every refusal on the line of the field it is about (the definition is `test_definitions_telemetry.VALID`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from controlplane.catalog.rules import RuleKind, rule_to_json
+from tests.unit.test_definitions_telemetry import VALID, assert_refused, edited, parse
+
+# The ratio rule of VALID (rules[0]) and its rate rule (rules[4]), as written there.
+RATIO_THRESHOLD = "    threshold: 0.03\n"
+RATE_THRESHOLD = '    op: ">="\n    threshold: 2\n    environments'
+
+PROMETHEUS_RULE = """\
+  - name: prom-ratio
+    source: prometheus
+    query: sum(rate(errors_total{environment="{environment}"}[5m]))
+    op: ">"
+    threshold: 0.05
+    confidence: 0.99
+"""
+
+
+def with_ratio(*lines: str) -> str:
+    """VALID with ``lines`` added to its ratio rule, after the threshold."""
+    return edited(RATIO_THRESHOLD, RATIO_THRESHOLD + "".join(f"    {line}\n" for line in lines))
+
+
+def with_rate(threshold: str, *lines: str) -> str:
+    """VALID with its rate rule's threshold written as ``threshold`` and ``lines`` added after it."""
+    added = "".join(f"    {line}\n" for line in lines)
+    return edited(RATE_THRESHOLD, f'    op: ">="\n    threshold: {threshold}\n{added}    environments')
+
+
+def test_a_ratio_rule_with_confidence_is_decided_sequentially_against_twice_its_threshold() -> None:
+    rule = parse(with_ratio("confidence: 0.99")).rules[0]
+
+    assert (rule.kind, rule.confidence, rule.alternative, rule.against) == (RuleKind.RATIO, "0.99", None, "0.06")
+    assert rule.condition().endswith("> 0.03 over 5m at 99% confidence (sequential: CUSUM against 0.06)")
+    assert rule_to_json(rule)["confidence"] == "0.99" and "alternative" not in rule_to_json(rule)
+
+
+def test_a_rate_rule_may_name_its_alternative() -> None:
+    text = edited(
+        RATE_THRESHOLD, '    op: ">="\n    threshold: 2\n    confidence: 0.95\n    alternative: 5\n    environments'
+    )
+
+    rule = parse(text).rules[4]
+
+    assert (rule.kind, rule.confidence, rule.alternative, rule.against) == (RuleKind.RATE, "0.95", "5.0", "5.0")
+    assert "at 95% confidence (sequential: CUSUM against 5.0)" in rule.condition()
+
+
+def test_rules_without_confidence_load_and_store_as_before() -> None:
+    for rule in parse(VALID).rules:
+        assert (rule.confidence, rule.alternative) == (None, None)
+        assert not {"confidence", "alternative"} & set(rule_to_json(rule))
+        assert "confidence" not in rule.condition()
+
+
+@pytest.mark.parametrize(
+    ("after", "index", "kind"),
+    [("    window: 0\n", 1, "streak"), ("    for: 5m\n", 2, "mean"), ("    threshold: 0.02\n", 3, "cohort")],
+)
+def test_confidence_on_another_kind_is_refused_as_not_supported_yet(after: str, index: int, kind: str) -> None:
+    text = edited(after, f"{after}    confidence: 0.99\n")
+
+    assert_refused(
+        text, f"rules[{index}].confidence", "confidence: 0.99", f"not supported on {kind} rules yet", "ratio and rate"
+    )
+
+
+def test_confidence_on_a_prometheus_rule_is_refused_as_not_supported_yet() -> None:
+    text = VALID + PROMETHEUS_RULE
+
+    assert_refused(
+        text, "rules[5].confidence", "confidence: 0.99", "a prometheus rule has no `confidence`", "not supported"
+    )
+
+
+@pytest.mark.parametrize("written", ["0.4", "1", "1.5", "0", "-0.99", ".nan", ".inf"])
+def test_a_confidence_outside_one_half_to_1_is_refused(written: str) -> None:
+    assert_refused(
+        with_ratio(f"confidence: {written}"),
+        "rules[0].confidence",
+        f"confidence: {written}",
+        "from 0.5 up to, not including, 1",
+        "0.99",
+    )
+
+
+def test_one_half_is_the_least_confidence() -> None:
+    assert parse(with_ratio("confidence: 0.5")).rules[0].confidence == "0.5"
+
+
+def test_an_alternative_without_confidence_is_refused() -> None:
+    assert_refused(with_ratio("alternative: 0.06"), "rules[0].alternative", "alternative: 0.06", "with `confidence`")
+
+
+@pytest.mark.parametrize("written", ["0.03", "0.02", "-1"])
+def test_an_alternative_not_beyond_the_threshold_is_refused(written: str) -> None:
+    assert_refused(
+        with_ratio("confidence: 0.99", f"alternative: {written}"),
+        "rules[0].alternative",
+        f"alternative: {written}",
+        "must be above the threshold (0.03)",
+    )
+
+
+@pytest.mark.parametrize("written", ["1", "1.2"])
+def test_a_ratios_alternative_of_1_or_more_is_refused(written: str) -> None:
+    assert_refused(
+        with_ratio("confidence: 0.99", f"alternative: {written}"),
+        "rules[0].alternative",
+        f"alternative: {written}",
+        "a share below 1",
+    )
+
+
+def test_an_infinite_alternative_is_refused() -> None:
+    text = edited(
+        RATE_THRESHOLD, '    op: ">="\n    threshold: 2\n    confidence: 0.99\n    alternative: .inf\n    environments'
+    )
+
+    assert_refused(text, "rules[4].alternative", "alternative: .inf", "finite number")
+
+
+@pytest.mark.parametrize(("threshold", "reason"), [("0", "a threshold above 0"), ("1", "a threshold below 1")])
+def test_a_sequential_ratio_needs_a_threshold_strictly_between_0_and_1(threshold: str, reason: str) -> None:
+    text = edited(RATIO_THRESHOLD, f"    threshold: {threshold}\n    confidence: 0.99\n")
+
+    assert_refused(text, "rules[0].threshold", f"threshold: {threshold}\n    confidence", reason)
+
+
+def test_a_sequential_rate_needs_a_threshold_above_0() -> None:
+    text = with_rate("0", "confidence: 0.99")
+
+    assert_refused(text, "rules[4].threshold", "threshold: 0\n    confidence", "a threshold above 0")
