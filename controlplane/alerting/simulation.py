@@ -3,7 +3,8 @@ stage is rolled back, how often and how fast a regression is.
 
 A trial is one stage of ``stage_seconds`` on a simulated clock (nothing sleeps), evaluated every ``interval``
 seconds like the served evaluation job. Every evaluation of a guard goes through ``_evaluate`` (the engine's
-``measure`` then ``step``, never a second implementation of a rule), and a guard rolls the stage back at the first
+``assess``: ``measure`` then ``step``, or the sequential decision of a rule with ``confidence``; never a second
+implementation of a rule), and a guard rolls the stage back at the first
 evaluation where it is firing with a breaching measurement: the condition the served plan lists as ``breaching``
 and ``guarding.rollback.roll_back_breaching`` acts on. Guards are independent alerts, so each one is watched on
 its own and the stage is rolled back by the first of them.
@@ -21,12 +22,16 @@ The traffic model, per guard (each guard gets its own stream of its own event ty
 - Mean rules: every event carries a log-normal value (shape ``sigma`` in log space) with mean ``healthy_mean``
   (default: half the threshold), in the canary ``regressed_mean`` (default: twice the threshold) from the onset.
 - What the engine is handed is what the served evaluation hands it: for window rules one ``Series`` per event shape
-  summed over the rule's window, starting at its cutoff, the current 10-second window holding only the events
-  that arrived by ``now`` (as ``alerting.queries.fetch_series`` sums them); for streak rules the newest
-  ``TAIL_LENGTH`` events in order. Each trial starts with empty windows and a fresh alert.
+  summed over the rule's window, starting at its cutoff (as ``alerting.queries.fetch_series`` sums them), or for
+  sequential rules one per shape and 10-second window (``fetch_windows``), the current window holding only the
+  events that arrived by ``now``; for streak rules the newest ``TAIL_LENGTH`` events in order. Each trial starts
+  with empty windows and a fresh alert.
 
 Deterministic for a seed: every (traffic, onset, trial, guard) draws from its own ``random.Random`` seeded with
 a string of them, so neither the number of workers nor the other guards of a stage change a guard's result.
+
+One cohesive thing past the usual length: the traffic model, the trial loop over the engine and the figures
+only make sense together.
 """
 
 from __future__ import annotations
@@ -34,12 +39,13 @@ from __future__ import annotations
 import functools
 import math
 import random
+from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from controlplane.alerting.rules import AlertStatus, Measurement, Series, TailEvent, measure, step, window_cutoff
+from controlplane.alerting.rules import AlertStatus, Measurement, Series, TailEvent, assess, window_cutoff
 from controlplane.catalog.events import EventType
 from controlplane.catalog.rules import WINDOW_SIZE, AlertState, Rule, RuleKind, RuleSource, Selector
 from controlplane.telemetry.service import TAIL_LENGTH
@@ -59,6 +65,7 @@ __all__ = [
 
 _START = datetime(2026, 1, 5, tzinfo=UTC)  # the simulated stage start: any instant on a window edge
 _MICROS = 1_000_000  # event and evaluation times are whole microseconds, as datetimes hold them: exact compares
+_WINDOW_US = WINDOW_SIZE // timedelta(microseconds=1)
 _DAY = 86_400
 
 
@@ -356,10 +363,107 @@ def _clock(stage_seconds: float, interval: float) -> _Clock:
 def _evaluate(
     rule: Rule, previous: AlertStatus | None, series: Sequence[Series], tail: Sequence[TailEvent], now: datetime
 ) -> tuple[Measurement, AlertStatus]:
-    """One evaluation of one guard by the rule engine: the only place the simulation calls it."""
-    # When alerting/rules.py offers `assess(rule, previous, series, tail, now, *, window_size)`, call it here.
-    measurement = measure(rule, series, tail, now, window_size=WINDOW_SIZE)
-    return measurement, step(rule, previous, measurement, now)
+    """One evaluation of one guard by the rule engine (``assess``: measure, then step; the sequential decision for
+    a rule with ``confidence``): the only place the simulation calls it."""
+    return assess(rule, previous, series, tail, now, window_size=WINDOW_SIZE)
+
+
+class _Reader:
+    """What a guard reads at each evaluation, kept up to date as events arrive and age out: the newest
+    ``TAIL_LENGTH`` events (streak), one ``Series`` per event shape summed over [cutoff, now] (plain window rules,
+    as ``alerting.queries.fetch_series`` sums them), or one per shape and 10-second window (sequential rules, as
+    ``fetch_windows`` reads them). ``advance`` says whether anything it reads changed: an event arrived, the cutoff
+    moved or a window boundary passed."""
+
+    def __init__(self, guard: Guard, stream: _Stream, clock: _Clock) -> None:
+        rule = self.rule = guard.rule
+        self.stream, self.clock = stream, clock
+        self.streak, self.mean = rule.kind is RuleKind.STREAK, rule.kind is RuleKind.MEAN
+        self.per_window = rule.confidence is not None
+        self.shapes = [
+            (guard.good, guard.canary_variant),
+            (guard.bad, guard.canary_variant),
+            (guard.good, guard.baseline_variant),
+            (guard.bad, guard.baseline_variant),
+        ]
+        self.tail: list[TailEvent] = []
+        if self.streak:
+            self.tail = [
+                TailEvent(_START + timedelta(microseconds=at), shape.outcome, variant, shape.labels)
+                for at, (shape, variant) in zip(stream.times, (self.shapes[kind] for kind in stream.kinds), strict=True)
+            ]
+        # At each evaluation, the start of the oldest window the rule reads (none for a streak).
+        self.cut_us, self.cut_at = ([], []) if self.streak else clock.cutoffs(rule.window)
+        self.counts, self.sums = [0, 0, 0, 0], [0.0, 0.0, 0.0, 0.0]
+        self.windows: deque[tuple[int, datetime, list[int]]] = deque()  # sequential: (start, its datetime, counts)
+        self.low = self.high = 0
+        self.last_cut = self.last_window = -1
+
+    def advance(self, index: int) -> bool:
+        """Take in what arrived by the ``index``-th evaluation and drop what aged out; True when anything changed."""
+        times, kinds, values = self.stream.times, self.stream.kinds, self.stream.values
+        now_us = self.clock.offsets[index]
+        counts, sums, windows = self.counts, self.sums, self.windows
+        arrived = False
+        while self.high < len(times) and times[self.high] <= now_us:
+            at, kind = times[self.high], kinds[self.high]
+            counts[kind] += 1
+            sums[kind] += values[self.high]
+            if self.per_window:
+                start = at - at % _WINDOW_US
+                if not windows or windows[-1][0] != start:
+                    windows.append((start, _START + timedelta(microseconds=start), [0, 0, 0, 0]))
+                windows[-1][2][kind] += 1
+            self.high += 1
+            arrived = True
+        if self.streak:
+            return arrived
+        cut = self.cut_us[index]
+        while (
+            self.low < self.high and times[self.low] < cut
+        ):  # an event's window starts at or after the cutoff iff it does
+            counts[kinds[self.low]] -= 1
+            sums[kinds[self.low]] -= values[self.low]
+            self.low += 1
+        while windows and windows[0][0] < cut:
+            windows.popleft()
+        window = now_us // _WINDOW_US
+        moved = cut != self.last_cut or window != self.last_window
+        self.last_cut, self.last_window = cut, window
+        return arrived or moved
+
+    def read(self, index: int) -> tuple[list[Series], list[TailEvent]]:
+        """The series and tail the engine is handed at the ``index``-th evaluation (after ``advance``)."""
+        if self.streak:
+            return [], self.tail[max(0, self.high - TAIL_LENGTH) : self.high]
+        shapes = self.shapes
+        if self.per_window:
+            return [
+                Series(
+                    start=at,
+                    outcome=shapes[kind][0].outcome,
+                    variant=shapes[kind][1],
+                    labels=shapes[kind][0].labels,
+                    count=counts[kind],
+                )
+                for _, at, counts in self.windows
+                for kind in range(4)
+                if counts[kind]
+            ], []
+        counts, sums, mean, start = self.counts, self.sums, self.mean, self.cut_at[index]
+        return [
+            Series(
+                start=start,
+                outcome=shapes[kind][0].outcome,
+                variant=shapes[kind][1],
+                labels=shapes[kind][0].labels,
+                count=counts[kind],
+                value_count=counts[kind] if mean else 0,
+                value_sum=sums[kind] if mean else 0.0,
+            )
+            for kind in range(4)
+            if counts[kind]
+        ], []
 
 
 def _watch(
@@ -374,84 +478,39 @@ def _watch(
     """Evaluate one guard over one stream: (microsecond of its first rollback or None, firing episodes).
 
     Skipping (``skip``) leaves out an evaluation whose result cannot differ from the last one's: the alert is
-    inactive or lacks data, no event arrived since, and the rule's cutoff did not move. Then ``measure`` gets the
-    same series (ratio, mean, cohort: summed counts and sums over [cutoff, now], which depend on ``now`` only
-    through the cutoff) or the same tail (a streak without a window: the newest events, whatever the time), so the
-    same measurement; and ``step`` from an inactive or insufficient-data status with the same measurement returns
-    that status unchanged (it keeps ``since``; only pending and firing read the clock). Rate rules divide by the
-    time their windows span, and a streak with a window ages events out, so both are evaluated every time.
-    ``tests/unit/test_guard_simulation.py`` checks the skipping against evaluating every time, status for status.
+    inactive or lacks data, and nothing the rule reads changed (no event arrived, the cutoff did not move, no
+    window boundary passed). Then ``measure`` gets the same series (ratio, mean, cohort: counts and sums over
+    [cutoff, now], which depend on ``now`` only through the cutoff) or the same tail (a streak without a window:
+    the newest events, whatever the time), so the same measurement; and ``step`` from an inactive or
+    insufficient-data status with the same measurement returns that status unchanged (it keeps ``since``; only
+    pending and firing read the clock). A sequential ratio folds only windows closed since its evidence (none
+    closed) and weighs the open one by its counts alone, so its evidence is the same too. Rate rules weigh the
+    time their windows span (or the open window's exposure), and a streak with a window ages events out: both are
+    evaluated every time. ``tests/unit/test_guard_simulation.py`` checks the skipping against evaluating every
+    time, status for status.
     """
-    rule, times, kinds, values = guard.rule, stream.times, stream.kinds, stream.values
-    offsets, instants = clock.offsets, clock.instants
-    streak, mean = rule.kind is RuleKind.STREAK, rule.kind is RuleKind.MEAN
-    skippable = skip and rule.kind is not RuleKind.RATE and not (streak and rule.window)
-    shapes = [
-        (guard.good, guard.canary_variant),
-        (guard.bad, guard.canary_variant),
-        (guard.good, guard.baseline_variant),
-        (guard.bad, guard.baseline_variant),
-    ]
-    tail: list[TailEvent] = []
-    cut_us: list[int] = []
-    cut_at: list[datetime] = []
-    if streak:
-        tail = [
-            TailEvent(_START + timedelta(microseconds=at), shape.outcome, variant, shape.labels)
-            for at, (shape, variant) in zip(times, (shapes[kind] for kind in kinds), strict=True)
-        ]
-    else:
-        cut_us, cut_at = clock.cutoffs(rule.window)
-    counts, sums = [0, 0, 0, 0], [0.0, 0.0, 0.0, 0.0]
-    low = high = 0
-    last_cut = -1
+    rule = guard.rule
+    reader = _Reader(guard, stream, clock)
+    skippable = skip and rule.kind is not RuleKind.RATE and not (rule.kind is RuleKind.STREAK and rule.window)
     previous: AlertStatus | None = None
     first: int | None = None
     episodes = 0
     quiet = (AlertState.INACTIVE, AlertState.INSUFFICIENT_DATA)
-    for index, now_us in enumerate(offsets):
-        arrived = False
-        while high < len(times) and times[high] <= now_us:
-            counts[kinds[high]] += 1
-            sums[kinds[high]] += values[high]
-            high += 1
-            arrived = True
-        moved = False
-        if not streak:
-            cut = cut_us[index]
-            while low < high and times[low] < cut:  # an event's window starts at or after the cutoff iff it does
-                counts[kinds[low]] -= 1
-                sums[kinds[low]] -= values[low]
-                low += 1
-            moved, last_cut = cut != last_cut, cut
-        if skippable and previous is not None and not arrived and not moved and previous.state in quiet:
+    for index, now in enumerate(clock.instants):
+        changed = reader.advance(index)
+        if skippable and previous is not None and not changed and previous.state in quiet:
             if trace is not None:
                 trace.append(previous)
             continue
-        series: list[Series] = []
-        if not streak:
-            series = [
-                Series(
-                    start=cut_at[index],
-                    outcome=shapes[kind][0].outcome,
-                    variant=shapes[kind][1],
-                    labels=shapes[kind][0].labels,
-                    count=counts[kind],
-                    value_count=counts[kind] if mean else 0,
-                    value_sum=sums[kind] if mean else 0.0,
-                )
-                for kind in range(4)
-                if counts[kind]
-            ]
-        recent = tail[max(0, high - TAIL_LENGTH) : high]
-        measurement, status = _evaluate(rule, previous, series, recent, instants[index])
+        series, tail = reader.read(index)
+        measurement, status = _evaluate(rule, previous, series, tail, now)
         if trace is not None:
             trace.append(status)
         if status.state is AlertState.FIRING:
             if previous is None or previous.state is not AlertState.FIRING:
                 episodes += 1
             if first is None and measurement.breached:
-                first = now_us
+                first = clock.offsets[index]
                 if not to_end:
                     break
         previous = status

@@ -17,6 +17,8 @@ from controlplane.settings import Settings
 
 if TYPE_CHECKING:
     from controlplane.alerting.simulation import GuardOutcome, StageOutcome
+    from controlplane.definitions.schemas import FlagDefinition, PipelineDefinition
+    from controlplane.rollouts.stages import Stage
 
 __all__ = ["add_guard_commands"]
 
@@ -25,7 +27,7 @@ _T = TypeVar("_T")
 
 def cmd_guards_simulate(args: argparse.Namespace, settings: Settings) -> None:
     """Simulate the guards of a definition's stages in one environment and show what they would do."""
-    from controlplane.alerting.simulation import Scenario, SimulationError, Traffic, guard_for, simulate
+    from controlplane.alerting.simulation import Scenario, Traffic, guard_for, simulate
     from controlplane.definitions.document import DefinitionError
     from controlplane.definitions.loader import load_definition
 
@@ -36,25 +38,8 @@ def cmd_guards_simulate(args: argparse.Namespace, settings: Settings) -> None:
         raise CommandError(f"cannot read {path}: {error.strerror}") from error
     except DefinitionError as error:
         raise CommandError(f"invalid definition: {error}") from error
-    planned = [flag for flag in definition.flags if flag.plan is not None]
-    if args.flag is not None:
-        planned = [flag for flag in planned if flag.key == args.flag]
-    planned = [
-        flag for flag in planned if flag.plan and any(step.environment == args.env for step in flag.plan.environments)
-    ]
-    if not planned:
-        raise CommandError(f"no flag of {path} has a rollout plan in {args.env}")
-    if len(planned) > 1:
-        raise CommandError(f"several flags have a plan in {args.env}: choose one with --flag")
-    flag = planned[0]
-    assert flag.plan is not None
-    stages = next(step.stages for step in flag.plan.environments if step.environment == args.env)
-    numbers = list(range(1, len(stages) + 1))
-    if args.stage is not None:
-        if args.stage not in numbers:
-            raise CommandError(f"{args.env} has stages 1..{len(stages)}, not {args.stage}")
-        numbers = [args.stage]
-    unguarded = [number for number in numbers if not stages[number - 1].guards]
+    flag, stages = _plan(definition, args)
+    numbers = [args.stage] if args.stage is not None else list(range(1, len(stages) + 1))
     # Stages with the same guards behave the same (a stage's percentage and bake change nothing simulated here).
     groups: dict[tuple[str, ...], list[int]] = {}
     for number in numbers:
@@ -66,7 +51,9 @@ def cmd_guards_simulate(args: argparse.Namespace, settings: Settings) -> None:
     events = {event.name: event for event in definition.events}
     rates = _numbers(args.rate, "--rate", float)
     shares = _numbers(args.healthy, "--healthy", _share)
-    onsets = _numbers(args.onset, "--onset", float)
+    onsets = tuple(_numbers(args.onset, "--onset", float))
+    if not rates or not shares:
+        raise CommandError("give at least one --rate and one --healthy share")
     try:
         regressed = _share(args.regressed)
         scenarios: list[Scenario] = []
@@ -91,9 +78,9 @@ def cmd_guards_simulate(args: argparse.Namespace, settings: Settings) -> None:
                         regressed_mean=args.regressed_mean,
                         sigma=args.sigma,
                     )
-                    scenarios.append(Scenario(guards, traffic, tuple(onsets), args.stage_seconds, args.interval))
+                    scenarios.append(Scenario(guards, traffic, onsets, args.stage_seconds, args.interval))
         outcomes = simulate(scenarios, trials=args.trials, seed=args.seed, workers=args.workers or os.cpu_count() or 1)
-    except (SimulationError, ValueError) as error:
+    except ValueError as error:  # SimulationError among them: what cannot be simulated, in words
         raise CommandError(f"cannot simulate: {error}") from error
     report: dict[str, Any] = {
         "definition": str(path),
@@ -104,12 +91,11 @@ def cmd_guards_simulate(args: argparse.Namespace, settings: Settings) -> None:
         "seed": args.seed,
         "stage_seconds": args.stage_seconds,
         "interval": args.interval,
-        "unguarded_stages": unguarded,
+        "unguarded_stages": [number for number in numbers if not stages[number - 1].guards],
         "groups": [],
     }
     per_group = len(rates) * len(shares)
     for position, (names, members) in enumerate(groups.items()):
-        results = outcomes[position * per_group : (position + 1) * per_group]
         report["groups"].append(
             {
                 "stages": members,
@@ -118,10 +104,29 @@ def cmd_guards_simulate(args: argparse.Namespace, settings: Settings) -> None:
                     {"name": name, "kind": rules[name].kind.value, "condition": rules[name].condition()}
                     for name in names
                 ],
-                "results": [_result_json(outcome) for outcome in results],
+                "results": [_result_json(item) for item in outcomes[position * per_group : (position + 1) * per_group]],
             }
         )
     emit(args, report, _render)
+
+
+def _plan(definition: PipelineDefinition, args: argparse.Namespace) -> tuple[FlagDefinition, tuple[Stage, ...]]:
+    """The flag whose plan reaches ``--env`` (``--flag``, or the only one), and its stages there."""
+    found = [
+        (flag, step.stages)
+        for flag in definition.flags
+        if flag.plan is not None and args.flag in (None, flag.key)
+        for step in flag.plan.environments
+        if step.environment == args.env
+    ]
+    if not found:
+        raise CommandError(f"no flag of {definition.source} has a rollout plan in {args.env}")
+    if len(found) > 1:
+        raise CommandError(f"several flags have a plan in {args.env}: choose one with --flag")
+    flag, stages = found[0]
+    if args.stage is not None and not 1 <= args.stage <= len(stages):
+        raise CommandError(f"{args.env} has stages 1..{len(stages)}, not {args.stage}")
+    return flag, stages
 
 
 def _result_json(outcome: StageOutcome) -> dict[str, Any]:
@@ -180,10 +185,8 @@ def _render(report: dict[str, Any]) -> Table:
     ]
     rows: list[list[Any]] = []
     for group in report["groups"]:
-        stages = ", ".join(
-            f"{number} ({percentage:g}%)"
-            for number, percentage in zip(group["stages"], group["percentages"], strict=True)
-        )
+        shares = "/".join(f"{percentage:g}" for percentage in group["percentages"])
+        stages = f"{', '.join(str(number) for number in group['stages'])} ({shares}%)"
         for result in group["results"]:
             for figures in [*result["guards"], result["stage"]]:
                 mean = figures["kind"] == "mean"

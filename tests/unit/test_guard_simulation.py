@@ -22,7 +22,7 @@ from controlplane.alerting.simulation import (
     simulate,
 )
 from controlplane.catalog.events import EventType, LabelSpec
-from controlplane.catalog.rules import Comparison, Rule, RuleKind, RuleSource, Selector
+from controlplane.catalog.rules import AlertState, Comparison, Rule, RuleKind, RuleSource, Selector
 
 HTTP = EventType(
     pipeline="demo",
@@ -150,6 +150,7 @@ def kinds() -> list[tuple[Guard, Traffic]]:
     """One guard of each kind, with `for` and `keep_firing_for` where they apply, on traffic that crosses them."""
     traffic = Traffic(rate=300, healthy=0.03, regressed=0.1, baseline_rate=200)
     per = replace(traffic, baseline_rate=0)
+    rate = rule(RuleKind.RATE, where=selector(status_class=["5xx"]), threshold="2", min_samples=0)
     return [
         (guard_for(rule(hold=timedelta(seconds=30), keep_firing_for=timedelta(minutes=1)), HTTP), traffic),
         (guard_for(rule(window=timedelta(minutes=1), min_samples=20), HTTP), traffic),
@@ -158,13 +159,18 @@ def kinds() -> list[tuple[Guard, Traffic]]:
             guard_for(rule(RuleKind.COHORT, threshold="0.02", canary_variant="on", baseline_variant="off"), HTTP),
             traffic,
         ),
-        (guard_for(rule(RuleKind.RATE, where=selector(status_class=["5xx"]), threshold="2", min_samples=0), HTTP), per),
+        (guard_for(rate, HTTP), per),
         (guard_for(streak(), VISION), replace(traffic, healthy=0.2)),
         (guard_for(streak(window=timedelta(seconds=30), min_samples=3), VISION), replace(traffic, healthy=0.2)),
+        (guard_for(rule(confidence="0.99", min_samples=20, keep_firing_for=timedelta(minutes=1)), HTTP), traffic),
+        (guard_for(replace(rate, confidence="0.99"), HTTP), per),
     ]
 
 
-KINDS = ["ratio-held", "ratio-1m", "mean-held", "cohort", "rate", "streak", "streak-30s"]
+KINDS = [
+    *("ratio-held", "ratio-1m", "mean-held", "cohort", "rate", "streak", "streak-30s"),
+    *("sequential-ratio", "sequential-rate"),
+]
 
 
 @pytest.mark.parametrize(("guard", "traffic"), kinds(), ids=KINDS)
@@ -180,6 +186,7 @@ def test_skipping_unchanged_evaluations_changes_no_status(
         return evaluate(*args)
 
     monkeypatch.setattr(simulation, "_evaluate", counted)
+    seen: set[AlertState] = set()
     for trial in range(3):
         stream = simulation._Stream.draw(guard, traffic, 600 * 1_000_000, 1800 * 1_000_000, random.Random(trial))
         every: list[AlertStatus] = []
@@ -195,13 +202,33 @@ def test_skipping_unchanged_evaluations_changes_no_status(
         # Rate rules and streaks over a window read the clock itself: they are evaluated every time.
         reads_clock = guard.rule.kind is RuleKind.RATE or (guard.rule.kind is RuleKind.STREAK and guard.rule.window)
         assert (skipped > 0) is not reads_clock
-        assert len({status.state for status in every}) > 1  # the traffic moved the alert
+        seen |= {status.state for status in every}
+    assert len(seen) > 1  # the traffic moved the alert
 
 
 def test_skipping_gives_the_same_figures_as_evaluating_every_time() -> None:
     guards = tuple(guard for guard, _ in kinds()[:4])
     scenario = Scenario(guards, kinds()[0][1], (0.0, 300.0), stage_seconds=900)
     assert simulate([scenario], trials=6, seed=2) == simulate([scenario], trials=6, seed=2, skip_unchanged=False)
+
+
+def test_a_sequential_guard_reads_the_windows_one_by_one_and_catches_what_the_plain_one_does() -> None:
+    plain, sequential = rule(), rule(confidence="0.99", name="sequential")
+    guards = (guard_for(plain, HTTP), guard_for(sequential, HTTP))
+    scenario = Scenario(guards, Traffic(rate=1000, healthy=0.0, regressed=1.0), (0.0, 300.0), stage_seconds=600)
+    outcome = simulate([scenario], trials=5, seed=4)[0]
+    for figures in outcome.guards:
+        assert figures.healthy_rolled_back == 0
+        assert all(detection.caught == 1 for detection in figures.detections)
+    clock = simulation._clock(600.0, 2.0)
+    stream = simulation._Stream.draw(guards[1], scenario.traffic, None, 600 * 1_000_000, random.Random(1))
+    reader = simulation._Reader(guards[1], stream, clock)
+    for index in range(150):  # 5 minutes
+        reader.advance(index)
+    series, _ = reader.read(149)
+    starts = sorted({item.start for item in series})
+    assert len(starts) == len(series) == 30  # one per 10-second window (every event good): the 5 minutes' windows
+    assert sum(item.count for item in series) == len(stream.times[: reader.high]) - reader.low
 
 
 def test_chance_streaks_are_counted_at_about_the_rate_runs_of_errors_occur() -> None:
