@@ -2,9 +2,9 @@
 states and transitions that changed, and enqueue the notifications they cause).
 
 Rules with ``source: prometheus`` are measured from Prometheus before planning (``alerting.prometheus``), with no
-database session open; the plan reads those measurements like the windows. Rules with ``confidence`` read their
-windows one by one and carry their sequential statistic in the stored state (``alerting.rules.assess``), so a new
-leader continues where the last one stopped.
+database session open; the plan reads those measurements like the windows. Rules with ``confidence`` also read
+the windows they have not folded yet one by one, and carry their sequential statistic in the stored state
+(``alerting.rules.assess``), so a new leader continues where the last one stopped.
 
 What a firing guard does to a rollout is not decided here: the plan lists the alerts that fired and breached
 (``EvaluationPlan.breaching``), and the guarding workflow (``controlplane.guarding.evaluation``) rolls rollouts back
@@ -32,7 +32,7 @@ from controlplane.alerting.queries import (
     state_fingerprint,
     stored_states,
 )
-from controlplane.alerting.rules import AlertStatus, Measurement, assess, measure, step
+from controlplane.alerting.rules import AlertStatus, Measurement, assess, measure, step, unfolded_since
 from controlplane.catalog.models import PipelineCatalog
 from controlplane.catalog.rules import WINDOW_SIZE, AlertState, Rule, RuleSource, rule_from_json
 from controlplane.catalog.service import load_rules
@@ -190,15 +190,14 @@ def plan_evaluation(
     if readings is None:
         readings = read_prometheus_rules(rules, environments, now, None)
     outcome = Evaluation(rules=len(rules))
-    plain = [rule for rule in rules if rule.confidence is None]
-    series = fetch_series(session, plain, now, window_size)
-    windows_of = fetch_windows(session, rules, now, window_size)
+    series = fetch_series(session, rules, now, window_size)
     tails = fetch_tails(session, rules)
     fingerprint = state_fingerprint(session) if cache is not None else None
     if cache is not None and cache.states is not None and cache.fingerprint == fingerprint:
         stored = dict(cache.states)  # a copy: a tick that fails half-way must not leave the cache half-updated
     else:
         stored = stored_states(session)
+    windows_of = fetch_windows(session, _unfolded(rules, environments, stored, now, window_size), now)
     plan = EvaluationPlan(
         outcome=outcome,
         inserts=[],
@@ -213,7 +212,7 @@ def plan_evaluation(
     for rule in rules:
         for environment in rule.environments or environments:
             outcome.alerts += 1
-            previous = _previous(plan, rule, environment)
+            previous = _stored_status(plan.stored, rule, environment)
             if rule.source is RuleSource.PROMETHEUS:
                 measurement = readings.measurement(rule, environment)
                 status = step(rule, previous, measurement, now)
@@ -222,10 +221,11 @@ def plan_evaluation(
                 measurement, status = assess(
                     rule,
                     previous,
-                    windows_of.get((rule.pipeline, rule.event, environment), ()),
+                    series.get((rule.window, rule.pipeline, rule.event, environment), ()),
                     (),
                     now,
                     window_size=window_size,
+                    windows=windows_of.get((rule.pipeline, rule.event, environment), ()),
                 )
             else:
                 windows = series.get((rule.window, rule.pipeline, rule.event, environment), ())
@@ -242,9 +242,24 @@ def plan_evaluation(
     return plan
 
 
-def _previous(plan: EvaluationPlan, rule: Rule, environment: str) -> AlertStatus | None:
+def _unfolded(
+    rules: Sequence[Rule], environments: Sequence[str], stored: StoredStates, now: datetime, window_size: timedelta
+) -> dict[tuple[str, str], datetime]:
+    """Per (pipeline, event), the oldest window a sequential alert on it has yet to fold (see ``fetch_windows``)."""
+    starts: dict[tuple[str, str], datetime] = {}
+    for rule in rules:
+        if rule.confidence is None or rule.source is not RuleSource.EVENTS:
+            continue
+        for environment in rule.environments or environments:
+            start = unfolded_since(rule, _stored_status(stored, rule, environment), now, window_size)
+            key = (rule.pipeline, rule.event)
+            starts[key] = min(starts.get(key, start), start)
+    return starts
+
+
+def _stored_status(stored: StoredStates, rule: Rule, environment: str) -> AlertStatus | None:
     """The alert's stored status; a rule name that moved to another pipeline starts afresh."""
-    found = plan.stored.get((rule.name, environment))
+    found = stored.get((rule.name, environment))
     return found[1] if found is not None and found[0] == rule.pipeline else None
 
 
@@ -253,7 +268,7 @@ def _note_alert(
 ) -> None:
     """Note what to write and whom to tell about one alert, stepped to ``status`` from its stored one."""
     found = plan.stored.get((rule.name, environment))
-    previous = _previous(plan, rule, environment)
+    previous = _stored_status(plan.stored, rule, environment)
     if found is None:
         plan.inserts.append(_state_values(rule, environment, status, now))
     elif status != previous:

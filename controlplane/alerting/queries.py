@@ -1,5 +1,5 @@
-"""What an evaluation reads from the database: windows summed per series (plain rules), windows one by one
-(sequential rules), event tails, the stored alert states and the states table's fingerprint. Plain rows, no ORM
+"""What an evaluation reads from the database: windows summed per series, windows one by one (what sequential
+rules have not folded yet), event tails, the stored alert states and the states table's fingerprint. Plain rows, no ORM
 objects: a tick reads thousands. Never writes.
 """
 
@@ -109,38 +109,32 @@ def fetch_series(
 
 
 def fetch_windows(
-    session: Session, rules: Sequence[Rule], now: datetime, window_size: timedelta
+    session: Session, starts: Mapping[tuple[str, str], datetime], now: datetime
 ) -> dict[tuple[str, str, str], list[Series]]:
-    """The windows one by one for sequential rules: (pipeline, event, environment) -> one series per window.
+    """The windows one by one, for sequential rules: (pipeline, event, environment) -> one series per window.
 
-    One query per event type reads its longest sequential rule's window (the same index range scan as
-    ``fetch_series``), grouped by window too: a sequential rule folds each closed window into its statistic, and its
-    plain value and ``min_samples`` floor still read the whole window. Windows older than the rule's window are not
-    read, so after a longer gap the statistic skips them.
+    ``starts`` gives per (pipeline, event) the oldest window any of its sequential alerts still has to fold
+    (``alerting.rules.unfolded_since``: the last window or two once an alert has evidence, the rule's window for a
+    new one). One query per event type, on the same index as ``fetch_series``. The rules' plain values still read
+    the summed windows of ``fetch_series``.
     """
-    longest: dict[tuple[str, str], timedelta] = {}
-    for rule in rules:
-        if rule.source is RuleSource.EVENTS and rule.confidence is not None:
-            pair = (rule.pipeline, rule.event)
-            longest[pair] = max(longest.get(pair, rule.window), rule.window)
     found: dict[tuple[str, str, str], list[Series]] = {}
     labels_cache: dict[str, Mapping[str, str]] = {}
     w = TelemetryWindow
-    for (pipeline, event), length in sorted(longest.items()):
-        cutoff = window_cutoff(now, length, window_size)
+    for (pipeline, event), start in sorted(starts.items()):
         rows = session.execute(
             select(w.environment, w.variant, w.outcome, w.labels_key, w.window_start, func.sum(w.count))
-            .where(w.pipeline == pipeline, w.event == event, w.window_start >= cutoff, w.window_start <= now)
+            .where(w.pipeline == pipeline, w.event == event, w.window_start >= start, w.window_start <= now)
             .group_by(w.environment, w.variant, w.outcome, w.labels_key, w.window_start)
         )
-        for environment, variant, outcome, key, start, count in rows:
+        for environment, variant, outcome, key, window_start, count in rows:
             if not count:
                 continue
             labels = labels_cache.get(key)
             if labels is None:
                 labels = labels_cache[key] = json.loads(key)
             found.setdefault((pipeline, event, environment), []).append(
-                Series(start=start, outcome=outcome, variant=variant, labels=labels, count=int(count))
+                Series(start=window_start, outcome=outcome, variant=variant, labels=labels, count=int(count))
             )
     return found
 

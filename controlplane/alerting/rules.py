@@ -19,7 +19,8 @@ decided sequentially (``alerting.sequential``): ``assess`` folds the windows clo
 ``evidence`` into a CUSUM and breaches when it shows a breach at that confidence, measures a pass when it shows
 none of the alternative's size, and is insufficient while it shows neither (or below ``min_samples`` over the
 window). The evidence travels in the returned ``AlertStatus``, so replaying from a stored status continues exactly
-where the last evaluation stopped. Its ``series`` must be one per aggregation window (not summed over several).
+where the last evaluation stopped. The windows it folds are one series per aggregation window (``windows``, or
+``series`` itself), from ``unfolded_since`` on; its plain value and floor read ``series`` like ``measure``.
 
 Thresholds compare exactly: ratios and rates as fractions, the threshold read as the decimal it was written as,
 so exactly 3% never fires a ``> 3%`` rule whatever the float rounding.
@@ -47,6 +48,7 @@ __all__ = [
     "hypotheses",
     "measure",
     "step",
+    "unfolded_since",
     "window_cutoff",
 ]
 
@@ -263,13 +265,20 @@ def assess(
     now: datetime,
     *,
     window_size: timedelta = WINDOW_SIZE,
+    windows: Sequence[Series] | None = None,
 ) -> tuple[Measurement, AlertStatus]:
     """Measure ``rule`` and step its alert from ``previous``: ``measure`` then ``step`` for a plain rule; for a rule
-    with ``confidence``, the sequential decision, with the statistic (``AlertStatus.evidence``) carried forward."""
+    with ``confidence``, the sequential decision, with the statistic (``AlertStatus.evidence``) carried forward.
+
+    A sequential rule folds ``windows`` (one series per aggregation window, at least those from ``unfolded_since``
+    on; by default ``series``, which must then be one per window too) and measures its plain value over ``series``
+    (one per window, or summed over the rule's window as the evaluator reads plain rules).
+    """
     measurement = measure(rule, series, tail, now, window_size=window_size)
     if rule.confidence is None:
         return measurement, step(rule, previous, measurement, now)
-    measurement, evidence = _sequential(rule, previous, series, measurement, now, window_size)
+    folded = series if windows is None else windows
+    measurement, evidence = _sequential(rule, previous, (series, folded), measurement, now, window_size)
     status = step(rule, previous, measurement, now)
     return measurement, replace(status, evidence=evidence)
 
@@ -285,29 +294,43 @@ def hypotheses(rule: Rule) -> Hypotheses:
     raise ValueError(f"a {rule.kind.value} rule does not decide sequentially (ratio and rate rules do)")
 
 
-def _sequential(
-    rule: Rule,
-    previous: AlertStatus | None,
-    series: Sequence[Series],
-    plain: Measurement,
-    now: datetime,
-    window_size: timedelta,
-) -> tuple[Measurement, Evidence]:
-    """The sequential measurement: the plain value over the window, the verdict of the CUSUM."""
-    assert rule.confidence is not None
-    tested = hypotheses(rule)
-    limit = sequential.decision_threshold(float(Fraction(rule.confidence)))
+def unfolded_since(rule: Rule, previous: AlertStatus | None, now: datetime, window_size: timedelta) -> datetime:
+    """The start of the oldest window ``assess`` folds for sequential ``rule`` from ``previous`` at ``now``: which
+    windows the evaluator reads one by one (the rule's window for a new alert, the last window or two later on)."""
     since = window_cutoff(now, rule.window, window_size)
+    prior = previous.evidence if previous is not None else None
+    return sequential.resume(prior, hypotheses(rule), since, window_size)[1]
+
+
+def _tally(rule: Rule, series: Iterable[Series], since: datetime, now: datetime) -> dict[datetime, tuple[int, int]]:
+    """Per window start, the (selected, matching) events of ``rule`` (a rate's selected events all match)."""
     windows: dict[datetime, tuple[int, int]] = {}
-    selected = matching = 0
     for item in series:
         if not since <= item.start <= now or not rule.where.admits(item.outcome, item.variant, item.labels):
             continue
         events, counted = windows.get(item.start, (0, 0))
         hit = rule.kind is RuleKind.RATE or rule.numerator.admits(item.outcome, item.variant, item.labels)
         windows[item.start] = (events + item.count, counted + item.count if hit else counted)
-        selected += item.count
-        matching += item.count if hit else 0
+    return windows
+
+
+def _sequential(
+    rule: Rule,
+    previous: AlertStatus | None,
+    read: tuple[Sequence[Series], Sequence[Series]],
+    plain: Measurement,
+    now: datetime,
+    window_size: timedelta,
+) -> tuple[Measurement, Evidence]:
+    """The sequential measurement: the plain value over the window (``read[0]``), the verdict of the CUSUM after
+    folding the windows (``read[1]``)."""
+    assert rule.confidence is not None
+    tested = hypotheses(rule)
+    limit = sequential.decision_threshold(float(Fraction(rule.confidence)))
+    since = window_cutoff(now, rule.window, window_size)
+    windows = _tally(rule, read[1], since, now)
+    totals = (windows if read[0] is read[1] else _tally(rule, read[0], since, now)).values()
+    selected, matching = sum(events for events, _ in totals), sum(counted for _, counted in totals)
     prior = previous.evidence if previous is not None else None
     evidence, upper, lower = sequential.advance(prior, tested, limit, windows, since=since, now=now, size=window_size)
     found = sequential.verdict(upper, lower, limit)

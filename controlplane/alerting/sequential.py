@@ -56,6 +56,7 @@ __all__ = [
     "decision_threshold",
     "fold",
     "outlook",
+    "resume",
     "verdict",
 ]
 
@@ -183,6 +184,17 @@ def _aligned(at: datetime, size: timedelta) -> datetime:
     return _EPOCH + ((at - _EPOCH) // size) * size
 
 
+def resume(
+    prior: Evidence | None, hypotheses: Hypotheses, since: datetime, size: timedelta
+) -> tuple[Evidence | None, datetime]:
+    """Where folding continues: the prior evidence if it still holds (None: start afresh) and the start of the
+    first window to fold (after the prior's ``through``, and not before ``since``, the rule's window)."""
+    if prior is not None and (prior.basis != hypotheses.basis or _aligned(prior.through, size) != prior.through):
+        prior = None  # summed under other hypotheses, or over windows of another size: start afresh
+    since = _aligned(since, size)
+    return prior, since if prior is None else max(since, prior.through)
+
+
 def advance(
     prior: Evidence | None,
     hypotheses: Hypotheses,
@@ -200,10 +212,8 @@ def advance(
     window: older ones are skipped after a gap) and after ``prior.through``. Returns the evidence to store (closed
     windows only) and the upper and lower statistics with the open window added, to decide on now.
     """
-    if prior is not None and (prior.basis != hypotheses.basis or _aligned(prior.through, size) != prior.through):
-        prior = None  # summed under other hypotheses, or over windows of another size: start afresh
+    prior, start = resume(prior, hypotheses, since, size)
     upper, lower = (prior.upper, prior.lower) if prior is not None else (0.0, 0.0)
-    start = _aligned(since, size) if prior is None else max(_aligned(since, size), prior.through)
     open_start = _aligned(now, size)
     if open_start < start:
         # The clock stands before what was already folded (it went back): nothing new, nothing provisional.

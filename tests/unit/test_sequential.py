@@ -27,6 +27,7 @@ from controlplane.alerting.rules import (
     hypotheses,
     measure,
     step,
+    unfolded_since,
     window_cutoff,
 )
 from controlplane.alerting.sequential import (
@@ -406,6 +407,39 @@ def test_the_open_window_is_added_provisionally_and_folded_once(kind: str) -> No
     tested, window = hypotheses(rule), windows[T0 + timedelta(minutes=11, seconds=10)]
     expected = fold(settled.evidence.upper, settled.evidence.lower, tested.log_ratio(*window, 10.0), LIMIT)
     assert closed.evidence is not None and (closed.evidence.upper, closed.evidence.lower) == expected
+
+
+def summed(series: list[Series], since: datetime) -> list[Series]:
+    """``series`` summed over the windows from ``since``, as the evaluator reads a rule's window."""
+    totals: dict[tuple[str, str, tuple[tuple[str, str], ...]], int] = {}
+    for item in series:
+        if item.start >= since:
+            key = (item.outcome, item.variant, tuple(sorted(item.labels.items())))
+            totals[key] = totals.get(key, 0) + item.count
+    return [
+        Series(since, outcome, variant, dict(labels), count) for (outcome, variant, labels), count in totals.items()
+    ]
+
+
+@pytest.mark.parametrize("kind", ["ratio", "rate"])
+def test_summed_windows_and_only_the_unfolded_ones_one_by_one_decide_as_every_window_does(kind: str) -> None:
+    """What the evaluator reads (the rule's window summed, and one by one only the windows the statistic has not
+    folded yet) gives the same measurements and statuses as every window one by one."""
+    rule, traffic = REGRESSING[kind]
+    windows: dict[datetime, tuple[int, int]] = {}
+    every: AlertStatus | None = None
+    read: AlertStatus | None = None
+    for now, events, matching in ticks(13, traffic, evaluations=600):
+        before = windows.get(opened(now), (0, 0))
+        windows[opened(now)] = (before[0] + events, before[1] + matching)
+        one_by_one = series_of(windows)
+        since, start = window_cutoff(now, rule.window), unfolded_since(rule, read, now, WINDOW_SIZE)
+        unfolded = [item for item in one_by_one if item.start >= start]
+        expected = assess(rule, every, one_by_one, (), now)
+        found = assess(rule, read, summed(one_by_one, since), (), now, windows=unfolded)
+        assert found == expected, now
+        every, read = expected[1], found[1]
+        assert len({item.start for item in unfolded}) <= (2 if now > T0 + WINDOW_SIZE else 30)
 
 
 def test_evaluating_less_often_folds_the_same_windows() -> None:
