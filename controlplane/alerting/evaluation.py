@@ -140,7 +140,7 @@ def alert_event(
         rule=rule.name,
         pipeline=rule.pipeline,
         environment=environment,
-        severity=rule.severity.value,
+        severity=rule.notified_severity.value,  # info for a shadow rule: watched, not trusted yet
         summary=headline,
         description=describe_measurement(rule, measurement, environment),
         at=now,

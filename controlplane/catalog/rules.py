@@ -3,7 +3,8 @@ JSON form. Pure data, read by the alerting evaluator, the renderers and the tele
 
 Thresholds are kept as the decimal they were written as, so evaluators compare them exactly (``Rule.limit``).
 A rule with ``confidence`` is decided sequentially (``alerting.sequential``): its threshold is weighed against an
-alternative (``Rule.against``) at that confidence.
+alternative (``Rule.against``) at that confidence. A rule in ``mode: shadow`` is evaluated and recorded like any
+other but only watched: notified as ``info``, it never holds a rollout stage nor rolls one back (``RuleMode``).
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from typing import Any
 
 __all__ = [
     "ENVIRONMENT_PLACEHOLDER",
+    "SHADOW_CONDITION",
     "WINDOW_SIZE",
     "AlertState",
     "Comparison",
     "Rule",
     "RuleKind",
+    "RuleMode",
     "RuleSource",
     "Selector",
     "Severity",
@@ -37,6 +40,10 @@ __all__ = [
 
 #: The only placeholder of a Prometheus rule's queries, replaced by each environment's name.
 ENVIRONMENT_PLACEHOLDER = "{environment}"
+
+
+#: How a shadow rule's condition ends, wherever it is shown (alerts, guard readings, transitions).
+SHADOW_CONDITION = "(shadow: watched only, never holds a stage or rolls back)"
 
 
 #: Default width of an aggregation window; ingest and rules must agree on it (settings.telemetry_window_seconds).
@@ -59,6 +66,13 @@ class RuleSource(enum.StrEnum):
 
     EVENTS = "events"  # the control plane's own aggregation windows and event tails
     PROMETHEUS = "prometheus"  # an instant query to the configured Prometheus server
+
+
+class RuleMode(enum.StrEnum):
+    """What a rule's alert may do besides being recorded and notified."""
+
+    ENFORCE = "enforce"  # as a stage guard, holds the stage and rolls the rollout back
+    SHADOW = "shadow"  # watched only: notified as info, never holds a stage, never rolls back
 
 
 class Comparison(enum.StrEnum):
@@ -145,6 +159,17 @@ class Rule:
     samples_query: str = ""  # PromQL counting what `query` is measured over, checked against min_samples
     confidence: str | None = None  # the decimal as written (0.99); None: a plain threshold rule
     alternative: str | None = None  # the breach a sequential rule tests for, as written; None: the default
+    mode: RuleMode = RuleMode.ENFORCE
+
+    @property
+    def shadow(self) -> bool:
+        """True for a rule only watched: it never holds a stage nor rolls a rollout back."""
+        return self.mode is RuleMode.SHADOW
+
+    @property
+    def notified_severity(self) -> Severity:
+        """The severity its notifications carry: ``info`` for a shadow rule, whatever it declares."""
+        return Severity.INFO if self.shadow else self.severity
 
     @property
     def against(self) -> str:
@@ -181,9 +206,10 @@ class Rule:
 
     def condition(self, *, sequential: bool = True) -> str:
         """The rule in words: ``ratio of http_request (status_class in {4xx, 5xx}) > 0.03 over 5m``, followed by
-        how a sequential rule decides unless ``sequential`` is False."""
+        how a sequential rule decides unless ``sequential`` is False, and by ``(shadow: ...)`` for a shadow rule."""
         decided = self.sequential_condition() if sequential else ""
-        return self._plain_condition() + (f" {decided}" if decided else "")
+        shadow = f" {SHADOW_CONDITION}" if self.shadow else ""
+        return self._plain_condition() + (f" {decided}" if decided else "") + shadow
 
     def _plain_condition(self) -> str:
         held = f" for {format_duration(self.hold)}" if self.hold else ""
@@ -280,8 +306,8 @@ def _selector(data: Mapping[str, Sequence[str]] | None) -> Selector:
 
 
 def rule_to_json(rule: Rule) -> dict[str, Any]:
-    """The stored form of a rule; the Prometheus fields only on Prometheus rules, so stored event rules stay as
-    they were."""
+    """The stored form of a rule; the Prometheus fields only on Prometheus rules, and ``confidence``,
+    ``alternative`` and ``mode`` only when set (shadow), so stored plain enforced rules stay as they were."""
     stored = {
         "name": rule.name,
         "kind": rule.kind.value,
@@ -311,6 +337,8 @@ def rule_to_json(rule: Rule) -> dict[str, Any]:
         stored["confidence"] = rule.confidence
     if rule.alternative is not None:
         stored["alternative"] = rule.alternative
+    if rule.shadow:
+        stored["mode"] = rule.mode.value
     return stored
 
 
@@ -343,4 +371,5 @@ def rule_from_json(pipeline: str, data: Mapping[str, Any]) -> Rule:
         samples_query=data.get("samples_query", ""),
         confidence=data.get("confidence"),
         alternative=data.get("alternative"),
+        mode=RuleMode(data.get("mode", RuleMode.ENFORCE.value)),
     )

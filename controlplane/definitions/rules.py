@@ -2,7 +2,8 @@
 event selectors rules, objectives and panels write, turning what is written into catalog values.
 
 A ratio or rate rule may declare ``confidence`` (and an ``alternative``): it is then decided sequentially
-(``alerting.sequential``), which needs a threshold strictly inside the values its kind can take.
+(``alerting.sequential``), which needs a threshold strictly inside the values its kind can take. Any rule may declare
+``mode: shadow`` (default ``enforce``): watched only, it never holds a stage nor rolls back.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import replace
 from datetime import timedelta
 
 from controlplane.catalog.events import EventType
@@ -18,6 +20,7 @@ from controlplane.catalog.rules import (
     Comparison,
     Rule,
     RuleKind,
+    RuleMode,
     RuleSource,
     Selector,
     Severity,
@@ -97,6 +100,14 @@ def check_rules(
                 "(measured by a PromQL `query`)",
             ) from None
         try:
+            mode = RuleMode(spec.mode)
+        except ValueError:
+            raise refuse(
+                (*at, "mode"),
+                "mode must be `enforce` (the default: as a stage guard it holds the stage and rolls back) or `shadow` "
+                "(watched only: recorded and notified as info, never holds a stage nor rolls back)",
+            ) from None
+        try:
             op = Comparison(spec.op)
         except ValueError:
             raise refuse(
@@ -114,7 +125,7 @@ def check_rules(
             if environment not in environments:
                 raise refuse((*at, "environments", position), f"unknown environment `{environment}`")
         if source is RuleSource.PROMETHEUS:
-            rules.append(_prometheus_rule(pipeline, spec, op, severity, at, refuse, duration))
+            rules.append(replace(_prometheus_rule(pipeline, spec, op, severity, at, refuse, duration), mode=mode))
             continue
         for written in ("query", "samples_query"):
             if getattr(spec, written) is not None:
@@ -227,6 +238,7 @@ def check_rules(
                 runbook_url=spec.runbook_url,
                 confidence=confidence,
                 alternative=alternative,
+                mode=mode,
             )
         )
     return tuple(rules)

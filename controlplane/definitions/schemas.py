@@ -288,6 +288,7 @@ class RuleSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     runbook_url: str = ""
     confidence: float | None = None  # decide sequentially at this confidence (ratio and rate rules)
     alternative: float | None = None  # the breach a sequential rule tests for (default: twice the threshold)
+    mode: str = "enforce"  # or `shadow`: watched only, never holds a stage nor rolls back (checked by the loader)
 
 
 class PipelineSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

@@ -2,12 +2,13 @@
 
 ``AlertGateReader`` is the ``GateReader`` rollouts are handed (by the app, the scheduler and this workflow): it reads
 the alert states alerting stored and the telemetry windows ingest wrote, and judges them with rollouts' pure
-``judge_gates``. A new metric source for guards goes here. Never commits.
+``judge_gates``. A shadow guard (``mode: shadow``) is read like any other, so status shows it (its condition says
+shadow), but gate verdicts leave it out. A new metric source for guards goes here. Never commits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from sqlalchemy import func, select, tuple_
@@ -21,14 +22,23 @@ from controlplane.rollouts.stages import Stage
 from controlplane.telemetry.aggregation import window_start
 from controlplane.telemetry.models import TelemetryWindow
 
-__all__ = ["AlertGateReader", "gate_verdict", "guard_readings", "stage_samples"]
+__all__ = ["AlertGateReader", "gate_verdict", "guard_readings", "judge_enforced", "stage_samples"]
 
 
 def guard_readings(session: Session, guards: Sequence[str], environment: str) -> list[GuardReading]:
-    """The latest state of each named guard in ``environment`` (None state: never evaluated or unknown rule)."""
+    """The latest state of each named guard in ``environment`` (None state: never evaluated or unknown rule); a
+    shadow guard's condition says it is one."""
     if not guards:
         return []
-    rules: dict[str, Rule] = {rule.name: rule for rule in load_rules(session)}
+    return _readings(session, guards, environment, {rule.name: rule for rule in load_rules(session)})
+
+
+def _readings(
+    session: Session, guards: Sequence[str], environment: str, rules: Mapping[str, Rule]
+) -> list[GuardReading]:
+    """The latest state of each named guard, its condition read from ``rules`` (the applied rules by name)."""
+    if not guards:
+        return []
     rows = {
         row.rule: row
         for row in session.scalars(
@@ -83,14 +93,25 @@ def gate_verdict(
     stage_started_at: datetime | None,
     variant: str | None,
 ) -> GateVerdict:
-    """Whether the current stage of a rollout may be left, with every reason it may not."""
-    readings = guard_readings(session, stage.guards, environment)
+    """Whether the current stage of a rollout may be left, with every reason it may not. Shadow guards are left
+    out: they are watched, not trusted to hold a stage."""
+    rules = {rule.name: rule for rule in load_rules(session)} if stage.guards else {}
+    readings = _readings(session, stage.guards, environment, rules)
     samples = (
         stage_samples(session, flag=flag, environment=environment, variant=variant, since=stage_started_at)
         if stage.min_samples
         else None
     )
-    return judge_gates(readings, samples=samples, min_samples=stage.min_samples)
+    return judge_enforced(readings, rules, samples=samples, min_samples=stage.min_samples)
+
+
+def judge_enforced(
+    readings: Sequence[GuardReading], rules: Mapping[str, Rule], *, samples: int | None, min_samples: int
+) -> GateVerdict:
+    """Rollouts' ``judge_gates`` over the enforced guards' readings: a shadow rule never holds a stage (a guard
+    naming no applied rule still does)."""
+    enforced = [reading for reading in readings if reading.rule not in rules or not rules[reading.rule].shadow]
+    return judge_gates(enforced, samples=samples, min_samples=min_samples)
 
 
 class AlertGateReader:

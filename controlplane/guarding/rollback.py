@@ -1,6 +1,6 @@
 """Automatic rollback: a guarded rollout whose guard fires with a breaching measurement is rolled back through the
 operators' own path (``rollouts.service.operate_rollout``), in a savepoint, so a refusal undoes nothing else.
-Takes a session, never commits.
+A shadow guard (``mode: shadow``) never rolls back. Takes a session, never commits.
 """
 
 from __future__ import annotations
@@ -84,10 +84,12 @@ def roll_back_breaching(
     gates: GateReader,
 ) -> GuardRollbacks:
     """Roll back each guarded rollout (auto rollback on) whose current stage is guarded by a breaching rule in its
-    environment, once per rollout; a refusal is reported, never raised."""
+    environment, once per rollout; a refusal is reported, never raised. Shadow rules never roll back."""
     rollbacks = GuardRollbacks()
     handled: set[tuple[str, str]] = set()
     for rule, environment, measurement in breaching:
+        if rule.shadow:
+            continue  # watched only: a shadow guard is recorded and notified, never acted on
         for rollout in guarded:
             if rollout.environment != environment or rule.name not in rollout.guards or not rollout.auto_rollback:
                 continue

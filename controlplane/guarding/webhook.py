@@ -1,5 +1,6 @@
 """The Alertmanager webhook (`operator`): a firing alert labelled with a flag and an environment rolls that rollout
-back through the operators' own path, once; each alert of the notification is answered with what was done."""
+back through the operators' own path, once; each alert of the notification is answered with what was done. An alert
+whose `rule` label names a shadow rule (``mode: shadow``) rolls nothing back."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sqlalchemy.orm import Session
 from controlplane.api.dependencies import Now, ProcessMetrics, ProcessSettings, Work
 from controlplane.api.roles import Role
 from controlplane.auth.dependencies import TokenPrincipal
+from controlplane.catalog.service import load_rules
 from controlplane.errors import DomainError, InvalidInput
 from controlplane.guarding.rollback import RollbackDone, roll_back_as
 from controlplane.guarding.schemas import AlertmanagerAlert, AlertmanagerPayload, WebhookOutcome
@@ -50,6 +52,7 @@ def handle_alertmanager(
     outcomes: list[WebhookOutcome] = []
     done: list[RollbackDone] = []
     events: list[AlertEvent] = []
+    shadow: set[str] | None = None  # the shadow rules' names, read once at the first alert naming a rule
     for alert in payload.alerts:
         name = alert.labels.get("alertname", "")
         flag, environment = alert.labels.get("flag"), alert.labels.get("environment")
@@ -70,6 +73,13 @@ def handle_alertmanager(
         if not flag or not environment:
             outcomes.append(said("ignored_unlabelled", "the alert has no `flag` and `environment` labels"))
             continue
+        rule = alert.labels.get("rule")
+        if rule:
+            if shadow is None:
+                shadow = {item.name for item in load_rules(session) if item.shadow}
+            if rule in shadow:
+                outcomes.append(said("shadow_guard", f"rule `{rule}` is in shadow mode: watched, never rolls back"))
+                continue
         try:
             status = rollout_status(
                 session, target=RolloutTarget(flag, environment), environments=environments, now=now, gates=gates
@@ -88,7 +98,6 @@ def handle_alertmanager(
                 )
             )
             continue
-        rule = alert.labels.get("rule")
         if alert.labels.get("guard") == "true" and rule:
             # A rendered guard alert is marked per environment, not per stage: act only while its rule guards the
             # stage the rollout is at, as the control plane's own evaluation does.

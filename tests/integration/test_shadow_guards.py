@@ -1,0 +1,121 @@
+"""A shadow guard through the served app: it fires and is recorded, on-call hears of it as `info`, but it holds no
+stage (`rollout advance` goes through without force) and rolls nothing back, neither by the control plane's own
+evaluation nor through an Alertmanager alert naming it. An enforced guard beside it still does both."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
+from sqlalchemy import Engine
+
+from controlplane.app import create_app
+from controlplane.catalog.rules import SHADOW_CONDITION
+from controlplane.settings import Settings
+from tests.conftest import FakeClock
+from tests.guard_traffic import FLAG, PIPELINE, GuardedTraffic, requests
+
+NOTIFICATIONS = """
+receivers:
+  oncall:
+    type: pagerduty
+    routing_key: "0123456789abcdef0123456789abcdef"
+    url: http://127.0.0.1:9/v2/enqueue
+  watching:
+    type: webhook
+    url: http://127.0.0.1:9/hook
+routes:
+  - severity: [page, ticket]
+    receivers: [oncall]
+  - severity: [info]
+    receivers: [watching]
+"""
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    path = tmp_path / "notifications.yaml"
+    path.write_text(NOTIFICATIONS)
+    return Settings(
+        database_url=database_url, scheduler_enabled=False, replica_id="test-replica", notifications_file=path
+    )
+
+
+@pytest.fixture
+def app(settings: Settings, engine: Engine, clock: FakeClock) -> Litestar:
+    return create_app(settings, engine=engine, clock=clock)
+
+
+@pytest.fixture
+def traffic(
+    client: TestClient[Litestar], clock: FakeClock, engine: Engine, settings: Settings, make_token: Callable[..., str]
+) -> GuardedTraffic:
+    return GuardedTraffic(client, clock, engine, settings, make_token)
+
+
+def test_a_firing_shadow_guard_neither_holds_advance_nor_rolls_back(traffic: GuardedTraffic) -> None:
+    traffic.apply()
+    started = traffic.operate("start")
+    assert started.status_code == 200, started.text
+
+    # 10% errors: over the shadow guard's 5%, under the enforced guard's 20%.
+    traffic.send(requests(10, "5xx", traffic.clock()) + requests(90, "2xx", traffic.clock()))
+    traffic.evaluate()
+
+    alerts = traffic.alerts()
+    shadow = alerts[("error-rate-strict", "production")]
+    assert (shadow["state"], shadow["value"], shadow["samples"]) == ("firing", pytest.approx(0.1), 100)
+    assert shadow["condition"].endswith(SHADOW_CONDITION)
+    assert alerts[("error-rate", "production")]["state"] == "inactive"
+    assert [item["to_state"] for item in traffic.history("error-rate-strict")] == ["firing"]
+
+    status = traffic.rollout()
+    assert status["state"] == "running"  # no automatic rollback
+    guards = {guard["rule"]: guard for guard in status["guards"]}
+    assert guards["error-rate-strict"]["state"] == "firing"  # shown, marked shadow
+    assert SHADOW_CONDITION in guards["error-rate-strict"]["condition"]
+    assert status["gates"] == "clear", status["gates_detail"]
+
+    # A rendered guard alert naming the shadow rule rolls nothing back through Alertmanager either.
+    labels = {"alertname": "ErrorRateStrict", "environment": "production", "flag": FLAG, "pipeline": PIPELINE}
+    alert = {"status": "firing", "labels": labels | {"guard": "true", "rule": "error-rate-strict", "severity": "page"}}
+    payload = {"version": "4", "status": "firing", "alerts": [alert | {"fingerprint": "5a1e"}]}
+    hook = traffic.client.post("/api/v1/alertmanager/webhook", headers=traffic.operator, json=payload)
+    assert hook.status_code == 200, hook.text
+    assert [item["action"] for item in hook.json()] == ["shadow_guard"]
+    assert traffic.rollout()["state"] == "running"
+
+    advanced = traffic.operate("advance", reason="the strict line is only watched")
+    assert advanced.status_code == 200, advanced.text
+    assert advanced.json()["percentage"] == 100
+
+    # On-call heard of the shadow guard as info only; nothing was paged, nothing rolled back.
+    notes = traffic.client.get("/api/v1/notifications", headers=traffic.viewer).json()
+    assert {(note["rule"], note["kind"], note["severity"], note["receiver"]) for note in notes} == {
+        ("error-rate-strict", "trigger", "info", "watching")
+    }
+    audit = traffic.client.get("/api/v1/audit", headers=traffic.admin, params={"flag": FLAG}).json()
+    assert "rollout.rollback" not in {record["action"] for record in audit}
+
+
+def test_an_enforced_guard_beside_it_still_holds_and_rolls_back(traffic: GuardedTraffic) -> None:
+    traffic.apply()
+    assert traffic.operate("start").status_code == 200
+
+    # 30% errors: both guards fire; the enforced one rolls the flag back, as before.
+    traffic.send(requests(30, "5xx", traffic.clock()) + requests(70, "2xx", traffic.clock()))
+    traffic.evaluate()
+
+    status = traffic.rollout()
+    assert status["state"] == "rolled_back"
+    audit = traffic.client.get(
+        "/api/v1/audit", headers=traffic.admin, params={"flag": FLAG, "action": "rollout.rollback"}
+    ).json()
+    assert len(audit) == 1 and "guard error-rate in production" in audit[0]["reason"]
+    notes = traffic.client.get("/api/v1/notifications", headers=traffic.viewer).json()
+    severities = {(note["rule"], note["kind"]): note["severity"] for note in notes}
+    assert severities[("error-rate-strict", "trigger")] == "info"
+    assert severities[("error-rate", "trigger")] == severities[("error-rate", "rollback")] == "page"
