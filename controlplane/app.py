@@ -38,6 +38,7 @@ from controlplane.evaluation.feed import ConfigurationFeed
 from controlplane.exporter.metrics import StateMetrics, StreakMetrics, metrics
 from controlplane.flags import service as flag_service
 from controlplane.flags.controller import FlagController
+from controlplane.guarding.controller import GuardController
 from controlplane.guarding.dependencies import dependencies as gate_dependencies
 from controlplane.guarding.webhook import AlertmanagerController
 from controlplane.metrics import ControlPlaneMetrics, HttpMetricsMiddleware
@@ -165,6 +166,7 @@ def create_app(
             EventController,
             AlertController,
             AlertmanagerController,
+            GuardController,
             SilenceController,
             NotificationController,
             CleanupController,

@@ -1,5 +1,6 @@
 """`controlplane guards simulate`: what a definition's stage guards would do, by Monte Carlo through the rule
-engine (``alerting.simulation``), read from the definition file locally: no server needed."""
+engine (``alerting.simulation``), read from the definition file locally: no server needed.
+`controlplane guards replay`: what a rule would have done over the traffic the server stored (``guarding.replay``)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from rich.table import Table
 
-from controlplane.cli.client import CommandError
-from controlplane.cli.output import Subcommands, add_command, emit, table
+from controlplane.cli.client import Api, CommandError
+from controlplane.cli.output import Subcommands, add_command, emit, short_time, table
 from controlplane.settings import Settings
 
 if TYPE_CHECKING:
@@ -233,8 +234,47 @@ def _numbers(text: str, option: str, parse: Callable[[str], _T]) -> list[_T]:
         raise CommandError(f"{option}: `{text}` is not a comma-separated list of numbers") from error
 
 
+def cmd_guards_replay(args: argparse.Namespace, settings: Settings) -> None:
+    """Replay an applied rule, or the rule of that name in a local definition file, over stored traffic."""
+    body: dict[str, Any] = {
+        "rule": args.rule,
+        "environment": args.env,
+        "from": args.start,
+        "to": args.end,
+        "interval_seconds": args.interval,
+    }
+    if args.file:
+        path = Path(args.file)
+        try:
+            body |= {"definition": path.read_text(encoding="utf-8"), "source": path.name}
+        except OSError as error:
+            raise CommandError(f"cannot read {path}: {error.strerror}") from error
+    emit(args, Api.from_env().call("POST", "/guards/replay", json=body), _render_replay)
+
+
+def _render_replay(report: dict[str, Any]) -> Table:
+    """The replay's transitions, one row each."""
+    rows = [
+        [
+            short_time(item["at"]),
+            item["change"],
+            f"{item['from_state']} -> {item['to_state']}",
+            "" if item["value"] is None else f"{item['value']:.6g}",
+            item["samples"],
+            item["detail"],
+        ]
+        for item in report["transitions"]
+    ]
+    title = (
+        f"{report['rule']} ({report['source']}) in {report['environment']}: {report['condition']}; "
+        f"{len(report['evaluations'])} evaluations every {report['interval_seconds']:g} s "
+        f"from {short_time(report['from'])} to {short_time(report['to'])}"
+    )
+    return table(title, ["at", "change", "state", "value", "samples", "detail"], rows)
+
+
 def add_guard_commands(commands: Subcommands) -> None:
-    """Add `guards simulate` to the command line."""
+    """Add `guards simulate` and `guards replay` to the command line."""
     guards = commands.add_parser("guards", help="stage guards").add_subparsers(dest="guards_command", required=True)
     simulate = add_command(
         guards, "simulate", cmd_guards_simulate, "simulate what a definition's stage guards would do (Monte Carlo)"
@@ -260,3 +300,13 @@ def add_guard_commands(commands: Subcommands) -> None:
     simulate.add_argument("--trials", type=int, default=2000, help="trials per scenario and onset (default 2000)")
     simulate.add_argument("--seed", type=int, default=1)
     simulate.add_argument("--workers", type=int, help="processes (default: one per CPU)")
+
+    replay = add_command(
+        guards, "replay", cmd_guards_replay, "replay a rule over the traffic the server stored (a backtest)"
+    )
+    replay.add_argument("rule", help="the rule's name (an applied rule, or one in --file)")
+    replay.add_argument("--env", required=True, help="the environment whose traffic to replay")
+    replay.add_argument("--from", dest="start", required=True, help="the first evaluation, ISO 8601 with a zone")
+    replay.add_argument("--to", dest="end", required=True, help="the last evaluation, ISO 8601 with a zone")
+    replay.add_argument("--file", help="a definition file declaring the rule (read locally; default: the applied rule)")
+    replay.add_argument("--interval", type=float, default=10.0, help="seconds between evaluations (default 10)")

@@ -1,10 +1,22 @@
-"""Wire types of the Alertmanager webhook: its payload (version 4) and what was done with each alert."""
+"""Wire types of guarding: the Alertmanager webhook's payload (version 4) and what was done with each alert; a
+guard replay's request and report."""
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Annotated
+
 import msgspec
 
-__all__ = ["AlertmanagerAlert", "AlertmanagerPayload", "WebhookOutcome"]
+__all__ = [
+    "AlertmanagerAlert",
+    "AlertmanagerPayload",
+    "ReplayEvaluation",
+    "ReplayReport",
+    "ReplayRequest",
+    "ReplayTransition",
+    "WebhookOutcome",
+]
 
 
 class AlertmanagerAlert(msgspec.Struct):
@@ -38,9 +50,59 @@ class WebhookOutcome(msgspec.Struct):
 
     fingerprint: str
     alertname: str
-    # rolled_back | already_rolled_back | no_rollout | not_a_stage_guard | ignored_resolved | ignored_unlabelled
-    # | refused
+    # rolled_back | already_rolled_back | no_rollout | not_a_stage_guard | shadow_guard | ignored_resolved
+    # | ignored_unlabelled | refused
     action: str
     flag: str | None = None
     environment: str | None = None
     detail: str = ""
+
+
+class ReplayRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """What to replay: an applied rule by name, or the rule of that name in a definition file's text."""
+
+    rule: Annotated[str, msgspec.Meta(min_length=1)]
+    environment: str
+    start: datetime = msgspec.field(name="from")
+    end: datetime = msgspec.field(name="to")
+    interval_seconds: Annotated[float, msgspec.Meta(ge=1)] = 10.0  # seconds between evaluations
+    definition: str | None = None  # a definition file's text declaring `rule`; None: the applied rule
+    source: str = "replay"  # the file's name, for messages about it
+
+
+class ReplayEvaluation(msgspec.Struct):
+    """One evaluation of a replay: the alert's state after it and what was measured."""
+
+    at: datetime
+    state: str
+    value: float | None
+    samples: int
+    breached: bool
+    detail: str
+
+
+class ReplayTransition(msgspec.Struct):
+    """A change of state during a replay: fired, pending, insufficient (data) or cleared."""
+
+    at: datetime
+    change: str
+    from_state: str  # `new` at the first evaluation
+    to_state: str
+    value: float | None
+    samples: int
+    detail: str
+
+
+class ReplayReport(msgspec.Struct):
+    """What a rule would have done over stored traffic, evaluated every ``interval_seconds``; nothing was written."""
+
+    rule: str
+    pipeline: str
+    environment: str
+    condition: str
+    source: str  # `applied` or the definition file's name
+    start: datetime = msgspec.field(name="from")
+    end: datetime = msgspec.field(name="to")
+    interval_seconds: float = 10.0
+    transitions: list[ReplayTransition] = msgspec.field(default_factory=list)
+    evaluations: list[ReplayEvaluation] = msgspec.field(default_factory=list)
