@@ -13,7 +13,9 @@ The traffic model, per guard (each guard gets its own stream of its own event ty
 
 - The canary cohort sends the guarded event as a Poisson process of ``rate`` events per 5 minutes (so each
   10-second window holds a Poisson number of events spread uniformly over it); an optional baseline cohort sends
-  ``baseline_rate`` (a cohort guard without one gets a baseline as busy as the canary).
+  ``baseline_rate`` (a cohort guard without one gets a baseline as busy as the canary). With ``warm_up``, both
+  send healthy traffic for that many seconds before the stage starts, so the guard's windows are full at its
+  start (as when the rule reads traffic that was there before the stage); without, they start empty.
 - Each event is bad with probability ``healthy``; in the canary, ``regressed`` from the ``onset`` (seconds from
   the stage start) on. A bad event is one the rule counts: its ``numerator`` (ratio, cohort), its ``where``
   (rate: a good event is one of the same type it does not count), its ``outcome`` (streak). Events outside the
@@ -42,10 +44,18 @@ import random
 from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from controlplane.alerting.rules import AlertStatus, Measurement, Series, TailEvent, assess, window_cutoff
+from controlplane.alerting.rules import (
+    AlertStatus,
+    Measurement,
+    Series,
+    TailEvent,
+    assess,
+    unfolded_since,
+    window_cutoff,
+)
 from controlplane.catalog.events import EventType
 from controlplane.catalog.rules import WINDOW_SIZE, AlertState, Rule, RuleKind, RuleSource, Selector
 from controlplane.telemetry.service import TAIL_LENGTH
@@ -103,8 +113,13 @@ class Traffic:
     healthy_mean: float | None = None
     regressed_mean: float | None = None
     sigma: float = 1.0
+    # Out of the repr, which seeds the trials: a warm-up joins the seed only when there is one (``_run_task``), so
+    # the trials of a seed without one are what they were before warm-ups existed.
+    warm_up: float = field(default=0.0, repr=False)
 
     def __post_init__(self) -> None:
+        if self.warm_up < 0:
+            raise SimulationError("the warm-up must not be negative")
         if not self.rate > 0 or self.baseline_rate < 0:
             raise SimulationError("rates must be positive (the baseline's may be 0)")
         if not (0 <= self.healthy <= 1 and 0 <= self.regressed <= 1):
@@ -283,11 +298,16 @@ def _run_task(task: _Task) -> list[_Trial]:
     stage_us = round(scenario.stage_seconds * _MICROS)
     onset_us = None if task.onset is None else round(task.onset * _MICROS)
     clock = _clock(scenario.stage_seconds, scenario.interval)
+    warm = scenario.traffic.warm_up
+    traffic = f"{scenario.traffic!r}" + (f" warm {warm!r}" if warm else "")
     trials: list[_Trial] = []
     for trial in range(task.start, task.stop):
         outcome = []
         for guard in scenario.guards:
-            key = f"{task.seed}|{scenario.traffic!r}|{task.onset}|{scenario.stage_seconds}|{trial}|{guard.rule.name}"
+            traffic = f"{scenario.traffic!r}" + (
+                f" warm {scenario.traffic.warm_up!r}" if scenario.traffic.warm_up else ""
+            )
+            key = f"{task.seed}|{traffic}|{task.onset}|{scenario.stage_seconds}|{trial}|{guard.rule.name}"
             stream = _Stream.draw(guard, scenario.traffic, onset_us, stage_us, random.Random(key))
             # Healthy streak guards are watched to the end of the stage: their chance streaks are a figure.
             to_end = onset_us is None and guard.rule.kind is RuleKind.STREAK
@@ -318,11 +338,11 @@ class _Stream:
         for cohort, rate in ((0, traffic.rate), (2, baseline)):
             if not rate:
                 continue
-            gap, at = 300 * _MICROS / rate, 0.0  # the mean gap between events, in microseconds
+            gap, at = 300 * _MICROS / rate, -traffic.warm_up * _MICROS  # the mean gap between events, in microseconds
             regression = stage_us + 1 if cohort or onset_us is None else onset_us
             while True:
                 at -= log(1.0 - uniform()) * gap  # exponential gaps: a Poisson process
-                micros = int(at)
+                micros = math.floor(at)
                 if micros > stage_us:
                     break
                 regressed = micros >= regression
@@ -361,18 +381,27 @@ def _clock(stage_seconds: float, interval: float) -> _Clock:
 
 
 def _evaluate(
-    rule: Rule, previous: AlertStatus | None, series: Sequence[Series], tail: Sequence[TailEvent], now: datetime
+    rule: Rule,
+    previous: AlertStatus | None,
+    series: Sequence[Series],
+    tail: Sequence[TailEvent],
+    now: datetime,
+    windows: Sequence[Series] | None = None,
 ) -> tuple[Measurement, AlertStatus]:
     """One evaluation of one guard by the rule engine (``assess``: measure, then step; the sequential decision for
-    a rule with ``confidence``): the only place the simulation calls it."""
-    return assess(rule, previous, series, tail, now, window_size=WINDOW_SIZE)
+    a rule with ``confidence``, folding ``windows``): the only place the simulation calls it."""
+    return assess(rule, previous, series, tail, now, window_size=WINDOW_SIZE, windows=windows)
+
+
+#: What the engine is handed at one evaluation: the series, the tail, the windows a sequential rule folds.
+_Read = tuple[list[Series], list[TailEvent], list[Series] | None]
 
 
 class _Reader:
     """What a guard reads at each evaluation, kept up to date as events arrive and age out: the newest
-    ``TAIL_LENGTH`` events (streak), one ``Series`` per event shape summed over [cutoff, now] (plain window rules,
-    as ``alerting.queries.fetch_series`` sums them), or one per shape and 10-second window (sequential rules, as
-    ``fetch_windows`` reads them). ``advance`` says whether anything it reads changed: an event arrived, the cutoff
+    ``TAIL_LENGTH`` events (streak), one ``Series`` per event shape summed over [cutoff, now] (window rules, as
+    ``alerting.queries.fetch_series`` sums them), and for sequential rules also one per shape and 10-second window
+    (as ``fetch_windows`` reads them). ``advance`` says whether anything it reads changed: an event arrived, the cutoff
     moved or a window boundary passed."""
 
     def __init__(self, guard: Guard, stream: _Stream, clock: _Clock) -> None:
@@ -432,26 +461,16 @@ class _Reader:
         self.last_cut, self.last_window = cut, window
         return arrived or moved
 
-    def read(self, index: int) -> tuple[list[Series], list[TailEvent]]:
-        """The series and tail the engine is handed at the ``index``-th evaluation (after ``advance``)."""
+    def read(
+        self, index: int, previous: AlertStatus | None
+    ) -> tuple[list[Series], list[TailEvent], list[Series] | None]:
+        """What the engine is handed at the ``index``-th evaluation (after ``advance``), as the evaluator reads it:
+        the series, the tail, and for a sequential rule the windows its statistic has not folded yet, one by one
+        (from ``unfolded_since``)."""
         if self.streak:
-            return [], self.tail[max(0, self.high - TAIL_LENGTH) : self.high]
-        shapes = self.shapes
-        if self.per_window:
-            return [
-                Series(
-                    start=at,
-                    outcome=shapes[kind][0].outcome,
-                    variant=shapes[kind][1],
-                    labels=shapes[kind][0].labels,
-                    count=counts[kind],
-                )
-                for _, at, counts in self.windows
-                for kind in range(4)
-                if counts[kind]
-            ], []
-        counts, sums, mean, start = self.counts, self.sums, self.mean, self.cut_at[index]
-        return [
+            return [], self.tail[max(0, self.high - TAIL_LENGTH) : self.high], None
+        shapes, counts, sums, mean, start = self.shapes, self.counts, self.sums, self.mean, self.cut_at[index]
+        summed = [
             Series(
                 start=start,
                 outcome=shapes[kind][0].outcome,
@@ -463,7 +482,20 @@ class _Reader:
             )
             for kind in range(4)
             if counts[kind]
-        ], []
+        ]
+        if not self.per_window:
+            return summed, [], None
+        since = unfolded_since(self.rule, previous, self.clock.instants[index], WINDOW_SIZE)
+        unfolded: list[Series] = []
+        for _, at, window in reversed(self.windows):  # the newest first: only the last one or two, once started
+            if at < since:
+                break
+            unfolded += [
+                Series(at, shapes[kind][0].outcome, shapes[kind][1], shapes[kind][0].labels, window[kind])
+                for kind in range(4)
+                if window[kind]
+            ]
+        return summed, [], unfolded[::-1]
 
 
 def _watch(
@@ -502,8 +534,8 @@ def _watch(
             if trace is not None:
                 trace.append(previous)
             continue
-        series, tail = reader.read(index)
-        measurement, status = _evaluate(rule, previous, series, tail, now)
+        series, tail, windows = reader.read(index, previous)
+        measurement, status = _evaluate(rule, previous, series, tail, now, windows)
         if trace is not None:
             trace.append(status)
         if status.state is AlertState.FIRING:

@@ -78,6 +78,7 @@ def cmd_guards_simulate(args: argparse.Namespace, settings: Settings) -> None:
                         healthy_mean=args.healthy_mean,
                         regressed_mean=args.regressed_mean,
                         sigma=args.sigma,
+                        warm_up=args.warm_up,
                     )
                     scenarios.append(Scenario(guards, traffic, onsets, args.stage_seconds, args.interval))
         outcomes = simulate(scenarios, trials=args.trials, seed=args.seed, workers=args.workers or os.cpu_count() or 1)
@@ -144,6 +145,7 @@ def _result_json(outcome: StageOutcome) -> dict[str, Any]:
         "healthy": traffic.healthy,
         "regressed": traffic.regressed,
         "baseline_rate": traffic.baseline_rate,
+        "warm_up_seconds": traffic.warm_up,
         "guards": guards,
         "stage": _guard_json(outcome.stage),
     }
@@ -295,6 +297,12 @@ def add_guard_commands(commands: Subcommands) -> None:
         "--regressed-mean", type=float, help="mean guards: mean value after the onset (twice the threshold)"
     )
     simulate.add_argument("--sigma", type=float, default=1.0, help="log-normal shape of values (mean guards)")
+    simulate.add_argument(
+        "--warm-up",
+        type=float,
+        default=0.0,
+        help="seconds of healthy traffic before the stage starts (default 0: the guard's windows start empty)",
+    )
     simulate.add_argument("--stage-seconds", type=float, default=3600.0, help="length of a trial (default 3600)")
     simulate.add_argument("--interval", type=float, default=2.0, help="seconds between evaluations (default 2)")
     simulate.add_argument("--trials", type=int, default=2000, help="trials per scenario and onset (default 2000)")

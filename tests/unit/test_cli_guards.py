@@ -48,6 +48,7 @@ def test_simulate_reports_every_guard_of_the_production_stages(capsys: pytest.Ca
     assert names == ["upload-error-rate", "vision-error-streak", "upload-latency"]
     (result,) = group["results"]
     assert (result["rate"], result["healthy"], result["regressed"]) == (100, 0.01, 0.06)
+    assert (result["baseline_rate"], result["warm_up_seconds"]) == (0, 0)
     assert [figures["guard"] for figures in result["guards"]] == names
     for figures in [*result["guards"], result["stage"]]:
         assert share(figures["healthy_rolled_back"])
@@ -71,7 +72,9 @@ def test_simulate_reports_every_guard_of_the_production_stages(capsys: pytest.Ca
 
 def test_simulate_prints_a_table_of_one_stage(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["guards", "simulate", REFERENCE_IMAGES, "--env", "staging", "--trials", "5", "--onset", "300"]
-    code, out, err = run(capsys, *argv, "--rate", "300,1000", "--healthy", "1%,2%", "--stage-seconds", "900")
+    code, out, err = run(
+        capsys, *argv, "--rate", "300,1000", "--healthy", "1%,2%", "--stage-seconds", "900", "--warm-up", "300"
+    )
     assert code == 0, err
     assert "healthy rolled back" in out and "upload-error-rate" in out and "6.0% from 300 s" in out
     assert "2.0%" in out and "1000" in out

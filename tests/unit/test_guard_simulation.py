@@ -138,6 +138,17 @@ def test_the_stage_is_rolled_back_by_the_first_of_its_guards() -> None:
     assert outcome.stage.detections[0].median_delay == fast
 
 
+def test_a_warm_up_fills_the_windows_before_the_stage_starts() -> None:
+    # 3% of 50 events: a healthy 1% breaches it by chance while the window fills, never once it is full.
+    guard = guard_for(rule(), HTTP)
+    cold = one(guard, Traffic(rate=3000, healthy=0.01, regressed=0.01), onsets=(), trials=60, stage_seconds=60)
+    warm = one(
+        guard, Traffic(rate=3000, healthy=0.01, regressed=0.01, warm_up=300), onsets=(), trials=60, stage_seconds=60
+    )
+    assert cold.stage.healthy_rolled_back > 0
+    assert warm.stage.healthy_rolled_back == 0
+
+
 def test_a_seed_gives_the_same_figures_with_any_number_of_workers() -> None:
     guards = (guard_for(rule(), HTTP), guard_for(streak(), VISION))
     scenario = Scenario(guards, Traffic(rate=300, healthy=0.02, regressed=0.08), (0.0, 200.0), stage_seconds=600)
@@ -212,7 +223,7 @@ def test_skipping_gives_the_same_figures_as_evaluating_every_time() -> None:
     assert simulate([scenario], trials=6, seed=2) == simulate([scenario], trials=6, seed=2, skip_unchanged=False)
 
 
-def test_a_sequential_guard_reads_the_windows_one_by_one_and_catches_what_the_plain_one_does() -> None:
+def test_a_sequential_guard_folds_the_windows_one_by_one_and_catches_what_the_plain_one_does() -> None:
     plain, sequential = rule(), rule(confidence="0.99", name="sequential")
     guards = (guard_for(plain, HTTP), guard_for(sequential, HTTP))
     scenario = Scenario(guards, Traffic(rate=1000, healthy=0.0, regressed=1.0), (0.0, 300.0), stage_seconds=600)
@@ -225,10 +236,11 @@ def test_a_sequential_guard_reads_the_windows_one_by_one_and_catches_what_the_pl
     reader = simulation._Reader(guards[1], stream, clock)
     for index in range(150):  # 5 minutes
         reader.advance(index)
-    series, _ = reader.read(149)
-    starts = sorted({item.start for item in series})
-    assert len(starts) == len(series) == 30  # one per 10-second window (every event good): the 5 minutes' windows
-    assert sum(item.count for item in series) == len(stream.times[: reader.high]) - reader.low
+    summed, _, windows = reader.read(149, None)
+    assert windows is not None
+    starts = sorted({item.start for item in windows})
+    assert len(starts) == len(windows) == 30  # one per 10-second window (every event good): the 5 minutes' windows
+    assert sum(item.count for item in windows) == sum(item.count for item in summed) == reader.high - reader.low
 
 
 def test_chance_streaks_are_counted_at_about_the_rate_runs_of_errors_occur() -> None:
