@@ -1,6 +1,7 @@
 """The story the product exists for: a guarded rollout at production 10%, events through the HTTP API, the
-upload error rate crosses 3%, the guard fires, the flag is rolled back, on-call gets a PagerDuty trigger and later
-a resolve, and the audit log tells it all. The same rollback through Alertmanager's webhook."""
+upload error rate crosses 3% and pages, the service's own failures (5xx) show a breach at 99% confidence, the guard
+fires, the flag is rolled back, on-call gets a PagerDuty trigger and later a resolve, and the audit log tells it all.
+The same rollback through Alertmanager's webhook."""
 
 from __future__ import annotations
 
@@ -182,9 +183,19 @@ def test_guard_rolls_back_at_3_percent_errors_and_pages_then_resolves(story: Sto
     story.send(upload_requests(3, "4xx", story.clock()))
     story.evaluate()
     assert story.rollout()["state"] == "running"
-    # Then cross it: 21 of 312.
+    # Then cross it: 21 of 312. upload-error-rate fires and pages, but it guards no stage (users' refused files
+    # move it too): the rollout runs on.
     story.send(upload_requests(12, "5xx", story.clock()))
     story.clock.advance(timedelta(seconds=1))
+    story.evaluate()
+    assert story.rollout()["state"] == "running"
+    alerts = {
+        (a["rule"], a["environment"]): a for a in story.client.get("/api/v1/alerts", headers=story.operator).json()
+    }
+    assert alerts[("upload-error-rate", "production")]["state"] == "firing"
+    # The guard, upload-failure-rate (5xx only, at 99% confidence), decides on closed 10-second windows: once the
+    # window of the 12 failures closes, 12 of its 15 requests are 5xx and the statistic shows a breach.
+    story.clock.advance(timedelta(seconds=9))
     story.evaluate()
 
     status = story.rollout()
@@ -207,9 +218,9 @@ def test_guard_rolls_back_at_3_percent_errors_and_pages_then_resolves(story: Sto
     assert ("rollout.rollback", "controlplane") in actions
     assert ("rollout.start", "sre-alice") in actions
     rollback = next(record for record in audit if record["action"] == "rollout.rollback")
-    assert "upload-error-rate" in rollback["reason"]
-    assert "> 0.03 over 5m" in rollback["reason"]
-    assert "21/312" in rollback["reason"]  # the measured value, in events
+    assert "upload-failure-rate" in rollback["reason"]
+    assert "> 0.03 over 5m at 99% confidence" in rollback["reason"]
+    assert "18/312" in rollback["reason"]  # the measured value, in events: the 5xx among the uploads
     assert rollback["before"]["percentage"] == 10 and rollback["after"]["percentage"] == 0
 
     history = story.client.get(
@@ -220,6 +231,14 @@ def test_guard_rolls_back_at_3_percent_errors_and_pages_then_resolves(story: Sto
     fired = next(item for item in history if item["to_state"] == "firing")
     assert fired["threshold"] == "0.03" and fired["op"] == ">" and fired["window_seconds"] == 300
     assert fired["value"] == pytest.approx(21 / 312)
+    guard_history = story.client.get(
+        "/api/v1/alerts/history",
+        headers=story.operator,
+        params={"rule": "upload-failure-rate", "environment": "production"},
+    ).json()
+    fired = next(item for item in guard_history if item["to_state"] == "firing")
+    assert fired["threshold"] == "0.03" and fired["op"] == ">" and fired["window_seconds"] == 300
+    assert fired["value"] == pytest.approx(18 / 312)
 
     delivered = story.deliver()
     assert delivered.get("sent", 0) >= 1
@@ -230,6 +249,7 @@ def test_guard_rolls_back_at_3_percent_errors_and_pages_then_resolves(story: Sto
     assert error_rate[0]["routing_key"] == "0123456789abcdef0123456789abcdef"
     assert error_rate[0]["payload"]["severity"] == "critical"
     assert "upload-error-rate" in error_rate[0]["payload"]["summary"]
+    assert [page for page in triggers if page["dedup_key"].endswith("/upload-failure-rate/production")]
 
     # Recovery: the bad minutes leave the 5-minute window, healthy traffic continues, keep_firing_for (2m) runs out.
     story.clock.advance(timedelta(minutes=6))
@@ -367,8 +387,15 @@ def test_a_rendered_guard_alert_rolls_back_only_while_its_rule_guards_the_curren
     assert "`review-failed-rate` does not guard stage 1" in outcome["detail"]
     assert story.rollout()["state"] == "running"
 
-    guarding = story.client.post(
+    # upload-error-rate pages, but guards no stage since users' refused files move it.
+    paging = story.client.post(
         "/api/v1/alertmanager/webhook", headers=story.operator, json=guard_alert("upload-error-rate")
+    )
+    assert [item["action"] for item in paging.json()] == ["not_a_stage_guard"]
+    assert story.rollout()["state"] == "running"
+
+    guarding = story.client.post(
+        "/api/v1/alertmanager/webhook", headers=story.operator, json=guard_alert("upload-failure-rate")
     )
     assert [item["action"] for item in guarding.json()] == ["rolled_back"]
     assert story.rollout()["state"] == "rolled_back"
@@ -387,11 +414,11 @@ def test_advance_is_refused_while_a_guard_lacks_data_unless_forced(story: Story)
     assert refused.status_code == 409, refused.text
     body = refused.json()
     assert body["type"].endswith("/guard-holding")
-    assert "upload-error-rate` lacks data" in body["detail"]
+    assert "upload-failure-rate` lacks data" in body["detail"]
     assert "needs 500" in body["detail"]  # the stage's sample minimum
     status = story.rollout()
     assert status["gates"] == "holding"
-    assert {guard["rule"]: guard["state"] for guard in status["guards"]}["upload-error-rate"] == "insufficient_data"
+    assert {guard["rule"]: guard["state"] for guard in status["guards"]}["upload-failure-rate"] == "insufficient_data"
 
     forced = story.client.post(
         f"/api/v1/flags/{FLAG}/environments/production/rollout/advance",
@@ -403,7 +430,7 @@ def test_advance_is_refused_while_a_guard_lacks_data_unless_forced(story: Story)
     audit = story.client.get(
         "/api/v1/audit", headers=story.admin, params={"flag": FLAG, "action": "rollout.advance"}
     ).json()
-    assert "forced past: guard `upload-error-rate` lacks data" in audit[0]["reason"]
+    assert "forced past: guard `upload-failure-rate` lacks data" in audit[0]["reason"]
 
 
 def test_scheduled_tick_holds_a_baked_stage_while_guards_hold(story: Story) -> None:

@@ -161,7 +161,7 @@ def test_the_example_pages_the_guard_and_mutes_only_tickets_of_a_rolled_back_fla
         alertmanager.post_alerts(
             [
                 {"labels": {"alertname": "RolloutRolledBack", "severity": "ticket", **scope}},
-                {"labels": {"alertname": "UploadErrorRate", "severity": "page", "guard": "true", **symptom}},
+                {"labels": {"alertname": "UploadFailureRate", "severity": "page", "guard": "true", **symptom}},
                 {"labels": {"alertname": "UploadLatency", "severity": "ticket", **symptom}},
                 {"labels": {"alertname": "UploadsErrorBudgetBurn", "severity": "page", "slo": "uploads", **symptom}},
             ]
@@ -177,9 +177,9 @@ def test_the_example_pages_the_guard_and_mutes_only_tickets_of_a_rolled_back_fla
         )
         states = {alert["labels"]["alertname"]: alert["status"]["state"] for alert in alertmanager.alerts()}
 
-    assert [alert["labels"]["alertname"] for alert in hooked[0]["alerts"]] == ["UploadErrorRate"]
+    assert [alert["labels"]["alertname"] for alert in hooked[0]["alerts"]] == ["UploadFailureRate"]
     assert states["UploadLatency"] == "suppressed"  # a ticket about what the rollback already answered
-    assert states["UploadErrorRate"] == "active" and states["UploadsErrorBudgetBurn"] == "active"
+    assert states["UploadFailureRate"] == "active" and states["UploadsErrorBudgetBurn"] == "active"
 
 
 # --- nothing queries a metric that is not exported ------------------------------------------------------------------

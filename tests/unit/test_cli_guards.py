@@ -41,11 +41,13 @@ def test_simulate_reports_every_guard_of_the_production_stages(capsys: pytest.Ca
         "production",
     )
     assert (report["trials"], report["seed"], report["stage_seconds"], report["interval"]) == (50, 1, 3600, 2)
-    # The three production stages have the same guards: one group.
-    (group,) = report["groups"]
-    assert group["stages"] == [1, 2, 3] and group["percentages"] == [10, 50, 100]
+    # The first two production stages have the same guards: one group; the 24-hour stage has no streak guard.
+    group, last = report["groups"]
+    assert group["stages"] == [1, 2] and group["percentages"] == [10, 50]
+    assert last["stages"] == [3] and last["percentages"] == [100]
+    assert [guard["name"] for guard in last["guards"]] == ["upload-failure-rate", "upload-latency"]
     names = [guard["name"] for guard in group["guards"]]
-    assert names == ["upload-error-rate", "vision-error-streak", "upload-latency"]
+    assert names == ["upload-failure-rate", "vision-error-streak", "upload-latency"]
     (result,) = group["results"]
     assert (result["rate"], result["healthy"], result["regressed"]) == (100, 0.01, 0.06)
     assert (result["baseline_rate"], result["warm_up_seconds"]) == (0, 0)
@@ -76,7 +78,7 @@ def test_simulate_prints_a_table_of_one_stage(capsys: pytest.CaptureFixture[str]
         capsys, *argv, "--rate", "300,1000", "--healthy", "1%,2%", "--stage-seconds", "900", "--warm-up", "300"
     )
     assert code == 0, err
-    assert "healthy rolled back" in out and "upload-error-rate" in out and "6.0% from 300 s" in out
+    assert "healthy rolled back" in out and "upload-failure-rate" in out and "6.0% from 300 s" in out
     assert "2.0%" in out and "1000" in out
 
 

@@ -188,16 +188,28 @@ def test_reference_images_declares_the_rules_its_guards_name_with_exact_threshol
 
     assert set(rules) == {
         "upload-error-rate",
+        "upload-failure-rate",
         "upload-5xx-rate",
         "vision-error-streak",
         "upload-latency",
         "review-failed-rate",
-        "upload-error-rate-canary",
+        "generation-error-rate-on-vs-off",
     }
     (flag,) = definition.flags
     assert flag.plan is not None
     guards = {guard for step in flag.plan.environments for stage in step.stages for guard in stage.guards}
     assert guards <= set(rules)
+    # What rolls back is what the service is to blame for: the 4xx of users' own files page, they guard nothing.
+    assert "upload-error-rate" not in guards and "upload-failure-rate" in guards
+
+    failure = rules["upload-failure-rate"]
+    assert (failure.kind, failure.event, failure.op) == (RuleKind.RATIO, "http_request", Comparison.GT)
+    assert (failure.limit, failure.confidence, failure.against) == (Fraction(3, 100), "0.99", "0.06")
+    assert (failure.window, failure.min_samples) == (timedelta(minutes=5), 50)
+    assert failure.where == Selector({"route": frozenset({"upload_reference_image"})})
+    assert failure.numerator == Selector({"status_class": frozenset({"5xx"})})
+    assert failure.severity is Severity.PAGE
+    assert failure.runbook_url.endswith("#upload-failure-rate")
 
     error_rate = rules["upload-error-rate"]
     assert (error_rate.kind, error_rate.event, error_rate.op) == (RuleKind.RATIO, "http_request", Comparison.GT)
@@ -248,10 +260,15 @@ def test_reference_images_declares_the_rules_its_guards_name_with_exact_threshol
     )
     assert review.numerator == Selector({"outcome": frozenset({"review_failed"})})
 
-    canary = rules["upload-error-rate-canary"]
+    # Generations, which both cohorts run (uploads exist only with the flag on): the baseline is never empty.
+    canary = rules["generation-error-rate-on-vs-off"]
     assert canary.kind is RuleKind.COHORT
     assert (canary.flag, canary.canary_variant, canary.baseline_variant) == ("enable-reference-images", "on", "off")
-    assert (canary.limit, canary.window, canary.min_samples) == (Fraction(2, 100), timedelta(minutes=15), 200)
+    assert (canary.event, canary.where) == ("image_assets_generation", Selector({}))
+    assert canary.numerator == Selector({"outcome": frozenset({"error"})})
+    assert (canary.limit, canary.window, canary.min_samples) == (Fraction(2, 100), timedelta(hours=1), 100)
+    assert (canary.severity, canary.confidence) == (Severity.TICKET, None)
+    assert canary.runbook_url.endswith("#generation-error-rate-on-vs-off")
 
 
 def test_reference_images_upload_error_rate_does_not_fire_at_exactly_3_percent() -> None:
