@@ -285,13 +285,18 @@ def assess(
 
 def hypotheses(rule: Rule) -> Hypotheses:
     """A sequential rule's threshold and alternative, as shares (ratio) or events per second (rate)."""
-    null, alternative = float(rule.limit), float(Fraction(rule.against))
-    if rule.kind is RuleKind.RATIO:
+    return _hypotheses(rule.kind, rule.threshold, rule.against, rule.per)
+
+
+@functools.lru_cache(maxsize=256)  # asked at every evaluation of every sequential rule; rules are not hashable
+def _hypotheses(kind: RuleKind, threshold: str, against: str, per: timedelta) -> Hypotheses:
+    null, alternative = float(Fraction(threshold)), float(Fraction(against))
+    if kind is RuleKind.RATIO:
         return Hypotheses.ratio(null, alternative)
-    if rule.kind is RuleKind.RATE:
-        per = rule.per.total_seconds()
-        return Hypotheses.poisson(null / per, alternative / per)
-    raise ValueError(f"a {rule.kind.value} rule does not decide sequentially (ratio and rate rules do)")
+    if kind is RuleKind.RATE:
+        seconds = per.total_seconds()
+        return Hypotheses.poisson(null / seconds, alternative / seconds)
+    raise ValueError(f"a {kind.value} rule does not decide sequentially (ratio and rate rules do)")
 
 
 def unfolded_since(rule: Rule, previous: AlertStatus | None, now: datetime, window_size: timedelta) -> datetime:
