@@ -1,5 +1,5 @@
-"""Retention across domains, in one transaction: telemetry windows and batch ids, alert history and the
-notification log. The audit log is never touched."""
+"""Retention across domains, in one transaction: telemetry windows (with their subject counts) and batch ids, alert
+history and the notification log. The audit log is never touched."""
 
 from __future__ import annotations
 
@@ -24,18 +24,25 @@ def expire_telemetry(
     max_event_age: timedelta,
     alert_history_retention: timedelta | None = None,
 ) -> dict[str, int]:
-    """Delete aggregation windows past their retention, batch ids no retry could still match, and alert
-    transitions and notifications past ``alert_history_retention`` (each alert's newest transition kept, and
-    every notification de-duplication still reads). Never the audit log."""
+    """Delete aggregation windows (and their subject counts) past their retention, batch ids no retry could still
+    match, and alert transitions and notifications past ``alert_history_retention`` (each alert's newest transition
+    kept, and every notification de-duplication still reads). Never the audit log."""
     now = clock()
     windows_before, batches_before = telemetry_service.retention_cutoffs(
         now, window_retention=window_retention, max_event_age=max_event_age
     )
     with session_scope(factory) as session:
         windows = telemetry_service.delete_old_windows(session, before=windows_before)
+        subjects = telemetry_service.delete_old_subjects(session, before=windows_before)
         batches = telemetry_service.delete_old_batches(session, before=batches_before)
         transitions = notifications = 0
         if alert_history_retention is not None:
             transitions = delete_old_transitions(session, before=now - alert_history_retention)
             notifications = delete_superseded_notifications(session, before=now - alert_history_retention)
-    return {"windows": windows, "batches": batches, "transitions": transitions, "notifications": notifications}
+    return {
+        "windows": windows,
+        "subjects": subjects,
+        "batches": batches,
+        "transitions": transitions,
+        "notifications": notifications,
+    }

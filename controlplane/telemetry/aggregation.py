@@ -1,7 +1,8 @@
 """Batch validation and window aggregation: pure functions from a decoded batch, the catalog and the clock.
 
 bytes --decode--> EventBatch --validate (every event, all errors)--> [EventError] or
-      --aggregate--> {series key: WindowAggregate} (+ ordered tail events for streak rules)
+      --aggregate--> {series key: WindowAggregate} (+ ordered tail events for streak rules,
+                     + per series and subject the count of events carrying that subject)
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import bisect
 import json
 import math
+import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,7 +19,7 @@ from typing import Any
 import msgspec
 
 from controlplane.catalog.events import Catalog, EventType
-from controlplane.telemetry.schemas import EventBatch, EventError, EventIn, RawBatch
+from controlplane.telemetry.schemas import SUBJECT_PATTERN, EventBatch, EventError, EventIn, RawBatch
 
 __all__ = [
     "Aggregates",
@@ -25,6 +27,7 @@ __all__ = [
     "BatchRefused",
     "BatchUnreadable",
     "SeriesKey",
+    "SubjectKey",
     "WindowAggregate",
     "aggregate",
     "decode_batch",
@@ -125,6 +128,8 @@ def labels_key(labels: Mapping[str, str]) -> str:
 
 #: (window_start, event, environment, variant, outcome, labels_key)
 SeriesKey = tuple[datetime, str, str, str, str, str]
+#: (window_start, event, environment, variant, outcome, labels_key, subject)
+SubjectKey = tuple[datetime, str, str, str, str, str, str]
 
 
 @dataclass(slots=True)
@@ -134,6 +139,7 @@ class WindowAggregate:
     count: int = 0
     value_count: int = 0
     value_sum: float = 0.0
+    value_sumsq: float = 0.0  # sum of the squared values (a variance for mean rules)
     value_min: float | None = None
     value_max: float | None = None
     buckets: list[int] | None = None
@@ -144,6 +150,7 @@ class WindowAggregate:
         self.count += other.count
         self.value_count += other.value_count
         self.value_sum += other.value_sum
+        self.value_sumsq += other.value_sumsq
         if other.value_min is not None:
             self.value_min = other.value_min if self.value_min is None else min(self.value_min, other.value_min)
         if other.value_max is not None:
@@ -163,15 +170,35 @@ TailItem = tuple[datetime, str, str, dict[str, str]]
 
 @dataclass(slots=True)
 class Aggregates:
-    """A valid batch, aggregated: per series, and the ordered events of tail-kept event types."""
+    """A valid batch, aggregated: per series, the ordered events of tail-kept event types, and per series and
+    subject how many of its events carried that subject (events without one are in ``series`` only)."""
 
     series: dict[SeriesKey, WindowAggregate]
     tails: dict[tuple[str, str], list[TailItem]]  # (event, environment) -> events in time order
     events: int
+    subjects: dict[SubjectKey, int] = field(default_factory=dict)
 
 
 #: Why an event's identity (type, environment, variant, outcome, labels) is refused: (field, reason).
 Refusal = tuple[str, str]
+
+_SUBJECT = re.compile(SUBJECT_PATTERN)
+
+
+def _check_subject(subject: str) -> Refusal | None:
+    """Refuse a subject that is not a hex digest. The reason never repeats it: it may be the raw user id."""
+    if _SUBJECT.fullmatch(subject):
+        return None
+    shape = (
+        f"{len(subject)} characters"
+        if all(char in "0123456789abcdef" for char in subject)
+        else f"{len(subject)} characters, not all lowercase hex"
+    )
+    return (
+        "subject",
+        f"subject must be a lowercase hex digest of 16 to 64 characters, got {shape}: send a hash of the user "
+        "(the emitter sends HMAC-SHA256 of the key it is given, 32 characters), never the raw user id",
+    )
 
 
 def _check_identity(
@@ -246,6 +273,10 @@ def aggregate(
     errors: list[EventError] = []
     series: dict[SeriesKey, WindowAggregate] = {}
     tails: dict[tuple[str, str], list[TailItem]] = {}
+    # id(series aggregate) -> (its key, subject -> events): one lookup by an int, then by a string whose hash is
+    # cached; subjects repeat across a batch, so each is checked once (``valid_subjects``).
+    per_subject: dict[int, tuple[SeriesKey, dict[str, int]]] = {}
+    valid_subjects: set[str] = set()
     kinds: dict[str, EventType | None] = {}
     # Label sets, types and variants repeat across a batch: check each identity once, and find each series of a
     # window by (identity, window number) without building its key per event (the hot path of ingest).
@@ -286,6 +317,10 @@ def aggregate(
             )
             if suspicious:  # the full checks, for the exact reason (totals are checked there too)
                 refusal = _check_measurements(event, kind, earliest, latest)
+            if refusal is None and event.subject is not None and event.subject not in valid_subjects:
+                refusal = _check_subject(event.subject)
+                if refusal is None:
+                    valid_subjects.add(event.subject)
         if refusal is not None:
             errors.append(EventError(index, refusal[1], refusal[0]))
             continue
@@ -304,10 +339,16 @@ def aggregate(
                     buckets=[0] * (len(kind.value.buckets) + 1) if kind.value is not None else None
                 )
             slots[slot_key] = found
+            per_subject.setdefault(id(found), (key, {}))
         found.count += 1
+        subject = event.subject
+        if subject is not None:
+            counts = per_subject[id(found)][1]
+            counts[subject] = counts.get(subject, 0) + 1
         if value is not None and kind.value is not None:
             found.value_count += 1
             found.value_sum += value
+            found.value_sumsq += value * value
             if found.value_min is None or value < found.value_min:
                 found.value_min = value
             if found.value_max is None or value > found.value_max:
@@ -326,4 +367,7 @@ def aggregate(
         raise BatchRefused(errors)
     for items in tails.values():
         items.sort(key=lambda item: item[0])  # stable: events at the same instant keep the batch's order
-    return Aggregates(series=series, tails=tails, events=len(batch.events))
+    subjects: dict[SubjectKey, int] = {
+        (*key, subject): count for key, counts in per_subject.values() for subject, count in counts.items()
+    }
+    return Aggregates(series=series, tails=tails, events=len(batch.events), subjects=subjects)

@@ -1,4 +1,4 @@
-"""Tables of telemetry: aggregation windows, ingested batch ids and event tails."""
+"""Tables of telemetry: aggregation windows, per-subject counts, ingested batch ids and event tails."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from controlplane.db import Base, JSONDocument, UTCDateTime
 
-__all__ = ["EventTail", "IngestedBatch", "TelemetryWindow"]
+__all__ = ["EventTail", "IngestedBatch", "TelemetrySubject", "TelemetryWindow"]
 
 
 class TelemetryWindow(Base):
     """Events of one short window with the same type, outcome, labels, environment and variant, aggregated.
 
-    ``buckets`` holds one count per histogram bound of the event's value plus one for +Inf (not cumulative).
+    ``buckets`` holds one count per histogram bound of the event's value plus one for +Inf (not cumulative);
+    ``value_sumsq`` the sum of the squared values (with ``value_count`` and ``value_sum``, their variance).
     """
 
     __tablename__ = "telemetry_windows"
@@ -45,10 +46,48 @@ class TelemetryWindow(Base):
     count: Mapped[int] = mapped_column(BigInteger)
     value_count: Mapped[int] = mapped_column(BigInteger, default=0)
     value_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    value_sumsq: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     value_min: Mapped[float | None] = mapped_column(Float)
     value_max: Mapped[float | None] = mapped_column(Float)
     buckets: Mapped[list[int] | None] = mapped_column(JSONDocument)
     totals: Mapped[dict[str, float] | None] = mapped_column(JSONDocument)
+
+
+class TelemetrySubject(Base):
+    """How many events of one window's series carried one subject (a hash of who they are about, never a raw id).
+
+    Written with the window rows, for events that carry a subject; a rule's ``per_subject_cap`` reads them to count
+    each subject at most that many times (``alerting.subjects``). Deleted with the windows.
+    """
+
+    __tablename__ = "telemetry_subjects"
+    __table_args__ = (
+        UniqueConstraint(
+            "window_start",
+            "pipeline",
+            "event",
+            "environment",
+            "variant",
+            "outcome",
+            "labels_key",
+            "subject",
+            name="uq_telemetry_subjects_series",
+        ),
+        Index(
+            "ix_telemetry_subjects_pipeline_event_environment_start", "pipeline", "event", "environment", "window_start"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    pipeline: Mapped[str] = mapped_column(String(128))
+    event: Mapped[str] = mapped_column(String(128))
+    environment: Mapped[str] = mapped_column(String(64))
+    variant: Mapped[str] = mapped_column(String(128))
+    outcome: Mapped[str] = mapped_column(String(64))
+    labels_key: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str] = mapped_column(String(64))
+    count: Mapped[int] = mapped_column(BigInteger)
 
 
 class IngestedBatch(Base):

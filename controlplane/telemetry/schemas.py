@@ -7,9 +7,11 @@ from typing import Annotated
 
 import msgspec
 
-__all__ = ["BATCH_ID_PATTERN", "EventBatch", "EventError", "EventIn", "IngestResult"]
+__all__ = ["BATCH_ID_PATTERN", "SUBJECT_PATTERN", "EventBatch", "EventError", "EventIn", "IngestResult"]
 
 BATCH_ID_PATTERN = r"^[A-Za-z0-9._:-]{8,128}$"
+#: A subject as ingest accepts it: a lowercase hex digest (the emitter sends 32 characters of an HMAC-SHA256).
+SUBJECT_PATTERN = r"^[0-9a-f]{16,64}$"
 
 
 class EventIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
@@ -26,6 +28,9 @@ class EventIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False)
     labels: dict[str, str] = msgspec.field(default_factory=dict)
     value: float | None = None
     totals: dict[str, float] = msgspec.field(default_factory=dict)
+    # Who the event is about, hashed by the sender (never a raw user id): rules may cap each subject's weight.
+    # Checked by ingest (SUBJECT_PATTERN), to refuse anything else with a reason rather than a regex.
+    subject: str | None = None
 
 
 class EventBatch(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

@@ -1,4 +1,4 @@
-"""Use cases of telemetry: record an ingested batch, read windows, expire them.
+"""Use cases of telemetry: record an ingested batch (windows, per-subject counts, tails), expire them.
 
 Takes a session, never commits. Writers are serialised (PostgreSQL advisory lock, SQLite BEGIN IMMEDIATE), so
 the read-modify-write of window rows below never races another batch.
@@ -12,17 +12,20 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, delete, insert, select, tuple_
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from controlplane.errors import Conflict
-from controlplane.telemetry.aggregation import Aggregates, SeriesKey, TailItem, WindowAggregate
-from controlplane.telemetry.models import EventTail, IngestedBatch, TelemetryWindow
+from controlplane.telemetry.aggregation import Aggregates, SeriesKey, SubjectKey, TailItem, WindowAggregate
+from controlplane.telemetry.models import EventTail, IngestedBatch, TelemetrySubject, TelemetryWindow
 from controlplane.telemetry.schemas import IngestResult
 
 __all__ = [
     "TAIL_LENGTH",
     "PendingBatch",
     "delete_old_batches",
+    "delete_old_subjects",
     "delete_old_windows",
     "merge_aggregates",
     "record_batches",
@@ -106,17 +109,21 @@ def record_batches(
     for pipeline, parts in fresh.items():
         merged = merge_aggregates(parts)
         _add_to_windows(session, pipeline, merged)
+        _add_to_subjects(session, pipeline, merged)
         _add_to_tails(session, pipeline, merged, now)
     return results
 
 
 def merge_aggregates(parts: Sequence[Aggregates]) -> Aggregates:
-    """One Aggregates holding several batches' series and tails (tails kept in time order)."""
+    """One Aggregates holding several batches' series, subject counts and tails (tails kept in time order)."""
     if len(parts) == 1:
         return parts[0]
     series: dict[SeriesKey, WindowAggregate] = {}
     tails: dict[tuple[str, str], list[TailItem]] = {}
+    subjects: dict[SubjectKey, int] = {}
     for part in parts:
+        for subject_key, count in part.subjects.items():
+            subjects[subject_key] = subjects.get(subject_key, 0) + count
         for key, added in part.series.items():
             found = series.get(key)
             if found is None:
@@ -126,7 +133,7 @@ def merge_aggregates(parts: Sequence[Aggregates]) -> Aggregates:
             tails.setdefault(tail_key, []).extend(items)
     for items in tails.values():
         items.sort(key=lambda item: item[0])
-    return Aggregates(series=series, tails=tails, events=sum(part.events for part in parts))
+    return Aggregates(series=series, tails=tails, events=sum(part.events for part in parts), subjects=subjects)
 
 
 def _add_to_windows(session: Session, pipeline: str, aggregates: Aggregates) -> None:
@@ -148,6 +155,7 @@ def _add_to_windows(session: Session, pipeline: str, aggregates: Aggregates) -> 
             window.count,
             window.value_count,
             window.value_sum,
+            window.value_sumsq,
             window.value_min,
             window.value_max,
             window.buckets,
@@ -167,6 +175,7 @@ def _add_to_windows(session: Session, pipeline: str, aggregates: Aggregates) -> 
             count=stored.count,
             value_count=stored.value_count,
             value_sum=stored.value_sum,
+            value_sumsq=stored.value_sumsq,
             value_min=stored.value_min,
             value_max=stored.value_max,
             buckets=list(stored.buckets) if stored.buckets is not None else None,
@@ -190,6 +199,7 @@ def _aggregate_values(aggregate: WindowAggregate) -> dict[str, Any]:
         "count": aggregate.count,
         "value_count": aggregate.value_count,
         "value_sum": aggregate.value_sum,
+        "value_sumsq": aggregate.value_sumsq,
         "value_min": aggregate.value_min,
         "value_max": aggregate.value_max,
         "buckets": aggregate.buckets,
@@ -209,6 +219,46 @@ def _window_values(pipeline: str, key: tuple[Any, ...], aggregate: WindowAggrega
         "labels_key": labels,
         **_aggregate_values(aggregate),
     }
+
+
+def _add_to_subjects(session: Session, pipeline: str, aggregates: Aggregates) -> None:
+    """Add the subject counts: one upsert per row, sent as one statement list (rows are many and small, and reading
+    them back first, as the windows are, would read every subject of the window again at every commit)."""
+    if not aggregates.subjects:
+        return
+    rows = [
+        {
+            "window_start": start,
+            "pipeline": pipeline,
+            "event": event,
+            "environment": environment,
+            "variant": variant,
+            "outcome": outcome,
+            "labels_key": labels,
+            "subject": subject,
+            "count": count,
+        }
+        for (start, event, environment, variant, outcome, labels, subject), count in aggregates.subjects.items()
+    ]
+    upsert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = upsert(TelemetrySubject)
+    table = cast(Table, TelemetrySubject.__table__)
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[
+                "window_start",
+                "pipeline",
+                "event",
+                "environment",
+                "variant",
+                "outcome",
+                "labels_key",
+                "subject",
+            ],
+            set_={"count": table.c.count + statement.excluded.count},
+        ),
+        rows,
+    )
 
 
 def _add_to_tails(session: Session, pipeline: str, aggregates: Aggregates, now: datetime) -> None:
@@ -241,6 +291,12 @@ def _add_to_tails(session: Session, pipeline: str, aggregates: Aggregates, now: 
 def delete_old_windows(session: Session, *, before: datetime) -> int:
     """Delete aggregation windows that start before ``before``; return how many."""
     result = session.execute(delete(TelemetryWindow).where(TelemetryWindow.window_start < before))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def delete_old_subjects(session: Session, *, before: datetime) -> int:
+    """Delete the subject counts of windows that start before ``before`` (as their windows go); return how many."""
+    result = session.execute(delete(TelemetrySubject).where(TelemetrySubject.window_start < before))
     return int(getattr(result, "rowcount", 0) or 0)
 
 

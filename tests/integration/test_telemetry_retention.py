@@ -77,7 +77,7 @@ def test_retention_deletes_old_windows_and_batch_ids_and_keeps_the_audit_log(
 
     deleted = expire_telemetry(session_factory, clock=clock, window_retention=retention, max_event_age=max_age)
 
-    assert deleted == {"windows": 1, "batches": 1, "transitions": 0, "notifications": 0}
+    assert deleted == {"windows": 1, "subjects": 0, "batches": 1, "transitions": 0, "notifications": 0}
     assert counts(session_factory) == (1, 1, 1)
     with session_scope(session_factory) as session:
         assert session.scalar(select(IngestedBatch.batch_id)) == "batch-new-0001"
