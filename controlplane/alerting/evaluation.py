@@ -26,6 +26,7 @@ from controlplane.alerting.models import AlertStateRow, AlertTransition
 from controlplane.alerting.prometheus import QueryReadings, read_prometheus_rules
 from controlplane.alerting.queries import (
     StoredStates,
+    fetch_populations,
     fetch_series,
     fetch_tails,
     fetch_windows,
@@ -129,8 +130,13 @@ def alert_event(
 ) -> AlertEvent:
     """What on-call hears when ``rule`` fires (``trigger``), resolves, or rolls ``flag`` back (``rollback``)."""
     value = "no value" if measurement.value is None else f"{measurement.value:.4g}"
+    triggered = (
+        f"{rule.name} in {environment}: sample ratio mismatch, its cohort comparison is not to be trusted"
+        if measurement.mismatch
+        else f"{rule.name} firing in {environment}: {value} {rule.op.value} {rule.threshold}"
+    )
     headline = {
-        "trigger": f"{rule.name} firing in {environment}: {value} {rule.op.value} {rule.threshold}",
+        "trigger": triggered,
         "resolve": f"{rule.name} resolved in {environment}: {value}",
         "rollback": f"{rule.flag or 'flag'} rolled back in {environment} by {rule.name}: {value} "
         f"{rule.op.value} {rule.threshold}",
@@ -198,6 +204,7 @@ def plan_evaluation(
     else:
         stored = stored_states(session)
     windows_of = fetch_windows(session, _unfolded(rules, environments, stored, now, window_size), now)
+    populations = fetch_populations(session, rules, environments)
     plan = EvaluationPlan(
         outcome=outcome,
         inserts=[],
@@ -226,6 +233,7 @@ def plan_evaluation(
                     now,
                     window_size=window_size,
                     windows=windows_of.get((rule.pipeline, rule.event, environment), ()),
+                    population=populations.get((rule.name, environment)),
                 )
             else:
                 windows = series.get((rule.window, rule.pipeline, rule.event, environment), ())
@@ -261,6 +269,10 @@ def _stored_status(stored: StoredStates, rule: Rule, environment: str) -> AlertS
     """The alert's stored status; a rule name that moved to another pipeline starts afresh."""
     found = stored.get((rule.name, environment))
     return found[1] if found is not None and found[0] == rule.pipeline else None
+
+
+#: States on-call is told of when entered, and told again when left.
+_TOLD = (AlertState.FIRING, AlertState.SAMPLE_RATIO_MISMATCH)
 
 
 def _note_alert(
@@ -302,7 +314,10 @@ def _note_alert(
     )
     if status.state is AlertState.FIRING and before is not AlertState.FIRING:
         plan.events.append(alert_event(rule, "trigger", environment, measurement, now))
-    elif before is AlertState.FIRING and status.state is not AlertState.FIRING:
+    elif status.state is AlertState.SAMPLE_RATIO_MISMATCH and before is not AlertState.SAMPLE_RATIO_MISMATCH:
+        # Told like a trigger: an SRE must know that the comparison guarding the flag cannot be trusted.
+        plan.events.append(alert_event(rule, "trigger", environment, measurement, now))
+    elif before in _TOLD and status.state not in _TOLD:
         plan.events.append(alert_event(rule, "resolve", environment, measurement, now))
 
 

@@ -1,5 +1,6 @@
 """What an evaluation reads from the database: windows summed per series, windows one by one (what sequential
-rules have not folded yet), event tails, the stored alert states and the states table's fingerprint. Plain rows, no ORM
+rules have not folded yet), event tails, the flags' splits sequential cohort rules compare, the stored alert states
+and the states table's fingerprint. Plain rows, no ORM
 objects: a tick reads thousands. Never writes.
 """
 
@@ -14,15 +15,18 @@ from typing import Any
 from sqlalchemy import case, func, literal_column, select, tuple_
 from sqlalchemy.orm import Session
 
+from controlplane.alerting.cohorts import Population, stored_evidence
 from controlplane.alerting.models import AlertStateRow
 from controlplane.alerting.rules import AlertStatus, Series, TailEvent, window_cutoff
-from controlplane.alerting.sequential import Evidence
 from controlplane.catalog.rules import AlertState, Rule, RuleKind, RuleSource
+from controlplane.flags.models import Flag, FlagEnvironment
 from controlplane.telemetry.models import EventTail, TelemetryWindow
 
 __all__ = [
     "SeriesKey",
     "StoredStates",
+    "expected_share",
+    "fetch_populations",
     "fetch_series",
     "fetch_tails",
     "fetch_windows",
@@ -169,6 +173,52 @@ _STATE_COLUMNS = (
 )
 
 
+def expected_share(
+    rule: Rule, *, enabled: bool, targeting: Sequence[Any], rollout: Mapping[str, Any] | None, default_variant: str
+) -> float | None:
+    """The share of ``rule``'s events its canary cohort should hold under a flag state: the rollout's percentage
+    when the flag serves nothing but a plain percentage split of the canary against the baseline (None otherwise:
+    targeting rules or a conditional rollout send users to a variant whatever the split, so no share is expected)."""
+    if not enabled or targeting or not rollout or rollout.get("when"):
+        return None
+    if rollout.get("variant") != rule.canary_variant or default_variant != rule.baseline_variant:
+        return None
+    share = float(rollout.get("percentage", 0.0)) / 100
+    return share if 0 < share < 1 else None
+
+
+def fetch_populations(
+    session: Session, rules: Sequence[Rule], environments: Sequence[str]
+) -> dict[tuple[str, str], Population]:
+    """Per (rule, environment) of each sequential cohort rule, the split its flag serves there and since when (the
+    flag's state last changed: a stage advanced, a percentage edited)."""
+    cohort_rules = [rule for rule in rules if rule.kind is RuleKind.COHORT and rule.confidence is not None]
+    flags = {rule.flag for rule in cohort_rules if rule.flag is not None}
+    if not flags:
+        return {}
+    states = {
+        (key, state.environment): state
+        for key, state in session.execute(
+            select(Flag.key, FlagEnvironment).join(Flag, Flag.id == FlagEnvironment.flag_id).where(Flag.key.in_(flags))
+        )
+    }
+    populations = {}
+    for rule in cohort_rules:
+        for environment in rule.environments or environments:
+            state = states.get((rule.flag or "", environment))
+            if state is None:
+                continue
+            share = expected_share(
+                rule,
+                enabled=state.enabled,
+                targeting=state.rules,
+                rollout=state.rollout,
+                default_variant=state.default_variant,
+            )
+            populations[(rule.name, environment)] = Population(share, state.updated_at, state.revision)
+    return populations
+
+
 def stored_states(session: Session) -> StoredStates:
     """Every stored alert state as (pipeline, status), read as plain rows (thousands per tick: no ORM objects)."""
     stored = {}
@@ -185,7 +235,7 @@ def stored_states(session: Session) -> StoredStates:
                 value=value,
                 samples=samples,
                 detail=detail,
-                evidence=Evidence.from_json(evidence) if evidence else None,
+                evidence=stored_evidence(evidence) if evidence else None,
             ),
         )
     return stored

@@ -35,7 +35,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
-from controlplane.alerting import sequential
+from controlplane.alerting import cohorts, sequential
+from controlplane.alerting.cohorts import CohortEvidence, CohortTest, Population
 from controlplane.alerting.sequential import Evidence, Hypotheses, Verdict
 from controlplane.catalog.rules import WINDOW_SIZE, AlertState, Rule, RuleKind, format_duration
 
@@ -66,6 +67,7 @@ class Series:
     count: int
     value_count: int = 0
     value_sum: float = 0.0
+    value_sumsq: float = 0.0  # the sum of the squared values
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,7 @@ class Measurement:
     breached: bool
     detail: str
     window_start: datetime | None = None
+    mismatch: bool = False  # a cohort rule's cohorts are not the sizes the rollout's split makes
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +105,7 @@ class AlertStatus:
     value: float | None = None
     samples: int = 0
     detail: str = ""
-    evidence: Evidence | None = None  # a sequential rule's statistic (None: a plain rule, or none yet)
+    evidence: Evidence | CohortEvidence | None = None  # a sequential rule's statistic (None: plain, or none yet)
 
 
 @functools.lru_cache(maxsize=256)  # one tick asks for the same few (now, window) pairs thousands of times
@@ -226,6 +229,13 @@ def step(rule: Rule, previous: AlertStatus | None, measurement: Measurement, now
     """The alert's next status, Prometheus-style for `for` and `keep_firing_for`, with insufficient data apart."""
     prior = previous or AlertStatus(state=AlertState.INACTIVE, since=now)
     value, samples, detail = measurement.value, measurement.samples, measurement.detail
+    if measurement.mismatch:
+        # Neither a pass nor a breach: the comparison is not to be trusted. A firing alert holds, as on missing data.
+        if prior.state is AlertState.FIRING:
+            return replace(prior, value=value, samples=samples, detail=detail)
+        state = AlertState.SAMPLE_RATIO_MISMATCH
+        since = prior.since if prior.state is state else now
+        return AlertStatus(state=state, since=since, value=value, samples=samples, detail=detail)
     if not measurement.sufficient:
         if prior.state is AlertState.FIRING:
             # Missing data proves nothing: a firing alert holds until a measurement shows recovery.
@@ -266,19 +276,27 @@ def assess(
     *,
     window_size: timedelta = WINDOW_SIZE,
     windows: Sequence[Series] | None = None,
+    population: Population | None = None,
 ) -> tuple[Measurement, AlertStatus]:
     """Measure ``rule`` and step its alert from ``previous``: ``measure`` then ``step`` for a plain rule; for a rule
     with ``confidence``, the sequential decision, with the statistic (``AlertStatus.evidence``) carried forward.
 
     A sequential rule folds ``windows`` (one series per aggregation window, at least those from ``unfolded_since``
     on; by default ``series``, which must then be one per window too) and measures its plain value over ``series``
-    (one per window, or summed over the rule's window as the evaluator reads plain rules).
+    (one per window, or summed over the rule's window as the evaluator reads plain rules). A sequential cohort rule
+    compares its cohorts since ``population`` (the flag's split) started and checks their sizes against it
+    (without one: no split is expected and the sizes are not checked).
     """
     measurement = measure(rule, series, tail, now, window_size=window_size)
     if rule.confidence is None:
         return measurement, step(rule, previous, measurement, now)
     folded = series if windows is None else windows
-    measurement, evidence = _sequential(rule, previous, (series, folded), measurement, now, window_size)
+    evidence: Evidence | CohortEvidence
+    if rule.kind is RuleKind.COHORT:
+        split = population or Population(expected_share=None, since=_EPOCH, revision=0)
+        measurement, evidence = _cohort_sequential(rule, previous, folded, measurement, now, window_size, split)
+    else:
+        measurement, evidence = _sequential(rule, previous, (series, folded), measurement, now, window_size)
     status = step(rule, previous, measurement, now)
     return measurement, replace(status, evidence=evidence)
 
@@ -304,7 +322,13 @@ def unfolded_since(rule: Rule, previous: AlertStatus | None, now: datetime, wind
     windows the evaluator reads one by one (the rule's window for a new alert, the last window or two later on)."""
     since = window_cutoff(now, rule.window, window_size)
     prior = previous.evidence if previous is not None else None
-    return sequential.resume(prior, hypotheses(rule), since, window_size)[1]
+    if rule.kind is RuleKind.COHORT:
+        return since if not isinstance(prior, CohortEvidence) else max(since, prior.through)
+    return sequential.resume(_ratio_evidence(prior), hypotheses(rule), since, window_size)[1]
+
+
+def _ratio_evidence(evidence: Evidence | CohortEvidence | None) -> Evidence | None:
+    return evidence if isinstance(evidence, Evidence) else None
 
 
 def _tally(rule: Rule, series: Iterable[Series], since: datetime, now: datetime) -> dict[datetime, tuple[int, int]]:
@@ -336,7 +360,7 @@ def _sequential(
     windows = _tally(rule, read[1], since, now)
     totals = (windows if read[0] is read[1] else _tally(rule, read[0], since, now)).values()
     selected, matching = sum(events for events, _ in totals), sum(counted for _, counted in totals)
-    prior = previous.evidence if previous is not None else None
+    prior = _ratio_evidence(previous.evidence if previous is not None else None)
     evidence, upper, lower = sequential.advance(prior, tested, limit, windows, since=since, now=now, size=window_size)
     found = sequential.verdict(upper, lower, limit)
     if tested.rate:
@@ -389,3 +413,79 @@ def _estimate_words(rule: Rule, tested: Hypotheses, estimate: float) -> str:
     if tested.rate:
         return f"{estimate * rule.per.total_seconds():.4g} per {format_duration(rule.per)}"
     return f"{100 * estimate:.4g}%"
+
+
+def _cohort_sequential(
+    rule: Rule,
+    previous: AlertStatus | None,
+    folded: Sequence[Series],
+    plain: Measurement,
+    now: datetime,
+    window_size: timedelta,
+    population: Population,
+) -> tuple[Measurement, CohortEvidence]:
+    """The sequential cohort measurement: the plain difference over the window, the verdict of the two-sample test
+    on the cohorts' counts since the split started (``alerting.cohorts``), and the sample-ratio check."""
+    assert rule.confidence is not None and rule.canary_variant is not None and rule.baseline_variant is not None
+    test = CohortTest(float(rule.limit), float(Fraction(rule.against)), float(Fraction(rule.confidence)))
+    basis = f"{test.basis} {population.basis}"
+    split_start = sequential.aligned(population.since, window_size)
+    if split_start < population.since:
+        split_start += window_size  # a window holding the change mixes both splits: the first whole one counts
+    since = max(window_cutoff(now, rule.window, window_size), split_start)
+    prior = previous.evidence if previous is not None else None
+    if not isinstance(prior, CohortEvidence) or prior.basis != basis:
+        prior = None  # summed under another split or other hypotheses: start afresh
+    open_start = sequential.aligned(now, window_size)
+    start = since if prior is None else max(since, prior.through)
+    evidence = prior or CohortEvidence(0, 0, 0, 0, start, basis)
+    if start <= open_start:
+        selected = [item for item in folded if start <= item.start < open_start]
+        canary = _ratio(selected, rule, rule.canary_variant)
+        baseline = _ratio(selected, rule, rule.baseline_variant)
+        evidence = evidence.plus((canary[1], canary[0]), (baseline[1], baseline[0]), open_start)
+    found = cohorts.compare(evidence, test, population.expected_share)
+    sufficient = plain.sufficient and found.verdict is not Verdict.UNDECIDED
+    return (
+        replace(
+            plain,
+            sufficient=sufficient,
+            breached=sufficient and found.verdict is Verdict.BREACH,
+            mismatch=found.mismatch,
+            detail=f"{plain.detail}; {_cohort_words(rule, evidence, found, population)}",
+        ),
+        evidence,
+    )
+
+
+def _cohort_words(rule: Rule, evidence: CohortEvidence, found: cohorts.Comparison, population: Population) -> str:
+    """The sequential part of a cohort measurement's detail: the verdict, the difference's confidence sequence
+    since the split started, and the sample-ratio check."""
+    counted = (
+        f"{rule.canary_variant} {evidence.canary_matching}/{evidence.canary_events}, "
+        f"{rule.baseline_variant} {evidence.baseline_matching}/{evidence.baseline_events} since the split started"
+    )
+    if found.difference is None:
+        shown = f"sequential: undecided, {counted}: a cohort has no events yet"
+    else:
+        verdict = {
+            Verdict.BREACH: f"breach, the canary worse by more than {rule.threshold}",
+            Verdict.CLEAR: f"clear, the canary not worse by {rule.against}",
+            Verdict.UNDECIDED: "undecided",
+        }[found.verdict]
+        weighed = (
+            f"evidence {found.breach_evidence:.3g} for a breach and {found.clear_evidence:.3g} against one, "
+            f"of {found.limit:.3g} nats needed"
+        )
+        shown = f"sequential: {verdict}; difference {found.difference:.4g}, {weighed}; {counted}"
+    share = population.expected_share
+    total = evidence.canary_events + evidence.baseline_events
+    if share is None:
+        return f"{shown}; cohort sizes not checked: the flag serves no plain percentage split"
+    actual = f"{100 * evidence.canary_events / total:.3g}%" if total else "no events"
+    if found.mismatch:
+        return (
+            f"{shown}; sample ratio mismatch: {rule.canary_variant} holds {actual} of the events, the rollout serves "
+            f"it {100 * share:.3g}%: the comparison is not to be trusted"
+        )
+    return f"{shown}; cohort sizes consistent with the rollout's {100 * share:.3g}% ({actual} of the events)"

@@ -54,6 +54,7 @@ __all__ = [
     "Outlook",
     "Verdict",
     "advance",
+    "aligned",
     "decision_threshold",
     "fold",
     "outlook",
@@ -180,7 +181,7 @@ def verdict(upper: float, lower: float, limit: float) -> Verdict:
     return Verdict.UNDECIDED
 
 
-def _aligned(at: datetime, size: timedelta) -> datetime:
+def aligned(at: datetime, size: timedelta) -> datetime:
     """The start of the window of ``size`` holding ``at`` (windows are aligned on the epoch, as ingest writes them)."""
     return _EPOCH + ((at - _EPOCH) // size) * size
 
@@ -190,9 +191,9 @@ def resume(
 ) -> tuple[Evidence | None, datetime]:
     """Where folding continues: the prior evidence if it still holds (None: start afresh) and the start of the
     first window to fold (after the prior's ``through``, and not before ``since``, the rule's window)."""
-    if prior is not None and (prior.basis != hypotheses.basis or _aligned(prior.through, size) != prior.through):
+    if prior is not None and (prior.basis != hypotheses.basis or aligned(prior.through, size) != prior.through):
         prior = None  # summed under other hypotheses, or over windows of another size: start afresh
-    since = _aligned(since, size)
+    since = aligned(since, size)
     return prior, since if prior is None else max(since, prior.through)
 
 
@@ -219,7 +220,7 @@ def advance(
     """
     prior, start = resume(prior, hypotheses, since, size)
     upper, lower = (prior.upper, prior.lower) if prior is not None else (0.0, 0.0)
-    open_start = _aligned(now, size)
+    open_start = aligned(now, size)
     if open_start < start:
         # The clock stands before what was already folded (it went back): nothing new, nothing provisional.
         assert prior is not None

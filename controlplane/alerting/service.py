@@ -23,7 +23,12 @@ def list_alert_states(session: Session, *, state: str | None = None) -> list[Ale
     if state is not None:
         query = query.where(AlertStateRow.state == state)
     rows = list(session.scalars(query))
-    order = {AlertState.FIRING.value: 0, AlertState.PENDING.value: 1, AlertState.INSUFFICIENT_DATA.value: 2}
+    order = {
+        AlertState.FIRING.value: 0,
+        AlertState.PENDING.value: 1,
+        AlertState.INSUFFICIENT_DATA.value: 2,
+        AlertState.SAMPLE_RATIO_MISMATCH.value: 2,
+    }
     return sorted(rows, key=lambda row: order.get(row.state, 3))
 
 

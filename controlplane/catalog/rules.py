@@ -101,6 +101,8 @@ class AlertState(enum.StrEnum):
     PENDING = "pending"
     FIRING = "firing"
     INSUFFICIENT_DATA = "insufficient_data"
+    # A cohort rule's cohorts are not the sizes the rollout's split makes: its comparison is not to be trusted.
+    SAMPLE_RATIO_MISMATCH = "sample_ratio_mismatch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +181,7 @@ class Rule:
             return self.alternative
         threshold = Decimal(self.threshold)
         doubled = threshold * 2
-        if self.kind is RuleKind.RATIO and doubled >= 1:
+        if self.kind in (RuleKind.RATIO, RuleKind.COHORT) and doubled >= 1:
             doubled = (threshold + 1) / 2
         return repr(float(doubled))
 
@@ -202,6 +204,11 @@ class Rule:
         if self.confidence is None:
             return ""
         percent = f"{(Decimal(self.confidence) * 100).normalize():f}"
+        if self.kind is RuleKind.COHORT:
+            return (
+                f"at {percent}% confidence (sequential: two-sample mixture test against {self.against}, "
+                "cohort sizes checked against the rollout's split)"
+            )
         return f"at {percent}% confidence (sequential: CUSUM against {self.against})"
 
     def condition(self, *, sequential: bool = True) -> str:

@@ -1,8 +1,9 @@
 """Checks of a definition's alert rules (measuring events, or a Prometheus query per environment) and of the
 event selectors rules, objectives and panels write, turning what is written into catalog values.
 
-A ratio or rate rule may declare ``confidence`` (and an ``alternative``): it is then decided sequentially
-(``alerting.sequential``), which needs a threshold strictly inside the values its kind can take. Any rule may declare
+A ratio, rate or cohort rule may declare ``confidence`` (and an ``alternative``): it is then decided sequentially
+(``alerting.sequential``, ``alerting.cohorts`` for cohorts), which needs a threshold strictly inside the values its
+kind can take and a rule that breaches above it (``>`` or ``>=``). Any rule may declare
 ``mode: shadow`` (default ``enforce``): watched only, it never holds a stage nor rolls back.
 """
 
@@ -244,8 +245,9 @@ def check_rules(
     return tuple(rules)
 
 
-#: The kinds a rule may declare `confidence` on: those whose windows have a likelihood ratio between two values.
-_SEQUENTIAL_KINDS = (RuleKind.RATIO, RuleKind.RATE)
+#: The kinds a rule may declare `confidence` on: ratio and rate windows have a likelihood ratio between two values,
+#: cohorts a two-sample test of their difference.
+_SEQUENTIAL_KINDS = (RuleKind.RATIO, RuleKind.RATE, RuleKind.COHORT)
 
 
 def _check_sequential(kind: RuleKind, spec: RuleSpec, at: FieldPath, refuse: Refuse) -> tuple[str | None, str | None]:
@@ -261,12 +263,20 @@ def _check_sequential(kind: RuleKind, spec: RuleSpec, at: FieldPath, refuse: Ref
         raise refuse(
             (*at, "confidence"),
             f"`confidence` (a sequential decision) is not supported on {kind.value} rules yet: "
-            "only ratio and rate rules decide sequentially",
+            "only ratio, rate and cohort rules decide sequentially",
         )
     if isinstance(spec.confidence, bool) or not 0.5 <= spec.confidence < 1:
         raise refuse(
             (*at, "confidence"), "confidence must be a decimal from 0.5 up to, not including, 1: e.g. 0.99 for 99%"
         )
+    if spec.op not in (">", ">="):
+        raise refuse(
+            (*at, "op"),
+            "a rule with `confidence` breaches above its threshold (`>` or `>=`): it tests whether the value is "
+            "past the threshold toward a larger alternative",
+        )
+    if kind is RuleKind.COHORT:
+        return _check_sequential_cohort(spec, at, refuse)
     if spec.threshold <= 0:
         raise refuse(
             (*at, "threshold"),
@@ -286,6 +296,35 @@ def _check_sequential(kind: RuleKind, spec: RuleSpec, at: FieldPath, refuse: Ref
         )
     if kind is RuleKind.RATIO and spec.alternative >= 1:
         raise refuse((*at, "alternative"), "a ratio's alternative is a share below 1: write 6% as 0.06")
+    return repr(float(spec.confidence)), repr(float(spec.alternative))
+
+
+def _check_sequential_cohort(spec: RuleSpec, at: FieldPath, refuse: Refuse) -> tuple[str, str | None]:
+    """A cohort rule's threshold is a difference of shares, canary minus baseline: from 0 up to 1, and its
+    alternative (the difference tested for) above it; the default alternative doubles the threshold."""
+    assert spec.confidence is not None
+    if not 0 <= spec.threshold < 1:
+        raise refuse(
+            (*at, "threshold"),
+            "a cohort rule with `confidence` needs a threshold from 0 up to 1: how much worse the canary's share may "
+            "be than the baseline's (0.02 for 2 percentage points)",
+        )
+    if spec.alternative is None:
+        if spec.threshold == 0:
+            raise refuse(
+                (*at, "alternative"),
+                "a cohort rule with `confidence` and threshold 0 needs an `alternative`: the difference it tests "
+                "for (0.02 for 2 percentage points)",
+            )
+        return repr(float(spec.confidence)), None
+    if isinstance(spec.alternative, bool) or not math.isfinite(spec.alternative):
+        raise refuse((*at, "alternative"), "alternative must be a finite number")
+    if not spec.threshold < spec.alternative < 1:
+        raise refuse(
+            (*at, "alternative"),
+            f"alternative must be above the threshold ({spec.threshold!r}) and below 1: it is the difference "
+            "of shares the rule tests for",
+        )
     return repr(float(spec.confidence)), repr(float(spec.alternative))
 
 

@@ -48,6 +48,7 @@ _CHANGES = {
     AlertState.FIRING: "fired",
     AlertState.PENDING: "pending",
     AlertState.INSUFFICIENT_DATA: "insufficient",
+    AlertState.SAMPLE_RATIO_MISMATCH: "mismatch",
     AlertState.INACTIVE: "cleared",
 }
 

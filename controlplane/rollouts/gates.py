@@ -1,8 +1,8 @@
 """Gate decisions for a rollout stage: a pure function of the stage's guard readings and its sample count.
 
 A stage may be left (advanced, by hand or by the tick) only when every guard was measured and is inactive.
-Firing, pending (a breach in progress), insufficient data and never evaluated all hold the stage, each with its
-reason; so do too few samples served the rollout variant since the stage began.
+Firing, pending (a breach in progress), insufficient data, a sample ratio mismatch (a cohort guard's cohorts are not
+the sizes the split makes) and never evaluated all hold the stage, each with its reason; so do too few samples served the rollout variant since the stage began.
 
 Rollouts do not read guards themselves: whoever calls them hands over a ``GateReader`` (the control plane's reads
 alert states and telemetry, ``controlplane.guarding.readings``), so this domain needs nothing from alerting.
@@ -60,6 +60,7 @@ def _reading(guard: GuardReading) -> str | None:
         AlertState.FIRING: "is firing",
         AlertState.PENDING: "is pending (breached, waiting out its `for`)",
         AlertState.INSUFFICIENT_DATA: "lacks data",
+        AlertState.SAMPLE_RATIO_MISMATCH: "shows a sample ratio mismatch (its cohorts are not the rollout's split)",
     }[guard.state]
     return f"guard `{guard.rule}` {what}: {measured}, {guard.samples} samples; {guard.condition} [{guard.detail}]"
 

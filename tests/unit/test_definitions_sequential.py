@@ -59,16 +59,61 @@ def test_rules_without_confidence_load_and_store_as_before() -> None:
         assert "confidence" not in rule.condition()
 
 
-@pytest.mark.parametrize(
-    ("after", "index", "kind"),
-    [("    window: 0\n", 1, "streak"), ("    for: 5m\n", 2, "mean"), ("    threshold: 0.02\n", 3, "cohort")],
-)
+@pytest.mark.parametrize(("after", "index", "kind"), [("    window: 0\n", 1, "streak"), ("    for: 5m\n", 2, "mean")])
 def test_confidence_on_another_kind_is_refused_as_not_supported_yet(after: str, index: int, kind: str) -> None:
     text = edited(after, f"{after}    confidence: 0.99\n")
 
     assert_refused(
-        text, f"rules[{index}].confidence", "confidence: 0.99", f"not supported on {kind} rules yet", "ratio and rate"
+        text,
+        f"rules[{index}].confidence",
+        "confidence: 0.99",
+        f"not supported on {kind} rules yet",
+        "ratio, rate and cohort",
     )
+
+
+COHORT_THRESHOLD = '    op: ">"\n    threshold: 0.02\n  - name: failures'
+
+
+def with_cohort(threshold: str, *lines: str, op: str = ">") -> str:
+    """VALID with its cohort rule's op and threshold written so and ``lines`` added after them."""
+    added = "".join(f"    {line}\n" for line in lines)
+    return edited(COHORT_THRESHOLD, f'    op: "{op}"\n    threshold: {threshold}\n{added}  - name: failures')
+
+
+def test_a_cohort_rule_with_confidence_is_a_two_sample_test_against_twice_its_threshold() -> None:
+    rule = parse(with_cohort("0.02", "confidence: 0.99")).rules[3]
+
+    assert (rule.kind, rule.confidence, rule.alternative, rule.against) == (RuleKind.COHORT, "0.99", None, "0.04")
+    assert rule.condition().endswith(
+        "at 99% confidence (sequential: two-sample mixture test against 0.04, cohort sizes checked against the "
+        "rollout's split)"
+    )
+
+
+def test_a_cohort_rule_may_test_any_worsening_with_an_alternative() -> None:
+    rule = parse(with_cohort("0", "confidence: 0.99", "alternative: 0.01")).rules[3]
+
+    assert (rule.threshold, rule.against) == ("0.0", "0.01")
+
+
+@pytest.mark.parametrize(
+    ("threshold", "lines", "path", "line", "reason"),
+    [
+        ("0", ("confidence: 0.99",), "alternative", "name: canary", "threshold 0 needs an `alternative`"),
+        ("1", ("confidence: 0.99",), "threshold", "threshold: 1", "a threshold from 0 up to 1"),
+        ("0.02", ("confidence: 0.99", "alternative: 0.01"), "alternative", "alternative: 0.01", "above the threshold"),
+        ("0.02", ("confidence: 0.99", "alternative: 1"), "alternative", "alternative: 1", "and below 1"),
+    ],
+)
+def test_a_sequential_cohort_rules_difference_and_alternative_are_checked(
+    threshold: str, lines: tuple[str, ...], path: str, line: str, reason: str
+) -> None:
+    assert_refused(with_cohort(threshold, *lines), f"rules[3].{path}", line, reason)
+
+
+def test_a_sequential_rule_must_breach_above_its_threshold() -> None:
+    assert_refused(with_cohort("0.02", "confidence: 0.99", op="<"), "rules[3].op", 'op: "<"', "`>` or `>=`")
 
 
 def test_confidence_on_a_prometheus_rule_is_refused_as_not_supported_yet() -> None:

@@ -403,8 +403,9 @@ def test_the_open_window_waits_until_it_closes_and_is_folded_once(kind: str) -> 
 
     _, _, closed = history[339]  # 12:11:20: the window closed and is folded, exactly once
     tested, window = hypotheses(rule), windows[T0 + timedelta(minutes=11, seconds=10)]
+    assert isinstance(settled.evidence, Evidence) and isinstance(closed.evidence, Evidence)
     expected = fold(settled.evidence.upper, settled.evidence.lower, tested.log_ratio(*window, 10.0), LIMIT)
-    assert closed.evidence is not None and (closed.evidence.upper, closed.evidence.lower) == expected
+    assert (closed.evidence.upper, closed.evidence.lower) == expected
 
 
 def summed(series: list[Series], since: datetime) -> list[Series]:
@@ -471,7 +472,7 @@ def test_below_min_samples_a_sequential_rule_lacks_data_whatever_its_evidence() 
 
     assert (measurement.sufficient, measurement.breached, status.state) == (False, False, AlertState.INSUFFICIENT_DATA)
     assert "fewer than 500 needed" in measurement.detail and "sequential: breach" in measurement.detail
-    assert status.evidence is not None and status.evidence.upper == LIMIT  # the statistic keeps counting
+    assert isinstance(status.evidence, Evidence) and status.evidence.upper == LIMIT  # the statistic keeps counting
 
 
 def test_a_breach_goes_through_for_and_a_clear_resolves() -> None:
@@ -500,7 +501,7 @@ def test_the_detail_says_how_much_more_data_decides() -> None:
     rule = ratio_rule()
     now = T0 + WINDOW_SIZE
     measurement, status = assess(rule, None, series_of({T0: (100, 2)}), (), now)
-    assert status.evidence is not None
+    assert isinstance(status.evidence, Evidence)
     left = (LIMIT - status.evidence.lower) / -RATIO.drift(0.02)
     assert f"about {left:.0f} more events to clear" in measurement.detail, measurement.detail
     assert measurement.detail.startswith("2/100 = 2%; sequential: undecided")
