@@ -4,7 +4,8 @@ states and transitions that changed, and enqueue the notifications they cause).
 Rules with ``source: prometheus`` are measured from Prometheus before planning (``alerting.prometheus``), with no
 database session open; the plan reads those measurements like the windows. Rules with ``confidence`` also read
 the windows they have not folded yet one by one, and carry their sequential statistic in the stored state
-(``alerting.rules.assess``), so a new leader continues where the last one stopped.
+(``alerting.rules.assess``), so a new leader continues where the last one stopped. Rules with ``per_subject_cap``
+read their summed and unfolded windows capped (``alerting.subjects``): each subject counted at most that many times.
 
 What a firing guard does to a rollout is not decided here: the plan lists the alerts that fired and breached
 (``EvaluationPlan.breaching``), and the guarding workflow (``controlplane.guarding.evaluation``) rolls rollouts back
@@ -28,12 +29,15 @@ from controlplane.alerting.queries import (
     StoredStates,
     fetch_populations,
     fetch_series,
+    fetch_subjects,
     fetch_tails,
     fetch_windows,
     state_fingerprint,
     stored_states,
+    subject_reads,
 )
 from controlplane.alerting.rules import AlertStatus, Measurement, assess, measure, step, unfolded_since
+from controlplane.alerting.subjects import capped
 from controlplane.catalog.models import PipelineCatalog
 from controlplane.catalog.rules import WINDOW_SIZE, AlertState, Rule, RuleSource, rule_from_json
 from controlplane.catalog.service import load_rules
@@ -204,6 +208,7 @@ def plan_evaluation(
     else:
         stored = stored_states(session)
     windows_of = fetch_windows(session, _unfolded(rules, environments, stored, now, window_size), now)
+    subjects_of = fetch_subjects(session, subject_reads(rules, now, window_size), now)
     populations = fetch_populations(session, rules, environments)
     plan = EvaluationPlan(
         outcome=outcome,
@@ -225,18 +230,33 @@ def plan_evaluation(
                 status = step(rule, previous, measurement, now)
             elif rule.confidence is not None:
                 # Even without data: a rate's exposure without events is evidence too.
+                summed, unfolded = capped(
+                    rule,
+                    series.get((rule.window, rule.pipeline, rule.event, environment), ()),
+                    windows_of.get((rule.pipeline, rule.event, environment), ()),
+                    subjects_of.get((rule.pipeline, rule.event, environment), ()),
+                    now,
+                    window_size=window_size,
+                )
                 measurement, status = assess(
                     rule,
                     previous,
-                    series.get((rule.window, rule.pipeline, rule.event, environment), ()),
+                    summed,
                     (),
                     now,
                     window_size=window_size,
-                    windows=windows_of.get((rule.pipeline, rule.event, environment), ()),
+                    windows=unfolded,
                     population=populations.get((rule.name, environment)),
                 )
             else:
-                windows = series.get((rule.window, rule.pipeline, rule.event, environment), ())
+                windows = capped(
+                    rule,
+                    series.get((rule.window, rule.pipeline, rule.event, environment), ()),
+                    (),
+                    subjects_of.get((rule.pipeline, rule.event, environment), ()),
+                    now,
+                    window_size=window_size,
+                )[0]
                 recent = tails.get((rule.pipeline, rule.event, environment), ())
                 if windows or recent:
                     measurement, status = assess(rule, previous, windows, recent, now, window_size=window_size)

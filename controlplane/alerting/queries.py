@@ -12,15 +12,16 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, literal_column, select, tuple_
+from sqlalchemy import and_, case, func, literal_column, select, tuple_
 from sqlalchemy.orm import Session
 
 from controlplane.alerting.cohorts import Population, stored_evidence
 from controlplane.alerting.models import AlertStateRow
 from controlplane.alerting.rules import AlertStatus, Series, TailEvent, window_cutoff
+from controlplane.alerting.subjects import SubjectCount
 from controlplane.catalog.rules import AlertState, Rule, RuleKind, RuleSource
 from controlplane.flags.models import Flag, FlagEnvironment
-from controlplane.telemetry.models import EventTail, TelemetryWindow
+from controlplane.telemetry.models import EventTail, TelemetrySubject, TelemetryWindow
 
 __all__ = [
     "SeriesKey",
@@ -28,10 +29,12 @@ __all__ = [
     "expected_share",
     "fetch_populations",
     "fetch_series",
+    "fetch_subjects",
     "fetch_tails",
     "fetch_windows",
     "state_fingerprint",
     "stored_states",
+    "subject_reads",
 ]
 
 #: (window, pipeline, event, environment): the series one rule reads in one environment.
@@ -77,25 +80,32 @@ def fetch_series(
                 func.sum(w.count),
                 func.sum(w.value_count),
                 func.sum(w.value_sum),
+                func.sum(w.value_sumsq),
             )
             .where(w.pipeline == pipeline, w.event == event, w.window_start >= cutoffs[-1], w.window_start <= now)
             .group_by(*group)
         )
-        # (environment, variant, outcome, labels_key) -> per band [count, value_count, value_sum]
+        # (environment, variant, outcome, labels_key) -> per band [count, value_count, value_sum, value_sumsq]
         banded: dict[tuple[str, str, str, str], list[list[float]]] = {}
-        for environment, variant, outcome, key, index, count, value_count, value_sum in rows:
-            sums = banded.setdefault((environment, variant, outcome, key), [[0, 0, 0.0] for _ in ordered])
-            sums[int(index)] = [int(count or 0), int(value_count or 0), float(value_sum or 0.0)]
+        for environment, variant, outcome, key, index, count, value_count, value_sum, value_sumsq in rows:
+            sums = banded.setdefault((environment, variant, outcome, key), [[0, 0, 0.0, 0.0] for _ in ordered])
+            sums[int(index)] = [
+                int(count or 0),
+                int(value_count or 0),
+                float(value_sum or 0.0),
+                float(value_sumsq or 0.0),
+            ]
         for (environment, variant, outcome, key), sums in banded.items():
             labels = labels_cache.get(key)
             if labels is None:
                 labels = labels_cache[key] = json.loads(key)
             count = value_count = 0
-            value_sum = 0.0
+            value_sum = value_sumsq = 0.0
             for position, length in enumerate(ordered):
                 count += int(sums[position][0])
                 value_count += int(sums[position][1])
                 value_sum += sums[position][2]
+                value_sumsq += sums[position][3]
                 if not count:
                     continue
                 found.setdefault((length, pipeline, event, environment), []).append(
@@ -107,6 +117,7 @@ def fetch_series(
                         count=count,
                         value_count=value_count,
                         value_sum=value_sum,
+                        value_sumsq=value_sumsq,
                     )
                 )
     return found
@@ -120,25 +131,104 @@ def fetch_windows(
     ``starts`` gives per (pipeline, event) the oldest window any of its sequential alerts still has to fold
     (``alerting.rules.unfolded_since``: the last window or two once an alert has evidence, the rule's window for a
     new one). One query per event type, on the same index as ``fetch_series``. The rules' plain values still read
-    the summed windows of ``fetch_series``.
+    the summed windows of ``fetch_series``. Each series carries its window's values too (count, sum, sum of squares).
     """
     found: dict[tuple[str, str, str], list[Series]] = {}
     labels_cache: dict[str, Mapping[str, str]] = {}
     w = TelemetryWindow
     for (pipeline, event), start in sorted(starts.items()):
         rows = session.execute(
-            select(w.environment, w.variant, w.outcome, w.labels_key, w.window_start, func.sum(w.count))
+            select(
+                w.environment,
+                w.variant,
+                w.outcome,
+                w.labels_key,
+                w.window_start,
+                func.sum(w.count),
+                func.sum(w.value_count),
+                func.sum(w.value_sum),
+                func.sum(w.value_sumsq),
+            )
             .where(w.pipeline == pipeline, w.event == event, w.window_start >= start, w.window_start <= now)
             .group_by(w.environment, w.variant, w.outcome, w.labels_key, w.window_start)
         )
-        for environment, variant, outcome, key, window_start, count in rows:
+        for environment, variant, outcome, key, window_start, count, value_count, value_sum, value_sumsq in rows:
             if not count:
                 continue
             labels = labels_cache.get(key)
             if labels is None:
                 labels = labels_cache[key] = json.loads(key)
             found.setdefault((pipeline, event, environment), []).append(
-                Series(start=window_start, outcome=outcome, variant=variant, labels=labels, count=int(count))
+                Series(
+                    start=window_start,
+                    outcome=outcome,
+                    variant=variant,
+                    labels=labels,
+                    count=int(count),
+                    value_count=int(value_count or 0),
+                    value_sum=float(value_sum or 0.0),
+                    value_sumsq=float(value_sumsq or 0.0),
+                )
+            )
+    return found
+
+
+def subject_reads(
+    rules: Sequence[Rule], now: datetime, window_size: timedelta
+) -> dict[tuple[str, str], tuple[datetime, int]]:
+    """Per (pipeline, event) read by a rule with a per-subject cap, what ``fetch_subjects`` reads for them all:
+    from the start of the longest such rule's window, the subjects past the smallest cap."""
+    reads: dict[tuple[str, str], tuple[datetime, int]] = {}
+    for rule in rules:
+        if rule.per_subject_cap is None or rule.source is not RuleSource.EVENTS:
+            continue
+        since = window_cutoff(now, rule.window, window_size)
+        known = reads.get((rule.pipeline, rule.event))
+        if known is not None:
+            since, cap = min(since, known[0]), min(rule.per_subject_cap, known[1])
+        else:
+            cap = rule.per_subject_cap
+        reads[(rule.pipeline, rule.event)] = (since, cap)
+    return reads
+
+
+def fetch_subjects(
+    session: Session, reads: Mapping[tuple[str, str], tuple[datetime, int]], now: datetime
+) -> dict[tuple[str, str, str], list[SubjectCount]]:
+    """The subject counts capped rules read: (pipeline, event, environment) -> per window and series, the events of
+    each subject with more than the cap over the windows from ``since`` to ``now`` (``reads``: (pipeline, event) ->
+    (since, cap), see ``subject_reads``). A subject within the cap over all of them is within it over any part, so
+    it is never read: the many users sending a few events each cost one grouped scan, not a row each."""
+    found: dict[tuple[str, str, str], list[SubjectCount]] = {}
+    labels_cache: dict[str, Mapping[str, str]] = {}
+    s = TelemetrySubject
+    for (pipeline, event), (since, cap) in sorted(reads.items()):
+        scope = (s.pipeline == pipeline, s.event == event, s.window_start >= since, s.window_start <= now)
+        heavy = (
+            select(s.environment, s.subject)
+            .where(*scope)
+            .group_by(s.environment, s.subject)
+            .having(func.sum(s.count) > cap)
+            .subquery()
+        )
+        rows = session.execute(
+            select(s.environment, s.subject, s.window_start, s.variant, s.outcome, s.labels_key, s.count)
+            .join(heavy, and_(heavy.c.environment == s.environment, heavy.c.subject == s.subject))
+            .where(*scope)
+        )
+        for environment, subject, window_start, variant, outcome, key, count in rows:
+            labels = labels_cache.get(key)
+            if labels is None:
+                labels = labels_cache[key] = json.loads(key)
+            found.setdefault((pipeline, event, environment), []).append(
+                SubjectCount(
+                    start=window_start,
+                    subject=subject,
+                    outcome=outcome,
+                    variant=variant,
+                    labels=labels,
+                    count=int(count),
+                )
             )
     return found
 

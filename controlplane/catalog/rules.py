@@ -5,6 +5,8 @@ Thresholds are kept as the decimal they were written as, so evaluators compare t
 A rule with ``confidence`` is decided sequentially (``alerting.sequential``): its threshold is weighed against an
 alternative (``Rule.against``) at that confidence. A rule in ``mode: shadow`` is evaluated and recorded like any
 other but only watched: notified as ``info``, it never holds a rollout stage nor rolls one back (``RuleMode``).
+A rule with ``per_subject_cap`` counts each subject's events (ratio, rate and cohort kinds) at most that many times
+over its window (``alerting.subjects``), so one client cannot move it.
 """
 
 from __future__ import annotations
@@ -162,6 +164,8 @@ class Rule:
     confidence: str | None = None  # the decimal as written (0.99); None: a plain threshold rule
     alternative: str | None = None  # the breach a sequential rule tests for, as written; None: the default
     mode: RuleMode = RuleMode.ENFORCE
+    # Over the window each subject's events count in time order up to this many, none after (None: no cap).
+    per_subject_cap: int | None = None
 
     @property
     def shadow(self) -> bool:
@@ -211,12 +215,20 @@ class Rule:
             )
         return f"at {percent}% confidence (sequential: CUSUM against {self.against})"
 
-    def condition(self, *, sequential: bool = True) -> str:
+    def cap_condition(self) -> str:
+        """A capped rule's cap in words: ``each subject counted at most 10 times``; empty without a cap."""
+        if self.per_subject_cap is None:
+            return ""
+        return f"each subject counted at most {self.per_subject_cap} times"
+
+    def condition(self, *, sequential: bool = True, capped: bool = True) -> str:
         """The rule in words: ``ratio of http_request (status_class in {4xx, 5xx}) > 0.03 over 5m``, followed by
-        how a sequential rule decides unless ``sequential`` is False, and by ``(shadow: ...)`` for a shadow rule."""
+        how a sequential rule decides unless ``sequential`` is False, by its per-subject cap unless ``capped`` is
+        False, and by ``(shadow: ...)`` for a shadow rule."""
         decided = self.sequential_condition() if sequential else ""
+        cap = self.cap_condition() if capped else ""
         shadow = f" {SHADOW_CONDITION}" if self.shadow else ""
-        return self._plain_condition() + (f" {decided}" if decided else "") + shadow
+        return self._plain_condition() + (f" {decided}" if decided else "") + (f", {cap}" if cap else "") + shadow
 
     def _plain_condition(self) -> str:
         held = f" for {format_duration(self.hold)}" if self.hold else ""
@@ -314,7 +326,8 @@ def _selector(data: Mapping[str, Sequence[str]] | None) -> Selector:
 
 def rule_to_json(rule: Rule) -> dict[str, Any]:
     """The stored form of a rule; the Prometheus fields only on Prometheus rules, and ``confidence``,
-    ``alternative`` and ``mode`` only when set (shadow), so stored plain enforced rules stay as they were."""
+    ``alternative``, ``mode`` (shadow) and ``per_subject_cap`` only when set, so stored plain enforced rules stay as
+    they were."""
     stored = {
         "name": rule.name,
         "kind": rule.kind.value,
@@ -346,6 +359,8 @@ def rule_to_json(rule: Rule) -> dict[str, Any]:
         stored["alternative"] = rule.alternative
     if rule.shadow:
         stored["mode"] = rule.mode.value
+    if rule.per_subject_cap is not None:
+        stored["per_subject_cap"] = rule.per_subject_cap
     return stored
 
 
@@ -379,4 +394,5 @@ def rule_from_json(pipeline: str, data: Mapping[str, Any]) -> Rule:
         confidence=data.get("confidence"),
         alternative=data.get("alternative"),
         mode=RuleMode(data.get("mode", RuleMode.ENFORCE.value)),
+        per_subject_cap=data.get("per_subject_cap"),
     )

@@ -1,10 +1,12 @@
 """Checks of a definition's alert rules (measuring events, or a Prometheus query per environment) and of the
 event selectors rules, objectives and panels write, turning what is written into catalog values.
 
-A ratio, rate or cohort rule may declare ``confidence`` (and an ``alternative``): it is then decided sequentially
+A ratio, rate, mean or cohort rule may declare ``confidence`` (and an ``alternative``): it is then decided sequentially
 (``alerting.sequential``, ``alerting.cohorts`` for cohorts), which needs a threshold strictly inside the values its
 kind can take and a rule that breaches above it (``>`` or ``>=``). Any rule may declare
-``mode: shadow`` (default ``enforce``): watched only, it never holds a stage nor rolls back.
+``mode: shadow`` (default ``enforce``): watched only, it never holds a stage nor rolls back. A ratio, rate or cohort
+rule may declare ``per_subject_cap``: over its window each subject's events count up to that many
+(``alerting.subjects``).
 """
 
 from __future__ import annotations
@@ -189,6 +191,7 @@ def check_rules(
         if kind is RuleKind.STREAK and spec.outcome not in where.matches.get("outcome", {spec.outcome}):
             raise refuse((*at, "where", "outcome"), f"`where` leaves out `{spec.outcome}`: the streak is always 0")
         confidence, alternative = _check_sequential(kind, spec, at, refuse)
+        per_subject_cap = _check_cap(kind, spec, at, refuse)
         canary = baseline = None
         if kind is RuleKind.COHORT:
             for part, selector in (("where", where), ("numerator", numerator)):
@@ -240,14 +243,15 @@ def check_rules(
                 confidence=confidence,
                 alternative=alternative,
                 mode=mode,
+                per_subject_cap=per_subject_cap,
             )
         )
     return tuple(rules)
 
 
-#: The kinds a rule may declare `confidence` on: ratio and rate windows have a likelihood ratio between two values,
-#: cohorts a two-sample test of their difference.
-_SEQUENTIAL_KINDS = (RuleKind.RATIO, RuleKind.RATE, RuleKind.COHORT)
+#: The kinds a rule may declare `confidence` on: ratio, rate and mean windows have a likelihood ratio between two
+#: values (a mean's with the variance estimated over its window), cohorts a two-sample test of their difference.
+_SEQUENTIAL_KINDS = (RuleKind.RATIO, RuleKind.RATE, RuleKind.MEAN, RuleKind.COHORT)
 
 
 def _check_sequential(kind: RuleKind, spec: RuleSpec, at: FieldPath, refuse: Refuse) -> tuple[str | None, str | None]:
@@ -263,7 +267,7 @@ def _check_sequential(kind: RuleKind, spec: RuleSpec, at: FieldPath, refuse: Ref
         raise refuse(
             (*at, "confidence"),
             f"`confidence` (a sequential decision) is not supported on {kind.value} rules yet: "
-            "only ratio, rate and cohort rules decide sequentially",
+            "only ratio, rate, mean and cohort rules decide sequentially",
         )
     if isinstance(spec.confidence, bool) or not 0.5 <= spec.confidence < 1:
         raise refuse(
@@ -328,6 +332,34 @@ def _check_sequential_cohort(spec: RuleSpec, at: FieldPath, refuse: Refuse) -> t
     return repr(float(spec.confidence)), repr(float(spec.alternative))
 
 
+#: Why a kind cannot cap each subject's events: the capped kinds count events, these do not.
+_UNCAPPED_KINDS = {
+    RuleKind.MEAN: "averages its events' values, which a cap on counts would not weigh",
+    RuleKind.STREAK: "reads its events' trailing run in order, whoever sent them",
+}
+
+
+def _check_cap(kind: RuleKind, spec: RuleSpec, at: FieldPath, refuse: Refuse) -> int | None:
+    """Check `per_subject_cap`: a whole number of events from 1, on a kind that counts events (None when absent)."""
+    cap = spec.per_subject_cap
+    if cap is None:
+        return None
+    why = _UNCAPPED_KINDS.get(kind)
+    if why is not None:
+        raise refuse(
+            (*at, "per_subject_cap"),
+            f"`per_subject_cap` is not supported on {kind.value} rules: a {kind.value} rule {why}; only ratio, rate "
+            "and cohort rules count each subject's events at most that many times",
+        )
+    if isinstance(cap, bool) or cap < 1:
+        raise refuse(
+            (*at, "per_subject_cap"),
+            f"per_subject_cap must be a whole number of events, at least 1 (got {cap!r}): e.g. 10 counts each "
+            "subject's first 10 events over the window and none after",
+        )
+    return cap
+
+
 #: Fields of a rule that measures events, refused on a Prometheus rule (the query says all of it).
 _EVENT_FIELDS = {
     "kind": "it measures the value of its `query`",
@@ -342,6 +374,8 @@ _EVENT_FIELDS = {
     "confidence": "sequential decisions are not supported on prometheus rules yet (ratio and rate rules measuring "
     "events only)",
     "alternative": "it goes with `confidence`, which prometheus rules do not support yet",
+    "per_subject_cap": "the control plane caps the subjects of the events it ingests, and Prometheus's samples carry "
+    "none",
 }
 #: Placeholders from other tools (Argo `{{args.x}}`, Grafana `$var`/`${var}`, Python `{env}`): none is ours.
 _FOREIGN_PLACEHOLDERS = (

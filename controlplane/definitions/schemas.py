@@ -289,6 +289,7 @@ class RuleSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     confidence: float | None = None  # decide sequentially at this confidence (ratio and rate rules)
     alternative: float | None = None  # the breach a sequential rule tests for (default: twice the threshold)
     mode: str = "enforce"  # or `shadow`: watched only, never holds a stage nor rolls back (checked by the loader)
+    per_subject_cap: int | None = None  # each subject's events counted at most this often (ratio, rate, cohort)
 
 
 class PipelineSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
