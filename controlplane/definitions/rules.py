@@ -1,7 +1,7 @@
 """Checks of a definition's alert rules (measuring events, or a Prometheus query per environment) and of the
 event selectors rules, objectives and panels write, turning what is written into catalog values.
 
-A ratio, rate, mean or cohort rule may declare ``confidence`` (and an ``alternative``): it is then decided sequentially
+A ratio, rate or cohort rule may declare ``confidence`` (and an ``alternative``): it is then decided sequentially
 (``alerting.sequential``, ``alerting.cohorts`` for cohorts), which needs a threshold strictly inside the values its
 kind can take and a rule that breaches above it (``>`` or ``>=``). Any rule may declare
 ``mode: shadow`` (default ``enforce``): watched only, it never holds a stage nor rolls back. A ratio, rate or cohort
@@ -249,9 +249,9 @@ def check_rules(
     return tuple(rules)
 
 
-#: The kinds a rule may declare `confidence` on: ratio, rate and mean windows have a likelihood ratio between two
-#: values (a mean's with the variance estimated over its window), cohorts a two-sample test of their difference.
-_SEQUENTIAL_KINDS = (RuleKind.RATIO, RuleKind.RATE, RuleKind.MEAN, RuleKind.COHORT)
+#: The kinds a rule may declare `confidence` on: ratio and rate windows have a likelihood ratio between two values,
+#: cohorts a two-sample test of their difference.
+_SEQUENTIAL_KINDS = (RuleKind.RATIO, RuleKind.RATE, RuleKind.COHORT)
 
 
 def _check_sequential(kind: RuleKind, spec: RuleSpec, at: FieldPath, refuse: Refuse) -> tuple[str | None, str | None]:
@@ -267,7 +267,7 @@ def _check_sequential(kind: RuleKind, spec: RuleSpec, at: FieldPath, refuse: Ref
         raise refuse(
             (*at, "confidence"),
             f"`confidence` (a sequential decision) is not supported on {kind.value} rules yet: "
-            "only ratio, rate, mean and cohort rules decide sequentially",
+            "only ratio, rate and cohort rules decide sequentially",
         )
     if isinstance(spec.confidence, bool) or not 0.5 <= spec.confidence < 1:
         raise refuse(
