@@ -250,7 +250,9 @@ def check_rules(
 
 
 #: The kinds a rule may declare `confidence` on: ratio and rate windows have a likelihood ratio between two values,
-#: cohorts a two-sample test of their difference.
+#: cohorts a two-sample test of their difference. Not means: windows keep only the sum of their values, and a normal
+#: likelihood ratio on sums of heavy-tailed latencies is moved by one slow request (a plug-in normal CUSUM fired in
+#: most healthy hours of log-normal values at 100 per 5 minutes); a share of requests slower than a bound is a ratio.
 _SEQUENTIAL_KINDS = (RuleKind.RATIO, RuleKind.RATE, RuleKind.COHORT)
 
 
@@ -267,7 +269,13 @@ def _check_sequential(kind: RuleKind, spec: RuleSpec, at: FieldPath, refuse: Ref
         raise refuse(
             (*at, "confidence"),
             f"`confidence` (a sequential decision) is not supported on {kind.value} rules yet: "
-            "only ratio, rate and cohort rules decide sequentially",
+            "only ratio, rate and cohort rules decide sequentially"
+            + (
+                " (a mean of latencies is moved by one slow request; guard the share of slow requests with a ratio "
+                "rule instead)"
+                if kind is RuleKind.MEAN
+                else ""
+            ),
         )
     if isinstance(spec.confidence, bool) or not 0.5 <= spec.confidence < 1:
         raise refuse(
