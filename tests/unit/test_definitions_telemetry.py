@@ -267,7 +267,8 @@ def test_reference_images_declares_the_rules_its_guards_name_with_exact_threshol
     assert (canary.event, canary.where) == ("image_assets_generation", Selector({}))
     assert canary.numerator == Selector({"outcome": frozenset({"error"})})
     assert (canary.limit, canary.window, canary.min_samples) == (Fraction(2, 100), timedelta(hours=1), 100)
-    assert (canary.severity, canary.confidence) == (Severity.TICKET, None)
+    # Decided by the two-sample sequential test, its cohorts' sizes checked against the rollout's split.
+    assert (canary.severity, canary.confidence, canary.against) == (Severity.TICKET, "0.99", "0.04")
     assert canary.runbook_url.endswith("#generation-error-rate-on-vs-off")
 
 
