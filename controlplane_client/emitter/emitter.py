@@ -10,6 +10,9 @@ Where an event goes::
                           v
                         POST /api/v1/events (same batch id as the first attempt: a replay counts once)
 
+Who an event is about (a user id, the flag's targeting key) is hashed here before it is queued (``emit``'s
+``subject``, see ``subjects``): the raw key never leaves the process.
+
 A batch's id is fixed when the batch is formed and goes with its body into the spool, so every retry and every
 replay, also by a later process, sends the same id. Refused batches (4xx but 408/429) are counted as rejected and
 logged, never retried. Events are dropped only when the spool cannot take them (its byte cap, a disk error) or
@@ -22,6 +25,7 @@ the thread's loop.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random as random_module
 import re
@@ -31,14 +35,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import msgspec
 from prometheus_client import CollectorRegistry
 
 from controlplane_client.emitter.delivery import BatchPoster
-from controlplane_client.emitter.events import Outgoing
+from controlplane_client.emitter.events import Event, Outgoing
 from controlplane_client.emitter.outbox import Outbox
 from controlplane_client.emitter.settings import EmitterSettings
 from controlplane_client.emitter.shipping import Shipper
 from controlplane_client.emitter.stats import EmitterCollector, EmitterStats
+from controlplane_client.emitter.subjects import subject_digest
 
 __all__ = ["Emitter", "EmitterSettings"]
 
@@ -81,6 +87,9 @@ class Emitter:
         self._queue = outbox.queue
         self._capacity = settings.max_queue_events  # 0 once closed: every later emit takes the slow path
         self._max_batch = settings.max_batch_events
+        secret = settings.subject_key.encode() if settings.subject_key else None
+        # Users repeat: each one's digest is worked out once (kept in this process only, like the raw key).
+        self._digest = functools.lru_cache(maxsize=4096)(functools.partial(subject_digest, secret=secret))
 
         self._client = httpx.Client(base_url=base_url, timeout=settings.request_timeout, transport=transport)
         self._shipper = Shipper(
@@ -107,8 +116,19 @@ class Emitter:
 
     # The request path.
 
-    def emit(self, event: Outgoing) -> None:
-        """Queue one event and return at once (only a full queue makes it write a batch to the spool)."""
+    def emit(self, event: Outgoing, *, subject: str | None = None) -> None:
+        """Queue one event and return at once (only a full queue makes it write a batch to the spool).
+
+        ``subject`` is the raw key of who the event is about (the user id the flag was evaluated for): it is hashed
+        (``subject``) and only the digest is sent, as the event's ``subject``.
+        """
+        if subject is not None:
+            digest = self._digest(subject)
+            event = (
+                msgspec.structs.replace(event, subject=digest)
+                if isinstance(event, Event)
+                else {**event, "subject": digest}
+            )
         # acquire/release rather than `with`: a third cheaper on CPython 3.11, and nothing in between can raise.
         self._lock.acquire()
         queue = self._queue
@@ -121,6 +141,11 @@ class Emitter:
             return
         self._lock.release()
         self._outbox.overflow(event)
+
+    def subject(self, key: str) -> str:
+        """The subject sent for the raw ``key`` (HMAC-SHA256 under the settings' ``subject_key``, else SHA-256, 32
+        hex characters): for events built with their ``subject`` already set."""
+        return self._digest(key)
 
     # Control.
 

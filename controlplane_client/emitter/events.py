@@ -12,7 +12,11 @@ __all__ = ["Event", "Outgoing", "SpooledBatch", "encode_batch", "read_spooled"]
 
 
 class Event(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
-    """One event of a definition's event types; ``time`` must carry its UTC offset."""
+    """One event of a definition's event types; ``time`` must carry its UTC offset.
+
+    ``subject`` is who the event is about as the control plane receives it: a hex digest, never a raw user id. Let
+    the emitter make it (``Emitter.emit(event, subject=user_id)``, or ``Emitter.subject(user_id)``).
+    """
 
     # gc=False: a queue holds thousands of these and none can be part of a reference cycle.
 
@@ -24,6 +28,7 @@ class Event(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     labels: dict[str, str] = msgspec.field(default_factory=dict)
     value: float | None = None
     totals: dict[str, float] = msgspec.field(default_factory=dict)
+    subject: str | None = None
 
 
 Outgoing: TypeAlias = Event | Mapping[str, Any]

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 
-__all__ = ["MAX_BYTES_PER_BATCH", "MAX_EVENTS_PER_BATCH", "EmitterSettings"]
+__all__ = ["MAX_BYTES_PER_BATCH", "MAX_EVENTS_PER_BATCH", "SUBJECT_KEY_VARIABLE", "EmitterSettings"]
 
 MAX_EVENTS_PER_BATCH = 5000  # the control plane's ingest_max_events
 MAX_BYTES_PER_BATCH = 1024 * 1024  # its ingest_max_bytes, which also bounds the decompressed body
+#: The environment variable the default ``subject_key`` is read from.
+SUBJECT_KEY_VARIABLE = "CONTROLPLANE_SUBJECT_KEY"
+
+
+def _subject_key_from_environment() -> str | None:
+    return os.environ.get(SUBJECT_KEY_VARIABLE) or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +40,9 @@ class EmitterSettings:
     spool_max_bytes: int = 64 * 1024 * 1024
     spool_segment_bytes: int = 4 * 1024 * 1024
     spool_fsync: bool = True
+    subject_key: str | None = field(default_factory=_subject_key_from_environment, repr=False)
+    """The deployment's secret for hashing subjects (HMAC-SHA256); None: plain SHA-256. Read from
+    ``CONTROLPLANE_SUBJECT_KEY`` when not given; never shown in a repr."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_batch_events <= MAX_EVENTS_PER_BATCH:
