@@ -84,6 +84,7 @@ async def upload_reference_image(request: Request[Any, Any, Any]) -> dict[str, A
     workflow = _workflow(request)
     decision = workflow.gate.decide(user_id)
     request.state.variant = decision.variant
+    request.state.subject = user_id  # the flag's targeting key: the request event's subject (hashed by the emitter)
     data = await upload.read(MAX_UPLOAD_BYTES + 1)
     result = await anyio.to_thread.run_sync(
         lambda: workflow.upload(data=data, role=str(role or ""), user_id=user_id, decision=decision)
@@ -111,6 +112,7 @@ async def run_preflight(request: Request[Any, Any, Any], data: JSONBody[Prefligh
     workflow = _workflow(request)
     decision = workflow.gate.decide(data.user_id)
     request.state.variant = decision.variant
+    request.state.subject = data.user_id
     return await anyio.to_thread.run_sync(
         lambda: workflow.preflight(
             user_id=data.user_id, prompt=data.prompt, reference_image_ids=data.reference_image_ids, decision=decision
@@ -124,6 +126,7 @@ async def generate_assets(request: Request[Any, Any, Any], run_id: FromPath[str]
     workflow = _workflow(request)
     state = await anyio.to_thread.run_sync(workflow.generate, run_id)
     request.state.variant = state["flag"]["variant"]
+    request.state.subject = state["user_id"]
     return state
 
 
@@ -173,7 +176,8 @@ async def metrics(request: Request[Any, Any, Any]) -> bytes:
 
 
 class RequestEvents(ObservedRequests):
-    """Report every request as an `http_request` event: route, status class, duration, the user's variant."""
+    """Report every request as an `http_request` event: route, status class, duration, the user's variant, and the
+    user as its subject once a route has read who it is (a request refused before that carries none)."""
 
     def __init__(self, app: ASGIApp, telemetry: Telemetry) -> None:
         super().__init__(app)
@@ -185,8 +189,9 @@ class RequestEvents(ObservedRequests):
         state = scope.get("state", {})
         # Before the flag was evaluated (a malformed request) the cohort is unknown: counted with `off`.
         variant = state.get("variant", "off") if isinstance(state, dict) else "off"
+        user = state.get("subject") if isinstance(state, dict) else None
         if route != "other":
-            self._telemetry.http(variant, route, status, seconds)
+            self._telemetry.http(variant, route, status, seconds, user=user if isinstance(user, str) else None)
         if route == "upload_reference_image" and status == 413 and "variant" not in state:
             # Refused for its size before the handler could read it: still an upload rejected as too large.
             size = int(dict(scope.get("headers", [])).get(b"content-length", b"0") or 0)

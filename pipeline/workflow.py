@@ -122,7 +122,7 @@ class Workflow:
         if role not in _ROLES:
             raise InvalidInput("invalid-role", f"role must be one of {', '.join(_ROLES)}, got {role!r}", field="role")
         if not decision.enabled:
-            self._reject(log, decision, content_type, RejectionReason.FLAG_OFF, len(data))
+            self._reject(log, decision, user_id, content_type, RejectionReason.FLAG_OFF, len(data))
             raise Forbidden(
                 "reference-images-disabled",
                 f"reference images are not enabled for user {user_id}: flag `{FLAG_KEY}` serves "
@@ -133,14 +133,14 @@ class Workflow:
         log.info("reference_image_upload_start")
         checked = check_upload(data)
         if isinstance(checked, Rejection):
-            self._reject(log, decision, content_type, checked.reason, len(data), checked.detail)
+            self._reject(log, decision, user_id, content_type, checked.reason, len(data), checked.detail)
             error = _REFUSAL_STATUS.get(checked.reason, InvalidInput)
             raise error(f"image-{checked.reason.value.replace('_', '-')}", checked.detail, reason=checked.reason.value)
-        analysis = self._analyse(log, decision, checked, data)
+        analysis = self._analyse(log, decision, user_id, checked, data)
         if not analysis.accepted:
             reason = analysis.reason or RejectionReason.OTHER
             why = "; ".join(analysis.notes) or "the image was not accepted"
-            self._reject(log, decision, content_type, reason, len(data), why)
+            self._reject(log, decision, user_id, content_type, reason, len(data), why)
             raise InvalidInput(
                 "image-rejected", f"Vision rejected the image ({reason.value}): {why}", reason=reason.value
             )
@@ -149,35 +149,51 @@ class Workflow:
         except Exception as error:
             log.error("reference_image_upload_failed", error=f"{type(error).__name__}: {error}")
             self._telemetry.upload(
-                decision.variant, "failed", content_type=content_type, reason="other", size=len(data)
+                decision.variant, "failed", content_type=content_type, reason="other", size=len(data), user=user_id
             )
             raise ServiceUnavailable("storage-unavailable", "the image could not be stored; retry later") from error
         log.info("reference_image_upload_success", asset_id=reference.asset_id, sha256=reference.sha256)
-        self._telemetry.upload(decision.variant, "success", content_type=content_type, reason="none", size=len(data))
+        self._telemetry.upload(
+            decision.variant, "success", content_type=content_type, reason="none", size=len(data), user=user_id
+        )
         return Upload(reference=reference, analysis=analysis, variant=decision.variant)
 
     def _reject(
-        self, log: Any, decision: Decision, content_type: str, reason: RejectionReason, size: int, detail: str = ""
+        self,
+        log: Any,
+        decision: Decision,
+        user_id: str,
+        content_type: str,
+        reason: RejectionReason,
+        size: int,
+        detail: str = "",
     ) -> None:
         log.info("reference_image_upload_rejected", reason=reason.value, detail=detail)
-        self._telemetry.upload(decision.variant, "rejected", content_type=content_type, reason=reason.value, size=size)
+        self._telemetry.upload(
+            decision.variant, "rejected", content_type=content_type, reason=reason.value, size=size, user=user_id
+        )
 
-    def _analyse(self, log: Any, decision: Decision, checked: CheckedImage, data: bytes) -> VisionResult:
+    def _analyse(self, log: Any, decision: Decision, user_id: str, checked: CheckedImage, data: bytes) -> VisionResult:
         started = time.perf_counter()
         try:
             result = self._analyzer.analyze(data, checked.content_type.value)
         except VisionError as error:
             seconds = time.perf_counter() - started
-            self._telemetry.vision(decision.variant, "error", seconds)
+            self._telemetry.vision(decision.variant, "error", seconds, user=user_id)
             log.error("vision_analysis_error", error=str(error), seconds=round(seconds, 4))
             log.error("reference_image_upload_failed", error="vision analysis failed")
             self._telemetry.upload(
-                decision.variant, "failed", content_type=checked.content_type.value, reason="other", size=len(data)
+                decision.variant,
+                "failed",
+                content_type=checked.content_type.value,
+                reason="other",
+                size=len(data),
+                user=user_id,
             )
             raise ServiceUnavailable(
                 "vision-unavailable", f"the Vision analysis failed ({error}); nothing was stored, retry later"
             ) from error
-        self._telemetry.vision(decision.variant, "ok", time.perf_counter() - started)
+        self._telemetry.vision(decision.variant, "ok", time.perf_counter() - started, user=user_id)
         return result
 
     # --- preflight ------------------------------------------------------------------------------------------------
@@ -215,14 +231,14 @@ class Workflow:
             ids = [reference.asset_id for reference in references]
             log.info("preflight_reference_images_resolved", reference_images=ids, count=len(ids))
             append_delivery_audit_event(state, "preflight_reference_images_resolved", at=now, reference_images=ids)
-            self._telemetry.preflight(decision.variant, "resolved")
+            self._telemetry.preflight(decision.variant, "resolved", user=user_id)
         else:
             ignored = list(reference_image_ids)
             log.info("preflight_reference_images_ignored", ignored=ignored, flag=FLAG_KEY, variant=decision.variant)
             append_delivery_audit_event(
                 state, "preflight_reference_images_ignored", at=now, ignored=ignored, reason=f"{FLAG_KEY} is off"
             )
-            self._telemetry.preflight(decision.variant, "ignored")
+            self._telemetry.preflight(decision.variant, "ignored", user=user_id)
         self._runs.save(state)
         return state
 
@@ -284,7 +300,9 @@ class Workflow:
             append_delivery_audit_event(
                 state, "image_assets_generation_complete", at=self._clock(), status="error", critical_errors=critical
             )
-            self._telemetry.generation(variant, "error", references=bool(references), seconds=seconds)
+            self._telemetry.generation(
+                variant, "error", references=bool(references), seconds=seconds, user=state["user_id"]
+            )
             self._runs.save(state)
             raise ServiceUnavailable(
                 "generation-failed", f"asset generation failed: {critical[0]}", run=run_id
@@ -333,7 +351,9 @@ class Workflow:
         append_delivery_audit_event(
             state, "image_assets_generation_complete", at=self._clock(), status=result.grade.value
         )
-        self._telemetry.generation(variant, result.grade.value, references=bool(references), seconds=seconds)
+        self._telemetry.generation(
+            variant, result.grade.value, references=bool(references), seconds=seconds, user=state["user_id"]
+        )
         self._runs.save(state)
         return state
 
