@@ -5,7 +5,9 @@ the live evaluator reads from the stored telemetry windows (``alerting.queries``
 by one (``fetch_windows``, read once over [start - window, end]), its statistic starting fresh at ``start``; a plain
 ratio, rate or cohort rule the same windows' counts summed over its window at each time (a running sum: one read,
 not one per evaluation); a mean rule, which needs the windows' values too, ``fetch_series`` at each time, read again
-only when a window boundary is crossed. Pure replay: no alert state is written and nobody is notified.
+only when a window boundary is crossed. A rule with ``per_subject_cap`` reads its window's series one per window,
+capped at each time as the evaluator caps them (``alerting.subjects``, the subjects' counts read once with the
+windows). Pure replay: no alert state is written and nobody is notified.
 
 What a replay cannot see as the live evaluator did: a window is replayed as finally stored, so an evaluation inside
 the open window sees all its events where the live one saw the part ingested by then; streak rules read the event
@@ -21,8 +23,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from controlplane.alerting.queries import fetch_series, fetch_windows
+from controlplane.alerting.queries import fetch_series, fetch_subjects, fetch_windows
 from controlplane.alerting.rules import AlertStatus, Measurement, Series, assess, window_cutoff
+from controlplane.alerting.subjects import cap_windows
 from controlplane.catalog.rules import AlertState, Rule, RuleKind, RuleSource
 from controlplane.catalog.service import load_rules
 from controlplane.definitions.document import DefinitionError
@@ -115,7 +118,9 @@ def replay_rule(
 ) -> list[ReplayStep]:
     """Step ``rule``'s alert in ``environment`` through ``assess`` at each of ``times`` (in order), from no status,
     on the stored windows; writes nothing."""
-    if rule.confidence is not None:
+    if rule.per_subject_cap is not None:
+        read = _capped_reader(session, rule, environment, times, window_size)
+    elif rule.confidence is not None:
         read = _windows_reader(session, rule, environment, times, window_size)
     elif rule.kind is RuleKind.MEAN:
         read = _summed_reader(session, rule, environment, window_size)
@@ -167,6 +172,29 @@ def _windows_reader(
     def read(now: datetime) -> Sequence[Series]:
         first = bisect_left(starts, window_cutoff(now, rule.window, window_size))
         return windows[first : bisect_right(starts, now)]
+
+    return read
+
+
+def _capped_reader(
+    session: Session, rule: Rule, environment: str, times: Sequence[datetime], window_size: timedelta
+) -> Callable[[datetime], Sequence[Series]]:
+    """What a rule with a per-subject cap reads at each time: its window's series one per window, less what the cap
+    drops at that time, which ``assess`` folds (a sequential rule) or sums over the window (a plain one)."""
+    assert rule.per_subject_cap is not None
+    windows = _stored_windows(session, rule, environment, times, window_size)
+    reads = {(rule.pipeline, rule.event): (window_cutoff(times[0], rule.window, window_size), rule.per_subject_cap)}
+    subjects = sorted(
+        fetch_subjects(session, reads, times[-1]).get((rule.pipeline, rule.event, environment), []),
+        key=lambda item: item.start,
+    )
+    starts, subject_starts = [item.start for item in windows], [item.start for item in subjects]
+
+    def read(now: datetime) -> Sequence[Series]:
+        cutoff = window_cutoff(now, rule.window, window_size)
+        current = windows[bisect_left(starts, cutoff) : bisect_right(starts, now)]
+        counted = subjects[bisect_left(subject_starts, cutoff) : bisect_right(subject_starts, now)]
+        return cap_windows(rule, current, counted, now, window_size=window_size)
 
     return read
 
