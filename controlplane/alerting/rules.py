@@ -314,7 +314,9 @@ def _hypotheses(kind: RuleKind, threshold: str, against: str, per: timedelta) ->
     if kind is RuleKind.RATE:
         seconds = per.total_seconds()
         return Hypotheses.poisson(null / seconds, alternative / seconds)
-    raise ValueError(f"a {kind.value} rule does not decide sequentially (ratio and rate rules do)")
+    if kind is RuleKind.MEAN:
+        return Hypotheses.mean_of(null, alternative)
+    raise ValueError(f"a {kind.value} rule does not decide by a CUSUM (ratio, rate and mean rules do)")
 
 
 def unfolded_since(rule: Rule, previous: AlertStatus | None, now: datetime, window_size: timedelta) -> datetime:
@@ -331,15 +333,21 @@ def _ratio_evidence(evidence: Evidence | CohortEvidence | None) -> Evidence | No
     return evidence if isinstance(evidence, Evidence) else None
 
 
-def _tally(rule: Rule, series: Iterable[Series], since: datetime, now: datetime) -> dict[datetime, tuple[int, int]]:
-    """Per window start, the (selected, matching) events of ``rule`` (a rate's selected events all match)."""
-    windows: dict[datetime, tuple[int, int]] = {}
+def _tally(
+    rule: Rule, series: Iterable[Series], since: datetime, now: datetime
+) -> dict[datetime, tuple[int, float, float]]:
+    """Per window start, the (selected, matching, 0) events of ``rule`` (a rate's selected events all match), or a
+    mean's (values, their sum, their squares' sum)."""
+    windows: dict[datetime, tuple[int, float, float]] = {}
     for item in series:
         if not since <= item.start <= now or not rule.where.admits(item.outcome, item.variant, item.labels):
             continue
-        events, counted = windows.get(item.start, (0, 0))
+        events, counted, squares = windows.get(item.start, (0, 0, 0.0))
+        if rule.kind is RuleKind.MEAN:
+            windows[item.start] = (events + item.value_count, counted + item.value_sum, squares + item.value_sumsq)
+            continue
         hit = rule.kind is RuleKind.RATE or rule.numerator.admits(item.outcome, item.variant, item.labels)
-        windows[item.start] = (events + item.count, counted + item.count if hit else counted)
+        windows[item.start] = (events + item.count, counted + item.count if hit else counted, 0.0)
     return windows
 
 
@@ -359,10 +367,13 @@ def _sequential(
     since = window_cutoff(now, rule.window, window_size)
     windows = _tally(rule, read[1], since, now)
     totals = (windows if read[0] is read[1] else _tally(rule, read[0], since, now)).values()
-    selected, matching = sum(events for events, _ in totals), sum(counted for _, counted in totals)
+    selected, matching = sum(events for events, _, _ in totals), sum(counted for _, counted, _ in totals)
     prior = _ratio_evidence(previous.evidence if previous is not None else None)
     evidence, upper, lower = sequential.advance(prior, tested, limit, windows, since=since, now=now, size=window_size)
     found = sequential.verdict(upper, lower, limit)
+    if tested.mean and found is not Verdict.BREACH:
+        # Only a breach is shown sequentially; a mean clears on its plain comparison (see alerting.sequential).
+        found = Verdict.CLEAR if plain.sufficient and not plain.breached else Verdict.UNDECIDED
     if tested.rate:
         span = max(now - since, rule.window).total_seconds()  # as the plain rate divides
         estimate: float | None = selected / span
@@ -388,6 +399,13 @@ def _sequential_words(
     upper, lower, limit = statistic
     if found is Verdict.BREACH:
         return f"sequential: breach, evidence {upper:.3g} of {limit:.3g} nats for more than {rule.threshold}"
+    if tested.mean:
+        if found is Verdict.CLEAR:
+            return f"sequential: clear by the plain comparison, evidence {upper:.3g} of {limit:.3g} nats for a breach"
+        return (
+            f"sequential: undecided, the mean is above {rule.threshold} but the evidence {upper:.3g} of "
+            f"{limit:.3g} nats does not show it yet"
+        )
     if found is Verdict.CLEAR:
         return f"sequential: clear, evidence {lower:.3g} of {limit:.3g} nats of no breach of {rule.against}"
     words = (

@@ -213,6 +213,8 @@ class Rule:
                 f"at {percent}% confidence (sequential: two-sample mixture test against {self.against}, "
                 "cohort sizes checked against the rollout's split)"
             )
+        if self.kind is RuleKind.MEAN:
+            return f"at {percent}% confidence (sequential: CUSUM of e-values against {self.against}, breach only)"
         return f"at {percent}% confidence (sequential: CUSUM against {self.against})"
 
     def cap_condition(self) -> str:

@@ -1,7 +1,7 @@
 """Checks of a definition's alert rules (measuring events, or a Prometheus query per environment) and of the
 event selectors rules, objectives and panels write, turning what is written into catalog values.
 
-A ratio, rate or cohort rule may declare ``confidence`` (and an ``alternative``): it is then decided sequentially
+A ratio, rate, mean or cohort rule may declare ``confidence`` (and an ``alternative``): it is then decided sequentially
 (``alerting.sequential``, ``alerting.cohorts`` for cohorts), which needs a threshold strictly inside the values its
 kind can take and a rule that breaches above it (``>`` or ``>=``). Any rule may declare
 ``mode: shadow`` (default ``enforce``): watched only, it never holds a stage nor rolls back. A ratio, rate or cohort
@@ -250,10 +250,8 @@ def check_rules(
 
 
 #: The kinds a rule may declare `confidence` on: ratio and rate windows have a likelihood ratio between two values,
-#: cohorts a two-sample test of their difference. Not means: windows keep only the sum of their values, and a normal
-#: likelihood ratio on sums of heavy-tailed latencies is moved by one slow request (a plug-in normal CUSUM fired in
-#: most healthy hours of log-normal values at 100 per 5 minutes); a share of requests slower than a bound is a ratio.
-_SEQUENTIAL_KINDS = (RuleKind.RATIO, RuleKind.RATE, RuleKind.COHORT)
+#: means an e-value from their sums (values at least 0), cohorts a two-sample test of their difference.
+_SEQUENTIAL_KINDS = (RuleKind.RATIO, RuleKind.RATE, RuleKind.MEAN, RuleKind.COHORT)
 
 
 def _check_sequential(kind: RuleKind, spec: RuleSpec, at: FieldPath, refuse: Refuse) -> tuple[str | None, str | None]:
@@ -269,13 +267,7 @@ def _check_sequential(kind: RuleKind, spec: RuleSpec, at: FieldPath, refuse: Ref
         raise refuse(
             (*at, "confidence"),
             f"`confidence` (a sequential decision) is not supported on {kind.value} rules yet: "
-            "only ratio, rate and cohort rules decide sequentially"
-            + (
-                " (a mean of latencies is moved by one slow request; guard the share of slow requests with a ratio "
-                "rule instead)"
-                if kind is RuleKind.MEAN
-                else ""
-            ),
+            "only ratio, rate, mean and cohort rules decide sequentially",
         )
     if isinstance(spec.confidence, bool) or not 0.5 <= spec.confidence < 1:
         raise refuse(

@@ -59,17 +59,19 @@ def test_rules_without_confidence_load_and_store_as_before() -> None:
         assert "confidence" not in rule.condition()
 
 
-@pytest.mark.parametrize(("after", "index", "kind"), [("    window: 0\n", 1, "streak"), ("    for: 5m\n", 2, "mean")])
-def test_confidence_on_another_kind_is_refused_as_not_supported_yet(after: str, index: int, kind: str) -> None:
-    text = edited(after, f"{after}    confidence: 0.99\n")
+def test_confidence_on_a_streak_is_refused_as_not_supported_yet() -> None:
+    text = edited("    window: 0\n", "    window: 0\n    confidence: 0.99\n")
 
     assert_refused(
-        text,
-        f"rules[{index}].confidence",
-        "confidence: 0.99",
-        f"not supported on {kind} rules yet",
-        "ratio, rate and cohort",
+        text, "rules[1].confidence", "confidence: 0.99", "not supported on streak rules yet", "ratio, rate, mean and"
     )
+
+
+def test_a_mean_rule_with_confidence_weighs_its_threshold_against_twice_it() -> None:
+    rule = parse(edited("    for: 5m\n", "    for: 5m\n    confidence: 0.99\n")).rules[2]
+
+    assert (rule.kind, rule.confidence, rule.against) == (RuleKind.MEAN, "0.99", "12.0")
+    assert "at 99% confidence (sequential: CUSUM of e-values against 12.0, breach only)" in rule.condition()
 
 
 COHORT_THRESHOLD = '    op: ">"\n    threshold: 0.02\n  - name: failures'
