@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, literal_column, select, tuple_
+from sqlalchemy import case, func, literal_column, select, tuple_
 from sqlalchemy.orm import Session
 
 from controlplane.alerting.cohorts import Population, stored_evidence
@@ -198,39 +198,59 @@ def fetch_subjects(
     """The subject counts capped rules read: (pipeline, event, environment) -> per window and series, the events of
     each subject with more than the cap over the windows from ``since`` to ``now`` (``reads``: (pipeline, event) ->
     (since, cap), see ``subject_reads``). A subject within the cap over all of them is within it over any part, so
-    it is never read: the many users sending a few events each cost one grouped scan, not a row each."""
+    it is never read: the many users sending a few events each cost one grouped scan, not a row each.
+
+    Two queries per event type, the subjects past the cap first, then their rows: as one join, PostgreSQL planned
+    the grouped scan once per row on a table without statistics yet (2.3 s for 3,000 rows against 5 ms).
+    """
     found: dict[tuple[str, str, str], list[SubjectCount]] = {}
     labels_cache: dict[str, Mapping[str, str]] = {}
     s = TelemetrySubject
     for (pipeline, event), (since, cap) in sorted(reads.items()):
         scope = (s.pipeline == pipeline, s.event == event, s.window_start >= since, s.window_start <= now)
-        heavy = (
-            select(s.environment, s.subject)
-            .where(*scope)
-            .group_by(s.environment, s.subject)
-            .having(func.sum(s.count) > cap)
-            .subquery()
-        )
-        rows = session.execute(
-            select(s.environment, s.subject, s.window_start, s.variant, s.outcome, s.labels_key, s.count)
-            .join(heavy, and_(heavy.c.environment == s.environment, heavy.c.subject == s.subject))
-            .where(*scope)
-        )
-        for environment, subject, window_start, variant, outcome, key, count in rows:
-            labels = labels_cache.get(key)
-            if labels is None:
-                labels = labels_cache[key] = json.loads(key)
-            found.setdefault((pipeline, event, environment), []).append(
-                SubjectCount(
-                    start=window_start,
-                    subject=subject,
-                    outcome=outcome,
-                    variant=variant,
-                    labels=labels,
-                    count=int(count),
+        heavy = {
+            (environment, subject)
+            for environment, subject in session.execute(
+                select(s.environment, s.subject)
+                .where(*scope)
+                .group_by(s.environment, s.subject)
+                .having(func.sum(s.count) > cap)
+            )
+        }
+        names = sorted({subject for _, subject in heavy})
+        for first in range(0, len(names), _SUBJECTS_PER_QUERY):
+            rows = session.execute(
+                select(s.environment, s.subject, s.window_start, s.variant, s.outcome, s.labels_key, s.count).where(
+                    *scope, s.subject.in_(names[first : first + _SUBJECTS_PER_QUERY])
                 )
             )
+            _add_subject_rows(found, labels_cache, pipeline, event, heavy, rows)
     return found
+
+
+#: Subjects named in one query (bound parameters: SQLite allows 32,766 at most).
+_SUBJECTS_PER_QUERY = 1000
+
+
+def _add_subject_rows(
+    found: dict[tuple[str, str, str], list[SubjectCount]],
+    labels_cache: dict[str, Mapping[str, str]],
+    pipeline: str,
+    event: str,
+    heavy: set[tuple[str, str]],
+    rows: Iterable[Any],
+) -> None:
+    for environment, subject, window_start, variant, outcome, key, count in rows:
+        if (environment, subject) not in heavy:
+            continue  # past the cap in another environment only
+        labels = labels_cache.get(key)
+        if labels is None:
+            labels = labels_cache[key] = json.loads(key)
+        found.setdefault((pipeline, event, environment), []).append(
+            SubjectCount(
+                start=window_start, subject=subject, outcome=outcome, variant=variant, labels=labels, count=int(count)
+            )
+        )
 
 
 def fetch_tails(session: Session, rules: Sequence[Rule]) -> dict[tuple[str, str, str], list[TailEvent]]:
