@@ -65,6 +65,7 @@ __all__ = [
     "compare",
     "mismatch_evidence",
     "mixture_evidence",
+    "outlook",
     "stored_evidence",
 ]
 
@@ -278,3 +279,34 @@ def compare(evidence: CohortEvidence, test: CohortTest, expected_share: float | 
     else:
         found = Verdict.UNDECIDED
     return Comparison(found, difference, max(breach, 0.0), max(clear, 0.0), limit, mismatch, ratio)
+
+
+def outlook(evidence: CohortEvidence, test: CohortTest) -> tuple[Verdict, int] | None:
+    """About how many more canary events (the baseline growing alike, both shares as now) an undecided comparison
+    needs, and the decision it would reach; None when it has no events yet or would not decide within 1,000 times
+    its events so far."""
+    if not evidence.canary_events or not evidence.baseline_events:
+        return None
+
+    def scaled(times: int) -> CohortEvidence:
+        return CohortEvidence(
+            evidence.canary_events * times,
+            evidence.canary_matching * times,
+            evidence.baseline_events * times,
+            evidence.baseline_matching * times,
+            evidence.through,
+            evidence.basis,
+        )
+
+    low, high = 1, 2
+    while compare(scaled(high), test, None).verdict is Verdict.UNDECIDED:
+        if high >= 1_000:
+            return None
+        low, high = high, min(high * 2, 1_000)
+    while high - low > 1:  # the evidence grows with the counts at fixed shares: the first deciding multiple
+        middle = (low + high) // 2
+        if compare(scaled(middle), test, None).verdict is Verdict.UNDECIDED:
+            low = middle
+        else:
+            high = middle
+    return compare(scaled(high), test, None).verdict, evidence.canary_events * (high - 1)

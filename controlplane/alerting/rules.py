@@ -470,15 +470,17 @@ def _cohort_sequential(
             sufficient=sufficient,
             breached=sufficient and found.verdict is Verdict.BREACH,
             mismatch=found.mismatch,
-            detail=f"{plain.detail}; {_cohort_words(rule, evidence, found, population)}",
+            detail=f"{plain.detail}; {_cohort_words(rule, evidence, found, population, test)}",
         ),
         evidence,
     )
 
 
-def _cohort_words(rule: Rule, evidence: CohortEvidence, found: cohorts.Comparison, population: Population) -> str:
-    """The sequential part of a cohort measurement's detail: the verdict, the difference's confidence sequence
-    since the split started, and the sample-ratio check."""
+def _cohort_words(
+    rule: Rule, evidence: CohortEvidence, found: cohorts.Comparison, population: Population, test: CohortTest
+) -> str:
+    """The sequential part of a cohort measurement's detail: the verdict, the evidence since the split started, how
+    many more canary events would decide, and the sample-ratio check."""
     counted = (
         f"{rule.canary_variant} {evidence.canary_matching}/{evidence.canary_events}, "
         f"{rule.baseline_variant} {evidence.baseline_matching}/{evidence.baseline_events} since the split started"
@@ -496,6 +498,10 @@ def _cohort_words(rule: Rule, evidence: CohortEvidence, found: cohorts.Compariso
             f"of {found.limit:.3g} nats needed"
         )
         shown = f"sequential: {verdict}; difference {found.difference:.4g}, {weighed}; {counted}"
+        ahead = cohorts.outlook(evidence, test) if found.verdict is Verdict.UNDECIDED else None
+        if ahead is not None:
+            goal = "breach" if ahead[0] is Verdict.BREACH else "clear"
+            shown += f"; about {ahead[1]} more {rule.canary_variant} events to {goal} at these shares"
     share = population.expected_share
     total = evidence.canary_events + evidence.baseline_events
     if share is None:

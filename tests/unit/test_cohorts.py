@@ -325,3 +325,13 @@ def test_a_sequential_cohort_rules_condition_says_how_it_decides() -> None:
             "against the rollout's split)"
         )
     )
+
+
+def test_an_undecided_comparison_says_about_how_many_more_canary_events_decide() -> None:
+    measurements, _ = drive(cohort_rule(), [((20, 3), (180, 4))] * 3, split(0.1))
+    assert "about 120 more on events to breach at these shares" in measurements[-1].detail
+    # At the shares of the detail, that many more events do decide.
+    more = CohortEvidence(180, 27, 1_620, 36, T0, "test")
+    assert compare(more, TEST, None).verdict is Verdict.BREACH
+    fewer = CohortEvidence(120, 18, 1_080, 24, T0, "test")
+    assert compare(fewer, TEST, None).verdict is Verdict.UNDECIDED
