@@ -134,10 +134,15 @@ def _annotations(rule: Rule, query: RuleQuery, guarded_flag: str | None) -> dict
     about = template_literal(rule.description.strip().rstrip("."))
     floor = f", with at least {rule.min_samples} events" if rule.min_samples else ""
     description = f"{about}: {shown} in {environment}. " if about else f"Measured {shown} in {environment}. "
-    description += f"Fires on {template_literal(rule.condition(sequential=False))}{floor}."
+    description += f"Fires on {template_literal(rule.condition(sequential=False, capped=False))}{floor}."
     if rule.confidence is not None:
         decided = template_literal(rule.sequential_condition())
         description += f" The control plane decides it {decided}; Prometheus compares the plain value."
+    if rule.per_subject_cap is not None:
+        description += (
+            f" The control plane counts each subject at most {rule.per_subject_cap} times over the window; "
+            "Prometheus counts every event."
+        )
     if guarded_flag:
         description += f" A guard of {guarded_flag}: firing rolls it back in {environment}."
     annotations = {

@@ -205,7 +205,7 @@ def test_reference_images_declares_the_rules_its_guards_name_with_exact_threshol
     failure = rules["upload-failure-rate"]
     assert (failure.kind, failure.event, failure.op) == (RuleKind.RATIO, "http_request", Comparison.GT)
     assert (failure.limit, failure.confidence, failure.against) == (Fraction(3, 100), "0.99", "0.06")
-    assert (failure.window, failure.min_samples) == (timedelta(minutes=5), 50)
+    assert (failure.window, failure.min_samples, failure.per_subject_cap) == (timedelta(minutes=5), 50, 4)
     assert failure.where == Selector({"route": frozenset({"upload_reference_image"})})
     assert failure.numerator == Selector({"status_class": frozenset({"5xx"})})
     assert failure.severity is Severity.PAGE
@@ -216,12 +216,14 @@ def test_reference_images_declares_the_rules_its_guards_name_with_exact_threshol
     assert error_rate.limit == Fraction(3, 100)
     assert error_rate.window == timedelta(minutes=5)
     assert (error_rate.min_samples, error_rate.keep_firing_for) == (50, timedelta(minutes=2))
+    assert error_rate.per_subject_cap == 4
     assert error_rate.where == Selector({"route": frozenset({"upload_reference_image"})})
     assert error_rate.numerator == Selector({"status_class": frozenset({"4xx", "5xx"})})
     assert error_rate.severity is Severity.PAGE
     assert error_rate.runbook_url.endswith("#upload-error-rate")
     assert error_rate.condition() == (
-        "ratio of http_request (status_class in {4xx, 5xx}) where route in {upload_reference_image} > 0.03 over 5m"
+        "ratio of http_request (status_class in {4xx, 5xx}) where route in {upload_reference_image} > 0.03 over 5m, "
+        "each subject counted at most 4 times"
     )
 
     streak = rules["vision-error-streak"]
