@@ -2,7 +2,8 @@
 
 A stage may be left (advanced, by hand or by the tick) only when every guard was measured and is inactive.
 Firing, pending (a breach in progress), insufficient data, a sample ratio mismatch (a cohort guard's cohorts are not
-the sizes the split makes) and never evaluated all hold the stage, each with its reason; so do too few samples served the rollout variant since the stage began.
+the sizes the split makes) and never evaluated all hold the stage, each with its reason; so do too few samples
+served the rollout variant since the stage began.
 
 Rollouts do not read guards themselves: whoever calls them hands over a ``GateReader`` (the control plane's reads
 alert states and telemetry, ``controlplane.guarding.readings``), so this domain needs nothing from alerting.
