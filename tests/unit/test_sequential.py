@@ -520,8 +520,9 @@ def test_the_hypotheses_of_a_rule_are_its_threshold_and_alternative() -> None:
     assert hypotheses(ratio_rule()) == RATIO
     assert hypotheses(rate_rule()) == RATE
     assert hypotheses(ratio_rule(alternative="0.05")).alternative == 0.05
-    with pytest.raises(ValueError, match="does not decide sequentially"):
-        hypotheses(replace(ratio_rule(), kind=RuleKind.MEAN))
+    assert hypotheses(replace(ratio_rule(), kind=RuleKind.MEAN)).mean  # an e-value's bet (test_sequential_mean)
+    with pytest.raises(ValueError, match="does not decide by a CUSUM"):
+        hypotheses(replace(ratio_rule(), kind=RuleKind.COHORT))
 
 
 # --- the rule's fields -----------------------------------------------------------------------------------------
