@@ -61,6 +61,7 @@ def _readings(
                 value=row.value,
                 samples=row.samples,
                 detail=row.detail,
+                shadow=rule.shadow,
             )
         )
     return readings

@@ -34,6 +34,7 @@ class GuardReading:
     value: float | None = None
     samples: int = 0
     detail: str = ""
+    shadow: bool = False  # a rule only watched (`mode: shadow`): shown, but it never holds a stage nor blocks a start
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +69,7 @@ def _reading(guard: GuardReading) -> str | None:
 
 def judge_gates(guards: Sequence[GuardReading], *, samples: int | None, min_samples: int) -> GateVerdict:
     """Decide whether a stage may be left: every guard inactive, and at least ``min_samples`` samples."""
-    reasons = [reason for guard in guards if (reason := _reading(guard)) is not None]
+    reasons = [reason for guard in guards if not guard.shadow and (reason := _reading(guard)) is not None]
     if min_samples and (samples or 0) < min_samples:
         reasons.append(
             f"the stage has {samples or 0} events served the rollout variant since it began; it needs {min_samples}"

@@ -106,7 +106,7 @@ def operate_rollout(
     promotion: PromotionOrder | None = None
     if operation is Operation.START:
         readings = gates.readings(session, current.stages[0].guards, loaded.plan.environment)
-        firing = [reading.rule for reading in readings if reading.state is AlertState.FIRING]
+        firing = [reading.rule for reading in readings if reading.state is AlertState.FIRING and not reading.shadow]
         promotion = promotion_order(session, loaded)
     decision = decide_operation(
         operation,

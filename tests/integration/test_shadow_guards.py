@@ -119,3 +119,27 @@ def test_an_enforced_guard_beside_it_still_holds_and_rolls_back(traffic: Guarded
     severities = {(note["rule"], note["kind"]): note["severity"] for note in notes}
     assert severities[("error-rate-strict", "trigger")] == "info"
     assert severities[("error-rate", "trigger")] == severities[("error-rate", "rollback")] == "page"
+
+
+def test_a_firing_shadow_guard_of_the_first_stage_does_not_block_a_start(traffic: GuardedTraffic) -> None:
+    traffic.apply()
+    # 10% errors before any rollout: the shadow guard (5%) fires in production, the enforced one (20%) does not.
+    traffic.send(requests(10, "5xx", traffic.clock()) + requests(90, "2xx", traffic.clock()))
+    traffic.evaluate()
+    assert traffic.alerts()[("error-rate-strict", "production")]["state"] == "firing"
+
+    started = traffic.operate("start")
+    assert started.status_code == 200, started.text
+    status = traffic.rollout()
+    assert status["state"] == "running"
+    assert {guard["rule"]: guard["state"] for guard in status["guards"]}["error-rate-strict"] == "firing"  # shown
+
+
+def test_a_firing_enforced_guard_of_the_first_stage_still_blocks_a_start(traffic: GuardedTraffic) -> None:
+    traffic.apply()
+    traffic.send(requests(30, "5xx", traffic.clock()) + requests(70, "2xx", traffic.clock()))
+    traffic.evaluate()
+
+    refused = traffic.operate("start")
+    assert refused.status_code == 409, refused.text
+    assert "`error-rate`" in refused.text and "`error-rate-strict`" not in refused.text
