@@ -7,8 +7,9 @@
    production started at its first stage, 10%.
 4. The pipeline service, `python -m pipeline` in a process of its own with fault injection on, flags through its
    in-process OpenFeature provider and events through the emitter; the load generator drives it.
-5. After a healthy while, Vision errors are injected. The guard `vision-error-streak` (3 errors in a row) fires and
-   the control plane rolls the flag back to `off` in production by itself.
+5. After a healthy while, Vision errors are injected. Uploads answer 503; the guard `upload-failure-rate` (the share
+   of uploads the service fails, decided at 99% confidence) fires and the control plane rolls the flag back to `off`
+   in production by itself.
 
 Exit 0 once the flag is rolled back (the timeline printed), 1 if it was not within ``--timeout``.
 """
@@ -44,7 +45,7 @@ from pipeline.settings import FLAG_KEY
 __all__ = ["Timeline", "main", "run_demo"]
 
 #: Users of the load: at 10%, about ten of them are in the canary.
-USERS = 100
+USERS = 1000  # enough users in the 10% canary that counting each at most 4 times leaves the guard its samples
 
 
 @dataclass
@@ -166,7 +167,7 @@ def _watch(admin: httpx.Client, timeline: Timeline, injected: float, timeout: fl
         for alert in _firing(admin):
             if alert["rule"] not in seen:
                 seen.add(alert["rule"])
-                timeline.mark(f"guard {alert['rule']} firing: {alert['detail'] or alert['condition']}")
+                timeline.mark(f"alert {alert['rule']} firing: {alert['detail'] or alert['condition']}")
         status = _status(admin)
         if status["state"] == "rolled_back":
             at = timeline.mark(
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run the demo; exit 0 when the flag ended rolled back."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--healthy-seconds", type=float, default=15.0, help="healthy traffic before the faults")
-    parser.add_argument("--rate", type=float, default=30.0, help="pipeline requests per second")
+    parser.add_argument("--rate", type=float, default=60.0, help="pipeline requests per second")
     parser.add_argument("--vision-error-rate", type=float, default=0.8, help="share of Vision calls that fail")
     parser.add_argument("--timeout", type=float, default=90.0, help="how long to wait for the rollback")
     args = parser.parse_args(argv)

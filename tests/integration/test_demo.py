@@ -1,5 +1,6 @@
-"""The one-command demo, shortened: a production canary at 10%, Vision errors injected, the guard fires and the
-control plane rolls the flag back by itself. Real processes and services throughout (see pipeline/demo.py)."""
+"""The one-command demo, shortened: a production canary at 10%, Vision errors injected, the stage guard
+upload-failure-rate fires and the control plane rolls the flag back by itself. Real processes and services
+throughout (see pipeline/demo.py)."""
 
 from __future__ import annotations
 
@@ -27,14 +28,15 @@ def test_the_demo_ends_with_the_flag_rolled_back_by_the_guard() -> None:
         missing_service(f"gcp-storage-emulator ({error})")
     lines: list[str] = []
 
-    rolled_back = run_demo(healthy_seconds=4, rate=30, error_rate=1.0, timeout=60, timeline=Timeline(out=lines.append))
+    rolled_back = run_demo(healthy_seconds=4, rate=60, error_rate=1.0, timeout=120, timeline=Timeline(out=lines.append))
 
     text = "\n".join(lines)
     assert rolled_back, text
     assert "production rollout started: stage 1, 10%" in text
     assert "guards firing: none" in text  # healthy before the faults
-    assert "guard vision-error-streak firing" in text
+    assert "alert upload-failure-rate firing" in text
     assert "rolled back in production by the control plane" in text
-    assert "automatic rollback: guard vision-error-streak in production" in text
+    # The stage guard rolls back; the streak pages but guards no production stage.
+    assert "automatic rollback: guard upload-failure-rate in production" in text
     steps = [line.split("] ", 1)[1].split(":")[0] for line in lines if line.startswith("[")]
-    assert steps.index("injected Vision errors") < steps.index("guard vision-error-streak firing")
+    assert steps.index("injected Vision errors") < steps.index("alert upload-failure-rate firing")
