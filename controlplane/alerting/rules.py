@@ -319,6 +319,11 @@ def _hypotheses(kind: RuleKind, threshold: str, against: str, per: timedelta) ->
     raise ValueError(f"a {kind.value} rule does not decide by a CUSUM (ratio, rate and mean rules do)")
 
 
+@functools.lru_cache(maxsize=64)  # parsed at every evaluation, it was a tenth of a sequential rule's assess
+def _decision_threshold(confidence: str) -> float:
+    return sequential.decision_threshold(float(Fraction(confidence)))
+
+
 def unfolded_since(rule: Rule, previous: AlertStatus | None, now: datetime, window_size: timedelta) -> datetime:
     """The start of the oldest window ``assess`` folds for sequential ``rule`` from ``previous`` at ``now``: which
     windows the evaluator reads one by one (the rule's window for a new alert, the last window or two later on)."""
@@ -363,7 +368,7 @@ def _sequential(
     folding the windows (``read[1]``)."""
     assert rule.confidence is not None
     tested = hypotheses(rule)
-    limit = sequential.decision_threshold(float(Fraction(rule.confidence)))
+    limit = _decision_threshold(rule.confidence)
     since = window_cutoff(now, rule.window, window_size)
     windows = _tally(rule, read[1], since, now)
     totals = (windows if read[0] is read[1] else _tally(rule, read[0], since, now)).values()

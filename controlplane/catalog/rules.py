@@ -183,11 +183,7 @@ class Rule:
         twice the threshold (a ratio's at most halfway from the threshold to 1), written like a threshold."""
         if self.alternative is not None:
             return self.alternative
-        threshold = Decimal(self.threshold)
-        doubled = threshold * 2
-        if self.kind in (RuleKind.RATIO, RuleKind.COHORT) and doubled >= 1:
-            doubled = (threshold + 1) / 2
-        return repr(float(doubled))
+        return _doubled(self.threshold, self.kind in (RuleKind.RATIO, RuleKind.COHORT))
 
     @property
     def limit(self) -> Fraction:
@@ -301,6 +297,16 @@ def _substitute(query: str, environment: str) -> str:
         last = position + len(ENVIRONMENT_PLACEHOLDER)
     parts.append(query[last:])
     return "".join(parts)
+
+
+@functools.lru_cache(maxsize=256)  # asked at every evaluation of a sequential rule (its hypotheses, its words)
+def _doubled(threshold: str, share: bool) -> str:
+    """Twice ``threshold`` (a share's at most halfway from it to 1), written like a threshold."""
+    written = Decimal(threshold)
+    doubled = written * 2
+    if share and doubled >= 1:
+        doubled = (written + 1) / 2
+    return repr(float(doubled))
 
 
 @functools.lru_cache(maxsize=4096)
