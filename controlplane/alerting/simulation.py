@@ -332,9 +332,14 @@ class _Stream:
         mean = rule.kind is RuleKind.MEAN
         shift = traffic.sigma**2 / 2  # log-normal: mean = exp(mu + sigma^2 / 2)
         mus = [math.log(value) - shift for value in traffic.means_for(rule)] if mean else [0.0, 0.0]
-        shares = (traffic.healthy, traffic.regressed)
-        uniform, log, lognormal = rng.random, math.log, rng.lognormvariate
-        events: list[tuple[int, int, float]] = []
+        shares, sigma = (traffic.healthy, traffic.regressed), traffic.sigma
+        uniform, log, floor, lognormal = rng.random, math.log, math.floor, rng.lognormvariate
+        # Appended to the columns as drawn (the draws, and their order, are those of the event-tuple version: the
+        # columns only save building a tuple per event and three lists from them).
+        times: list[int] = []
+        kinds: list[int] = []
+        values: list[float] = []
+        add_time, add_kind, add_value = times.append, kinds.append, values.append
         for cohort, rate in ((0, traffic.rate), (2, baseline)):
             if not rate:
                 continue
@@ -342,17 +347,22 @@ class _Stream:
             regression = stage_us + 1 if cohort or onset_us is None else onset_us
             while True:
                 at -= log(1.0 - uniform()) * gap  # exponential gaps: a Poisson process
-                micros = math.floor(at)
+                micros = floor(at)
                 if micros > stage_us:
                     break
                 regressed = micros >= regression
+                add_time(micros)
                 if mean:
-                    events.append((micros, cohort, lognormal(mus[regressed], traffic.sigma)))
+                    add_kind(cohort)
+                    add_value(lognormal(mus[regressed], sigma))
                 else:
-                    events.append((micros, cohort + (uniform() < shares[regressed]), 0.0))
-        if baseline:
-            events.sort(key=lambda item: item[0])
-        return cls([item[0] for item in events], [item[1] for item in events], [item[2] for item in events])
+                    add_kind(cohort + (uniform() < shares[regressed]))
+        if not mean:
+            values = [0.0] * len(times)
+        if baseline:  # the two cohorts in time order; a stable sort: at equal times the canary's event first
+            order = sorted(range(len(times)), key=times.__getitem__)
+            times, kinds, values = [times[i] for i in order], [kinds[i] for i in order], [values[i] for i in order]
+        return cls(times, kinds, values)
 
 
 class _Clock:
@@ -402,7 +412,11 @@ class _Reader:
     ``TAIL_LENGTH`` events (streak), one ``Series`` per event shape summed over [cutoff, now] (window rules, as
     ``alerting.queries.fetch_series`` sums them), and for sequential rules also one per shape and 10-second window
     (as ``fetch_windows`` reads them). ``advance`` says whether anything it reads changed: an event arrived, the cutoff
-    moved or a window boundary passed."""
+    moved or a window boundary passed; for a streak without a window, whether the shapes of the tail's events did
+    (``tail_key``).
+
+    Cheap to read again: a ``Series`` whose fields did not change since the last read is the same object, and the
+    events of a streak's tail are built only when a tail holding them is read."""
 
     def __init__(self, guard: Guard, stream: _Stream, clock: _Clock) -> None:
         rule = self.rule = guard.rule
@@ -415,18 +429,18 @@ class _Reader:
             (guard.good, guard.baseline_variant),
             (guard.bad, guard.baseline_variant),
         ]
-        self.tail: list[TailEvent] = []
-        if self.streak:
-            self.tail = [
-                TailEvent(_START + timedelta(microseconds=at), shape.outcome, variant, shape.labels)
-                for at, (shape, variant) in zip(stream.times, (self.shapes[kind] for kind in stream.kinds), strict=True)
-            ]
+        # Streak: the tail's events built so far, ``built[0]`` being the stream's event number ``first_built``.
+        self.built: list[TailEvent] = []
+        self.first_built = 0
         # At each evaluation, the start of the oldest window the rule reads (none for a streak).
         self.cut_us, self.cut_at = ([], []) if self.streak else clock.cutoffs(rule.window)
         self.counts, self.sums = [0, 0, 0, 0], [0.0, 0.0, 0.0, 0.0]
         self.windows: deque[tuple[int, datetime, list[int]]] = deque()  # sequential: (start, its datetime, counts)
         self.low = self.high = 0
         self.last_cut = self.last_window = -1
+        # The last Series read per shape (summed) and per (window start, shape), reused while their fields hold.
+        self.summed: list[Series | None] = [None, None, None, None]
+        self.per_start: dict[tuple[int, int], Series] = {}
 
     def advance(self, index: int) -> bool:
         """Take in what arrived by the ``index``-th evaluation and drop what aged out; True when anything changed."""
@@ -434,68 +448,109 @@ class _Reader:
         now_us = self.clock.offsets[index]
         counts, sums, windows = self.counts, self.sums, self.windows
         arrived = False
-        while self.high < len(times) and times[self.high] <= now_us:
-            at, kind = times[self.high], kinds[self.high]
+        high, count = self.high, len(times)
+        if self.streak:
+            while high < count and times[high] <= now_us:
+                high += 1
+            arrived, self.high = high != self.high, high
+            return arrived
+        mean, per_window = self.mean, self.per_window
+        while high < count and times[high] <= now_us:
+            at, kind = times[high], kinds[high]
             counts[kind] += 1
-            sums[kind] += values[self.high]
-            if self.per_window:
+            if mean:
+                sums[kind] += values[high]
+            if per_window:
                 start = at - at % _WINDOW_US
                 if not windows or windows[-1][0] != start:
                     windows.append((start, _START + timedelta(microseconds=start), [0, 0, 0, 0]))
                 windows[-1][2][kind] += 1
-            self.high += 1
-            arrived = True
-        if self.streak:
-            return arrived
+            high += 1
+        arrived, self.high = high != self.high, high
         cut = self.cut_us[index]
-        while (
-            self.low < self.high and times[self.low] < cut
-        ):  # an event's window starts at or after the cutoff iff it does
-            counts[kinds[self.low]] -= 1
-            sums[kinds[self.low]] -= values[self.low]
-            self.low += 1
+        low = self.low
+        while low < high and times[low] < cut:  # an event's window starts at or after the cutoff iff it does
+            counts[kinds[low]] -= 1
+            if mean:
+                sums[kinds[low]] -= values[low]
+            low += 1
+        self.low = low
         while windows and windows[0][0] < cut:
-            windows.popleft()
+            gone = windows.popleft()[0]
+            for kind in range(4):
+                self.per_start.pop((gone, kind), None)
         window = now_us // _WINDOW_US
         moved = cut != self.last_cut or window != self.last_window
         self.last_cut, self.last_window = cut, window
         return arrived or moved
 
-    def read(
-        self, index: int, previous: AlertStatus | None
-    ) -> tuple[list[Series], list[TailEvent], list[Series] | None]:
+    def tail_key(self) -> list[int]:
+        """The kinds of the events in the tail, oldest first: a streak without a window reads nothing else of them
+        (their times only against its window), so the same kinds give the same measurement."""
+        return self.stream.kinds[max(0, self.high - TAIL_LENGTH) : self.high]
+
+    def read(self, index: int, previous: AlertStatus | None) -> _Read:
         """What the engine is handed at the ``index``-th evaluation (after ``advance``), as the evaluator reads it:
         the series, the tail, and for a sequential rule the windows its statistic has not folded yet, one by one
         (from ``unfolded_since``)."""
         if self.streak:
-            return [], self.tail[max(0, self.high - TAIL_LENGTH) : self.high], None
+            return [], self._tail(), None
         shapes, counts, sums, mean, start = self.shapes, self.counts, self.sums, self.mean, self.cut_at[index]
-        summed = [
-            Series(
-                start=start,
-                outcome=shapes[kind][0].outcome,
-                variant=shapes[kind][1],
-                labels=shapes[kind][0].labels,
-                count=counts[kind],
-                value_count=counts[kind] if mean else 0,
-                value_sum=sums[kind] if mean else 0.0,
-            )
-            for kind in range(4)
-            if counts[kind]
-        ]
+        summed: list[Series] = []
+        for kind in range(4):
+            count = counts[kind]
+            if not count:
+                continue
+            total = sums[kind] if mean else 0.0
+            known = self.summed[kind]
+            if known is None or known.count != count or known.start != start or known.value_sum != total:
+                shape, variant = shapes[kind]
+                known = self.summed[kind] = Series(
+                    start=start,
+                    outcome=shape.outcome,
+                    variant=variant,
+                    labels=shape.labels,
+                    count=count,
+                    value_count=count if mean else 0,
+                    value_sum=total,
+                )
+            summed.append(known)
         if not self.per_window:
             return summed, [], None
         since = unfolded_since(self.rule, previous, self.clock.instants[index], WINDOW_SIZE)
         unfolded: list[Series] = []
-        for _, at, window in reversed(self.windows):  # the newest first: only the last one or two, once started
+        for window_us, at, window in reversed(self.windows):  # the newest first: only the last one or two, once started
             if at < since:
                 break
-            unfolded += [
-                Series(at, shapes[kind][0].outcome, shapes[kind][1], shapes[kind][0].labels, window[kind])
-                for kind in range(4)
-                if window[kind]
-            ]
-        return summed, [], unfolded[::-1]
+            for kind in range(4):
+                if window[kind]:
+                    unfolded.append(self._window_series(window_us, at, kind, window[kind]))
+        unfolded.reverse()
+        return summed, [], unfolded
+
+    def _window_series(self, window_us: int, at: datetime, kind: int, count: int) -> Series:
+        known = self.per_start.get((window_us, kind))
+        if known is None or known.count != count:
+            shape, variant = self.shapes[kind]
+            known = self.per_start[(window_us, kind)] = Series(at, shape.outcome, variant, shape.labels, count)
+        return known
+
+    def _tail(self) -> list[TailEvent]:
+        """The newest ``TAIL_LENGTH`` events, building the ones not built yet (those of tails never read are not)."""
+        low, high = max(0, self.high - TAIL_LENGTH), self.high
+        built = self.built
+        if self.first_built + len(built) < low or self.first_built > low:  # nothing built is in this tail any more
+            built.clear()
+            self.first_built = low
+        elif low - self.first_built > TAIL_LENGTH:  # keep the list short: drop what no later tail holds
+            del built[: low - self.first_built]
+            self.first_built = low
+        times, kinds, shapes = self.stream.times, self.stream.kinds, self.shapes
+        for number in range(self.first_built + len(built), high):
+            shape, variant = shapes[kinds[number]]
+            at = _START + timedelta(microseconds=times[number])
+            built.append(TailEvent(at, shape.outcome, variant, shape.labels))
+        return built[low - self.first_built : high - self.first_built]
 
 
 def _watch(
@@ -513,36 +568,45 @@ def _watch(
     inactive or lacks data, and nothing the rule reads changed (no event arrived, the cutoff did not move, no
     window boundary passed). Then ``measure`` gets the same series (ratio, mean, cohort: counts and sums over
     [cutoff, now], which depend on ``now`` only through the cutoff) or the same tail (a streak without a window:
-    the newest events, whatever the time), so the same measurement; and ``step`` from an inactive or
-    insufficient-data status with the same measurement returns that status unchanged (it keeps ``since``; only
-    pending and firing read the clock). A sequential ratio folds only windows closed since its evidence (none
-    closed) and weighs the open one by its counts alone, so its evidence is the same too. Rate rules weigh the
-    time their windows span (or the open window's exposure), and a streak with a window ages events out: both are
-    evaluated every time. ``tests/unit/test_guard_simulation.py`` checks the skipping against evaluating every
-    time, status for status.
+    the newest events, whatever the time, and only their outcomes, variants and labels: a tail whose events have
+    the kinds of the last one read measures the same, though newer events replaced older ones), so the same
+    measurement; and ``step`` from an inactive or insufficient-data status with the same measurement returns that
+    status unchanged (it keeps ``since``; only pending and firing read the clock). A sequential ratio folds only
+    windows closed since its evidence (none closed) and weighs the open one by its counts alone, so its evidence is
+    the same too. Rate rules weigh the time their windows span (or the open window's exposure), and a streak with a
+    window ages events out: both are evaluated every time. ``tests/unit/test_guard_simulation.py`` checks the
+    skipping against evaluating every time, status for status.
     """
     rule = guard.rule
     reader = _Reader(guard, stream, clock)
     skippable = skip and rule.kind is not RuleKind.RATE and not (rule.kind is RuleKind.STREAK and rule.window)
+    by_tail = skippable and rule.kind is RuleKind.STREAK  # without a window (skippable): compared by the tail's kinds
+    last_tail: list[int] | None = None
     previous: AlertStatus | None = None
     first: int | None = None
     episodes = 0
     quiet = (AlertState.INACTIVE, AlertState.INSUFFICIENT_DATA)
+    firing = AlertState.FIRING
+    offsets = clock.offsets
     for index, now in enumerate(clock.instants):
         changed = reader.advance(index)
+        if by_tail and changed:
+            changed = reader.tail_key() != last_tail
         if skippable and previous is not None and not changed and previous.state in quiet:
             if trace is not None:
                 trace.append(previous)
             continue
+        if by_tail:
+            last_tail = reader.tail_key()
         series, tail, windows = reader.read(index, previous)
         measurement, status = _evaluate(rule, previous, series, tail, now, windows)
         if trace is not None:
             trace.append(status)
-        if status.state is AlertState.FIRING:
-            if previous is None or previous.state is not AlertState.FIRING:
+        if status.state is firing:
+            if previous is None or previous.state is not firing:
                 episodes += 1
             if first is None and measurement.breached:
-                first = clock.offsets[index]
+                first = offsets[index]
                 if not to_end:
                     break
         previous = status

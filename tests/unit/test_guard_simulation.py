@@ -172,6 +172,8 @@ def kinds() -> list[tuple[Guard, Traffic]]:
         ),
         (guard_for(rate, HTTP), per),
         (guard_for(streak(), VISION), replace(traffic, healthy=0.2)),
+        # Busy and mostly good: the tail often holds only good events, so newer tails read like the last one.
+        (guard_for(streak(), VISION), Traffic(rate=3000, healthy=0.01, regressed=0.3)),
         (guard_for(streak(window=timedelta(seconds=30), min_samples=3), VISION), replace(traffic, healthy=0.2)),
         (guard_for(rule(confidence="0.99", min_samples=20, keep_firing_for=timedelta(minutes=1)), HTTP), traffic),
         (guard_for(replace(rate, confidence="0.99"), HTTP), per),
@@ -179,7 +181,7 @@ def kinds() -> list[tuple[Guard, Traffic]]:
 
 
 KINDS = [
-    *("ratio-held", "ratio-1m", "mean-held", "cohort", "rate", "streak", "streak-30s"),
+    *("ratio-held", "ratio-1m", "mean-held", "cohort", "rate", "streak", "streak-busy", "streak-30s"),
     *("sequential-ratio", "sequential-rate"),
 ]
 
