@@ -41,13 +41,11 @@ def test_simulate_reports_every_guard_of_the_production_stages(capsys: pytest.Ca
         "production",
     )
     assert (report["trials"], report["seed"], report["stage_seconds"], report["interval"]) == (50, 1, 3600, 2)
-    # The first two production stages have the same guards: one group; the 24-hour stage has no streak guard.
-    group, last = report["groups"]
-    assert group["stages"] == [1, 2] and group["percentages"] == [10, 50]
-    assert last["stages"] == [3] and last["percentages"] == [100]
-    assert [guard["name"] for guard in last["guards"]] == ["upload-failure-rate", "upload-latency"]
+    # Every production stage has the same guards (no streak guard in production): one group.
+    (group,) = report["groups"]
+    assert group["stages"] == [1, 2, 3] and group["percentages"] == [10, 50, 100]
     names = [guard["name"] for guard in group["guards"]]
-    assert names == ["upload-failure-rate", "vision-error-streak", "upload-latency"]
+    assert names == ["upload-failure-rate", "upload-latency"]
     (result,) = group["results"]
     assert (result["rate"], result["healthy"], result["regressed"]) == (100, 0.01, 0.06)
     assert (result["baseline_rate"], result["warm_up_seconds"]) == (0, 0)
@@ -62,14 +60,26 @@ def test_simulate_reports_every_guard_of_the_production_stages(capsys: pytest.Ca
                 assert delay is None or 0 <= delay <= 3600
             if detection["median_delay_seconds"] is not None and detection["p90_delay_seconds"] is not None:
                 assert detection["median_delay_seconds"] <= detection["p90_delay_seconds"]
-    streak = result["guards"][1]
-    assert streak["kind"] == "streak" and streak["chance_streaks_per_24h"] >= 0
     assert result["guards"][0]["chance_streaks_per_24h"] is None
-    latency = result["guards"][2]
+    latency = result["guards"][1]
     assert (latency["healthy_mean"], latency["regressed_mean"]) == (3, 12)  # half and twice the 6 s threshold
     # The stage rolls back when its first guard does: never less often than any of them.
     stage = result["stage"]
     assert stage["healthy_rolled_back"] >= max(figures["healthy_rolled_back"] for figures in result["guards"])
+
+
+def test_simulate_counts_chance_streaks_of_a_streak_guard(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(
+        capsys, "guards", "simulate", REFERENCE_IMAGES, "--env", "staging", "--trials", "20", "--onset", "", "--json"
+    )
+    assert code == 0, err
+    (group,) = json.loads(out)["groups"]
+    names = [guard["name"] for guard in group["guards"]]
+    assert names == ["upload-failure-rate", "vision-error-streak", "upload-latency"]
+    (result,) = group["results"]
+    streak = result["guards"][1]
+    assert streak["kind"] == "streak" and streak["chance_streaks_per_24h"] >= 0 and streak["regressions"] == []
+    assert result["guards"][0]["chance_streaks_per_24h"] is None
 
 
 def test_simulate_prints_a_table_of_one_stage(capsys: pytest.CaptureFixture[str]) -> None:
