@@ -26,8 +26,9 @@ The traffic model, per guard (each guard gets its own stream of its own event ty
 - What the engine is handed is what the served evaluation hands it: for window rules one ``Series`` per event shape
   summed over the rule's window, starting at its cutoff (as ``alerting.queries.fetch_series`` sums them), or for
   sequential rules one per shape and 10-second window (``fetch_windows``), the current window holding only the
-  events that arrived by ``now``; for streak rules the newest ``TAIL_LENGTH`` events in order. Each trial starts
-  with empty windows and a fresh alert.
+  events that arrived by ``now``; for streak rules the newest ``TAIL_LENGTH`` events in order. A mean rule's series
+  carry their values' count, sum and sum of squares (what a sequential mean weighs each window by). Each trial
+  starts with empty windows and a fresh alert.
 
 Deterministic for a seed: every (traffic, onset, trial, guard) draws from its own ``random.Random`` seeded with
 a string of them, so neither the number of workers nor the other guards of a stage change a guard's result.
@@ -434,8 +435,11 @@ class _Reader:
         self.first_built = 0
         # At each evaluation, the start of the oldest window the rule reads (none for a streak).
         self.cut_us, self.cut_at = ([], []) if self.streak else clock.cutoffs(rule.window)
-        self.counts, self.sums = [0, 0, 0, 0], [0.0, 0.0, 0.0, 0.0]
-        self.windows: deque[tuple[int, datetime, list[int]]] = deque()  # sequential: (start, its datetime, counts)
+        # Per shape, the events over [cutoff, now] and (mean rules) their values' sum and sum of squares.
+        self.counts, self.sums, self.squares = [0, 0, 0, 0], [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]
+        # Sequential: per 10-second window, its start, as a datetime, and per shape its events, their values' sum
+        # and sum of squares (mean rules, whose statistic weighs each window by them).
+        self.windows: deque[tuple[int, datetime, list[int], list[float], list[float]]] = deque()
         self.low = self.high = 0
         self.last_cut = self.last_window = -1
         # The last Series read per shape (summed) and per (window start, shape), reused while their fields hold.
@@ -446,7 +450,7 @@ class _Reader:
         """Take in what arrived by the ``index``-th evaluation and drop what aged out; True when anything changed."""
         times, kinds, values = self.stream.times, self.stream.kinds, self.stream.values
         now_us = self.clock.offsets[index]
-        counts, sums, windows = self.counts, self.sums, self.windows
+        counts, sums, squares, windows = self.counts, self.sums, self.squares, self.windows
         arrived = False
         high, count = self.high, len(times)
         if self.streak:
@@ -459,12 +463,18 @@ class _Reader:
             at, kind = times[high], kinds[high]
             counts[kind] += 1
             if mean:
-                sums[kind] += values[high]
+                value = values[high]
+                sums[kind] += value
+                squares[kind] += value * value
             if per_window:
                 start = at - at % _WINDOW_US
                 if not windows or windows[-1][0] != start:
-                    windows.append((start, _START + timedelta(microseconds=start), [0, 0, 0, 0]))
+                    empty = [0.0, 0.0, 0.0, 0.0]
+                    windows.append((start, _START + timedelta(microseconds=start), [0, 0, 0, 0], empty, empty[:]))
                 windows[-1][2][kind] += 1
+                if mean:
+                    windows[-1][3][kind] += value
+                    windows[-1][4][kind] += value * value
             high += 1
         arrived, self.high = high != self.high, high
         cut = self.cut_us[index]
@@ -473,6 +483,7 @@ class _Reader:
             counts[kinds[low]] -= 1
             if mean:
                 sums[kinds[low]] -= values[low]
+                squares[kinds[low]] -= values[low] * values[low]
             low += 1
         self.low = low
         while windows and windows[0][0] < cut:
@@ -501,9 +512,15 @@ class _Reader:
             count = counts[kind]
             if not count:
                 continue
-            total = sums[kind] if mean else 0.0
+            total, square = (sums[kind], self.squares[kind]) if mean else (0.0, 0.0)
             known = self.summed[kind]
-            if known is None or known.count != count or known.start != start or known.value_sum != total:
+            if (
+                known is None
+                or known.count != count
+                or known.start != start
+                or known.value_sum != total
+                or known.value_sumsq != square
+            ):
                 shape, variant = shapes[kind]
                 known = self.summed[kind] = Series(
                     start=start,
@@ -513,26 +530,31 @@ class _Reader:
                     count=count,
                     value_count=count if mean else 0,
                     value_sum=total,
+                    value_sumsq=square,
                 )
             summed.append(known)
         if not self.per_window:
             return summed, [], None
         since = unfolded_since(self.rule, previous, self.clock.instants[index], WINDOW_SIZE)
         unfolded: list[Series] = []
-        for window_us, at, window in reversed(self.windows):  # the newest first: only the last one or two, once started
+        for window_us, at, window, totals, squares in reversed(self.windows):  # the newest first: the last one or two
             if at < since:
                 break
             for kind in range(4):
                 if window[kind]:
-                    unfolded.append(self._window_series(window_us, at, kind, window[kind]))
+                    unfolded.append(self._window_series(window_us, at, kind, window[kind], totals[kind], squares[kind]))
         unfolded.reverse()
         return summed, [], unfolded
 
-    def _window_series(self, window_us: int, at: datetime, kind: int, count: int) -> Series:
+    def _window_series(
+        self, window_us: int, at: datetime, kind: int, count: int, total: float, square: float
+    ) -> Series:
         known = self.per_start.get((window_us, kind))
-        if known is None or known.count != count:
+        if known is None or known.count != count:  # a window's values change only with its events
             shape, variant = self.shapes[kind]
-            known = self.per_start[(window_us, kind)] = Series(at, shape.outcome, variant, shape.labels, count)
+            values = count if self.mean else 0
+            known = Series(at, shape.outcome, variant, shape.labels, count, values, total, square)
+            self.per_start[(window_us, kind)] = known
         return known
 
     def _tail(self) -> list[TailEvent]:

@@ -177,12 +177,13 @@ def kinds() -> list[tuple[Guard, Traffic]]:
         (guard_for(streak(window=timedelta(seconds=30), min_samples=3), VISION), replace(traffic, healthy=0.2)),
         (guard_for(rule(confidence="0.99", min_samples=20, keep_firing_for=timedelta(minutes=1)), HTTP), traffic),
         (guard_for(replace(rate, confidence="0.99"), HTTP), per),
+        (guard_for(rule(RuleKind.MEAN, threshold="6", confidence="0.99", min_samples=5), HTTP), per),
     ]
 
 
 KINDS = [
     *("ratio-held", "ratio-1m", "mean-held", "cohort", "rate", "streak", "streak-busy", "streak-30s"),
-    *("sequential-ratio", "sequential-rate"),
+    *("sequential-ratio", "sequential-rate", "sequential-mean"),
 ]
 
 
@@ -267,3 +268,24 @@ def test_impossible_scenarios_are_refused() -> None:
     mean = guard_for(rule(RuleKind.MEAN, threshold="0"), HTTP)
     with pytest.raises(SimulationError, match="means"):
         Scenario((mean,), Traffic(rate=100, healthy=0.01, regressed=0.1))
+
+
+def test_a_sequential_mean_guard_weighs_each_window_by_its_values() -> None:
+    # The e-value of a window needs its values' count, sum and sum of squares, as fetch_windows reads them.
+    guard = guard_for(rule(RuleKind.MEAN, threshold="6", confidence="0.99", min_samples=20), HTTP)
+    traffic = Traffic(rate=1000, healthy=0.0, regressed=0.0, healthy_mean=2, regressed_mean=24)
+    outcome = one(guard, traffic, onsets=(300.0,), trials=10, stage_seconds=900)
+    (detection,) = outcome.stage.detections
+    assert outcome.stage.healthy_rolled_back == 0
+    assert detection.caught == 1 and detection.median_delay is not None and detection.median_delay <= 120
+    clock = simulation._clock(900.0, 2.0)
+    stream = simulation._Stream.draw(guard, traffic, None, 900 * 1_000_000, random.Random(1))
+    reader = simulation._Reader(guard, stream, clock)
+    for index in range(15):
+        reader.advance(index)
+    summed, _, windows = reader.read(14, None)
+    assert windows
+    for item in windows:
+        assert item.value_count == item.count and item.value_sum > 0
+        assert item.value_sumsq >= item.value_sum**2 / item.count  # a sum of squares, not of the values
+    assert sum(item.value_sumsq for item in windows) == pytest.approx(sum(item.value_sumsq for item in summed))
