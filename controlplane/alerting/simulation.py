@@ -4,10 +4,11 @@ stage is rolled back, how often and how fast a regression is.
 A trial is one stage of ``stage_seconds`` on a simulated clock (nothing sleeps), evaluated every ``interval``
 seconds like the served evaluation job. Every evaluation of a guard goes through ``_evaluate`` (the engine's
 ``assess``: ``measure`` then ``step``, or the sequential decision of a rule with ``confidence``; never a second
-implementation of a rule), and a guard rolls the stage back at the first
-evaluation where it is firing with a breaching measurement: the condition the served plan lists as ``breaching``
-and ``guarding.rollback.roll_back_breaching`` acts on. Guards are independent alerts, so each one is watched on
-its own and the stage is rolled back by the first of them.
+implementation of a rule), and a guard rolls the stage back at the first evaluation where it is firing with a
+breaching measurement: the condition the served plan lists as ``breaching`` and
+``guarding.rollback.roll_back_breaching`` acts on. Guards are independent alerts, so each one is watched on its own
+and the stage is rolled back by the first of them, shadow guards (``mode: shadow``) aside: they are watched and
+reported like the others, but never roll back, so the stage's figures leave them out.
 
 The traffic model, per guard (each guard gets its own stream of its own event type, at the same rate):
 
@@ -178,14 +179,16 @@ class Detection:
 
 @dataclass(frozen=True, slots=True)
 class GuardOutcome:
-    """One guard's figures (or the stage's: the first of its guards). ``chance_streaks_per_24h``: for streak
-    guards, the firing episodes per 24 hours the healthy trials saw (watched to their end)."""
+    """One guard's figures (or the stage's: the first of its enforced guards). ``chance_streaks_per_24h``: for
+    streak guards, the firing episodes per 24 hours the healthy trials saw (watched to their end). A ``shadow`` guard
+    (``mode: shadow``) never rolls back: its figures say what it would have done, and the stage's leave it out."""
 
     guard: str
     kind: str
     healthy_rolled_back: float
     detections: tuple[Detection, ...]
     chance_streaks_per_24h: float | None = None
+    shadow: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -641,13 +644,15 @@ def _summarise(
     healthy = by_run[(index, None)]
     watched = trials * scenario.stage_seconds  # seconds of healthy traffic watched
     columns = [*range(len(scenario.guards)), None]  # each guard, then the stage (the first of them)
+    # A shadow guard is watched, never acted on: the stage is rolled back by the first of the others.
+    enforced = [column for column, guard in enumerate(scenario.guards) if not guard.rule.shadow]
     figures: list[GuardOutcome] = []
     for column in columns:
 
         def first(trial: _Trial, column: int | None = column) -> int | None:
             if column is not None:
                 return trial[column][0]
-            fired = [at for at, _ in trial if at is not None]
+            fired = [at for at in (trial[guard][0] for guard in enforced) if at is not None]
             return min(fired) if fired else None
 
         detections = tuple(
@@ -661,7 +666,7 @@ def _summarise(
         streaks = None
         if rule.kind is RuleKind.STREAK:
             streaks = sum(trial[column][1] for trial in healthy) * _DAY / watched
-        figures.append(GuardOutcome(rule.name, rule.kind.value, rolled_back, detections, streaks))
+        figures.append(GuardOutcome(rule.name, rule.kind.value, rolled_back, detections, streaks, rule.shadow))
     return StageOutcome(scenario, trials, tuple(figures[:-1]), figures[-1])
 
 

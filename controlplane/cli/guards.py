@@ -103,7 +103,12 @@ def cmd_guards_simulate(args: argparse.Namespace, settings: Settings) -> None:
                 "stages": members,
                 "percentages": [stages[number - 1].percentage for number in members],
                 "guards": [
-                    {"name": name, "kind": rules[name].kind.value, "condition": rules[name].condition()}
+                    {
+                        "name": name,
+                        "kind": rules[name].kind.value,
+                        "mode": rules[name].mode.value,
+                        "condition": rules[name].condition(),
+                    }
                     for name in names
                 ],
                 "results": [_result_json(item) for item in outcomes[position * per_group : (position + 1) * per_group]],
@@ -155,6 +160,7 @@ def _guard_json(figures: GuardOutcome) -> dict[str, Any]:
     return {
         "guard": figures.guard,
         "kind": figures.kind,
+        "shadow": figures.shadow,  # watched only: what it would have done; the stage's figures leave it out
         "healthy_rolled_back": figures.healthy_rolled_back,
         "chance_streaks_per_24h": figures.chance_streaks_per_24h,
         "regressions": [
@@ -171,8 +177,8 @@ def _guard_json(figures: GuardOutcome) -> dict[str, Any]:
 
 
 def _render(report: dict[str, Any]) -> Table:
-    """One table: a row per group of stages with the same guards, guard (then the stage as a whole), scenario
-    and onset."""
+    """One table: a row per group of stages with the same guards, guard (then the stage as a whole, its enforced
+    guards only), scenario and onset; a shadow guard's name says so."""
     columns = [
         "stages",
         "guard",
@@ -197,7 +203,8 @@ def _render(report: dict[str, Any]) -> Table:
                 regressed = f"mean {figures['regressed_mean']:g}" if mean else f"{result['regressed']:.1%}"
                 streaks = figures["chance_streaks_per_24h"]
                 rolled_back = f"{figures['healthy_rolled_back']:.1%}"
-                head = [stages, figures["guard"], f"{result['rate']:g}", healthy, rolled_back]
+                name = f"{figures['guard']} (shadow)" if figures["shadow"] else figures["guard"]
+                head = [stages, name, f"{result['rate']:g}", healthy, rolled_back]
                 tail = ["" if streaks is None else f"{streaks:.3g}"]
                 if not figures["regressions"]:
                     rows.append([*head, "", "", "", "", "", *tail])

@@ -138,3 +138,66 @@ rules:
     code, _, err = run(capsys, "guards", "simulate", str(definition), "--env", "production", "--trials", "1")
     assert code == 1
     assert "prom-error-ratio" in err and "Prometheus" in err
+
+
+def test_a_shadow_guard_is_shown_as_such_and_left_out_of_the_stage(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    definition = tmp_path / "demo.yaml"
+    definition.write_text(
+        """\
+pipeline: demo
+flags:
+  - key: demo-flag
+    type: boolean
+    variants: {"on": true, "off": false}
+    off_variant: "off"
+    rollout_variant: "on"
+    plan:
+      environments:
+        - environment: production
+          stages:
+            - {percentage: 10, guards: [errors-watched, errors-enforced]}
+            - {percentage: 100}
+events:
+  - name: request
+    outcomes: [ok, error]
+rules:
+  - name: errors-watched
+    mode: shadow
+    kind: ratio
+    event: request
+    numerator: {outcome: [error]}
+    op: ">"
+    threshold: 0.001
+    window: 1m
+    min_samples: 1
+    flag: demo-flag
+  - name: errors-enforced
+    kind: ratio
+    event: request
+    numerator: {outcome: [error]}
+    op: ">"
+    threshold: 0.5
+    window: 1m
+    min_samples: 20
+    flag: demo-flag
+"""
+    )
+    argv = ["guards", "simulate", str(definition), "--env", "production", "--stage", "1", "--trials", "5"]
+    options = ["--rate", "1000", "--healthy", "0.05", "--regressed", "0.1", "--stage-seconds", "600"]
+    options += ["--onset", "0,300"]
+    code, out, err = run(capsys, *argv, *options, "--json")
+    assert code == 0, err
+    (group,) = json.loads(out)["groups"]
+    assert [guard["mode"] for guard in group["guards"]] == ["shadow", "enforce"]
+    (result,) = group["results"]
+    watched, enforced = result["guards"]
+    # The shadow guard fires on healthy traffic (5% errors past its 0.1%), and would roll every stage back.
+    assert (watched["shadow"], watched["healthy_rolled_back"]) == (True, 1)
+    assert (enforced["shadow"], enforced["healthy_rolled_back"]) == (False, 0)
+    assert result["stage"]["healthy_rolled_back"] == 0
+    assert all(detection["caught"] == 0 for detection in result["stage"]["regressions"])
+    code, out, err = run(capsys, *argv, *options)
+    assert code == 0, err
+    assert "errors-watched (shadow)" in out and "errors-enforced (shadow)" not in out

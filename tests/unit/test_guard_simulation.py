@@ -22,7 +22,7 @@ from controlplane.alerting.simulation import (
     simulate,
 )
 from controlplane.catalog.events import EventType, LabelSpec
-from controlplane.catalog.rules import AlertState, Comparison, Rule, RuleKind, RuleSource, Selector
+from controlplane.catalog.rules import AlertState, Comparison, Rule, RuleKind, RuleMode, RuleSource, Selector
 
 HTTP = EventType(
     pipeline="demo",
@@ -289,3 +289,19 @@ def test_a_sequential_mean_guard_weighs_each_window_by_its_values() -> None:
         assert item.value_count == item.count and item.value_sum > 0
         assert item.value_sumsq >= item.value_sum**2 / item.count  # a sum of squares, not of the values
     assert sum(item.value_sumsq for item in windows) == pytest.approx(sum(item.value_sumsq for item in summed))
+
+
+def test_a_shadow_guard_is_reported_but_never_rolls_the_stage_back() -> None:
+    watched = guard_for(rule(name="watched", mode=RuleMode.SHADOW), HTTP)
+    enforced = guard_for(rule(name="enforced", hold=timedelta(minutes=2)), HTTP)
+    scenario = Scenario((watched, enforced), Traffic(rate=3000, healthy=0.0, regressed=1.0), (0.0,), stage_seconds=600)
+    outcome = simulate([scenario], trials=5, seed=3)[0]
+    shadow, other = outcome.guards
+    assert (shadow.shadow, other.shadow, outcome.stage.shadow) == (True, False, False)
+    fast, slow = shadow.detections[0].median_delay, other.detections[0].median_delay
+    assert fast is not None and slow is not None and fast < slow
+    # The stage is rolled back by the enforced guard, later: the shadow one only says when it would have.
+    assert outcome.stage.detections[0].median_delay == slow
+    alone = simulate([replace(scenario, guards=(watched,))], trials=5, seed=3)[0]
+    assert alone.guards[0].detections[0].caught == 1
+    assert alone.stage.detections[0].caught == 0 and alone.stage.healthy_rolled_back == 0
