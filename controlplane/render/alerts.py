@@ -1,11 +1,13 @@
 """Prometheus rule files from the definitions: per pipeline, one alert per definition rule and burn-rate alerts per
 objective, with the recording rules they read (``alerts/<pipeline>.rules.yml``).
 
-An alert keeps its rule's threshold, ``op``, window, ``for`` and ``keep_firing_for``. Its labels are ``severity``,
-``pipeline``, ``flag``, ``rule`` and, from the series, ``environment``: the control plane's Alertmanager webhook
-rolls back the rollout of ``flag`` in ``environment``. In the environments where the rule guards a stage of a plan
-with ``auto_rollback``, the alert also carries ``guard="true"``, which the example Alertmanager configuration routes
-to that webhook; the same alert elsewhere only notifies (two alerting rules, one name, split by environment).
+An alert keeps its rule's threshold, ``op``, window, ``for`` and ``keep_firing_for``. Its labels are ``severity``
+(``info`` for a shadow rule, what its notifications carry), ``pipeline``, ``flag``, ``rule`` and, from the series,
+``environment``: the control plane's Alertmanager webhook rolls back the rollout of ``flag`` in ``environment``. In
+the environments where the rule guards a stage of a plan with ``auto_rollback``, the alert also carries
+``guard="true"``, which the example Alertmanager configuration routes to that webhook (which answers a shadow rule's
+alert ``shadow_guard`` and rolls nothing back); the same alert elsewhere only notifies (two alerting rules, one name,
+split by environment).
 """
 
 from __future__ import annotations
@@ -111,7 +113,9 @@ def definition_alerts(definition: PipelineDefinition) -> list[DefinitionAlert]:
                 continue
             match = LabelMatch("environment", environments, negate) if environments else None
             query = rule_query(rule, event, (match,) if match else ())
-            labels = {"severity": rule.severity.value, "pipeline": rule.pipeline, "flag": flag, "rule": rule.name}
+            # A shadow rule's alert carries the severity its notifications do (info), not the one it declares.
+            severity = rule.notified_severity.value
+            labels = {"severity": severity, "pipeline": rule.pipeline, "flag": flag, "rule": rule.name}
             if guard:
                 labels[GUARD_LABEL] = "true"
             alerts.append(
@@ -143,7 +147,9 @@ def _annotations(rule: Rule, query: RuleQuery, guarded_flag: str | None) -> dict
             f" The control plane counts each subject at most {rule.per_subject_cap} times over the window; "
             "Prometheus counts every event."
         )
-    if guarded_flag:
+    if guarded_flag and rule.shadow:
+        description += f" A shadow guard of {guarded_flag}: firing never rolls it back."
+    elif guarded_flag:
         description += f" A guard of {guarded_flag}: firing rolls it back in {environment}."
     annotations = {
         "summary": f"{rule.name} in {environment}: {shown} {rule.op.value} {query.threshold_words}",
