@@ -149,35 +149,26 @@ def _summed(drops: Mapping[tuple[datetime, Identity], int]) -> dict[Identity, in
 def cap_windows(
     rule: Rule,
     windows: Sequence[Series],
-    subjects: Iterable[SubjectCount],
+    subjects: Sequence[SubjectCount],
     now: datetime,
     *,
     window_size: timedelta = WINDOW_SIZE,
 ) -> Sequence[Series]:
-    """``windows`` (one series per aggregation window) with what ``rule``'s cap drops over its window at ``now``
-    taken out of each window; a series left with no events goes. Unchanged (the same object) when nothing drops."""
-    since = window_cutoff(now, rule.window, window_size)
-    drops = dropped(rule, subjects, since, now)
-    if not drops:
-        return windows
-    return _minus(windows, drops, _per_window)
+    """``windows`` (one series per aggregation window) capped as ``capped`` caps them; the same object when nothing
+    drops."""
+    return capped(rule, (), windows, subjects, now, window_size=window_size)[1]
 
 
 def cap_summed(
     rule: Rule,
     series: Sequence[Series],
-    subjects: Iterable[SubjectCount],
+    subjects: Sequence[SubjectCount],
     now: datetime,
     *,
     window_size: timedelta = WINDOW_SIZE,
 ) -> Sequence[Series]:
-    """``series`` summed over ``rule``'s window (one per outcome, variant and labels) less everything its cap drops
-    there at ``now``; a series left with no events goes. Unchanged (the same object) when nothing drops."""
-    since = window_cutoff(now, rule.window, window_size)
-    drops = dropped(rule, subjects, since, now)
-    if not drops:
-        return series
-    return _minus(series, _summed(drops), _per_series)
+    """``series`` summed over ``rule``'s window capped as ``capped`` caps them; the same object when nothing drops."""
+    return capped(rule, series, (), subjects, now, window_size=window_size)[0]
 
 
 def capped(
