@@ -49,7 +49,7 @@ Pure: no I/O, no clock. Floats: these are logarithms and square roots.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -63,6 +63,7 @@ __all__ = [
     "Comparison",
     "Population",
     "compare",
+    "expected_share",
     "mismatch_evidence",
     "mixture_evidence",
     "outlook",
@@ -86,6 +87,26 @@ class Population:
         """Names the split: a test summed under another split is not continued."""
         share = "none" if self.expected_share is None else repr(self.expected_share)
         return f"share {share} revision {self.revision} since {self.since.isoformat()}"
+
+
+def expected_share(
+    canary: str,
+    baseline: str,
+    *,
+    enabled: bool,
+    targeting: Sequence[Any],
+    rollout: Mapping[str, Any] | None,
+    default_variant: str,
+) -> float | None:
+    """The share of events the ``canary`` cohort should hold under a flag's state: the rollout's percentage when the
+    flag serves nothing but a plain percentage split of the canary against the ``baseline`` (None otherwise:
+    targeting rules or a conditional rollout send users to a variant whatever the split, so no share is expected)."""
+    if not enabled or targeting or not rollout or rollout.get("when"):
+        return None
+    if rollout.get("variant") != canary or default_variant != baseline:
+        return None
+    share = float(rollout.get("percentage", 0.0)) / 100
+    return share if 0 < share < 1 else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import case, func, literal_column, select, tuple_
 from sqlalchemy.orm import Session
 
-from controlplane.alerting.cohorts import Population, stored_evidence
+from controlplane.alerting.cohorts import Population, expected_share, stored_evidence
 from controlplane.alerting.models import AlertStateRow
 from controlplane.alerting.rules import AlertStatus, Series, TailEvent, window_cutoff
 from controlplane.alerting.subjects import SubjectCount
@@ -26,7 +26,6 @@ from controlplane.telemetry.models import EventTail, TelemetrySubject, Telemetry
 __all__ = [
     "SeriesKey",
     "StoredStates",
-    "expected_share",
     "fetch_populations",
     "fetch_series",
     "fetch_subjects",
@@ -283,20 +282,6 @@ _STATE_COLUMNS = (
 )
 
 
-def expected_share(
-    rule: Rule, *, enabled: bool, targeting: Sequence[Any], rollout: Mapping[str, Any] | None, default_variant: str
-) -> float | None:
-    """The share of ``rule``'s events its canary cohort should hold under a flag state: the rollout's percentage
-    when the flag serves nothing but a plain percentage split of the canary against the baseline (None otherwise:
-    targeting rules or a conditional rollout send users to a variant whatever the split, so no share is expected)."""
-    if not enabled or targeting or not rollout or rollout.get("when"):
-        return None
-    if rollout.get("variant") != rule.canary_variant or default_variant != rule.baseline_variant:
-        return None
-    share = float(rollout.get("percentage", 0.0)) / 100
-    return share if 0 < share < 1 else None
-
-
 def fetch_populations(
     session: Session, rules: Sequence[Rule], environments: Sequence[str]
 ) -> dict[tuple[str, str], Population]:
@@ -319,7 +304,8 @@ def fetch_populations(
             if state is None:
                 continue
             share = expected_share(
-                rule,
+                rule.canary_variant or "",
+                rule.baseline_variant or "",
                 enabled=state.enabled,
                 targeting=state.rules,
                 rollout=state.rollout,
