@@ -438,6 +438,11 @@ def _estimate_words(rule: Rule, tested: Hypotheses, estimate: float) -> str:
     return f"{100 * estimate:.4g}%"
 
 
+@functools.lru_cache(maxsize=64)  # parsed once per written value, as _hypotheses are, not at every evaluation
+def _cohort_test(threshold: str, against: str, confidence: str) -> CohortTest:
+    return CohortTest(float(Fraction(threshold)), float(Fraction(against)), float(Fraction(confidence)))
+
+
 def _cohort_sequential(
     rule: Rule,
     previous: AlertStatus | None,
@@ -450,7 +455,7 @@ def _cohort_sequential(
     """The sequential cohort measurement: the plain difference over the window, the verdict of the two-sample test
     on the cohorts' counts since the split started (``alerting.cohorts``), and the sample-ratio check."""
     assert rule.confidence is not None and rule.canary_variant is not None and rule.baseline_variant is not None
-    test = CohortTest(float(rule.limit), float(Fraction(rule.against)), float(Fraction(rule.confidence)))
+    test = _cohort_test(rule.threshold, rule.against, rule.confidence)
     basis = f"{test.basis} {population.basis}"
     split_start = sequential.aligned(population.since, window_size)
     if split_start < population.since:
