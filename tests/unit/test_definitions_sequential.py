@@ -68,10 +68,18 @@ def test_confidence_on_a_streak_is_refused_as_not_supported_yet() -> None:
 
 
 def test_a_mean_rule_with_confidence_weighs_its_threshold_against_twice_it() -> None:
-    rule = parse(edited("    for: 5m\n", "    for: 5m\n    confidence: 0.99\n")).rules[2]
+    rule = parse(edited("    for: 5m\n", "    confidence: 0.99\n")).rules[2]
 
     assert (rule.kind, rule.confidence, rule.against) == (RuleKind.MEAN, "0.99", "12.0")
     assert "at 99% confidence (sequential: CUSUM of e-values against 12.0, breach only)" in rule.condition()
+
+
+def test_for_with_confidence_is_refused_on_the_line_of_for() -> None:
+    # One window without bad events takes the statistic below its limit and would restart `for`: it rarely fires.
+    text = edited("    for: 5m\n", "    for: 5m\n    confidence: 0.99\n")
+
+    assert_refused(text, "rules[2].for", "for: 5m", "`for` does not combine with `confidence`", "Drop `for`")
+    assert_refused(with_ratio("confidence: 0.99", "for: 30s"), "rules[0].for", "for: 30s", "rarely fire")
 
 
 COHORT_THRESHOLD = '    op: ">"\n    threshold: 0.02\n  - name: failures'
