@@ -1,7 +1,8 @@
 """The rollback loop through real Prometheus and Alertmanager, as a scenario shared by a test and a benchmark.
 
 The control plane is served over HTTP with its own alert evaluation off, so the only way its flag can be rolled
-back is the one under test: Prometheus scrapes `/metrics`, evaluates the rendered rules (`alerts/*.rules.yml`),
+back is the one under test: Prometheus scrapes `/metrics`, evaluates the rendered rules (`alerts/*.rules.yml`; the
+pipeline's rendered from the definition applied, whose guard is plain: see ``plain_guard_definition``),
 sends the firing guard alert to Alertmanager, which runs a configuration made from `alerts/alertmanager.example.yml`
 (its receivers pointed at loopback: the control plane's webhook, and a scripted PagerDuty/Slack stand-in), and the
 webhook rolls the flag back.
@@ -26,6 +27,8 @@ from typing import Any
 import httpx
 import yaml
 
+from controlplane.definitions.loader import parse_definition
+from controlplane.render.alerts import render_rules
 from tests.prometheus_stack import (
     AlertmanagerProcess,
     PrometheusProcess,
@@ -71,6 +74,19 @@ def alertmanager_config(
             if key in child:
                 child[key] = "1s"
     return config
+
+
+def plain_guard_definition() -> str:
+    """The shipped reference-images definition with its stage guard `upload-failure-rate` plain (no `confidence`).
+
+    The shipped guard is sequential: the control plane's own test decides it, and the webhook answers Prometheus's
+    plain alert of it `sequential_guard` without acting (a plain threshold would undo the test). What this loop
+    measures is the path itself, which acts on a plain guard's alert: the same rule, compared plainly."""
+    text = (REPO_ROOT / "definitions" / "reference-images.yaml").read_text()
+    head, rule, tail = text.partition("  - name: upload-failure-rate\n")
+    body, following, rest = tail.partition("  - name: ")
+    assert rule and "    confidence: 0.99\n" in body, "the shipped upload-failure-rate is sequential"
+    return head + rule + body.replace("    confidence: 0.99\n", "") + following + rest
 
 
 def upload_requests(count: int, errors: int, variant: str = "on") -> list[dict[str, Any]]:
@@ -175,7 +191,7 @@ def loop_stack(base_url: str, admin: dict[str, str]) -> Iterator[LoopStack]:
         assert response.status_code in (200, 201), response.text
         return {"Authorization": f"Bearer {response.json()['token']}"}
 
-    text = (REPO_ROOT / "definitions" / "reference-images.yaml").read_text()
+    text = plain_guard_definition()
     applied = httpx.post(
         f"{base_url}/api/v1/definitions/apply",
         headers=admin,
@@ -187,6 +203,10 @@ def loop_stack(base_url: str, admin: dict[str, str]) -> Iterator[LoopStack]:
     ingest = token("ingest", f"pipeline-{uuid.uuid4().hex[:6]}")
     example = yaml.safe_load((ALERTS / "alertmanager.example.yml").read_text())
     rule_files = {path.name: path.read_text() for path in sorted(ALERTS.glob("*.rules.yml"))}
+    # The rules Prometheus evaluates are those of the definition applied: the shipped ones, with the guard plain.
+    environments = ("dev", "qa", "staging", "production")
+    applied = parse_definition(text, source="reference-images.yaml", environments=environments)
+    rule_files[f"{PIPELINE}.rules.yml"] = render_rules(applied)
     with ExitStack() as stack:
         oncall = stack.enter_context(scripted_receiver())
         alertmanager = stack.enter_context(

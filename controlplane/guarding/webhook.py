@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from controlplane.api.dependencies import Now, ProcessMetrics, ProcessSettings, Work
 from controlplane.api.roles import Role
 from controlplane.auth.dependencies import TokenPrincipal
+from controlplane.catalog.rules import Rule
 from controlplane.catalog.service import load_rules
 from controlplane.errors import DomainError, InvalidInput
 from controlplane.guarding.rollback import RollbackDone, roll_back_as
@@ -52,7 +53,7 @@ def handle_alertmanager(
     outcomes: list[WebhookOutcome] = []
     done: list[RollbackDone] = []
     events: list[AlertEvent] = []
-    shadow: set[str] | None = None  # the shadow rules' names, read once at the first alert naming a rule
+    rules: dict[str, Rule] | None = None  # the stored rules by name, read once at the first alert naming a rule
     for alert in payload.alerts:
         name = alert.labels.get("alertname", "")
         flag, environment = alert.labels.get("flag"), alert.labels.get("environment")
@@ -75,10 +76,21 @@ def handle_alertmanager(
             continue
         rule = alert.labels.get("rule")
         if rule:
-            if shadow is None:
-                shadow = {item.name for item in load_rules(session) if item.shadow}
-            if rule in shadow:
+            if rules is None:
+                rules = {item.name: item for item in load_rules(session)}
+            stored = rules.get(rule)
+            if stored is not None and stored.shadow:
                 outcomes.append(said("shadow_guard", f"rule `{rule}` is in shadow mode: watched, never rolls back"))
+                continue
+            if stored is not None and stored.confidence is not None:
+                # Prometheus compares the plain value, which noise crosses: rolling back on it would undo the test.
+                outcomes.append(
+                    said(
+                        "sequential_guard",
+                        f"rule `{rule}` is decided {stored.sequential_condition()} by the control plane, which rolls "
+                        "back when its test shows the breach; Prometheus's alert compares the plain value and does not",
+                    )
+                )
                 continue
         try:
             status = rollout_status(

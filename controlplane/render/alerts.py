@@ -6,8 +6,9 @@ An alert keeps its rule's threshold, ``op``, window, ``for`` and ``keep_firing_f
 ``environment``: the control plane's Alertmanager webhook rolls back the rollout of ``flag`` in ``environment``. In
 the environments where the rule guards a stage of a plan with ``auto_rollback``, the alert also carries
 ``guard="true"``, which the example Alertmanager configuration routes to that webhook (which answers a shadow rule's
-alert ``shadow_guard`` and rolls nothing back); the same alert elsewhere only notifies (two alerting rules, one name,
-split by environment).
+alert ``shadow_guard`` and a sequential rule's ``sequential_guard``, rolling nothing back: Prometheus compares the
+plain value, and the control plane's own test decides those); the same alert elsewhere only notifies (two alerting
+rules, one name, split by environment).
 """
 
 from __future__ import annotations
@@ -149,6 +150,11 @@ def _annotations(rule: Rule, query: RuleQuery, guarded_flag: str | None) -> dict
         )
     if guarded_flag and rule.shadow:
         description += f" A shadow guard of {guarded_flag}: firing never rolls it back."
+    elif guarded_flag and rule.confidence is not None:
+        description += (
+            f" A guard of {guarded_flag}: the control plane rolls it back in {environment} when its test shows the "
+            "breach; this alert does not."
+        )
     elif guarded_flag:
         description += f" A guard of {guarded_flag}: firing rolls it back in {environment}."
     annotations = {

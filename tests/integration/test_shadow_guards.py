@@ -1,6 +1,7 @@
 """A shadow guard through the served app: it fires and is recorded, on-call hears of it as `info`, but it holds no
 stage (`rollout advance` goes through without force) and rolls nothing back, neither by the control plane's own
-evaluation nor through an Alertmanager alert naming it. An enforced guard beside it still does both."""
+evaluation nor through an Alertmanager alert naming it. An enforced guard beside it still does both. Prometheus's alert
+of a sequential rule rolls nothing back through Alertmanager either: the control plane's own test decides."""
 
 from __future__ import annotations
 
@@ -143,3 +144,28 @@ def test_a_firing_enforced_guard_of_the_first_stage_still_blocks_a_start(traffic
     refused = traffic.operate("start")
     assert refused.status_code == 409, refused.text
     assert "`error-rate`" in refused.text and "`error-rate-strict`" not in refused.text
+
+
+def test_prometheus_alerts_of_a_sequential_rule_roll_nothing_back_through_alertmanager(traffic: GuardedTraffic) -> None:
+    # Prometheus renders a sequential rule as its plain threshold, which noise crosses: the control plane's own test
+    # decides the rollback, and the webhook says so instead of acting on the plain alert.
+    traffic.apply()
+    assert traffic.operate("start").status_code == 200
+    labels = {"alertname": "ErrorRateSequential", "environment": "production", "flag": FLAG, "pipeline": PIPELINE}
+    alert = {"status": "firing", "labels": labels | {"guard": "true", "rule": "error-rate-sequential"}}
+    payload = {"version": "4", "status": "firing", "alerts": [alert | {"fingerprint": "5e9a"}]}
+
+    hook = traffic.client.post("/api/v1/alertmanager/webhook", headers=traffic.operator, json=payload)
+
+    assert hook.status_code == 200, hook.text
+    (outcome,) = hook.json()
+    assert outcome["action"] == "sequential_guard"
+    assert "decided at 99% confidence (sequential: CUSUM against 0.1)" in outcome["detail"], outcome["detail"]
+    assert traffic.rollout()["state"] == "running"
+    # A plain guard's alert still rolls back, as before.
+    plain = alert | {"labels": labels | {"guard": "true", "rule": "error-rate", "alertname": "ErrorRate"}}
+    hook = traffic.client.post(
+        "/api/v1/alertmanager/webhook", headers=traffic.operator, json=payload | {"alerts": [plain]}
+    )
+    assert [item["action"] for item in hook.json()] == ["rolled_back"]
+    assert traffic.rollout()["state"] == "rolled_back"

@@ -43,6 +43,16 @@ def test_a_shadow_guard_renders_severity_info_and_says_it_never_rolls_back() -> 
 
 def test_an_enforced_guard_keeps_its_severity_and_its_rollback_sentence() -> None:
     shipped = load_definition(DEFINITIONS / "reference-images.yaml", environments=ENVIRONMENTS)
-    (guard, elsewhere) = [alert for alert in definition_alerts(shipped) if alert.rule.name == "upload-failure-rate"]
+    (guard, elsewhere) = [alert for alert in definition_alerts(shipped) if alert.rule.name == "vision-error-streak"]
     assert guard.labels["severity"] == elsewhere.labels["severity"] == "page"
     assert "A guard of enable-reference-images: firing rolls it back in" in guard.annotations["description"]
+
+
+def test_a_sequential_guard_says_the_control_plane_rolls_back_not_this_alert() -> None:
+    shipped = load_definition(DEFINITIONS / "reference-images.yaml", environments=ENVIRONMENTS)
+    (guard, elsewhere) = [alert for alert in definition_alerts(shipped) if alert.rule.name == "upload-failure-rate"]
+    assert guard.labels["severity"] == elsewhere.labels["severity"] == "page"
+    described = guard.annotations["description"]
+    assert "Prometheus compares the plain value" in described
+    assert "the control plane rolls it back in {{ $labels.environment }} when its test shows the breach" in described
+    assert "this alert does not" in described and "firing rolls it back" not in described
