@@ -28,10 +28,10 @@ RULE = "upload-failure-rate"
 
 
 def confident_definition() -> str:
-    """The shipped reference-images definition: its upload failure rate (the stage guard) and its cohort comparison
-    are decided at 99% confidence as shipped, every other rule of it is plain."""
+    """The shipped reference-images definition: its stage guards (upload failure rate and latency) and its cohort
+    comparison are decided at 99% confidence as shipped, every other rule of it is plain."""
     text = (REPO_ROOT / "definitions" / "reference-images.yaml").read_text()
-    assert text.count("    confidence: 0.99\n") == 2
+    assert text.count("    confidence: 0.99\n") == 3
     return text
 
 
@@ -106,7 +106,7 @@ def test_a_new_evaluator_continues_the_stored_statistic(
                 AlertStateRow.rule == RULE, AlertStateRow.environment == "production"
             )
         ).one()
-        sequential = (RULE, "generation-error-rate-on-vs-off")  # the cohort comparison keeps its counts too
+        sequential = (RULE, "upload-latency", "generation-error-rate-on-vs-off")  # with their own statistics
         plain = session.scalar(
             select(func.count()).select_from(AlertStateRow).where(AlertStateRow.rule.not_in(sequential))
         )

@@ -238,7 +238,8 @@ def test_reference_images_declares_the_rules_its_guards_name_with_exact_threshol
 
     latency = rules["upload-latency"]
     assert (latency.kind, latency.op, latency.limit) == (RuleKind.MEAN, Comparison.GT, Fraction(6))
-    assert (latency.window, latency.hold, latency.min_samples) == (timedelta(minutes=1), timedelta(minutes=5), 20)
+    assert (latency.window, latency.hold, latency.min_samples) == (timedelta(minutes=5), timedelta(0), 20)
+    assert latency.confidence == "0.99"  # a sequential mean, decided on its e-values (no `for`)
     assert latency.severity is Severity.TICKET
 
     rate = rules["upload-5xx-rate"]
