@@ -4,7 +4,6 @@ change gives what evaluating every time gives, status for status."""
 
 from __future__ import annotations
 
-import random
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -187,6 +186,13 @@ KINDS = [
 ]
 
 
+def as_sequential(status: AlertStatus) -> tuple[object, ...]:
+    """What of a sequential rule's status decides its future: the state (the quiet ones alike), the evidence, and
+    when an active episode began."""
+    quiet = status.state in (AlertState.INACTIVE, AlertState.INSUFFICIENT_DATA)
+    return ("quiet" if quiet else status.state, status.evidence, None if quiet else status.active_since)
+
+
 @pytest.mark.parametrize(("guard", "traffic"), kinds(), ids=KINDS)
 def test_skipping_unchanged_evaluations_changes_no_status(
     guard: Guard, traffic: Traffic, monkeypatch: pytest.MonkeyPatch
@@ -202,14 +208,19 @@ def test_skipping_unchanged_evaluations_changes_no_status(
     monkeypatch.setattr(simulation, "_evaluate", counted)
     seen: set[AlertState] = set()
     for trial in range(3):
-        stream = simulation._Stream.draw(guard, traffic, 600 * 1_000_000, 1800 * 1_000_000, random.Random(trial))
+        stream = simulation._draw(guard, traffic, clock, 600 * 1_000_000, str(trial))
         every: list[AlertStatus] = []
         skipping: list[AlertStatus] = []
         full = simulation._watch(guard, stream, clock, skip=False, to_end=True, trace=every)
         evaluated = len(calls)
         fast = simulation._watch(guard, stream, clock, skip=True, to_end=True, trace=skipping)
         assert fast == full
-        assert skipping == every
+        if guard.rule.confidence is None:
+            assert skipping == every
+        else:
+            # Between window boundaries after a clear, a sequential rule's quiet evaluations are left out: the same
+            # rollbacks, episodes, active states and evidence, not the same values or details in between.
+            assert [as_sequential(status) for status in skipping] == [as_sequential(status) for status in every]
         assert len(every) == len(clock.offsets) == evaluated
         skipped = len(every) - (len(calls) - evaluated)
         calls.clear()
@@ -235,7 +246,8 @@ def test_a_sequential_guard_folds_the_windows_one_by_one_and_catches_what_the_pl
         assert figures.healthy_rolled_back == 0
         assert all(detection.caught == 1 for detection in figures.detections)
     clock = simulation._clock(600.0, 2.0)
-    stream = simulation._Stream.draw(guards[1], scenario.traffic, None, 600 * 1_000_000, random.Random(1))
+    stream = simulation._draw(guards[1], scenario.traffic, clock, None, "1")
+    assert isinstance(stream, simulation._Pieces)
     reader = simulation._Reader(guards[1], stream, clock)
     for index in range(150):  # 5 minutes
         reader.advance(index)
@@ -243,7 +255,8 @@ def test_a_sequential_guard_folds_the_windows_one_by_one_and_catches_what_the_pl
     assert windows is not None
     starts = sorted({item.start for item in windows})
     assert len(starts) == len(windows) == 30  # one per 10-second window (every event good): the 5 minutes' windows
-    assert sum(item.count for item in windows) == sum(item.count for item in summed) == reader.high - reader.low
+    arrived = sum(stream.totals[reader.low : reader.high])
+    assert sum(item.count for item in windows) == sum(item.count for item in summed) == arrived
 
 
 def test_chance_streaks_are_counted_at_about_the_rate_runs_of_errors_occur() -> None:
@@ -279,7 +292,7 @@ def test_a_sequential_mean_guard_weighs_each_window_by_its_values() -> None:
     assert outcome.stage.healthy_rolled_back == 0
     assert detection.caught == 1 and detection.median_delay is not None and detection.median_delay <= 120
     clock = simulation._clock(900.0, 2.0)
-    stream = simulation._Stream.draw(guard, traffic, None, 900 * 1_000_000, random.Random(1))
+    stream = simulation._draw(guard, traffic, clock, None, "1")
     reader = simulation._Reader(guard, stream, clock)
     for index in range(15):
         reader.advance(index)
@@ -305,3 +318,34 @@ def test_a_shadow_guard_is_reported_but_never_rolls_the_stage_back() -> None:
     alone = simulate([replace(scenario, guards=(watched,))], trials=5, seed=3)[0]
     assert alone.guards[0].detections[0].caught == 1
     assert alone.stage.detections[0].caught == 0 and alone.stage.healthy_rolled_back == 0
+
+
+def test_pieces_hold_the_poisson_traffic_the_scenario_asks_for() -> None:
+    # Drawn per piece (a Poisson count, a binomial share of bad events, log-normal values): the same process as
+    # events one by one. Totals of a long stage against their expectations, within 5 standard deviations.
+    clock = simulation._clock(36000.0, 2.0)  # ten hours
+    onset = 18000 * 1_000_000  # half-way
+    ratio = guard_for(rule(), HTTP)
+    stream = simulation._draw(ratio, Traffic(rate=600, healthy=0.02, regressed=0.1), clock, onset, "pieces")
+    assert isinstance(stream, simulation._Pieces)
+    starts = stream.grid.starts
+    before = [kinds for start, kinds in zip(starts, stream.kinds, strict=True) if start < onset]
+    after = [kinds for start, kinds in zip(starts, stream.kinds, strict=True) if start >= onset]
+    for pieces, share in ((before, 0.02), (after, 0.1)):
+        events, bad = sum(kinds[0] + kinds[1] for kinds in pieces), sum(kinds[1] for kinds in pieces)
+        assert abs(events - 36_000) <= 5 * 36_000**0.5  # 600 per 5 minutes for 5 hours
+        assert abs(bad - share * events) <= 5 * (events * share * (1 - share)) ** 0.5
+        assert sum(kinds[2] + kinds[3] for kinds in pieces) == 0  # no baseline asked for
+    mean = guard_for(rule(RuleKind.MEAN, threshold="6", min_samples=5), HTTP)
+    traffic = Traffic(rate=600, healthy=0.0, regressed=0.0, healthy_mean=3, regressed_mean=12, baseline_rate=300)
+    values = simulation._draw(mean, traffic, clock, onset, "values")
+    assert isinstance(values, simulation._Pieces)
+    for side, expected in ((lambda start: start < onset, 3.0), (lambda start: start >= onset, 12.0)):
+        chosen = [number for number, start in enumerate(values.grid.starts) if side(start)]
+        count = sum(values.kinds[number][0] for number in chosen)
+        total = sum(values.sums[number][0] for number in chosen)
+        # Log-normal with shape 1: the standard deviation is the mean times sqrt(e - 1).
+        assert abs(total / count - expected) <= 5 * expected * 1.311 / count**0.5
+        baseline = sum(values.kinds[number][2] for number in chosen)
+        assert abs(baseline - 18_000) <= 5 * 18_000**0.5
+        assert sum(values.sums[number][1] for number in chosen) / baseline == pytest.approx(3.0, rel=0.05)
