@@ -205,8 +205,8 @@ def loop_stack(base_url: str, admin: dict[str, str]) -> Iterator[LoopStack]:
     rule_files = {path.name: path.read_text() for path in sorted(ALERTS.glob("*.rules.yml"))}
     # The rules Prometheus evaluates are those of the definition applied: the shipped ones, with the guard plain.
     environments = ("dev", "qa", "staging", "production")
-    applied = parse_definition(text, source="reference-images.yaml", environments=environments)
-    rule_files[f"{PIPELINE}.rules.yml"] = render_rules(applied)
+    definition = parse_definition(text, source="reference-images.yaml", environments=environments)
+    rule_files[f"{PIPELINE}.rules.yml"] = render_rules(definition)
     with ExitStack() as stack:
         oncall = stack.enter_context(scripted_receiver())
         alertmanager = stack.enter_context(

@@ -340,8 +340,8 @@ def test_pieces_hold_the_poisson_traffic_the_scenario_asks_for() -> None:
     traffic = Traffic(rate=600, healthy=0.0, regressed=0.0, healthy_mean=3, regressed_mean=12, baseline_rate=300)
     values = simulation._draw(mean, traffic, clock, onset, "values")
     assert isinstance(values, simulation._Pieces)
-    for side, expected in ((lambda start: start < onset, 3.0), (lambda start: start >= onset, 12.0)):
-        chosen = [number for number, start in enumerate(values.grid.starts) if side(start)]
+    for regressed, expected in ((False, 3.0), (True, 12.0)):
+        chosen = [number for number, start in enumerate(values.grid.starts) if (start >= onset) is regressed]
         count = sum(values.kinds[number][0] for number in chosen)
         total = sum(values.sums[number][0] for number in chosen)
         # Log-normal with shape 1: the standard deviation is the mean times sqrt(e - 1).
