@@ -14,7 +14,9 @@ from typing import Any
 __all__ = [
     "DEFAULT_BUCKETS",
     "RESERVED_LABELS",
+    "TOTAL_MAXIMUM",
     "UNITS",
+    "UNIT_MAXIMUM",
     "Catalog",
     "EventType",
     "LabelSpec",
@@ -25,6 +27,17 @@ __all__ = [
 
 #: Base units only (Prometheus naming): a value's unit is part of its metric name.
 UNITS = ("seconds", "bytes", "ratio", "tokens", "items")
+#: The largest value an event may carry, per unit: far past anything real (a week, a tebibyte, a billion tokens or
+#: items), and small enough that a window's sum and sum of squares stay finite however many events it holds.
+UNIT_MAXIMUM: dict[str, float] = {
+    "seconds": 7 * 86400.0,
+    "bytes": float(2**40),
+    "ratio": 1e6,
+    "tokens": 1e9,
+    "items": 1e9,
+}
+#: The largest amount one of an event's totals may carry (a count of tokens, items, bytes...).
+TOTAL_MAXIMUM = 1e12
 #: Labels every event metric carries; an event type may not declare them itself.
 RESERVED_LABELS = frozenset({"pipeline", "environment", "variant", "outcome", "le", "quantile"})
 DEFAULT_BUCKETS: dict[str, tuple[float, ...]] = {
@@ -59,6 +72,11 @@ class ValueSpec:
     unit: str
     buckets: tuple[float, ...]
     minimum: float | None = 0.0
+
+    @property
+    def maximum(self) -> float:
+        """The largest value accepted: its unit's (``UNIT_MAXIMUM``)."""
+        return UNIT_MAXIMUM.get(self.unit, TOTAL_MAXIMUM)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from controlplane.catalog.events import Catalog, EventType
+from controlplane.catalog.events import TOTAL_MAXIMUM, Catalog, EventType
 from controlplane.telemetry.schemas import SUBJECT_PATTERN, EventBatch, EventError, EventIn, RawBatch
 
 __all__ = [
@@ -242,12 +242,16 @@ def _check_measurements(event: EventIn, kind: EventType, earliest: datetime, lat
             return "value", "value must be a finite number"
         if kind.value.minimum is not None and event.value < kind.value.minimum:
             return "value", f"value must be at least {kind.value.minimum:g} {kind.value.unit}"
+        if event.value > kind.value.maximum:
+            return "value", f"value must be at most {kind.value.maximum:g} {kind.value.unit}"
     for name, amount in event.totals.items():
         if name not in kind.totals:
             allowed = ", ".join(kind.totals) or "none"
             return f"totals.{name}", f"unknown total `{name}` (declared: {allowed})"
         if not math.isfinite(amount) or amount < 0:
             return f"totals.{name}", f"total `{name}` must be a finite number >= 0"
+        if amount > TOTAL_MAXIMUM:
+            return f"totals.{name}", f"total `{name}` must be at most {TOTAL_MAXIMUM:g}"
     if event.time < earliest or event.time > latest:
         return (
             "time",
@@ -311,7 +315,10 @@ def aggregate(
                 or (
                     value is not None
                     and (
-                        spec is None or not math.isfinite(value) or (spec.minimum is not None and value < spec.minimum)
+                        spec is None
+                        or not math.isfinite(value)
+                        or (spec.minimum is not None and value < spec.minimum)
+                        or value > spec.maximum
                     )
                 )
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controlplane.catalog.events import Catalog, EventType, LabelSpec, ValueSpec
+from controlplane.catalog.events import TOTAL_MAXIMUM, UNIT_MAXIMUM, Catalog, EventType, LabelSpec, ValueSpec
 from controlplane.telemetry.aggregation import (
     Aggregates,
     BatchMalformed,
@@ -594,3 +595,26 @@ def test_aggregating_a_batch_in_two_parts_and_merging_equals_aggregating_it_whol
                 merged[key] = found
 
     assert merged == whole
+
+
+@pytest.mark.parametrize(("kind", "outcome", "unit"), [("run", "ok", "seconds"), ("upload", "success", "bytes")])
+def test_a_value_past_its_units_maximum_is_refused_with_the_events_index(kind: str, outcome: str, unit: str) -> None:
+    # Two values of 1e308 summed to infinity in a window: the sum and the latency guard's mean were lost with it.
+    maximum = UNIT_MAXIMUM[unit]
+    events = [event(kind, outcome=outcome, value=maximum), event(kind, outcome=outcome, value=1e308)]
+
+    assert refused(events) == {1: ("value", f"value must be at most {maximum:g} {unit}")}
+    aggregates = run([event(kind, outcome=outcome, value=maximum)] * 1000)
+    (series,) = aggregates.series.values()
+    assert math.isfinite(series.value_sum) and math.isfinite(series.value_sumsq)
+
+
+def test_a_total_past_the_maximum_is_refused() -> None:
+    errors = refused(
+        [
+            event("run", outcome="ok", totals={"tokens": TOTAL_MAXIMUM}),
+            event("run", outcome="ok", totals={"tokens": 1e300}),
+        ]
+    )
+
+    assert errors == {1: ("totals.tokens", f"total `tokens` must be at most {TOTAL_MAXIMUM:g}")}
