@@ -13,16 +13,19 @@ from litestar.exceptions import (
     TooManyRequestsException,
     ValidationException,
 )
-from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
 from litestar.types import ExceptionHandlersMap
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm.exc import StaleDataError
 
 from controlplane.errors import Conflict, DomainError, InvalidInput, problem_type
 
-__all__ = ["PROBLEM_MEDIA_TYPE", "exception_handlers"]
+__all__ = ["DATABASE_RETRY_AFTER_SECONDS", "PROBLEM_MEDIA_TYPE", "exception_handlers"]
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+#: What a client is told to wait when the database does not answer: about one connect timeout and a retry.
+DATABASE_RETRY_AFTER_SECONDS = 5
 logger = logging.getLogger(__name__)
 
 # Litestar's own refusals, by status, with the slug a client can switch on.
@@ -100,6 +103,23 @@ def _http(request: Request[Any, Any, Any], error: HTTPException) -> Response[Any
     return _problem(request, body, headers)
 
 
+def _database_unavailable(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    # The database is down, unreachable, restarting or out of connections: a unit of work rolls back when it raises,
+    # and the same request later may well succeed. Something to retry, not a bug of ours: 503 with Retry-After,
+    # logged without a traceback.
+    logger.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(error).__name__)
+    body = {
+        "type": problem_type("database-unavailable"),
+        "title": "Database unavailable",
+        "status": HTTP_503_SERVICE_UNAVAILABLE,
+        "detail": (
+            "the control plane lost its database during this request; retry after the seconds in Retry-After "
+            "(ingest batches, by batch id, and revision-checked changes are safe to send again)"
+        ),
+    }
+    return _problem(request, body, {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
+
+
 def _unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
     body = {
@@ -116,6 +136,9 @@ exception_handlers: ExceptionHandlersMap = {
     StaleDataError: _stale_data,
     IntegrityError: _integrity,
     DataError: _data,
+    OperationalError: _database_unavailable,
+    InterfaceError: _database_unavailable,
+    PoolTimeout: _database_unavailable,
     ValidationException: _validation,
     NotAuthorizedException: _http,
     PermissionDeniedException: _http,
