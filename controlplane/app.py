@@ -21,6 +21,7 @@ from sqlalchemy.orm import sessionmaker
 from controlplane.alerting.controller import AlertController
 from controlplane.api.dependencies import dependencies
 from controlplane.api.health import healthz, readyz
+from controlplane.api.options import answer_options
 from controlplane.api.problems import exception_handlers
 from controlplane.api.rate_limits import RateLimiter
 from controlplane.api.unit_of_work import UnitOfWork
@@ -192,6 +193,7 @@ def create_app(
     return Litestar(
         route_handlers=[api, evaluation, healthz, readyz, metrics],
         guards=[authorize],
+        before_request=answer_options,
         dependencies={
             **dependencies,
             **auth_dependencies,

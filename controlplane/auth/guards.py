@@ -83,8 +83,10 @@ def _lookup(factory: sessionmaker[Session], token: str) -> Principal | None:
 
 
 async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    """Refuse the request unless the route is public or the caller's token grants the route's role."""
-    if handler.opt.get("public"):
+    """Refuse the request unless the route is public or the caller's token grants the route's role. OPTIONS is
+    open on every route: it only lists the methods (a CORS preflight never carries credentials), and Litestar's
+    automatic OPTIONS handler carries its controller's opt rather than the route handler's."""
+    if handler.opt.get("public") or connection.scope.get("method") == "OPTIONS":
         return
     required = handler.opt.get("role")
     if not isinstance(required, Role):

@@ -7,9 +7,10 @@ from functools import partial
 from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
-from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from controlplane.api.dependencies import Now, ProcessSettings, Work
+from controlplane.api.paging import RowId
 from controlplane.api.roles import Role
 from controlplane.auth.dependencies import TokenPrincipal
 from controlplane.auth.schemas import Principal
@@ -109,6 +110,6 @@ class CleanupController(Controller):
         return await uow.read(partial(runs.list_runs, policy=policy, limit=limit))
 
     @get("/runs/{run_id:int}", summary="One cleanup run")
-    async def run(self, uow: Work, run_id: Annotated[int, PathParameter(ge=1, le=2**31 - 1)]) -> CleanupRunRead:
+    async def run(self, uow: Work, run_id: RowId) -> CleanupRunRead:
         """A run with its counts so far (they grow page by page while it runs)."""
         return await uow.read(partial(runs.get_run, run_id=run_id))

@@ -8,11 +8,11 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, delete, get, post
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import JSONBody, QueryParameter
 from sqlalchemy.orm import Session
 
 from controlplane.api.dependencies import Now, Work
-from controlplane.api.paging import BeforeId, PageLimit
+from controlplane.api.paging import BeforeId, PageLimit, RowId
 from controlplane.api.roles import Role
 from controlplane.auth.dependencies import TokenPrincipal
 from controlplane.notifications import service
@@ -73,7 +73,7 @@ class SilenceController(Controller):
 
     @delete("/{silence_id:int}", opt={"role": Role.OPERATOR}, status_code=200, summary="Expire a silence")
     async def expire_silence(
-        self, uow: Work, silence_id: FromPath[int], principal: TokenPrincipal, now: Now
+        self, uow: Work, silence_id: RowId, principal: TokenPrincipal, now: Now
     ) -> SilenceRead:
         """End a silence now; the next notification of a matching alert is sent. Audited."""
         expire = partial(service.expire_silence, silence_id=silence_id, actor=principal.name, now=now)

@@ -265,3 +265,39 @@ def test_a_401_tells_the_client_how_to_authenticate(client: TestClient[Litestar]
     body = response.json()
     assert body["type"].endswith("/unauthenticated")
     assert body["instance"] == "/api/v1/flags/enable-reference-images/environments/qa/rollout/advance"
+
+
+def test_options_answers_on_every_route_without_a_token_with_its_methods(
+    client: TestClient[Litestar], app: Litestar
+) -> None:
+    failures = []
+    templates: dict[str, set[str]] = {}
+    for endpoint in walk(app):
+        templates.setdefault(endpoint.url, set()).add(endpoint.method)
+    for url, methods in sorted(templates.items()):
+        response = client.options(url)
+        allowed = {method.strip() for method in response.headers.get("allow", "").split(",")}
+        if response.status_code != 204 or not methods <= allowed:
+            failures.append(f"OPTIONS {url}: {response.status_code}, Allow {sorted(allowed)}, expected {sorted(methods)}")
+    assert not failures, "\n".join(failures)
+
+
+#: Integer path parameters past what the databases can store (PostgreSQL INTEGER, SQLite's 64-bit integer).
+OUT_OF_RANGE = ("0", str(2**31), str(2**63), str(-(2**63) - 1))
+
+
+def test_every_integer_path_parameter_is_bounded_as_the_database_can_store_it(
+    client: TestClient[Litestar], app: Litestar, admin_headers: dict[str, str]
+) -> None:
+    integer = re.compile(r"\{(?P<name>[A-Za-z_][A-Za-z0-9_]*):int\}")
+    endpoints = [endpoint for endpoint in walk(app) if integer.search(endpoint.template)]
+    assert {endpoint.template for endpoint in endpoints} >= {"/api/v1/silences/{silence_id:int}"}
+    failures = []
+    for endpoint in endpoints:
+        for value in OUT_OF_RANGE:
+            url = integer.sub(value, endpoint.template)
+            url = concrete_url(url)
+            response = client.request(endpoint.method, url, headers=admin_headers)
+            if response.status_code != 422 or not response.headers["content-type"].startswith(PROBLEM_MEDIA_TYPE):
+                failures.append(f"{endpoint.method} {url}: {response.status_code} {response.text[:120]}")
+    assert not failures, "\n".join(failures)
