@@ -81,7 +81,9 @@ def create_app(
     start-up out of the garbage collector's reach.
     """
     settings = settings or Settings.from_env()
-    engine = engine or create_db_engine(settings.database_url)
+    engine = engine or create_db_engine(
+        settings.database_url, connect_timeout=settings.database_connect_timeout_seconds
+    )
     factory = sessionmaker(engine, expire_on_commit=False)
     reader = reader_factory(engine)
     feed = ConfigurationFeed(reader, engine, settings.environments, poll_seconds=settings.configuration_poll_seconds)
@@ -223,13 +225,15 @@ def create_app(
                 "settings": settings,
                 "engine": engine,
                 "reader": reader,
-                "unit_of_work": UnitOfWork(factory, reader, after_commit=feed.catch_up),
+                "unit_of_work": UnitOfWork(
+                    factory, reader, after_commit=feed.catch_up, deadline=settings.database_timeout_seconds
+                ),
                 "feed": feed,
                 "principals": PrincipalCache(ttl_seconds=settings.token_cache_seconds),
                 "evaluation_limiter": RateLimiter(settings.evaluation_rate_limit_per_second),
                 "ingest_limiter": RateLimiter(settings.ingest_rate_limit_per_second),
                 "catalog_cache": catalog_cache,
-                "batch_writer": BatchWriter(factory, clock=clock),
+                "batch_writer": BatchWriter(factory, clock=clock, deadline=settings.database_timeout_seconds),
                 "metrics": process_metrics,
                 "event_metrics": event_metrics,
                 "notification_config": lambda: notification_config,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
+import anyio.to_thread
 from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event, func, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -16,12 +19,15 @@ from sqlalchemy.types import TypeDecorator
 __all__ = [
     "READ_ONLY_OPTION",
     "Base",
+    "DatabaseTimeout",
     "JSONDocument",
     "UTCDateTime",
     "announce_on_commit",
     "create_db_engine",
+    "in_thread",
     "reader_factory",
     "session_scope",
+    "statement_timeout",
     "utcnow",
 ]
 
@@ -70,10 +76,28 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def create_db_engine(url: str, *, echo: bool = False) -> Engine:
-    """Create the engine for ``url``; SQLite gets WAL, foreign keys and write-serialising transactions."""
+def create_db_engine(url: str, *, echo: bool = False, connect_timeout: float = 3.0) -> Engine:
+    """Create the engine for ``url``; SQLite gets WAL, foreign keys and write-serialising transactions.
+
+    On PostgreSQL, opening a connection gives up after ``connect_timeout`` seconds (libpq counts whole seconds, at
+    least 2), as does waiting for a free one in the pool, and TCP keepalives notice a peer that went away within
+    about 15 s: a database that cannot be reached fails the request instead of hanging it."""
     if not url.startswith("sqlite"):
-        return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=40)
+        return create_engine(
+            url,
+            echo=echo,
+            pool_pre_ping=True,
+            pool_size=10,
+            max_overflow=40,
+            pool_timeout=connect_timeout,
+            connect_args={
+                "connect_timeout": max(2, math.ceil(connect_timeout)),
+                "keepalives": 1,
+                "keepalives_idle": 5,
+                "keepalives_interval": 2,
+                "keepalives_count": 3,
+            },
+        )
     engine = create_engine(
         url,
         echo=echo,
@@ -105,13 +129,45 @@ def create_db_engine(url: str, *, echo: bool = False) -> Engine:
     return engine
 
 
+class DatabaseTimeout(Exception):
+    """The database did not answer within a request's deadline (down, frozen, or out of connections)."""
+
+
+T = TypeVar("T")
+
+
+async def in_thread(function: Callable[..., T], *args: Any, deadline: float | None) -> T:
+    """Run blocking database ``function(*args)`` in a worker thread; raise ``DatabaseTimeout`` when it has not
+    returned within ``deadline`` seconds (None: wait as long as it takes).
+
+    The thread is left to finish on its own: a frozen database (a paused server still acknowledges TCP, so no
+    client timeout fires) holds the thread, not the request. A write it was doing may still commit later, which is
+    why a timed-out request answers "retry", and retries are safe (batch ids, revision checks)."""
+    if deadline is None:
+        return await anyio.to_thread.run_sync(function, *args)
+    try:
+        with anyio.fail_after(deadline):
+            return await anyio.to_thread.run_sync(function, *args, abandon_on_cancel=True)
+    except TimeoutError as error:
+        raise DatabaseTimeout(f"the database did not answer within {deadline:g} s") from error
+
+
+def statement_timeout(session: Session, seconds: float) -> None:
+    """On PostgreSQL, cancel this transaction's statements that run longer than ``seconds`` (the server frees what
+    a timed-out request was doing); nothing on SQLite, whose busy timeout bounds its only wait."""
+    if session.get_bind().dialect.name == "postgresql":
+        milliseconds = str(max(1, round(seconds * 1000)))
+        session.execute(text("SELECT set_config('statement_timeout', :ms, true)"), {"ms": milliseconds})
+
+
 #: Any constant works; it names the one lock that orders writing transactions across replicas on PostgreSQL.
 WRITE_LOCK_KEY = 7_311_001
 
 
 @contextmanager
-def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """Run a unit of work: commit when the block succeeds, roll back when it raises.
+def session_scope(factory: sessionmaker[Session], *, timeout: float | None = None) -> Iterator[Session]:
+    """Run a unit of work: commit when the block succeeds, roll back when it raises. With ``timeout``, PostgreSQL
+    cancels any of its statements (the write lock's wait included) that runs longer.
 
     On PostgreSQL a writing unit of work first takes a transaction-level advisory lock, so control-plane writes
     (rare, small) run one at a time across replicas: no deadlocks between lock orders, no racing inserts, and
@@ -119,6 +175,8 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
     """
     session = factory()
     try:
+        if timeout is not None:
+            statement_timeout(session, timeout)
         bind = session.get_bind()
         if bind.dialect.name == "postgresql" and not bind.get_execution_options().get(READ_ONLY_OPTION):
             session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK_KEY})

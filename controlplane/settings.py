@@ -27,6 +27,11 @@ class Settings:
 
     database_url: str = "sqlite:///controlplane.db"
     """SQLAlchemy URL; SQLite file in the working directory by default, `postgresql+psycopg://...` in production."""
+    database_timeout_seconds: float = 5.0
+    """How long a request's database work may take; past it the request answers 503 `database-unavailable` (the
+    work is left to finish, and PostgreSQL cancels its statements after the same time)."""
+    database_connect_timeout_seconds: float = 3.0
+    """How long opening a PostgreSQL connection, or waiting for a free one in the pool, may take."""
     host: str = "127.0.0.1"
     """Address the HTTP server binds to."""
     port: int = 8080
@@ -121,6 +126,8 @@ class Settings:
             raise SettingsError("CONTROLPLANE_ENVIRONMENTS lists an environment twice")
         for name, value in (
             ("RATE_LIMIT_PER_MINUTE", self.rate_limit_per_minute),
+            ("DATABASE_TIMEOUT_SECONDS", self.database_timeout_seconds),
+            ("DATABASE_CONNECT_TIMEOUT_SECONDS", self.database_connect_timeout_seconds),
             ("RATE_LIMIT_PER_ADDRESS_PER_MINUTE", self.rate_limit_per_address_per_minute),
             ("EVALUATION_RATE_LIMIT_PER_SECOND", self.evaluation_rate_limit_per_second),
             ("CONFIGURATION_POLL_SECONDS", self.configuration_poll_seconds),

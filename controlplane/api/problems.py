@@ -19,6 +19,7 @@ from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, Operationa
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm.exc import StaleDataError
 
+from controlplane.db import DatabaseTimeout
 from controlplane.errors import Conflict, DomainError, InvalidInput, problem_type
 
 __all__ = ["DATABASE_RETRY_AFTER_SECONDS", "PROBLEM_MEDIA_TYPE", "exception_handlers"]
@@ -139,6 +140,7 @@ exception_handlers: ExceptionHandlersMap = {
     OperationalError: _database_unavailable,
     InterfaceError: _database_unavailable,
     PoolTimeout: _database_unavailable,
+    DatabaseTimeout: _database_unavailable,
     ValidationException: _validation,
     NotAuthorizedException: _http,
     PermissionDeniedException: _http,

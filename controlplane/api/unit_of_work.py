@@ -9,12 +9,12 @@ acknowledged change is still committed before the response leaves.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TypeVar
 
-import anyio.to_thread
 from sqlalchemy.orm import Session, sessionmaker
 
-from controlplane.db import session_scope
+from controlplane.db import in_thread, session_scope
 
 __all__ = ["UnitOfWork"]
 
@@ -22,21 +22,26 @@ T = TypeVar("T")
 
 
 class UnitOfWork:
-    """Runs a function of a session in a transaction, off the event loop."""
+    """Runs a function of a session in a transaction, off the event loop. With a ``deadline`` (seconds), a
+    transaction that has not finished by then raises ``DatabaseTimeout`` (503 to the client) and, on PostgreSQL,
+    its statements are cancelled by the server after the same time."""
 
     def __init__(
         self,
         writer: sessionmaker[Session],
         reader: sessionmaker[Session],
         after_commit: Callable[[], Awaitable[None]] | None = None,
+        *,
+        deadline: float | None = None,
     ) -> None:
         self._writer = writer
         self._reader = reader
         self._after_commit = after_commit
+        self._deadline = deadline
 
     async def write(self, work: Callable[[Session], T]) -> T:
         """Run ``work`` in a read-write transaction; commit if it returns, roll back if it raises."""
-        result = await anyio.to_thread.run_sync(_run, self._writer, work)
+        result = await in_thread(partial(_run, self._writer, work, self._deadline), deadline=self._deadline)
         # Side effects (refreshing the configuration feed) only after the commit that justifies them.
         if self._after_commit is not None:
             await self._after_commit()
@@ -44,9 +49,9 @@ class UnitOfWork:
 
     async def read(self, work: Callable[[Session], T]) -> T:
         """Run ``work`` in a read-only transaction."""
-        return await anyio.to_thread.run_sync(_run, self._reader, work)
+        return await in_thread(partial(_run, self._reader, work, self._deadline), deadline=self._deadline)
 
 
-def _run(factory: sessionmaker[Session], work: Callable[[Session], T]) -> T:
-    with session_scope(factory) as session:
+def _run(factory: sessionmaker[Session], work: Callable[[Session], T], timeout: float | None) -> T:
+    with session_scope(factory, timeout=timeout) as session:
         return work(session)

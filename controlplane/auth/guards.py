@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import anyio.to_thread
 from litestar.connection import ASGIConnection
 from litestar.datastructures import Headers
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
@@ -20,6 +19,7 @@ from controlplane.api.roles import Role, grants
 from controlplane.auth import service as auth_service
 from controlplane.auth.schemas import Principal
 from controlplane.auth.tokens import digest_token
+from controlplane.db import in_thread
 
 __all__ = ["PrincipalCache", "address_identity", "authorize", "presented_token", "rate_limit_identity"]
 
@@ -98,8 +98,9 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
     hit, principal = cache.get(token)
     if not hit:
         factory: sessionmaker[Session] = connection.app.state.reader
-        # Off the event loop: a lookup is a database round trip.
-        principal = await anyio.to_thread.run_sync(_lookup, factory, token)
+        # Off the event loop: a lookup is a database round trip, bounded like a request's own database work.
+        deadline: float = connection.app.state.settings.database_timeout_seconds
+        principal = await in_thread(_lookup, factory, token, deadline=deadline)
         cache.put(token, principal)
     if principal is None:
         raise NotAuthorizedException(detail="the token is unknown or revoked")

@@ -17,7 +17,7 @@ def open_engine(settings: Settings) -> Any:
     """An engine on the database the settings name."""
     from controlplane.db import create_db_engine
 
-    return create_db_engine(settings.database_url)
+    return create_db_engine(settings.database_url, connect_timeout=settings.database_connect_timeout_seconds)
 
 
 def local_actor() -> str:

@@ -16,7 +16,7 @@ import anyio.to_thread
 from sqlalchemy.orm import Session, sessionmaker
 
 from controlplane.clock import Clock
-from controlplane.db import session_scope
+from controlplane.db import DatabaseTimeout, session_scope
 from controlplane.errors import Conflict
 from controlplane.telemetry.schemas import IngestResult
 from controlplane.telemetry.service import PendingBatch, record_batches
@@ -40,8 +40,10 @@ class BatchWriter:
         clock: Clock,
         max_group: int = 64,
         record: Callable[..., list[IngestResult | Conflict]] = record_batches,
+        deadline: float | None = None,
     ) -> None:
         self._factory = factory
+        self._deadline = deadline
         self._clock = clock
         self._max_group = max_group
         self._record = record
@@ -50,12 +52,17 @@ class BatchWriter:
         self.transactions = 0
 
     async def submit(self, batch: PendingBatch) -> IngestResult:
-        """Record ``batch`` (with whatever else is waiting) and return its result once committed."""
+        """Record ``batch`` (with whatever else is waiting) and return its result once committed; past the
+        ``deadline`` raise ``DatabaseTimeout`` without acknowledging it (it may still be committed later: the batch
+        id makes the client's retry count once)."""
         answer: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
         self._queue.append(_Waiting(batch, answer))
         if self._draining is None or self._draining.done():
             self._draining = asyncio.create_task(self._drain(), name="ingest-writer")
-        return await asyncio.shield(answer)
+        try:
+            return await asyncio.wait_for(asyncio.shield(answer), self._deadline)
+        except TimeoutError as error:
+            raise DatabaseTimeout(f"the batch was not committed within {self._deadline:g} s") from error
 
     async def _drain(self) -> None:
         while self._queue:
@@ -78,7 +85,7 @@ class BatchWriter:
                     item.answer.set_result(result)
 
     def _write(self, batches: list[PendingBatch]) -> list[IngestResult | Conflict]:
-        with session_scope(self._factory) as session:
+        with session_scope(self._factory, timeout=self._deadline) as session:
             results = self._record(session, batches, now=self._clock())
         self.transactions += 1
         return results

@@ -46,6 +46,7 @@ def test_settings_default_to_the_embedded_sqlite_store() -> None:
         ("CONTROLPLANE_PORT", "eighty", "CONTROLPLANE_PORT"),
         ("CONTROLPLANE_SCHEDULER_ENABLED", "maybe", "CONTROLPLANE_SCHEDULER_ENABLED"),
         ("CONTROLPLANE_RATE_LIMIT_PER_MINUTE", "0", "must be positive"),
+        ("CONTROLPLANE_DATABASE_TIMEOUT_SECONDS", "0", "CONTROLPLANE_DATABASE_TIMEOUT_SECONDS must be positive"),
         ("CONTROLPLANE_ENVIRONMENTS", "qa,qa", "twice"),
     ],
 )

@@ -1,0 +1,157 @@
+"""Fail fast, never hang: a database that stops answering (frozen, locked, unreachable) costs a request at most its
+deadline, then 503 `database-unavailable`; `/readyz` answers within 2 s; PostgreSQL cancels what a timed-out
+request was running; a server that accepts the connection but never answers is given up after the connect timeout.
+
+A frozen database is stood in for by work that blocks until the test releases it: a paused server still
+acknowledges TCP, so from the client's side it is exactly a call that does not return.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import anyio
+import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from controlplane.api import health
+from controlplane.api.unit_of_work import UnitOfWork
+from controlplane.app import create_app
+from controlplane.db import DatabaseTimeout, create_db_engine
+from controlplane.flags import service
+from controlplane.settings import Settings
+from controlplane.telemetry.service import PendingBatch
+from controlplane.telemetry.writer import BatchWriter
+from tests.conftest import FakeClock
+
+DEADLINE = 0.3  # seconds: short, so the tests are; what is checked is that nothing waits much past it
+
+
+@pytest.fixture
+def frozen() -> Iterator[threading.Event]:
+    """Released at the end of the test, so no worker thread stays blocked."""
+    released = threading.Event()
+    yield released
+    released.set()
+
+
+@pytest.fixture
+def app(settings: Settings, engine: Engine, clock: FakeClock) -> Litestar:
+    return create_app(replace(settings, database_timeout_seconds=DEADLINE), engine=engine, clock=clock)
+
+
+def test_a_request_whose_database_does_not_answer_gets_503_within_its_deadline(
+    client: TestClient[Litestar],
+    admin_headers: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    frozen: threading.Event,
+) -> None:
+    client.get("/api/v1/flags", headers=admin_headers)  # the token is looked up and cached first
+
+    def hangs(*_: Any) -> Any:
+        frozen.wait(30)
+        return []
+
+    monkeypatch.setattr(service, "list_flags", hangs)
+    started = time.monotonic()
+    response = client.get("/api/v1/flags", headers=admin_headers)
+    waited = time.monotonic() - started
+
+    assert response.status_code == 503, response.text
+    assert response.json()["type"].endswith("/database-unavailable")
+    assert response.headers["retry-after"]
+    assert DEADLINE <= waited < DEADLINE + 1.0
+
+
+def test_readyz_answers_within_two_seconds_whatever_the_database_does(
+    client: TestClient[Litestar], monkeypatch: pytest.MonkeyPatch, frozen: threading.Event
+) -> None:
+    def hangs(_: Engine) -> bool:
+        frozen.wait(30)
+        return True
+
+    monkeypatch.setattr(health, "_database_ready", hangs)
+    monkeypatch.setattr(health, "READY_DEADLINE_SECONDS", DEADLINE)
+    started = time.monotonic()
+    response = client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json() == {"status": "unavailable", "database": f"no answer within {DEADLINE:g} s"}
+    assert time.monotonic() - started < DEADLINE + 1.0
+    assert health.READY_DEADLINE_SECONDS <= 2.0
+
+
+def test_an_ingest_batch_not_committed_within_the_deadline_is_not_acknowledged(frozen: threading.Event) -> None:
+    recorded: list[int] = []
+
+    def record(session: Session, batches: list[PendingBatch], *, now: Any) -> list[Any]:
+        frozen.wait(30)
+        recorded.append(len(batches))
+        return []
+
+    writer = BatchWriter(
+        sessionmaker(create_db_engine("sqlite://")), clock=FakeClock(), record=record, deadline=DEADLINE
+    )
+
+    async def submit() -> None:
+        with pytest.raises(DatabaseTimeout, match=f"within {DEADLINE:g} s"):
+            await writer.submit(object())  # type: ignore[arg-type]
+
+    anyio.run(submit)
+    assert recorded == []  # still waiting on the database: nothing was answered as committed
+
+
+def test_postgresql_cancels_the_statement_of_a_timed_out_request(postgres_url: str) -> None:
+    engine = create_db_engine(postgres_url)
+    factory = sessionmaker(engine)
+    work = UnitOfWork(factory, factory, deadline=DEADLINE)
+    marker = f"deadline-{uuid.uuid4().hex[:8]}"
+
+    async def slow() -> None:
+        with pytest.raises(DatabaseTimeout):
+            await work.read(lambda session: session.execute(text(f"SELECT pg_sleep(5) /* {marker} */")))
+
+    anyio.run(slow)
+    # The server cancels it after the same time: within a moment it no longer runs (not after 5 s).
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        with engine.connect() as connection:
+            running = connection.execute(
+                text("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE :marker"),
+                {"marker": f"%{marker}%"},
+            ).scalar_one()
+        if running <= 1:  # this very query mentions the marker too
+            break
+        time.sleep(0.05)  # polling the server's own view against the deadline above
+    assert running <= 1
+    while engine.pool.checkedout() and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        time.sleep(0.05)  # the abandoned worker rolls back and returns its connection once cancelled
+    assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    engine.dispose()
+
+
+def test_a_server_that_accepts_but_never_answers_is_given_up_after_the_connect_timeout() -> None:
+    # A listening socket nobody accepts from: TCP connects (the kernel's backlog), the PostgreSQL handshake never
+    # comes. Without a connect timeout libpq would wait for ever.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    port = silent.getsockname()[1]
+    engine = create_db_engine(f"postgresql+psycopg://nobody@127.0.0.1:{port}/none", connect_timeout=2.0)
+    started = time.monotonic()
+    with pytest.raises(OperationalError), engine.connect():
+        pass
+    waited = time.monotonic() - started
+    silent.close()
+    engine.dispose()
+    assert 1.5 <= waited < 6.0, waited
