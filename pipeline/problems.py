@@ -99,6 +99,13 @@ class NotFound(Problem):
     summary = "Not found"
 
 
+class Conflict(Problem):
+    """Another request is doing the same thing to the same run right now."""
+
+    status_code = 409
+    summary = "Conflict"
+
+
 class PayloadTooLarge(Problem):
     """The image is over the upload limit."""
 

@@ -7,11 +7,14 @@
 from __future__ import annotations
 
 import copy
+import fcntl
 import json
 import os
 import re
 import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -84,6 +87,23 @@ class RunStore:
             return None
         loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         return loaded
+
+    @contextmanager
+    def exclusive(self, run_id: str, action: str) -> Iterator[bool]:
+        """Hold the run's ``action`` lock for the block: yields True when this caller holds it, False when another
+        request (a thread, or a process on the same disk) does. The lock is the kernel's (``flock`` on a file in
+        the run's directory), so a crashed holder releases it: a run never stays locked."""
+        path = self.directory(run_id) / f".{action}.lock"
+        with path.open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def save_final_asset(self, run_id: str, index: int, document: dict[str, Any], png: bytes) -> Path:
         """Write one final variation: its JSON (``visual.reference_assets`` and grade) and its image."""

@@ -33,7 +33,7 @@ from controlplane_client.provider import ControlPlaneProvider
 from controlplane_client.provider.bucketing import in_rollout
 from pipeline.app import Parts, create_pipeline_app
 from pipeline.flag import FlagGate, OpenFeatureGate, StaticGate
-from pipeline.generator import LocalGenerator
+from pipeline.generator import AssetGenerator, GenerationRequest, GenerationResult, LocalGenerator
 from pipeline.images import MAX_UPLOAD_BYTES, RejectionReason
 from pipeline.settings import FLAG_KEY, OBJECT_PREFIX, PipelineSettings
 from pipeline.storage import EXPIRY_METADATA_KEY, ReferenceStore, development_signing_credentials
@@ -146,6 +146,7 @@ def make_service(gcs: Any, signing_credentials: Any, tmp_path: Path) -> Iterator
         gate: FlagGate | None = None,
         analyzer: VisionAnalyzer | None = None,
         store: ReferenceStore | None = None,
+        generator: AssetGenerator | None = None,
         bucket: str = BUCKET,
         **changes: Any,
     ) -> Service:
@@ -168,7 +169,7 @@ def make_service(gcs: Any, signing_credentials: Any, tmp_path: Path) -> Iterator
         parts = Parts(
             gate=gate if gate is not None else StaticGate(True),
             analyzer=analyzer if analyzer is not None else LocalAnalyzer(),
-            generator=LocalGenerator(),
+            generator=generator if generator is not None else LocalGenerator(),
             store=store if store is not None else ReferenceStore(gcs, bucket, ttl=TTL, credentials=signing_credentials),
             emitter=emitter,
         )
@@ -592,6 +593,43 @@ def test_a_run_is_generated_once_and_unknown_runs_are_404(service: Service) -> N
     problem(service.client.post(f"/runs/{'f' * 32}/generate_assets"), 404, "run-not-found")
     problem(service.client.get("/runs/not-a-run-id"), 404, "run-not-found")
     assert len(service.events("image_assets_generation")) == 1
+
+
+class HeldGenerator:
+    """The local generator, held at its start until the test releases it: a generation still running."""
+
+    def __init__(self) -> None:
+        self.entered, self.released = threading.Event(), threading.Event()
+        self.calls = 0
+
+    def generate(self, request: GenerationRequest) -> GenerationResult:
+        self.calls += 1
+        self.entered.set()
+        assert self.released.wait(30), "the test never released the generation"
+        return LocalGenerator().generate(request)
+
+
+def test_concurrent_generations_of_one_run_give_one_200_and_409s_while_it_runs(make_service: MakeService) -> None:
+    held = HeldGenerator()
+    service = make_service(generator=held)
+    run_id = service.preflight([]).json()["run_id"]
+    first: list[httpx.Response] = []
+    worker = threading.Thread(target=lambda: first.append(service.client.post(f"/runs/{run_id}/generate_assets")))
+    worker.start()
+    try:
+        assert held.entered.wait(30)
+        for _ in range(3):
+            problem(service.client.post(f"/runs/{run_id}/generate_assets"), 409, "run-generating")
+    finally:
+        held.released.set()
+        worker.join(30)
+
+    assert first[0].status_code == 200, first[0].text
+    problem(service.client.post(f"/runs/{run_id}/generate_assets"), 400, "run-already-generated")
+    assert held.calls == 1
+    assert len(service.events("image_assets_generation")) == 1
+    meta, _ = service.meta(run_id)
+    assert [entry["event"] for entry in meta["delivery_audit_trail"]].count("image_assets_generation_complete") == 1
 
 
 def test_generate_assets_requests_are_reported(service: Service) -> None:
