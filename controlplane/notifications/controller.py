@@ -72,9 +72,7 @@ class SilenceController(Controller):
         return await uow.write(lambda session: to_silence_read(create(session), now))
 
     @delete("/{silence_id:int}", opt={"role": Role.OPERATOR}, status_code=200, summary="Expire a silence")
-    async def expire_silence(
-        self, uow: Work, silence_id: RowId, principal: TokenPrincipal, now: Now
-    ) -> SilenceRead:
+    async def expire_silence(self, uow: Work, silence_id: RowId, principal: TokenPrincipal, now: Now) -> SilenceRead:
         """End a silence now; the next notification of a matching alert is sent. Audited."""
         expire = partial(service.expire_silence, silence_id=silence_id, actor=principal.name, now=now)
         return await uow.write(lambda session: to_silence_read(expire(session), now))
