@@ -4,19 +4,24 @@
 refused upload is an expected outcome with a reason (the ``rejection_reason`` label of the
 ``reference_image_upload`` event), not an error. The checks run in this order, cheapest first:
 
-1. ``too_large``: more than ``MAX_UPLOAD_BYTES`` (5 MiB = 5,242,880 bytes). Exactly 5 MiB is accepted.
+1. ``too_large``: more than ``MAX_UPLOAD_BYTES`` (5 MiB = 5,242,880 bytes). Exactly 5 MiB is accepted. ``empty``:
+   no bytes at all.
 2. ``unsupported_type``: the content type is sniffed from the magic numbers (PNG, JPEG, WebP). The filename and the
    multipart ``Content-Type`` are not inputs at all, so they cannot be trusted by mistake.
-3. ``too_large``: more than ``MAX_IMAGE_PIXELS`` pixels, read from the header before anything is decoded. This is the
-   decompression-bomb guard; it holds even if Pillow's own ``Image.MAX_IMAGE_PIXELS`` is raised or turned off.
-   Pillow's ``DecompressionBombError`` / ``DecompressionBombWarning`` (raised as an error under ``-W error``) map
-   here too. ``too_large`` rather than ``corrupt``: such an image is valid, only too big to decode safely, and the
-   label set declared in ``definitions/reference-images.yaml`` has no separate pixel reason; ``detail`` says which.
+3. ``too_many_pixels``: more than ``MAX_IMAGE_PIXELS`` pixels, read from the header before anything is decoded. This
+   is the decompression-bomb guard; it holds even if Pillow's own ``Image.MAX_IMAGE_PIXELS`` is raised or turned
+   off. Pillow's ``DecompressionBombError`` / ``DecompressionBombWarning`` (raised as an error under ``-W error``)
+   map here too. Not ``too_large`` (a 34-byte bomb is not a large upload) nor ``corrupt``: such an image is valid,
+   only too big to decode safely.
 4. ``corrupt``: Pillow, restricted to the sniffed format, must identify it, ``verify()`` it, and fully ``load()`` a
    reopened copy; a PNG must also end with a whole IEND chunk (Pillow's ``verify()`` skips IEND's CRC, so a PNG
    cut inside its last 4 bytes would otherwise pass).
 
 Only the first frame of an animated PNG or WebP is decoded.
+
+What is checked is what is kept: ``CheckedImage.size`` is where the image ends (a PNG's IEND chunk, a WebP's RIFF
+length, a JPEG's end-of-image marker after its last scan), and bytes after it (a ZIP appended to a PNG, say) are
+not part of the image: the caller stores ``data[:size]``, never the trailing bytes.
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ class RejectionReason(StrEnum):
     """Why an upload is refused: the ``rejection_reason`` values the definition declares (``none`` excepted)."""
 
     TOO_LARGE = "too_large"
+    TOO_MANY_PIXELS = "too_many_pixels"
+    EMPTY = "empty"
     UNSUPPORTED_TYPE = "unsupported_type"
     CORRUPT = "corrupt"
     UNSAFE = "unsafe"
@@ -67,13 +74,16 @@ class RejectionReason(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class CheckedImage:
-    """An upload that passed every check: its sniffed type, pixel size, byte size and SHA-256 (hex)."""
+    """An upload that passed every check: its sniffed type, pixel size, the byte size of the image proper (the
+    upload up to the image's end: what is stored), its SHA-256 (hex), and how many bytes followed the image's end
+    (dropped)."""
 
     content_type: ContentType
     width: int
     height: int
     size: int
     sha256: str
+    trailing: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,22 +124,85 @@ def check_upload(
         raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True: truncated uploads cannot be detected")
     if len(data) > max_bytes:
         return Rejection(RejectionReason.TOO_LARGE, f"{len(data)} bytes is over the limit of {max_bytes} bytes")
+    if not data:
+        return Rejection(RejectionReason.EMPTY, "the file is empty")
     content_type = sniff_content_type(data)
     if content_type is None:
         return Rejection(RejectionReason.UNSUPPORTED_TYPE, "not a PNG, JPEG or WebP image (by its magic numbers)")
     try:
         width, height = _decode(data, content_type, max_pixels)
+        end = image_end(data, content_type)
     except _PixelLimitExceeded as exceeded:
-        return Rejection(RejectionReason.TOO_LARGE, str(exceeded))
+        return Rejection(RejectionReason.TOO_MANY_PIXELS, str(exceeded))
     except _UndecodableImage as undecodable:
         return Rejection(RejectionReason.CORRUPT, str(undecodable))
     return CheckedImage(
         content_type=content_type,
         width=width,
         height=height,
-        size=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
+        size=end,
+        sha256=hashlib.sha256(data[:end]).hexdigest(),
+        trailing=len(data) - end,
     )
+
+
+def image_end(data: bytes, content_type: ContentType) -> int:
+    """Where the image in ``data`` ends (bytes after it are not the image's); raises ``_UndecodableImage`` when no
+    end can be found. Called on bytes Pillow decoded whole."""
+    if content_type is ContentType.PNG:
+        return _png_end(data)
+    if content_type is ContentType.WEBP:
+        end: int = 8 + int(struct.unpack_from("<I", data, 4)[0])
+        end += end % 2  # a RIFF chunk is padded to an even length
+        if end > len(data):
+            raise _UndecodableImage("WebP is shorter than its RIFF header says")
+        return end
+    return _jpeg_end(data)
+
+
+def _png_end(data: bytes) -> int:
+    """After the IEND chunk, found by walking the chunks (an IEND inside another chunk's data is not the end)."""
+    at = len(_PNG_SIGNATURE)
+    while at + 12 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, at)
+        at += 12 + int(length)
+        if kind == b"IEND":
+            return at
+    raise _UndecodableImage("PNG has no IEND chunk")
+
+
+# JPEG markers without a length: TEM, RST0-7, SOI, EOI.
+_STANDALONE = {0x01, *range(0xD0, 0xD8), 0xD8, 0xD9}
+
+
+def _jpeg_end(data: bytes) -> int:
+    """After the end-of-image marker that closes the last scan: segments are skipped by their lengths (so an EXIF
+    thumbnail's own markers inside APP1 do not count), entropy-coded data is scanned for the next real marker
+    (0xFF followed by neither 0x00 stuffing nor a restart marker), as many scans as there are."""
+    at = 2  # after SOI
+    while at + 1 < len(data):
+        if data[at] != 0xFF:
+            raise _UndecodableImage(f"JPEG has no marker at byte {at}")
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill bytes before a marker
+            at += 1
+            continue
+        if marker == 0xD9:
+            return at + 2
+        if marker in _STANDALONE:
+            at += 2
+            continue
+        if at + 4 > len(data):
+            break
+        at += 2 + int(struct.unpack_from(">H", data, at + 2)[0])
+        if marker == 0xDA:  # start of scan: its entropy-coded data runs to the next real marker
+            while at + 1 < len(data) and not (data[at] == 0xFF and data[at + 1] not in _ENTROPY_CONTINUES):
+                at += 1
+    raise _UndecodableImage("JPEG has no end-of-image marker")
+
+
+# After 0xFF inside entropy-coded data: a stuffed zero byte, or a restart marker, the data goes on.
+_ENTROPY_CONTINUES = {0x00, *range(0xD0, 0xD8)}
 
 
 class _PixelLimitExceeded(Exception):

@@ -137,6 +137,10 @@ class Workflow:
             self._reject(log, decision, user_id, content_type, checked.reason, len(data), checked.detail)
             error = _REFUSAL_STATUS.get(checked.reason, InvalidInput)
             raise error(f"image-{checked.reason.value.replace('_', '-')}", checked.detail, reason=checked.reason.value)
+        if checked.trailing:
+            # Bytes after the image's end (an archive appended to a PNG, say) were not checked: they are not kept.
+            log.info("reference_image_trailing_bytes_dropped", trailing=checked.trailing)
+            data = data[: checked.size]
         analysis = self._analyse(log, decision, user_id, checked, data)
         if not analysis.accepted:
             reason = analysis.reason or RejectionReason.OTHER

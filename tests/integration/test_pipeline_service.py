@@ -51,6 +51,7 @@ from tests.pipeline_fixtures import (
     recording_emitter,
     truncated_jpeg,
 )
+from tests.unit.test_pipeline_images import blank_bilevel_png
 
 BUCKET = "reference-images"
 TTL = timedelta(seconds=90)
@@ -274,8 +275,10 @@ def test_an_upload_far_over_5_mib_is_reported_as_a_too_large_rejection(service: 
         (b"\x89PNG\r\n\x1a\n" + b"garbage, not chunks" * 20, 422, "image-corrupt", "image/png", "corrupt"),
         (truncated_jpeg(), 422, "image-corrupt", "image/jpeg", "corrupt"),
         (gif(), 415, "image-unsupported-type", "other", "unsupported_type"),
+        (b"", 422, "image-empty", "other", "empty"),
+        (blank_bilevel_png(7_000, 6_000), 422, "image-too-many-pixels", "image/png", "too_many_pixels"),
     ],
-    ids=["png-header-on-garbage", "truncated-jpeg", "gif"],
+    ids=["png-header-on-garbage", "truncated-jpeg", "gif", "empty", "pixel-bomb"],
 )
 def test_corrupt_and_unsupported_images_are_refused_and_nothing_is_stored(
     service: Service, data: bytes, status: int, slug: str, content_type: str, reason: str
@@ -349,6 +352,21 @@ def test_the_app_builds_without_deprecation_warnings(tmp_path: Path) -> None:
 
 
 # --- accepted uploads: the object, its metadata and the signed URL ------------------------------------------------
+
+
+def test_a_polyglot_is_stored_as_the_image_it_is_without_what_follows(service: Service) -> None:
+    # A valid PNG with a ZIP archive appended after IEND: the archive was never checked, so it is not kept.
+    image = noisy("PNG", seed=7)
+    archive = b"PK\x03\x04" + b"hidden payload" * 50 + b"PK\x05\x06" + b"\x00" * 18
+
+    response = service.upload(image + archive)
+
+    assert response.status_code == 201, response.text
+    [stored] = service.objects()
+    assert stored.download_as_bytes() == image
+    assert stored.metadata["sha256"] == hashlib.sha256(image).hexdigest()
+    served = httpx.get(response.json()["signed_url"], timeout=10)
+    assert served.status_code == 200 and served.content == image
 
 
 def test_a_jpeg_named_png_is_stored_as_image_jpeg(service: Service) -> None:

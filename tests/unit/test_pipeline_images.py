@@ -135,7 +135,7 @@ def test_other_image_formats_are_unsupported(pillow_format: str) -> None:
     assert rejected(check_upload(encode(pillow_format, (32, 32)))) is RejectionReason.UNSUPPORTED_TYPE
 
 
-@pytest.mark.parametrize("data", [b"", b"hello", b"%PDF-1.7\n", b"RIFF\x00\x00\x00\x00WAVEfmt ", b"\xff\xd8"])
+@pytest.mark.parametrize("data", [b"hello", b"%PDF-1.7\n", b"RIFF\x00\x00\x00\x00WAVEfmt ", b"\xff\xd8"])
 def test_non_images_and_near_misses_of_a_signature_are_unsupported(data: bytes) -> None:
     assert sniff_content_type(data) is None
     assert rejected(check_upload(data)) is RejectionReason.UNSUPPORTED_TYPE
@@ -174,7 +174,12 @@ def test_every_truncation_of_a_valid_image_is_refused(pillow_format: str, data: 
 
     reason = rejected(check_upload(whole[:keep]))
 
-    expected = RejectionReason.CORRUPT if keep >= SIGNATURE_LENGTHS[pillow_format] else RejectionReason.UNSUPPORTED_TYPE
+    if keep == 0:
+        expected = RejectionReason.EMPTY
+    elif keep >= SIGNATURE_LENGTHS[pillow_format]:
+        expected = RejectionReason.CORRUPT
+    else:
+        expected = RejectionReason.UNSUPPORTED_TYPE
     assert reason is expected
 
 
@@ -206,13 +211,13 @@ def test_check_refuses_to_run_when_truncated_loading_is_turned_on(monkeypatch: p
         pytest.param(7_000, 6_000, id="over-our-limit-only"),
     ],
 )
-def test_decompression_bomb_is_too_large_before_it_is_decoded(width: int, height: int) -> None:
+def test_decompression_bomb_is_too_many_pixels_before_it_is_decoded(width: int, height: int) -> None:
     bomb = blank_bilevel_png(width, height)
     assert len(bomb) < 100_000
 
     result = check_upload(bomb)
 
-    assert rejected(result) is RejectionReason.TOO_LARGE
+    assert rejected(result) is RejectionReason.TOO_MANY_PIXELS
     assert isinstance(result, Rejection)
     assert "pixels" in result.detail or "decompression bomb" in result.detail
 
@@ -220,15 +225,66 @@ def test_decompression_bomb_is_too_large_before_it_is_decoded(width: int, height
 def test_pixel_limit_holds_even_when_pillows_own_guard_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
 
-    assert rejected(check_upload(blank_bilevel_png(7_000, 6_000))) is RejectionReason.TOO_LARGE
+    assert rejected(check_upload(blank_bilevel_png(7_000, 6_000))) is RejectionReason.TOO_MANY_PIXELS
 
 
 def test_pixel_limit_is_inclusive() -> None:
     data = blank_bilevel_png(100, 100)
 
     assert isinstance(check_upload(data, max_pixels=10_000), CheckedImage)
-    assert rejected(check_upload(data, max_pixels=9_999)) is RejectionReason.TOO_LARGE
+    assert rejected(check_upload(data, max_pixels=9_999)) is RejectionReason.TOO_MANY_PIXELS
     assert MAX_IMAGE_PIXELS >= 6_000 * 6_000
+
+
+def test_an_empty_file_is_empty_not_an_unsupported_type() -> None:
+    result = check_upload(b"")
+
+    assert rejected(result) is RejectionReason.EMPTY
+    assert isinstance(result, Rejection) and result.detail == "the file is empty"
+
+
+def jpeg_with_exif_thumbnail() -> bytes:
+    """A JPEG whose EXIF carries a JPEG thumbnail: its own SOI and EOI markers sit inside APP1."""
+    thumbnail = encode("JPEG", (16, 12), seed=5)
+    exif = Image.Exif()
+    image = Image.open(io.BytesIO(encode("JPEG", (64, 48))))
+    out = io.BytesIO()
+    # A private APP1 holding the thumbnail's bytes as they are: its EOI must not be taken for the image's end.
+    image.save(out, "JPEG", exif=exif.tobytes() + thumbnail)
+    data = out.getvalue()
+    assert data.count(b"\xff\xd9") >= 2  # the thumbnail's end of image, then the image's own
+    return data
+
+
+def progressive_jpeg() -> bytes:
+    """A progressive JPEG: several scans, each with its own start-of-scan marker, before the end of image."""
+    out = io.BytesIO()
+    Image.open(io.BytesIO(encode("JPEG"))).save(out, "JPEG", progressive=True)
+    data = out.getvalue()
+    assert data.count(b"\xff\xda") > 1
+    return data
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        pytest.param(encode("PNG"), id="png"),
+        pytest.param(encode("JPEG"), id="jpeg"),
+        pytest.param(encode("WEBP"), id="webp"),
+        pytest.param(jpeg_with_exif_thumbnail(), id="jpeg-with-thumbnail"),
+        pytest.param(progressive_jpeg(), id="progressive-jpeg"),
+    ],
+)
+def test_bytes_after_the_images_end_are_measured_and_left_out(image: bytes) -> None:
+    # A polyglot: a valid image with a ZIP archive appended (the PNG after IEND, the JPEG after EOI).
+    archive = b"PK\x03\x04" + random.Random(9).randbytes(2000) + b"PK\x05\x06" + b"\x00" * 18
+    whole = check_upload(image)
+    polyglot = check_upload(image + archive)
+
+    assert isinstance(whole, CheckedImage) and isinstance(polyglot, CheckedImage)
+    assert (whole.size, whole.trailing) == (len(image), 0)
+    assert (polyglot.size, polyglot.trailing) == (len(image), len(archive))
+    assert polyglot.sha256 == hashlib.sha256(image).hexdigest()  # of what is kept: the image proper
 
 
 def test_rejection_reasons_are_the_values_the_definition_declares() -> None:
