@@ -340,17 +340,20 @@ def test_ai_assistant_declares_the_rules_its_guards_name() -> None:
     )
     assert fallback.numerator == Selector({"outcome": frozenset({"fallback"})})
     assert (fallback.window, fallback.min_samples) == (timedelta(minutes=15), 50)
+    assert (fallback.confidence, fallback.against) == ("0.99", "0.5")
 
     latency = rules["ai-latency"]
     assert (latency.kind, latency.limit, latency.window, latency.hold) == (
         RuleKind.MEAN,
         Fraction(6),
-        timedelta(minutes=1),
         timedelta(minutes=5),
+        timedelta(0),
     )
+    assert latency.confidence == "0.99"
 
     errors = rules["ai-error-rate"]
     assert (errors.limit, errors.window, errors.min_samples) == (Fraction(3, 100), timedelta(minutes=5), 50)
+    assert (errors.confidence, errors.against) == ("0.99", "0.06")
     assert errors.numerator == Selector({"outcome": frozenset({"error"})})
 
     server_errors = rules["ai-5xx-rate"]
