@@ -86,11 +86,17 @@ def create_app(
     )
     factory = sessionmaker(engine, expire_on_commit=False)
     reader = reader_factory(engine)
-    feed = ConfigurationFeed(reader, engine, settings.environments, poll_seconds=settings.configuration_poll_seconds)
     catalog_cache = CatalogCache(reader, ttl=settings.catalog_cache_seconds)
     notification_config = load_notification_config(settings.notifications_file)
     process_metrics = ControlPlaneMetrics()
-    event_metrics = EventMetrics(catalog_cache.catalog)
+    feed = ConfigurationFeed(
+        reader,
+        engine,
+        settings.environments,
+        poll_seconds=settings.configuration_poll_seconds,
+        refreshed=process_metrics.configuration_refreshed.set_to_current_time,
+    )
+    event_metrics = EventMetrics(catalog_cache.catalog_or_last)
     process_metrics.registry.register(event_metrics)
     process_metrics.registry.register(StateMetrics(reader))
     process_metrics.registry.register(StreakMetrics(reader, settings.environments, clock))

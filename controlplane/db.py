@@ -12,12 +12,15 @@ import anyio
 import anyio.to_thread
 from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event, func, select, text
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
     "READ_ONLY_OPTION",
+    "UNAVAILABLE",
     "Base",
     "DatabaseTimeout",
     "JSONDocument",
@@ -131,6 +134,10 @@ def create_db_engine(url: str, *, echo: bool = False, connect_timeout: float = 3
 
 class DatabaseTimeout(Exception):
     """The database did not answer within a request's deadline (down, frozen, or out of connections)."""
+
+
+#: What a database that is down, unreachable, restarting or out of connections raises under a request.
+UNAVAILABLE: tuple[type[Exception], ...] = (OperationalError, InterfaceError, PoolTimeout, DatabaseTimeout)
 
 
 T = TypeVar("T")

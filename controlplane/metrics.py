@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from controlplane_client.observed import ASGIApp, ObservedRequests, Scope
 
@@ -85,6 +85,12 @@ class ControlPlaneMetrics:
             "Duration of finished cleanup runs (a resumed run's earlier attempts included).",
             ["policy", "kind"],
             buckets=(0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0),
+            registry=r,
+        )
+        self.configuration_refreshed = Gauge(
+            "controlplane_configuration_refreshed_timestamp_seconds",
+            "When this replica last read the flags' configuration from the database; while it cannot (an outage), it "
+            "serves the last one read and this stops moving.",
             registry=r,
         )
         self.http_requests = Counter(

@@ -62,5 +62,5 @@ class TokenController(Controller):
         revoked = await uow.write(
             partial(service.revoke_token, name=name, actor=principal.name, reason=reason, now=now)
         )
-        principals.clear()
+        principals.clear(revoked=name)
         return revoked

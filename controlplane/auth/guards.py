@@ -19,7 +19,7 @@ from controlplane.api.roles import Role, grants
 from controlplane.auth import service as auth_service
 from controlplane.auth.schemas import Principal
 from controlplane.auth.tokens import digest_token
-from controlplane.db import in_thread
+from controlplane.db import UNAVAILABLE, in_thread
 
 __all__ = ["PrincipalCache", "address_identity", "authorize", "presented_token", "rate_limit_identity"]
 
@@ -57,6 +57,9 @@ class PrincipalCache:
     def __init__(self, ttl_seconds: float) -> None:
         self._ttl = ttl_seconds
         self._entries: dict[str, tuple[Principal | None, float]] = {}
+        # Tokens that authenticated, whatever their age: what the replica answers with while its database is down.
+        # Bounded by the tokens issued (an unknown token never gets in), so it is never flushed by junk.
+        self._known: dict[str, Principal] = {}
 
     def get(self, token: str) -> tuple[bool, Principal | None]:
         """(hit, principal) for a presented token; a cached miss is a hit with None."""
@@ -71,10 +74,25 @@ class PrincipalCache:
             # Bounded: random tokens from a client must not grow memory without limit.
             self._entries.clear()
         self._entries[token] = (principal, time.monotonic() + self._ttl)
+        if principal is None:
+            self._known.pop(token, None)  # revoked (or never issued): refused during an outage too
+        else:
+            self._known[token] = principal
 
-    def clear(self) -> None:
-        """Forget everything (after a revocation)."""
+    def last_known(self, token: str) -> Principal | None:
+        """The principal ``token`` last authenticated as on this replica, however long ago; None when it never
+        did, or was last seen refused."""
+        return self._known.get(token)
+
+    def clear(self, revoked: str | None = None) -> None:
+        """Forget every fresh lookup (after a revocation), and the token named ``revoked`` for good (all of them when
+        not named): the others keep their last known role for an outage."""
         self._entries.clear()
+        if revoked is None:
+            self._known.clear()
+            return
+        for token in [token for token, principal in self._known.items() if principal.name == revoked]:
+            del self._known[token]
 
 
 def _lookup(factory: sessionmaker[Session], token: str) -> Principal | None:
@@ -100,8 +118,16 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
         factory: sessionmaker[Session] = connection.app.state.reader
         # Off the event loop: a lookup is a database round trip, bounded like a request's own database work.
         deadline: float = connection.app.state.settings.database_timeout_seconds
-        principal = await in_thread(_lookup, factory, token, deadline=deadline)
-        cache.put(token, principal)
+        try:
+            principal = await in_thread(_lookup, factory, token, deadline=deadline)
+        except UNAVAILABLE:
+            # The database is down: a token this replica has seen authenticate keeps its role (evaluation answers
+            # from memory through an outage); an unseen or refused one cannot be checked, and the error stands.
+            principal = cache.last_known(token)
+            if principal is None:
+                raise
+        else:
+            cache.put(token, principal)
     if principal is None:
         raise NotAuthorizedException(detail="the token is unknown or revoked")
     if not grants(principal.role, required):

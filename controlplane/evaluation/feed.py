@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import anyio.to_thread
@@ -21,7 +22,7 @@ import psycopg
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from controlplane.db import session_scope
+from controlplane.db import UNAVAILABLE, session_scope
 from controlplane.evaluation import service
 from controlplane.evaluation.ofrep import success_body
 from controlplane.flags.models import CONFIGURATION_CHANNEL
@@ -68,8 +69,11 @@ class ConfigurationFeed:
         environments: tuple[str, ...],
         *,
         poll_seconds: float,
+        refreshed: Callable[[], None] | None = None,
     ) -> None:
         self._reader = reader
+        self._refreshed = refreshed  # told after every successful read of the configuration
+        self._failing_since: float | None = None  # monotonic time of the first failed refresh of a run of them
         self._engine = engine
         self._environments = environments
         self._poll_seconds = poll_seconds
@@ -100,6 +104,8 @@ class ConfigurationFeed:
     async def catch_up(self) -> None:
         """Refresh now and tell subscribers: a replica's own writes are visible to its next evaluation."""
         changed = await anyio.to_thread.run_sync(self.refresh)
+        if self._refreshed is not None:
+            self._refreshed()
         for environment in changed:
             self._publish(environment)
 
@@ -137,11 +143,31 @@ class ConfigurationFeed:
                     break
                 try:
                     await self.catch_up()
-                except Exception:
-                    logger.exception("configuration refresh failed; serving the last known configuration")
+                except Exception as error:
+                    self._failed(error)
+                else:
+                    self._recovered()
         finally:
             self._stop.set()
             self._loop = None
+
+    def _failed(self, error: Exception) -> None:
+        """Log the first failure of a run of them (a traceback only for what is not the database being away);
+        at a poll every 0.25 s an outage would otherwise log four tracebacks a second."""
+        if self._failing_since is not None:
+            return
+        self._failing_since = time.monotonic()
+        logger.warning(
+            "configuration refresh failed (%s); serving the last known configuration until it works again",
+            type(error).__name__,
+            exc_info=not isinstance(error, UNAVAILABLE),
+        )
+
+    def _recovered(self) -> None:
+        if self._failing_since is None:
+            return
+        logger.warning("configuration refresh works again after %.1f s", time.monotonic() - self._failing_since)
+        self._failing_since = None
 
     def stop(self) -> None:
         """Ask :meth:`run` to return once a refresh in flight has finished.
@@ -165,17 +191,23 @@ class ConfigurationFeed:
     def _listen(self) -> None:
         """LISTEN for changes committed by any replica; reconnect after failures (the poll covers the gap)."""
         url = self._engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        lost = False  # told once per outage, not at every reconnect attempt (one a second)
         while not self._stop.is_set():
             try:
                 with psycopg.connect(url, autocommit=True, connect_timeout=5) as connection:
                     connection.execute(f"LISTEN {CONFIGURATION_CHANNEL}")
+                    if lost:
+                        logger.warning("configuration LISTEN connection back")
+                        lost = False
                     while not self._stop.is_set():
                         for _ in connection.notifies(timeout=1.0, stop_after=1):
                             self.wake()
             except psycopg.Error as error:
                 if self._stop.is_set():
                     return
-                logger.warning("configuration LISTEN connection lost (%s); reconnecting", error)
+                if not lost:
+                    logger.warning("configuration LISTEN connection lost (%s); reconnecting every second", error)
+                    lost = True
                 self._stop.wait(1.0)
 
 

@@ -25,7 +25,7 @@ from controlplane.catalog.rules import AlertState, Rule, RuleKind
 from controlplane.catalog.service import load_rules
 from controlplane.cleanup.service import policy_health
 from controlplane.clock import Clock
-from controlplane.db import session_scope
+from controlplane.db import UNAVAILABLE, session_scope
 from controlplane.flags.models import Flag, FlagEnvironment
 from controlplane.rollouts.models import Rollout
 from controlplane.rollouts.stages import RolloutState, stages_from_json
@@ -59,8 +59,13 @@ class StateMetrics(Collector):
         )
         try:
             families = self._read()
-        except SQLAlchemyError:
-            logger.warning("/metrics could not read rollout and alert state", exc_info=True)
+        except SQLAlchemyError as error:
+            # A traceback only for what is not the database being away: a scrape every 15 s of an outage needs none.
+            logger.warning(
+                "/metrics could not read rollout and alert state (%s)",
+                type(error).__name__,
+                exc_info=not isinstance(error, UNAVAILABLE),
+            )
             readable.add_metric([], 0.0)
             yield readable
             return
@@ -181,8 +186,12 @@ class StreakMetrics(Collector):
         )
         try:
             rules, tails = self._read()
-        except SQLAlchemyError:  # StateMetrics reports the unreadable database; the rest of the scrape goes on
-            logger.warning("/metrics could not read the event tails of streak rules", exc_info=True)
+        except SQLAlchemyError as error:  # StateMetrics reports the unreadable database; the scrape goes on
+            logger.warning(
+                "/metrics could not read the event tails of streak rules (%s)",
+                type(error).__name__,
+                exc_info=not isinstance(error, UNAVAILABLE),
+            )
             yield family
             return
         now = self._clock()

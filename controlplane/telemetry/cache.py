@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controlplane.catalog.events import Catalog
 from controlplane.catalog.service import load_catalog, load_rules, tail_events
-from controlplane.db import session_scope
+from controlplane.db import UNAVAILABLE, session_scope
 
 __all__ = ["CatalogCache", "CatalogView"]
 
@@ -51,6 +51,14 @@ class CatalogCache:
     def catalog(self) -> Catalog:
         """The current catalog."""
         return self.view().catalog
+
+    def catalog_or_last(self) -> Catalog:
+        """The current catalog or, while the database cannot be read, the one last loaded: a scrape of /metrics
+        must not fail with the database (the counters are this replica's own)."""
+        try:
+            return self.catalog()
+        except UNAVAILABLE:
+            return self.loaded()
 
     def loaded(self) -> Catalog:
         """The catalog last loaded, never reading the database (for the event loop); empty before any load."""
