@@ -126,12 +126,7 @@ def create_app(
             logger.error("the database schema is not at the newest migration: run `controlplane db upgrade`")
         scheduler: Scheduler | None = None
         if with_scheduler and ready:
-            leadership = Leadership(
-                factory,
-                holder=settings.replica_id,
-                ttl=timedelta(seconds=settings.leader_lease_seconds),
-                clock=clock,
-            )
+            leadership = Leadership.for_settings(factory, settings, clock)
             jobs = build_jobs(
                 settings,
                 factory,

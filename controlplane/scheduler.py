@@ -1,20 +1,27 @@
 """The one list of scheduled jobs, and the leader election that lets exactly one replica run them.
 
 Every replica runs an APScheduler BackgroundScheduler with the same jobs. A lease in the database
-(`leader_leases`) elects the leader: every replica tries to take or renew it every third of its TTL, and a job
-does work only in the replica that holds it. A leader that dies stops renewing; another takes over within one TTL.
+(`leader_leases`) elects the leader, and a job does work only in the replica that holds it.
+
+The timing keeps the promise that fail-over takes at most ``leader_lease_seconds`` (L): the lease is written to
+last L/2, and every replica tries to take or renew it every L/6. A leader that dies stops renewing: its lease runs
+out at most L/2 later, and a follower takes it within L/6 more (2L/3 at worst), then runs every leader-only job at
+once rather than at its next interval. A leader that cannot renew (its database hangs, it was paused) stops acting
+L/12 before its lease runs out, so no two replicas run a job as leader at the same time (with clocks within L/12).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -40,15 +47,33 @@ logger = logging.getLogger(__name__)
 
 
 class Leadership:
-    """This replica's view of the lease: leader only while its last renewal is younger than the TTL."""
+    """This replica's view of the lease: leader only while its last renewal is younger than the TTL, less a margin
+    (``margin``: it stops acting that long before the lease can pass to another replica)."""
 
-    def __init__(self, factory: sessionmaker[Session], *, holder: str, ttl: timedelta, clock: Clock) -> None:
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        *,
+        holder: str,
+        ttl: timedelta,
+        clock: Clock,
+        margin: timedelta = timedelta(0),
+    ) -> None:
         self._factory = factory
         self.holder = holder
         self._ttl = ttl
+        self._margin = margin
         self._clock = clock
         self._held_until: datetime | None = None
         self._lock = threading.Lock()
+        #: Called (in the renewing thread) when this replica becomes the leader: the scheduler runs its jobs now.
+        self.on_elected: Callable[[], None] | None = None
+
+    @classmethod
+    def for_settings(cls, factory: sessionmaker[Session], settings: Settings, clock: Clock) -> Leadership:
+        """The lease timing that keeps fail-over within ``leader_lease_seconds`` (see the module docstring)."""
+        promised = timedelta(seconds=settings.leader_lease_seconds)
+        return cls(factory, holder=settings.replica_id, ttl=promised / 2, clock=clock, margin=promised / 12)
 
     def renew(self) -> bool:
         """Take or renew the lease; return whether this replica leads now."""
@@ -61,13 +86,16 @@ class Leadership:
             held = False
         with self._lock:
             was_leader = self._held_until is not None and self._held_until > now
-            self._held_until = now + self._ttl if held else None
+            self._held_until = now + self._ttl - self._margin if held else None
         if held != was_leader:
             logger.info("replica %s is now %s", self.holder, "the leader" if held else "a follower")
+            if held and self.on_elected is not None:
+                self.on_elected()
         return held
 
     def is_leader(self) -> bool:
-        """True while the lease this replica last took has not run out (and it is not stepping down)."""
+        """True while the lease this replica last took has not run out, less the margin (and it is not stepping
+        down)."""
         with self._lock:
             return self._held_until is not None and self._held_until > self._clock()
 
@@ -116,7 +144,7 @@ def build_jobs(
         JobSpec(
             "renew_leader_lease",
             leadership.renew,
-            timedelta(seconds=settings.leader_lease_seconds / 3),
+            timedelta(seconds=settings.leader_lease_seconds / 6),
             leader_only=False,
         ),
         JobSpec(
@@ -202,6 +230,7 @@ class Scheduler:
 
     def start(self) -> None:
         """Elect, then schedule every job (max one instance each, missed runs coalesced)."""
+        self._leadership.on_elected = self._run_leader_jobs_now
         self._leadership.renew()
         for job in self._jobs:
             self._scheduler.add_job(
@@ -215,6 +244,16 @@ class Scheduler:
                 replace_existing=True,
             )
         self._scheduler.start()
+
+    def _run_leader_jobs_now(self) -> None:
+        """A new leader runs each leader-only job now, not at its next interval: fail-over ends with the lease."""
+        if not self._scheduler.running:
+            return  # the first election, at start: the jobs are about to be scheduled
+        now = datetime.now(UTC)
+        for job in self._jobs:
+            if job.leader_only:
+                with contextlib.suppress(JobLookupError):
+                    self._scheduler.modify_job(job.id, next_run_time=now)
 
     def shutdown(self) -> None:
         """Stop the jobs and hand back the lease."""

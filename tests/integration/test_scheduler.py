@@ -5,10 +5,13 @@ Everything runs on the injected FakeClock, on SQLite and on PostgreSQL (through 
 
 from __future__ import annotations
 
+import threading
+from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 from sqlalchemy import Engine, select
@@ -214,6 +217,60 @@ def test_a_leader_whose_lease_ran_out_skips_leader_only_jobs(
     assert scheduler._guarded(tick)() is None
 
 
+@pytest.mark.parametrize("died_after", [0.0, 0.4, 0.999], ids=["just-renewed", "mid-period", "about-to-renew"])
+@pytest.mark.parametrize("lease_seconds", [30.0, 6.0])
+def test_fail_over_ends_within_the_promised_lease_and_two_replicas_never_lead_at_once(
+    session_factory: sessionmaker[Session], clock: FakeClock, lease_seconds: float, died_after: float
+) -> None:
+    # Both replicas renew every L/6, b's tries falling half a period after a's; a dies ``died_after`` of a period
+    # after a renewal. Stepping the clock a tenth of a second at a time, the lease changes hands by 2L/3 after the
+    # death at the latest, and never while a still believes it leads.
+    settings = Settings(leader_lease_seconds=lease_seconds)
+    a = Leadership.for_settings(session_factory, replace(settings, replica_id="a"), clock)
+    b = Leadership.for_settings(session_factory, replace(settings, replica_id="b"), clock)
+    period = timedelta(seconds=lease_seconds / 6)
+    step = timedelta(seconds=0.1)
+    assert a.renew() is True
+    start = clock()
+    died = start + period * 2 + period * died_after  # a renews at 0, L/6 and 2L/6, then dies
+    a_next, b_next = start + period, start + period / 2
+    taken = None
+    while taken is None and clock() < died + timedelta(seconds=lease_seconds):
+        clock.advance(step)
+        now = clock()
+        if now >= a_next and now < died:
+            assert a.renew() is True
+            a_next += period
+        if now >= b_next:
+            if b.renew():
+                taken = now
+            b_next += period
+        assert not (a.is_leader() and b.is_leader()), f"two leaders at {now - start}"
+    assert taken is not None, "b never took over"
+    assert taken - died <= timedelta(seconds=lease_seconds) * 2 / 3 + step
+
+
+def test_a_new_leader_runs_its_leader_only_jobs_at_once_not_at_their_next_interval(
+    session_factory: sessionmaker[Session], clock: FakeClock
+) -> None:
+    settings = Settings(leader_lease_seconds=30.0)
+    a = Leadership.for_settings(session_factory, replace(settings, replica_id="a"), clock)
+    b = Leadership.for_settings(session_factory, replace(settings, replica_id="b"), clock)
+    assert a.renew() is True
+    ran = threading.Event()
+    hour = timedelta(hours=1)
+    jobs = [JobSpec("renew", b.renew, hour, leader_only=False), JobSpec("work", ran.set, hour)]
+    scheduler = Scheduler(jobs, b)
+    scheduler.start()  # b follows: its jobs' next runs are an hour away
+    try:
+        assert not ran.is_set()
+        clock.advance(timedelta(seconds=16))  # a's lease (15 s) ran out
+        assert b.renew() is True  # as its renew job would, every 5 s
+        assert ran.wait(10), "the new leader's leader-only job did not run at once"
+    finally:
+        scheduler.shutdown()
+
+
 # --- the rollout tick --------------------------------------------------------------------------------------------
 
 
@@ -355,7 +412,8 @@ def test_app_lifespan_starts_the_scheduler_holding_the_lease_and_releases_it_on_
         lease = _lease(session_factory)
         assert lease is not None, "the scheduler took no lease at start-up"
         assert lease.holder == "lifespan-replica"
-        assert lease.expires_at == clock() + timedelta(seconds=settings.leader_lease_seconds)
+        # Written to last half the promised fail-over, renewed every sixth of it (controlplane/scheduler.py).
+        assert lease.expires_at == clock() + timedelta(seconds=settings.leader_lease_seconds) / 2
 
     released = _lease(session_factory)
     assert released is not None
