@@ -1,9 +1,10 @@
 """Local services in processes of their own, for the demo and the tests that stop and restart them.
 
 ``ControlPlaneProcess`` is `controlplane serve` on SQLite with the repository's definitions and alerts evaluated
-every second. Before it starts, its own command line (`db upgrade`, `tokens create`) makes three tokens: admin,
-evaluate (production) and ingest. ``stop(kill=True)`` is a crash (SIGKILL); ``start()`` again brings it back on
-the same port and database. ``ServiceProcess`` is what any such service shares: start, wait until ready, stop.
+every second. Before it starts, its own command line (`db upgrade`, `tokens create --database`) makes three
+tokens: admin, evaluate (production) and ingest. ``stop(kill=True)`` is a crash (SIGKILL); ``start()`` again brings
+it back on the same port and database. ``ServiceProcess`` is what any such service shares: start, wait until
+ready, stop.
 """
 
 from __future__ import annotations
@@ -139,7 +140,9 @@ class ControlPlaneProcess(ServiceProcess):
         tokens = {}
         for role, environment in (("admin", None), ("evaluate", "production"), ("ingest", None)):
             scope = ["--env", environment] if environment is not None else []
-            tokens[role] = self.command_line("tokens", "create", "--name", f"local-{role}", "--role", role, *scope)
+            tokens[role] = self.command_line(
+                "tokens", "create", "--database", "--name", f"local-{role}", "--role", role, *scope
+            )
         return tokens
 
 

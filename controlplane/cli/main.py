@@ -1,6 +1,6 @@
 """The `controlplane` command line: one parser wiring each domain's commands, and `main` that runs one.
 
-Bootstrap commands (`serve`, `db upgrade`, `tokens create`) talk to the database named by the settings.
+Bootstrap commands (`serve`, `db upgrade`, `tokens create --database`) talk to the database named by the settings.
 Everything else talks to the HTTP API at ``CONTROLPLANE_URL`` with ``CONTROLPLANE_TOKEN``, so it is authorised
 and audited like any other client. Tables by default, ``--json`` for scripts; errors go to stderr as
 ``error <status> <problem type>: <detail>`` and exit 1.
@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+
+import httpx
+from sqlalchemy.exc import SQLAlchemyError
 
 from controlplane.cli.audit import add_audit_commands
 from controlplane.cli.cleanup import add_cleanup_commands
@@ -55,5 +58,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = Settings.from_env()
         args.handler(args, settings)
     except (CommandError, SettingsError) as error:
+        stderr.print(f"error {error}")
+        raise SystemExit(1) from error
+    except httpx.HTTPError as error:
+        # No traceback for what an operator can fix: say what was unreachable, in one line.
+        reason = f"{type(error).__name__}: {error}"
+        stderr.print(f"error cannot reach the control plane ({reason}); is CONTROLPLANE_URL right?")
+        raise SystemExit(1) from error
+    except SQLAlchemyError as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        stderr.print(f"error the database refused or did not answer: {first}")
+        raise SystemExit(1) from error
+    except OSError as error:
         stderr.print(f"error {error}")
         raise SystemExit(1) from error

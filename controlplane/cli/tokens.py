@@ -1,11 +1,12 @@
-"""`controlplane tokens ...`: create a token straight in the database, list and revoke tokens over the API."""
+"""`controlplane tokens ...`: create, list and revoke tokens over the API with the caller's admin token; only
+`tokens create --database` (the bootstrap, before any admin token exists) writes to the database itself."""
 
 from __future__ import annotations
 
 import argparse
 
 from controlplane.cli.client import Api, CommandError, query_params
-from controlplane.cli.output import Subcommands, add_command, emit, table
+from controlplane.cli.output import Subcommands, add_command, emit, stderr, table
 from controlplane.cli.server import local_actor, open_engine
 from controlplane.settings import Settings
 
@@ -13,7 +14,12 @@ __all__ = ["add_token_commands"]
 
 
 def cmd_tokens_create(args: argparse.Namespace, settings: Settings) -> None:
-    """Create a token straight in the database; print only the token."""
+    """Create a token and print only the token: over the API, or with ``--database`` straight in the database."""
+    if not args.database:
+        body = {"name": args.name, "role": args.role, "environment": args.env}
+        created = Api.from_env().call("POST", "/tokens", json={key: value for key, value in body.items() if value})
+        print(created["token"])
+        return
     from sqlalchemy.orm import sessionmaker
 
     from controlplane.api.roles import Role
@@ -31,6 +37,8 @@ def cmd_tokens_create(args: argparse.Namespace, settings: Settings) -> None:
             )
     except DomainError as error:
         raise CommandError(f"{error.slug}: {error.detail}") from error
+    where = open_engine(settings).url.render_as_string(hide_password=True)
+    stderr.print(f"written straight to the database {where} (bootstrap), audited as {local_actor()}")
     print(created.token)
 
 
@@ -50,11 +58,22 @@ def cmd_tokens_revoke(args: argparse.Namespace, settings: Settings) -> None:
 def add_token_commands(commands: Subcommands) -> None:
     """Add `tokens create|list|revoke` to the command line."""
     tokens = commands.add_parser("tokens", help="API tokens").add_subparsers(dest="tokens_command", required=True)
-    create = add_command(tokens, "create", cmd_tokens_create, "create a token in the database and print it")
-    create.add_argument("--name", required=True)
-    create.add_argument("--role", required=True, choices=["viewer", "operator", "admin", "ingest", "evaluate"])
+    create = add_command(tokens, "create", cmd_tokens_create, "create a token and print it (only the token)")
+    create.add_argument("--name", required=True, help="the token's name: unique, the audit log's actor")
+    create.add_argument(
+        "--role",
+        required=True,
+        choices=["viewer", "operator", "admin", "ingest", "evaluate"],
+        help="what the token may do",
+    )
     create.add_argument("--env", help="environment an evaluate token is scoped to")
+    create.add_argument(
+        "--database",
+        action="store_true",
+        help="bootstrap: write the token straight to CONTROLPLANE_DATABASE_URL instead of through the API (for the "
+        "first admin token, or when no server runs)",
+    )
     add_command(tokens, "list", cmd_tokens_list, "list tokens")
     revoke = add_command(tokens, "revoke", cmd_tokens_revoke, "revoke a token")
-    revoke.add_argument("name")
-    revoke.add_argument("--reason")
+    revoke.add_argument("name", help="the token's name")
+    revoke.add_argument("--reason", help="why, for the audit log")

@@ -33,11 +33,39 @@ def test_db_upgrade_then_tokens_create_prints_only_the_token(
     code, _, _ = run(capsys, "db", "upgrade")
     assert code == 0
     assert "audit_records" in inspect(create_engine(url)).get_table_names()
-    code, out, _ = run(capsys, "tokens", "create", "--name", "ci-bot", "--role", "operator")
+    code, out, err = run(capsys, "tokens", "create", "--database", "--name", "ci-bot", "--role", "operator")
     assert code == 0
     assert out.count("\n") == 1 and out.startswith("cpt_") and len(out.strip()) > 40
-    code, _, err = run(capsys, "tokens", "create", "--name", "ci-bot", "--role", "operator")
+    assert "written straight to the database sqlite:///" in err and "(bootstrap)" in err  # it says where
+    code, _, err = run(capsys, "tokens", "create", "--database", "--name", "ci-bot", "--role", "operator")
     assert code == 1 and "token-name-taken" in err
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_tokens_create_list_and_revoke_go_through_the_api(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "tokens", "create", "--name", "app", "--role", "evaluate", "--env", "production")
+    assert code == 0, err
+    assert out.startswith("cpt_") and out.count("\n") == 1 and "database" not in err
+    code, out, _ = run(capsys, "tokens", "list", "--json")
+    assert code == 0 and {"app", "admin"} <= {token["name"] for token in json.loads(out)}
+    code, out, err = run(capsys, "tokens", "revoke", "app", "--reason", "rotated")
+    assert code == 0, err
+    code, out, _ = run(capsys, "tokens", "list", "--json")
+    revoked = {token["name"]: token["revoked_at"] for token in json.loads(out)}
+    assert revoked["app"] is not None and revoked["admin"] is None
+
+
+def test_an_unreachable_server_or_database_is_one_line_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CONTROLPLANE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("CONTROLPLANE_TOKEN", "cpt_" + "A" * 43)
+    code, out, err = run(capsys, "flags", "list")
+    assert code == 1 and out == ""
+    assert err.startswith("error cannot reach the control plane") and "Traceback" not in err
+    monkeypatch.setenv("CONTROLPLANE_DATABASE_URL", "postgresql+psycopg://nobody@127.0.0.1:9/none")
+    code, _, err = run(capsys, "db", "upgrade")
+    assert code == 1 and err.startswith("error the database refused or did not answer") and "Traceback" not in err
 
 
 @pytest.fixture
