@@ -143,7 +143,9 @@ UNAVAILABLE: tuple[type[Exception], ...] = (OperationalError, InterfaceError, Po
 T = TypeVar("T")
 
 
-async def in_thread(function: Callable[..., T], *args: Any, deadline: float | None) -> T:
+async def in_thread(
+    function: Callable[..., T], *args: Any, deadline: float | None, limiter: anyio.CapacityLimiter | None = None
+) -> T:
     """Run blocking database ``function(*args)`` in a worker thread; raise ``DatabaseTimeout`` when it has not
     returned within ``deadline`` seconds (None: wait as long as it takes).
 
@@ -151,10 +153,10 @@ async def in_thread(function: Callable[..., T], *args: Any, deadline: float | No
     client timeout fires) holds the thread, not the request. A write it was doing may still commit later, which is
     why a timed-out request answers "retry", and retries are safe (batch ids, revision checks)."""
     if deadline is None:
-        return await anyio.to_thread.run_sync(function, *args)
+        return await anyio.to_thread.run_sync(function, *args, limiter=limiter)
     try:
         with anyio.fail_after(deadline):
-            return await anyio.to_thread.run_sync(function, *args, abandon_on_cancel=True)
+            return await anyio.to_thread.run_sync(function, *args, abandon_on_cancel=True, limiter=limiter)
     except TimeoutError as error:
         raise DatabaseTimeout(f"the database did not answer within {deadline:g} s") from error
 

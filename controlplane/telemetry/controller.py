@@ -21,6 +21,7 @@ from controlplane.api.dependencies import Now, ProcessMetrics, ProcessSettings, 
 from controlplane.api.rate_limits import RateLimiter
 from controlplane.api.roles import Role
 from controlplane.auth.dependencies import TokenPrincipal
+from controlplane.db import in_thread
 from controlplane.errors import BadRequest, InvalidInput, PayloadTooLarge
 from controlplane.settings import Settings
 from controlplane.telemetry.aggregation import (
@@ -198,8 +199,15 @@ class EventController(Controller):
             body = _decompress(
                 raw, request.headers.get("content-encoding", "").strip().lower(), settings.ingest_max_bytes
             )
-            batch, aggregates, digest = await anyio.to_thread.run_sync(
-                _prepare, body, settings, catalog_cache, now, limiter=_prepare_limiter(state)
+            # Bounded like the commit: reading a stale catalog from a database that does not answer must not hang.
+            batch, aggregates, digest = await in_thread(
+                _prepare,
+                body,
+                settings,
+                catalog_cache,
+                now,
+                deadline=settings.database_timeout_seconds,
+                limiter=_prepare_limiter(state),
             )
             result = await batch_writer.submit(PendingBatch(batch.batch_id, batch.pipeline, digest, aggregates))
         except Exception:
