@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -29,7 +31,9 @@ __all__ = [
     "create_db_engine",
     "in_thread",
     "reader_factory",
+    "remaining",
     "session_scope",
+    "start_request_deadline",
     "statement_timeout",
     "utcnow",
 ]
@@ -142,6 +146,24 @@ UNAVAILABLE: tuple[type[Exception], ...] = (OperationalError, InterfaceError, Po
 
 T = TypeVar("T")
 
+#: When the current request's database budget runs out (monotonic seconds); None outside a request. A request's
+#: token lookup and its own work share one budget, so no request waits longer than the deadline in all.
+_REQUEST_DEADLINE: ContextVar[float | None] = ContextVar("request_deadline", default=None)
+
+
+def start_request_deadline(seconds: float) -> None:
+    """Give the current request (its task) ``seconds`` of database time in all, from now."""
+    _REQUEST_DEADLINE.set(time.monotonic() + seconds)
+
+
+def remaining(deadline: float | None) -> float | None:
+    """``deadline``, cut to what is left of the current request's budget (None: no limit at all)."""
+    end = _REQUEST_DEADLINE.get()
+    if end is None:
+        return deadline
+    left = max(0.0, end - time.monotonic())
+    return left if deadline is None else min(deadline, left)
+
 
 async def in_thread(
     function: Callable[..., T], *args: Any, deadline: float | None, limiter: anyio.CapacityLimiter | None = None
@@ -152,6 +174,7 @@ async def in_thread(
     The thread is left to finish on its own: a frozen database (a paused server still acknowledges TCP, so no
     client timeout fires) holds the thread, not the request. A write it was doing may still commit later, which is
     why a timed-out request answers "retry", and retries are safe (batch ids, revision checks)."""
+    deadline = remaining(deadline)
     if deadline is None:
         return await anyio.to_thread.run_sync(function, *args, limiter=limiter)
     try:

@@ -19,7 +19,7 @@ from controlplane.api.roles import Role, grants
 from controlplane.auth import service as auth_service
 from controlplane.auth.schemas import Principal
 from controlplane.auth.tokens import digest_token
-from controlplane.db import UNAVAILABLE, in_thread
+from controlplane.db import UNAVAILABLE, in_thread, start_request_deadline
 
 __all__ = ["PrincipalCache", "address_identity", "authorize", "presented_token", "rate_limit_identity"]
 
@@ -104,6 +104,8 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
     """Refuse the request unless the route is public or the caller's token grants the route's role. OPTIONS is
     open on every route: it only lists the methods (a CORS preflight never carries credentials), and Litestar's
     automatic OPTIONS handler carries its controller's opt rather than the route handler's."""
+    # One database budget for the whole request: this lookup and the handler's own work share it.
+    start_request_deadline(connection.app.state.settings.database_timeout_seconds)
     if handler.opt.get("public") or connection.scope.get("method") == "OPTIONS":
         return
     required = handler.opt.get("role")

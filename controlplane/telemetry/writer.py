@@ -16,7 +16,7 @@ import anyio.to_thread
 from sqlalchemy.orm import Session, sessionmaker
 
 from controlplane.clock import Clock
-from controlplane.db import DatabaseTimeout, session_scope
+from controlplane.db import DatabaseTimeout, remaining, session_scope
 from controlplane.errors import Conflict
 from controlplane.telemetry.schemas import IngestResult
 from controlplane.telemetry.service import PendingBatch, record_batches
@@ -60,7 +60,7 @@ class BatchWriter:
         if self._draining is None or self._draining.done():
             self._draining = asyncio.create_task(self._drain(), name="ingest-writer")
         try:
-            return await asyncio.wait_for(asyncio.shield(answer), self._deadline)
+            return await asyncio.wait_for(asyncio.shield(answer), remaining(self._deadline))
         except TimeoutError as error:
             raise DatabaseTimeout(f"the batch was not committed within {self._deadline:g} s") from error
 

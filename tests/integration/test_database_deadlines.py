@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from controlplane.api import health
 from controlplane.api.unit_of_work import UnitOfWork
 from controlplane.app import create_app
+from controlplane.auth import guards
 from controlplane.db import DatabaseTimeout, create_db_engine
 from controlplane.flags import service
 from controlplane.settings import Settings
@@ -155,3 +156,32 @@ def test_a_server_that_accepts_but_never_answers_is_given_up_after_the_connect_t
     silent.close()
     engine.dispose()
     assert 1.5 <= waited < 6.0, waited
+
+
+def test_the_token_lookup_and_the_work_share_one_deadline(
+    settings: Settings,
+    engine: Engine,
+    clock: FakeClock,
+    admin_headers: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    frozen: threading.Event,
+) -> None:
+    # Both the token lookup (cache expired) and the route's own work hang: the request still answers within one
+    # deadline in all, not one per step.
+    deadline = 1.0
+    changed = replace(settings, database_timeout_seconds=deadline, token_cache_seconds=0.001)
+    with TestClient(create_app(changed, engine=engine, clock=clock)) as client:
+        assert client.get("/api/v1/flags", headers=admin_headers).status_code == 200  # the token is seen once
+
+        def hangs(*_: Any) -> Any:
+            frozen.wait(30)
+            return None
+
+        monkeypatch.setattr(guards, "_lookup", hangs)
+        monkeypatch.setattr(service, "list_flags", hangs)
+        started = time.monotonic()
+        response = client.get("/api/v1/flags", headers=admin_headers)
+        waited = time.monotonic() - started
+
+    assert response.status_code == 503, response.text
+    assert deadline <= waited < 1.6 * deadline, waited
