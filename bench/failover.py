@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -32,7 +31,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from tests.conftest import POSTGRES_ADMIN_URL
+from tests.conftest import new_postgres_database
 
 JOB = re.compile(r'^controlplane_scheduler_job_runs_total\{job="evaluate_alert_rules",result="ok"\} (\S+)$', re.M)
 
@@ -42,20 +41,6 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-@contextmanager
-def database() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database (the first replica migrates it); dropped at the end."""
-    name = f"cp_failover_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextmanager
@@ -106,7 +91,11 @@ def job_runs(base: str) -> float:
 
 def trial(lease: float, rng: random.Random) -> float:
     """One fail-over; the seconds from the SIGKILL to the survivor's first leader-only job."""
-    with tempfile.TemporaryDirectory() as scratch, database() as url, ExitStack() as stack:
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        new_postgres_database("cp_failover", migrated=False) as (url, _),
+        ExitStack() as stack,
+    ):
         folder = Path(scratch)
         replicas = {name: stack.enter_context(replica(url, name, lease, folder)) for name in ("a", "b")}
         with psycopg.connect(url.replace("+psycopg", "")) as connection:

@@ -64,10 +64,11 @@ def missing_service(what: str) -> None:
     pytest.skip(f"{what} is not available")
 
 
-@pytest.fixture(scope="session")
-def postgres_database() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test session, migrated to head; dropped at the end."""
-    name = f"cp_test_{uuid.uuid4().hex[:10]}"
+@contextmanager
+def new_postgres_database(prefix: str, *, migrated: bool = True) -> Iterator[tuple[str, str]]:
+    """A new PostgreSQL database (migrated to head unless ``migrated`` is False): its SQLAlchemy URL and name.
+    Dropped at the end, whatever the test did to it (connections refused included)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     try:
         admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as error:
@@ -76,12 +77,23 @@ def postgres_database() -> Iterator[str]:
         admin.execute(f'CREATE DATABASE "{name}"')
     base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
     url = f"{base}/{name}"
-    engine = create_db_engine(url)
-    upgrade_to_head(engine)
-    engine.dispose()
-    yield url
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        if migrated:
+            engine = create_db_engine(url)
+            upgrade_to_head(engine)
+            engine.dispose()
+        yield url, name
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, migrated to head; dropped at the end."""
+    with new_postgres_database("cp_test") as (url, _):
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,9 +20,8 @@ from controlplane.app import create_app
 from controlplane.auth import service as auth_service
 from controlplane.auth.schemas import TokenCreate
 from controlplane.db import create_db_engine, session_scope, utcnow
-from controlplane.migrate import upgrade_to_head
 from controlplane.settings import Settings
-from tests.conftest import POSTGRES_ADMIN_URL, REPO_ROOT, missing_service, without_gates
+from tests.conftest import POSTGRES_ADMIN_URL, REPO_ROOT, new_postgres_database, without_gates
 
 FLAG = "enable-reference-images"
 
@@ -31,22 +29,8 @@ FLAG = "enable-reference-images"
 @pytest.fixture
 def database() -> Iterator[tuple[str, str]]:
     """A migrated PostgreSQL database of this test's own (its URL and name), dropped at the end."""
-    try:
-        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as error:
-        missing_service(f"PostgreSQL at {POSTGRES_ADMIN_URL} ({error})")
-    name = f"cp_outage_{uuid.uuid4().hex[:10]}"
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    url = f"{base}/{name}"
-    engine = create_db_engine(url)
-    upgrade_to_head(engine)
-    engine.dispose()
-    yield url, name
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with new_postgres_database("cp_outage") as created:
+        yield created
 
 
 def outage(name: str, down: bool) -> None:

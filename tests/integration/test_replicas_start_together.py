@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 
-import psycopg
 import pytest
 from sqlalchemy import text
 
 from controlplane.db import create_db_engine
 from controlplane.migrate import is_at_head
-from tests.conftest import POSTGRES_ADMIN_URL, missing_service
+from tests.conftest import new_postgres_database
 
 TRIES = 10
 
@@ -31,19 +30,8 @@ print("token" if bootstrap(settings, open_engine(settings)) else "no token")
 @pytest.fixture
 def empty_databases() -> Iterator[list[str]]:
     """``TRIES`` empty PostgreSQL databases, dropped at the end."""
-    try:
-        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as error:
-        missing_service(f"PostgreSQL at {POSTGRES_ADMIN_URL} ({error})")
-    names = [f"cp_together_{uuid.uuid4().hex[:10]}" for _ in range(TRIES)]
-    with admin:
-        for name in names:
-            admin.execute(f'CREATE DATABASE "{name}"')
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    yield [f"{base}/{name}" for name in names]
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-        for name in names:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with ExitStack() as stack:
+        yield [stack.enter_context(new_postgres_database("cp_together", migrated=False))[0] for _ in range(TRIES)]
 
 
 def test_two_replicas_started_together_on_an_empty_database_both_start_with_one_admin_token(
