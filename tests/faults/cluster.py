@@ -1,0 +1,226 @@
+"""A private PostgreSQL cluster to break, a served control plane on it, and light mixed traffic against it: what the
+fault tests and ``bench.db_faults`` share.
+
+The cluster is ``initdb``/``pg_ctl`` run as the ``postgres`` user (they refuse root) on a free port, in a folder of
+its own; it can be stopped, started and paused (SIGSTOP on every process of it) while the control plane serves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+__all__ = [
+    "Traffic",
+    "cluster",
+    "cluster_available",
+    "cluster_pids",
+    "control_plane",
+    "pause",
+    "percentile",
+    "resume",
+    "start",
+    "stop",
+]
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), Path("/usr/bin"))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+RUNUSER = shutil.which("runuser") or "/usr/sbin/runuser"
+PGREP = shutil.which("pgrep") or "/usr/bin/pgrep"
+
+
+def as_postgres(*command: str, check: bool = True) -> None:
+    """Run a PostgreSQL program as the ``postgres`` user (initdb and the server refuse to run as root)."""
+    subprocess.run([RUNUSER, "-u", "postgres", "--", *command], check=check, capture_output=True)
+
+
+@contextmanager
+def cluster(folder: Path) -> Iterator[tuple[Path, int]]:
+    """A private cluster in ``folder``; its data directory and port. Stopped and removed at the end."""
+    data, port = folder / "data", free_port()
+    folder.chmod(0o777)
+    as_postgres(str(BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres")
+    start(data, port)
+    try:
+        yield data, port
+    finally:
+        as_postgres(str(BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop", check=False)
+
+
+def start(data: Path, port: int) -> None:
+    options = f"-p {port} -k {data.parent} -c listen_addresses=127.0.0.1"
+    as_postgres(str(BIN / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(data.parent / "pg.log"), "-w", "start")
+
+
+def stop(data: Path) -> None:
+    as_postgres(str(BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+
+
+def cluster_pids(data: Path) -> list[int]:
+    """The postmaster and every process it started."""
+    postmaster = int((data / "postmaster.pid").read_text().split()[0])
+    found = subprocess.run([PGREP, "-P", str(postmaster)], capture_output=True, text=True)
+    children = found.stdout.split()
+    return [postmaster, *map(int, children)]
+
+
+@contextmanager
+def control_plane(url: str, folder: Path) -> Iterator[tuple[str, str]]:
+    """`controlplane serve` on the cluster; its base URL and the admin token it printed."""
+    port = free_port()
+    environment = {
+        **os.environ,
+        "CONTROLPLANE_DATABASE_URL": url,
+        "CONTROLPLANE_PORT": str(port),
+        "CONTROLPLANE_DEFINITIONS_DIR": str(REPO / "definitions"),
+        "CONTROLPLANE_NOTIFICATIONS_FILE": str(folder / "none.yaml"),
+    }
+    log = (folder / "serve.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "controlplane.cli", "serve"], env=environment, stdout=subprocess.PIPE, stderr=log
+    )
+    assert process.stdout is not None
+    token = process.stdout.readline().decode().strip()
+    # Keep reading what it prints (uvicorn's access log goes to stdout): a pipe nobody drains fills up at 64 KiB,
+    # and the server's event loop then blocks writing its next access line.
+    stdout = process.stdout
+
+    def drain() -> None:
+        with contextlib.suppress(ValueError, OSError):  # the log is closed once the server has stopped
+            shutil.copyfileobj(stdout, log)
+
+    drainer = threading.Thread(target=drain, daemon=True)
+    drainer.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)  # waiting for the server to come up
+        yield base, token
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        drainer.join(5)  # the pipe ends with the process: the drain returns
+        stdout.close()
+        log.close()
+
+
+class Traffic:
+    """Four clients and what they saw: (phase when sent, kind, status or error, seconds, monotonic time answered)."""
+
+    #: An OFREP evaluation, a snapshot read, a management read, an ingest batch of 10 events.
+    KINDS = ("ofrep", "snapshot", "admin", "ingest")
+
+    def __init__(self, base: str, admin: str, evaluate: str, ingest: str) -> None:
+        self.base, self.phase, self.stopped = base, "healthy", threading.Event()
+        self.headers = {"admin": admin, "evaluate": evaluate, "ingest": ingest}
+        self.seen: list[tuple[str, str, str, float, float]] = []
+        self.acknowledged = 0
+        self.lock = threading.Lock()
+
+    def client(self, kind: str) -> None:
+        with httpx.Client(base_url=self.base, timeout=60) as http:
+            while not self.stopped.is_set():
+                started, phase = time.monotonic(), self.phase  # a request belongs to the phase it was sent in
+                try:
+                    response = self.send(http, kind)
+                    outcome = str(response.status_code)
+                except httpx.HTTPError as error:
+                    outcome = type(error).__name__
+                elapsed = time.monotonic() - started
+                with self.lock:
+                    self.seen.append((phase, kind, outcome, elapsed, time.monotonic()))
+                time.sleep(0.1)  # light traffic: about ten requests a second per client
+
+    def send(self, http: httpx.Client, kind: str) -> httpx.Response:
+        bearer = {"Authorization": f"Bearer {self.headers['evaluate' if kind in ('ofrep', 'snapshot') else kind]}"}
+        if kind == "ofrep":
+            body = {"context": {"targetingKey": "user-1"}}
+            return http.post("/ofrep/v1/evaluate/flags/enable-reference-images", headers=bearer, json=body)
+        if kind == "snapshot":
+            return http.get("/evaluation/v1/snapshot", headers=bearer)
+        if kind == "admin":
+            return http.get("/api/v1/flags", headers=bearer)
+        now = datetime.now(UTC).isoformat()
+        events = [
+            {
+                "type": "http_request",
+                "time": now,
+                "environment": "production",
+                "variant": "off",
+                "labels": {"route": "run_preflight", "status_class": "2xx"},
+                "value": 0.1,
+            }
+        ] * 10
+        batch = {"batch_id": f"b-{uuid.uuid4().hex}", "pipeline": "reference-images", "events": events}
+        response = http.post("/api/v1/events", headers=bearer, json=batch)
+        if response.status_code == 200:
+            with self.lock:
+                self.acknowledged += len(events)
+        return response
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else 0.0
+
+
+def pause(data: Path) -> list[int]:
+    """Freeze the cluster: SIGSTOP to the postmaster and every process it started; the pids, for ``resume``."""
+    pids = cluster_pids(data)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    return pids
+
+
+def resume(pids: list[int]) -> None:
+    """Let a paused cluster run again."""
+    for pid in pids:
+        os.kill(pid, signal.SIGCONT)
+
+
+def cluster_available() -> str | None:
+    """Why a private cluster cannot be run here (None: it can): the PostgreSQL programs, runuser and the
+    ``postgres`` user are needed, and root to switch to it."""
+    if not (BIN / "initdb").exists() or not (BIN / "pg_ctl").exists():
+        return f"PostgreSQL's initdb and pg_ctl (looked in {BIN})"
+    if shutil.which("runuser") is None or os.geteuid() != 0:
+        return "runuser, as root (initdb and the server refuse to run as root themselves)"
+    try:
+        import pwd
+
+        pwd.getpwnam("postgres")
+    except KeyError:
+        return "a `postgres` user"
+    return None
