@@ -19,15 +19,10 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
-import threading
-import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import httpx
-import psycopg
-
-from tests.faults.cluster import Traffic, cluster, control_plane, pause, percentile, resume, start, stop
+from tests.faults.cluster import percentile, run_faults
 
 
 def main() -> None:
@@ -37,45 +32,9 @@ def main() -> None:
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="db-faults-"))
     try:
-        with cluster(scratch) as (data, port):
-            url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-            with control_plane(url, scratch) as (base, admin):
-                made = {}
-                for role, env in (("evaluate", "production"), ("ingest", None)):
-                    body = {"name": f"bench-{role}", "role": role, **({"environment": env} if env else {})}
-                    created = httpx.post(
-                        f"{base}/api/v1/tokens", headers={"Authorization": f"Bearer {admin}"}, json=body
-                    )
-                    made[role] = created.json()["token"]
-                traffic = Traffic(base, admin, made["evaluate"], made["ingest"])
-                threads = [threading.Thread(target=traffic.client, args=(kind,)) for kind in Traffic.KINDS]
-                for thread in threads:
-                    thread.start()
-                time.sleep(5)  # the benchmark's own timeline: healthy traffic first
-                traffic.phase = "stopped"
-                stop(data)
-                time.sleep(args.stop)
-                traffic.phase = "restarting"
-                start(data, port)
-                back = time.monotonic()
-                traffic.phase = "after stop"
-                time.sleep(5)
-                traffic.phase = "frozen"
-                paused = pause(data)
-                time.sleep(args.freeze)
-                resume(paused)
-                traffic.phase = "after freeze"
-                time.sleep(5)
-                traffic.stopped.set()
-                for thread in threads:
-                    thread.join(60)
-            with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres") as connection:
-                stored = connection.execute(
-                    "SELECT coalesce(sum(count), 0) FROM telemetry_windows WHERE event = 'http_request' "
-                    "AND environment = 'production'"
-                ).fetchone()
+        run = run_faults(scratch, settle=5, stopped=args.stop, frozen=args.freeze)
         by: dict[tuple[str, str], list[tuple[str, float]]] = defaultdict(list)
-        for phase, kind, outcome, elapsed, _ in traffic.seen:
+        for phase, kind, outcome, elapsed, _ in run.seen:
             by[(phase, kind)].append((outcome, elapsed))
         print(f"{'phase':<13} {'kind':<9} {'requests':>8}  {'p99 s':>6} {'max s':>6}  statuses")
         for (phase, kind), rows in by.items():
@@ -84,9 +43,9 @@ def main() -> None:
             p99, worst = percentile(latencies, 0.99), max(latencies)
             print(f"{phase:<13} {kind:<9} {len(rows):>8}  {p99:>6.2f} {worst:>6.2f}  {statuses}")
         recovered = [
-            at - back
-            for phase, kind, outcome, _, at in traffic.seen
-            if kind == "admin" and outcome == "200" and at >= back
+            at - run.back
+            for phase, kind, outcome, _, at in run.seen
+            if kind == "admin" and outcome == "200" and at >= run.back
         ]
         print(
             f"first management 200 after the database came back: {min(recovered):.2f} s"
@@ -95,8 +54,8 @@ def main() -> None:
         )
         # More stored than acknowledged is a batch answered 503 that committed later: a client's retry with the same
         # batch id counts it once. Fewer would be an acknowledged event lost.
-        print(f"ingest events acknowledged {traffic.acknowledged}, in the database {stored[0] if stored else '?'}")
-        print(f"500s anywhere: {sum(1 for row in traffic.seen if row[2] == '500')}")
+        print(f"ingest events acknowledged {run.acknowledged}, in the database {run.stored}")
+        print(f"500s anywhere: {sum(1 for row in run.seen if row[2] == '500')}")
     finally:
         for name in ("serve.log", "pg.log"):
             if (scratch / name).exists():

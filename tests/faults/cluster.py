@@ -19,12 +19,15 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import psycopg
 
 __all__ = [
+    "FaultRun",
     "Traffic",
     "cluster",
     "cluster_available",
@@ -33,6 +36,7 @@ __all__ = [
     "pause",
     "percentile",
     "resume",
+    "run_faults",
     "start",
     "stop",
 ]
@@ -224,3 +228,58 @@ def cluster_available() -> str | None:
     except KeyError:
         return "a `postgres` user"
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class FaultRun:
+    """What a ``run_faults`` scenario saw: every request (``Traffic.seen``), when the database came back (monotonic),
+    the ingest events acknowledged and those stored."""
+
+    seen: list[tuple[str, str, str, float, float]]
+    back: float
+    acknowledged: int
+    stored: int
+
+
+def run_faults(folder: Path, *, settle: float, stopped: float, frozen: float) -> FaultRun:
+    """The whole scenario: a cluster and a served control plane in ``folder``, four clients, then ``settle`` s of
+    healthy traffic, the cluster stopped for ``stopped`` s and started, ``settle`` s, paused for ``frozen`` s and
+    resumed, ``settle`` s. Each request counts in the phase it was sent in."""
+    with cluster(folder) as (data, port):
+        with control_plane(f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres", folder) as (base, admin):
+            made = {}
+            for role, environment in (("evaluate", "production"), ("ingest", None)):
+                body = {"name": f"fault-{role}", "role": role, **({"environment": environment} if environment else {})}
+                created = httpx.post(f"{base}/api/v1/tokens", headers={"Authorization": f"Bearer {admin}"}, json=body)
+                if created.status_code != 201:
+                    raise RuntimeError(f"cannot make the {role} token: {created.text}")
+                made[role] = created.json()["token"]
+            traffic = Traffic(base, admin, made["evaluate"], made["ingest"])
+            clients = [threading.Thread(target=traffic.client, args=(kind,)) for kind in Traffic.KINDS]
+            for client in clients:
+                client.start()
+            try:
+                time.sleep(settle)  # the scenario's own timeline, as an operator would live it: traffic first
+                traffic.phase = "stopped"
+                stop(data)
+                time.sleep(stopped)
+                traffic.phase = "restarting"
+                start(data, port)
+                back = time.monotonic()
+                traffic.phase = "after stop"
+                time.sleep(settle)
+                traffic.phase = "frozen"
+                paused = pause(data)
+                time.sleep(frozen)
+                resume(paused)
+                traffic.phase = "after freeze"
+                time.sleep(settle)
+            finally:
+                traffic.stopped.set()
+                for client in clients:
+                    client.join(90)
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres") as connection:
+            row = connection.execute(
+                "SELECT coalesce(sum(count), 0) FROM telemetry_windows WHERE event = 'http_request'"
+            ).fetchone()
+    return FaultRun(traffic.seen, back, traffic.acknowledged, int(row[0]) if row else 0)
