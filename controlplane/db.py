@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -30,6 +32,7 @@ __all__ = [
     "announce_on_commit",
     "create_db_engine",
     "in_thread",
+    "read_within",
     "reader_factory",
     "remaining",
     "session_scope",
@@ -180,6 +183,29 @@ async def in_thread(
     try:
         with anyio.fail_after(deadline):
             return await anyio.to_thread.run_sync(function, *args, abandon_on_cancel=True, limiter=limiter)
+    except TimeoutError as error:
+        raise DatabaseTimeout(f"the database did not answer within {deadline:g} s") from error
+
+
+def read_within(function: Callable[[], T]) -> T:
+    """Call blocking ``function()`` from synchronous code (a metrics collector) within what is left of the current
+    request's budget; raise ``DatabaseTimeout`` when it has not returned by then. Outside a request, just call it.
+
+    As ``in_thread``: a frozen database holds a daemon thread, not the caller, and the thread finishes on its own."""
+    deadline = remaining(None)
+    if deadline is None:
+        return function()
+    result: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            result.set_result(function())
+        except BaseException as error:  # handed to the caller, who decides
+            result.set_exception(error)
+
+    threading.Thread(target=run, name="controlplane-read", daemon=True).start()
+    try:
+        return result.result(timeout=deadline)
     except TimeoutError as error:
         raise DatabaseTimeout(f"the database did not answer within {deadline:g} s") from error
 

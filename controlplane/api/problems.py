@@ -15,11 +15,10 @@ from litestar.exceptions import (
 )
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
 from litestar.types import ExceptionHandlersMap
-from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
-from controlplane.db import DatabaseTimeout
+from controlplane.db import UNAVAILABLE
 from controlplane.errors import Conflict, DomainError, InvalidInput, problem_type
 
 __all__ = ["DATABASE_RETRY_AFTER_SECONDS", "PROBLEM_MEDIA_TYPE", "exception_handlers"]
@@ -137,10 +136,7 @@ exception_handlers: ExceptionHandlersMap = {
     StaleDataError: _stale_data,
     IntegrityError: _integrity,
     DataError: _data,
-    OperationalError: _database_unavailable,
-    InterfaceError: _database_unavailable,
-    PoolTimeout: _database_unavailable,
-    DatabaseTimeout: _database_unavailable,
+    **dict.fromkeys(UNAVAILABLE, _database_unavailable),
     ValidationException: _validation,
     NotAuthorizedException: _http,
     PermissionDeniedException: _http,

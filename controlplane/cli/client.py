@@ -38,15 +38,21 @@ class Api:
                 response = client.request(method, "/api/v1" + path, **kwargs)
         except httpx.HTTPError as error:
             raise CommandError(f"cannot reach the control plane at {self._url}: {error}") from error
-        if response.is_success:
-            return response.json()
         try:
-            problem = response.json()
-            slug = str(problem.get("type", "")).rsplit("/", 1)[-1]
-            detail = problem.get("detail", response.text)
-            extra = {k: v for k, v in problem.items() if k not in ("type", "title", "status", "detail", "instance")}
+            body = response.json()
         except ValueError:
-            slug, detail, extra = "http-error", response.text, {}
+            # Not the control plane's API (a proxy's error page, another service on the port): say so in one line.
+            kind = response.headers.get("content-type", "no content type")
+            raise CommandError(
+                f"{response.status_code} not-the-api: {response.request.url} answered {kind}, not JSON; "
+                "is CONTROLPLANE_URL the control plane?"
+            ) from None
+        if response.is_success:
+            return body
+        problem = body if isinstance(body, dict) else {}
+        slug = str(problem.get("type", "http-error")).rsplit("/", 1)[-1]
+        detail = problem.get("detail", response.reason_phrase)
+        extra = {k: v for k, v in problem.items() if k not in ("type", "title", "status", "detail", "instance")}
         suffix = f" {json.dumps(extra)}" if extra else ""
         raise CommandError(f"{response.status_code} {slug}: {detail}{suffix}")
 

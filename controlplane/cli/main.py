@@ -35,6 +35,9 @@ __all__ = ["build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(prog="controlplane", description="The `controlplane` command.")
+    parser.add_argument(
+        "--traceback", action="store_true", help="on an unexpected failure, print the traceback, not only one line"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     # The order here is the order `controlplane --help` lists them in.
     add_server_commands(commands)
@@ -71,4 +74,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(1) from error
     except OSError as error:
         stderr.print(f"error {error}")
+        raise SystemExit(1) from error
+    except KeyboardInterrupt:
+        stderr.print("error interrupted")
+        raise SystemExit(130) from None
+    except Exception as error:
+        if args.traceback:
+            raise
+        # A failure nobody foresaw still reads as one line; --traceback shows where it came from.
+        first = str(error).splitlines()[0] if str(error) else ""
+        stderr.print(f"error unexpected {type(error).__name__}: {first} (run with --traceback for where)")
         raise SystemExit(1) from error

@@ -25,7 +25,7 @@ from controlplane.catalog.rules import AlertState, Rule, RuleKind
 from controlplane.catalog.service import load_rules
 from controlplane.cleanup.service import policy_health
 from controlplane.clock import Clock
-from controlplane.db import UNAVAILABLE, session_scope
+from controlplane.db import UNAVAILABLE, DatabaseTimeout, read_within, session_scope
 from controlplane.flags.models import Flag, FlagEnvironment
 from controlplane.rollouts.models import Rollout
 from controlplane.rollouts.stages import RolloutState, stages_from_json
@@ -58,8 +58,9 @@ class StateMetrics(Collector):
             "are then absent).",
         )
         try:
-            families = self._read()
-        except SQLAlchemyError as error:
+            # Within the scrape's database budget: a frozen database must not hold the scrape past it.
+            families = read_within(self._read)
+        except (SQLAlchemyError, DatabaseTimeout) as error:
             # A traceback only for what is not the database being away: a scrape every 15 s of an outage needs none.
             logger.warning(
                 "/metrics could not read rollout and alert state (%s)",
@@ -185,8 +186,8 @@ class StreakMetrics(Collector):
             labels=["rule", "pipeline", "event", "environment", "outcome"],
         )
         try:
-            rules, tails = self._read()
-        except SQLAlchemyError as error:  # StateMetrics reports the unreadable database; the scrape goes on
+            rules, tails = read_within(self._read)
+        except (SQLAlchemyError, DatabaseTimeout) as error:  # StateMetrics reports it unreadable; the scrape goes on
             logger.warning(
                 "/metrics could not read the event tails of streak rules (%s)",
                 type(error).__name__,

@@ -143,8 +143,8 @@ def control_plane(url: str, folder: Path) -> Iterator[tuple[str, str]]:
 class Traffic:
     """Four clients and what they saw: (phase when sent, kind, status or error, seconds, monotonic time answered)."""
 
-    #: An OFREP evaluation, a snapshot read, a management read, an ingest batch of 10 events.
-    KINDS = ("ofrep", "snapshot", "admin", "ingest")
+    #: An OFREP evaluation, a snapshot read, a management read, an ingest batch of 10 events, a Prometheus scrape.
+    KINDS = ("ofrep", "snapshot", "admin", "ingest", "metrics")
 
     def __init__(self, base: str, admin: str, evaluate: str, ingest: str) -> None:
         self.base, self.phase, self.stopped = base, "healthy", threading.Event()
@@ -168,7 +168,8 @@ class Traffic:
                 time.sleep(0.1)  # light traffic: about ten requests a second per client
 
     def send(self, http: httpx.Client, kind: str) -> httpx.Response:
-        bearer = {"Authorization": f"Bearer {self.headers['evaluate' if kind in ('ofrep', 'snapshot') else kind]}"}
+        holder = "evaluate" if kind in ("ofrep", "snapshot") else "admin" if kind == "metrics" else kind
+        bearer = {"Authorization": f"Bearer {self.headers[holder]}"}
         if kind == "ofrep":
             body = {"context": {"targetingKey": "user-1"}}
             return http.post("/ofrep/v1/evaluate/flags/enable-reference-images", headers=bearer, json=body)
@@ -176,6 +177,8 @@ class Traffic:
             return http.get("/evaluation/v1/snapshot", headers=bearer)
         if kind == "admin":
             return http.get("/api/v1/flags", headers=bearer)
+        if kind == "metrics":
+            return http.get("/metrics")
         now = datetime.now(UTC).isoformat()
         events = [
             {

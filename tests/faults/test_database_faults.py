@@ -2,8 +2,9 @@
 ``tests.faults.cluster``, shared with ``bench.db_faults``, which runs the same at full length and prints figures).
 
 While the database is stopped: evaluation (OFREP, snapshot) answers 200 from memory, management and ingest 503 with
-Retry-After, quickly, never 500. Once it is back, management answers again within a second. While it is frozen, no
-request waits much longer than the request deadline. No acknowledged ingest event is lost.
+Retry-After, quickly, never 500; a scrape answers 200. Once it is back, management answers again within a second.
+While it is frozen, no request (a Prometheus scrape included) waits much longer than the request deadline. No
+acknowledged ingest event is lost.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ def test_a_stopped_then_frozen_database_costs_no_evaluation_no_500_and_no_acknow
     stopped = [row for row in seen if row[0] == "stopped"]
     assert {row[2] for row in stopped if row[1] in ("ofrep", "snapshot")} == {"200"}, "evaluation failed while stopped"
     assert {row[2] for row in stopped if row[1] in ("admin", "ingest")} == {"503"}
+    # A scrape still answers: the process's own series, and controlplane_state_readable 0.
+    assert {row[2] for row in seen if row[1] == "metrics"} == {"200"}, "a scrape failed"
     assert max(row[3] for row in stopped) < 1.0, "a refusal while stopped took a second or more"
     recovered = [at - back for _, kind, outcome, _, at in seen if kind == "admin" and outcome == "200" and at >= back]
     assert recovered and min(recovered) < 1.0, "management did not answer within a second of the database's return"

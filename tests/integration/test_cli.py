@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from sqlalchemy import create_engine, inspect
 
 from controlplane.api.roles import Role
 from controlplane.cli import main
+from controlplane.cli.client import Api
 from tests.conftest import REPO_ROOT
 
 
@@ -66,6 +69,50 @@ def test_an_unreachable_server_or_database_is_one_line_not_a_traceback(
     monkeypatch.setenv("CONTROLPLANE_DATABASE_URL", "postgresql+psycopg://nobody@127.0.0.1:9/none")
     code, _, err = run(capsys, "db", "upgrade")
     assert code == 1 and err.startswith("error the database refused or did not answer") and "Traceback" not in err
+
+
+def test_a_server_that_is_not_the_api_is_one_line_not_its_page(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            page = b"<!DOCTYPE html>\n<html><body>\n<h1>Welcome</h1>\n</body></html>\n"
+            self.send_response(200 if self.path.endswith("flags") else 404)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("CONTROLPLANE_URL", f"http://127.0.0.1:{server.server_address[1]}")
+        monkeypatch.setenv("CONTROLPLANE_TOKEN", "cpt_" + "A" * 43)
+        for argv in (("flags", "list"), ("rollout", "status", "x", "--env", "production")):
+            code, out, err = run(capsys, *argv)
+            assert code == 1 and out == "" and err.count("\n") == 1, err
+            assert "not-the-api" in err and "text/html, not JSON" in err and "<html>" not in err
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_unforeseen_failure_is_one_line_unless_the_traceback_is_asked_for(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def breaks(*_: object) -> None:
+        raise ValueError("the unforeseen\nsecond line")
+
+    monkeypatch.setattr(Api, "call", breaks)
+    monkeypatch.setenv("CONTROLPLANE_TOKEN", "cpt_" + "A" * 43)
+    code, out, err = run(capsys, "flags", "list")
+    assert code == 1 and out == ""
+    assert err == "error unexpected ValueError: the unforeseen (run with --traceback for where)\n"
+    with pytest.raises(ValueError, match="the unforeseen"):
+        main(["--traceback", "flags", "list"])
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from controlplane.api.unit_of_work import UnitOfWork
 from controlplane.app import create_app
 from controlplane.auth import guards
 from controlplane.db import DatabaseTimeout, create_db_engine
+from controlplane.exporter.metrics import StateMetrics, StreakMetrics
 from controlplane.flags import service
 from controlplane.settings import Settings
 from controlplane.telemetry.service import PendingBatch
@@ -90,6 +91,26 @@ def test_readyz_answers_within_two_seconds_whatever_the_database_does(
     assert response.json() == {"status": "unavailable", "database": f"no answer within {DEADLINE:g} s"}
     assert time.monotonic() - started < DEADLINE + 1.0
     assert health.READY_DEADLINE_SECONDS <= 2.0
+
+
+def test_a_scrape_whose_database_does_not_answer_comes_back_within_its_deadline(
+    client: TestClient[Litestar], monkeypatch: pytest.MonkeyPatch, frozen: threading.Event
+) -> None:
+    def hangs(_: Any) -> Any:
+        frozen.wait(30)
+        return ()
+
+    # Both collectors that read the database: they share the scrape's one budget.
+    monkeypatch.setattr(StateMetrics, "_read", hangs)
+    monkeypatch.setattr(StreakMetrics, "_read", hangs)
+    started = time.monotonic()
+    response = client.get("/metrics")
+    waited = time.monotonic() - started
+
+    assert response.status_code == 200
+    assert "controlplane_state_readable 0.0" in response.text
+    assert "controlplane_http_requests_total" in response.text  # the process's own series are still there
+    assert DEADLINE <= waited < DEADLINE + 1.0
 
 
 def test_an_ingest_batch_not_committed_within_the_deadline_is_not_acknowledged(frozen: threading.Event) -> None:
