@@ -6,7 +6,10 @@ that declares neither is refused to everyone, so a new route cannot ship unprote
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from litestar.connection import ASGIConnection
@@ -22,6 +25,8 @@ from controlplane.auth.tokens import digest_token
 from controlplane.db import UNAVAILABLE, in_thread, start_request_deadline
 
 __all__ = ["PrincipalCache", "address_identity", "authorize", "presented_token", "rate_limit_identity"]
+
+logger = logging.getLogger(__name__)
 
 
 def presented_token(headers: Headers) -> str | None:
@@ -60,6 +65,10 @@ class PrincipalCache:
         # Tokens that authenticated, whatever their age: what the replica answers with while its database is down.
         # Bounded by the tokens issued (an unknown token never gets in), so it is never flushed by junk.
         self._known: dict[str, Principal] = {}
+        # Evaluation's lookups running behind its answers: one per token at a time, each task held until it ends.
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
+        # Bumped by clear(): a lookup that began before a revocation must not store what it read before it.
+        self._generation = 0
 
     def get(self, token: str) -> tuple[bool, Principal | None]:
         """(hit, principal) for a presented token; a cached miss is a hit with None."""
@@ -84,9 +93,31 @@ class PrincipalCache:
         did, or was last seen refused."""
         return self._known.get(token)
 
+    def refresh(self, token: str, lookup: Callable[[], Awaitable[Principal | None]]) -> None:
+        """Start ``lookup()`` unless one for ``token`` is already running; store what it finds. A database that
+        cannot answer leaves the last known role as it was."""
+        if token in self._refreshing:
+            return
+        generation = self._generation
+
+        async def run() -> None:
+            try:
+                found = await lookup()
+                if generation == self._generation:
+                    self.put(token, found)
+            except UNAVAILABLE:
+                pass  # still unreachable: the next request past the TTL tries again
+            except Exception:  # a refresh nobody awaits must still be seen when it breaks
+                logger.exception("token lookup behind an evaluation failed")
+            finally:
+                self._refreshing.pop(token, None)
+
+        self._refreshing[token] = asyncio.get_running_loop().create_task(run())
+
     def clear(self, revoked: str | None = None) -> None:
         """Forget every fresh lookup (after a revocation), and the token named ``revoked`` for good (all of them when
         not named): the others keep their last known role for an outage."""
+        self._generation += 1
         self._entries.clear()
         if revoked is None:
             self._known.clear()
@@ -120,16 +151,28 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
         factory: sessionmaker[Session] = connection.app.state.reader
         # Off the event loop: a lookup is a database round trip, bounded like a request's own database work.
         deadline: float = connection.app.state.settings.database_timeout_seconds
-        try:
-            principal = await in_thread(_lookup, factory, token, deadline=deadline)
-        except UNAVAILABLE:
-            # The database is down: a token this replica has seen authenticate keeps its role (evaluation answers
-            # from memory through an outage); an unseen or refused one cannot be checked, and the error stands.
-            principal = cache.last_known(token)
-            if principal is None:
-                raise
+
+        async def lookup() -> Principal | None:
+            return await in_thread(_lookup, factory, token, deadline=deadline)
+
+        known = cache.last_known(token)
+        if required is Role.EVALUATE and known is not None:
+            # Evaluation never waits on the database for a token it has seen: it answers with the last known role
+            # while the lookup runs behind it (a frozen database would otherwise cost each such request the
+            # lookup's timeout). A revocation elsewhere is therefore honoured within the TTL plus one lookup.
+            cache.refresh(token, lookup)
+            principal = known
         else:
-            cache.put(token, principal)
+            try:
+                principal = await lookup()
+            except UNAVAILABLE:
+                # The database is down: a token this replica has seen authenticate keeps its role; an unseen or
+                # refused one cannot be checked, and the error stands.
+                principal = known
+                if principal is None:
+                    raise
+            else:
+                cache.put(token, principal)
     if principal is None:
         raise NotAuthorizedException(detail="the token is unknown or revoked")
     if not grants(principal.role, required):

@@ -141,7 +141,7 @@ def control_plane(url: str, folder: Path) -> Iterator[tuple[str, str]]:
 
 
 class Traffic:
-    """Four clients and what they saw: (phase when sent, kind, status or error, seconds, monotonic time answered)."""
+    """Five clients and what they saw: (phase when sent, kind, status or error, seconds, monotonic time answered)."""
 
     #: An OFREP evaluation, a snapshot read, a management read, an ingest batch of 10 events, a Prometheus scrape.
     KINDS = ("ofrep", "snapshot", "admin", "ingest", "metrics")
@@ -245,7 +245,7 @@ class FaultRun:
 
 
 def run_faults(folder: Path, *, settle: float, stopped: float, frozen: float) -> FaultRun:
-    """The whole scenario: a cluster and a served control plane in ``folder``, four clients, then ``settle`` s of
+    """The whole scenario: a cluster and a served control plane in ``folder``, five clients, then ``settle`` s of
     healthy traffic, the cluster stopped for ``stopped`` s and started, ``settle`` s, paused for ``frozen`` s and
     resumed, ``settle`` s. Each request counts in the phase it was sent in."""
     with cluster(folder) as (data, port):

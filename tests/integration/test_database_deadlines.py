@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -25,10 +25,12 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from controlplane.api import health
+from controlplane.api.roles import Role
 from controlplane.api.unit_of_work import UnitOfWork
 from controlplane.app import create_app
 from controlplane.auth import guards
-from controlplane.db import DatabaseTimeout, create_db_engine
+from controlplane.auth import service as auth_service
+from controlplane.db import DatabaseTimeout, create_db_engine, session_scope
 from controlplane.exporter.metrics import StateMetrics, StreakMetrics
 from controlplane.flags import service
 from controlplane.settings import Settings
@@ -206,3 +208,67 @@ def test_the_token_lookup_and_the_work_share_one_deadline(
 
     assert response.status_code == 503, response.text
     assert deadline <= waited < 1.6 * deadline, waited
+
+
+def test_evaluation_answers_a_known_token_at_once_while_its_lookup_waits_behind_it(
+    settings: Settings,
+    engine: Engine,
+    clock: FakeClock,
+    make_token: Callable[..., str],
+    admin_headers: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    frozen: threading.Event,
+) -> None:
+    # The token cache expires at once, so every request is past its TTL: a frozen database would cost each
+    # evaluation the lookup's deadline if evaluation waited for it.
+    changed = replace(settings, database_timeout_seconds=DEADLINE, token_cache_seconds=0.001)
+    evaluate = {"Authorization": f"Bearer {make_token(Role.EVALUATE, environment='production')}"}
+    lookups: list[str] = []
+    with TestClient(create_app(changed, engine=engine, clock=clock)) as client:
+        assert client.get("/evaluation/v1/snapshot", headers=evaluate).status_code == 200  # seen once
+        assert client.get("/api/v1/flags", headers=admin_headers).status_code == 200
+
+        def hangs(_: Any, token: str) -> Any:
+            lookups.append(token)
+            frozen.wait(30)
+            return None
+
+        monkeypatch.setattr(guards, "_lookup", hangs)
+        started = time.monotonic()
+        answers = [client.get("/evaluation/v1/snapshot", headers=evaluate).status_code for _ in range(5)]
+        waited = time.monotonic() - started
+        # Management still checks the token before acting: it waits for the lookup, which spends the request's
+        # whole database budget, so it answers 503.
+        started = time.monotonic()
+        management = client.get("/api/v1/flags", headers=admin_headers).status_code
+        management_waited = time.monotonic() - started
+
+    assert answers == [200] * 5
+    assert waited < DEADLINE, waited  # five evaluations in less than one lookup's deadline
+    assert len([token for token in lookups if token == evaluate["Authorization"][7:]]) == 1  # one lookup at a time
+    assert management == 503 and management_waited >= DEADLINE
+
+
+def test_a_token_revoked_elsewhere_is_refused_to_evaluation_once_its_lookup_behind_an_answer_has_run(
+    settings: Settings,
+    engine: Engine,
+    clock: FakeClock,
+    session_factory: sessionmaker[Session],
+    make_token: Callable[..., str],
+) -> None:
+    changed = replace(settings, token_cache_seconds=0.001)
+    token = make_token(Role.EVALUATE, name="app", environment="production")
+    evaluate = {"Authorization": f"Bearer {token}"}
+    with TestClient(create_app(changed, engine=engine, clock=clock)) as client:
+        assert client.get("/evaluation/v1/snapshot", headers=evaluate).status_code == 200
+        with session_scope(session_factory) as session:  # another replica revokes it
+            auth_service.revoke_token(session, name="app", actor="other-replica", reason="leaked", now=clock())
+        # The request past the TTL answers from the last known role and looks the token up behind it; the lookup
+        # is a moment's work, after which the token is refused.
+        answers = []
+        for _ in range(200):
+            answers.append(client.get("/evaluation/v1/snapshot", headers=evaluate).status_code)
+            if answers[-1] == 401:
+                break
+            time.sleep(0.01)  # the lookup runs on the server's own loop; give it its moment
+    assert answers[0] == 200 and answers[-1] == 401 and len(answers) <= 20, answers
