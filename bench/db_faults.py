@@ -3,8 +3,9 @@
 A private PostgreSQL cluster (``initdb`` and ``pg_ctl`` as the ``postgres`` user, on a free port) serves one
 `controlplane serve` process with the shipped definitions. Five clients send, each every 0.1 s, one of: an OFREP
 evaluation, a snapshot read, a management read (`GET /api/v1/flags`), an ingest batch of 10 events (each batch
-with a new id) and a Prometheus scrape (`GET /metrics`). Timeline: 5 s healthy; the cluster stopped (`pg_ctl stop -m fast`) for ``--stop`` seconds and
-started again; 5 s; every process of the cluster paused (SIGSTOP) for ``--freeze`` seconds and resumed; 5 s.
+with a new id) and a Prometheus scrape (`GET /metrics`). Timeline: 5 s healthy; the cluster stopped
+(`pg_ctl stop -m fast`) for ``--stop`` seconds and started again; 5 s; every process of the cluster paused (SIGSTOP)
+for ``--freeze`` seconds and resumed; 5 s.
 
 Printed per phase and request kind: requests, status codes, p99 and max latency; how long after the database came
 back the first management read succeeded; and whether every acknowledged ingest event is in the database.
