@@ -325,6 +325,12 @@ REFUSALS: dict[str, Case] = {
     ),
     "string value": (lambda now: [request_event(now, value="fast")], {0: "value"}, "Expected `float | null`"),
     "negative value": (lambda now: [request_event(now, value=-0.5)], {0: "value"}, "at least 0"),
+    # Two of these in a window once summed to infinity: /metrics showed +Inf and the latency guard lost its data.
+    "value past its unit's maximum": (
+        lambda now: [request_event(now, value=1.0), request_event(now, value=1e308)],
+        {1: "value"},
+        "value must be at most",
+    ),
     "value on an event without one": (
         lambda now: [request_event(now, type="preflight_reference_images", outcome="resolved", labels={})],
         {0: "value"},

@@ -302,3 +302,28 @@ def test_every_integer_path_parameter_is_bounded_as_the_database_can_store_it(
             if response.status_code != 422 or not response.headers["content-type"].startswith(PROBLEM_MEDIA_TYPE):
                 failures.append(f"{endpoint.method} {url}: {response.status_code} {response.text[:120]}")
     assert not failures, "\n".join(failures)
+
+
+def test_every_integer_query_parameter_is_bounded(
+    client: TestClient[Litestar], app: Litestar, admin_headers: dict[str, str]
+) -> None:
+    # Found from each handler's signature, so a new integer query parameter is checked without being listed here.
+    checked = []
+    failures = []
+    for endpoint in walk(app):
+        for name, field in endpoint.handler.parsed_fn_signature.parameters.items():
+            integer = not field.is_subclass_of(bool) and (
+                field.is_subclass_of(int) or any(inner.is_subclass_of(int) for inner in field.inner_types)
+            )
+            if not integer or f"{{{name}:" in endpoint.template:  # a path parameter: the test above
+                continue
+            if getattr(field.kwarg_definition, "header", None) or getattr(field.kwarg_definition, "cookie", None):
+                continue
+            query = getattr(field.kwarg_definition, "query", None) or name
+            checked.append(f"{endpoint.method} {endpoint.template}?{query}")
+            for value in OUT_OF_RANGE:
+                response = client.request(endpoint.method, endpoint.url, params={query: value}, headers=admin_headers)
+                if response.status_code != 422 or not response.headers["content-type"].startswith(PROBLEM_MEDIA_TYPE):
+                    failures.append(f"{endpoint.method} {endpoint.url}?{query}={value}: {response.status_code}")
+    assert {"GET /api/v1/audit?before_id", "GET /api/v1/cleanup/runs?limit"} <= set(checked), checked
+    assert not failures, "\n".join(failures)
