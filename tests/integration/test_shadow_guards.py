@@ -93,10 +93,13 @@ def test_a_firing_shadow_guard_neither_holds_advance_nor_rolls_back(traffic: Gua
     assert advanced.status_code == 200, advanced.text
     assert advanced.json()["percentage"] == 100
 
-    # On-call heard of the shadow guard as info only; nothing was paged, nothing rolled back.
+    # On-call heard of the shadow guard as info only; nothing was paged, nothing rolled back. (The catch-all route
+    # also carries the rollout's own steps, all info: started and advanced.)
     notes = traffic.client.get("/api/v1/notifications", headers=traffic.viewer).json()
     assert {(note["rule"], note["kind"], note["severity"], note["receiver"]) for note in notes} == {
-        ("error-rate-strict", "trigger", "info", "watching")
+        ("error-rate-strict", "trigger", "info", "watching"),
+        ("rollout", "rollout_started", "info", "watching"),
+        ("rollout", "stage_advanced", "info", "watching"),
     }
     audit = traffic.client.get("/api/v1/audit", headers=traffic.admin, params={"flag": FLAG}).json()
     assert "rollout.rollback" not in {record["action"] for record in audit}
