@@ -155,7 +155,7 @@ def operate_rollout(
     if announcer is not None:
         step = operation_step(
             operation.value,
-            context=_step_context(loaded),
+            context=_step_context(loaded, row),
             before=current,
             after=decision.transition.rollout,
             actor=actor,
@@ -169,12 +169,12 @@ def operate_rollout(
     return build_status(session, loaded, row, now, gates)
 
 
-def _step_context(loaded: LoadedRollout) -> StepContext:
+def _step_context(loaded: LoadedRollout, row: RolloutRow) -> StepContext:
     return StepContext(
         flag=loaded.flag.key,
         pipeline=loaded.flag.pipeline or "",
         environment=loaded.plan.environment,
-        revision=loaded.state.revision,
+        rollout_id=row.id,
     )
 
 
@@ -281,7 +281,7 @@ def tick_rollout(
             )
             if announcer is not None:
                 step = tick_step(
-                    _step_context(loaded), before=current, after=moved.rollout, summary=moved.summary, now=now
+                    _step_context(loaded, row), before=current, after=moved.rollout, summary=moved.summary, now=now
                 )
                 announcer.announce(session, [step], now=now)
             return TickResult(advanced=build_status(session, loaded, row, now, gates))
@@ -292,7 +292,7 @@ def tick_rollout(
     reasons = holding_reasons(current, enabled=loaded.state.enabled, gate_reasons=verdict.reasons)
     row.deadline_notified_at = now
     session.flush()
-    announcer.announce(session, [deadline_step(_step_context(loaded), current, reasons=reasons, now=now)], now=now)
+    announcer.announce(session, [deadline_step(_step_context(loaded, row), current, reasons=reasons, now=now)], now=now)
     return TickResult(deadline_told=True)
 
 

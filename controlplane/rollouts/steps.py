@@ -60,7 +60,7 @@ class RolloutStep:
     """One step of a rollout: the flag, environment and stage it left the rollout at, who did it and why.
 
     ``stage`` is 1-based (as status and the audit log say it); ``key`` is unique per step, so a step told twice is
-    recognised (the environment's revision after an operation, or the stage run for a deadline).
+    recognised: the rollout, what happened, at which stage and when (a deadline: the stage run it is about).
     """
 
     kind: StepKind
@@ -100,7 +100,11 @@ class StepContext:
     flag: str
     pipeline: str
     environment: str
-    revision: int
+    rollout_id: int
+
+
+def _rollout_key(context: StepContext) -> str:
+    return f"{context.flag}/{context.environment}/rollout-{context.rollout_id}"
 
 
 def _kind_of(operation: str, after: Rollout, *, forced_past_guards: bool) -> StepKind:
@@ -148,7 +152,7 @@ def operation_step(
         reason=reason,
         summary=f"{context.flag} in {context.environment}: {summary}",
         at=now,
-        key=f"{context.flag}/{context.environment}/revision-{context.revision}",
+        key=f"{_rollout_key(context)}/{kind.value}/stage-{after.stage_index + 1}/{now.isoformat()}",
         forced=forced or forced_past_guards,
         previous_percentage=before.percentage,
     )
@@ -216,6 +220,6 @@ def deadline_step(context: StepContext, rollout: Rollout, *, reasons: Sequence[s
         reason=why,
         summary=summary,
         at=now,
-        key=f"{context.flag}/{context.environment}/deadline/stage-{stage}/{started.isoformat()}",
+        key=f"{_rollout_key(context)}/deadline/stage-{stage}/{started.isoformat()}",
         previous_percentage=rollout.percentage,
     )

@@ -37,7 +37,9 @@ STAGES = (
     Stage(50, bake=2 * HOUR, auto_advance=True),
     Stage(100, bake=24 * HOUR),
 )
-CONTEXT = StepContext(flag="enable-reference-images", pipeline="reference-images", environment="production", revision=7)
+CONTEXT = StepContext(
+    flag="enable-reference-images", pipeline="reference-images", environment="production", rollout_id=7
+)
 
 
 def running(stage_index: int = 0, started: datetime = T0) -> Rollout:
@@ -139,7 +141,7 @@ def test_the_deadline_step_says_how_long_the_stage_held_and_why() -> None:
         "enable-reference-images in production: stage 1/3 (10%) has not moved on for 1h20m, past its progress "
         "deadline of 1h15m: the stage has 12 events; it needs 500"
     )
-    assert step.key == f"enable-reference-images/production/deadline/stage-1/{T0.isoformat()}"
+    assert step.key == f"enable-reference-images/production/rollout-7/deadline/stage-1/{T0.isoformat()}"
 
 
 # --- the step each operation makes ------------------------------------------------------------------------------
@@ -163,7 +165,10 @@ def step_of(operation: str, before: Rollout, after: Rollout, **kw: bool) -> tupl
         "olivia",
         "looks healthy",
     )
-    assert step.key == "enable-reference-images/production/revision-7"
+    assert (
+        step.key
+        == f"enable-reference-images/production/rollout-7/{step.kind.value}/stage-{step.stage}/{T0.isoformat()}"
+    )
     return step.kind, step.severity
 
 
