@@ -11,14 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 from litestar.datastructures import State
 from litestar.di import Provide
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from controlplane.metrics import ControlPlaneMetrics
 from controlplane.notifications.config import NotificationConfig
 from controlplane.notifications.messages import ROLLOUT_RULE, AlertEvent
-from controlplane.notifications.service import enqueue_notifications
+from controlplane.notifications.service import DeliveryStatus, count_silenced, enqueue_notifications
 from controlplane.rollouts.steps import RolloutStep, StepAnnouncer
 
 __all__ = ["NotificationAnnouncer", "dependencies", "step_event"]
@@ -51,19 +54,28 @@ def step_event(step: RolloutStep) -> AlertEvent:
 
 
 class NotificationAnnouncer:
-    """Writes each rollout step to the notification outbox, routed by its severity and kind."""
+    """Writes each rollout step to the notification outbox, routed by its severity and kind; silenced ones are
+    counted in ``controlplane_notifications_total`` once the transaction commits."""
 
-    def __init__(self, config: Callable[[], NotificationConfig]) -> None:
+    def __init__(self, config: Callable[[], NotificationConfig], metrics: ControlPlaneMetrics | None = None) -> None:
         self._config = config
+        self._metrics = metrics
 
     def announce(self, session: Session, steps: Sequence[RolloutStep], *, now: datetime) -> None:
         """Record the steps for every receiver their routes pick (silenced ones as silenced)."""
-        enqueue_notifications(session, self._config(), [step_event(step) for step in steps], now=now)
+        created = enqueue_notifications(session, self._config(), [step_event(step) for step in steps], now=now)
+        metrics = self._metrics
+        if metrics is not None and any(row.status == DeliveryStatus.SILENCED for row in created):
+            # Counted only once committed: a refused or failed transaction silenced nothing.
+            def count(_: Any) -> None:
+                count_silenced(metrics, created)
+
+            event.listen(session, "after_commit", count, once=True)
 
 
 def provide_announcer(state: State) -> StepAnnouncer:
-    """The announcer over the notification configuration the app loaded."""
-    return NotificationAnnouncer(state.notification_config)
+    """The announcer over the notification configuration the app loaded, counting in the app's metrics."""
+    return NotificationAnnouncer(state.notification_config, state.metrics)
 
 
 dependencies = {"announcer": Provide(provide_announcer, sync_to_thread=False)}

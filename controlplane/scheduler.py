@@ -139,7 +139,7 @@ def build_jobs(
     client = http or httpx.Client(timeout=5.0)
     evaluation_cache = EvaluationCache()
     gates = AlertGateReader()
-    announcer = NotificationAnnouncer(lambda: config)
+    announcer = NotificationAnnouncer(lambda: config, metrics)
     prometheus = prometheus_source(settings.prometheus_url, settings.prometheus_query_timeout_seconds)
     storage = storage_for or gcs_storage_for(settings.gcs_project)
     return [

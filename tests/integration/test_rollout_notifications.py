@@ -292,6 +292,12 @@ def test_a_silenced_step_is_logged_as_silenced_and_never_sent(
     assert {row["status"] for row in desk.log()} == {"silenced"}
     assert desk.deliver() == {"sent": 0, "retried": 0, "failed": 0}
     assert receiver.requests == []
+    registry = desk.client.app.state.metrics.registry
+    for name in ("oncall", "deploys", "hooks"):
+        counted = registry.get_sample_value(
+            "controlplane_notifications_total", {"receiver": name, "result": "silenced"}
+        )
+        assert counted == 1, name
 
 
 def test_a_declared_progress_deadline_is_used_and_a_bad_one_refused_on_its_line(
