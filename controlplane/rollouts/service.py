@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import CursorResult, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from controlplane.audit.service import append_audit_record
@@ -290,10 +290,33 @@ def tick_rollout(
         return TickResult()
     verdict = verdict or stage_verdict(session, loaded, current, gates)
     reasons = holding_reasons(current, enabled=loaded.state.enabled, gate_reasons=verdict.reasons)
-    row.deadline_notified_at = now
-    session.flush()
+    if not _claim_deadline(session, row, current, now=now):
+        return TickResult()
     announcer.announce(session, [deadline_step(_step_context(loaded, row), current, reasons=reasons, now=now)], now=now)
     return TickResult(deadline_told=True)
+
+
+def _claim_deadline(session: Session, row: RolloutRow, current: Rollout, *, now: datetime) -> bool:
+    """Record that the stage run's deadline is told, only if the row is still that untold stage run."""
+    # Compare-and-set, not read-then-write: an operator who moved the rollout meanwhile (or another tick) wins, and
+    # this tick tells nothing about a stage that is no longer current.
+    claim = (
+        update(RolloutRow)
+        .where(
+            RolloutRow.id == row.id,
+            RolloutRow.state == RolloutState.RUNNING.value,
+            RolloutRow.stage_started_at == current.stage_started_at,
+            or_(
+                RolloutRow.deadline_notified_at.is_(None),
+                RolloutRow.deadline_notified_at < current.stage_started_at,
+            ),
+        )
+        .values(deadline_notified_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    claimed = cast(CursorResult[Any], session.execute(claim)).rowcount == 1
+    session.expire(row, ["deadline_notified_at"])
+    return claimed
 
 
 def is_rollout_serving(session: Session, *, key: str, environment: str) -> bool:

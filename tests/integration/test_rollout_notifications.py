@@ -13,7 +13,7 @@ import httpx
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from controlplane.announcements import NotificationAnnouncer
@@ -25,6 +25,9 @@ from controlplane.notifications.config import load_notification_config
 from controlplane.notifications.jobs import deliver_due_notifications
 from controlplane.notifications.service import delete_superseded_notifications
 from controlplane.rollouts.jobs import advance_baked_rollouts
+from controlplane.rollouts.models import Rollout as RolloutRow
+from controlplane.rollouts.service import _claim_deadline
+from controlplane.rollouts.status import to_machine
 from controlplane.settings import Settings
 from tests.conftest import REPO_ROOT, FakeClock, problem
 from tests.receivers import ScriptedReceiver, scripted_receiver
@@ -334,3 +337,25 @@ def test_retention_prunes_old_step_notifications_which_no_de_duplication_reads_a
         deleted = delete_superseded_notifications(session, before=desk.clock() - timedelta(hours=1))
     assert deleted == 3, "the start's three delivered rows; the pending completion stays"
     assert [(row["kind"], row["status"]) for row in desk.log()] == [("rollout_completed", "pending")] * 3
+
+
+def test_a_tick_that_read_a_stage_an_operator_has_since_moved_tells_nothing(
+    desk: Desk, admin_headers: dict[str, str]
+) -> None:
+    desk.apply((REPO_ROOT / "definitions" / "reference-images.yaml").read_text(), admin_headers)
+    desk.operate("production", "start", force=True, reason="hotfix canary straight to production")
+    desk.clock.advance(timedelta(hours=2))
+    with session_scope(desk.factory) as session:
+        stale_row = session.scalars(select(RolloutRow)).one()
+        stale = to_machine(stale_row)
+    # Between the tick's read and its write, an operator advances: the stage the tick saw is gone.
+    desk.operate("production", "advance", reason="checked by hand", force=True)
+    with session_scope(desk.factory) as session:
+        row = session.get(RolloutRow, stale_row.id)
+        assert row is not None
+        assert _claim_deadline(session, row, stale, now=desk.clock()) is False
+    with session_scope(desk.factory) as session:
+        row = session.get(RolloutRow, stale_row.id)
+        assert row is not None
+        assert row.deadline_notified_at is None
+        assert _claim_deadline(session, row, to_machine(row), now=desk.clock()) is True
