@@ -123,6 +123,8 @@ def test_an_enforced_guard_beside_it_still_holds_and_rolls_back(traffic: Guarded
     severities = {(note["rule"], note["kind"]): note["severity"] for note in notes}
     assert severities[("error-rate-strict", "trigger")] == "info"
     assert severities[("error-rate", "trigger")] == severities[("error-rate", "rollback")] == "page"
+    # The automatic rollback is told once, as its guard's rollback; the rollout's own step log has only the start.
+    assert [note["kind"] for note in notes if note["rule"] == "rollout"] == ["rollout_started"]
 
 
 def test_a_firing_shadow_guard_of_the_first_stage_does_not_block_a_start(traffic: GuardedTraffic) -> None:
