@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
 from controlplane.alerting.controller import AlertController
+from controlplane.announcements import dependencies as announcement_dependencies
 from controlplane.api.dependencies import dependencies
 from controlplane.api.health import healthz, readyz
 from controlplane.api.options import answer_options
@@ -203,6 +204,7 @@ def create_app(
             **gate_dependencies,
             **rollout_dependencies,
             **notification_dependencies,
+            **announcement_dependencies,
         },
         exception_handlers=exception_handlers,
         middleware=[

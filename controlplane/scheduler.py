@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controlplane.alerting.evaluation import EvaluationCache
 from controlplane.alerting.prometheus import prometheus_source
+from controlplane.announcements import NotificationAnnouncer
 from controlplane.cleanup.jobs import StorageFor, gcs_storage_for, run_cleanups
 from controlplane.clock import Clock
 from controlplane.db import session_scope
@@ -138,6 +139,7 @@ def build_jobs(
     client = http or httpx.Client(timeout=5.0)
     evaluation_cache = EvaluationCache()
     gates = AlertGateReader()
+    announcer = NotificationAnnouncer(lambda: config, metrics)
     prometheus = prometheus_source(settings.prometheus_url, settings.prometheus_query_timeout_seconds)
     storage = storage_for or gcs_storage_for(settings.gcs_project)
     return [
@@ -149,7 +151,9 @@ def build_jobs(
         ),
         JobSpec(
             "advance_baked_rollouts",
-            lambda: advance_baked_rollouts(factory, environments=settings.environments, clock=clock, gates=gates),
+            lambda: advance_baked_rollouts(
+                factory, environments=settings.environments, clock=clock, gates=gates, announcer=announcer
+            ),
             timedelta(seconds=settings.rollout_tick_seconds),
         ),
         JobSpec(

@@ -28,12 +28,23 @@ def _status_table(status: dict[str, Any]) -> Table:
         ("stage started", status["stage_started_at"]),
         ("bake remaining", f"{status['bake_remaining_seconds']:.0f}s"),
         ("next auto-advance", status["next_auto_advance_at"] or "-"),
+        ("progress deadline", _deadline(status)),
         ("gates", f"{status['gates']}: {status['gates_detail']}"),
         ("previous environment", f"{status['previous_environment']} ({status['previous_environment_state']})"),
         ("started by", status["started_by"]),
         ("forced", status["forced_reason"] or "-"),
     ]
     return table(f"rollout of {status['flag']} in {status['environment']}", ["", ""], rows)
+
+
+def _deadline(status: dict[str, Any]) -> str:
+    deadline_at = status.get("progress_deadline_at")
+    if not deadline_at:
+        return "-"
+    if not status.get("progress_deadline_passed"):
+        return str(deadline_at)
+    told = status.get("progress_deadline_notified_at")
+    return f"passed at {deadline_at}" + (f" (told at {told})" if told else " (not told yet)")
 
 
 def cmd_rollout(args: argparse.Namespace, settings: Settings) -> None:

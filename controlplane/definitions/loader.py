@@ -30,7 +30,7 @@ from controlplane.definitions.schemas import (
     RolloutPlan,
 )
 from controlplane.flags.schemas import FlagDefinitionError, FlagType, check_flag_variants, check_variant_values
-from controlplane.rollouts.stages import MAX_BAKE, Stage, validate_stages
+from controlplane.rollouts.stages import MAX_BAKE, Stage, duration_words, validate_stages
 
 __all__ = [
     "load_definition",
@@ -86,6 +86,7 @@ def to_stages(plan_env: PlanEnvironmentSpec) -> tuple[Stage, ...]:
             min_samples=stage.min_samples,
             guards=tuple(stage.guards),
             auto_advance=stage.auto_advance,
+            deadline=None if stage.progress_deadline is None else parse_duration(stage.progress_deadline),
         )
         for stage in plan_env.stages
     )
@@ -266,12 +267,31 @@ def _check_stages(step: PlanEnvironmentSpec, at: FieldPath, document: Document) 
                 raise ValueError(f"bake must be at most {MAX_BAKE.days} days, got {bake.days} days")
         except ValueError as exc:
             raise document.error((*at, "stages", index, "bake"), str(exc)) from exc
+        if stage.progress_deadline is not None:
+            _check_progress_deadline(stage.progress_deadline, bake, (*at, "stages", index), document)
     try:
         stages = to_stages(step)
         validate_stages(stages)
     except ValueError as exc:
         raise document.error((*at, *_stage_at_fault(step)), str(exc)) from exc
     return stages
+
+
+def _check_progress_deadline(value: str | int, bake: timedelta, at: FieldPath, document: Document) -> None:
+    """Refuse a progress deadline that is not a duration, or that passes before the stage's bake can be over."""
+    where = (*at, "progress_deadline")
+    try:
+        deadline = parse_duration(value)
+    except ValueError as exc:
+        raise document.error(where, str(exc).replace("bake", "progress_deadline")) from exc
+    if deadline <= bake:
+        raise document.error(
+            where,
+            f"progress_deadline ({value}) must be longer than the stage's bake ({duration_words(bake)}): "
+            "the stage cannot advance before its bake is over, so a deadline within it would always pass",
+        )
+    if deadline > 2 * MAX_BAKE:
+        raise document.error(where, f"progress_deadline must be at most {2 * MAX_BAKE.days} days")
 
 
 def _stage_at_fault(step: PlanEnvironmentSpec) -> FieldPath:

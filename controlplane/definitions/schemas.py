@@ -69,6 +69,8 @@ class StageSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only
     min_samples: Annotated[int, msgspec.Meta(ge=0)] = 0
     guards: list[Name] = msgspec.field(default_factory=list)
     auto_advance: bool = False
+    #: How long the stage may run without moving on before someone is told (default: bake + max(10m, bake / 4)).
+    progress_deadline: Bake | None = None
 
 
 class PlanEnvironmentSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

@@ -5,10 +5,14 @@
       alerts:   {type: slack, url: "${SLACK_WEBHOOK_URL}"}
       hooks:    {type: webhook, url: https://example.internal/hook, headers: {Authorization: "Bearer ${HOOK_TOKEN}"}}
     routes:
+      - {kind: [rollout], receivers: [oncall, hooks], continue: true}   # every rollout step
       - {severity: [page], receivers: [oncall, alerts], continue: true}
-      - {receivers: [alerts]}            # no severity: every severity
+      - {receivers: [alerts]}            # no severity, no kind: everything
 
-Routes are tried in order; the first that matches an alert's severity wins unless it says ``continue: true``.
+Routes are tried in order; the first that matches an event's severity and kind wins unless it says
+``continue: true``. ``kind`` lists event kinds (``messages.KINDS``) or the families ``alert`` (trigger, resolve,
+rollback) and ``rollout`` (every rollout step). A PagerDuty receiver sends rollout steps as Change Events to
+``change_url``, by default its ``url`` with ``/v2/enqueue`` replaced by ``/v2/change/enqueue``.
 ``${NAME}`` in a receiver's values is replaced by that environment variable when the file is loaded.
 """
 
@@ -26,7 +30,11 @@ from urllib.parse import urlsplit
 import msgspec
 import yaml
 
+from controlplane.notifications.messages import ALERT_KINDS, KINDS, ROLLOUT_KINDS
+
 __all__ = [
+    "KIND_FAMILIES",
+    "PAGERDUTY_CHANGE_EVENTS_URL",
     "PAGERDUTY_EVENTS_URL",
     "NotificationConfig",
     "NotificationConfigError",
@@ -40,6 +48,11 @@ __all__ = [
 ]
 
 PAGERDUTY_EVENTS_URL: Final = "https://events.pagerduty.com/v2/enqueue"
+PAGERDUTY_CHANGE_EVENTS_URL: Final = "https://events.pagerduty.com/v2/change/enqueue"
+_EVENTS_PATH = "/v2/enqueue"
+_CHANGE_EVENTS_PATH = "/v2/change/enqueue"
+#: Names a route's ``kind`` may use for a whole family of event kinds.
+KIND_FAMILIES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType({"alert": ALERT_KINDS, "rollout": ROLLOUT_KINDS})
 _RECEIVER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -66,13 +79,15 @@ class WebhookReceiver:
 
 @dataclass(frozen=True, slots=True)
 class PagerDutyReceiver:
-    """Sends one Events API v2 event per alert event to ``url`` under ``routing_key``."""
+    """Sends one Events API v2 event per alert event to ``url`` under ``routing_key``, and rollout steps as Change
+    Events to ``change_url``."""
 
     type: ClassVar[str] = "pagerduty"
     grouped: ClassVar[bool] = False
     name: str
     routing_key: str = field(repr=False)
     url: str = PAGERDUTY_EVENTS_URL
+    change_url: str = PAGERDUTY_CHANGE_EVENTS_URL
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,15 +105,19 @@ Receiver = WebhookReceiver | PagerDutyReceiver | SlackReceiver
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """Alerts of these severities (None: any) go to these receivers; ``continue_`` lets later routes match too."""
+    """Events of these severities and kinds (None: any) go to these receivers; ``continue_`` lets later routes
+    match too."""
 
     receivers: tuple[str, ...]
     severities: frozenset[str] | None = None
     continue_: bool = False
+    kinds: frozenset[str] | None = None
 
-    def matches(self, severity: str) -> bool:
-        """True when an alert of ``severity`` takes this route."""
-        return self.severities is None or severity in self.severities
+    def matches(self, severity: str, kind: str | None = None) -> bool:
+        """True when an event of ``severity`` (and ``kind``, when given) takes this route."""
+        if self.severities is not None and severity not in self.severities:
+            return False
+        return self.kinds is None or kind is None or kind in self.kinds
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,11 +132,12 @@ class NotificationConfig:
         """No receivers, no routes: alert states are kept and nobody is told."""
         return cls()
 
-    def receivers_for(self, severity: str) -> list[Receiver]:
-        """The receivers of an alert of ``severity``: the first matching route's, plus any after a ``continue``."""
+    def receivers_for(self, severity: str, kind: str | None = None) -> list[Receiver]:
+        """The receivers of an event of ``severity`` and ``kind``: the first matching route's, plus any after a
+        ``continue``."""
         names: list[str] = []
         for route in self.routes:
-            if not route.matches(severity):
+            if not route.matches(severity, kind):
                 continue
             names.extend(name for name in route.receivers if name not in names)
             if not route.continue_:
@@ -138,6 +158,7 @@ class _WebhookSpec(msgspec.Struct, tag_field="type", tag="webhook", forbid_unkno
 class _PagerDutySpec(msgspec.Struct, tag_field="type", tag="pagerduty", forbid_unknown_fields=True):
     routing_key: str
     url: str = PAGERDUTY_EVENTS_URL
+    change_url: str | None = None
 
 
 class _SlackSpec(msgspec.Struct, tag_field="type", tag="slack", forbid_unknown_fields=True):
@@ -148,6 +169,7 @@ class _RouteSpec(msgspec.Struct, forbid_unknown_fields=True):
     receivers: list[str]
     severity: SeverityName | list[SeverityName] | None = None
     continue_: bool = msgspec.field(default=False, name="continue")
+    kind: str | list[str] | None = None
 
 
 class _FileSpec(msgspec.Struct, forbid_unknown_fields=True):
@@ -220,7 +242,11 @@ def _build(spec: _FileSpec, source: str) -> NotificationConfig:
         if isinstance(receiver_spec, _PagerDutySpec):
             if not receiver_spec.routing_key.strip():
                 raise NotificationConfigError(f"{where}.routing_key: must not be empty")
-            receiver = PagerDutyReceiver(name, routing_key=receiver_spec.routing_key, url=receiver_spec.url)
+            change_url = receiver_spec.change_url or _change_events_url(receiver_spec.url, where=where)
+            _check_url(change_url, where=f"{where}.change_url")
+            receiver = PagerDutyReceiver(
+                name, routing_key=receiver_spec.routing_key, url=receiver_spec.url, change_url=change_url
+            )
         elif isinstance(receiver_spec, _SlackSpec):
             receiver = SlackReceiver(name, url=receiver_spec.url)
         else:
@@ -243,8 +269,39 @@ def _build(spec: _FileSpec, source: str) -> NotificationConfig:
             severities = frozenset([severity] if isinstance(severity, str) else severity)
             if not severities:
                 raise NotificationConfigError(f"{where}.severity: name at least one severity, or leave it out")
-        routes.append(Route(tuple(route_spec.receivers), severities, route_spec.continue_))
+        kinds = _kinds(route_spec.kind, where=f"{where}.kind")
+        routes.append(Route(tuple(route_spec.receivers), severities, route_spec.continue_, kinds))
     return NotificationConfig(MappingProxyType(receivers), tuple(routes))
+
+
+def _kinds(kind: str | list[str] | None, *, where: str) -> frozenset[str] | None:
+    if kind is None:
+        return None
+    names = [kind] if isinstance(kind, str) else kind
+    if not names:
+        raise NotificationConfigError(f"{where}: name at least one kind, or leave it out")
+    kinds: set[str] = set()
+    for name in names:
+        if name in KIND_FAMILIES:
+            kinds.update(KIND_FAMILIES[name])
+        elif name in KINDS:
+            kinds.add(name)
+        else:
+            known = ", ".join([*KIND_FAMILIES, *KINDS])
+            raise NotificationConfigError(f"{where}: no event kind `{name}` (known: {known})")
+    return frozenset(kinds)
+
+
+def _change_events_url(url: str, *, where: str) -> str:
+    # PagerDuty serves both APIs on one host: alert events at /v2/enqueue, change events at /v2/change/enqueue.
+    path = urlsplit(url).path.rstrip("/")
+    if not path.endswith(_EVENTS_PATH):
+        raise NotificationConfigError(
+            f"{where}.change_url: cannot be derived, as `url` does not end in {_EVENTS_PATH}: give the Change "
+            f"Events URL (PagerDuty's is {PAGERDUTY_CHANGE_EVENTS_URL})"
+        )
+    base = url.rstrip("/")
+    return base[: -len(_EVENTS_PATH)] + _CHANGE_EVENTS_PATH
 
 
 def _check_url(url: str, *, where: str) -> None:

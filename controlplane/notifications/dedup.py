@@ -15,6 +15,8 @@ What a receiver last heard about an alert (its ``dedup_key``) is one of three st
                                            silenced: never leave an     (the receiver never heard of it)
                                            incident open
 
+A rollout step (``messages.ROLLOUT_KINDS``) is decided as a trigger of its own key: sent once, never resolved.
+
 Silences mute notifications only; they never change an alert's state.
 """
 
@@ -24,7 +26,7 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from controlplane.notifications.messages import AlertEvent
+from controlplane.notifications.messages import ROLLOUT_KINDS, AlertEvent
 
 __all__ = ["MATCHER_FIELDS", "Action", "Decision", "Notified", "decide", "notified_state", "silence_matches"]
 
@@ -65,10 +67,12 @@ def decide(kind: str, state: Notified, *, silenced: bool) -> Decision:
         if state is Notified.MUTED:
             return Decision(Action.SILENCE, Notified.CLOSED, "the trigger it resolves was silenced and never sent")
         return Decision(Action.DROP, state, "never notified")
-    if kind == "trigger" and state is Notified.OPEN:
+    # A rollout step's key names that step alone: seen again, it is the same step told twice.
+    once = kind == "trigger" or kind in ROLLOUT_KINDS
+    if once and state is Notified.OPEN:
         return Decision(Action.DROP, state, "already notified")
     if silenced:
-        if kind == "trigger" and state is Notified.MUTED:
+        if once and state is Notified.MUTED:
             return Decision(Action.DROP, state, "already recorded as silenced")
         # A silenced rollback on an open incident leaves it open: its resolve must still go out.
         return Decision(Action.SILENCE, Notified.OPEN if state is Notified.OPEN else Notified.MUTED)

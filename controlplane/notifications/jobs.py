@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from controlplane.db import READ_ONLY_OPTION, session_scope
 from controlplane.notifications.config import NotificationConfig, PagerDutyReceiver, Receiver, WebhookReceiver
-from controlplane.notifications.messages import with_routing_key
+from controlplane.notifications.messages import is_change_event, with_routing_key
 from controlplane.notifications.models import Notification
 from controlplane.notifications.service import DeliveryStatus
 from controlplane_client.retry import backoff_delay, retry_after_seconds
@@ -214,7 +214,9 @@ def attempt_delivery(
 def _request(receiver: Receiver, body: dict[str, Any]) -> tuple[str, dict[str, str], dict[str, Any]]:
     # The secrets live only in the configuration: they join the stored body at the last moment.
     if isinstance(receiver, PagerDutyReceiver):
-        return receiver.url, {}, with_routing_key(body, receiver.routing_key)
+        # Rollout steps are Change Events: their own endpoint, where they record a change and page nobody.
+        url = receiver.change_url if is_change_event(body) else receiver.url
+        return url, {}, with_routing_key(body, receiver.routing_key)
     if isinstance(receiver, WebhookReceiver):
         return receiver.url, dict(receiver.headers), body
     return receiver.url, {}, body

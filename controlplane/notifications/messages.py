@@ -1,6 +1,8 @@
 """What on-call receives: alert events and the message bodies built from them, as pure functions.
 
-    AlertEvent --pagerduty_event--> one PagerDuty Events API v2 body per event (routing_key added at send time)
+    AlertEvent --pagerduty_event--> one PagerDuty Events API v2 body per event (routing_key added at send time):
+                                    an alert event for alerts (trigger, resolve, rollback), a change event for
+                                    rollout steps (sent to /v2/change/enqueue: recorded on the service, never paging)
     [AlertEvent] --slack_message--> one Slack incoming-webhook body listing every event
     [AlertEvent] --webhook_message--> one generic JSON body listing every event
 
@@ -18,14 +20,18 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 __all__ = [
+    "ALERT_KINDS",
     "KINDS",
     "PAGERDUTY_SEVERITY",
+    "ROLLOUT_KINDS",
+    "ROLLOUT_RULE",
     "SEVERITIES",
     "SOURCE",
     "AlertEvent",
     "bounded_dedup_key",
     "group_status",
     "highest_severity",
+    "is_change_event",
     "pagerduty_event",
     "slack_message",
     "webhook_alert",
@@ -33,7 +39,21 @@ __all__ = [
     "with_routing_key",
 ]
 
-KINDS: Final = ("trigger", "resolve", "rollback")
+ALERT_KINDS: Final = ("trigger", "resolve", "rollback")
+#: Rollout steps (``controlplane.rollouts.steps.StepKind``): announcements, each told once, never resolved.
+ROLLOUT_KINDS: Final = (
+    "rollout_started",
+    "stage_advanced",
+    "forced_advance",
+    "rollout_paused",
+    "rollout_resumed",
+    "rollout_completed",
+    "rolled_back",
+    "progress_deadline_passed",
+)
+KINDS: Final = ALERT_KINDS + ROLLOUT_KINDS
+#: The rule name rollout steps carry: silences and `notifications list --rule rollout` pick them by it.
+ROLLOUT_RULE: Final = "rollout"
 SEVERITIES: Final = ("page", "ticket", "info")
 #: Our severities onto PagerDuty's four; PagerDuty's own names pass through, anything else is `error`.
 PAGERDUTY_SEVERITY: Final[Mapping[str, str]] = {
@@ -56,14 +76,41 @@ _SLACK_SECTION = 3000
 _SLACK_HEADER = 150
 _SLACK_TEXT = 3000
 
-_STATUS = {"trigger": "firing", "resolve": "resolved", "rollback": "rolled_back"}
-_LABEL = {"trigger": "FIRING", "resolve": "RESOLVED", "rollback": "ROLLED BACK"}
+_STATUS = {"trigger": "firing", "resolve": "resolved", "rollback": "rolled_back"} | {
+    kind: kind for kind in ROLLOUT_KINDS
+}
+_LABEL = {
+    "trigger": "FIRING",
+    "resolve": "RESOLVED",
+    "rollback": "ROLLED BACK",
+    "rollout_started": "ROLLOUT STARTED",
+    "stage_advanced": "STAGE ADVANCED",
+    "forced_advance": "FORCED ADVANCE",
+    "rollout_paused": "ROLLOUT PAUSED",
+    "rollout_resumed": "ROLLOUT RESUMED",
+    "rollout_completed": "ROLLOUT COMPLETED",
+    "rolled_back": "ROLLED BACK BY HAND",
+    "progress_deadline_passed": "PROGRESS DEADLINE PASSED",
+}
+_KIND_EMOJI = {
+    "rollback": ":rewind:",
+    "rolled_back": ":rewind:",
+    "rollout_started": ":rocket:",
+    "stage_advanced": ":arrow_forward:",
+    "forced_advance": ":fast_forward:",
+    "rollout_paused": ":double_vertical_bar:",
+    "rollout_resumed": ":arrow_forward:",
+    "rollout_completed": ":white_check_mark:",
+    "progress_deadline_passed": ":hourglass:",
+}
 _EMOJI = {"page": ":rotating_light:", "ticket": ":warning:", "info": ":information_source:"}
 
 
 @dataclass(frozen=True, slots=True)
 class AlertEvent:
-    """Something on-call should hear about: an alert fired or resolved, or a guard rolled a flag back.
+    """Something on-call should hear about: an alert fired or resolved, a guard rolled a flag back, or a rollout
+    step (one of ``ROLLOUT_KINDS``: ``rule`` is ``rollout``, ``key`` names the step uniquely, ``description`` says
+    who and why).
 
     For ``kind="rollback"``, ``summary`` says why (the guard rule's summary); the messages add that the flag was
     rolled back.
@@ -84,6 +131,7 @@ class AlertEvent:
     window_seconds: float = 0.0
     runbook_url: str = ""
     details: Mapping[str, Any] = field(default_factory=dict)
+    key: str = ""
 
     def __post_init__(self) -> None:
         # Severity is not checked: one from Alertmanager's labels may be anything, and refusing it here would
@@ -92,10 +140,20 @@ class AlertEvent:
             raise ValueError(f"alert event kind must be one of {KINDS}, got {self.kind!r}")
         if self.at.tzinfo is None or self.at.utcoffset() != timedelta(0):
             raise ValueError(f"alert event time must be aware UTC, got {self.at!r}")
+        if self.is_rollout_step and not self.key:
+            raise ValueError("a rollout step needs the `key` that names it")
+
+    @property
+    def is_rollout_step(self) -> bool:
+        """True for a rollout step (an announcement), false for an alert's trigger, resolve or rollback."""
+        return self.kind in ROLLOUT_KINDS
 
     @property
     def dedup_key(self) -> str:
-        """The alert's identity across events: PagerDuty's dedup_key, and the key notifications de-duplicate on."""
+        """The alert's identity across events: PagerDuty's dedup_key, and the key notifications de-duplicate on; a
+        rollout step's is its own."""
+        if self.is_rollout_step:
+            return f"controlplane/rollout/{self.key}"
         return f"controlplane/{self.pipeline}/{self.rule}/{self.environment}"
 
     @property
@@ -120,8 +178,12 @@ def highest_severity(events: Sequence[AlertEvent]) -> str:
 
 
 def group_status(events: Sequence[AlertEvent]) -> str:
-    """``resolved`` when every event is a resolve, else ``firing``."""
-    return "resolved" if events and all(event.kind == "resolve" for event in events) else "firing"
+    """``resolved`` when every event is a resolve, ``changed`` when every one is a rollout step, else ``firing``."""
+    if events and all(event.kind == "resolve" for event in events):
+        return "resolved"
+    if events and all(event.is_rollout_step for event in events):
+        return "changed"
+    return "firing"
 
 
 # --- PagerDuty Events API v2 ------------------------------------------------------------------------------------
@@ -131,8 +193,22 @@ def pagerduty_event(event: AlertEvent) -> dict[str, Any]:
     """The Events API v2 body for one event, without ``routing_key`` (see ``with_routing_key``).
 
     A rollback is sent as a ``trigger`` with the alert's dedup_key, so it lands on the alert's open incident.
-    A resolve carries only what PagerDuty reads from one: the action and the dedup_key.
+    A resolve carries only what PagerDuty reads from one: the action and the dedup_key. A rollout step is a Change
+    Event (no ``event_action``, no ``dedup_key``, no severity: it records a change on the service's timeline,
+    where responders see it beside incidents, and pages nobody); ``is_change_event`` tells the two apart.
     """
+    if event.is_rollout_step:
+        change: dict[str, Any] = {
+            "payload": {
+                "summary": _truncate(event.headline, _SUMMARY_LIMIT),
+                "source": SOURCE,
+                "timestamp": event.at.isoformat(),
+                "custom_details": _custom_details(event),
+            }
+        }
+        if event.runbook_url:
+            change["links"] = [{"href": event.runbook_url, "text": "Runbook"}]
+        return change
     dedup_key = bounded_dedup_key(event.dedup_key)
     if event.kind == "resolve":
         return {"event_action": "resolve", "dedup_key": dedup_key}
@@ -153,12 +229,21 @@ def pagerduty_event(event: AlertEvent) -> dict[str, Any]:
     return body
 
 
+def is_change_event(body: Mapping[str, Any]) -> bool:
+    """True for a stored PagerDuty body that goes to the Change Events endpoint (it has no ``event_action``)."""
+    return "event_action" not in body
+
+
 def with_routing_key(body: Mapping[str, Any], routing_key: str) -> dict[str, Any]:
     """A stored Events API body made sendable: the integration's routing key first, then the rest."""
     return {"routing_key": routing_key, **body}
 
 
 def _custom_details(event: AlertEvent) -> dict[str, Any]:
+    if event.is_rollout_step:
+        # A step has no measurement: what it carries is who moved which flag where, and why (in ``details``).
+        step = {"kind": event.kind, "pipeline": event.pipeline, "environment": event.environment, "flag": event.flag}
+        return {**_jsonable(event.details), **step, "description": event.description}
     known = {
         "kind": event.kind,
         "pipeline": event.pipeline,
@@ -244,10 +329,10 @@ def _count_title(events: Sequence[AlertEvent]) -> str:
 
 def _slack_section(event: AlertEvent) -> dict[str, Any]:
     emoji = ":white_check_mark:" if event.kind == "resolve" else _EMOJI.get(event.severity, ":rotating_light:")
-    if event.kind == "rollback":
-        emoji = ":rewind:"
+    emoji = _KIND_EMOJI.get(event.kind, emoji)
+    subject = (event.flag or event.rule) if event.is_rollout_step else event.rule
     heading = (
-        f"{emoji} *{_LABEL[event.kind]}* ({event.severity}) `{_escape(event.rule)}` in *{_escape(event.environment)}*"
+        f"{emoji} *{_LABEL[event.kind]}* ({event.severity}) `{_escape(subject)}` in *{_escape(event.environment)}*"
     )
     lines = [heading, _escape(event.headline)]
     if event.description and event.kind != "resolve":

@@ -22,6 +22,7 @@ from controlplane.errors import Conflict, InvalidInput, NotFound
 from controlplane.notifications.config import NotificationConfig, Receiver
 from controlplane.notifications.dedup import Action, Notified, decide, notified_state, silence_matches
 from controlplane.notifications.messages import (
+    ROLLOUT_KINDS,
     AlertEvent,
     bounded_dedup_key,
     highest_severity,
@@ -73,7 +74,7 @@ def enqueue_notifications(
     """
     routed: dict[str, list[AlertEvent]] = {}
     for event in events:
-        for receiver in config.receivers_for(event.severity):
+        for receiver in config.receivers_for(event.severity, event.kind):
             routed.setdefault(receiver.name, []).append(event)
     if not routed:
         return []
@@ -188,7 +189,9 @@ def delete_superseded_notifications(session: Session, *, before: datetime) -> in
         for row_id, receiver, status, payload, created_at in rows:
             alerts = payload.get("alerts", []) if isinstance(payload, dict) else []
             keys = [(receiver, str(alert.get("dedup_key"))) for alert in alerts]
-            if keys and status in _FINAL and created_at < before and all(key in settled for key in keys):
+            # A rollout step's key names that step alone and is never resolved: once old, nothing reads it again.
+            announced = all(alert.get("kind") in ROLLOUT_KINDS for alert in alerts)
+            if keys and status in _FINAL and created_at < before and (announced or all(key in settled for key in keys)):
                 superseded.append(row_id)
             silenced = status == DeliveryStatus.SILENCED
             for key, alert in zip(keys, alerts, strict=True):

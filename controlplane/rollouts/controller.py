@@ -1,6 +1,7 @@
 """HTTP routes of rollouts: status and history with `viewer`, operations with `operator`.
 
-Handlers receive ``gates`` (a ``GateReader``) by injection: the app provides the one reading alert states.
+Handlers receive ``gates`` (a ``GateReader``) and ``announcer`` (a ``StepAnnouncer``) by injection: the app provides
+the one reading alert states and the one writing steps to the notification outbox.
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ from controlplane.rollouts.gates import GateReader
 from controlplane.rollouts.operations import Operation, RolloutTarget
 from controlplane.rollouts.schemas import RolloutOperation, RolloutRead, RolloutStatus
 from controlplane.rollouts.status import list_rollout_history, rollout_status
+from controlplane.rollouts.steps import StepAnnouncer
 
-__all__ = ["Gates", "RolloutController"]
+__all__ = ["Announcer", "Gates", "RolloutController"]
 
 #: The handler parameter ``gates``: injected by name (the app's ``gates`` dependency).
 Gates = NamedDependency[GateReader]
+#: The handler parameter ``announcer``: injected by name (the app's ``announcer`` dependency).
+Announcer = NamedDependency[StepAnnouncer]
 
 
 class RolloutController(Controller):
@@ -75,9 +79,11 @@ class RolloutController(Controller):
         now: Now,
         settings: ProcessSettings,
         gates: Gates,
+        announcer: Announcer,
         metrics: ProcessMetrics,
     ) -> RolloutStatus:
-        """Apply one operation; illegal transitions and stale revisions are refused with 409."""
+        """Apply one operation; illegal transitions and stale revisions are refused with 409. The step is told
+        through the notification routes."""
         status = await uow.write(
             partial(
                 service.operate_rollout,
@@ -88,6 +94,7 @@ class RolloutController(Controller):
                 environments=settings.environments,
                 now=now,
                 gates=gates,
+                announcer=announcer,
             )
         )
         if operation is Operation.ROLLBACK:

@@ -13,6 +13,7 @@ from controlplane.db import session_scope
 from controlplane.errors import DomainError
 from controlplane.rollouts import service
 from controlplane.rollouts.gates import GateReader
+from controlplane.rollouts.steps import StepAnnouncer
 
 __all__ = ["advance_baked_rollouts"]
 
@@ -20,19 +21,25 @@ logger = logging.getLogger(__name__)
 
 
 def advance_baked_rollouts(
-    factory: sessionmaker[Session], *, environments: Sequence[str], clock: Clock, gates: GateReader
+    factory: sessionmaker[Session],
+    *,
+    environments: Sequence[str],
+    clock: Clock,
+    gates: GateReader,
+    announcer: StepAnnouncer | None = None,
 ) -> dict[str, int]:
     """Advance every running auto-advance stage whose bake time has passed and whose gates are clear (as ``gates``
-    reads them); one transaction per rollout."""
-    counts = {"checked": 0, "advanced": 0, "conflicts": 0, "errors": 0}
+    reads them), and tell ``announcer`` of each step and of each stage held past its progress deadline (once);
+    one transaction per rollout."""
+    counts = {"checked": 0, "advanced": 0, "deadlines": 0, "conflicts": 0, "errors": 0}
     with session_scope(factory) as session:
         targets = service.running_rollout_targets(session)
     for target in targets:
         counts["checked"] += 1
         try:
             with session_scope(factory) as session:
-                status = service.tick_rollout(
-                    session, target=target, environments=environments, now=clock(), gates=gates
+                result = service.tick_rollout(
+                    session, target=target, environments=environments, now=clock(), gates=gates, announcer=announcer
                 )
         except (StaleDataError, DomainError) as error:
             # An operator acted on this rollout meanwhile; the next tick sees the new state.
@@ -44,6 +51,10 @@ def advance_baked_rollouts(
             counts["errors"] += 1
             logger.exception("rollout tick failed for %s in %s", target.flag, target.environment)
             continue
+        if result.deadline_told:
+            counts["deadlines"] += 1
+            logger.warning("rollout of %s in %s held past its progress deadline", target.flag, target.environment)
+        status = result.advanced
         if status is not None:
             counts["advanced"] += 1
             logger.info(

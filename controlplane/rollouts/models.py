@@ -52,3 +52,5 @@ class Rollout(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: When the current stage run's progress deadline was told (cleared by every transition): it is told once.
+    deadline_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -36,6 +36,8 @@ class StageRead(msgspec.Struct):
     min_samples: int
     guards: list[str]
     auto_advance: bool
+    #: How long the stage may run without moving on before someone is told (declared, or bake + max(10m, bake/4)).
+    progress_deadline_seconds: float = 0.0
 
 
 class GuardRead(msgspec.Struct):
@@ -79,6 +81,10 @@ class RolloutStatus(msgspec.Struct):
     started_by: str | None = None
     forced_reason: str | None = None
     updated_at: datetime | None = None
+    #: While running: when the stage's progress deadline passes, whether it has, and when that was told.
+    progress_deadline_at: datetime | None = None
+    progress_deadline_passed: bool = False
+    progress_deadline_notified_at: datetime | None = None
 
 
 class RolloutRead(msgspec.Struct):

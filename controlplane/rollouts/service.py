@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import CursorResult, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from controlplane.audit.service import append_audit_record
@@ -42,9 +42,19 @@ from controlplane.rollouts.status import (
     stage_verdict,
     to_machine,
 )
+from controlplane.rollouts.steps import (
+    StepAnnouncer,
+    StepContext,
+    deadline_due,
+    deadline_step,
+    holding_reasons,
+    operation_step,
+    tick_step,
+)
 
 __all__ = [
     "GuardedRollout",
+    "TickResult",
     "guarded_rollouts",
     "is_rollout_serving",
     "operate_rollout",
@@ -85,8 +95,10 @@ def operate_rollout(
     environments: Sequence[str],
     now: datetime,
     gates: GateReader,
+    announcer: StepAnnouncer | None = None,
 ) -> RolloutStatus:
-    """Apply one operator operation to the rollout of a flag in an environment."""
+    """Apply one operator operation to the rollout of a flag in an environment; ``announcer`` is told the step
+    (None: nobody is, as for an automatic rollback, which is told as its guard's alert)."""
     check_operation(operation, body, target)
     loaded = load_rollout(session, target, environments)
     if body.expected_revision is not None:
@@ -140,7 +152,30 @@ def operate_rollout(
         reason=decision.audit_reason,
         switch_on=operation is Operation.START,
     )
+    if announcer is not None:
+        step = operation_step(
+            operation.value,
+            context=_step_context(loaded, row),
+            before=current,
+            after=decision.transition.rollout,
+            actor=actor,
+            reason=body.reason.strip() if body.reason else "",
+            summary=decision.transition.summary,
+            now=now,
+            forced_past_guards=decision.forced_past_guards is not None,
+            forced=decision.forced,
+        )
+        announcer.announce(session, [step], now=now)
     return build_status(session, loaded, row, now, gates)
+
+
+def _step_context(loaded: LoadedRollout, row: RolloutRow) -> StepContext:
+    return StepContext(
+        flag=loaded.flag.key,
+        pipeline=loaded.flag.pipeline or "",
+        environment=loaded.plan.environment,
+        rollout_id=row.id,
+    )
 
 
 def _persist_and_audit(
@@ -167,6 +202,8 @@ def _persist_and_audit(
     row.updated_at = now
     if after.state in (RolloutState.COMPLETED, RolloutState.ROLLED_BACK):
         row.ended_at = now
+    # A new stage run (or no run at all) has its own progress deadline, told afresh.
+    row.deadline_notified_at = None
     _serve(loaded, after, switch_on=switch_on)
     flag_service.announce_configuration_change(session)
     # Every operation moves the environment's revision, even a pause that changes nothing served:
@@ -200,34 +237,86 @@ def running_rollout_targets(session: Session) -> list[RolloutTarget]:
     return [RolloutTarget(key, environment) for key, environment in rows]
 
 
+@dataclass(frozen=True, slots=True)
+class TickResult:
+    """What one tick did to one rollout: the status after an advance (None: it held), and whether it told that the
+    stage's progress deadline passed."""
+
+    advanced: RolloutStatus | None = None
+    deadline_told: bool = False
+
+
 def tick_rollout(
-    session: Session, *, target: RolloutTarget, environments: Sequence[str], now: datetime, gates: GateReader
-) -> RolloutStatus | None:
-    """Advance one running rollout whose auto-advance stage has baked; None when there was nothing to do."""
+    session: Session,
+    *,
+    target: RolloutTarget,
+    environments: Sequence[str],
+    now: datetime,
+    gates: GateReader,
+    announcer: StepAnnouncer | None = None,
+) -> TickResult:
+    """Advance one running rollout whose auto-advance stage has baked with clear gates; otherwise, once its stage
+    has held past its progress deadline, tell ``announcer`` why it holds (once per stage run)."""
     loaded = load_rollout(session, target, environments)
-    if loaded.row is None:
-        return None
-    current = to_machine(loaded.row)
+    row = loaded.row
+    if row is None:
+        return TickResult()
+    current = to_machine(row)
     outcome = machine.tick(current, now=now, enabled=loaded.state.enabled)
-    if not isinstance(outcome, machine.Transition):
-        return None
-    verdict = stage_verdict(session, loaded, current, gates)
-    if not verdict.clear:
-        # The bake time is over but the guards hold the stage: it stays, and status says why.
-        return None
-    outcome = machine.Transition(outcome.rollout, f"{outcome.summary}; {verdict.summary}")
-    _persist_and_audit(
-        session,
-        loaded,
-        loaded.row,
-        current,
-        outcome,
-        now=now,
-        actor="scheduler",
-        action="rollout.auto_advance",
-        reason=outcome.summary,
+    verdict = None
+    if isinstance(outcome, machine.Transition):
+        verdict = stage_verdict(session, loaded, current, gates)
+        if verdict.clear:
+            moved = machine.Transition(outcome.rollout, f"{outcome.summary}; {verdict.summary}")
+            _persist_and_audit(
+                session,
+                loaded,
+                row,
+                current,
+                moved,
+                now=now,
+                actor="scheduler",
+                action="rollout.auto_advance",
+                reason=moved.summary,
+            )
+            if announcer is not None:
+                step = tick_step(
+                    _step_context(loaded, row), before=current, after=moved.rollout, summary=moved.summary, now=now
+                )
+                announcer.announce(session, [step], now=now)
+            return TickResult(advanced=build_status(session, loaded, row, now, gates))
+    # The stage holds (guards, samples, the kill switch, or it advances by hand): past its deadline, say why.
+    if announcer is None or not deadline_due(current, now=now, notified_at=row.deadline_notified_at):
+        return TickResult()
+    verdict = verdict or stage_verdict(session, loaded, current, gates)
+    reasons = holding_reasons(current, enabled=loaded.state.enabled, gate_reasons=verdict.reasons)
+    if not _claim_deadline(session, row, current, now=now):
+        return TickResult()
+    announcer.announce(session, [deadline_step(_step_context(loaded, row), current, reasons=reasons, now=now)], now=now)
+    return TickResult(deadline_told=True)
+
+
+def _claim_deadline(session: Session, row: RolloutRow, current: Rollout, *, now: datetime) -> bool:
+    """Record that the stage run's deadline is told, only if the row is still that untold stage run."""
+    # Compare-and-set, not read-then-write: an operator who moved the rollout meanwhile (or another tick) wins, and
+    # this tick tells nothing about a stage that is no longer current.
+    claim = (
+        update(RolloutRow)
+        .where(
+            RolloutRow.id == row.id,
+            RolloutRow.state == RolloutState.RUNNING.value,
+            RolloutRow.stage_started_at == current.stage_started_at,
+            or_(
+                RolloutRow.deadline_notified_at.is_(None),
+                RolloutRow.deadline_notified_at < current.stage_started_at,
+            ),
+        )
+        .values(deadline_notified_at=now)
+        .execution_options(synchronize_session=False)
     )
-    return build_status(session, loaded, loaded.row, now, gates)
+    claimed = cast(CursorResult[Any], session.execute(claim)).rowcount == 1
+    session.expire(row, ["deadline_notified_at"])
+    return claimed
 
 
 def is_rollout_serving(session: Session, *, key: str, environment: str) -> bool:

@@ -28,8 +28,12 @@ __all__ = [
     "Transition",
     "advance",
     "bake_remaining",
+    "deadline_passed",
+    "duration_words",
     "new_rollout",
     "pause",
+    "progress_deadline",
+    "progress_deadline_at",
     "promotion_refusal",
     "resume",
     "rollback",
@@ -42,6 +46,13 @@ __all__ = [
 
 #: The longest bake a stage may ask for; longer ones are typos, and would overflow the calendar.
 MAX_BAKE = timedelta(days=366)
+#: The least time a stage is given past its bake before its progress deadline passes (unless it declares one):
+#: Argo Rollouts' and Flagger's default `progressDeadlineSeconds` (600 s). A stage with traffic decides within it:
+#: sequential guards fold a 10-second window at a time, and the tick runs every 15 s.
+DEADLINE_MARGIN_MIN = timedelta(minutes=10)
+#: The share of its bake a stage is given past it: a stage sized to gather `min_samples` in its bake that needs a
+#: quarter more than that is getting less traffic than its plan assumed, which is worth telling someone.
+DEADLINE_MARGIN_SHARE = 0.25
 
 
 class RolloutState(enum.StrEnum):
@@ -70,8 +81,18 @@ class Stage:
     min_samples: int = 0
     guards: tuple[str, ...] = ()
     auto_advance: bool = False
+    #: How long the stage may run without moving on before someone is told; None: the default (``progress_deadline``).
+    deadline: timedelta | None = None
 
     def __post_init__(self) -> None:
+        if self.deadline is not None:
+            if self.deadline <= self.bake:
+                raise ValueError(
+                    f"progress_deadline must be longer than the stage's bake ({duration_words(self.bake)}), "
+                    f"got {duration_words(self.deadline)}: the stage cannot advance before its bake is over"
+                )
+            if self.deadline > MAX_BAKE + MAX_BAKE:
+                raise ValueError(f"progress_deadline must be at most {2 * MAX_BAKE.days} days")
         if not 0 <= self.percentage <= 100:
             raise ValueError(f"stage percentage must be within 0..100, got {self.percentage}")
         if self.bake < timedelta(0):
@@ -97,18 +118,37 @@ def validate_stages(stages: Sequence[Stage]) -> None:
         raise ValueError(f"the last stage must be 100%, got {stages[-1].percentage}")
 
 
+def duration_words(delta: timedelta) -> str:
+    """A duration as definitions write it: ``1h30m``, ``45s``, ``0s`` (whole seconds)."""
+    seconds = int(delta.total_seconds())
+    parts = [(seconds // 86400, "d"), (seconds % 86400 // 3600, "h"), (seconds % 3600 // 60, "m"), (seconds % 60, "s")]
+    return "".join(f"{amount}{unit}" for amount, unit in parts if amount) or "0s"
+
+
+def progress_deadline(stage: Stage) -> timedelta:
+    """How long ``stage`` may run before its progress deadline passes: as declared, else
+    ``bake + max(10 minutes, bake / 4)``."""
+    if stage.deadline is not None:
+        return stage.deadline
+    return stage.bake + max(DEADLINE_MARGIN_MIN, stage.bake * DEADLINE_MARGIN_SHARE)
+
+
 def stages_to_json(stages: Sequence[Stage]) -> list[dict[str, Any]]:
-    """The stored form of a plan's stages."""
-    return [
-        {
+    """The stored form of a plan's stages (``progress_deadline_seconds`` only where a stage declares one, so plans
+    stored before it existed compare equal)."""
+    items: list[dict[str, Any]] = []
+    for stage in stages:
+        item: dict[str, Any] = {
             "percentage": stage.percentage,
             "bake_seconds": stage.bake.total_seconds(),
             "min_samples": stage.min_samples,
             "guards": list(stage.guards),
             "auto_advance": stage.auto_advance,
         }
-        for stage in stages
-    ]
+        if stage.deadline is not None:
+            item["progress_deadline_seconds"] = stage.deadline.total_seconds()
+        items.append(item)
+    return items
 
 
 def stages_from_json(items: Sequence[dict[str, Any]]) -> tuple[Stage, ...]:
@@ -120,6 +160,11 @@ def stages_from_json(items: Sequence[dict[str, Any]]) -> tuple[Stage, ...]:
             min_samples=int(item["min_samples"]),
             guards=tuple(item["guards"]),
             auto_advance=bool(item["auto_advance"]),
+            deadline=(
+                timedelta(seconds=float(item["progress_deadline_seconds"]))
+                if item.get("progress_deadline_seconds") is not None
+                else None
+            ),
         )
         for item in items
     )
@@ -259,6 +304,22 @@ def bake_remaining(rollout: Rollout, *, now: datetime) -> timedelta:
     if rollout.state is not RolloutState.RUNNING or rollout.stage_started_at is None:
         return timedelta(0)
     return max(timedelta(0), rollout.stage_started_at + rollout.stage.bake - now)
+
+
+def progress_deadline_at(rollout: Rollout) -> datetime | None:
+    """When the running stage's progress deadline passes; None when the rollout is not running.
+
+    Time spent paused does not count (as Argo's ``progressDeadlineSeconds``): resume restarts the stage's clock.
+    """
+    if rollout.state is not RolloutState.RUNNING or rollout.stage_started_at is None:
+        return None
+    return rollout.stage_started_at + progress_deadline(rollout.stage)
+
+
+def deadline_passed(rollout: Rollout, *, now: datetime) -> bool:
+    """True when the rollout runs and its stage has been running for its progress deadline or longer."""
+    deadline_at = progress_deadline_at(rollout)
+    return deadline_at is not None and now >= deadline_at
 
 
 def tick(rollout: Rollout, *, now: datetime, enabled: bool = True) -> Outcome | None:

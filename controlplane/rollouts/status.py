@@ -180,7 +180,10 @@ def build_status(
         serving_percentage=_serving_percentage(loaded.state),
         revision=loaded.state.revision,
         enabled=loaded.state.enabled,
-        stages=[StageRead(**item) for item in stages_to_json(rollout.stages)],
+        stages=[
+            StageRead(**{**item, "progress_deadline_seconds": machine.progress_deadline(stage).total_seconds()})
+            for stage, item in zip(rollout.stages, stages_to_json(rollout.stages), strict=True)
+        ],
         rollback_policy=rollout.rollback_policy,
         gates=gate,
         gates_detail=gates_detail,
@@ -196,6 +199,9 @@ def build_status(
         started_by=row.started_by if row else None,
         forced_reason=row.forced_reason if row else None,
         updated_at=row.updated_at if row else None,
+        progress_deadline_at=machine.progress_deadline_at(rollout),
+        progress_deadline_passed=machine.deadline_passed(rollout, now=now),
+        progress_deadline_notified_at=row.deadline_notified_at if row else None,
     )
 
 

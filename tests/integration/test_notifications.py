@@ -44,7 +44,8 @@ def configure(receiver: ScriptedReceiver, routes: str | None = None) -> Notifica
     """PagerDuty, Slack and a webhook on the scripted receiver; every severity goes to all three by default."""
     text = f"""
 receivers:
-  oncall: {{type: pagerduty, routing_key: "${{PD_KEY}}", url: "{receiver.url}/pd"}}
+  oncall: {{type: pagerduty, routing_key: "${{PD_KEY}}", url: "{receiver.url}/pd",
+           change_url: "{receiver.url}/pd-change"}}
   chat: {{type: slack, url: "{receiver.url}/slack"}}
   hooks: {{type: webhook, url: "{receiver.url}/hook", headers: {{Authorization: "Bearer ${{HOOK_TOKEN}}"}}}}
 routes: {routes or "[{receivers: [oncall, chat, hooks]}]"}

@@ -194,7 +194,7 @@ def test_only_the_leader_replica_runs_the_rollout_tick(
     assert _status(client, admin_headers, "production")["stage_index"] == 0, "the follower must not advance"
 
     leader_result = replicas["a"]._guarded(ticks["a"])()
-    assert leader_result == {"checked": 1, "advanced": 1, "conflicts": 0, "errors": 0}
+    assert leader_result == {"checked": 1, "advanced": 1, "deadlines": 0, "conflicts": 0, "errors": 0}
     status = _status(client, admin_headers, "production")
     assert (status["stage_index"], status["percentage"]) == (1, 50)
 
@@ -210,7 +210,7 @@ def test_a_leader_whose_lease_ran_out_skips_leader_only_jobs(
     scheduler = Scheduler(jobs, leadership)
     tick = _job(jobs, "advance_baked_rollouts")
     assert leadership.renew() is True
-    assert scheduler._guarded(tick)() == {"checked": 0, "advanced": 0, "conflicts": 0, "errors": 0}
+    assert scheduler._guarded(tick)() == {"checked": 0, "advanced": 0, "deadlines": 0, "conflicts": 0, "errors": 0}
 
     clock.advance(TTL + timedelta(seconds=1))
 
@@ -286,13 +286,25 @@ def test_tick_advances_a_baked_auto_advance_stage_exactly_once_as_the_scheduler(
     assert started["stages"][0]["auto_advance"] is True
     assert started["stages"][0]["bake_seconds"] == FIRST_PRODUCTION_BAKE.total_seconds()
 
-    assert _tick(session_factory, settings, clock) == {"checked": 1, "advanced": 0, "conflicts": 0, "errors": 0}
+    assert _tick(session_factory, settings, clock) == {
+        "checked": 1,
+        "advanced": 0,
+        "deadlines": 0,
+        "conflicts": 0,
+        "errors": 0,
+    }
     clock.advance(FIRST_PRODUCTION_BAKE - timedelta(seconds=1))
     assert _tick(session_factory, settings, clock)["advanced"] == 0, "one second of bake is still missing"
     assert _status(client, admin_headers, "production")["percentage"] == 10
 
     clock.advance(timedelta(seconds=1))
-    assert _tick(session_factory, settings, clock) == {"checked": 1, "advanced": 1, "conflicts": 0, "errors": 0}
+    assert _tick(session_factory, settings, clock) == {
+        "checked": 1,
+        "advanced": 1,
+        "deadlines": 0,
+        "conflicts": 0,
+        "errors": 0,
+    }
     assert _tick(session_factory, settings, clock)["advanced"] == 0, "the next stage bakes from now"
 
     status = _status(client, admin_headers, "production")
@@ -336,7 +348,13 @@ def test_tick_walks_auto_advance_stages_and_stops_at_a_stage_without_auto_advanc
     assert status["next_auto_advance_at"] is None
 
     clock.advance(LAST_PRODUCTION_BAKE * 10)
-    assert _tick(session_factory, settings, clock) == {"checked": 1, "advanced": 0, "conflicts": 0, "errors": 0}
+    assert _tick(session_factory, settings, clock) == {
+        "checked": 1,
+        "advanced": 0,
+        "deadlines": 0,
+        "conflicts": 0,
+        "errors": 0,
+    }
     status = _status(client, admin_headers, "production")
     assert (status["state"], status["stage_index"]) == ("running", 2), "completing is an operator's decision"
 
@@ -354,7 +372,13 @@ def test_tick_never_advances_a_running_stage_without_auto_advance(
 
     clock.advance(QA_BAKE * 100)
 
-    assert _tick(session_factory, settings, clock) == {"checked": 1, "advanced": 0, "conflicts": 0, "errors": 0}
+    assert _tick(session_factory, settings, clock) == {
+        "checked": 1,
+        "advanced": 0,
+        "deadlines": 0,
+        "conflicts": 0,
+        "errors": 0,
+    }
     status = _status(client, admin_headers, "qa")
     assert (status["state"], status["stage_index"], status["revision"]) == ("running", 0, started["revision"])
 

@@ -28,7 +28,7 @@ FLAG = "enable-reference-images"
 AI_MODE = "ai.mode"
 OPERATOR = "olivia-operator"
 #: What a rollout's status shows that only the clock moves.
-CLOCK_FIELDS = ("bake_remaining_seconds",)
+CLOCK_FIELDS = ("bake_remaining_seconds", "progress_deadline_passed")
 
 Client = TestClient[Litestar]
 
@@ -253,7 +253,7 @@ def test_the_scheduler_tick_neither_advances_a_switched_off_rollout_nor_switches
         session_factory, environments=settings.environments, clock=clock, gates=AlertGateReader()
     )
 
-    assert counts == {"checked": 1, "advanced": 0, "conflicts": 0, "errors": 0}
+    assert counts == {"checked": 1, "advanced": 0, "deadlines": 0, "conflicts": 0, "errors": 0}
     after = status(client, operator, "production")
     assert without_clock(after) == without_clock(switched_off)
     assert (after["state"], after["percentage"], after["serving_percentage"], after["enabled"]) == (

@@ -93,10 +93,13 @@ def test_a_firing_shadow_guard_neither_holds_advance_nor_rolls_back(traffic: Gua
     assert advanced.status_code == 200, advanced.text
     assert advanced.json()["percentage"] == 100
 
-    # On-call heard of the shadow guard as info only; nothing was paged, nothing rolled back.
+    # On-call heard of the shadow guard as info only; nothing was paged, nothing rolled back. (The catch-all route
+    # also carries the rollout's own steps, all info: started and advanced.)
     notes = traffic.client.get("/api/v1/notifications", headers=traffic.viewer).json()
     assert {(note["rule"], note["kind"], note["severity"], note["receiver"]) for note in notes} == {
-        ("error-rate-strict", "trigger", "info", "watching")
+        ("error-rate-strict", "trigger", "info", "watching"),
+        ("rollout", "rollout_started", "info", "watching"),
+        ("rollout", "stage_advanced", "info", "watching"),
     }
     audit = traffic.client.get("/api/v1/audit", headers=traffic.admin, params={"flag": FLAG}).json()
     assert "rollout.rollback" not in {record["action"] for record in audit}
@@ -120,6 +123,8 @@ def test_an_enforced_guard_beside_it_still_holds_and_rolls_back(traffic: Guarded
     severities = {(note["rule"], note["kind"]): note["severity"] for note in notes}
     assert severities[("error-rate-strict", "trigger")] == "info"
     assert severities[("error-rate", "trigger")] == severities[("error-rate", "rollback")] == "page"
+    # The automatic rollback is told once, as its guard's rollback; the rollout's own step log has only the start.
+    assert [note["kind"] for note in notes if note["rule"] == "rollout"] == ["rollout_started"]
 
 
 def test_a_firing_shadow_guard_of_the_first_stage_does_not_block_a_start(traffic: GuardedTraffic) -> None:

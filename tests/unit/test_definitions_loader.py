@@ -493,3 +493,29 @@ def test_error_message_names_file_line_and_path(tmp_path: Path) -> None:
 
     assert caught.value.source == str(path)
     assert str(caught.value).startswith(f"{path}:16: flags[0].plan.environments[1].environment: unknown environment")
+
+
+# --- progress deadlines -------------------------------------------------------------------------------------------
+
+
+def test_a_stage_may_declare_its_progress_deadline() -> None:
+    (flag,) = parse(edited("{percentage: 50, bake: 2h}", "{percentage: 50, bake: 2h, progress_deadline: 3h30m}")).flags
+
+    assert flag.plan is not None
+    stages = flag.plan.environments[1].stages
+    assert stages[1].deadline == timedelta(hours=3, minutes=30)
+    assert stages[0].deadline is None, "undeclared: the default, bake + max(10m, bake / 4)"
+
+
+def test_a_progress_deadline_within_the_bake_is_refused_on_its_field() -> None:
+    error = refusal(edited("{percentage: 50, bake: 2h}", "{percentage: 50, bake: 2h, progress_deadline: 90m}"))
+
+    assert (error.path, error.line) == ("flags[0].plan.environments[1].stages[1].progress_deadline", 19)
+    assert "progress_deadline (90m) must be longer than the stage's bake (2h)" in error.reason
+
+
+def test_a_progress_deadline_that_is_not_a_duration_is_refused_on_its_field() -> None:
+    error = refusal(edited("{percentage: 50, bake: 2h}", "{percentage: 50, bake: 2h, progress_deadline: soon}"))
+
+    assert (error.path, error.line) == ("flags[0].plan.environments[1].stages[1].progress_deadline", 19)
+    assert "progress_deadline `soon` is not a duration" in error.reason

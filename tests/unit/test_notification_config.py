@@ -156,3 +156,59 @@ def test_a_refused_url_is_not_echoed(tmp_path: Path) -> None:
     with pytest.raises(NotificationConfigError) as refused:
         parse("receivers: {a: {type: slack, url: 'ftp://secret-token@x.test'}}")
     assert "secret-token" not in str(refused.value)
+
+
+# --- routes by kind, and PagerDuty's Change Events endpoint ---------------------------------------------------
+
+
+def test_routes_may_select_by_kind_or_family_and_a_route_without_kind_takes_every_kind() -> None:
+    config = parse(
+        """
+receivers:
+  oncall: {type: pagerduty, routing_key: k}
+  deploys: {type: slack, url: "https://hooks.slack.test/deploys"}
+  chat: {type: slack, url: "https://hooks.slack.test/chat"}
+routes:
+  - {kind: [progress_deadline_passed, alert], severity: [ticket, page], receivers: [oncall], continue: true}
+  - {kind: rollout, receivers: [deploys]}
+  - {receivers: [chat]}
+"""
+    )
+
+    def picked(severity: str, kind: str) -> list[str]:
+        return [receiver.name for receiver in config.receivers_for(severity, kind)]
+
+    assert picked("info", "stage_advanced") == ["deploys"]
+    assert picked("ticket", "progress_deadline_passed") == ["oncall", "deploys"]
+    assert picked("ticket", "rolled_back") == ["deploys"]
+    assert picked("page", "trigger") == ["oncall", "chat"]
+    assert picked("info", "trigger") == ["chat"]
+
+
+def test_an_unknown_kind_in_a_route_is_refused_naming_the_known_ones() -> None:
+    with pytest.raises(NotificationConfigError) as caught:
+        parse("receivers: {a: {type: slack, url: 'https://x.test'}}\nroutes: [{kind: [deploys], receivers: [a]}]")
+    assert "routes[0].kind: no event kind `deploys` (known: alert, rollout, trigger" in str(caught.value)
+
+
+def test_the_change_events_url_is_derived_from_the_events_url_or_given() -> None:
+    config = parse(
+        """
+receivers:
+  default: {type: pagerduty, routing_key: k}
+  eu: {type: pagerduty, routing_key: k, url: "https://events.eu.pagerduty.com/v2/enqueue"}
+  proxy: {type: pagerduty, routing_key: k, url: "https://proxy.test/pd", change_url: "https://proxy.test/pd-change"}
+"""
+    )
+    change_urls = {name: receiver.change_url for name, receiver in config.receivers.items()}  # type: ignore[union-attr]
+    assert change_urls == {
+        "default": "https://events.pagerduty.com/v2/change/enqueue",
+        "eu": "https://events.eu.pagerduty.com/v2/change/enqueue",
+        "proxy": "https://proxy.test/pd-change",
+    }
+
+
+def test_a_change_events_url_that_cannot_be_derived_must_be_given() -> None:
+    with pytest.raises(NotificationConfigError) as caught:
+        parse("receivers: {oncall: {type: pagerduty, routing_key: k, url: 'https://proxy.test/pd'}}")
+    assert "receivers.oncall.change_url: cannot be derived" in str(caught.value)

@@ -15,6 +15,7 @@ from controlplane.notifications.messages import (
     bounded_dedup_key,
     group_status,
     highest_severity,
+    is_change_event,
     pagerduty_event,
     slack_message,
     webhook_message,
@@ -246,6 +247,11 @@ def test_slack_message_escapes_control_characters_and_stays_within_50_blocks() -
         ("resolve", Notified.OPEN, True, Action.SEND, Notified.CLOSED),
         ("resolve", Notified.MUTED, True, Action.SILENCE, Notified.CLOSED),
         ("resolve", Notified.MUTED, False, Action.SILENCE, Notified.CLOSED),
+        # A rollout step is a trigger of its own key: told once, recorded once when silenced.
+        ("stage_advanced", Notified.CLOSED, False, Action.SEND, Notified.OPEN),
+        ("stage_advanced", Notified.OPEN, False, Action.DROP, Notified.OPEN),
+        ("progress_deadline_passed", Notified.CLOSED, True, Action.SILENCE, Notified.MUTED),
+        ("progress_deadline_passed", Notified.MUTED, True, Action.DROP, Notified.MUTED),
     ],
 )
 def test_the_decision_table(kind: str, state: Notified, silenced: bool, action: Action, after: Notified) -> None:
@@ -325,3 +331,70 @@ def test_which_answers_are_sent_retried_or_failed(receiver: str, status: int, re
     assert outcome.result == result
     if result != "sent":
         assert outcome.error is not None and outcome.error.startswith(f"HTTP {status}")
+
+
+# --- rollout steps ----------------------------------------------------------------------------------------------
+
+
+def step(kind: str = "stage_advanced", **changes: Any) -> AlertEvent:
+    fields: dict[str, Any] = {
+        "kind": kind,
+        "rule": "rollout",
+        "pipeline": "reference-images",
+        "environment": "production",
+        "severity": "info",
+        "summary": "enable-reference-images in production: advanced to stage 2/3 (50%)",
+        "description": "by olivia: 10% is healthy",
+        "at": AT,
+        "flag": "enable-reference-images",
+        "key": "enable-reference-images/production/revision-7",
+        "details": {"actor": "olivia", "stage": 2, "percentage": 50.0},
+    }
+    fields.update(changes)
+    return AlertEvent(**fields)
+
+
+def test_a_rollout_step_is_keyed_by_its_own_step_and_needs_a_key() -> None:
+    assert step().dedup_key == "controlplane/rollout/enable-reference-images/production/revision-7"
+    with pytest.raises(ValueError, match="needs the `key`"):
+        step(key="")
+
+
+def test_a_rollout_step_goes_to_pagerduty_as_a_change_event_without_action_dedup_key_or_severity() -> None:
+    body = pagerduty_event(step())
+
+    assert body == {
+        "payload": {
+            "summary": "enable-reference-images in production: advanced to stage 2/3 (50%)",
+            "source": "controlplane",
+            "timestamp": AT.isoformat(),
+            "custom_details": {
+                "actor": "olivia",
+                "stage": 2,
+                "percentage": 50.0,
+                "kind": "stage_advanced",
+                "pipeline": "reference-images",
+                "environment": "production",
+                "flag": "enable-reference-images",
+                "description": "by olivia: 10% is healthy",
+            },
+        }
+    }
+    assert is_change_event(body)
+    assert not is_change_event(pagerduty_event(event()))
+    assert not is_change_event(pagerduty_event(event("resolve")))
+
+
+def test_rollout_steps_in_slack_and_the_webhook_name_the_flag_and_say_what_changed() -> None:
+    slack = slack_message([step(), step("progress_deadline_passed", severity="ticket", key="k2")])
+    assert slack["text"].splitlines()[1] == (
+        "[STAGE ADVANCED] enable-reference-images in production: advanced to stage 2/3 (50%)"
+    )
+    assert "*PROGRESS DEADLINE PASSED* (ticket) `enable-reference-images` in *production*" in str(slack["blocks"])
+    hook = webhook_message("hooks", [step()])
+    assert (hook["status"], hook["alerts"][0]["status"], hook["alerts"][0]["kind"]) == (
+        "changed",
+        "stage_advanced",
+        "stage_advanced",
+    )
+    assert group_status([step(), event()]) == "firing"

@@ -1,0 +1,81 @@
+"""Rollout steps told through the notification routes: the ``StepAnnouncer`` rollouts are handed.
+
+    rollouts (operate_rollout, tick_rollout) --RolloutStep--> NotificationAnnouncer --AlertEvent--> the outbox
+
+A workflow, as rollouts and notifications are siblings that must not import each other: this module asks one for
+its steps and hands them to the other. Steps are written to the outbox in the operation's own transaction, so a
+step is told exactly when the change it tells of is committed, and the delivery job sends it afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from litestar.datastructures import State
+from litestar.di import Provide
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from controlplane.metrics import ControlPlaneMetrics
+from controlplane.notifications.config import NotificationConfig
+from controlplane.notifications.messages import ROLLOUT_RULE, AlertEvent
+from controlplane.notifications.service import DeliveryStatus, count_silenced, enqueue_notifications
+from controlplane.rollouts.steps import RolloutStep, StepAnnouncer
+
+__all__ = ["NotificationAnnouncer", "dependencies", "step_event"]
+
+
+def step_event(step: RolloutStep) -> AlertEvent:
+    """A rollout step as the notification routes, silences and receivers take it."""
+    said = f": {step.reason}" if step.reason else ""
+    return AlertEvent(
+        kind=step.kind.value,
+        rule=ROLLOUT_RULE,
+        pipeline=step.pipeline,
+        environment=step.environment,
+        severity=step.severity,
+        summary=step.summary,
+        description=f"by {step.actor}{said}",
+        at=step.at,
+        flag=step.flag,
+        key=step.key,
+        details={
+            "actor": step.actor,
+            "reason": step.reason,
+            "stage": step.stage,
+            "stage_count": step.stage_count,
+            "percentage": step.percentage,
+            "previous_percentage": step.previous_percentage,
+            "forced": step.forced,
+        },
+    )
+
+
+class NotificationAnnouncer:
+    """Writes each rollout step to the notification outbox, routed by its severity and kind; silenced ones are
+    counted in ``controlplane_notifications_total`` once the transaction commits."""
+
+    def __init__(self, config: Callable[[], NotificationConfig], metrics: ControlPlaneMetrics | None = None) -> None:
+        self._config = config
+        self._metrics = metrics
+
+    def announce(self, session: Session, steps: Sequence[RolloutStep], *, now: datetime) -> None:
+        """Record the steps for every receiver their routes pick (silenced ones as silenced)."""
+        created = enqueue_notifications(session, self._config(), [step_event(step) for step in steps], now=now)
+        metrics = self._metrics
+        if metrics is not None and any(row.status == DeliveryStatus.SILENCED for row in created):
+            # Counted only once committed: a refused or failed transaction silenced nothing.
+            def count(_: Any) -> None:
+                count_silenced(metrics, created)
+
+            event.listen(session, "after_commit", count, once=True)
+
+
+def provide_announcer(state: State) -> StepAnnouncer:
+    """The announcer over the notification configuration the app loaded, counting in the app's metrics."""
+    return NotificationAnnouncer(state.notification_config, state.metrics)
+
+
+dependencies = {"announcer": Provide(provide_announcer, sync_to_thread=False)}
