@@ -13,7 +13,7 @@ from rich.table import Table
 
 from controlplane.settings import Settings
 
-__all__ = ["Handler", "Subcommands", "add_command", "emit", "short_time", "stderr", "stdout", "table"]
+__all__ = ["Handler", "Subcommands", "add_command", "emit", "plain", "short_time", "stderr", "stdout", "table"]
 
 #: What runs a command: its parsed arguments and the settings.
 Handler: TypeAlias = Callable[[argparse.Namespace, Settings], None]
@@ -41,13 +41,27 @@ def emit(args: argparse.Namespace, data: Any, render: Callable[[Any], Table | st
         stdout.print(render(data))
 
 
+def plain(value: Any) -> str:
+    """A value as an operator reads it, never in a Python form: None as `none`, booleans as yes/no, lists
+    comma-separated, mappings as `name=value`."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ", ".join(plain(item) for item in value) if value else "none"
+    if isinstance(value, dict):
+        return ", ".join(f"{name}={plain(item)}" for name, item in value.items()) if value else "none"
+    return str(value)
+
+
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
-    """A titled table; None shows as an empty cell."""
+    """A titled table; None shows as an empty cell, any other value as `plain` words."""
     result = Table(title=title, title_justify="left")
     for column in columns:
         result.add_column(column)
     for row in rows:
-        result.add_row(*("" if value is None else str(value) for value in row))
+        result.add_row(*("" if value is None else plain(value) for value in row))
     return result
 
 
