@@ -83,11 +83,14 @@ def _state_change(before: dict[str, Any], after: dict[str, Any]) -> str | None:
 def rollout_changes(before: dict[str, Any] | None, after: dict[str, Any]) -> list[str]:
     """What changed from one status reading to the next, in words; the first reading describes where it stands."""
     if before is None:
+        if after["state"] == "pending":
+            stages = after.get("stages") or [{"percentage": after["percentage"]}]
+            return [f"not started; its first stage serves {stages[0]['percentage']:g}%"]
         state = after["state"].replace("_", " ")
         gates = f", gates {after['gates']}: {after['gates_detail']}" if after["state"] == "running" else ""
         return [f"{state} at {stage_words(after)}{gates}"]
     changes: list[str] = []
-    if after["rollout_id"] != before["rollout_id"]:
+    if before["rollout_id"] is not None and after["rollout_id"] != before["rollout_id"]:
         changes.append(f"a new rollout started (id {after['rollout_id']})")
     stated = _state_change(before, after)
     if stated is not None:
@@ -143,8 +146,8 @@ def follow_rollout(
     warn: Callable[[str], None],
 ) -> WatchEnd:
     """Read the status every `interval` seconds until a final state, a stage rollback, or `timeout` seconds;
-    `report` each change. The API's refusals (4xx) end the watch with an error; an unreachable server or a 5xx
-    is retried until the deadline, said once through `warn`."""
+    `report` each change. The API's refusals (4xx) end the watch with an error; an unreachable server, a 429 or a
+    5xx is retried until the deadline, said once through `warn`."""
     deadline = None if timeout is None else pacing.monotonic() + timeout
     status = read()
     report(status, rollout_changes(None, status))
@@ -167,7 +170,7 @@ def follow_rollout(
         try:
             latest = read()
         except ApiProblem as problem:
-            if problem.status < 500:
+            if problem.status < 500 and problem.status != 429:  # too many requests: later, it may well pass
                 raise
             failing = _warn_once(warn, failing, problem)
             continue

@@ -11,7 +11,7 @@ from typing import Any
 from rich.table import Table
 
 from controlplane.cli.client import Api
-from controlplane.cli.output import Subcommands, add_command, emit, short_time, stderr, stdout, table
+from controlplane.cli.output import Subcommands, add_command, emit, short_time, stderr, table
 from controlplane.cli.rollout_watch import Pacing, RolloutExit, exit_for, follow_rollout
 from controlplane.settings import Settings
 
@@ -89,8 +89,9 @@ def cmd_rollout_status(args: argparse.Namespace, settings: Settings) -> None:
             # One object a line, flushed: a script reads each change as it happens.
             print(json.dumps({"changes": changes, "status": status}, sort_keys=True), flush=True)
         else:
+            # Plain print: one line per change however long (a CI log greps it), and no markup read in details.
             stamp = datetime.now(UTC).strftime("%H:%M:%S")
-            stdout.print(f"{stamp} {status['flag']} in {status['environment']}: {'; '.join(changes)}")
+            print(f"{stamp} {status['flag']} in {status['environment']}: {'; '.join(changes)}", flush=True)
 
     # Polled, not pushed: the server's push channel, /evaluation/v1/stream, needs an `evaluate` token (an operator's
     # cannot open it) and announces only new configuration revisions, while a pause, a gate that starts or stops
@@ -104,7 +105,7 @@ def cmd_rollout_status(args: argparse.Namespace, settings: Settings) -> None:
         warn=lambda message: stderr.print(message),
     )
     if not args.json:
-        stdout.print(f"{end.reason} (exit {end.code})")
+        print(f"{end.reason} (exit {end.code})", flush=True)
     raise SystemExit(end.code)
 
 

@@ -56,6 +56,11 @@ def test_the_first_reading_says_where_the_rollout_stands() -> None:
     ]
 
 
+def test_a_rollout_not_started_says_what_its_first_stage_will_serve() -> None:
+    pending = status("pending", percentage=0.0, stages=[{"percentage": 10.0}, {"percentage": 100.0}])
+    assert rollout_changes(None, pending) == ["not started; its first stage serves 10%"]
+
+
 def test_changes_are_told_in_words() -> None:
     running = status()
     assert rollout_changes(running, running) == []
