@@ -34,6 +34,7 @@ class Story:
         self.http = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
         self.steps: list[Callable[[], object]] = []
         self.now = 0.0
+        self.waits: list[float] = []
 
     def ok(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         response = self.http.request(method, path, json=body)
@@ -53,6 +54,7 @@ class Story:
             self.operate(environment, "advance", force=True, reason="checked by hand")
 
     def wait(self, seconds: float) -> None:
+        self.waits.append(seconds)
         self.now += seconds
         if self.steps:
             self.steps.pop(0)()
@@ -60,7 +62,8 @@ class Story:
     def watch(self, capsys: pytest.CaptureFixture[str], *options: str) -> tuple[int, str, str]:
         # A deadline always (on the story's clock): a watch the story fails to end stops, it does not spin.
         deadline = [] if "--timeout" in options else ["--timeout", "60"]
-        argv = ["rollout", "status", FLAG, "--env", "production", "--watch", "--interval", "1", *deadline, *options]
+        interval = [] if "--interval" in options else ["--interval", "1"]
+        argv = ["rollout", "status", FLAG, "--env", "production", "--watch", *interval, *deadline, *options]
         try:
             main(argv, pacing=Pacing(monotonic=lambda: self.now, wait=self.wait))
             code = 0
@@ -157,8 +160,9 @@ def test_watch_timeout_exits_4_when_paused_and_5_when_holding(story: Story, caps
     assert code == 5 and story.now == 3.0
     assert out.splitlines()[-1].startswith("timed out running, gates holding at stage 1/3 (10%)")
     story.operate("production", "pause", reason="waiting for the morning")
-    code, out, _ = story.watch(capsys, "--timeout", "2m")
+    code, out, _ = story.watch(capsys, "--timeout", "2m", "--interval", "50s")
     assert code == 4 and story.now == 3.0 + 120
+    assert story.waits[-3:] == [50.0, 50.0, 20.0]  # the last wait cut to the deadline
     assert out.splitlines()[-1] == "timed out paused at stage 1/3 (10%) (exit 4)"
 
 
