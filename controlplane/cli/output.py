@@ -20,9 +20,11 @@ Handler: TypeAlias = Callable[[argparse.Namespace, Settings], None]
 #: What `add_subparsers()` returns: the group a command is added to (a string: argparse's class is not generic).
 Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
-# Piped output keeps whole lines (rich would otherwise wrap tables at 80 columns).
-stdout = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+# Piped output keeps whole lines (rich would otherwise wrap tables at 80 columns). No markup: what is printed is the
+# server's words, and rich read their brackets as styles, so an audit reason's "[advance to stage 2/3]" vanished
+# from tables and a "[/]" in a detail raised instead of printing.
+stdout = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 200)
+stderr = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
 
 
 def add_command(parent: Subcommands, name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:

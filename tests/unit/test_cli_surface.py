@@ -13,7 +13,7 @@ from importlib.metadata import version
 import pytest
 
 from controlplane.cli import build_parser, main
-from controlplane.cli.client import ApiProblem
+from controlplane.cli.client import Api, ApiProblem
 from controlplane.cli.completion import SHELLS
 from controlplane.cli.output import plain, stdout, table
 from controlplane.cli.rollouts import _status_table
@@ -137,3 +137,20 @@ def test_the_status_table_of_the_first_environment_has_no_none() -> None:
         stdout.print(_status_table(status))
     text = captured.get()
     assert "None" not in text and "first in the promotion order" in text and "not running" in text
+
+
+def test_brackets_in_the_servers_words_print_as_they_are(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with stdout.capture() as captured:
+        stdout.print(table("audit log", ["reason"], [("canary clean [advance to stage 2/3]",)]))
+    assert "canary clean [advance to stage 2/3]" in captured.get()
+
+    def refuses(*_: object, **__: object) -> None:
+        raise ApiProblem(409, "guard-holding", "cannot advance: [5xx] share [/] unknown", {})
+
+    monkeypatch.setattr(Api, "call", refuses)
+    monkeypatch.setenv("CONTROLPLANE_TOKEN", "cpt_" + "A" * 43)
+    with pytest.raises(SystemExit):
+        main(["flags", "list"])
+    assert capsys.readouterr().err == "error 409 guard-holding: cannot advance: [5xx] share [/] unknown\n"
