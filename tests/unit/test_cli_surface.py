@@ -17,6 +17,7 @@ from controlplane.cli.client import Api, ApiProblem
 from controlplane.cli.completion import SHELLS
 from controlplane.cli.output import plain, stdout, table
 from controlplane.cli.rollouts import _status_table
+from tests.conftest import missing_service
 
 
 def commands(parser: argparse.ArgumentParser, path: str = "controlplane") -> Iterator[tuple[str, argparse.Action]]:
@@ -54,9 +55,9 @@ def test_completion_prints_a_script_naming_every_command(shell: str, capsys: pyt
 
 
 def test_bash_completes_commands_and_options_from_the_script(capsys: pytest.CaptureFixture[str]) -> None:
-    bash = shutil.which("bash")
-    if bash is None:
-        pytest.skip("bash is not installed")
+    bash = shutil.which("bash") or ""
+    if not bash:
+        missing_service("bash")
     main(["completion", "bash"])
     script = capsys.readouterr().out
 
