@@ -5,6 +5,8 @@ and `--url`/`--token`. The watch's wait performs the next step of the story, so 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -257,3 +259,19 @@ def test_url_and_token_options_win_over_the_environment(
     monkeypatch.delenv("CONTROLPLANE_TOKEN")
     code, _, err = run(capsys, "--url", live_server, "flags", "list")
     assert code == 1 and "pass --token or set CONTROLPLANE_TOKEN" in err
+
+
+def test_a_ci_job_sees_the_exit_code_of_the_real_process(story: Story, live_server: str) -> None:
+    story.through_staging()
+    story.operate("production", "start")
+    story.operate("production", "rollback", reason="errors")
+    token = story.http.headers["Authorization"].removeprefix("Bearer ")
+    command = [sys.executable, "-m", "controlplane.cli", "--url", live_server, "--token", token]
+    watch = [*command, "rollout", "status", FLAG, "--env", "production", "--watch", "--timeout", "30s"]
+    done = subprocess.run(watch, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 3, done.stderr
+    assert done.stdout.splitlines()[-1] == "rolled back (exit 3)"
+    done = subprocess.run(
+        [*command, "rollout", "status", FLAG, "--env", "qa"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0
