@@ -104,7 +104,9 @@ def cmd_rollout_status(args: argparse.Namespace, settings: Settings) -> None:
         report=report,
         warn=lambda message: stderr.print(message),
     )
-    if not args.json:
+    if args.json:
+        print(json.dumps({"exit": int(end.code), "reason": end.reason}), flush=True)
+    else:
         print(f"{end.reason} (exit {end.code})", flush=True)
     raise SystemExit(end.code)
 
@@ -179,8 +181,8 @@ def add_rollout_commands(commands: Subcommands, pacing: Pacing) -> None:
     status.add_argument(
         "--watch",
         action="store_true",
-        help="follow the rollout, a line per change (with --json, a JSON object per line), until it completes or "
-        "rolls back (or --timeout)",
+        help="follow the rollout, a line per change (with --json, a JSON object per line, the last one the exit code "
+        "and why), until it completes or rolls back (or --timeout)",
     )
     status.add_argument(
         "--timeout",

@@ -136,7 +136,8 @@ def test_watch_exits_3_when_alertmanager_rolls_the_flag_back(story: Story, capsy
     story.steps = [fire]
     code, out, _ = story.watch(capsys, "--json")
     assert code == 3
-    readings = [json.loads(line) for line in out.splitlines()]  # one JSON object per line, nothing else
+    *readings, verdict = [json.loads(line) for line in out.splitlines()]  # one JSON object per line, nothing else
+    assert verdict == {"exit": 3, "reason": "rolled back"}
     assert readings[0]["status"]["state"] == "running"
     assert readings[-1]["changes"][0] == "rolled back: serving the off variant"
     assert readings[-1]["status"]["state"] == "rolled_back" and readings[-1]["status"]["enabled"] is False
