@@ -118,7 +118,8 @@ def cmd_rollout_history(args: argparse.Namespace, settings: Settings) -> None:
         (
             r["id"],
             r["state"].replace("_", " "),
-            f"stage {r['stage_index'] + 1} ({r['percentage']:g}%)",
+            r["stage_index"] + 1,
+            f"{r['percentage']:g}%",
             r["started_by"] or "-",
             short_time(r["created_at"]),
             short_time(r["updated_at"]),
@@ -127,7 +128,8 @@ def cmd_rollout_history(args: argparse.Namespace, settings: Settings) -> None:
         )
         for r in rollouts
     ]
-    columns = ["id", "state", "reached", "started by", "created", "updated", "ended", "forced"]
+    # The stage it stands at (or stood at when it ended) and what it serves: 0% once rolled back to off.
+    columns = ["id", "state", "stage", "serving", "started by", "created", "updated", "ended", "forced"]
     emit(args, rollouts, lambda _: table(f"rollouts of {args.flag} in {args.env} (newest first)", columns, rows))
 
 
