@@ -62,7 +62,7 @@ def create_token(
     if request.environment is not None and request.environment not in environments:
         raise InvalidInput(
             "unknown-environment",
-            f"environment `{request.environment}` is not one of {list(environments)}",
+            f"environment `{request.environment}` is not one of {', '.join(environments)}",
             field="environment",
         )
     if session.scalar(select(ApiToken.id).where(ApiToken.name == request.name)) is not None:

@@ -18,7 +18,7 @@ def cmd_audit_list(args: argparse.Namespace, settings: Settings) -> None:
     params = query_params(
         flag=args.flag, environment=args.env, actor=args.actor, action=args.action, since=args.since, limit=args.limit
     )
-    records = Api.from_env().call("GET", "/audit", params=params)
+    records = Api.from_args(args).call("GET", "/audit", params=params)
     rows = [
         (
             r["id"],
@@ -52,7 +52,7 @@ def _brief(value: Any) -> str:
 
 def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> None:
     """Verify the audit chain; exit 1 and name the first broken record when it does not verify."""
-    result = Api.from_env().call("GET", "/audit/verify")
+    result = Api.from_args(args).call("GET", "/audit/verify")
     if args.json:
         print(json.dumps(result, indent=2))
     elif result["ok"]:
@@ -69,10 +69,10 @@ def add_audit_commands(commands: Subcommands) -> None:
     """Add `audit list|verify` to the command line."""
     audit = commands.add_parser("audit", help="audit log").add_subparsers(dest="audit_command", required=True)
     listing = add_command(audit, "list", cmd_audit_list, "query the audit log")
-    listing.add_argument("--flag")
-    listing.add_argument("--env")
-    listing.add_argument("--actor")
-    listing.add_argument("--action")
+    listing.add_argument("--flag", help="only records about this flag")
+    listing.add_argument("--env", help="only records in this environment")
+    listing.add_argument("--actor", help="only changes by this actor (a token's name)")
+    listing.add_argument("--action", help="only this action, e.g. rollout.advance")
     listing.add_argument("--since", help="ISO 8601 time")
-    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--limit", type=int, default=50, help="at most this many records (default 50)")
     add_command(audit, "verify", cmd_audit_verify, "verify the audit hash chain")

@@ -119,7 +119,7 @@ def _finish(args: argparse.Namespace, api: Api, run: dict[str, Any]) -> None:
 
 def cmd_cleanup_run(args: argparse.Namespace, settings: Settings) -> None:
     """Run a policy now and follow it."""
-    api = Api.from_env()
+    api = Api.from_args(args)
     run = api.call(
         "POST", f"/cleanup/policies/{args.policy}/runs", json={"dry_run": args.dry_run, "reason": args.reason or ""}
     )
@@ -128,7 +128,7 @@ def cmd_cleanup_run(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_cleanup_purge(args: argparse.Namespace, settings: Settings) -> None:
     """Purge what was uploaded in a window and follow it."""
-    api = Api.from_env()
+    api = Api.from_args(args)
     body = {
         "bucket": args.bucket,
         "prefix": args.prefix,
@@ -142,7 +142,7 @@ def cmd_cleanup_purge(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_cleanup_show(args: argparse.Namespace, settings: Settings) -> None:
     """Show one run (following it to its end with --wait)."""
-    api = Api.from_env()
+    api = Api.from_args(args)
     run = api.call("GET", f"/cleanup/runs/{args.id}")
     if args.wait:
         args.no_wait = False
@@ -156,7 +156,7 @@ def cmd_cleanup_runs(args: argparse.Namespace, settings: Settings) -> None:
     params: dict[str, Any] = {"limit": args.limit}
     if args.policy:
         params["policy"] = args.policy
-    runs = Api.from_env().call("GET", "/cleanup/runs", params=params)
+    runs = Api.from_args(args).call("GET", "/cleanup/runs", params=params)
     rows = [
         (
             r["id"],
@@ -178,7 +178,7 @@ def cmd_cleanup_runs(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_cleanup_policies(args: argparse.Namespace, settings: Settings) -> None:
     """List policies with their schedule and health."""
-    policies = Api.from_env().call("GET", "/cleanup/policies")
+    policies = Api.from_args(args).call("GET", "/cleanup/policies")
     rows = [
         (
             p["name"],
@@ -202,12 +202,12 @@ def add_cleanup_commands(commands: Subcommands) -> None:
     )
     add_command(cleanup, "policies", cmd_cleanup_policies, "list cleanup policies, their schedule and health")
     run = add_command(cleanup, "run", cmd_cleanup_run, "run a cleanup policy now and follow it")
-    run.add_argument("policy")
+    run.add_argument("policy", help="the policy's name (see `cleanup policies`)")
     run.add_argument("--dry-run", action="store_true", help="report what would be deleted, delete nothing")
     run.add_argument("--reason", help="why (kept in the audit log)")
     run.add_argument("--no-wait", action="store_true", help="start it and return")
     purge = add_command(cleanup, "purge", cmd_cleanup_purge, "delete what was uploaded to a bucket in [--from, --to)")
-    purge.add_argument("--bucket", required=True)
+    purge.add_argument("--bucket", required=True, help="the bucket to delete from")
     purge.add_argument("--from", dest="start", required=True, help="ISO 8601 time with offset, inclusive")
     purge.add_argument("--to", dest="end", required=True, help="ISO 8601 time with offset, exclusive")
     purge.add_argument("--reason", required=True, help="why (the purge is an audit record)")
@@ -215,8 +215,8 @@ def add_cleanup_commands(commands: Subcommands) -> None:
     purge.add_argument("--dry-run", action="store_true", help="report what would be deleted, delete nothing")
     purge.add_argument("--no-wait", action="store_true", help="start it and return")
     show = add_command(cleanup, "show", cmd_cleanup_show, "show one cleanup run")
-    show.add_argument("id", type=int)
+    show.add_argument("id", type=int, help="the run's id (see `cleanup runs`)")
     show.add_argument("--wait", action="store_true", help="follow it until it finishes")
     runs = add_command(cleanup, "runs", cmd_cleanup_runs, "list cleanup runs, newest first")
-    runs.add_argument("--policy")
-    runs.add_argument("--limit", type=int, default=20)
+    runs.add_argument("--policy", help="only runs of this policy")
+    runs.add_argument("--limit", type=int, default=20, help="at most this many runs (default 20)")

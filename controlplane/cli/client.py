@@ -1,20 +1,58 @@
-"""The HTTP API client of the commands that are not bootstrap: `Api`, read from CONTROLPLANE_URL and _TOKEN."""
+"""The HTTP API client of the commands that are not bootstrap: `Api`, pointed by `--url`/`--token` or
+CONTROLPLANE_URL/CONTROLPLANE_TOKEN, and `ApiProblem`, a refusal it read, told in the CLI's words."""
 
 from __future__ import annotations
 
-import json
+import argparse
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
-__all__ = ["DEFAULT_URL", "Api", "CommandError", "query_params"]
+from controlplane.cli.output import plain
+
+__all__ = ["DEFAULT_URL", "Api", "ApiProblem", "CommandError", "query_params"]
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+
+#: Request fields the API names in a problem (`overridable_with`, `field`), as the CLI option that sets them.
+_OPTIONS = {"force": "--force", "reason": "--reason", "expected_revision": "--revision", "policy": "--policy"}
 
 
 class CommandError(Exception):
     """A failure to report in one line and exit 1."""
+
+
+class ApiProblem(CommandError):
+    """An RFC 9457 problem the API answered: its status, `type` slug, detail and extra members."""
+
+    def __init__(self, status: int, slug: str, detail: str, extra: Mapping[str, Any]) -> None:
+        self.status = status
+        self.slug = slug
+        self.detail = detail
+        self.extra = dict(extra)
+        super().__init__(f"{status} {slug}: {_in_cli_words(detail, self.extra)}")
+
+
+def _in_cli_words(detail: str, extra: dict[str, Any]) -> str:
+    """A problem's detail and extra members as one sentence: request fields named as the options that set them,
+    values in words (no JSON or Python forms)."""
+    shown = {name: value for name, value in extra.items() if name not in ("overridable_with", "errors")}
+    # A body of the wrong shape: the detail already joins the messages; say where each one was.
+    keys = [item["key"] for item in extra.get("errors") or [] if isinstance(item, dict) and item.get("key")]
+    if keys:
+        shown["in"] = keys
+    if "field" in shown and shown["field"] in _OPTIONS:
+        shown["option"] = _OPTIONS[shown.pop("field")]
+    text = detail
+    if shown:
+        text += " (" + ", ".join(f"{name.replace('_', ' ')} {plain(value)}" for name, value in shown.items()) + ")"
+    override = extra.get("overridable_with")
+    if override in _OPTIONS:
+        # The API names its body field; an operator at a terminal needs the option, and the reason it also needs.
+        text += f"; to override, run it again with {_OPTIONS[override]} --reason TEXT (audited)"
+    return text
 
 
 class Api:
@@ -22,17 +60,27 @@ class Api:
 
     def __init__(self, url: str, token: str | None) -> None:
         if not token:
-            raise CommandError("set CONTROLPLANE_TOKEN to an API token (see `controlplane tokens create`)")
+            raise CommandError(
+                "no API token: pass --token or set CONTROLPLANE_TOKEN (see `controlplane tokens create`)"
+            )
         self._url = url
         self._headers = {"Authorization": f"Bearer {token}"}
 
+    @property
+    def url(self) -> str:
+        """The base URL of the control plane this client talks to."""
+        return self._url
+
     @classmethod
-    def from_env(cls) -> Api:
-        """The API at CONTROLPLANE_URL (default: the local one), authorised by CONTROLPLANE_TOKEN."""
-        return cls(os.environ.get("CONTROLPLANE_URL", DEFAULT_URL), os.environ.get("CONTROLPLANE_TOKEN"))
+    def from_args(cls, args: argparse.Namespace) -> Api:
+        """The API at `--url` (else CONTROLPLANE_URL, else the local one), authorised by `--token` (else
+        CONTROLPLANE_TOKEN): an option given on the command line wins over the environment."""
+        url = getattr(args, "url", None) or os.environ.get("CONTROLPLANE_URL") or DEFAULT_URL
+        token = getattr(args, "token", None) or os.environ.get("CONTROLPLANE_TOKEN")
+        return cls(url, token)
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        """Send a request; return the JSON body, or raise CommandError with the problem's type and detail."""
+        """Send a request; return the JSON body, or raise ApiProblem with the problem's type and detail."""
         try:
             with httpx.Client(base_url=self._url, headers=self._headers, timeout=30) as client:
                 response = client.request(method, "/api/v1" + path, **kwargs)
@@ -45,16 +93,15 @@ class Api:
             kind = response.headers.get("content-type", "no content type")
             raise CommandError(
                 f"{response.status_code} not-the-api: {response.request.url} answered {kind}, not JSON; "
-                "is CONTROLPLANE_URL the control plane?"
+                "is --url (or CONTROLPLANE_URL) the control plane?"
             ) from None
         if response.is_success:
             return body
         problem = body if isinstance(body, dict) else {}
         slug = str(problem.get("type", "http-error")).rsplit("/", 1)[-1]
-        detail = problem.get("detail", response.reason_phrase)
+        detail = str(problem.get("detail", response.reason_phrase))
         extra = {k: v for k, v in problem.items() if k not in ("type", "title", "status", "detail", "instance")}
-        suffix = f" {json.dumps(extra)}" if extra else ""
-        raise CommandError(f"{response.status_code} {slug}: {detail}{suffix}")
+        raise ApiProblem(response.status_code, slug, detail, extra)
 
 
 def query_params(**values: Any) -> dict[str, Any]:

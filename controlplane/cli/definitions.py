@@ -23,7 +23,7 @@ def cmd_definitions_apply(args: argparse.Namespace, settings: Settings) -> None:
     except OSError as error:
         raise CommandError(f"cannot read {path}: {error.strerror}") from error
     body = {"content": content, "source": path.name, "dry_run": args.dry_run}
-    report = Api.from_env().call("POST", "/definitions/apply", json=body)
+    report = Api.from_args(args).call("POST", "/definitions/apply", json=body)
 
     def render(data: Any) -> Table:
         rows = [
@@ -43,5 +43,5 @@ def add_definition_commands(commands: Subcommands) -> None:
         dest="definitions_command", required=True
     )
     apply = add_command(definitions, "apply", cmd_definitions_apply, "create or update what a definition file declares")
-    apply.add_argument("file")
+    apply.add_argument("file", help="the definition file (YAML) to send")
     apply.add_argument("--dry-run", action="store_true", help="report what would change, change nothing")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 
 from rich.table import Table
@@ -24,7 +25,7 @@ def _serving(state: dict[str, Any]) -> str:
 
 def cmd_flags_list(args: argparse.Namespace, settings: Settings) -> None:
     """List flags and whether each environment is on."""
-    flags = Api.from_env().call("GET", "/flags")
+    flags = Api.from_args(args).call("GET", "/flags")
     rows = []
     for flag in flags:
         states = " ".join(f"{e['environment']}:{_serving(e)}" for e in flag["environments"])
@@ -34,14 +35,16 @@ def cmd_flags_list(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_flags_show(args: argparse.Namespace, settings: Settings) -> None:
     """Show one flag in every environment."""
-    flag = Api.from_env().call("GET", f"/flags/{args.key}")
+    flag = Api.from_args(args).call("GET", f"/flags/{args.key}")
 
     def render(data: Any) -> Table:
         rows = [
             (e["environment"], e["enabled"], e["default_variant"], len(e["rules"]), _serving(e), e["revision"])
             for e in data["environments"]
         ]
-        title = f"{data['key']} ({data['type']}, {data['kind']}, rev {data['revision']}) variants={data['variants']}"
+        # Variant values as JSON (true, "blue", 3): they are what the flag serves, not words about it.
+        variants = ", ".join(f"{name}={json.dumps(value)}" for name, value in data["variants"].items())
+        title = f"{data['key']} ({data['type']}, {data['kind']}, rev {data['revision']}) variants: {variants}"
         return table(title, ["env", "enabled", "default", "rules", "serving", "rev"], rows)
 
     emit(args, flag, render)
@@ -52,4 +55,4 @@ def add_flag_commands(commands: Subcommands) -> None:
     flags = commands.add_parser("flags", help="flags").add_subparsers(dest="flags_command", required=True)
     add_command(flags, "list", cmd_flags_list, "list flags")
     show = add_command(flags, "show", cmd_flags_show, "show a flag in every environment")
-    show.add_argument("key")
+    show.add_argument("key", help="the flag's key")

@@ -258,7 +258,7 @@ def cmd_guards_replay(args: argparse.Namespace, settings: Settings) -> None:
             body |= {"definition": path.read_text(encoding="utf-8"), "source": path.name}
         except OSError as error:
             raise CommandError(f"cannot read {path}: {error.strerror}") from error
-    emit(args, Api.from_env().call("POST", "/guards/replay", json=body), _render_replay)
+    emit(args, Api.from_args(args).call("POST", "/guards/replay", json=body), _render_replay)
 
 
 def _render_replay(report: dict[str, Any]) -> Table:
@@ -313,7 +313,9 @@ def add_guard_commands(commands: Subcommands) -> None:
     simulate.add_argument("--stage-seconds", type=float, default=3600.0, help="length of a trial (default 3600)")
     simulate.add_argument("--interval", type=float, default=2.0, help="seconds between evaluations (default 2)")
     simulate.add_argument("--trials", type=int, default=2000, help="trials per scenario and onset (default 2000)")
-    simulate.add_argument("--seed", type=int, default=1)
+    simulate.add_argument(
+        "--seed", type=int, default=1, help="random seed: the same seed gives the same figures (default 1)"
+    )
     simulate.add_argument("--workers", type=int, help="processes (default: one per CPU)")
 
     replay = add_command(

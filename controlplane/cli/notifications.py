@@ -14,7 +14,7 @@ __all__ = ["add_notification_commands"]
 def cmd_notifications_list(args: argparse.Namespace, settings: Settings) -> None:
     """Show the notification log: what was sent to whom, what is retrying, failed or silenced."""
     params = query_params(status=args.status, receiver=args.receiver, rule=args.rule, limit=args.limit)
-    notifications = Api.from_env().call("GET", "/notifications", params=params)
+    notifications = Api.from_args(args).call("GET", "/notifications", params=params)
     rows = [
         (
             n["id"],
@@ -39,7 +39,11 @@ def add_notification_commands(commands: Subcommands) -> None:
         dest="notifications_command", required=True
     )
     listing = add_command(notifications, "list", cmd_notifications_list, "show the notification log")
-    listing.add_argument("--status", choices=["pending", "sending", "sent", "failed", "silenced"])
-    listing.add_argument("--receiver")
-    listing.add_argument("--rule")
-    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument(
+        "--status",
+        choices=["pending", "sending", "sent", "failed", "silenced"],
+        help="only notifications in this status",
+    )
+    listing.add_argument("--receiver", help="only notifications to this receiver")
+    listing.add_argument("--rule", help="only notifications about this rule")
+    listing.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")

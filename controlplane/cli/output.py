@@ -13,16 +13,18 @@ from rich.table import Table
 
 from controlplane.settings import Settings
 
-__all__ = ["Handler", "Subcommands", "add_command", "emit", "short_time", "stderr", "stdout", "table"]
+__all__ = ["Handler", "Subcommands", "add_command", "emit", "plain", "short_time", "stderr", "stdout", "table"]
 
 #: What runs a command: its parsed arguments and the settings.
 Handler: TypeAlias = Callable[[argparse.Namespace, Settings], None]
 #: What `add_subparsers()` returns: the group a command is added to (a string: argparse's class is not generic).
 Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
-# Piped output keeps whole lines (rich would otherwise wrap tables at 80 columns).
-stdout = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+# Piped output keeps whole lines (rich would otherwise wrap tables at 80 columns). No markup: what is printed is the
+# server's words, and rich read their brackets as styles, so an audit reason's "[advance to stage 2/3]" vanished
+# from tables and a "[/]" in a detail raised instead of printing.
+stdout = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 200)
+stderr = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
 
 
 def add_command(parent: Subcommands, name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
@@ -41,13 +43,27 @@ def emit(args: argparse.Namespace, data: Any, render: Callable[[Any], Table | st
         stdout.print(render(data))
 
 
+def plain(value: Any) -> str:
+    """A value as an operator reads it, never in a Python form: None as `none`, booleans as yes/no, lists
+    comma-separated, mappings as `name=value`."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ", ".join(plain(item) for item in value) if value else "none"
+    if isinstance(value, dict):
+        return ", ".join(f"{name}={plain(item)}" for name, item in value.items()) if value else "none"
+    return str(value)
+
+
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
-    """A titled table; None shows as an empty cell."""
+    """A titled table; None shows as an empty cell, any other value as `plain` words."""
     result = Table(title=title, title_justify="left")
     for column in columns:
         result.add_column(column)
     for row in rows:
-        result.add_row(*("" if value is None else str(value) for value in row))
+        result.add_row(*("" if value is None else plain(value) for value in row))
     return result
 
 

@@ -105,8 +105,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
 def add_server_commands(commands: Subcommands) -> None:
     """Add `serve` and `db upgrade` to the command line."""
     serve = add_command(commands, "serve", cmd_serve, "migrate, apply definitions, print a first admin token, serve")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
+    serve.add_argument("--host", help="the address to listen on (default: CONTROLPLANE_HOST)")
+    serve.add_argument("--port", type=int, help="the port to listen on (default: CONTROLPLANE_PORT)")
 
     db = commands.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
     add_command(db, "upgrade", cmd_db_upgrade, "migrate the database to the newest schema")

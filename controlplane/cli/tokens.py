@@ -17,7 +17,7 @@ def cmd_tokens_create(args: argparse.Namespace, settings: Settings) -> None:
     """Create a token and print only the token: over the API, or with ``--database`` straight in the database."""
     if not args.database:
         body = {"name": args.name, "role": args.role, "environment": args.env}
-        created = Api.from_env().call("POST", "/tokens", json={key: value for key, value in body.items() if value})
+        created = Api.from_args(args).call("POST", "/tokens", json={key: value for key, value in body.items() if value})
         print(created["token"])
         return
     from sqlalchemy.orm import sessionmaker
@@ -44,14 +44,14 @@ def cmd_tokens_create(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_tokens_list(args: argparse.Namespace, settings: Settings) -> None:
     """List tokens (never their secrets)."""
-    tokens = Api.from_env().call("GET", "/tokens")
+    tokens = Api.from_args(args).call("GET", "/tokens")
     rows = [(t["name"], t["role"], t["prefix"], t["environment"], t["created_at"], t["revoked_at"]) for t in tokens]
     emit(args, tokens, lambda _: table("tokens", ["name", "role", "prefix", "env", "created", "revoked"], rows))
 
 
 def cmd_tokens_revoke(args: argparse.Namespace, settings: Settings) -> None:
     """Revoke a token by name."""
-    revoked = Api.from_env().call("DELETE", f"/tokens/{args.name}", params=query_params(reason=args.reason))
+    revoked = Api.from_args(args).call("DELETE", f"/tokens/{args.name}", params=query_params(reason=args.reason))
     emit(args, revoked, lambda t: f"revoked {t['name']} at {t['revoked_at']}")
 
 

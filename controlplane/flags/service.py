@@ -89,7 +89,7 @@ def require_environment(environment: str, environments: Sequence[str]) -> None:
     if environment not in environments:
         raise NotFound(
             "environment-not-found",
-            f"no environment `{environment}`; known environments are {list(environments)}",
+            f"no environment `{environment}`; known environments are {', '.join(environments)}",
             environment=environment,
         )
 
@@ -208,7 +208,7 @@ def update_flag(
     if rollout_variant != flag.rollout_variant and rollouts_serving:
         raise Conflict(
             "rollout-in-progress",
-            f"`{key}` is being rolled out with variant `{flag.rollout_variant}` in {list(rollouts_serving)}; "
+            f"`{key}` is being rolled out with variant `{flag.rollout_variant}` in {', '.join(rollouts_serving)}; "
             "roll those rollouts back before changing the rollout variant",
         )
     for name, where in _referenced_variants(flag).items():
@@ -336,6 +336,6 @@ def _check_variants_exist(flag: Flag, changes: EnvironmentStateUpdate) -> None:
             raise InvalidInput(
                 "unknown-variant",
                 f"`{field}` names variant `{name}`, which flag `{flag.key}` does not have; "
-                f"its variants are {sorted(flag.variants)}",
+                f"its variants are {', '.join(f'`{name}`' for name in sorted(flag.variants))}",
                 field=field,
             )

@@ -26,6 +26,7 @@ from controlplane.rollouts.schemas import RolloutOperation
 from controlplane.rollouts.stages import Rollout, RolloutState
 
 __all__ = [
+    "OVERRIDE_FIELD",
     "Allowed",
     "Operation",
     "PromotionOrder",
@@ -49,6 +50,9 @@ class Operation(enum.StrEnum):
 _NEEDS_REASON = {Operation.ADVANCE, Operation.PAUSE, Operation.ROLLBACK}
 _NEEDS_REVISION = {Operation.START, Operation.ADVANCE, Operation.RESUME}
 _FORCIBLE = {Operation.START, Operation.ADVANCE}
+#: The body field a refusal names in `overridable_with` when sending it (with a reason) would override it: each
+#: client says so in its own words (the CLI as `--force`), so the detail names no field.
+OVERRIDE_FIELD = "force"
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,8 +191,8 @@ def decide_operation(
     if overridden is not None and not body.force:
         return Refused(
             "guard-holding",
-            f"cannot {operation.value}: {overridden}; pass force with a reason to override (audited)",
-            {"state": current.state.value, "operation": operation.value},
+            f"cannot {operation.value}: {overridden}",
+            {"state": current.state.value, "operation": operation.value, "overridable_with": OVERRIDE_FIELD},
         )
     out_of_order = False
     if operation is Operation.START:
@@ -205,6 +209,7 @@ def decide_operation(
                 operation,
                 previous_environment=promotion.previous_environment,
                 previous_state=previous_state.value,
+                overridable_with=OVERRIDE_FIELD,
             )
         out_of_order = refusal is not None
     return Allowed(

@@ -349,5 +349,5 @@ def promotion_refusal(
     return Refusal(
         code="promotion_order",
         reason=f"cannot start in {environment} before the rollout has completed in {previous_environment} "
-        f"(there it is {state}); pass force with a reason to override",
+        f"(there it is {state})",
     )

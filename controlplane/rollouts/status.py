@@ -82,7 +82,7 @@ def load_rollout(session: Session, target: RolloutTarget, environments: Sequence
         raise NotFound(
             "rollout-plan-not-found",
             f"flag `{target.flag}` has no rollout plan for {target.environment}; "
-            f"it has plans for {[p.environment for p in plans]}",
+            f"it has plans for {', '.join(p.environment for p in plans) or 'no environment'}",
             flag=target.flag,
             environment=target.environment,
         )

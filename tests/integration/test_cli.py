@@ -153,6 +153,9 @@ def test_readme_walkthrough_works_as_written(capsys: pytest.CaptureFixture[str])
     assert code == 0 and status["state"] == "rolled_back" and status["percentage"] == 0 and status["enabled"] is False
     code, out, _ = run(capsys, "rollout", "status", flag, "--env", "production", "--json")
     assert {"flag", "environment", "state", "stage_index", "percentage", "revision"} <= set(json.loads(out))
+    assert code == 3  # rolled back: `rollout status` exits by the state
+    code, out, _ = run(capsys, "rollout", "history", flag, "--env", "production")
+    assert code == 0 and "rolled back" in out
     code, out, _ = run(capsys, "audit", "list", "--flag", flag, "--env", "production", "--json")
     actions = [record["action"] for record in json.loads(out)]
     assert actions[:4] == ["rollout.rollback", "rollout.advance", "rollout.advance", "rollout.start"]

@@ -279,7 +279,7 @@ def test_cli_adds_lists_and_expires_silences_and_shows_the_log(
     code, _, err = run(capsys, "silences", "add", "--duration", "2h", "--comment", "everything")
     assert code == 1 and "--rule" in err
     code, _, err = run(capsys, "silences", "add", "--flag", "f", "--duration", "soon", "--comment", "x")
-    assert code == 1 and "--duration 'soon'" in err
+    assert code == 1 and "--duration `soon`" in err
 
     seed_notifications(session_factory, clock)
     code, out, _ = run(capsys, "notifications", "list", "--status", "pending")

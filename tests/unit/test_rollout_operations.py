@@ -190,8 +190,8 @@ def test_an_advance_held_by_guards_is_refused_with_the_guards_reasons() -> None:
         decide_operation(Operation.ADVANCE, body=body("go"), current=running(), enabled=True, now=NOW, gates=HOLDING)
     )
     assert decision.code == "guard-holding"
-    assert decision.detail == (f"cannot advance: {HOLDING.summary}; pass force with a reason to override (audited)")
-    assert dict(decision.extra) == {"state": "running", "operation": "advance"}
+    assert decision.detail == f"cannot advance: {HOLDING.summary}"
+    assert dict(decision.extra) == {"state": "running", "operation": "advance", "overridable_with": "force"}
 
 
 def test_a_start_with_firing_guards_is_refused() -> None:
@@ -208,7 +208,7 @@ def test_a_start_with_firing_guards_is_refused() -> None:
     )
     assert decision.code == "guard-holding"
     assert "guards `error-rate` of the first stage are firing" in decision.detail
-    assert dict(decision.extra) == {"state": "pending", "operation": "start"}
+    assert dict(decision.extra) == {"state": "pending", "operation": "start", "overridable_with": "force"}
 
 
 def test_a_start_before_the_previous_environment_completed_is_refused_with_where_it_stands() -> None:
@@ -224,6 +224,7 @@ def test_a_start_before_the_previous_environment_completed_is_refused_with_where
         ("operation", "start"),
         ("previous_environment", "qa"),
         ("previous_state", "running"),
+        ("overridable_with", "force"),
     ]
 
 
