@@ -10,6 +10,11 @@ import pytest
 
 from controlplane.app import create_app
 from controlplane.settings import Settings
+from pipeline.app import Parts, create_pipeline_app
+from pipeline.flag import StaticGate
+from pipeline.generator import LocalGenerator
+from pipeline.settings import PipelineSettings
+from pipeline.vision import LocalAnalyzer
 
 METHODS = ("get", "put", "post", "patch", "delete")
 PUBLIC = {("get", "/healthz"), ("get", "/readyz")}
@@ -134,3 +139,15 @@ def test_evaluation_answers_are_json_objects_not_strings(document: dict[str, Any
     assert set(schemas["OfrepEvaluation"]["required"]) == {"key", "value", "variant", "reason"}
     assert set(schemas["ProblemDetails"]["required"]) == {"type", "title", "status", "detail", "instance"}
     assert "304" in operations[("post", "/ofrep/v1/evaluate/flags")]["responses"]
+
+
+def test_the_pipelines_upload_documents_its_multipart_body_and_its_refusals(tmp_path: Path) -> None:
+    settings = PipelineSettings(runs_dir=tmp_path / "runs", spool_dir=tmp_path / "spool", flags_enabled=False)
+    parts = Parts(gate=StaticGate(True), analyzer=LocalAnalyzer(), generator=LocalGenerator(), store=None)
+    upload = create_pipeline_app(settings, parts).openapi_schema.to_schema()["paths"]["/upload/reference-image"]["post"]
+    form = upload["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert form["required"] == ["file", "user_id"]
+    assert form["properties"]["file"]["contentMediaType"] == "application/octet-stream"
+    refusals = {status: response for status, response in upload["responses"].items() if int(status) >= 400}
+    assert set(refusals) == {"400", "403", "413", "415", "422", "503"}
+    assert all(list(response["content"]) == [PROBLEM] for response in refusals.values())
