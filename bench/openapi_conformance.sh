@@ -22,7 +22,7 @@ server=$!
 for _ in $(seq 100); do grep -q . token 2>/dev/null && curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.2; done
 token=$(head -1 token)
 "$schemathesis" run "http://127.0.0.1:$port/schema/openapi.json" \
-  --checks response_schema_conformance,status_code_conformance,content_type_conformance \
+  --checks response_schema_conformance,status_code_conformance,content_type_conformance,response_headers_conformance \
   -H "Authorization: Bearer $token" -H "X-Environment: production" \
   --phases examples,coverage,fuzzing --max-examples 30 --seed 1 --workers 1 --continue-on-failure \
   --exclude-path-regex "/stream$" --no-color 2>&1 || true

@@ -27,7 +27,10 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import (
     Components,
     Example,
+    OpenAPIHeader,
     OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
     Operation,
     RequestBody,
     Schema,
@@ -77,18 +80,39 @@ class ProblemDetails(msgspec.Struct):
     instance: str
 
 
-# What each status means on this API, with the slugs a client sees (README "HTTP API" lists them all).
-_PROBLEMS: dict[int, tuple[str, str]] = {
-    400: ("malformed-request", "The body cannot be read: not JSON, or not valid gzip (`invalid-json`, ...)"),
-    401: ("unauthenticated", "No token, or an unknown or revoked one"),
-    403: ("forbidden", "The token's role does not grant this route"),
-    404: ("not-found", "What the path names does not exist (`flag-not-found`, `environment-not-found`, ...)"),
-    409: ("stale-revision", "The current state refuses the change (`stale-revision`, `illegal-transition`, ...)"),
-    413: ("body-too-large", "The body is over the size limit (`body-too-large`, `batch-too-large`)"),
-    422: ("invalid-body", "Well-formed but not acceptable (`invalid-body`, `invalid-query`, ...)"),
-    428: ("revision-required", "The change needs `If-Match: <revision>`"),
-    429: ("rate-limited", "Over the token's or the address's rate limit; retry after `Retry-After` seconds"),
-    503: ("database-unavailable", "The database did not answer; retry after `Retry-After` seconds"),
+# What each status means on this API: the slug and title a client sees, and when (README "HTTP API" lists every slug).
+_PROBLEMS: dict[int, tuple[str, str, str]] = {
+    400: (
+        "malformed-request",
+        "Bad request",
+        "The body cannot be read: not JSON, or not valid gzip (`invalid-json`, ...)",
+    ),
+    401: ("unauthenticated", "Unauthenticated", "No token, or an unknown or revoked one"),
+    403: ("forbidden", "Forbidden", "The token's role does not grant this route"),
+    404: ("not-found", "Not found", "What the path names does not exist (`flag-not-found`, `token-not-found`, ...)"),
+    409: ("stale-revision", "Conflict", "The current state refuses the change (`stale-revision`, `flag-exists`, ...)"),
+    413: ("body-too-large", "Request body too large", "The body is over the size limit (`batch-too-large`, ...)"),
+    422: (
+        "invalid-body",
+        "Unprocessable content",
+        "Well-formed but not acceptable (`invalid-body`, `invalid-query`, ...)",
+    ),
+    428: ("revision-required", "Precondition required", "The change needs `If-Match: <revision>`"),
+    429: ("rate-limited", "Too many requests", "Over the token's or the address's rate limit"),
+    503: ("database-unavailable", "Database unavailable", "The database did not answer during the request; retry"),
+}
+
+# Headers the refusals always carry (api/problems.py sets them).
+_PROBLEM_HEADERS: dict[str, tuple[str, OpenAPIHeader]] = {
+    "401": ("WWW-Authenticate", OpenAPIHeader(schema=Schema(type=OpenAPIType.STRING), required=True)),
+    "429": (
+        "Retry-After",
+        OpenAPIHeader(schema=Schema(type=OpenAPIType.INTEGER), required=True, description="Seconds to wait"),
+    ),
+    "503": (
+        "Retry-After",
+        OpenAPIHeader(schema=Schema(type=OpenAPIType.INTEGER), required=True, description="Seconds to wait"),
+    ),
 }
 
 
@@ -96,8 +120,8 @@ def problems(*statuses: int) -> dict[int, ResponseSpec]:
     """Problem-details responses for ``statuses``, for a route decorator's ``responses=``."""
     specs = {}
     for status in statuses:
-        slug, description = _PROBLEMS[status]
-        example = {"type": problem_type(slug), "title": description, "status": status, "detail": description}
+        slug, title, description = _PROBLEMS[status]
+        example = {"type": problem_type(slug), "title": title, "status": status, "detail": description}
         specs[status] = ResponseSpec(
             data_container=ProblemDetails,
             description=description,
@@ -151,6 +175,9 @@ class DocumentedOperation(Operation):
             schema = getattr(content.get("application/json"), "schema", None)
             if isinstance(schema, Schema) and set(schema.properties or ()) == {"status_code", "detail", "extra"}:
                 del responses[status]
+            elif isinstance(answer, OpenAPIResponse) and _PROBLEM_MEDIA_TYPE in content and status in _PROBLEM_HEADERS:
+                name, header = _PROBLEM_HEADERS[status]
+                answer.headers = {**(answer.headers or {}), name: header}
         if self.documented_body is not None:
             self.request_body = self.documented_body
 

@@ -220,7 +220,11 @@ class EvaluationController(Controller):
             return Response(b"", status_code=304, headers=headers)
         return Response(configuration.snapshot_json, media_type="application/json", headers=headers, status_code=200)
 
-    @get("/stream", summary="Server-sent events: a notice on every configuration change", responses=problems(400, 422))
+    @get(
+        "/stream",
+        summary="Server-sent events: a notice on every configuration change",
+        responses={200: response(str, "`refetchEvaluation` notices", "text/event-stream"), **problems(400, 422)},
+    )
     async def stream(self, principal: TokenPrincipal, environment: EnvironmentHeader, feed: Feed) -> ServerSentEvent:
         """Send the current revision, then one `refetchEvaluation` message per new revision, with keep-alives."""
         name = _configuration(feed, principal, environment).environment

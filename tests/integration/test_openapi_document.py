@@ -71,6 +71,10 @@ def test_every_route_but_the_health_checks_needs_a_token_by_bearer_or_x_api_key(
         else:
             assert operation["security"] == TOKEN, key
             assert {401, 403, 429, 503} <= answers(operations, *key), key
+            responses = operation["responses"]
+            assert responses["401"]["headers"]["WWW-Authenticate"]["required"] is True
+            assert responses["429"]["headers"]["Retry-After"]["schema"] == {"type": "integer"}
+            assert responses["503"]["headers"]["Retry-After"]["required"] is True
 
 
 def test_the_docs_routes_are_not_in_the_document(operations: Operations) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -13,8 +14,11 @@ import pytest
 from jsonschema import Draft202012Validator
 from litestar import Litestar
 from litestar.testing import TestClient
+from sqlalchemy import Engine
 
 from controlplane.api.roles import Role
+from controlplane.app import create_app
+from controlplane.settings import Settings
 from tests.conftest import FakeClock, bearer
 
 FLAG = "enable-reference-images"
@@ -31,6 +35,8 @@ def conforms(document: dict[str, Any], method: str, template: str, response: htt
         f"{method.upper()} {template} answered {response.status_code} ({response.text[:200]}); "
         f"documented: {sorted(operation['responses'])}"
     )
+    for name, header in documented.get("headers", {}).items():
+        assert not header.get("required") or name in response.headers, f"{method.upper()} {template}: no {name}"
     if not response.content:
         assert "content" not in documented, f"{method.upper()} {template} {response.status_code}: empty body"
         return
@@ -291,3 +297,29 @@ def test_every_operation_answers_only_what_its_document_says(call: Caller, clock
         assert expected in statuses, expected
     # Every operation of the document answered at least once.
     assert call.not_exercised() == set()
+
+
+def test_an_unreachable_database_is_answered_as_documented() -> None:
+    # Nothing listens on port 1: every token lookup fails to connect, and /readyz says so.
+    app = create_app(Settings(database_url="postgresql+psycopg://nobody@127.0.0.1:1/none"), run_scheduler=False)
+    client = TestClient(app)
+    document = client.get("/schema/openapi.json").json()
+    token = {"Authorization": "Bearer cpt_" + "A" * 43}
+    for method, template, path in [
+        ("get", "/api/v1/flags", "/api/v1/flags"),
+        ("post", "/ofrep/v1/evaluate/flags/{key}", f"/ofrep/v1/evaluate/flags/{FLAG}"),
+        ("get", "/readyz", "/readyz"),
+    ]:
+        response = client.request(method.upper(), path, headers=token)
+        assert response.status_code == 503
+        conforms(document, method, template, response)
+
+
+def test_rate_limited_answers_are_documented(settings: Settings, engine: Engine, clock: FakeClock) -> None:
+    app = create_app(replace(settings, rate_limit_per_minute=1), engine=engine, clock=clock, run_scheduler=False)
+    with TestClient(app) as client:
+        document = client.get("/schema/openapi.json").json()
+        answers = [client.get("/api/v1/flags") for _ in range(2)]
+    assert [response.status_code for response in answers] == [401, 429]
+    for response in answers:
+        conforms(document, "get", "/api/v1/flags", response)
