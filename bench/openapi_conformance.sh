@@ -4,7 +4,8 @@
 #   bench/openapi_conformance.sh [SCHEMATHESIS] [SOURCE_DIR]
 # SCHEMATHESIS: the schemathesis executable (not a dependency of the project: `pip install schemathesis==4.32.5`
 # into a venv of its own). SOURCE_DIR: the tree to serve (default: this checkout; an export of another commit to
-# compare). Needs this checkout's .venv. Fixed seed and example count, so two runs are comparable.
+# compare). Needs this checkout's .venv. Fixed seed and example count, so two runs are comparable. CHECKS and
+# MAX_EXAMPLES override the checks and the examples per operation.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 schemathesis=${1:-schemathesis}
@@ -22,7 +23,7 @@ server=$!
 for _ in $(seq 100); do grep -q . token 2>/dev/null && curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.2; done
 token=$(head -1 token)
 "$schemathesis" run "http://127.0.0.1:$port/schema/openapi.json" \
-  --checks response_schema_conformance,status_code_conformance,content_type_conformance,response_headers_conformance \
+  --checks "${CHECKS:-response_schema_conformance,status_code_conformance,content_type_conformance,response_headers_conformance}" \
   -H "Authorization: Bearer $token" -H "X-Environment: production" \
-  --phases examples,coverage,fuzzing --max-examples 30 --seed 1 --workers 1 --continue-on-failure \
+  --phases examples,coverage,fuzzing --max-examples "${MAX_EXAMPLES:-30}" --seed 1 --workers 1 --continue-on-failure \
   --exclude-path-regex "/stream$" --no-color 2>&1 || true

@@ -3,13 +3,16 @@
 One place decides what every route documents beyond its own signature, from what the route declares:
 
 - a route that is not ``opt={"public": True}`` needs a token (bearer, or the `X-API-Key` header) and can answer
-  401, 403 and 429 (rate limits), and 503 (`database-unavailable`: the token lookup reads the database);
-- a route with path parameters can answer 404; one with a body 400 (not JSON), 413 and 422; one with query or
-  header parameters 422;
-- anything else a route can answer (409, 428, ...) it declares in its decorator with ``responses=problems(...)``;
-  a route that reads its own body declares the body with ``operation_class=request_body(...)``.
+  401 (with `WWW-Authenticate`), 403, 429 (rate limits, with `Retry-After`) and 503 (`database-unavailable`, with
+  `Retry-After`: the token lookup reads the database);
+- a route with path parameters can answer 404; one with a body 400 (unreadable), 413 and 422; one with query
+  parameters, a required header or an integer id 422; one that reads `If-Match` 409 and 428;
+- anything else a route can answer it declares in its decorator with ``responses=problems(409)`` (or
+  ``response(...)`` for what is not a problem); a route that reads its own body declares the body with
+  ``operation_class=request_body(...)``.
 
 Every refusal is `application/problem+json` (RFC 9457), documented with one ``ProblemDetails`` schema.
+Litestar's own validation-error body is dropped from the document: this app never sends it.
 """
 
 from __future__ import annotations
@@ -162,7 +165,8 @@ def _inline_schema(schema_type: Any) -> dict[str, Any]:
 @dataclasses.dataclass
 class DocumentedOperation(Operation):
     """An operation as this API documents it: without Litestar's own validation-error body (the app never sends
-    it: a refusal is problem details, added per route), and with the body of a route that reads its own."""
+    it: a refusal is problem details, added per route), with the headers refusals always carry, and with the body
+    of a route that reads its own."""
 
     documented_body: ClassVar[RequestBody | None] = None
     #: What the route answers a body it cannot accept (None: it says so in a status of its own, as OFREP does).
