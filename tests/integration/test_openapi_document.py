@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from litestar.testing import TestClient
 
 from controlplane.app import create_app
 from controlplane.settings import Settings
@@ -155,3 +157,23 @@ def test_the_pipelines_upload_documents_its_multipart_body_and_its_refusals(tmp_
     refusals = {status: response for status, response in upload["responses"].items() if int(status) >= 400}
     assert set(refusals) == {"400", "403", "413", "415", "422", "503"}
     assert all(list(response["content"]) == [PROBLEM] for response in refusals.values())
+
+
+def test_the_docs_page_loads_only_what_the_control_plane_serves_itself(tmp_path: Path) -> None:
+    # The check without a browser: every script, stylesheet and icon of the page is under /schema/assets, and served.
+    client = TestClient(create_app(Settings(database_url=f"sqlite:///{tmp_path / 'unused.db'}"), run_scheduler=False))
+    for page in ("/schema", "/schema/swagger"):
+        html = client.get(page).text
+        sources = re.findall(r"(?:src|href)=['\"]([^'\"]+)['\"]", html)
+        assert sorted(sources) == [
+            "/schema/assets/favicon-32x32.png",
+            "/schema/assets/swagger-ui-bundle.js",
+            "/schema/assets/swagger-ui-standalone-preset.js",
+            "/schema/assets/swagger-ui.css",
+        ], page
+        assert "cdn." not in html and "@latest" not in html
+        for source in sources:
+            asset = client.get(source)
+            assert asset.status_code == 200, source
+            assert int(asset.headers["content-length"]) > 0
+    assert client.get("/schema/scalar").status_code == 404
