@@ -13,8 +13,6 @@ from datetime import timedelta
 from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.middleware.rate_limit import RateLimitConfig
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
@@ -22,6 +20,7 @@ from controlplane.alerting.controller import AlertController
 from controlplane.announcements import dependencies as announcement_dependencies
 from controlplane.api.dependencies import dependencies
 from controlplane.api.health import healthz, readyz
+from controlplane.api.openapi import RouteDocumentation, openapi_config
 from controlplane.api.options import answer_options
 from controlplane.api.problems import exception_handlers
 from controlplane.api.rate_limits import RateLimiter
@@ -214,15 +213,12 @@ def create_app(
         ],
         lifespan=[lifespan],
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=OpenAPIConfig(
+        openapi_config=openapi_config(
             title="Rollout control plane",
             version="1",
             description="Flags, staged rollouts, guards and automatic rollback. Errors are RFC 9457 problem details.",
-            path="/schema",
-            # The API's description is not a secret; publishing it lets the docs page load in a browser.
-            openapi_router=Router(path="/schema", route_handlers=[], opt={"public": True}),
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
         ),
+        plugins=[RouteDocumentation()],
         state=State(
             {
                 "settings": settings,

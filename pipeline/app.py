@@ -29,6 +29,7 @@ from pipeline.flag import FlagGate, OpenFeatureGate, StaticGate
 from pipeline.generator import AssetGenerator, LocalGenerator
 from pipeline.images import MAX_UPLOAD_BYTES
 from pipeline.logs import get_logger
+from pipeline.openapi import UPLOAD_REFUSALS, UploadOperation
 from pipeline.problems import BadRequest, NotFound, problem_details
 from pipeline.runs import RunStore
 from pipeline.settings import PIPELINE, PipelineSettings
@@ -72,7 +73,7 @@ def _workflow(request: Request[Any, Any, Any]) -> Workflow:
     return workflow
 
 
-@post("/upload/reference-image", status_code=201)
+@post("/upload/reference-image", status_code=201, operation_class=UploadOperation, responses=UPLOAD_REFUSALS)
 async def upload_reference_image(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """Store a reference image (flag on for the user), answered with a signed URL valid for the TTL."""
     form = await request.form()

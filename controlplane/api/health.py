@@ -8,6 +8,7 @@ from litestar import Response, get
 from litestar.datastructures import State
 from sqlalchemy import Engine, text
 
+from controlplane.api.openapi import response
 from controlplane.db import DatabaseTimeout, in_thread
 from controlplane.migrate import is_at_head
 
@@ -30,7 +31,13 @@ def _database_ready(engine: Engine) -> bool:
     return is_at_head(engine)
 
 
-@get("/readyz", opt={"public": True}, tags=["health"], summary="Ready to serve")
+@get(
+    "/readyz",
+    opt={"public": True},
+    tags=["health"],
+    summary="Ready to serve",
+    responses={503: response(dict[str, str], "The database does not answer, or its schema is not at head")},
+)
 async def readyz(state: State) -> Response[dict[str, Any]]:
     """The database answers and its schema is at the newest migration, within 2 s; 503 otherwise."""
     try:

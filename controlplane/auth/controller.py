@@ -10,6 +10,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from controlplane.api.dependencies import Now, ProcessSettings, Work, from_state
+from controlplane.api.openapi import problems
 from controlplane.api.roles import Role
 from controlplane.auth import service
 from controlplane.auth.dependencies import TokenPrincipal
@@ -32,7 +33,7 @@ class TokenController(Controller):
         """Every token, never its secret."""
         return await uow.read(service.list_tokens)
 
-    @post("/", summary="Create a token")
+    @post("/", summary="Create a token", responses=problems(409))
     async def create_token(
         self,
         uow: Work,
@@ -48,7 +49,7 @@ class TokenController(Controller):
             )
         )
 
-    @delete("/{name:str}", status_code=200, summary="Revoke a token")
+    @delete("/{name:str}", status_code=200, summary="Revoke a token", responses=problems(409))
     async def revoke_token(
         self,
         uow: Work,

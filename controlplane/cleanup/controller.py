@@ -10,6 +10,7 @@ from litestar import Controller, Request, get, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from controlplane.api.dependencies import Now, ProcessSettings, Work
+from controlplane.api.openapi import problems
 from controlplane.api.paging import RowId
 from controlplane.api.roles import Role
 from controlplane.auth.dependencies import TokenPrincipal
@@ -59,7 +60,13 @@ class CleanupController(Controller):
         """Every policy: schedule, next slot, last run, last success, and whether it is overdue."""
         return await uow.read(partial(service.list_policies, now=now))
 
-    @post("/policies/{name:str}/runs", opt={"role": Role.OPERATOR}, status_code=202, summary="Run a policy now")
+    @post(
+        "/policies/{name:str}/runs",
+        opt={"role": Role.OPERATOR},
+        status_code=202,
+        summary="Run a policy now",
+        responses=problems(409),
+    )
     async def run_policy(
         self,
         request: Request[Any, Any, Any],

@@ -12,6 +12,7 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
 from controlplane.api.dependencies import Now, ProcessSettings, Work, from_state
+from controlplane.api.openapi import problems
 from controlplane.api.roles import Role
 from controlplane.auth.dependencies import TokenPrincipal
 from controlplane.definitions import service
@@ -40,7 +41,7 @@ class DefinitionController(Controller):
     opt = {"role": Role.ADMIN}
     dependencies = {"catalog_cache": from_state("catalog_cache")}
 
-    @post("/apply", status_code=200, summary="Apply a pipeline definition")
+    @post("/apply", status_code=200, summary="Apply a pipeline definition", responses=problems(409))
     async def apply(
         self,
         uow: Work,

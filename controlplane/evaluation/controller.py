@@ -20,6 +20,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from openfeature.exception import ErrorCode
 
 from controlplane.api.dependencies import ProcessMetrics, from_state
+from controlplane.api.openapi import problems, request_body, response
 from controlplane.api.rate_limits import RateLimiter
 from controlplane.api.roles import Role
 from controlplane.auth.dependencies import TokenPrincipal
@@ -28,7 +29,9 @@ from controlplane.auth.schemas import Principal
 from controlplane.errors import DomainError, InvalidInput
 from controlplane.evaluation import ofrep
 from controlplane.evaluation.feed import ConfigurationFeed, EnvironmentConfiguration
+from controlplane.evaluation.schemas import OfrepBulkEvaluation, OfrepError, OfrepEvaluation, OfrepEvaluationRequest
 from controlplane_client.provider.engine import evaluate_flag, flag_not_found
+from controlplane_client.provider.snapshot import Snapshot
 
 __all__ = ["STREAM_PATH", "EvaluationController", "OfrepController", "limit_evaluation"]
 
@@ -114,7 +117,19 @@ class OfrepController(Controller):
     opt = {"role": Role.EVALUATE}
     dependencies = {"feed": from_state("feed")}
 
-    @post("/flags/{key:str}", status_code=200, summary="Evaluate one flag (OFREP)")
+    @post(
+        "/flags/{key:str}",
+        status_code=200,
+        summary="Evaluate one flag (OFREP)",
+        operation_class=request_body(
+            OfrepEvaluationRequest, description="The evaluation context", required=False, invalid_body_status=None
+        ),
+        responses={
+            200: response(OfrepEvaluation, "The flag resolved for the context"),
+            400: response(OfrepError, "PARSE_ERROR, INVALID_CONTEXT, or GENERAL (no or unknown environment)"),
+            404: response(OfrepError, "FLAG_NOT_FOUND"),
+        },
+    )
     async def evaluate_flag(self, request: Request[Any, Any, Any], key: FromPath[str]) -> Response[bytes]:
         """Resolve one flag for the context in the body (`X-Environment` names the environment for a token not
         scoped to one)."""
@@ -133,7 +148,19 @@ class OfrepController(Controller):
             return _json(ofrep.error_body(key, ErrorCode.FLAG_NOT_FOUND, missing.error_message or ""), 404)
         return Response(configuration.encoded_success(evaluate_flag(flag, context)), media_type="application/json")
 
-    @post("/flags", status_code=200, summary="Evaluate every flag (OFREP bulk)")
+    @post(
+        "/flags",
+        status_code=200,
+        summary="Evaluate every flag (OFREP bulk)",
+        operation_class=request_body(
+            OfrepEvaluationRequest, description="The evaluation context", required=False, invalid_body_status=None
+        ),
+        responses={
+            200: response(OfrepBulkEvaluation, "Every flag resolved for the context (with an `ETag`)"),
+            304: response(None, "Neither the configuration nor the context changed since `If-None-Match`"),
+            400: response(OfrepError, "PARSE_ERROR, INVALID_CONTEXT, or GENERAL (no or unknown environment)"),
+        },
+    )
     async def evaluate_flags(
         self,
         request: Request[Any, Any, Any],
@@ -170,7 +197,15 @@ class EvaluationController(Controller):
     opt = {"role": Role.EVALUATE}
     dependencies = {"feed": from_state("feed")}
 
-    @get("/snapshot", summary="Compiled configuration of one environment")
+    @get(
+        "/snapshot",
+        summary="Compiled configuration of one environment",
+        responses={
+            200: response(Snapshot, "Every flag of the environment (with an `ETag`)"),
+            304: response(None, "The configuration did not change since `If-None-Match`"),
+            **problems(400, 422),
+        },
+    )
     async def snapshot(
         self,
         principal: TokenPrincipal,
@@ -185,7 +220,11 @@ class EvaluationController(Controller):
             return Response(b"", status_code=304, headers=headers)
         return Response(configuration.snapshot_json, media_type="application/json", headers=headers, status_code=200)
 
-    @get("/stream", summary="Server-sent events: a notice on every configuration change")
+    @get(
+        "/stream",
+        summary="Server-sent events: a notice on every configuration change",
+        responses={200: response(str, "`refetchEvaluation` notices", "text/event-stream"), **problems(400, 422)},
+    )
     async def stream(self, principal: TokenPrincipal, environment: EnvironmentHeader, feed: Feed) -> ServerSentEvent:
         """Send the current revision, then one `refetchEvaluation` message per new revision, with keep-alives."""
         name = _configuration(feed, principal, environment).environment

@@ -10,6 +10,7 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from sqlalchemy.orm import Session
 
 from controlplane.api.dependencies import Now, ProcessSettings, Work, expected_revision_from
+from controlplane.api.openapi import problems
 from controlplane.api.roles import Role
 from controlplane.auth.dependencies import TokenPrincipal
 from controlplane.flags import service
@@ -35,7 +36,7 @@ class FlagController(Controller):
         """Every flag with its state in every environment."""
         return await uow.read(lambda session: [to_flag_read(flag) for flag in service.list_flags(session)])
 
-    @post("/", opt={"role": Role.ADMIN}, summary="Create a flag")
+    @post("/", opt={"role": Role.ADMIN}, summary="Create a flag", responses=problems(409))
     async def create_flag(
         self, uow: Work, data: JSONBody[FlagCreate], principal: TokenPrincipal, now: Now, settings: ProcessSettings
     ) -> FlagRead:

@@ -10,6 +10,7 @@ from litestar import Controller, post
 from litestar.params import JSONBody
 
 from controlplane.api.dependencies import ProcessSettings, Work
+from controlplane.api.openapi import problems
 from controlplane.api.roles import Role
 from controlplane.catalog.rules import Rule
 from controlplane.guarding.replay import replay_guard, rule_from_definition
@@ -25,7 +26,7 @@ class GuardController(Controller):
     tags = ["guarding"]
     opt = {"role": Role.VIEWER}
 
-    @post("/replay", status_code=200, summary="Replay a rule over stored traffic")
+    @post("/replay", status_code=200, summary="Replay a rule over stored traffic", responses=problems(404))
     async def replay(self, data: JSONBody[ReplayRequest], uow: Work, settings: ProcessSettings) -> ReplayReport:
         """Evaluate an applied rule, or one from a definition file's text, every `interval_seconds` from `from` to
         `to` on the stored telemetry windows; writes nothing. Each evaluation and each transition is reported."""

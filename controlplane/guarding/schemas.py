@@ -65,7 +65,8 @@ class ReplayRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     environment: str
     start: datetime = msgspec.field(name="from")
     end: datetime = msgspec.field(name="to")
-    interval_seconds: Annotated[float, msgspec.Meta(ge=1)] = 10.0  # seconds between evaluations
+    # Seconds between evaluations; at most a year, so the times stay within what a datetime can hold.
+    interval_seconds: Annotated[float, msgspec.Meta(ge=1, le=366 * 86_400)] = 10.0
     definition: str | None = None  # a definition file's text declaring `rule`; None: the applied rule
     source: str = "replay"  # the file's name, for messages about it
 

@@ -12,6 +12,7 @@ from litestar.params import JSONBody, QueryParameter
 from sqlalchemy.orm import Session
 
 from controlplane.api.dependencies import Now, Work
+from controlplane.api.openapi import problems
 from controlplane.api.paging import BeforeId, PageLimit, RowId
 from controlplane.api.roles import Role
 from controlplane.auth.dependencies import TokenPrincipal
@@ -71,7 +72,13 @@ class SilenceController(Controller):
         create = partial(service.create_silence, request=data, actor=principal.name, now=now)
         return await uow.write(lambda session: to_silence_read(create(session), now))
 
-    @delete("/{silence_id:int}", opt={"role": Role.OPERATOR}, status_code=200, summary="Expire a silence")
+    @delete(
+        "/{silence_id:int}",
+        opt={"role": Role.OPERATOR},
+        status_code=200,
+        summary="Expire a silence",
+        responses=problems(409),
+    )
     async def expire_silence(self, uow: Work, silence_id: RowId, principal: TokenPrincipal, now: Now) -> SilenceRead:
         """End a silence now; the next notification of a matching alert is sent. Audited."""
         expire = partial(service.expire_silence, silence_id=silence_id, actor=principal.name, now=now)

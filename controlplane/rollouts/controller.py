@@ -13,6 +13,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
 from controlplane.api.dependencies import Now, ProcessMetrics, ProcessSettings, Work
+from controlplane.api.openapi import problems
 from controlplane.api.roles import Role
 from controlplane.auth.dependencies import TokenPrincipal
 from controlplane.rollouts import service
@@ -67,6 +68,7 @@ class RolloutController(Controller):
         opt={"role": Role.OPERATOR},
         status_code=200,
         summary="Start, advance, pause, resume or roll back",
+        responses=problems(409, 428),
     )
     async def operate(
         self,

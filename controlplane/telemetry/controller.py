@@ -18,6 +18,7 @@ from litestar.di import NamedDependency
 from litestar.exceptions import TooManyRequestsException
 
 from controlplane.api.dependencies import Now, ProcessMetrics, ProcessSettings, Work, from_state
+from controlplane.api.openapi import problems, request_body
 from controlplane.api.rate_limits import RateLimiter
 from controlplane.api.roles import Role
 from controlplane.auth.dependencies import TokenPrincipal
@@ -173,7 +174,14 @@ class EventController(Controller):
         "event_metrics": from_state("event_metrics"),
     }
 
-    @post("/", opt={"role": Role.INGEST}, status_code=200, summary="Ingest a batch of events")
+    @post(
+        "/",
+        opt={"role": Role.INGEST},
+        status_code=200,
+        summary="Ingest a batch of events",
+        operation_class=request_body(EventBatch, description="A batch of events (`Content-Encoding: gzip` accepted)"),
+        responses=problems(409),
+    )
     async def ingest(
         self,
         request: Request[Any, Any, Any],

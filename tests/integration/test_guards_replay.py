@@ -161,6 +161,8 @@ def test_bad_replays_are_refused_with_problem_details(traffic: GuardedTraffic) -
     elsewhere = refused(404, "rule-not-found", rule="nope", definition=DEFINITION, source="checkout.yaml")
     assert "checkout.yaml declares no rule `nope`; it declares error-rate, " in elsewhere["detail"]
     assert "interval_seconds" in str(refused(422, "invalid-body", interval_seconds=0.5)["errors"])
+    # 2^53 seconds overflowed the step's timedelta: a 500 until the interval was bounded.
+    assert "interval_seconds" in str(refused(422, "invalid-body", interval_seconds=2.0**53)["errors"])
     assert "extra" in str(refused(422, "invalid-body", extra=1)["errors"])
     ingest = traffic.client.post(
         "/api/v1/guards/replay",

@@ -36,6 +36,7 @@ PATH_VALUES = {
     "silence_id": "1",
     "run_id": "1",
     "path": "openapi.json",
+    "file_path": "swagger-ui.css",
 }
 
 #: Roles just below a requirement: each must be refused with 403.
