@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
 from controlplane.alerting.controller import AlertController
+from controlplane.api.cors import EvaluationCORS
 from controlplane.api.dependencies import dependencies
 from controlplane.api.health import healthz, readyz
 from controlplane.api.options import answer_options
@@ -29,6 +30,7 @@ from controlplane.audit.controller import AuditController
 from controlplane.auth.controller import TokenController
 from controlplane.auth.dependencies import dependencies as auth_dependencies
 from controlplane.auth.guards import PrincipalCache, address_identity, authorize, rate_limit_identity
+from controlplane.auth.stream_credentials import StreamCredentials
 from controlplane.cleanup.controller import CleanupController
 from controlplane.cleanup.jobs import CleanupExecutor, StorageFor, gcs_storage_for
 from controlplane.clock import Clock, system_clock
@@ -62,6 +64,8 @@ API_PREFIX = "/api/v1"
 PUBLIC_PATHS = ["/healthz", "/readyz", "/schema", "/metrics"]
 # Evaluation and ingest have their own per-second limits per token; management limits do not apply.
 EVALUATION_PATHS = ["/ofrep", "/evaluation", f"{API_PREFIX}/events"]
+# What browsers on CONTROLPLANE_CORS_ALLOWED_ORIGINS may call from their origin: OFREP and the stream, nothing else.
+CORS_PATHS = ["/ofrep/", "/evaluation/"]
 logger = logging.getLogger(__name__)
 
 
@@ -207,6 +211,8 @@ def create_app(
         exception_handlers=exception_handlers,
         middleware=[
             lambda app: HttpMetricsMiddleware(app, process_metrics),
+            # Inside the metrics, so a preflight is counted like any request; before the limits, which it never uses.
+            lambda app: EvaluationCORS(app, origins=settings.cors_allowed_origins, prefixes=CORS_PATHS),
             per_address.middleware,
             per_token.middleware,
         ],
@@ -231,6 +237,9 @@ def create_app(
                 ),
                 "feed": feed,
                 "principals": PrincipalCache(ttl_seconds=settings.token_cache_seconds),
+                "stream_credentials": StreamCredentials.from_settings(
+                    settings.stream_credential_keys, settings.stream_credential_seconds
+                ),
                 "evaluation_limiter": RateLimiter(settings.evaluation_rate_limit_per_second),
                 "ingest_limiter": RateLimiter(settings.ingest_rate_limit_per_second),
                 "catalog_cache": catalog_cache,

@@ -19,12 +19,13 @@ from litestar.params import FromPath, HeaderParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from openfeature.exception import ErrorCode
 
-from controlplane.api.dependencies import ProcessMetrics, from_state
+from controlplane.api.dependencies import Now, ProcessMetrics, from_state
 from controlplane.api.rate_limits import RateLimiter
 from controlplane.api.roles import Role
 from controlplane.auth.dependencies import TokenPrincipal
-from controlplane.auth.guards import rate_limit_identity
+from controlplane.auth.guards import STREAM_CREDENTIAL_PARAMETER, rate_limit_identity
 from controlplane.auth.schemas import Principal
+from controlplane.auth.stream_credentials import StreamCredentials
 from controlplane.errors import DomainError, InvalidInput
 from controlplane.evaluation import ofrep
 from controlplane.evaluation.feed import ConfigurationFeed, EnvironmentConfiguration
@@ -35,6 +36,7 @@ __all__ = ["STREAM_PATH", "EvaluationController", "OfrepController", "limit_eval
 STREAM_PATH = "/evaluation/v1/stream"
 KEEPALIVE_SECONDS = 15.0
 Feed = NamedDependency[ConfigurationFeed]
+Credentials = NamedDependency[StreamCredentials]
 EnvironmentHeader = Annotated[
     str | None,
     HeaderParameter(name="X-Environment", required=False, description="environment, for tokens not scoped to one"),
@@ -112,7 +114,10 @@ class OfrepController(Controller):
     path = "/ofrep/v1/evaluate"
     tags = ["ofrep"]
     opt = {"role": Role.EVALUATE}
-    dependencies = {"feed": from_state("feed")}
+    dependencies = {
+        "feed": from_state("feed"),
+        "credentials": from_state("stream_credentials"),
+    }
 
     @post("/flags/{key:str}", status_code=200, summary="Evaluate one flag (OFREP)")
     async def evaluate_flag(self, request: Request[Any, Any, Any], key: FromPath[str]) -> Response[bytes]:
@@ -142,16 +147,25 @@ class OfrepController(Controller):
         if_none_match: Annotated[str | None, HeaderParameter(name="If-None-Match", required=False)],
         feed: Feed,
         metrics: ProcessMetrics,
+        credentials: Credentials,
+        now: Now,
     ) -> Response[bytes]:
-        """Resolve every flag for one context; 304 when neither the configuration nor the context changed."""
+        """Resolve every flag for one context; 304 when neither the configuration, the context nor the stream
+        credential's window changed."""
         parsed = await _ofrep_request(request, feed, principal, environment, None)
         if isinstance(parsed, Response):
             return parsed
         configuration, context = parsed
-        etag = ofrep.bulk_etag(configuration.environment, configuration.revision, context)
+        at = now.timestamp()
+        etag = ofrep.bulk_etag(configuration.environment, configuration.revision, context, credentials.window(at))
         if ofrep.etag_matches(if_none_match, etag):
             return Response(b"", status_code=304, headers={"ETag": etag})
-        stream = str(request.base_url).rstrip("/") + STREAM_PATH
+        # A browser's EventSource sends no headers: the URL carries a grant of this one environment (ADR-0008:
+        # "the URL may include auth tokens"), the same all through its window, so the client keeps its stream open.
+        credential = credentials.mint(
+            environment=configuration.environment, token_id=principal.token_id, token_name=principal.name, now=at
+        )
+        stream = f"{str(request.base_url).rstrip('/')}{STREAM_PATH}?{STREAM_CREDENTIAL_PARAMETER}={credential}"
         metrics.evaluations.labels("ofrep_bulk").inc(len(configuration.flags))
         body = {
             "flags": [ofrep.success_body(evaluate_flag(flag, context)) for flag in configuration.flags.values()],
@@ -185,7 +199,12 @@ class EvaluationController(Controller):
             return Response(b"", status_code=304, headers=headers)
         return Response(configuration.snapshot_json, media_type="application/json", headers=headers, status_code=200)
 
-    @get("/stream", summary="Server-sent events: a notice on every configuration change")
+    # `stream_credential`: a browser's EventSource opens this route with the credential of OFREP's eventStreams URL.
+    @get(
+        "/stream",
+        summary="Server-sent events: a notice on every configuration change",
+        opt={"stream_credential": True},
+    )
     async def stream(self, principal: TokenPrincipal, environment: EnvironmentHeader, feed: Feed) -> ServerSentEvent:
         """Send the current revision, then one `refetchEvaluation` message per new revision, with keep-alives."""
         name = _configuration(feed, principal, environment).environment
