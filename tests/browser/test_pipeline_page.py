@@ -1,0 +1,71 @@
+"""The pipeline's upload page in Chromium: the control follows enable-reference-images live, across origins.
+
+The page evaluates the flag through the vendored OpenFeature web SDK and OFREP web provider (SSE, their default)
+against the control plane on another port, which answers CORS to the page's origin; the stream opens with the
+credential in its advertised URL, since an EventSource sends no header.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import Screenshot
+from tests.browser.flag_page import FlagPage, served_flag_page
+
+#: The brief's promise: the control is gone within a second of the rollback's answer.
+HIDDEN_WITHIN_MS = 1000
+
+
+@pytest.fixture
+def flag_page(database_url: str) -> Iterator[FlagPage]:
+    """The page and the control plane, served on two ports, QA's rollout running at 100%."""
+    with served_flag_page(database_url) as served:
+        yield served
+
+
+def test_the_upload_control_shows_while_the_flag_is_on_and_hides_within_a_second_of_a_rollback(
+    flag_page: FlagPage, page: Page, screenshot: Screenshot
+) -> None:
+    answers: list[tuple[str, int]] = []
+    page.on("response", lambda response: answers.append((response.url, response.status)))
+    page.goto(flag_page.url("user-1"))
+    control = page.locator("#upload")
+    expect(control).to_be_visible()
+    expect(page.locator("#flag-status")).to_have_text("Reference images are on for user-1 (SPLIT).")
+    screenshot(page, "shown")
+
+    sent = flag_page.rollback()
+
+    # Playwright polls the page; no sleeping here. The page notes when the control changed (Date.now(), ms).
+    expect(control).to_be_hidden(timeout=HIDDEN_WITHIN_MS)
+    hidden_after_ms = int(page.locator("body").get_attribute("data-changed-at") or 0) - sent * 1000
+    expect(page.locator("#flag-status")).to_have_text("Reference images are off for user-1 (DISABLED).")
+    screenshot(page, "hidden")
+    assert 0 < hidden_after_ms < HIDDEN_WITHIN_MS, hidden_after_ms
+    # The change came over the stream the bulk answer advertised, opened with its credential; nothing was refused.
+    streams = [url for url, status in answers if "/evaluation/v1/stream?credential=cps1." in url and status == 200]
+    assert len(streams) == 1, answers
+    assert not [answer for answer in answers if answer[1] >= 400], answers
+
+    flag_page.restart()
+    expect(control).to_be_visible(timeout=HIDDEN_WITHIN_MS)
+    page.goto("about:blank")  # closes the stream before the servers stop
+
+
+def test_the_control_stays_hidden_before_sign_in_and_shows_once_a_user_signs_in(
+    flag_page: FlagPage, page: Page
+) -> None:
+    page.goto(flag_page.page_origin + "/")
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    expect(page.locator("#upload")).to_be_hidden()
+    expect(page.locator("#flag-status")).to_have_text("Not signed in.")
+
+    page.locator("#user-id").fill("user-2")
+    page.locator("#sign-in button").click()
+
+    expect(page.locator("#upload")).to_be_visible()
+    expect(page).to_have_url(flag_page.url("user-2"))
+    page.goto("about:blank")
