@@ -49,26 +49,25 @@ class FlagPage:
         """The upload page signed in as ``user``."""
         return f"{self.page_origin}/?user={user}"
 
-    def _operate(self, operation: str, **body: Any) -> dict[str, Any]:
+    def _operate(self, operation: str, **body: Any) -> float:
+        """Apply a rollout operation at the current revision; the wall clock (Unix seconds) just before sending it."""
         path = f"{API}/flags/{FLAG_KEY}/environments/{ENVIRONMENT}/rollout"
         current = self.control_plane.get(path)
         assert current.status_code == 200, current.text
+        sent = time.time()
         response = self.control_plane.post(
             f"{path}/{operation}", json={"expected_revision": current.json()["revision"], **body}
         )
         assert response.status_code == 200, response.text
-        result: dict[str, Any] = response.json()
-        return result
+        return sent
 
-    def restart(self) -> dict[str, Any]:
-        """Start the QA rollout (again): the flag on for every QA user."""
+    def restart(self) -> float:
+        """Start the QA rollout (again), the flag on for every QA user; when the request was sent."""
         return self._operate("start")
 
     def rollback(self, reason: str = "upload errors in QA") -> float:
-        """Roll the QA rollout back; the wall-clock time (Unix seconds) just before the request was sent."""
-        sent = time.time()
-        self._operate("rollback", reason=reason)
-        return sent
+        """Roll the QA rollout back; when the request was sent."""
+        return self._operate("rollback", reason=reason)
 
 
 def _token(factory: sessionmaker[Any], role: Role, environment: str | None = None) -> str:
