@@ -10,7 +10,7 @@ stored per credential and any replica holding the same key verifies it:
 Credentials are minted per window of half their lifetime and expire at the end of the next window: within a window
 every request of a token gets the same URL (the OFREP web provider keeps its open stream when the URL is
 unchanged), and a credential that has expired belongs to a window that has passed, so the bulk ETag, which names
-the window, cannot answer 304 with it.
+the window and the signing key (``epoch``), cannot answer 304 with it.
 """
 
 from __future__ import annotations
@@ -83,6 +83,13 @@ class StreamCredentials:
     def window(self, now: float) -> int:
         """The minting window ``now`` (Unix seconds) falls in."""
         return int(now // self._half)
+
+    def epoch(self, now: float) -> str:
+        """What the credential minted at ``now`` depends on besides the token: the signing key and the window. A
+        bulk ETag carries it, so neither a new window nor a new key (a restart without configured keys) can be
+        answered 304 with a URL whose credential no longer opens the stream."""
+        key_id = hashlib.sha256(self.keys[0]).hexdigest()[:8]
+        return f"{key_id}.{self.window(now)}"
 
     def mint(self, *, environment: str, token_id: int, token_name: str, now: float) -> str:
         """A credential for ``environment`` on behalf of the token; the same one all through the window."""

@@ -157,7 +157,7 @@ class OfrepController(Controller):
             return parsed
         configuration, context = parsed
         at = now.timestamp()
-        etag = ofrep.bulk_etag(configuration.environment, configuration.revision, context, credentials.window(at))
+        etag = ofrep.bulk_etag(configuration.environment, configuration.revision, context, credentials.epoch(at))
         if ofrep.etag_matches(if_none_match, etag):
             return Response(b"", status_code=304, headers={"ETag": etag})
         # A browser's EventSource sends no headers: the URL carries a grant of this one environment (ADR-0008:

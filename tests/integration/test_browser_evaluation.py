@@ -164,6 +164,28 @@ def test_the_credential_is_refused_once_expired_and_the_next_bulk_answer_is_a_20
 
 
 @pytest.mark.usefixtures("flag")
+def test_after_a_restart_with_a_new_key_the_next_bulk_answer_is_a_200_with_a_url_that_opens(
+    client: Client, token: str, settings: Settings, engine: Engine, clock: FakeClock
+) -> None:
+    body = {"context": {"targetingKey": "u1"}}
+    first = client.post(BULK_PATH, headers=bearer(token), json=body)
+    old_url = first.json()["eventStreams"][0]["url"]
+    # No configured keys: the restarted process draws a new one, so the old URL no longer opens the stream.
+    restarted_app = create_app(settings, engine=engine, clock=clock)
+
+    with TestClient(restarted_app) as restarted:
+        refused(restarted.get(path_of(old_url)), "stream-credential-bad-signature")
+        again = restarted.post(BULK_PATH, headers={**bearer(token), "If-None-Match": first.headers["etag"]}, json=body)
+        assert again.status_code == 200, again.text
+        new_url = again.json()["eventStreams"][0]["url"]
+        assert new_url != old_url
+        # The new credential opens (the stream itself is read over a live server above); any refusal would be a 401.
+        credentials = restarted_app.state.stream_credentials
+        grant = credentials.verify(credential_of(new_url), now=clock().timestamp())
+        assert grant.environment == ENVIRONMENT
+
+
+@pytest.mark.usefixtures("flag")
 def test_a_tampered_or_made_up_credential_is_refused(client: Client, token: str) -> None:
     credential = credential_of(stream_url(client, token))
     prefix, payload, signature = credential.split(".")

@@ -98,3 +98,14 @@ def test_without_configured_keys_each_process_draws_its_own() -> None:
     assert first.keys != second.keys
     assert refusal(second, mint(first)) == "bad-signature"
     assert shared.keys == (b"s" * 32,)
+
+
+def test_the_epoch_changes_with_the_window_and_with_the_signing_key_but_not_with_a_verifying_one() -> None:
+    credentials = StreamCredentials(keys=(KEY,), lifetime_seconds=LIFETIME)
+    restarted = StreamCredentials(keys=(OTHER_KEY,), lifetime_seconds=LIFETIME)
+    rotating = StreamCredentials(keys=(KEY, OTHER_KEY), lifetime_seconds=LIFETIME)
+
+    assert credentials.epoch(NOW) == credentials.epoch(NOW + 1)
+    assert credentials.epoch(NOW) != credentials.epoch(NOW + LIFETIME / 2)
+    assert credentials.epoch(NOW) != restarted.epoch(NOW)
+    assert credentials.epoch(NOW) == rotating.epoch(NOW)
