@@ -30,7 +30,7 @@ from controlplane.audit.controller import AuditController
 from controlplane.auth.controller import TokenController
 from controlplane.auth.dependencies import dependencies as auth_dependencies
 from controlplane.auth.guards import PrincipalCache, address_identity, authorize, rate_limit_identity
-from controlplane.auth.stream_credentials import StreamCredentials
+from controlplane.auth.stream_credentials import CredentialRedaction, StreamCredentials
 from controlplane.cleanup.controller import CleanupController
 from controlplane.cleanup.jobs import CleanupExecutor, StorageFor, gcs_storage_for
 from controlplane.clock import Clock, system_clock
@@ -67,6 +67,8 @@ EVALUATION_PATHS = ["/ofrep", "/evaluation", f"{API_PREFIX}/events"]
 # What browsers on CONTROLPLANE_CORS_ALLOWED_ORIGINS may call from their origin: OFREP and the stream, nothing else.
 CORS_PATHS = ["/ofrep/", "/evaluation/"]
 logger = logging.getLogger(__name__)
+#: The stream URL carries a credential (OFREP eventStreams): uvicorn's access log would write it out whole.
+CREDENTIAL_REDACTION = CredentialRedaction()
 
 
 def create_app(
@@ -85,6 +87,7 @@ def create_app(
     start-up out of the garbage collector's reach.
     """
     settings = settings or Settings.from_env()
+    logging.getLogger("uvicorn.access").addFilter(CREDENTIAL_REDACTION)  # once: the same filter is not added twice
     engine = engine or create_db_engine(
         settings.database_url, connect_timeout=settings.database_connect_timeout_seconds
     )

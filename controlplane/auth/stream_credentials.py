@@ -19,14 +19,41 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
+import re
 import secrets
 from dataclasses import dataclass
 
 import msgspec
 
-__all__ = ["STREAM_CREDENTIAL_PREFIX", "StreamCredentialRefused", "StreamCredentials", "StreamGrant"]
+__all__ = [
+    "STREAM_CREDENTIAL_PREFIX",
+    "CredentialRedaction",
+    "StreamCredentialRefused",
+    "StreamCredentials",
+    "StreamGrant",
+    "redact_credentials",
+]
 
 STREAM_CREDENTIAL_PREFIX = "cps1."
+_IN_TEXT = re.compile(re.escape(STREAM_CREDENTIAL_PREFIX) + r"[A-Za-z0-9_.%-]*")
+
+
+def redact_credentials(text: str) -> str:
+    """``text`` with every stream credential in it replaced by a marker."""
+    return _IN_TEXT.sub(STREAM_CREDENTIAL_PREFIX + "[redacted]", text)
+
+
+class CredentialRedaction(logging.Filter):
+    """Keeps stream credentials out of log lines: an access log writes each stream URL, query string and all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Redact the credential in the record's message and string arguments; never drop the record."""
+        if isinstance(record.msg, str):
+            record.msg = redact_credentials(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact_credentials(arg) if isinstance(arg, str) else arg for arg in record.args)
+        return True
 
 
 @dataclass(frozen=True, slots=True)

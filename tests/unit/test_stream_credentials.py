@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from controlplane.auth.stream_credentials import (
     STREAM_CREDENTIAL_PREFIX,
+    CredentialRedaction,
     StreamCredentialRefused,
     StreamCredentials,
     StreamGrant,
+    redact_credentials,
 )
 
 KEY = b"k" * 32
@@ -109,3 +113,23 @@ def test_the_epoch_changes_with_the_window_and_with_the_signing_key_but_not_with
     assert credentials.epoch(NOW) != credentials.epoch(NOW + LIFETIME / 2)
     assert credentials.epoch(NOW) != restarted.epoch(NOW)
     assert credentials.epoch(NOW) == rotating.epoch(NOW)
+
+
+def test_an_access_log_line_never_carries_the_credential() -> None:
+    credential = mint(StreamCredentials(keys=(KEY,), lifetime_seconds=LIFETIME))
+    # uvicorn's access log: client, method, path with query, HTTP version, status.
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", f"/evaluation/v1/stream?credential={credential}", "1.1", 200),
+        None,
+    )
+
+    assert CredentialRedaction().filter(record) is True
+    line = record.getMessage()
+    assert credential not in line
+    assert line == '127.0.0.1:5000 - "GET /evaluation/v1/stream?credential=cps1.[redacted] HTTP/1.1" 200'
+    assert redact_credentials(f"Bearer {credential}, other") == "Bearer cps1.[redacted], other"
