@@ -27,6 +27,7 @@ from controlplane.db import UNAVAILABLE, in_thread, start_request_deadline
 
 __all__ = [
     "STREAM_CREDENTIAL_PARAMETER",
+    "STREAM_EXPIRES_AT",
     "PrincipalCache",
     "address_identity",
     "authorize",
@@ -36,6 +37,8 @@ __all__ = [
 
 #: The query parameter of a stream credential; only a route with ``opt={"stream_credential": True}`` reads it.
 STREAM_CREDENTIAL_PARAMETER = "credential"
+#: Where the guard leaves a stream credential's expiry (Unix seconds) for the route it opened.
+STREAM_EXPIRES_AT = "stream_expires_at"
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +161,7 @@ def _stream_principal(connection: ASGIConnection[Any, Any, Any, Any], credential
             detail=f"the stream credential grants {grant.environment}, not {requested}",
             extra={"reason": "stream-credential-environment"},
         )
+    connection.state[STREAM_EXPIRES_AT] = float(grant.expires_at)
     return Principal(token_id=grant.token_id, name=grant.token_name, role=Role.EVALUATE, environment=grant.environment)
 
 

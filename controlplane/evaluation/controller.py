@@ -23,9 +23,10 @@ from controlplane.api.dependencies import Now, ProcessMetrics, from_state
 from controlplane.api.rate_limits import RateLimiter
 from controlplane.api.roles import Role
 from controlplane.auth.dependencies import TokenPrincipal
-from controlplane.auth.guards import STREAM_CREDENTIAL_PARAMETER, rate_limit_identity
+from controlplane.auth.guards import STREAM_CREDENTIAL_PARAMETER, STREAM_EXPIRES_AT, rate_limit_identity
 from controlplane.auth.schemas import Principal
 from controlplane.auth.stream_credentials import StreamCredentials
+from controlplane.clock import Clock
 from controlplane.errors import DomainError, InvalidInput
 from controlplane.evaluation import ofrep
 from controlplane.evaluation.feed import ConfigurationFeed, EnvironmentConfiguration
@@ -35,6 +36,7 @@ __all__ = ["STREAM_PATH", "EvaluationController", "OfrepController", "limit_eval
 
 STREAM_PATH = "/evaluation/v1/stream"
 KEEPALIVE_SECONDS = 15.0
+CREDENTIAL_STREAM_RETRY_MS = 500
 Feed = NamedDependency[ConfigurationFeed]
 Credentials = NamedDependency[StreamCredentials]
 EnvironmentHeader = Annotated[
@@ -205,13 +207,24 @@ class EvaluationController(Controller):
         summary="Server-sent events: a notice on every configuration change",
         opt={"stream_credential": True},
     )
-    async def stream(self, principal: TokenPrincipal, environment: EnvironmentHeader, feed: Feed) -> ServerSentEvent:
-        """Send the current revision, then one `refetchEvaluation` message per new revision, with keep-alives."""
+    async def stream(
+        self, request: Request[Any, Any, Any], principal: TokenPrincipal, environment: EnvironmentHeader, feed: Feed
+    ) -> ServerSentEvent:
+        """Send the current revision, then one `refetchEvaluation` message per new revision, with keep-alives; a
+        stream opened with a stream credential ends when the credential expires."""
         name = _configuration(feed, principal, environment).environment
-        return ServerSentEvent(_notices(feed, name))
+        expires_at: float | None = request.state.get(STREAM_EXPIRES_AT)
+        return ServerSentEvent(_notices(feed, name, expires_at=expires_at, clock=request.app.state.clock))
 
 
-async def _notices(feed: ConfigurationFeed, environment: str) -> AsyncIterator[ServerSentEventMessage]:
+async def _notices(
+    feed: ConfigurationFeed, environment: str, *, expires_at: float | None = None, clock: Clock | None = None
+) -> AsyncIterator[ServerSentEventMessage]:
+    def remaining() -> float:
+        if expires_at is None or clock is None:
+            return KEEPALIVE_SECONDS
+        return expires_at - clock().timestamp()
+
     with feed.subscription(environment) as queue:
         current = feed.current(environment)
         revision = current.revision if current else 0
@@ -226,12 +239,22 @@ async def _notices(feed: ConfigurationFeed, environment: str) -> AsyncIterator[S
                     }
                 ).decode(),
                 id=revision,
+                # A browser reconnects after `retry` ms: after a credential's stream ends, soon, so that its 401 sends
+                # the OFREP provider to the bulk evaluation for a fresh URL without a long dark spell.
+                retry=CREDENTIAL_STREAM_RETRY_MS if expires_at is not None else None,
             )
             sent = revision
             while True:
+                left = remaining()
+                if left <= 0:
+                    # The credential that opened this stream has expired: the stream lives no longer than its grant,
+                    # so a revoked browser token loses its streams within a credential's lifetime.
+                    return
                 try:
-                    revision = await asyncio.wait_for(queue.get(), timeout=KEEPALIVE_SECONDS)
+                    revision = await asyncio.wait_for(queue.get(), timeout=min(KEEPALIVE_SECONDS, left))
                 except TimeoutError:
+                    if remaining() <= 0:
+                        return
                     # A comment line every so often: proxies keep the connection, clients notice a dead one.
                     yield ServerSentEventMessage(comment="keep-alive", data=None)
                     continue

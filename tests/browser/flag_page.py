@@ -83,8 +83,10 @@ def _token(factory: sessionmaker[Any], role: Role, environment: str | None = Non
 
 
 @contextmanager
-def served_flag_page(database_url: str) -> Iterator[FlagPage]:
-    """Serve the control plane and the pipeline's page on two loopback ports; QA's rollout running at 100%."""
+def served_flag_page(database_url: str, **changes: Any) -> Iterator[FlagPage]:
+    """Serve the control plane and the pipeline's page on two loopback ports; QA's rollout running at 100%.
+
+    ``changes`` replace the control plane's settings (a short ``stream_credential_seconds``, say)."""
     engine = create_db_engine(database_url)
     factory = sessionmaker(engine, expire_on_commit=False)
     operator = _token(factory, Role.ADMIN)
@@ -96,6 +98,7 @@ def served_flag_page(database_url: str) -> Iterator[FlagPage]:
         scheduler_enabled=False,
         replica_id="browser",
         cors_allowed_origins=(page_origin,),
+        **changes,
     )
     try:
         with (

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Request, expect
 
 from tests.browser.conftest import Screenshot
 from tests.browser.flag_page import FlagPage, served_flag_page
@@ -53,6 +53,30 @@ def test_the_upload_control_shows_while_the_flag_is_on_and_hides_within_a_second
     flag_page.restart()
     expect(control).to_be_visible(timeout=HIDDEN_WITHIN_MS)
     page.goto("about:blank")  # closes the stream before the servers stop
+
+
+def test_the_page_keeps_following_the_flag_when_its_stream_credential_expires(database_url: str, page: Page) -> None:
+    # A 4 s lifetime: each stream ends within 4 s, its reconnection is refused (expired), and the provider goes back
+    # to the bulk evaluation for a new URL. The flag must still reach the page after that.
+    with served_flag_page(database_url, stream_credential_seconds=4.0) as served:
+
+        def is_stream(request: Request) -> bool:
+            return "/evaluation/v1/stream?credential=" in request.url
+
+        with page.expect_request(is_stream) as opened:
+            page.goto(served.url("user-1"))
+        first = opened.value.url
+        control = page.locator("#upload")
+        expect(control).to_be_visible()
+        with page.expect_request(lambda request: is_stream(request) and request.url != first, timeout=15_000):
+            pass  # waits for the provider to open the stream again with a new credential
+
+        served.rollback()
+        # Within the gap a reconnection may take (the 0.5 s retry, the provider's 1 s back-off, a bulk fetch).
+        expect(control).to_be_hidden(timeout=5_000)
+        served.restart()
+        expect(control).to_be_visible(timeout=5_000)
+        page.goto("about:blank")
 
 
 def test_the_control_stays_hidden_before_sign_in_and_shows_once_a_user_signs_in(

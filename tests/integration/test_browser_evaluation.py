@@ -8,6 +8,7 @@ and the stream; the management API answers no CORS at all.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -22,6 +23,7 @@ from sqlalchemy import Engine
 
 from controlplane.api.roles import Role
 from controlplane.app import create_app
+from controlplane.embedded import serve_in_thread
 from controlplane.evaluation.controller import STREAM_PATH
 from controlplane.settings import Settings, SettingsError
 from tests.conftest import FakeClock, bearer, problem
@@ -114,6 +116,29 @@ def test_the_advertised_stream_url_opens_the_tokens_environment_without_any_head
             notice = first_notice(stream.iter_lines())
 
     assert (notice["type"], notice["environment"]) == ("refetchEvaluation", ENVIRONMENT)
+
+
+def test_a_stream_opened_with_a_credential_ends_when_the_credential_expires_and_asks_for_a_quick_retry(
+    settings: Settings, engine: Engine, token: str, admin_headers: dict[str, str]
+) -> None:
+    # The system clock: the stream ends in real time. A 2 s lifetime: a credential lives 1-2 s.
+    app = create_app(replace(settings, stream_credential_seconds=2.0), engine=engine)
+    with serve_in_thread(app) as base_url, httpx.Client(base_url=base_url, timeout=TIMEOUT) as http:
+        create_flag(http, admin_headers)
+        url = stream_url(http, token)
+        expires_at = app.state.stream_credentials.verify(credential_of(url), now=time.time()).expires_at
+
+        with http.stream("GET", url) as stream:
+            assert stream.status_code == 200
+            lines = list(stream.iter_lines())  # to the end: the server closes the stream
+        ended_at = time.time()
+        again = http.get(path_of(url))
+
+    assert "retry: 500" in lines
+    assert first_notice(iter(lines))["environment"] == ENVIRONMENT
+    assert expires_at <= ended_at < expires_at + 1.0, (expires_at, ended_at)
+    # The browser's reconnection is refused, which sends the provider back to the bulk evaluation for a new URL.
+    refused(again, "stream-credential-expired")
 
 
 @pytest.mark.usefixtures("flag")
