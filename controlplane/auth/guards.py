@@ -179,6 +179,10 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
     token = presented_token(connection.headers)
     credential = connection.query_params.get(STREAM_CREDENTIAL_PARAMETER)
     if token is None and credential is not None and handler.opt.get("stream_credential"):
+        if not grants(Role.EVALUATE, required):  # a credential is an evaluate grant, whatever the route declares
+            raise PermissionDeniedException(
+                detail=f"a stream credential grants `evaluate`; this route needs `{required}`"
+            )
         connection.state.principal = _stream_principal(connection, credential)
         return
     if (token is not None and token.startswith(STREAM_CREDENTIAL_PREFIX)) or (token is None and credential):

@@ -17,12 +17,16 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from litestar import Litestar
+from litestar import Litestar, get
+from litestar.datastructures import State
 from litestar.testing import TestClient
 from sqlalchemy import Engine
 
+from controlplane.api.problems import exception_handlers
 from controlplane.api.roles import Role
 from controlplane.app import create_app
+from controlplane.auth.guards import authorize
+from controlplane.auth.stream_credentials import StreamCredentials
 from controlplane.embedded import serve_in_thread
 from controlplane.evaluation.controller import STREAM_PATH
 from controlplane.settings import Settings, SettingsError
@@ -335,3 +339,24 @@ def test_without_configured_origins_evaluation_answers_no_cors(client: Client) -
 def test_an_allowed_origin_must_be_scheme_host_and_port(origin: str) -> None:
     with pytest.raises(SettingsError, match="CONTROLPLANE_CORS_ALLOWED_ORIGINS"):
         Settings(cors_allowed_origins=(origin,)).check()
+
+
+def test_a_credential_grants_evaluate_only_even_on_a_route_that_would_take_it_for_a_higher_role() -> None:
+    @get("/operate", opt={"role": Role.OPERATOR, "stream_credential": True}, sync_to_thread=False)
+    def operate() -> str:
+        return "operated"
+
+    credentials = StreamCredentials(keys=(b"k" * 32,), lifetime_seconds=600.0)
+    clock = FakeClock()
+    app = Litestar(
+        route_handlers=[operate],
+        guards=[authorize],
+        exception_handlers=exception_handlers,
+        state=State({"settings": Settings(), "stream_credentials": credentials, "clock": clock}),
+    )
+    credential = credentials.mint(environment=ENVIRONMENT, token_id=1, token_name="web", now=clock().timestamp())
+
+    with TestClient(app) as test_client:
+        response = test_client.get(f"/operate?credential={credential}")
+
+    assert problem(response, 403, "forbidden")["detail"].startswith("a stream credential grants `evaluate`")
