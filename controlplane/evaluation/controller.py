@@ -205,6 +205,11 @@ class EvaluationController(Controller):
     @get(
         "/stream",
         summary="Server-sent events: a notice on every configuration change",
+        description=(
+            "Authenticated by a token header, or (for a browser's EventSource, which sends none) by the `credential` "
+            "query parameter of the URL that OFREP's bulk answer advertises in `eventStreams`: one environment, "
+            "this route only, until it expires; the stream then ends."
+        ),
         opt={"stream_credential": True},
     )
     async def stream(

@@ -7,7 +7,9 @@ credential in its advertised URL, since an EventSource sends no header.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, Request, expect
@@ -55,10 +57,15 @@ def test_the_upload_control_shows_while_the_flag_is_on_and_hides_within_a_second
     page.goto("about:blank")  # closes the stream before the servers stop
 
 
-def test_the_page_keeps_following_the_flag_when_its_stream_credential_expires(database_url: str, page: Page) -> None:
+def test_the_page_keeps_following_the_flag_when_its_stream_credential_expires(
+    sqlite_template: Path, tmp_path: Path, page: Page
+) -> None:
     # A 4 s lifetime: each stream ends within 4 s, its reconnection is refused (expired), and the provider goes back
-    # to the bulk evaluation for a new URL. The flag must still reach the page after that.
-    with served_flag_page(database_url, stream_credential_seconds=4.0) as served:
+    # to the bulk evaluation for a new URL. The flag must still reach the page after that. The store plays no part
+    # in this (the test above runs on both), so SQLite only: it waits for a real expiry.
+    database = tmp_path / "controlplane.db"
+    shutil.copy(sqlite_template, database)
+    with served_flag_page(f"sqlite:///{database}", stream_credential_seconds=4.0) as served:
 
         def is_stream(request: Request) -> bool:
             return "/evaluation/v1/stream?credential=" in request.url
