@@ -18,6 +18,7 @@ from sqlalchemy.orm import sessionmaker
 
 from controlplane.alerting.controller import AlertController
 from controlplane.announcements import dependencies as announcement_dependencies
+from controlplane.api.cors import EvaluationCORS
 from controlplane.api.dependencies import dependencies
 from controlplane.api.health import healthz, readyz
 from controlplane.api.openapi import RouteDocumentation, openapi_config
@@ -29,6 +30,7 @@ from controlplane.audit.controller import AuditController
 from controlplane.auth.controller import TokenController
 from controlplane.auth.dependencies import dependencies as auth_dependencies
 from controlplane.auth.guards import PrincipalCache, address_identity, authorize, rate_limit_identity
+from controlplane.auth.stream_credentials import CredentialRedaction, StreamCredentials
 from controlplane.cleanup.controller import CleanupController
 from controlplane.cleanup.jobs import CleanupExecutor, StorageFor, gcs_storage_for
 from controlplane.clock import Clock, system_clock
@@ -62,7 +64,11 @@ API_PREFIX = "/api/v1"
 PUBLIC_PATHS = ["/healthz", "/readyz", "/schema", "/metrics"]
 # Evaluation and ingest have their own per-second limits per token; management limits do not apply.
 EVALUATION_PATHS = ["/ofrep", "/evaluation", f"{API_PREFIX}/events"]
+# What browsers on CONTROLPLANE_CORS_ALLOWED_ORIGINS may call from their origin: OFREP and the stream, nothing else.
+CORS_PATHS = ["/ofrep/", "/evaluation/"]
 logger = logging.getLogger(__name__)
+#: The stream URL carries a credential (OFREP eventStreams): uvicorn's access log would write it out whole.
+CREDENTIAL_REDACTION = CredentialRedaction()
 
 
 def create_app(
@@ -81,6 +87,7 @@ def create_app(
     start-up out of the garbage collector's reach.
     """
     settings = settings or Settings.from_env()
+    logging.getLogger("uvicorn.access").addFilter(CREDENTIAL_REDACTION)  # once: the same filter is not added twice
     engine = engine or create_db_engine(
         settings.database_url, connect_timeout=settings.database_connect_timeout_seconds
     )
@@ -208,6 +215,8 @@ def create_app(
         exception_handlers=exception_handlers,
         middleware=[
             lambda app: HttpMetricsMiddleware(app, process_metrics),
+            # Inside the metrics, so a preflight is counted like any request; before the limits, which it never uses.
+            lambda app: EvaluationCORS(app, origins=settings.cors_allowed_origins, prefixes=CORS_PATHS),
             per_address.middleware,
             per_token.middleware,
         ],
@@ -229,6 +238,9 @@ def create_app(
                 ),
                 "feed": feed,
                 "principals": PrincipalCache(ttl_seconds=settings.token_cache_seconds),
+                "stream_credentials": StreamCredentials.from_settings(
+                    settings.stream_credential_keys, settings.stream_credential_seconds
+                ),
                 "evaluation_limiter": RateLimiter(settings.evaluation_rate_limit_per_second),
                 "ingest_limiter": RateLimiter(settings.ingest_rate_limit_per_second),
                 "catalog_cache": catalog_cache,

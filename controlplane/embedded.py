@@ -11,18 +11,25 @@ from contextlib import contextmanager
 import uvicorn
 from litestar import Litestar
 
-__all__ = ["serve_in_thread"]
+__all__ = ["loopback_listener", "serve_in_thread"]
 
 SERVER_START_TIMEOUT_SECONDS = 15.0
 
 
-@contextmanager
-def serve_in_thread(app: Litestar) -> Iterator[str]:
-    """Run ``app`` under a real uvicorn server on a free loopback port; yield its base URL."""
+def loopback_listener() -> socket.socket:
+    """A TCP socket bound to a free loopback port, not yet listening."""
     # IPPROTO_TCP named explicitly: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and without
     # it Nagle's algorithm adds ~40 ms to every small response.
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     listener.bind(("127.0.0.1", 0))
+    return listener
+
+
+@contextmanager
+def serve_in_thread(app: Litestar, listener: socket.socket | None = None) -> Iterator[str]:
+    """Run ``app`` under a real uvicorn server on a free loopback port (or on ``listener``, a socket already bound
+    with ``loopback_listener``, when its address had to be known before the app was made); yield its base URL."""
+    listener = listener or loopback_listener()
     port: int = listener.getsockname()[1]
     config = uvicorn.Config(
         # Open event streams never end by themselves: give them a second to close at shutdown, then cut them.

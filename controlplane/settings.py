@@ -7,6 +7,7 @@ this class agree, so neither drifts.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
@@ -15,6 +16,8 @@ from pathlib import Path
 __all__ = ["Settings", "SettingsError"]
 
 PREFIX = "CONTROLPLANE_"
+#: What a browser sends as `Origin`: scheme, host and optional port, no path; `*` alone or within a part.
+_ORIGIN = re.compile(r"\*|https?://[A-Za-z0-9.*\[\]:-]+")
 
 
 class SettingsError(ValueError):
@@ -48,6 +51,15 @@ class Settings:
     """Evaluation requests (OFREP, snapshot, stream) allowed per token per second, per replica."""
     token_cache_seconds: float = 5.0
     """How long a replica trusts a token lookup; a revocation reaches other replicas within this time."""
+    stream_credential_keys: tuple[str, ...] = ()
+    """Secrets that sign the stream credentials in OFREP's advertised stream URL, comma-separated: the first signs,
+    every one verifies (rotation). Every replica needs the same list; empty: each process draws its own at start,
+    which serves one replica only."""
+    stream_credential_seconds: float = 600.0
+    """Longest life of a stream credential; one is minted per half of it, so a credential lives half to all of it."""
+    cors_allowed_origins: tuple[str, ...] = ()
+    """Browser origins (`https://app.example.com`; `*` matches within a part) allowed to call OFREP and the stream
+    from another origin, comma-separated; empty: none. Never the management API, never with cookies."""
     configuration_poll_seconds: float = 0.25
     """How often each replica checks the configuration revision (the only signal on SQLite; a safety net on PG)."""
     max_body_bytes: int = 32 * 1024
@@ -150,6 +162,7 @@ class Settings:
             ("CLEANUP_STALE_SECONDS", self.cleanup_stale_seconds),
             ("CLEANUP_PURGE_MAX_DAYS", self.cleanup_purge_max_days),
             ("NOTIFICATION_MAX_ATTEMPTS", self.notification_max_attempts),
+            ("STREAM_CREDENTIAL_SECONDS", self.stream_credential_seconds),
         ):
             if value <= 0:
                 raise SettingsError(f"CONTROLPLANE_{name} must be positive, got {value}")
@@ -157,6 +170,21 @@ class Settings:
             raise SettingsError(
                 f"CONTROLPLANE_PROMETHEUS_URL must be an http:// or https:// base URL, got {self.prometheus_url!r}"
             )
+        if self.stream_credential_seconds < 2:
+            raise SettingsError(
+                f"CONTROLPLANE_STREAM_CREDENTIAL_SECONDS must be at least 2, got {self.stream_credential_seconds}"
+            )
+        for key in self.stream_credential_keys:
+            if len(key) < 32:
+                raise SettingsError(
+                    "CONTROLPLANE_STREAM_CREDENTIAL_KEYS: every key must be at least 32 characters (for example "
+                    "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+                )
+        for origin in self.cors_allowed_origins:
+            if not _ORIGIN.fullmatch(origin):
+                raise SettingsError(
+                    f"CONTROLPLANE_CORS_ALLOWED_ORIGINS: {origin!r} is not an origin (scheme://host[:port], no path)"
+                )
         if self.telemetry_retention_seconds < 86400 + self.telemetry_window_seconds:
             raise SettingsError(
                 "CONTROLPLANE_TELEMETRY_RETENTION_SECONDS must cover the longest rule window (one day) plus one "

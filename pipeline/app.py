@@ -4,6 +4,7 @@ POST /upload/reference-image     multipart: file, role (character|product), user
 POST /run_preflight              JSON: user_id, prompt, reference_image_ids          -> 200 the run's state
 POST /runs/{run_id}/generate_assets                                                   -> 200 the run's state
 GET  /runs/{run_id}              the run's meta.json;  GET /healthz;  GET /metrics (the emitter's counters)
+GET  /                           the upload page: the control shown while the flag is on for the user (upload_page)
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pipeline.runs import RunStore
 from pipeline.settings import PIPELINE, PipelineSettings
 from pipeline.storage import ReferenceStore, new_client, signing_credentials
 from pipeline.telemetry import Telemetry
+from pipeline.upload_page import upload_page_handlers
 from pipeline.vision import LocalAnalyzer, VisionAnalyzer
 from pipeline.workflow import ReferenceCache, Workflow
 
@@ -278,6 +280,7 @@ def create_pipeline_app(settings: PipelineSettings | None = None, parts: Parts |
             set_faults,
             healthz,
             metrics,
+            *upload_page_handlers(),
         ],
         plugins=[problem_details()],
         middleware=[lambda app: RequestEvents(app, telemetry)],

@@ -33,6 +33,8 @@ class PipelineSettings:
     controlplane_url: str = "http://127.0.0.1:8080"
     evaluate_token: str = ""
     ingest_token: str = ""
+    browser_evaluate_token: str = ""
+    browser_controlplane_url: str = ""
     environment: str = "production"
     runs_dir: Path = Path("runs")
     spool_dir: Path = Path("spool")
@@ -66,7 +68,9 @@ class PipelineSettings:
         ``CONTROLPLANE_URL``, ``PIPELINE_EVALUATE_TOKEN`` and ``PIPELINE_INGEST_TOKEN`` (the control plane's
         `evaluate` and `ingest` tokens), ``PIPELINE_ENVIRONMENT``, ``PIPELINE_RUNS_DIR``, ``PIPELINE_SPOOL_DIR``,
         ``GOOGLE_CLOUD_PROJECT``, ``PIPELINE_SIGNING_KEY_FILE`` (a service account key that signs URLs),
-        ``PIPELINE_HOST``, ``PIPELINE_PORT``, ``PIPELINE_FAULTS_ENABLED`` (``true``: `PUT /faults` may inject faults).
+        ``PIPELINE_HOST``, ``PIPELINE_PORT``, ``PIPELINE_FAULTS_ENABLED`` (``true``: `PUT /faults` may inject faults),
+        ``PIPELINE_BROWSER_EVALUATE_TOKEN`` (an `evaluate` token the upload page hands every browser) and
+        ``PIPELINE_BROWSER_CONTROLPLANE_URL`` (the control plane as browsers reach it; ``CONTROLPLANE_URL`` by default).
         """
         env = os.environ if environ is None else environ
 
@@ -99,6 +103,8 @@ class PipelineSettings:
             controlplane_url=get("CONTROLPLANE_URL") or "http://127.0.0.1:8080",
             evaluate_token=get("PIPELINE_EVALUATE_TOKEN") or "",
             ingest_token=get("PIPELINE_INGEST_TOKEN") or "",
+            browser_evaluate_token=get("PIPELINE_BROWSER_EVALUATE_TOKEN") or "",
+            browser_controlplane_url=get("PIPELINE_BROWSER_CONTROLPLANE_URL") or "",
             environment=get("PIPELINE_ENVIRONMENT") or "production",
             runs_dir=Path(get("PIPELINE_RUNS_DIR") or "runs"),
             spool_dir=Path(get("PIPELINE_SPOOL_DIR") or "spool"),

@@ -21,10 +21,24 @@ from sqlalchemy.orm import Session, sessionmaker
 from controlplane.api.roles import Role, grants
 from controlplane.auth import service as auth_service
 from controlplane.auth.schemas import Principal
+from controlplane.auth.stream_credentials import STREAM_CREDENTIAL_PREFIX, StreamCredentialRefused, StreamCredentials
 from controlplane.auth.tokens import digest_token
 from controlplane.db import UNAVAILABLE, in_thread, start_request_deadline
 
-__all__ = ["PrincipalCache", "address_identity", "authorize", "presented_token", "rate_limit_identity"]
+__all__ = [
+    "STREAM_CREDENTIAL_PARAMETER",
+    "STREAM_EXPIRES_AT",
+    "PrincipalCache",
+    "address_identity",
+    "authorize",
+    "presented_token",
+    "rate_limit_identity",
+]
+
+#: The query parameter of a stream credential; only a route with ``opt={"stream_credential": True}`` reads it.
+STREAM_CREDENTIAL_PARAMETER = "credential"
+#: Where the guard leaves a stream credential's expiry (Unix seconds) for the route it opened.
+STREAM_EXPIRES_AT = "stream_expires_at"
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +145,26 @@ def _lookup(factory: sessionmaker[Session], token: str) -> Principal | None:
         return auth_service.authenticate(session, token)
 
 
+def _stream_principal(connection: ASGIConnection[Any, Any, Any, Any], credential: str) -> Principal:
+    """The evaluate principal a stream credential stands for, or 401 with the reason it grants nothing."""
+    credentials: StreamCredentials = connection.app.state.stream_credentials
+    now = connection.app.state.clock().timestamp()
+    try:
+        grant = credentials.verify(credential, now=now)
+    except StreamCredentialRefused as refused:
+        raise NotAuthorizedException(
+            detail=refused.detail, extra={"reason": f"stream-credential-{refused.reason}"}
+        ) from refused
+    requested = connection.headers.get("x-environment")
+    if requested is not None and requested != grant.environment:
+        raise NotAuthorizedException(
+            detail=f"the stream credential grants {grant.environment}, not {requested}",
+            extra={"reason": "stream-credential-environment"},
+        )
+    connection.state[STREAM_EXPIRES_AT] = float(grant.expires_at)
+    return Principal(token_id=grant.token_id, name=grant.token_name, role=Role.EVALUATE, environment=grant.environment)
+
+
 async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     """Refuse the request unless the route is public or the caller's token grants the route's role. OPTIONS is
     open on every route: it only lists the methods (a CORS preflight never carries credentials), and Litestar's
@@ -143,6 +177,20 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
     if not isinstance(required, Role):
         raise PermissionDeniedException(detail="this route declares no role, so it is closed to everyone")
     token = presented_token(connection.headers)
+    credential = connection.query_params.get(STREAM_CREDENTIAL_PARAMETER)
+    if token is None and credential is not None and handler.opt.get("stream_credential"):
+        if not grants(Role.EVALUATE, required):  # a credential is an evaluate grant, whatever the route declares
+            raise PermissionDeniedException(
+                detail=f"a stream credential grants `evaluate`; this route needs `{required}`"
+            )
+        connection.state.principal = _stream_principal(connection, credential)
+        return
+    if (token is not None and token.startswith(STREAM_CREDENTIAL_PREFIX)) or (token is None and credential):
+        # Checked before any lookup: a stream credential is no token, and the database need not be asked so.
+        raise NotAuthorizedException(
+            detail="a stream credential opens only the change stream it was issued for, in its URL",
+            extra={"reason": "stream-credential-wrong-route"},
+        )
     if token is None:
         raise NotAuthorizedException(detail="send a token as `Authorization: Bearer <token>` or `X-API-Key`")
     cache: PrincipalCache = connection.app.state.principals

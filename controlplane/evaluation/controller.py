@@ -19,13 +19,15 @@ from litestar.params import FromPath, HeaderParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from openfeature.exception import ErrorCode
 
-from controlplane.api.dependencies import ProcessMetrics, from_state
+from controlplane.api.dependencies import Now, ProcessMetrics, from_state
 from controlplane.api.openapi import problems, request_body, response
 from controlplane.api.rate_limits import RateLimiter
 from controlplane.api.roles import Role
 from controlplane.auth.dependencies import TokenPrincipal
-from controlplane.auth.guards import rate_limit_identity
+from controlplane.auth.guards import STREAM_CREDENTIAL_PARAMETER, STREAM_EXPIRES_AT, rate_limit_identity
 from controlplane.auth.schemas import Principal
+from controlplane.auth.stream_credentials import StreamCredentials
+from controlplane.clock import Clock
 from controlplane.errors import DomainError, InvalidInput
 from controlplane.evaluation import ofrep
 from controlplane.evaluation.feed import ConfigurationFeed, EnvironmentConfiguration
@@ -37,7 +39,9 @@ __all__ = ["STREAM_PATH", "EvaluationController", "OfrepController", "limit_eval
 
 STREAM_PATH = "/evaluation/v1/stream"
 KEEPALIVE_SECONDS = 15.0
+CREDENTIAL_STREAM_RETRY_MS = 500
 Feed = NamedDependency[ConfigurationFeed]
+Credentials = NamedDependency[StreamCredentials]
 EnvironmentHeader = Annotated[
     str | None,
     HeaderParameter(name="X-Environment", required=False, description="environment, for tokens not scoped to one"),
@@ -115,7 +119,10 @@ class OfrepController(Controller):
     path = "/ofrep/v1/evaluate"
     tags = ["ofrep"]
     opt = {"role": Role.EVALUATE}
-    dependencies = {"feed": from_state("feed")}
+    dependencies = {
+        "feed": from_state("feed"),
+        "credentials": from_state("stream_credentials"),
+    }
 
     @post(
         "/flags/{key:str}",
@@ -169,16 +176,25 @@ class OfrepController(Controller):
         if_none_match: Annotated[str | None, HeaderParameter(name="If-None-Match", required=False)],
         feed: Feed,
         metrics: ProcessMetrics,
+        credentials: Credentials,
+        now: Now,
     ) -> Response[bytes]:
-        """Resolve every flag for one context; 304 when neither the configuration nor the context changed."""
+        """Resolve every flag for one context; 304 when neither the configuration, the context nor the stream
+        credential's window changed."""
         parsed = await _ofrep_request(request, feed, principal, environment, None)
         if isinstance(parsed, Response):
             return parsed
         configuration, context = parsed
-        etag = ofrep.bulk_etag(configuration.environment, configuration.revision, context)
+        at = now.timestamp()
+        etag = ofrep.bulk_etag(configuration.environment, configuration.revision, context, credentials.epoch(at))
         if ofrep.etag_matches(if_none_match, etag):
             return Response(b"", status_code=304, headers={"ETag": etag})
-        stream = str(request.base_url).rstrip("/") + STREAM_PATH
+        # A browser's EventSource sends no headers: the URL carries a grant of this one environment (ADR-0008:
+        # "the URL may include auth tokens"), the same all through its window, so the client keeps its stream open.
+        credential = credentials.mint(
+            environment=configuration.environment, token_id=principal.token_id, token_name=principal.name, now=at
+        )
+        stream = f"{str(request.base_url).rstrip('/')}{STREAM_PATH}?{STREAM_CREDENTIAL_PARAMETER}={credential}"
         metrics.evaluations.labels("ofrep_bulk").inc(len(configuration.flags))
         body = {
             "flags": [ofrep.success_body(evaluate_flag(flag, context)) for flag in configuration.flags.values()],
@@ -220,18 +236,36 @@ class EvaluationController(Controller):
             return Response(b"", status_code=304, headers=headers)
         return Response(configuration.snapshot_json, media_type="application/json", headers=headers, status_code=200)
 
+    # `stream_credential`: a browser's EventSource opens this route with the credential of OFREP's eventStreams URL.
     @get(
         "/stream",
         summary="Server-sent events: a notice on every configuration change",
+        description=(
+            "Authenticated by a token header, or (for a browser's EventSource, which sends none) by the `credential` "
+            "query parameter of the URL that OFREP's bulk answer advertises in `eventStreams`: one environment, "
+            "this route only, until it expires; the stream then ends."
+        ),
+        opt={"stream_credential": True},
         responses={200: response(str, "`refetchEvaluation` notices", "text/event-stream"), **problems(400, 422)},
     )
-    async def stream(self, principal: TokenPrincipal, environment: EnvironmentHeader, feed: Feed) -> ServerSentEvent:
-        """Send the current revision, then one `refetchEvaluation` message per new revision, with keep-alives."""
+    async def stream(
+        self, request: Request[Any, Any, Any], principal: TokenPrincipal, environment: EnvironmentHeader, feed: Feed
+    ) -> ServerSentEvent:
+        """Send the current revision, then one `refetchEvaluation` message per new revision, with keep-alives; a
+        stream opened with a stream credential ends when the credential expires."""
         name = _configuration(feed, principal, environment).environment
-        return ServerSentEvent(_notices(feed, name))
+        expires_at: float | None = request.state.get(STREAM_EXPIRES_AT)
+        return ServerSentEvent(_notices(feed, name, expires_at=expires_at, clock=request.app.state.clock))
 
 
-async def _notices(feed: ConfigurationFeed, environment: str) -> AsyncIterator[ServerSentEventMessage]:
+async def _notices(
+    feed: ConfigurationFeed, environment: str, *, expires_at: float | None = None, clock: Clock | None = None
+) -> AsyncIterator[ServerSentEventMessage]:
+    def remaining() -> float:
+        if expires_at is None or clock is None:
+            return KEEPALIVE_SECONDS
+        return expires_at - clock().timestamp()
+
     with feed.subscription(environment) as queue:
         current = feed.current(environment)
         revision = current.revision if current else 0
@@ -246,12 +280,22 @@ async def _notices(feed: ConfigurationFeed, environment: str) -> AsyncIterator[S
                     }
                 ).decode(),
                 id=revision,
+                # A browser reconnects after `retry` ms: after a credential's stream ends, soon, so that its 401 sends
+                # the OFREP provider to the bulk evaluation for a fresh URL without a long dark spell.
+                retry=CREDENTIAL_STREAM_RETRY_MS if expires_at is not None else None,
             )
             sent = revision
             while True:
+                left = remaining()
+                if left <= 0:
+                    # The credential that opened this stream has expired: the stream lives no longer than its grant,
+                    # so a revoked browser token loses its streams within a credential's lifetime.
+                    return
                 try:
-                    revision = await asyncio.wait_for(queue.get(), timeout=KEEPALIVE_SECONDS)
+                    revision = await asyncio.wait_for(queue.get(), timeout=min(KEEPALIVE_SECONDS, left))
                 except TimeoutError:
+                    if remaining() <= 0:
+                        return
                     # A comment line every so often: proxies keep the connection, clients notice a dead one.
                     yield ServerSentEventMessage(comment="keep-alive", data=None)
                     continue

@@ -81,7 +81,8 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
     return False
 
 
-def bulk_etag(environment: str, revision: int, context: Mapping[str, Any]) -> str:
-    """The ETag of a bulk evaluation: the configuration revision AND the context, so a new context never 304s."""
+def bulk_etag(environment: str, revision: int, context: Mapping[str, Any], stream_epoch: str) -> str:
+    """The ETag of a bulk evaluation: the configuration revision AND the context, so a new context never 304s, AND
+    the stream credential's epoch, so a client never keeps a stream URL that no longer opens through a 304."""
     digest = hashlib.sha256(msgspec.json.encode(context, order="sorted")).hexdigest()[:16]
-    return f'"{environment}-{revision}-{digest}"'
+    return f'"{environment}-{revision}-{stream_epoch}-{digest}"'

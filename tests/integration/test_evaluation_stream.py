@@ -140,7 +140,7 @@ def http(live_server: str, admin_headers: dict[str, str]) -> Iterator[httpx.Clie
 # --- bulk evaluation ------------------------------------------------------------------------------------------------
 
 
-def test_bulk_evaluation_lists_every_flag_and_an_sse_stream_ending_in_the_stream_path(
+def test_bulk_evaluation_lists_every_flag_and_an_sse_stream_at_the_stream_path_with_its_credential(
     given: Callable[..., None], client: Client, token: str
 ) -> None:
     given()
@@ -160,8 +160,12 @@ def test_bulk_evaluation_lists_every_flag_and_an_sse_stream_ending_in_the_stream
     streams = response.json()["eventStreams"]
     assert len(streams) == 1, streams
     assert streams[0]["type"] == "sse"
-    assert re.fullmatch(r"https?://[^/]+/evaluation/v1/stream", streams[0]["url"]), streams[0]
-    assert streams[0]["url"].endswith(STREAM_PATH)
+    # The URL carries a stream credential: a browser's EventSource sends no header (tests/integration/
+    # test_browser_evaluation.py).
+    assert re.fullmatch(r"https?://[^/]+/evaluation/v1/stream\?credential=cps1\.[\w-]+\.[\w-]+", streams[0]["url"]), (
+        streams
+    )
+    assert STREAM_PATH + "?" in streams[0]["url"]
 
 
 def test_bulk_evaluation_answers_304_for_the_same_context_at_the_same_revision(
