@@ -1,0 +1,86 @@
+"""The operator's page in Chromium: sign in, see the rollout, roll it back with a reason, read the audit record, and
+watch a change made through the API arrive without a reload."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+from playwright.sync_api import Page, expect
+
+from controlplane.api.roles import Role
+from tests.browser.conftest import Screenshot
+from tests.conftest import REPO_ROOT, bearer
+
+FLAG = "enable-reference-images"
+#: How long the page may take to show a change pushed by the server (it is pushed on the commit: well under this).
+LIVE_TIMEOUT_MS = 10_000
+
+
+def _operate(api: httpx.Client, environment: str, operation: str, **body: object) -> None:
+    path = f"/api/v1/flags/{FLAG}/environments/{environment}/rollout"
+    revision = api.get(path).json()["revision"]
+    response = api.post(f"{path}/{operation}", json={"expected_revision": revision, **body})
+    assert response.status_code == 200, response.text
+
+
+def test_an_operator_signs_in_rolls_back_with_a_reason_and_sees_api_changes_live(
+    live_server: str, page: Page, screenshot: Screenshot, make_token: Callable[..., str]
+) -> None:
+    admin = make_token(Role.ADMIN, name="admin")
+    operator = make_token(Role.OPERATOR, name="olivia-operator")
+    with httpx.Client(base_url=live_server, headers=bearer(admin), timeout=10) as api:
+        shipped = (REPO_ROOT / "definitions" / "reference-images.yaml").read_text()
+        applied = api.post("/api/v1/definitions/apply", json={"content": shipped, "source": "reference-images.yaml"})
+        assert applied.status_code == 200, applied.text
+        # No traffic here, so every guard lacks data: each step is forced, with its reason audited.
+        for environment in ("qa", "staging"):
+            _operate(api, environment, "start")
+            _operate(api, environment, "advance", reason=f"{environment} checked by hand", force=True)
+        _operate(api, "production", "start")
+        _operate(api, "production", "advance", reason="10% checked by hand", force=True)
+
+        page.goto(f"{live_server}/ui")
+        expect(page).to_have_url(f"{live_server}/ui/sign-in?next=/ui")
+        page.get_by_label("API token").fill(operator)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_test_id("principal")).to_have_text("olivia-operator")
+        cell = page.get_by_test_id(f"cell-{FLAG}-production")
+        expect(cell).to_contain_text("serving 50%")
+        expect(cell).to_contain_text("gates holding")
+        screenshot(page, "overview")
+
+        cell.click()
+        expect(page.get_by_test_id("state")).to_have_text("running")
+        expect(page.get_by_test_id("stage")).to_have_text("2 of 3 (50%)")
+        expect(page.get_by_test_id("gates-detail")).to_contain_text("upload-failure-rate")
+        screenshot(page, "flag")
+
+        page.get_by_role("button", name="Roll back").click()
+        expect(page.get_by_test_id("problem-type")).to_have_text("reason-required")
+        expect(page.get_by_test_id("state")).to_have_text("running")
+
+        page.get_by_label("Reason").fill("upload errors at 4%")
+        page.get_by_role("button", name="Roll back").click()
+        expect(page.get_by_test_id("action-result")).to_contain_text("Rollback done")
+        expect(page.get_by_test_id("state")).to_have_text("rolled back")
+        expect(page.get_by_test_id("serving")).to_have_text("0%")
+        first_record = page.get_by_test_id("audit").locator("tbody tr").first
+        expect(first_record).to_contain_text("olivia-operator")
+        expect(first_record).to_contain_text("rollout.rollback")
+        expect(first_record).to_contain_text("upload errors at 4%")
+        screenshot(page, "rolled-back")
+
+        # A change from elsewhere (the API, as the CLI makes it) reaches the open page with no reload.
+        page.evaluate("window.__sameDocument = true")
+        _operate(api, "production", "start")
+        expect(page.get_by_test_id("state")).to_have_text("running", timeout=LIVE_TIMEOUT_MS)
+        expect(page.get_by_test_id("serving")).to_have_text("10%")
+        expect(page.get_by_test_id("audit").locator("tbody tr").first).to_contain_text("rollout.start")
+        assert page.evaluate("window.__sameDocument") is True
+        screenshot(page, "restarted-live")
+
+        # The form carries the revision the live part brought: acting right after the pushed change is not stale.
+        page.get_by_label("Reason").fill("pausing to look")
+        page.get_by_role("button", name="Pause").click()
+        expect(page.get_by_test_id("state")).to_have_text("paused")
