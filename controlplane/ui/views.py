@@ -30,6 +30,7 @@ from controlplane.notifications.service import list_notifications
 from controlplane.rollouts.gates import GateReader
 from controlplane.rollouts.operations import RolloutTarget
 from controlplane.rollouts.schemas import GuardRead, RolloutRead, RolloutStatus
+from controlplane.rollouts.stages import RolloutState
 from controlplane.rollouts.status import list_rollout_history, rollout_status
 from controlplane.ui.charts import GuardChart, GuardPoint, draw_guard_chart
 
@@ -50,6 +51,8 @@ __all__ = [
 CHART_POINTS = 60
 #: Records listed on a flag's page.
 RECENT = 15
+#: The audit actions that begin a stage.
+_STAGE_BEGINNINGS = ("rollout.start", "rollout.advance", "rollout.resume")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +120,7 @@ class FlagPage:
     status: RolloutStatus
     description: str
     guards: list[GuardView]
+    guards_since: datetime | None
     audit: list[AuditLine]
     notifications: list[NotificationLine]
     history: list[RolloutRead]
@@ -158,7 +162,10 @@ def read_flag_page(
     status = rollout_status(session, target=target, environments=environments, now=now, gates=gates)
     flag = flag_service.get_flag(session, target.flag)
     rules = {rule.name: rule for rule in load_rules(session)}
-    guards = [_guard_view(session, read, rules.get(read.rule), status, now, window_size) for read in status.guards]
+    since = _stage_began(session, target, status)
+    guards = [
+        _guard_view(session, read, rules.get(read.rule), status, since, now, window_size) for read in status.guards
+    ]
     audit = [
         AuditLine(
             id=record.id,
@@ -174,6 +181,7 @@ def read_flag_page(
         status=status,
         description=flag.description,
         guards=guards,
+        guards_since=since,
         audit=audit,
         notifications=_notifications(session, [stage.guards for stage in status.stages], target.environment),
         history=list_rollout_history(
@@ -184,17 +192,35 @@ def read_flag_page(
     )
 
 
+def _stage_began(session: Session, target: RolloutTarget, status: RolloutStatus) -> datetime | None:
+    """When the stage the guards belong to began: the rollout's stage start while it runs or is paused; after a
+    rollback or completion (which restart that clock), the newest start, advance or resume before it, so the chart
+    shows what led there."""
+    if status.state in (RolloutState.RUNNING, RolloutState.PAUSED) or status.stage_started_at is None:
+        return status.stage_started_at
+    began = [
+        record.occurred_at
+        for action in _STAGE_BEGINNINGS
+        for record in list_audit_records(
+            session, target=target.flag, environment=target.environment, action=action, limit=1
+        )
+        if record.occurred_at <= status.stage_started_at
+    ]
+    return max(began, default=status.stage_started_at)
+
+
 def _guard_view(
     session: Session,
     read: GuardRead,
     rule: Rule | None,
     status: RolloutStatus,
+    since: datetime | None,
     now: datetime,
     window_size: timedelta,
 ) -> GuardView:
     if rule is None:
         return GuardView(read, read.condition, None, "", False, None, "the rule is no longer applied")
-    chart, note = _chart(session, rule, status, now, window_size)
+    chart, note = _chart(session, rule, status.environment, since, now, window_size)
     return GuardView(
         read=read,
         condition=rule.condition(),
@@ -207,10 +233,9 @@ def _guard_view(
 
 
 def _chart(
-    session: Session, rule: Rule, status: RolloutStatus, now: datetime, window_size: timedelta
+    session: Session, rule: Rule, environment: str, start: datetime | None, now: datetime, window_size: timedelta
 ) -> tuple[GuardChart | None, str]:
-    """The guard replayed over the stage so far (a sequential statistic starts fresh where the stage began)."""
-    start = status.stage_started_at
+    """The guard replayed from the stage's start to now (a sequential statistic starts fresh where the stage began)."""
     if start is None:
         return None, "the rollout has not started"
     if now - start < window_size:
@@ -218,13 +243,13 @@ def _chart(
     interval = max(window_size, (now - start) / CHART_POINTS)
     request = ReplayRequest(
         rule=rule.name,
-        environment=status.environment,
+        environment=environment,
         start=start,
         end=now,
         interval_seconds=interval.total_seconds(),
     )
     try:
-        report = replay_guard(session, request, rule=rule, environments=[status.environment], window_size=window_size)
+        report = replay_guard(session, request, rule=rule, environments=[environment], window_size=window_size)
     except DomainError as error:  # measured by Prometheus, or a streak: only its latest reading is known
         return None, error.detail
     points = [GuardPoint(item.at, item.value, item.breached) for item in report.evaluations]
