@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import msgspec
 from litestar import Controller, Request, Response, Router, get, post
 from litestar.connection import ASGIConnection
-from litestar.datastructures import CacheControlHeader
+from litestar.datastructures import CacheControlHeader, ResponseHeader
 from litestar.di import NamedDependency
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, QueryParameter
@@ -40,7 +40,7 @@ from controlplane.rollouts.schemas import RolloutOperation
 from controlplane.rollouts.status import load_rollout
 from controlplane.settings import Settings
 from controlplane.ui.live import KEEPALIVE_SECONDS, LivePages, TooManyStreams
-from controlplane.ui.pages import render
+from controlplane.ui.pages import SECURITY_HEADERS, render
 from controlplane.ui.problems import exception_handlers, wants_html
 from controlplane.ui.session import (
     COOKIE_NAME,
@@ -354,6 +354,12 @@ async def _renders(live: LivePages, topic: str) -> AsyncIterator[ServerSentEvent
         return  # taken between the check and the stream's start: the browser reconnects later
 
 
+async def _with_security_headers(response: Response[Any]) -> Response[Any]:
+    """The page's security headers on a static file too (a router's response headers do not reach those)."""
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
 def ui_router() -> Router:
     """The operator's page: its routes and its vendored assets, browsers' errors answered in HTML."""
     static = create_static_files_router(
@@ -363,9 +369,11 @@ def ui_router() -> Router:
         # The file names carry their versions, so a browser may keep them.
         cache_control=CacheControlHeader(max_age=86400, public=True),
         include_in_schema=False,
+        after_request=_with_security_headers,
     )
     return Router(
         path="/",
         route_handlers=[root_redirect, SignInController, OperatorPageController, static],
         exception_handlers=exception_handlers,
+        response_headers=[ResponseHeader(name=name, value=value) for name, value in SECURITY_HEADERS.items()],
     )

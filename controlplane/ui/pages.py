@@ -8,13 +8,26 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-__all__ = ["ASSETS", "TEMPLATES", "render"]
+__all__ = ["ASSETS", "SECURITY_HEADERS", "TEMPLATES", "render"]
 
 #: The vendored assets, by role: versioned file names, so a browser may cache them for good.
 ASSETS = {
     "htmx": "htmx-2.0.11.min.js",
     "sse": "htmx-ext-sse-2.2.4.min.js",
     "css": "ui.css",
+    "js": "ui.js",
+}
+
+#: Every answer of the page: its own scripts and stylesheet only, never inside another site's frame (a page with a
+#: rollback button must not be clickjacked), and no full URL leaking to other sites.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ),
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
 }
 
 

@@ -12,7 +12,7 @@ from litestar import Request, Response
 from litestar.types import ExceptionHandlersMap
 
 from controlplane.api.problems import exception_handlers as json_handlers
-from controlplane.ui.pages import render
+from controlplane.ui.pages import SECURITY_HEADERS, render
 from controlplane.ui.session import UI_PATH, sign_out_cookie
 
 __all__ = ["exception_handlers", "wants_html"]
@@ -53,9 +53,8 @@ def _html_problem(request: Request[Any, Any, Any], error: Exception) -> Response
         extras=extras,
         principal=None,
     )
-    headers = {
-        key: value for key, value in answer.headers.items() if key.lower() in {"retry-after", "www-authenticate"}
-    }
+    kept = {"retry-after", "www-authenticate"}
+    headers = {key: value for key, value in answer.headers.items() if key.lower() in kept} | SECURITY_HEADERS
     return Response(html, status_code=status, media_type="text/html", headers=headers)
 
 

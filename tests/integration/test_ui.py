@@ -58,6 +58,21 @@ def operator(client: Client, make_token: Callable[..., str], applied: None) -> s
     return token
 
 
+def test_every_page_forbids_framing_and_foreign_scripts(client: Client, operator: str) -> None:
+    answers = [
+        client.get("/ui", headers=HTML),
+        client.get("/ui/sign-in"),
+        client.get("/ui/static/ui.js"),
+        client.get("/ui/flags/no-such-flag/environments/qa", headers=HTML),  # a refusal's page too
+    ]
+    assert [response.status_code for response in answers] == [200, 200, 200, 404]
+    for response in answers:
+        assert response.headers["x-frame-options"] == "DENY"
+        policy = response.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in policy
+        assert "script-src 'self';" in policy
+
+
 def test_the_root_opens_the_operators_page(client: Client) -> None:
     response = client.get("/", follow_redirects=False)
 
