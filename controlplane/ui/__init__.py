@@ -5,6 +5,7 @@ controller.py   routes: sign-in and sign-out, the overview, one page per flag an
 session.py      the sign-in cookie and the CSRF token derived from it (pure)
 views.py        what a page shows, read through rollouts, guarding, audit and notifications (never writes)
 charts.py       a guard's values over its stage as an inline SVG (pure)
+pages.py        the Jinja2 templates (templates/) and their filters, the vendored assets (static/), security headers
 live.py         one watcher per replica: renders a page's live part once per change and pushes it to its streams
 problems.py     problem details as a readable page or fragment, for browsers; JSON for everyone else
 """

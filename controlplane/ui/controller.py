@@ -8,7 +8,8 @@ uses, audited with the token's name as the actor.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Hashable
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,6 +24,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage
 from litestar.static_files import create_static_files_router
+from sqlalchemy.orm import Session
 
 from controlplane.api.dependencies import Now, ProcessMetrics, ProcessSettings, Work, from_state
 from controlplane.api.roles import Role, grants
@@ -52,7 +54,7 @@ from controlplane.ui.session import (
     sign_in_cookie,
     sign_out_cookie,
 )
-from controlplane.ui.views import read_change_marker, read_flag_page, read_overview
+from controlplane.ui.views import FlagPage, Overview, read_change_marker, read_flag_page, read_overview
 
 __all__ = [
     "OVERVIEW_TOPIC",
@@ -123,11 +125,13 @@ def _page_context(request: Request[Any, Any, Any], principal: Principal, setting
     }
 
 
-def _read_overview(settings: Settings, now: Any, gates: GateReader) -> Callable[[Any], Any]:
+def _read_overview(settings: Settings, now: datetime, gates: GateReader) -> Callable[[Session], Overview]:
     return partial(read_overview, environments=settings.environments, now=now, gates=gates)
 
 
-def _read_flag_page(settings: Settings, target: RolloutTarget, now: Any, gates: GateReader) -> Callable[[Any], Any]:
+def _read_flag_page(
+    settings: Settings, target: RolloutTarget, now: datetime, gates: GateReader
+) -> Callable[[Session], FlagPage]:
     return partial(
         read_flag_page,
         target=target,
@@ -141,7 +145,7 @@ def _read_flag_page(settings: Settings, target: RolloutTarget, now: Any, gates: 
 def make_live_pages(uow: UnitOfWork, settings: Settings, clock: Clock, gates: GateReader) -> LivePages:
     """The replica's live pages: the change marker and the renders of the overview and of each flag's page."""
 
-    async def marker() -> Any:
+    async def marker() -> Hashable:
         return await uow.read(read_change_marker)
 
     async def render_topic(topic: str) -> str:
