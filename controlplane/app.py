@@ -13,6 +13,8 @@ from datetime import timedelta
 from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.middleware.rate_limit import RateLimitConfig
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.template import TemplateConfig
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
@@ -43,6 +45,7 @@ from controlplane.flags import service as flag_service
 from controlplane.flags.controller import FlagController
 from controlplane.guarding.controller import GuardController
 from controlplane.guarding.dependencies import dependencies as gate_dependencies
+from controlplane.guarding.dependencies import provide_gates
 from controlplane.guarding.webhook import AlertmanagerController
 from controlplane.metrics import ControlPlaneMetrics, HttpMetricsMiddleware
 from controlplane.migrate import is_at_head
@@ -57,6 +60,8 @@ from controlplane.telemetry.cache import CatalogCache
 from controlplane.telemetry.controller import EventController
 from controlplane.telemetry.metrics import EventMetrics
 from controlplane.telemetry.writer import BatchWriter
+from controlplane.ui.controller import make_live_pages, ui_router
+from controlplane.ui.pages import TEMPLATES
 
 __all__ = ["API_PREFIX", "create_app"]
 
@@ -117,6 +122,14 @@ def create_app(
         stale_after=timedelta(seconds=settings.cleanup_stale_seconds),
         metrics=process_metrics,
     )
+
+    async def after_commit() -> None:
+        # A replica's own commit reaches its evaluation at once (the feed) and its open pages at once (live pages).
+        await feed.catch_up()
+        live_pages.wake()
+
+    unit_of_work = UnitOfWork(factory, reader, after_commit=after_commit, deadline=settings.database_timeout_seconds)
+    live_pages = make_live_pages(unit_of_work, settings, clock, provide_gates())
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -201,7 +214,7 @@ def create_app(
         store="rate_limit_address",
     )
     return Litestar(
-        route_handlers=[api, evaluation, healthz, readyz, metrics],
+        route_handlers=[api, evaluation, healthz, readyz, metrics, ui_router()],
         guards=[authorize],
         before_request=answer_options,
         dependencies={
@@ -220,7 +233,8 @@ def create_app(
             per_address.middleware,
             per_token.middleware,
         ],
-        lifespan=[lifespan],
+        lifespan=[lifespan, lambda _app: live_pages.running()],
+        template_config=TemplateConfig(instance=JinjaTemplateEngine.from_environment(TEMPLATES)),
         request_max_body_size=settings.max_body_bytes,
         openapi_config=openapi_config(
             title="Rollout control plane",
@@ -233,9 +247,8 @@ def create_app(
                 "settings": settings,
                 "engine": engine,
                 "reader": reader,
-                "unit_of_work": UnitOfWork(
-                    factory, reader, after_commit=feed.catch_up, deadline=settings.database_timeout_seconds
-                ),
+                "unit_of_work": unit_of_work,
+                "live_pages": live_pages,
                 "feed": feed,
                 "principals": PrincipalCache(ttl_seconds=settings.token_cache_seconds),
                 "stream_credentials": StreamCredentials.from_settings(

@@ -1,7 +1,8 @@
 """One guard for every route: it reads the role a route declares and refuses callers below it.
 
 A route declares ``opt={"role": Role.X}`` (usually on its controller) or ``opt={"public": True}``. A route
-that declares neither is refused to everyone, so a new route cannot ship unprotected by forgetting.
+that declares neither is refused to everyone, so a new route cannot ship unprotected by forgetting. A route that
+declares ``opt={"token_cookie": NAME}`` also accepts the token from that cookie (the operator's page).
 """
 
 from __future__ import annotations
@@ -191,6 +192,12 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
             detail="a stream credential opens only the change stream it was issued for, in its URL",
             extra={"reason": "stream-credential-wrong-route"},
         )
+    cookie = handler.opt.get("token_cookie")
+    if token is None and isinstance(cookie, str):
+        # A route for browsers (the operator's page) also takes the token from its sign-in cookie; the route then
+        # checks its own CSRF token on every change, since a cookie is sent by whichever page makes the request.
+        token = connection.cookies.get(cookie) or None
+        connection.state.token_from_cookie = token is not None
     if token is None:
         raise NotAuthorizedException(detail="send a token as `Authorization: Bearer <token>` or `X-API-Key`")
     cache: PrincipalCache = connection.app.state.principals
