@@ -41,16 +41,17 @@ CHROMIUM_ARGS = [
 Screenshot = Callable[[Page, str], Path]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright_driver() -> Iterator[Playwright]:
-    """Playwright's driver for the whole session."""
+    """Playwright's driver, for one test module at a time: its sync API keeps an asyncio loop running in the main
+    thread while it is open, which would break every later test that runs a loop of its own (asyncio.run)."""
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium(playwright_driver: Playwright) -> Iterator[Browser]:
-    """One headless Chromium for the session (each test gets its own context: cookies and storage apart)."""
+    """One headless Chromium per test module (each test gets its own context: cookies and storage apart)."""
     if shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists():
         missing_service(f"Chromium at {CHROMIUM} (apt-get install chromium)")
     browser = playwright_driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
