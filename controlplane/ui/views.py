@@ -42,6 +42,7 @@ __all__ = [
     "GuardView",
     "NotificationLine",
     "Overview",
+    "describe_change",
     "read_change_marker",
     "read_flag_page",
     "read_overview",
@@ -173,7 +174,7 @@ def read_flag_page(
             actor=record.actor,
             action=record.action,
             reason=record.reason,
-            change=_change(record.before, record.after),
+            change=describe_change(record.before, record.after),
         )
         for record in list_audit_records(session, target=target.flag, environment=target.environment, limit=RECENT)
     ]
@@ -271,16 +272,31 @@ def _duration(span: timedelta) -> str:
     return f"{seconds}s"
 
 
-def _change(before: Any, after: Any) -> str:
+def describe_change(before: Any, after: Any) -> str:
     """What an audit record changed, as ``field: old -> new`` for the fields that differ."""
     if not isinstance(before, dict) or not isinstance(after, dict):
         return ""
     changed = [
-        f"{name}: {before.get(name)} -> {after.get(name)}"
+        f"{name.replace('_', ' ')}: {_word(before.get(name))} -> {_word(after.get(name))}"
         for name in sorted(set(before) | set(after))
         if before.get(name) != after.get(name)
     ]
     return "; ".join(changed)
+
+
+def _word(value: Any) -> str:
+    """A recorded value as an operator reads it: yes/no, none, 10%-style numbers, words without underscores."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, str):
+        return value.replace("_", " ")
+    if isinstance(value, list):
+        return ", ".join(_word(item) for item in value) or "none"
+    return str(value)
 
 
 def _notifications(session: Session, guards: Sequence[Sequence[str]], environment: str) -> list[NotificationLine]:

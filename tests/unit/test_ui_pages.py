@@ -8,6 +8,7 @@ import pytest
 
 from controlplane.ui.charts import HEIGHT, WIDTH, GuardPoint, draw_guard_chart
 from controlplane.ui.session import csrf_token, is_valid_csrf, safe_next
+from controlplane.ui.views import describe_change
 
 START = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -66,3 +67,12 @@ def test_a_chart_without_values_is_empty() -> None:
 
     assert chart.empty
     assert chart.threshold_y is None
+
+
+def test_an_audit_change_reads_in_words_not_python_values() -> None:
+    before = {"enabled": True, "percentage": 10.0, "state": "running", "revision": 2, "gates": None}
+    after = {"enabled": False, "percentage": 0.0, "state": "rolled_back", "revision": 3, "gates": ["a", "b"]}
+
+    assert describe_change(before, after) == (
+        "enabled: yes -> no; gates: none -> a, b; percentage: 10 -> 0; revision: 2 -> 3; state: running -> rolled back"
+    )
