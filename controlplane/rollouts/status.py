@@ -165,7 +165,10 @@ def build_status(
         verdict = stage_verdict(session, loaded, rollout, gates)
         gate, gates_detail = ("clear" if verdict.clear else "holding"), verdict.summary
     else:
-        gate, gates_detail = "not_running", f"gates are judged while the rollout runs; it is {rollout.state.value}"
+        gate, gates_detail = (
+            "not_running",
+            f"gates are judged while the rollout runs; it is {rollout.state.value.replace('_', ' ')}",
+        )
     previous = _previous_environment(loaded)
     remaining = machine.bake_remaining(rollout, now=now)
     auto = rollout.state is RolloutState.RUNNING and rollout.stage.auto_advance
