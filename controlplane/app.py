@@ -211,6 +211,9 @@ def create_app(
             per_token.middleware,
         ],
         lifespan=[lifespan],
+        # The process that serves configures logging once (controlplane.logs); Litestar's default would reconfigure
+        # the root logger for every app built, in its own format.
+        logging_config=None,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Rollout control plane",

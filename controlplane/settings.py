@@ -15,6 +15,8 @@ from pathlib import Path
 __all__ = ["Settings", "SettingsError"]
 
 PREFIX = "CONTROLPLANE_"
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class SettingsError(ValueError):
@@ -103,6 +105,11 @@ class Settings:
     honours `STORAGE_EMULATOR_HOST`)."""
     replica_id: str = field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")
     """Name of this replica in the leader lease; host name and process id by default."""
+    log_format: str = "text"
+    """How `serve` writes its log on stderr: `text` (one human line per record) or `json` (one object per line,
+    uvicorn's and APScheduler's records included)."""
+    log_level: str = "info"
+    """The least severe log records written: `debug` (every job run too), `info`, `warning` or `error`."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -156,6 +163,14 @@ class Settings:
         if self.prometheus_url and not self.prometheus_url.startswith(("http://", "https://")):
             raise SettingsError(
                 f"CONTROLPLANE_PROMETHEUS_URL must be an http:// or https:// base URL, got {self.prometheus_url!r}"
+            )
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(
+                f"CONTROLPLANE_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}"
+            )
+        if self.log_level not in LOG_LEVELS:
+            raise SettingsError(
+                f"CONTROLPLANE_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
             )
         if self.telemetry_retention_seconds < 86400 + self.telemetry_window_seconds:
             raise SettingsError(
