@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from controlplane.cleanup import claims, runs, service
 from controlplane.cleanup.claims import ClaimedRun
 from controlplane.cleanup.runner import CleanupReport, RetryPolicy, run_cleanup
+from controlplane.cleanup.schemas import RunStatus
 from controlplane.cleanup.storage import GcsStorage, Storage
 from controlplane.clock import Clock
 from controlplane.db import session_scope
@@ -114,7 +115,10 @@ def execute_run(
         return None
     if metrics is not None:
         _count(metrics, claimed, before, report, finished.status.value)
-    logger.info(
+    # A scheduled run that found nothing to do is routine; one that deleted, skipped or failed anything is news.
+    eventful = report.deleted or report.failed or report.skipped or finished.status.value != RunStatus.SUCCEEDED.value
+    logger.log(
+        logging.INFO if eventful else logging.DEBUG,
         "cleanup run %s (%s) %s: scanned %d, matched %d, deleted %d, skipped %d, failed %d",
         claimed.id,
         claimed.policy or "purge",
