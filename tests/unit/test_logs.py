@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import sessionmaker
 
+from controlplane.api.health import ReadinessLog
 from controlplane.clock import system_clock
 from controlplane.logs import RoutineFilter, configure_logging
 from controlplane.metrics import ControlPlaneMetrics
@@ -159,3 +160,15 @@ def test_a_failing_job_is_counted_each_run_and_logged_once(caplog: pytest.LogCap
     )
     assert errors == 3
     assert [r.levelname for r in caplog.records] == ["ERROR", "WARNING"]
+
+
+def test_readiness_is_logged_when_lost_and_when_back_not_at_every_probe(caplog: pytest.LogCaptureFixture) -> None:
+    readiness = ReadinessLog()
+    caplog.set_level(logging.INFO, logger="controlplane.api.health")
+    for answer in [None, None, "unreachable: OperationalError", "no answer within 2 s", None, None]:
+        readiness.answered(answer)
+
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert logged[0] == ("WARNING", "not ready (database: unreachable: OperationalError)")
+    assert logged[1][0] == "INFO" and logged[1][1].startswith("ready again after")
+    assert len(logged) == 2
