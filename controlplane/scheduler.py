@@ -219,10 +219,9 @@ class Scheduler:
         self._leadership = leadership
         self._metrics = metrics
         self._scheduler = BackgroundScheduler(timezone="UTC")
-        self._failures = {job.id: FailureStreak(logger, f"job {job.id}") for job in jobs}
 
     def _guarded(self, job: JobSpec) -> Callable[[], Any]:
-        failures = self._failures.setdefault(job.id, FailureStreak(logger, f"job {job.id}"))
+        failures = FailureStreak(logger, f"job {job.id}")
 
         def run() -> Any:
             if job.leader_only and not self._leadership.is_leader():
