@@ -79,6 +79,8 @@ def configure_logging(log_format: LogFormat, level: int = logging.INFO, stream: 
     root.addHandler(handler)
     # The root's level lets the demoted libraries' INFO through to the filter, which shows it only at DEBUG.
     root.setLevel(min(level, logging.INFO))
+    # Python's warnings (a library's DeprecationWarning, say) as records in the same format, not raw stderr text.
+    logging.captureWarnings(True)
     for name in ("uvicorn", "uvicorn.error", ACCESS_LOGGER):
         # uvicorn's default config gives these handlers of their own (access lines on stdout): theirs go through ours.
         logger = logging.getLogger(name)

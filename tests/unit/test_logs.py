@@ -68,6 +68,7 @@ def restore_logging() -> Iterator[None]:
     uvicorn = {name: logging.getLogger(name) for name in ("uvicorn", "uvicorn.error", "uvicorn.access")}
     saved = {name: (list(lg.handlers), lg.propagate, lg.level) for name, lg in uvicorn.items()}
     yield
+    logging.captureWarnings(False)
     for handler in list(root.handlers):
         root.removeHandler(handler)
     for handler in handlers:
