@@ -100,8 +100,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     engine = open_engine(settings)
     token = bootstrap(settings, engine)
     if token is not None:
-        # The only thing serve writes to stdout: `token=$(controlplane serve | head -1)` works, and a stdout nobody
-        # reads never fills up (the log is on stderr).
+        # The only thing serve writes to stdout (the log is on stderr): a redirect keeps the secret apart, and a
+        # stdout pipe nobody reads never fills up and blocks the server.
         print(token, flush=True)
     host = args.host or settings.host
     port = args.port or settings.port
