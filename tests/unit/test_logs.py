@@ -7,9 +7,11 @@ import json
 import logging
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine
 from sqlalchemy.orm import sessionmaker
 
 from controlplane.api.health import ReadinessLog
@@ -173,3 +175,15 @@ def test_readiness_is_logged_when_lost_and_when_back_not_at_every_probe(caplog: 
     assert logged[0] == ("WARNING", "not ready (database: unreachable: OperationalError)")
     assert logged[1][0] == "INFO" and logged[1][1].startswith("ready again after")
     assert len(logged) == 2
+
+
+def test_a_lease_renewal_that_keeps_failing_is_logged_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    unreachable = create_engine(f"sqlite:///{tmp_path / 'no-such-folder' / 'controlplane.db'}")
+    leadership = Leadership(sessionmaker(unreachable), holder="a", ttl=timedelta(seconds=15), clock=system_clock)
+    caplog.set_level(logging.INFO, logger="controlplane.scheduler")
+
+    assert [leadership.renew() for _ in range(5)] == [False] * 5
+
+    [logged] = caplog.records
+    assert logged.levelname == "ERROR" and "leader lease renewal" in logged.getMessage()
+    assert "OperationalError" in logged.getMessage()
