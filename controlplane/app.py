@@ -235,6 +235,9 @@ def create_app(
         ],
         lifespan=[lifespan, lambda _app: live_pages.running()],
         template_config=TemplateConfig(instance=JinjaTemplateEngine.from_environment(TEMPLATES)),
+        # The process that serves configures logging once (controlplane.logs); Litestar's default would reconfigure
+        # the root logger for every app built, in its own format.
+        logging_config=None,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=openapi_config(
             title="Rollout control plane",

@@ -3,6 +3,7 @@ history and the notification log. The audit log is never touched."""
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -14,6 +15,8 @@ from controlplane.notifications.service import delete_superseded_notifications
 from controlplane.telemetry import service as telemetry_service
 
 __all__ = ["expire_telemetry"]
+
+logger = logging.getLogger(__name__)
 
 
 def expire_telemetry(
@@ -39,10 +42,14 @@ def expire_telemetry(
         if alert_history_retention is not None:
             transitions = delete_old_transitions(session, before=now - alert_history_retention)
             notifications = delete_superseded_notifications(session, before=now - alert_history_retention)
-    return {
+    deleted = {
         "windows": windows,
         "subjects": subjects,
         "batches": batches,
         "transitions": transitions,
         "notifications": notifications,
     }
+    if any(deleted.values()):
+        # A run that deleted nothing is routine (the scheduler logs it at DEBUG); one that did says what.
+        logger.info("retention deleted %s", ", ".join(f"{count} {kind}" for kind, count in deleted.items() if count))
+    return deleted

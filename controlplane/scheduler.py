@@ -38,6 +38,7 @@ from controlplane.notifications.config import NotificationConfig
 from controlplane.notifications.jobs import deliver_due_notifications
 from controlplane.retention import expire_telemetry
 from controlplane.rollouts.jobs import advance_baked_rollouts
+from controlplane.scheduling.failures import FailureStreak
 from controlplane.scheduling.lease import release_lease, try_acquire_lease
 from controlplane.settings import Settings
 
@@ -69,6 +70,7 @@ class Leadership:
         self._lock = threading.Lock()
         #: Called (in the renewing thread) when this replica becomes the leader: the scheduler runs its jobs now.
         self.on_elected: Callable[[], None] | None = None
+        self._renewals = FailureStreak(logger, "leader lease renewal (acting as follower meanwhile)")
 
     @classmethod
     def for_settings(cls, factory: sessionmaker[Session], settings: Settings, clock: Clock) -> Leadership:
@@ -82,9 +84,11 @@ class Leadership:
         try:
             with session_scope(self._factory) as session:
                 held = try_acquire_lease(session, name=LEASE_NAME, holder=self.holder, now=now, ttl=self._ttl)
-        except Exception:
-            logger.exception("leader lease renewal failed; acting as follower")
+        except Exception as error:
+            self._renewals.failed(error)
             held = False
+        else:
+            self._renewals.succeeded()
         with self._lock:
             was_leader = self._held_until is not None and self._held_until > now
             self._held_until = now + self._ttl - self._margin if held else None
@@ -221,12 +225,22 @@ class Scheduler:
         self._scheduler = BackgroundScheduler(timezone="UTC")
 
     def _guarded(self, job: JobSpec) -> Callable[[], Any]:
+        failures = FailureStreak(logger, f"job {job.id}")
+
         def run() -> Any:
             if job.leader_only and not self._leadership.is_leader():
                 if self._metrics is not None:
                     self._metrics.job_runs.labels(job.id, "skipped").inc()
                 return None
-            result = job.run() if self._metrics is None else self._metrics.timed_job(job.id, job.run)
+            try:
+                result = job.run() if self._metrics is None else self._metrics.timed_job(job.id, job.run)
+            except Exception as error:
+                # Logged here, once per streak (counted in controlplane_scheduler_job_runs_total), not by APScheduler
+                # on every run: a job failing each second through an outage would write a traceback a second.
+                failures.failed(error)
+                return None
+            failures.succeeded()
+            # A run that changed something says so itself, at INFO (a stage advanced, a rollback, a deletion).
             logger.debug("job %s finished: %s", job.id, result)
             return result
 

@@ -18,6 +18,8 @@ __all__ = ["Settings", "SettingsError"]
 PREFIX = "CONTROLPLANE_"
 #: What a browser sends as `Origin`: scheme, host and optional port, no path; `*` alone or within a part.
 _ORIGIN = re.compile(r"\*|https?://[A-Za-z0-9.*\[\]:-]+")
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class SettingsError(ValueError):
@@ -115,6 +117,11 @@ class Settings:
     honours `STORAGE_EMULATOR_HOST`)."""
     replica_id: str = field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")
     """Name of this replica in the leader lease; host name and process id by default."""
+    log_format: str = "text"
+    """How `serve` writes its log on stderr: `text` (one human line per record) or `json` (one object per line,
+    uvicorn's and APScheduler's records included)."""
+    log_level: str = "info"
+    """The least severe log records written: `debug` (every job run too), `info`, `warning` or `error`."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -185,6 +192,14 @@ class Settings:
                 raise SettingsError(
                     f"CONTROLPLANE_CORS_ALLOWED_ORIGINS: {origin!r} is not an origin (scheme://host[:port], no path)"
                 )
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(
+                f"CONTROLPLANE_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}"
+            )
+        if self.log_level not in LOG_LEVELS:
+            raise SettingsError(
+                f"CONTROLPLANE_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
+            )
         if self.telemetry_retention_seconds < 86400 + self.telemetry_window_seconds:
             raise SettingsError(
                 "CONTROLPLANE_TELEMETRY_RETENTION_SECONDS must cover the longest rule window (one day) plus one "

@@ -7,6 +7,8 @@
 - ``controlplane_client.objects``: the signed-URL expiry an application records on bucket objects for the cleanup.
 - ``controlplane_client.observed``: the request observer of an ASGI app (the server's HTTP metrics, an application's
   request events).
+- ``controlplane_client.logs``: the log line format (structlog processors, text or JSON) of the server and the
+  pipeline.
 
 Nothing here imports ``controlplane`` (the server) or ``pipeline`` (an application): the server depends on these
 packages, never the other way round.

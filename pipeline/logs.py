@@ -15,6 +15,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from controlplane_client.logs import configure_structlog
+
 __all__ = ["configure_logging", "get_logger", "redact"]
 
 _SIGNED = re.compile(r"(https?://[^\s?\"']+)\?[^\s\"']*(?:X-Goog-Signature|Signature=)[^\s\"']*", re.IGNORECASE)
@@ -39,19 +41,7 @@ def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMap
 
 def configure_logging(stream: TextIO | None = None, level: int = logging.INFO) -> None:
     """JSON lines on ``stream`` (stdout by default) for structlog loggers."""
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _redact,
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(sort_keys=True),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),
-        cache_logger_on_first_use=False,
-    )
+    configure_structlog(stream or sys.stdout, log_format="json", level=level, extra=[_redact])
 
 
 def get_logger() -> Any:

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from controlplane.cleanup import claims, runs, service
 from controlplane.cleanup.claims import ClaimedRun
 from controlplane.cleanup.runner import CleanupReport, RetryPolicy, run_cleanup
+from controlplane.cleanup.schemas import RunStatus
 from controlplane.cleanup.storage import GcsStorage, Storage
 from controlplane.clock import Clock
 from controlplane.db import session_scope
@@ -102,8 +103,18 @@ def execute_run(
         logger.warning("cleanup run %s was taken over by another runner; %s stops", claimed.id, runner)
         return None
     except Exception as exc:  # the run is recorded as failed with the reason; the job itself goes on
-        logger.exception("cleanup run %s failed", claimed.id)
         error = f"{type(exc).__name__}: {exc}"
+        # One line with what an operator needs. The storage client's errors (credentials, permissions, a missing
+        # bucket) say it in their message; anything else is a bug here, and its traceback is for whoever fixes it.
+        outside = type(exc).__module__.startswith("google.")
+        logger.error(
+            "cleanup run %s (%s, bucket %s) failed: %s",
+            claimed.id,
+            claimed.policy or "purge",
+            claimed.bucket,
+            error,
+            exc_info=None if outside else exc,
+        )
     with session_scope(factory) as session:
         if report.stopped and not error:
             claims.release_run(session, run_id=claimed.id, runner=runner, report=report, now=clock())
@@ -114,7 +125,11 @@ def execute_run(
         return None
     if metrics is not None:
         _count(metrics, claimed, before, report, finished.status.value)
-    logger.info(
+    # A scheduled run that found nothing to do is routine; one that deleted, skipped or failed anything is news
+    # (a run that raised was told above, with why).
+    eventful = report.deleted or report.failed or report.skipped or finished.status.value != RunStatus.SUCCEEDED.value
+    logger.log(
+        logging.INFO if eventful and (report.deleted or not error) else logging.DEBUG,
         "cleanup run %s (%s) %s: scanned %d, matched %d, deleted %d, skipped %d, failed %d",
         claimed.id,
         claimed.policy or "purge",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from typing import Any
 
@@ -11,6 +12,8 @@ from controlplane.cli.output import Subcommands, add_command, stderr
 from controlplane.settings import Settings
 
 __all__ = ["add_server_commands", "bootstrap", "local_actor", "open_engine"]
+
+logger = logging.getLogger("controlplane.serve")
 
 
 def open_engine(settings: Settings) -> Any:
@@ -62,7 +65,7 @@ def bootstrap(settings: Settings, engine: Any) -> str | None:
             for definition in definitions
         ]
     for path, report in zip(paths, reports, strict=True):
-        stderr.print(f"definitions: {path} {'applied changes' if report.changed else 'unchanged'}")
+        logger.info("definitions %s: %s", "applied changes" if report.changed else "unchanged", path)
     with session_scope(factory) as session:
         if auth_service.has_token_with_role(session, Role.ADMIN):
             return None
@@ -75,7 +78,8 @@ def bootstrap(settings: Settings, engine: Any) -> str | None:
             environments=settings.environments,
             now=utcnow(),
         )
-    stderr.print(f"\nAdmin token `{name}` (shown once; store it now):")
+    # The token itself goes to stdout only (cmd_serve): a log line is shipped and kept, a secret must not be.
+    logger.info("created admin token %s: printed once on standard output, store it now", name)
     return created.token
 
 
@@ -84,8 +88,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
     from controlplane.app import create_app
+    from controlplane.logs import configure_logging
     from controlplane.notifications.config import NotificationConfigError, load_notification_config
 
+    configure_logging(settings.log_format, getattr(logging, settings.log_level.upper()))  # type: ignore[arg-type]
     try:
         # Checked before anything else: a bad notifications file must stop the start, not silence on-call.
         load_notification_config(settings.notifications_file)
@@ -94,12 +100,17 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     engine = open_engine(settings)
     token = bootstrap(settings, engine)
     if token is not None:
+        # The only thing serve writes to stdout (the log is on stderr): a redirect keeps the secret apart, and a
+        # stdout pipe nobody reads never fills up and blocks the server.
         print(token, flush=True)
-        stderr.print(f"\nexport CONTROLPLANE_TOKEN={token}\n")
     host = args.host or settings.host
     port = args.port or settings.port
-    stderr.print(f"serving on http://{host}:{port} (API docs at /schema)")
-    uvicorn.run(create_app(settings, engine=engine, freeze_heap=True), host=host, port=port, log_level="info")
+    logger.info("serving on http://%s:%s (API docs at /schema)", host, port)
+    # log_config=None: uvicorn keeps the handlers configured above (stderr, the format asked for) instead of its
+    # own, which write access lines to stdout.
+    uvicorn.run(
+        create_app(settings, engine=engine, freeze_heap=True), host=host, port=port, log_config=None, log_level=None
+    )
 
 
 def add_server_commands(commands: Subcommands) -> None:

@@ -108,8 +108,8 @@ def control_plane(url: str, folder: Path) -> Iterator[tuple[str, str]]:
     )
     assert process.stdout is not None
     token = process.stdout.readline().decode().strip()
-    # Keep reading what it prints (uvicorn's access log goes to stdout): a pipe nobody drains fills up at 64 KiB,
-    # and the server's event loop then blocks writing its next access line.
+    # Keep reading what it prints: serve writes only the token on stdout (its log goes to stderr), but a pipe nobody
+    # drains would block the server on 64 KiB of anything written there later.
     stdout = process.stdout
 
     def drain() -> None:

@@ -3,10 +3,12 @@ lets one runner run, resuming after a crash, and the record each run leaves."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
+from google.auth.exceptions import DefaultCredentialsError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -233,6 +235,26 @@ def test_storage_that_cannot_be_reached_fails_the_run_with_the_reason(
         done = cleanup_runs.get_run(session, run_id=run.id)
     assert done.status is RunStatus.FAILED
     assert done.error == "RuntimeError: could not find default credentials"
+
+
+def test_a_run_the_storage_client_refuses_is_one_error_line_with_the_reason_and_no_traceback(
+    session_factory: sessionmaker[Session], clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    apply(session_factory, clock, HOURLY)
+
+    def no_credentials(bucket: str) -> FakeBucket:
+        raise DefaultCredentialsError("Your default credentials were not found.")  # type: ignore[no-untyped-call]
+
+    with session_scope(session_factory) as session:
+        run = cleanup_runs.request_run(session, name="old-refs", body=RunRequest(), actor="op", now=clock())
+    caplog.set_level(logging.INFO, logger="controlplane.cleanup")
+    run_cleanups(session_factory, replica="r1", clock=clock, storage_for=no_credentials, stale_after=STALE)
+
+    [line] = [record for record in caplog.records if record.name.startswith("controlplane.cleanup")]
+    assert line.levelname == "ERROR" and line.exc_info is None
+    message = line.getMessage()
+    assert message.startswith(f"cleanup run {run.id} (old-refs, bucket ")
+    assert message.endswith("failed: DefaultCredentialsError: Your default credentials were not found.")
 
 
 class Crash(BaseException):

@@ -48,6 +48,8 @@ def test_settings_default_to_the_embedded_sqlite_store() -> None:
         ("CONTROLPLANE_RATE_LIMIT_PER_MINUTE", "0", "must be positive"),
         ("CONTROLPLANE_DATABASE_TIMEOUT_SECONDS", "0", "CONTROLPLANE_DATABASE_TIMEOUT_SECONDS must be positive"),
         ("CONTROLPLANE_ENVIRONMENTS", "qa,qa", "twice"),
+        ("CONTROLPLANE_LOG_FORMAT", "yaml", "CONTROLPLANE_LOG_FORMAT must be one of text, json"),
+        ("CONTROLPLANE_LOG_LEVEL", "verbose", "CONTROLPLANE_LOG_LEVEL must be one of debug, info, warning, error"),
     ],
 )
 def test_unusable_settings_are_refused_naming_the_variable(variable: str, value: str, message: str) -> None:
