@@ -20,6 +20,8 @@ import anyio.to_thread
 import msgspec
 from litestar import Litestar, Request, get, post, put
 from litestar.datastructures import State, UploadFile
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.params import FromPath, JSONBody
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -286,5 +288,10 @@ def create_pipeline_app(settings: PipelineSettings | None = None, parts: Parts |
         middleware=[lambda app: RequestEvents(app, telemetry)],
         lifespan=[lifespan],
         request_max_body_size=_BODY_LIMIT,
+        # The document only, at /schema/openapi.json: Litestar's default docs page loads its scripts from a CDN and
+        # renders blank offline. The control plane's own /schema page (assets in its package) can display it.
+        openapi_config=OpenAPIConfig(
+            title="Reference-image pipeline", version="1", path="/schema", render_plugins=[JsonRenderPlugin()]
+        ),
         state=State({"workflow": workflow, "runs": runs, "registry": registry, "settings": settings, "faults": faults}),
     )

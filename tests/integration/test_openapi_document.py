@@ -159,6 +159,17 @@ def test_the_pipelines_upload_documents_its_multipart_body_and_its_refusals(tmp_
     assert all(list(response["content"]) == [PROBLEM] for response in refusals.values())
 
 
+def test_the_pipeline_publishes_its_document_and_no_page_that_needs_the_internet(tmp_path: Path) -> None:
+    settings = PipelineSettings(runs_dir=tmp_path / "runs", spool_dir=tmp_path / "spool", flags_enabled=False)
+    parts = Parts(gate=StaticGate(True), analyzer=LocalAnalyzer(), generator=LocalGenerator(), store=None)
+    with TestClient(create_pipeline_app(settings, parts)) as client:
+        document = client.get("/schema/openapi.json")
+        assert document.status_code == 200 and "/upload/reference-image" in document.json()["paths"]
+        for page in ("/schema", "/schema/swagger", "/schema/scalar", "/schema/redoc"):
+            answer = client.get(page)
+            assert "cdn." not in answer.text and "<script" not in answer.text, page
+
+
 def test_the_docs_page_loads_only_what_the_control_plane_serves_itself(tmp_path: Path) -> None:
     # The check without a browser: every script, stylesheet and icon of the page is under /schema/assets, and served.
     client = TestClient(create_app(Settings(database_url=f"sqlite:///{tmp_path / 'unused.db'}"), run_scheduler=False))
