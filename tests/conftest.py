@@ -8,6 +8,7 @@ runs are skipped locally and fail under ``CI=true``, so CI cannot go green witho
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -282,3 +283,24 @@ def postgres_server(postgres_url: str) -> Iterator[tuple[str, dict[str, str]]]:
     """The app served by uvicorn on a fresh PostgreSQL database; its base URL and admin headers."""
     with serve_with_admin(postgres_url) as served:
         yield served
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Logging as it was before the test: ``configure_logging`` (run by `serve`) replaces the root handlers with
+    one on the stderr of the moment, which under capsys is closed once the test ends, and resets uvicorn's loggers."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    uvicorn = {name: logging.getLogger(name) for name in ("uvicorn", "uvicorn.error", "uvicorn.access")}
+    saved = {name: (list(lg.handlers), lg.propagate, lg.level) for name, lg in uvicorn.items()}
+    yield
+    logging.captureWarnings(False)
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+    for name, (old_handlers, propagate, old_level) in saved.items():
+        uvicorn[name].handlers[:] = old_handlers
+        uvicorn[name].propagate = propagate
+        uvicorn[name].setLevel(old_level)

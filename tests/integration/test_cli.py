@@ -178,6 +178,7 @@ def test_cli_without_a_token_says_how_to_get_one(
     assert code == 1 and "CONTROLPLANE_TOKEN" in err
 
 
+@pytest.mark.usefixtures("restore_logging")  # serve configures logging on the captured stderr
 def test_serve_refuses_a_broken_notifications_file_before_starting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -60,26 +59,6 @@ def test_library_warnings_and_our_info_stay() -> None:
     assert missed.levelname == "WARNING"
     assert RoutineFilter(logging.INFO).filter(record("controlplane.rollouts.jobs", logging.INFO, "advanced")) is True
     assert RoutineFilter(logging.WARNING).filter(record("controlplane.x", logging.INFO, "advanced")) is False
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """configure_logging replaces the root handlers and resets uvicorn's loggers: put them back afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    uvicorn = {name: logging.getLogger(name) for name in ("uvicorn", "uvicorn.error", "uvicorn.access")}
-    saved = {name: (list(lg.handlers), lg.propagate, lg.level) for name, lg in uvicorn.items()}
-    yield
-    logging.captureWarnings(False)
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    for handler in handlers:
-        root.addHandler(handler)
-    root.setLevel(level)
-    for name, (old_handlers, propagate, old_level) in saved.items():
-        uvicorn[name].handlers[:] = old_handlers
-        uvicorn[name].propagate = propagate
-        uvicorn[name].setLevel(old_level)
 
 
 def test_json_format_renders_every_record_as_one_object_with_access_fields(restore_logging: None) -> None:
