@@ -7,6 +7,7 @@ import textwrap
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -112,6 +113,27 @@ def requests(count: int, status_class: str, at: datetime, *, duration: float = 0
         }
         for _ in range(count)
     ]
+
+
+#: Every notification to one on-call webhook nobody answers (the tests read the outbox, not a receiver).
+ONCALL_WEBHOOK = """
+receivers:
+  oncall:
+    type: webhook
+    url: http://127.0.0.1:9/hook
+routes:
+  - severity: [page, ticket, info]
+    receivers: [oncall]
+"""
+
+
+def notifying_settings(database_url: str, folder: Path, notifications: str = ONCALL_WEBHOOK) -> Settings:
+    """Settings of an app under test without its scheduler, notifying as the ``notifications`` file says."""
+    path = folder / "notifications.yaml"
+    path.write_text(notifications)
+    return Settings(
+        database_url=database_url, scheduler_enabled=False, replica_id="test-replica", notifications_file=path
+    )
 
 
 class GuardedTraffic:

@@ -15,30 +15,17 @@ from controlplane.api.roles import Role
 from controlplane.settings import Settings
 from tests.browser.conftest import Screenshot
 from tests.conftest import REPO_ROOT, FakeClock, bearer
-from tests.guard_traffic import DEFINITION, GuardedTraffic
+from tests.guard_traffic import DEFINITION, GuardedTraffic, notifying_settings
 
 FLAG = "enable-reference-images"
 #: On-call, as the notification log shows it (nothing listens there: deliveries stay pending).
-NOTIFICATIONS = """
-receivers:
-  oncall:
-    type: webhook
-    url: http://127.0.0.1:9/hook
-routes:
-  - severity: [page, ticket, info]
-    receivers: [oncall]
-"""
 #: How long the page may take to show a change pushed by the server (it is pushed on the commit: well under this).
 LIVE_TIMEOUT_MS = 10_000
 
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
-    path = tmp_path / "notifications.yaml"
-    path.write_text(NOTIFICATIONS)
-    return Settings(
-        database_url=database_url, scheduler_enabled=False, replica_id="test-replica", notifications_file=path
-    )
+    return notifying_settings(database_url, tmp_path)
 
 
 def _operate(api: httpx.Client, environment: str, operation: str, **body: object) -> None:

@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 from controlplane.app import create_app
 from controlplane.settings import Settings
 from tests.conftest import FakeClock
-from tests.guard_traffic import FLAG, GuardedTraffic
+from tests.guard_traffic import FLAG, GuardedTraffic, notifying_settings
 
 DEFINITION = textwrap.dedent(
     """\
@@ -57,24 +57,10 @@ DEFINITION = textwrap.dedent(
     """
 )
 
-NOTIFICATIONS = """
-receivers:
-  oncall:
-    type: webhook
-    url: http://127.0.0.1:9/hook
-routes:
-  - severity: [page, ticket, info]
-    receivers: [oncall]
-"""
-
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
-    path = tmp_path / "notifications.yaml"
-    path.write_text(NOTIFICATIONS)
-    return Settings(
-        database_url=database_url, scheduler_enabled=False, replica_id="test-replica", notifications_file=path
-    )
+    return notifying_settings(database_url, tmp_path)
 
 
 @pytest.fixture

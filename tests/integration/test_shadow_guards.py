@@ -17,7 +17,7 @@ from controlplane.app import create_app
 from controlplane.catalog.rules import SHADOW_CONDITION
 from controlplane.settings import Settings
 from tests.conftest import FakeClock
-from tests.guard_traffic import FLAG, PIPELINE, GuardedTraffic, requests
+from tests.guard_traffic import FLAG, PIPELINE, GuardedTraffic, notifying_settings, requests
 
 NOTIFICATIONS = """
 receivers:
@@ -38,11 +38,7 @@ routes:
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
-    path = tmp_path / "notifications.yaml"
-    path.write_text(NOTIFICATIONS)
-    return Settings(
-        database_url=database_url, scheduler_enabled=False, replica_id="test-replica", notifications_file=path
-    )
+    return notifying_settings(database_url, tmp_path, NOTIFICATIONS)
 
 
 @pytest.fixture

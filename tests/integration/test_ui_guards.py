@@ -16,30 +16,17 @@ from sqlalchemy import Engine
 from controlplane.app import create_app
 from controlplane.settings import Settings
 from tests.conftest import FakeClock
-from tests.guard_traffic import DEFINITION, GuardedTraffic
+from tests.guard_traffic import DEFINITION, GuardedTraffic, notifying_settings
 
 PAGE = "/ui/flags/checkout-v2/environments/production"
 GUARDED = DEFINITION.replace(
     "guards: [error-rate, error-rate-strict]", "guards: [error-rate, error-rate-sequential, failure-streak]"
 )
-NOTIFICATIONS = """
-receivers:
-  oncall:
-    type: webhook
-    url: http://127.0.0.1:9/hook
-routes:
-  - severity: [page, ticket, info]
-    receivers: [oncall]
-"""
 
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
-    path = tmp_path / "notifications.yaml"
-    path.write_text(NOTIFICATIONS)
-    return Settings(
-        database_url=database_url, scheduler_enabled=False, replica_id="test-replica", notifications_file=path
-    )
+    return notifying_settings(database_url, tmp_path)
 
 
 @pytest.fixture
