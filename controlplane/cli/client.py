@@ -71,6 +71,11 @@ class Api:
         """The base URL of the control plane this client talks to."""
         return self._url
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """The headers that authorise this client's requests."""
+        return dict(self._headers)
+
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Api:
         """The API at `--url` (else CONTROLPLANE_URL, else the local one), authorised by `--token` (else

@@ -60,7 +60,7 @@ def build_parser(*, pacing: Pacing | None = None) -> argparse.ArgumentParser:
     add_token_commands(commands)
     add_definition_commands(commands)
     add_flag_commands(commands)
-    add_rollout_commands(commands, pacing or Pacing())
+    add_rollout_commands(commands, pacing or Pacing(follows_pushes=True))
     add_audit_commands(commands)
     add_alert_commands(commands)
     add_silence_commands(commands)

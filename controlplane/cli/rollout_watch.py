@@ -114,10 +114,12 @@ def rollout_changes(before: dict[str, Any] | None, after: dict[str, Any]) -> lis
 
 @dataclass(frozen=True, slots=True)
 class Pacing:
-    """The watch's clock and its wait between readings: the real ones, or a test's that moves the world instead."""
+    """The watch's clock and its wait between readings: the real ones, or a test's that moves the world instead.
+    With ``follows_pushes``, the wait also ends at once when the server pushes a change of the rollout."""
 
     monotonic: Callable[[], float] = time.monotonic
-    wait: Callable[[float], None] = time.sleep
+    wait: Callable[[float], object] = time.sleep
+    follows_pushes: bool = False
 
 
 @dataclass(frozen=True, slots=True)

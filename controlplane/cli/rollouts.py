@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +13,7 @@ from rich.table import Table
 
 from controlplane.cli.client import Api
 from controlplane.cli.output import Subcommands, add_command, emit, short_time, stderr, table
+from controlplane.cli.pushes import ChangeSignal
 from controlplane.cli.rollout_watch import Pacing, RolloutExit, exit_for, follow_rollout
 from controlplane.settings import Settings
 
@@ -104,17 +106,27 @@ def cmd_rollout_status(args: argparse.Namespace, settings: Settings) -> None:
             stamp = datetime.now(UTC).strftime("%H:%M:%S")
             print(f"{stamp} {status['flag']} in {status['environment']}: {'; '.join(changes)}", flush=True)
 
-    # Polled, not pushed: the server's push channel, /evaluation/v1/stream, needs an `evaluate` token (an operator's
-    # cannot open it) and announces only new configuration revisions, while a pause, a gate that starts or stops
-    # holding and a guard's state change no revision. Reading the status route sees every one of them.
-    end = follow_rollout(
-        lambda: api.call("GET", _base(args)),
-        timeout=args.timeout,
-        interval=args.interval,
-        pacing=args.pacing,
-        report=report,
-        warn=lambda message: stderr.print(message),
-    )
+    # Pushed, then read: the operator's page's live stream of this rollout wakes the watch on any change it shows (a
+    # stage, a pause, a gate, a guard), and the status route is read then. The evaluation stream would not do: it
+    # needs an `evaluate` token and announces only configuration revisions, which a pause or a gate does not make.
+    # The interval stays as the fallback (no page on the server, a buffering proxy, a dropped stream).
+    pacing: Pacing = args.pacing
+    signal = None
+    if pacing.follows_pushes:
+        signal = ChangeSignal(api.url, api.headers, f"/ui/live/flags/{args.flag}/environments/{args.env}").start()
+        pacing = replace(pacing, wait=signal.wait)
+    try:
+        end = follow_rollout(
+            lambda: api.call("GET", _base(args)),
+            timeout=args.timeout,
+            interval=args.interval,
+            pacing=pacing,
+            report=report,
+            warn=lambda message: stderr.print(message),
+        )
+    finally:
+        if signal is not None:
+            signal.close()
     if args.json:
         print(json.dumps({"exit": int(end.code), "reason": end.reason}), flush=True)
     else:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,6 +18,7 @@ from sqlalchemy.orm import sessionmaker
 
 from controlplane.api.roles import Role
 from controlplane.cli import main
+from controlplane.cli.pushes import ChangeSignal
 from controlplane.cli.rollout_watch import Pacing
 from controlplane.guarding.jobs import evaluate_alert_rules
 from controlplane.notifications.config import load_notification_config
@@ -276,3 +278,41 @@ def test_a_ci_job_sees_the_exit_code_of_the_real_process(story: Story, live_serv
         [*command, "rollout", "status", FLAG, "--env", "qa"], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0
+
+
+def test_the_change_signal_wakes_on_each_change_the_server_pushes(story: Story, live_server: str) -> None:
+    story.through_staging()
+    story.operate("production", "start")
+    path = f"/ui/live/flags/{FLAG}/environments/production"
+    signal = ChangeSignal(live_server, dict(story.http.headers), path).start()
+    try:
+        assert signal.wait(30), "the stream's first message (the page as it is) never came"
+        story.operate("production", "pause", reason="looking")
+        assert signal.wait(30), "the pause was not pushed"
+    finally:
+        signal.close()
+
+
+def test_a_watching_process_sees_a_rollback_when_it_is_pushed_not_at_its_next_interval(
+    story: Story, live_server: str
+) -> None:
+    story.through_staging()
+    story.operate("production", "start")
+    token = story.http.headers["Authorization"].removeprefix("Bearer ")
+    # A reading every 10 minutes: without the push, the rollback would be seen only at the 50 s deadline's reading.
+    watch = [sys.executable, "-m", "controlplane.cli", "--url", live_server, "--token", token, "rollout", "status"]
+    watch += [FLAG, "--env", "production", "--watch", "--interval", "10m", "--timeout", "50s"]
+    process = subprocess.Popen(watch, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()  # the status as the watch began: it is following now
+        assert "production" in first, first
+        started = time.monotonic()
+        story.operate("production", "rollback", reason="errors")
+        out, err = process.communicate(timeout=60)
+        seen_after = time.monotonic() - started
+    finally:
+        process.kill()
+    assert process.returncode == 3, err
+    assert out.splitlines()[-1] == "rolled back (exit 3)"
+    assert seen_after < 20, f"the rollback was seen {seen_after:.1f} s after it was made"
