@@ -30,7 +30,7 @@ from controlplane.notifications.service import list_notifications
 from controlplane.rollouts.gates import GateReader
 from controlplane.rollouts.operations import RolloutTarget
 from controlplane.rollouts.schemas import GuardRead, RolloutRead, RolloutStatus
-from controlplane.rollouts.stages import RolloutState
+from controlplane.rollouts.stages import RolloutState, duration_words
 from controlplane.rollouts.status import list_rollout_history, rollout_status
 from controlplane.ui.charts import GuardChart, GuardPoint, draw_guard_chart
 
@@ -226,7 +226,7 @@ def _guard_view(
         read=read,
         condition=rule.condition(),
         confidence=rule.confidence,
-        window=_duration(rule.window),
+        window=duration_words(rule.window),
         shadow=rule.shadow,
         chart=chart,
         chart_note=note,
@@ -262,14 +262,6 @@ def _number(text: str) -> float | None:
         return float(text)
     except ValueError:
         return None
-
-
-def _duration(span: timedelta) -> str:
-    seconds = int(span.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 def describe_change(before: Any, after: Any) -> str:
