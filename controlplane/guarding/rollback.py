@@ -68,6 +68,7 @@ def roll_back_as(
                 environments=environments,
                 now=now,
                 gates=gates,
+                announcer=None,  # told as its guard's rollback alert, not as a rollout step
             )
     except DomainError as error:
         return error

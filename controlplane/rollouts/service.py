@@ -95,10 +95,11 @@ def operate_rollout(
     environments: Sequence[str],
     now: datetime,
     gates: GateReader,
-    announcer: StepAnnouncer | None = None,
+    announcer: StepAnnouncer | None,
 ) -> RolloutStatus:
     """Apply one operator operation to the rollout of a flag in an environment; ``announcer`` is told the step
-    (None: nobody is, as for an automatic rollback, which is told as its guard's alert)."""
+    (None: nobody is, as for an automatic rollback, which is told as its guard's alert). Required, so a new way in
+    (a page, a command) says whether its steps are told rather than forgetting to."""
     check_operation(operation, body, target)
     loaded = load_rollout(session, target, environments)
     if body.expected_revision is not None:
@@ -253,7 +254,7 @@ def tick_rollout(
     environments: Sequence[str],
     now: datetime,
     gates: GateReader,
-    announcer: StepAnnouncer | None = None,
+    announcer: StepAnnouncer | None,
 ) -> TickResult:
     """Advance one running rollout whose auto-advance stage has baked with clear gates; otherwise, once its stage
     has held past its progress deadline, tell ``announcer`` why it holds (once per stage run)."""

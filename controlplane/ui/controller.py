@@ -35,7 +35,7 @@ from controlplane.auth.schemas import Principal
 from controlplane.clock import Clock
 from controlplane.errors import DomainError, InvalidInput
 from controlplane.rollouts import service as rollout_service
-from controlplane.rollouts.controller import Gates
+from controlplane.rollouts.controller import Announcer, Gates
 from controlplane.rollouts.gates import GateReader
 from controlplane.rollouts.operations import Operation, RolloutTarget
 from controlplane.rollouts.schemas import RolloutOperation
@@ -259,8 +259,10 @@ class OperatorPageController(Controller):
         gates: Gates,
         metrics: ProcessMetrics,
         live: Live,
+        announcer: Announcer,
     ) -> Response[str]:
-        """Start, advance, pause, resume or roll back, as ``POST .../rollout/{operation}`` does."""
+        """Start, advance, pause, resume or roll back, as ``POST .../rollout/{operation}`` does (the step told
+        through the notification routes, as there)."""
         operation, body = operation_from_form(dict((await request.form()).items()))
         target = RolloutTarget(key, environment)
         status = await uow.write(
@@ -273,6 +275,7 @@ class OperatorPageController(Controller):
                 environments=settings.environments,
                 now=now,
                 gates=gates,
+                announcer=announcer,
             )
         )
         if operation is Operation.ROLLBACK:

@@ -29,6 +29,7 @@ from controlplane.rollouts.models import Rollout as RolloutRow
 from controlplane.rollouts.service import _claim_deadline
 from controlplane.rollouts.status import to_machine
 from controlplane.settings import Settings
+from controlplane.ui.session import csrf_token
 from tests.conftest import REPO_ROOT, FakeClock, problem
 from tests.receivers import ScriptedReceiver, scripted_receiver
 
@@ -359,3 +360,19 @@ def test_a_tick_that_read_a_stage_an_operator_has_since_moved_tells_nothing(
         assert row is not None
         assert row.deadline_notified_at is None
         assert _claim_deadline(session, row, to_machine(row), now=desk.clock()) is True
+
+
+def test_a_step_taken_on_the_operators_page_is_told_as_through_the_api(
+    desk: Desk, receiver: ScriptedReceiver, admin_headers: dict[str, str], reference_images_yaml: str
+) -> None:
+    desk.apply(reference_images_yaml, admin_headers)
+    desk.operate("qa", "start")
+    token = desk.operator["Authorization"].removeprefix("Bearer ")
+    signed_in = desk.client.post("/ui/sign-in", data={"token": token, "next": "/ui"}, follow_redirects=False)
+    assert signed_in.status_code == 303, signed_in.text
+    form = {"operation": "rollback", "reason": "errors on the page", "csrf_token": csrf_token(token)}
+
+    answer = desk.client.post(f"/ui/flags/{FLAG}/environments/qa/rollout", data=form, follow_redirects=False)
+
+    assert answer.status_code == 303, answer.text
+    assert kinds(desk.log()) == [("rollout_started", "qa", "info"), ("rolled_back", "qa", "ticket")]
