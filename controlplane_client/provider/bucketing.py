@@ -7,22 +7,39 @@ This is flagd's fractional formula (hash of the flag key concatenated with the b
 MurmurHash3 x86 32-bit, seed 0) with 100,000 buckets, so percentages have 0.001% resolution. A user's bucket
 depends only on the flag key and the value, never on the percentage, so cohorts only grow as the percentage
 rises; the flag key in the hash makes two flags' cohorts independent.
+
+The engine decides the same comparison without the scaling: ``bucket < threshold`` holds exactly when the hash is
+below ``hash_limit(threshold)``, which a compiled rollout computes once.
 """
 
 from __future__ import annotations
 
-import mmh3
+from mmh3 import hash as _murmur3
 
-__all__ = ["BUCKETS", "bucket", "in_rollout"]
+__all__ = ["BUCKETS", "bucket", "hash_limit", "in_rollout", "unit_hash"]
 
 BUCKETS = 100_000
 
 
+def unit_hash(text: str) -> int:
+    """murmur3_x86_32 of the UTF-8 bytes of ``text``, seed 0, unsigned (``text`` is the flag key + the value)."""
+    if text.isascii():
+        # mmh3 hashes a str as its UTF-8 bytes, which for ASCII are the str's own: no encoded copy to build.
+        return _murmur3(text, 0, False)
+    # Bytes, not str: mmh3 5.3 crashes the process on a str with a lone surrogate; "surrogatepass" keeps such
+    # values hashable (every valid string encodes exactly as UTF-8, as the formula says).
+    return _murmur3(text.encode("utf-8", "surrogatepass"), 0, False)
+
+
 def bucket(flag_key: str, value: str) -> int:
     """The bucket of a bucketing value for a flag, in [0, 100000)."""
-    # Hash bytes, not str: mmh3 5.3 crashes the process on a str with a lone surrogate; "surrogatepass" keeps
-    # such values hashable (every valid string encodes exactly as UTF-8, as the formula says).
-    return (mmh3.hash((flag_key + value).encode("utf-8", "surrogatepass"), 0, signed=False) * BUCKETS) >> 32
+    return (unit_hash(flag_key + value) * BUCKETS) >> 32
+
+
+def hash_limit(threshold: int) -> int:
+    """The least hash whose bucket is ``threshold`` or more: ``bucket < threshold`` exactly when ``hash < limit``."""
+    # (h * B) >> 32 < t  <=>  h * B < t << 32  <=>  h < (t << 32) / B  <=>  h < ceil((t << 32) / B), all in integers.
+    return -(-(threshold << 32) // BUCKETS)
 
 
 def in_rollout(flag_key: str, value: str | None, percentage: float) -> bool:

@@ -31,7 +31,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controlplane.flags.schemas import FLAG_KEY_PATTERN
-from controlplane_client.provider.bucketing import BUCKETS, bucket, in_rollout
+from controlplane_client.provider.bucketing import BUCKETS, bucket, hash_limit, in_rollout, unit_hash
 
 N_KEYS = 100_000
 KEYS = tuple(f"user-{i}" for i in range(N_KEYS))
@@ -185,6 +185,19 @@ def test_known_vector_decides_rollout_membership_at_its_threshold() -> None:
     # user-1 sits in bucket 61491 of enable-reference-images: out at 61.491%, in from 61.492%.
     assert in_rollout("enable-reference-images", "user-1", 61.491) is False
     assert in_rollout("enable-reference-images", "user-1", 61.492) is True
+
+
+@pytest.mark.parametrize("text", ["new-checkoutuser-1", "", "flag-éü", "用户-1", "emoji-🚀", "user-\ud800", "\udfff"])
+def test_unit_hash_is_murmur3_of_the_utf8_bytes_surrogates_passed_through(text: str) -> None:
+    assert unit_hash(text) == mmh3.hash(text.encode("utf-8", "surrogatepass"), 0, signed=False)
+
+
+def test_a_hash_is_below_the_limit_exactly_when_its_bucket_is_below_the_threshold() -> None:
+    # Every threshold: the hash just below its limit is in a bucket below it, the limit itself in one at or above.
+    assert (hash_limit(0), hash_limit(BUCKETS)) == (0, 2**32)  # nobody, everybody
+    for threshold in range(1, BUCKETS):
+        limit = hash_limit(threshold)
+        assert ((limit - 1) * BUCKETS) >> 32 < threshold <= (limit * BUCKETS) >> 32, threshold
 
 
 def test_bucket_of_a_lone_surrogate_value_does_not_kill_the_interpreter() -> None:
