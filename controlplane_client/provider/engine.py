@@ -4,11 +4,18 @@ Order (the same everywhere): a disabled environment serves the off variant (DISA
 order, first match wins (TARGETING_MATCH); then the percentage rollout (SPLIT), for contexts inside its `when`
 conditions; then the default variant (STATIC when the flag has no rules and no rollout, DEFAULT otherwise).
 Reasons and error codes are OpenFeature's vocabulary.
+
+A flag is compiled once per snapshot, not interpreted per call: every resolution it can give (its outcomes) is
+built up front, and its targeting becomes ``flag.decide(targeting_key, attributes)``, closures shaped after the flag
+that return the index of the outcome in ``flag.outcomes``. ``decide`` reads only the attributes the flag's
+conditions name, so a caller holding the targeting key apart from the attributes (an OpenFeature
+``EvaluationContext``) passes both as they are; the attribute ``targetingKey`` is the targeting key when there is
+one, else the attribute of that name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -16,17 +23,28 @@ from typing import Any
 from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import Reason
 
-from controlplane_client.provider.bucketing import bucket
+from controlplane_client.provider.bucketing import hash_limit, unit_hash
 
 __all__ = [
+    "TARGETING_KEY",
     "CompiledCondition",
     "CompiledFlag",
     "CompiledRollout",
     "CompiledRule",
+    "Decide",
+    "Match",
     "Resolution",
     "evaluate_flag",
     "flag_not_found",
 ]
+
+#: The attribute that names the targeting key (OFREP's and flagd's spelling).
+TARGETING_KEY = "targetingKey"
+
+#: A test of a context, given as (targeting key or None, attributes).
+Match = Callable[[Any, Mapping[str, Any]], bool]
+#: A flag's targeting: the index in ``CompiledFlag.outcomes`` of the resolution a context gets.
+Decide = Callable[[Any, Mapping[str, Any]], int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,26 +56,9 @@ class CompiledCondition:
     value: Any = None
     values: frozenset[Any] = frozenset()
 
-    def matches(self, context: Mapping[str, Any]) -> bool:
-        """True when the context satisfies the condition; a missing attribute satisfies only nothing."""
-        actual = context.get(self.attribute)
-        if actual is None:
-            return False
-        op = self.op
-        if op == "in":
-            # The common case first: `tenant in [...]`. A str is hashable, so no type check is needed for it.
-            return (type(actual) is str or _hashable(actual)) and actual in self.values
-        if op == "equals":
-            return bool(actual == self.value)
-        if op == "not_in":
-            return not (_hashable(actual) and actual in self.values)
-        if op == "starts_with":
-            return isinstance(actual, str) and actual.startswith(self.value)
-        return op == "exists"
-
-
-def _hashable(value: Any) -> bool:
-    return isinstance(value, str | int | float | bool)
+    def predicate(self) -> Match:
+        """The condition as a function; a missing attribute satisfies only nothing."""
+        return _predicate(self.attribute, self.op, self.value, self.values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,36 +76,13 @@ class CompiledRollout:
 
     variant: str
     percentage: float
-    bucket_by: str = "targetingKey"
+    bucket_by: str = TARGETING_KEY
     when: tuple[CompiledCondition, ...] = ()
     threshold: int = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         # Buckets below this are in (bucketing.in_rollout's comparison, computed once instead of per call).
         object.__setattr__(self, "threshold", round(self.percentage * 1000))
-
-
-@dataclass(frozen=True, slots=True)
-class CompiledFlag:
-    """Everything needed to evaluate a flag in one environment, nothing else."""
-
-    key: str
-    type: str
-    variants: Mapping[str, Any]
-    off_variant: str
-    default_variant: str
-    enabled: bool
-    rules: tuple[CompiledRule, ...] = ()
-    rollout: CompiledRollout | None = None
-    revision: int = 0
-    resolutions: dict[tuple[str, Reason, str | None], Resolution] = field(
-        default_factory=dict, compare=False, repr=False
-    )
-
-    @property
-    def fallthrough_reason(self) -> Reason:
-        """STATIC for a flag with nothing dynamic about it, DEFAULT when rules or a rollout were passed over."""
-        return Reason.STATIC if not self.rules and self.rollout is None else Reason.DEFAULT
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +98,38 @@ class Resolution:
     metadata: Mapping[str, str | int | float | bool] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class CompiledFlag:
+    """Everything needed to evaluate a flag in one environment, nothing else.
+
+    ``outcomes`` and ``decide`` are derived from the other fields when the flag is built (see the module's
+    docstring); they take no part in comparisons.
+    """
+
+    key: str
+    type: str
+    variants: Mapping[str, Any]
+    off_variant: str
+    default_variant: str
+    enabled: bool
+    rules: tuple[CompiledRule, ...] = ()
+    rollout: CompiledRollout | None = None
+    revision: int = 0
+    outcomes: tuple[Resolution, ...] = field(init=False, compare=False, repr=False)
+    decide: Decide = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        outcomes = _Outcomes(self)
+        decide = _compile(self, outcomes)
+        object.__setattr__(self, "outcomes", tuple(outcomes.built))
+        object.__setattr__(self, "decide", decide)
+
+    @property
+    def fallthrough_reason(self) -> Reason:
+        """STATIC for a flag with nothing dynamic about it, DEFAULT when rules or a rollout were passed over."""
+        return Reason.STATIC if not self.rules and self.rollout is None else Reason.DEFAULT
+
+
 def flag_not_found(key: str) -> Resolution:
     """The resolution of a key the environment does not have."""
     return Resolution(
@@ -132,46 +142,169 @@ def flag_not_found(key: str) -> Resolution:
     )
 
 
-def _serve(flag: CompiledFlag, variant: str, reason: Reason, rule: str | None = None) -> Resolution:
-    # Resolutions are immutable and few per flag: build each once, then hand out the same object. This is
-    # the evaluation hot path, where constructing a result per call was the largest cost.
-    cache_key = (variant, reason, rule)
-    cached = flag.resolutions.get(cache_key)
-    if cached is None:
-        metadata: dict[str, str | int | float | bool] = {}
-        if rule is not None:
-            metadata["rule"] = rule
-        if reason is Reason.DEFAULT and variant == flag.off_variant and flag.rollout is not None:
-            metadata["detail"] = f"bucketing attribute `{flag.rollout.bucket_by}` missing: served the off variant"
-        cached = Resolution(flag.key, flag.variants[variant], variant, reason, metadata=MappingProxyType(metadata))
-        flag.resolutions[cache_key] = cached
-    return cached
-
-
-def _match_all(conditions: tuple[CompiledCondition, ...], context: Mapping[str, Any]) -> bool:
-    for condition in conditions:  # noqa: SIM110 - a plain loop: no generator per call on the hot path
-        if not condition.matches(context):
-            return False
-    return True
-
-
 def evaluate_flag(flag: CompiledFlag, context: Mapping[str, Any]) -> Resolution:
     """Resolve a flag for a context (a flat mapping; the targeting key under ``targetingKey``)."""
+    return flag.outcomes[flag.decide(context.get(TARGETING_KEY), context)]
+
+
+# --- compilation ------------------------------------------------------------------------------------------------
+
+
+class _Outcomes:
+    """The resolutions of one flag, built as its compilation reaches them; ``add`` returns the new one's index."""
+
+    def __init__(self, flag: CompiledFlag) -> None:
+        self._flag = flag
+        self.built: list[Resolution] = []
+
+    def add(self, variant: str, reason: Reason, **metadata: str) -> int:
+        flag = self._flag
+        # Immutable and shared by every context that gets it: callers (the provider's details, the server's
+        # encoded OFREP bodies) key their own per-outcome work on it.
+        self.built.append(
+            Resolution(flag.key, flag.variants[variant], variant, reason, metadata=MappingProxyType(metadata))
+        )
+        return len(self.built) - 1
+
+
+def _compile(flag: CompiledFlag, outcomes: _Outcomes) -> Decide:
     if not flag.enabled:
-        return _serve(flag, flag.off_variant, Reason.DISABLED)
-    for rule in flag.rules:
-        if _match_all(rule.conditions, context):
-            return _serve(flag, rule.variant, Reason.TARGETING_MATCH, rule.name)
+        return _constant(outcomes.add(flag.off_variant, Reason.DISABLED))
+    rules = tuple(
+        (_all(rule.conditions), outcomes.add(rule.variant, Reason.TARGETING_MATCH, rule=rule.name))
+        for rule in flag.rules
+    )
+    fallthrough = outcomes.add(flag.default_variant, flag.fallthrough_reason)
+    return _first_match(rules, _rollout(flag, fallthrough, outcomes))
+
+
+def _constant(outcome: int) -> Decide:
+    def decide(targeting_key: Any, attributes: Mapping[str, Any]) -> int:
+        return outcome
+
+    return decide
+
+
+def _first_match(rules: tuple[tuple[Match, int], ...], otherwise: Decide) -> Decide:
+    if not rules:
+        return otherwise
+    if len(rules) == 1:
+        # The usual shape (one rule, then a rollout or the default), without a loop.
+        ((matches, matched),) = rules
+
+        def decide_one(targeting_key: Any, attributes: Mapping[str, Any]) -> int:
+            return matched if matches(targeting_key, attributes) else otherwise(targeting_key, attributes)
+
+        return decide_one
+
+    def decide(targeting_key: Any, attributes: Mapping[str, Any]) -> int:
+        for matches, outcome in rules:
+            if matches(targeting_key, attributes):
+                return outcome
+        return otherwise(targeting_key, attributes)
+
+    return decide
+
+
+def _rollout(flag: CompiledFlag, fallthrough: int, outcomes: _Outcomes) -> Decide:
     rollout = flag.rollout
-    if rollout is not None and rollout.percentage > 0 and _match_all(rollout.when, context):
-        if rollout.percentage >= 100:
-            return _serve(flag, rollout.variant, Reason.SPLIT)
-        unit = context.get(rollout.bucket_by)
+    if rollout is None or rollout.percentage <= 0:
+        return _constant(fallthrough)
+    served = outcomes.add(rollout.variant, Reason.SPLIT)
+    if rollout.percentage >= 100:
+        split = _constant(served)
+    else:
+        # Below 100% a context without the bucketing attribute cannot be placed: never guess, serve off (the
+        # resolution's metadata `detail` says why).
+        unplaced = outcomes.add(
+            flag.off_variant,
+            Reason.DEFAULT,
+            detail=f"bucketing attribute `{rollout.bucket_by}` missing: served the off variant",
+        )
+        passed = outcomes.add(flag.default_variant, Reason.SPLIT)
+        split = _split(flag.key, rollout.bucket_by, hash_limit(rollout.threshold), served, passed, unplaced)
+    if not rollout.when:
+        return split
+    inside = _all(rollout.when)
+
+    def decide(targeting_key: Any, attributes: Mapping[str, Any]) -> int:
+        return split(targeting_key, attributes) if inside(targeting_key, attributes) else fallthrough
+
+    return decide
+
+
+def _split(flag_key: str, bucket_by: str, limit: int, served: int, passed: int, unplaced: int) -> Decide:
+    by_key = bucket_by == TARGETING_KEY
+
+    def decide(targeting_key: Any, attributes: Mapping[str, Any]) -> int:
+        unit = targeting_key if by_key and targeting_key is not None else attributes.get(bucket_by)
         if unit is None or unit == "":
-            # Below 100% a context without the bucketing attribute cannot be placed: never guess, serve off
-            # (the resolution's metadata `detail` says why).
-            return _serve(flag, flag.off_variant, Reason.DEFAULT)
-        if bucket(flag.key, unit if type(unit) is str else str(unit)) < rollout.threshold:
-            return _serve(flag, rollout.variant, Reason.SPLIT)
-        return _serve(flag, flag.default_variant, Reason.SPLIT)
-    return _serve(flag, flag.default_variant, flag.fallthrough_reason)
+            return unplaced
+        # hash < limit is bucketing's `bucket(flag_key, unit) < threshold`, without scaling the hash per call.
+        return served if unit_hash(flag_key + (unit if type(unit) is str else str(unit))) < limit else passed
+
+    return decide
+
+
+def _all(conditions: tuple[CompiledCondition, ...]) -> Match:
+    predicates = tuple(condition.predicate() for condition in conditions)
+    if len(predicates) == 1:
+        return predicates[0]
+
+    def match_all(targeting_key: Any, attributes: Mapping[str, Any]) -> bool:
+        for predicate in predicates:  # noqa: SIM110 - a plain loop: no generator per call on the hot path
+            if not predicate(targeting_key, attributes):
+                return False
+        return True
+
+    return match_all
+
+
+def _hashable(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool)
+
+
+def _predicate(name: str, op: str, expected: Any, values: frozenset[Any]) -> Match:
+    # One closure per operator, each reading its attribute itself: a shared reader would be one more call per test.
+    by_key = name == TARGETING_KEY
+    if op == "in":
+
+        def is_in(targeting_key: Any, attributes: Mapping[str, Any]) -> bool:
+            actual = targeting_key if by_key and targeting_key is not None else attributes.get(name)
+            # The common case first: `tenant in [...]`. A str is hashable, so no type check is needed for it.
+            return actual is not None and (type(actual) is str or _hashable(actual)) and actual in values
+
+        return is_in
+    if op == "equals":
+
+        def equals(targeting_key: Any, attributes: Mapping[str, Any]) -> bool:
+            actual = targeting_key if by_key and targeting_key is not None else attributes.get(name)
+            return actual is not None and bool(actual == expected)
+
+        return equals
+    if op == "not_in":
+
+        def not_in(targeting_key: Any, attributes: Mapping[str, Any]) -> bool:
+            actual = targeting_key if by_key and targeting_key is not None else attributes.get(name)
+            return actual is not None and not (_hashable(actual) and actual in values)
+
+        return not_in
+    if op == "starts_with":
+
+        def starts_with(targeting_key: Any, attributes: Mapping[str, Any]) -> bool:
+            actual = targeting_key if by_key and targeting_key is not None else attributes.get(name)
+            return isinstance(actual, str) and actual.startswith(expected)
+
+        return starts_with
+    if op == "exists":
+
+        def exists(targeting_key: Any, attributes: Mapping[str, Any]) -> bool:
+            actual = targeting_key if by_key and targeting_key is not None else attributes.get(name)
+            return actual is not None
+
+        return exists
+
+    def unknown(targeting_key: Any, attributes: Mapping[str, Any]) -> bool:
+        return False
+
+    return unknown

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import Reason
 
 from controlplane_client.provider.bucketing import in_rollout
-from controlplane_client.provider.engine import CompiledFlag, evaluate_flag, flag_not_found
+from controlplane_client.provider.engine import CompiledCondition, CompiledFlag, evaluate_flag, flag_not_found
 from controlplane_client.provider.snapshot import FlagConfig, compile_flag
 from controlplane_client.provider.wire import Condition, ConditionOperator, PercentageRollout, TargetingRule
 
@@ -339,6 +340,73 @@ def test_rollout_bucketed_by_a_numeric_attribute_uses_its_decimal_string() -> No
         assert by_number.variant == by_string.variant == expected, agent_id
 
 
+def test_the_default_variant_outside_the_rollout_has_no_detail_even_when_it_is_the_off_variant() -> None:
+    # The detail says the bucketing attribute is missing: it belongs to that outcome only, not to the default
+    # variant served at 0% or outside `when`, whichever variant that is.
+    zero = make_flag(default_variant="off", rollout=PercentageRollout(variant="on", percentage=0))
+    gpu_only = make_flag(
+        default_variant="off", rollout=PercentageRollout(variant="on", percentage=50, when=[equals("queue", "gpu")])
+    )
+
+    for flag in (zero, gpu_only):
+        resolution = evaluate_flag(flag, {"targetingKey": "user-1", "queue": "cpu"})
+        assert (resolution.variant, resolution.reason) == ("off", Reason.DEFAULT)
+        assert resolution.metadata == {}
+    unplaced = evaluate_flag(gpu_only, {"queue": "gpu"})
+    assert (unplaced.variant, unplaced.reason) == ("off", Reason.DEFAULT)
+    assert "detail" in unplaced.metadata
+
+
+def test_contexts_with_the_same_outcome_get_the_same_resolution_object() -> None:
+    flag = string_flag(rules=[rule("beta", "treatment", equals("plan", "beta"))])
+
+    first = evaluate_flag(flag, {"targetingKey": "user-1", "plan": "beta"})
+
+    assert evaluate_flag(flag, {"targetingKey": "user-2", "plan": "beta"}) is first
+    assert first in flag.outcomes
+
+
+# --- sticky cohorts: the answers users had stay theirs -------------------------------------------------------------
+
+#: The users among user-00000 .. user-00299 that bench/evaluation.py's flag (new-checkout, 10% by targetingKey)
+#: served `on`, as computed before rollouts were compiled; any change here moves users between cohorts.
+NEW_CHECKOUT_IN_AT_10_PERCENT = [
+    *(15, 20, 41, 75, 90, 100, 120, 123, 133, 154, 159, 163, 178, 181, 182, 188),
+    *(205, 206, 223, 237, 262, 263, 266, 272, 274, 285),
+]
+
+
+def test_the_users_a_rollout_served_before_it_was_compiled_are_served_still() -> None:
+    flag = make_flag(key="new-checkout", rollout=PercentageRollout(variant="on", percentage=10))
+
+    served = [i for i in range(300) if evaluate_flag(flag, {"targetingKey": f"user-{i:05d}"}).variant == "on"]
+
+    assert served == NEW_CHECKOUT_IN_AT_10_PERCENT
+
+
+@pytest.mark.parametrize(
+    ("flag_key", "unit", "bucket"),
+    [
+        ("new-checkout", "user-00015", 7165),
+        ("flag-é", "ü", 72171),
+        ("flag-é", "用户-1", 1903),
+        ("flag-é", "emoji-🚀", 14835),
+        ("flag-é", "user-\ud800", 64964),
+        ("new-checkout", 42, 77435),
+        ("new-checkout", True, 67739),
+        ("new-checkout", 1.5, 25086),
+    ],
+)
+def test_a_unit_is_in_the_rollout_from_one_bucket_past_its_own(flag_key: str, unit: Any, bucket: int) -> None:
+    # The buckets were computed before rollouts were compiled; the boundary pins each one exactly.
+    def served_at(percentage: float) -> str | None:
+        rollout = PercentageRollout(variant="on", percentage=percentage, bucket_by="unit")
+        return evaluate_flag(make_flag(key=flag_key, rollout=rollout), {"unit": unit}).variant
+
+    assert served_at(bucket / 1000) == "off"
+    assert served_at((bucket + 1) / 1000) == "on"
+
+
 # --- static and declared values ---------------------------------------------------------------------------------
 
 
@@ -419,7 +487,7 @@ def test_evaluation_with_a_lone_surrogate_targeting_key_returns_a_resolution() -
     assert result.stdout.strip() in {"on", "off"}
 
 
-# --- property: evaluation never raises and always serves a declared variant ----------------------------------------
+# --- property: evaluation never raises, and decides as the order above read one step at a time -------------------
 
 ATTRIBUTES = ["targetingKey", "agent_id", "queue", "plan", "tier"]
 VARIANT_NAMES = sorted(STRING_VARIANTS)
@@ -487,19 +555,59 @@ def flags(draw: st.DrawFn) -> CompiledFlag:
     )
 
 
+def _holds(condition: CompiledCondition, context: Mapping[str, Any]) -> bool:
+    actual = context.get(condition.attribute)
+    if actual is None:
+        return False
+    hashable = isinstance(actual, str | int | float | bool)
+    if condition.op == "in":
+        return hashable and actual in condition.values
+    if condition.op == "not_in":
+        return not (hashable and actual in condition.values)
+    if condition.op == "equals":
+        return bool(actual == condition.value)
+    if condition.op == "starts_with":
+        return isinstance(actual, str) and actual.startswith(condition.value)
+    return condition.op == "exists"
+
+
+def reference(flag: CompiledFlag, context: Mapping[str, Any]) -> tuple[str, Reason, str | None, bool]:
+    """(variant, reason, rule name, detail given) by the module's order, interpreted over the flat context."""
+    if not flag.enabled:
+        return flag.off_variant, Reason.DISABLED, None, False
+    for each in flag.rules:
+        if all(_holds(condition, context) for condition in each.conditions):
+            return each.variant, Reason.TARGETING_MATCH, each.name, False
+    rollout = flag.rollout
+    if rollout is not None and rollout.percentage > 0 and all(_holds(c, context) for c in rollout.when):
+        if rollout.percentage >= 100:
+            return rollout.variant, Reason.SPLIT, None, False
+        unit = context.get(rollout.bucket_by)
+        if unit is None or unit == "":
+            return flag.off_variant, Reason.DEFAULT, None, True
+        inside = in_rollout(flag.key, str(unit), rollout.percentage)
+        return (rollout.variant if inside else flag.default_variant), Reason.SPLIT, None, False
+    return flag.default_variant, flag.fallthrough_reason, None, False
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     flag=flags(),
-    context=st.dictionaries(st.sampled_from(ATTRIBUTES) | TEXT, CONTEXT_VALUES, max_size=6),
+    attributes=st.dictionaries(st.sampled_from(ATTRIBUTES) | TEXT, CONTEXT_VALUES, max_size=6),
+    targeting_key=st.none() | TEXT | st.sampled_from(["user-1", "agent-7"]),
 )
-def test_evaluation_never_raises_and_serves_a_declared_variant(flag: CompiledFlag, context: dict[str, Any]) -> None:
-    resolution = evaluate_flag(flag, context)
+def test_evaluation_never_raises_and_decides_as_the_reference_for_flat_and_split_contexts(
+    flag: CompiledFlag, attributes: dict[str, Any], targeting_key: str | None
+) -> None:
+    # The provider passes the targeting key apart from the attributes (which may hold a `targetingKey` of their
+    # own); the server passes one flat mapping. Both mean the flat context where the targeting key wins.
+    flat = attributes if targeting_key is None else {**attributes, "targetingKey": targeting_key}
+    expected = reference(flag, flat)
 
-    assert resolution.key == flag.key
-    assert resolution.error_code is None
-    assert resolution.variant is not None
-    assert resolution.variant in flag.variants
-    assert resolution.value == flag.variants[resolution.variant]
-    assert resolution.reason in {Reason.DISABLED, Reason.TARGETING_MATCH, Reason.SPLIT, Reason.STATIC, Reason.DEFAULT}
-    if not flag.enabled:
-        assert (resolution.variant, resolution.reason) == (flag.off_variant, Reason.DISABLED)
+    for resolution in (evaluate_flag(flag, flat), flag.outcomes[flag.decide(targeting_key, attributes)]):
+        metadata = dict(resolution.metadata)
+        got = (resolution.variant, resolution.reason, metadata.pop("rule", None), "detail" in metadata)
+        assert got == expected
+        assert resolution.error_code is None
+        assert resolution.value == flag.variants[expected[0]]
+        assert set(metadata) <= {"detail"}
