@@ -15,31 +15,35 @@ Lifecycle (OpenFeature spec §2.4, §2.5, §5):
 - Every new snapshot emits CONFIGURATION_CHANGED naming the flags whose configuration changed (none named: no event)
   and is written to ``cache_path`` atomically.
 
-The pieces: ``sync`` (the held snapshot, its fetching and freshness, the events), ``stream`` (the thread following
-the change stream), ``cache_file``, ``overrides`` (incident overrides from environment variables, e.g.
-``ENABLE_REFERENCE_IMAGES=false``), ``kinds`` (the typed values); this module is the OpenFeature surface over them.
+The pieces: ``sync`` (the held snapshot, its fetching and freshness, the events), ``served`` (the snapshot's flags
+with the details of their outcomes built ahead, per kind), ``stream`` (the thread following the change stream),
+``cache_file``, ``overrides`` (incident overrides from environment variables, e.g. ``ENABLE_REFERENCE_IMAGES=false``),
+``kinds`` (the typed values); this module is the OpenFeature surface over them.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import httpx
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.event import ProviderEvent
 from openfeature.exception import ErrorCode, ProviderFatalError, ProviderNotReadyError
-from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType, Reason
+from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType
 from openfeature.provider import AbstractProvider, Metadata
 
 from controlplane_client.provider import kinds
 from controlplane_client.provider.cache_file import read_cache_file
-from controlplane_client.provider.engine import Resolution, evaluate_flag, flag_not_found
+from controlplane_client.provider.engine import flag_not_found
 from controlplane_client.provider.kinds import Kind, error_details, mismatch_details
 from controlplane_client.provider.overrides import UNREAD, EnvironmentOverrides
+from controlplane_client.provider.served import resolution_details
 from controlplane_client.provider.stream import StreamWatcher
 from controlplane_client.provider.sync import REQUEST_TIMEOUT, TRANSIENT, Refused, SnapshotSync
 
@@ -65,7 +69,7 @@ class ControlPlaneProvider(AbstractProvider):
         environment: str | None = None,
         cache_path: Path | None = None,
         stale_after: timedelta = timedelta(seconds=30),
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] | None = None,
         environ: Mapping[str, str] | None = None,
         use_environment_overrides: bool = True,
         transport: httpx.BaseTransport | None = None,
@@ -79,12 +83,13 @@ class ControlPlaneProvider(AbstractProvider):
         self._environment = environment
         self._cache_path = cache_path
         self._stale_after = stale_after
-        self._clock = clock
+        self._clock = _utcnow if clock is None else clock
+        # Freshness is checked on every evaluation: on the monotonic clock by default (reading the wall clock as a
+        # datetime would cost more than the rest of an evaluation), on an injected clock's own time otherwise.
+        self._ticks: Callable[[], float] = time.monotonic if clock is None else (lambda: clock().timestamp())
         self._overrides = EnvironmentOverrides(environ, enabled=use_environment_overrides)
         self._transport = transport
         self._reconnect_delay = reconnect_delay
-        # Built details by outcome; the Resolution is kept beside them so its id cannot be reused meanwhile.
-        self._details: dict[tuple[int, str, bool], tuple[Resolution, FlagResolutionDetails[Any]]] = {}
         self._watcher: StreamWatcher | None = None
         self._sync = self._new_sync(None)
 
@@ -96,12 +101,9 @@ class ControlPlaneProvider(AbstractProvider):
             cache_path=self._cache_path,
             stale_after=self._stale_after,
             clock=self._clock,
+            ticks=self._ticks,
             emit=self.emit,
-            on_install=self._forget_details,
         )
-
-    def _forget_details(self) -> None:
-        self._details = {}  # built details belong to the old flags
 
     # --- OpenFeature lifecycle ----------------------------------------------------------------------------------
 
@@ -159,33 +161,56 @@ class ControlPlaneProvider(AbstractProvider):
             watcher.stop()
         self._sync.close()
         self._sync = self._new_sync(None)
-        self._details = {}
 
     # --- typed resolution (spec 2.2) ----------------------------------------------------------------------------
+
+    # The five methods share one shape. The fast path is written out in each rather than in a shared helper: it is
+    # the whole evaluation of a prepared flag (see served.py), and a further call would be a sizeable part of it.
+    # Anything else (no snapshot, unknown key, an override, a type mismatch, no context) goes through _resolve.
 
     def resolve_boolean_details(
         self, flag_key: str, default_value: bool, evaluation_context: EvaluationContext | None = None
     ) -> FlagResolutionDetails[bool]:
         """Resolve a boolean flag."""
-        return self._resolve(flag_key, default_value, evaluation_context, kinds.BOOLEAN)
+        sync = self._sync
+        prepared = sync.served.boolean.get(flag_key)
+        if prepared is None or evaluation_context is None:
+            return self._resolve(flag_key, default_value, evaluation_context, kinds.BOOLEAN)
+        served = prepared.stale if sync.ticks() > sync.stale_at else prepared.fresh
+        return served[prepared.decide(evaluation_context.targeting_key, evaluation_context.attributes)]
 
     def resolve_string_details(
         self, flag_key: str, default_value: str, evaluation_context: EvaluationContext | None = None
     ) -> FlagResolutionDetails[str]:
         """Resolve a string flag."""
-        return self._resolve(flag_key, default_value, evaluation_context, kinds.STRING)
+        sync = self._sync
+        prepared = sync.served.string.get(flag_key)
+        if prepared is None or evaluation_context is None:
+            return self._resolve(flag_key, default_value, evaluation_context, kinds.STRING)
+        served = prepared.stale if sync.ticks() > sync.stale_at else prepared.fresh
+        return served[prepared.decide(evaluation_context.targeting_key, evaluation_context.attributes)]
 
     def resolve_integer_details(
         self, flag_key: str, default_value: int, evaluation_context: EvaluationContext | None = None
     ) -> FlagResolutionDetails[int]:
         """Resolve a number flag as an integer; a fractional value is a type mismatch."""
-        return self._resolve(flag_key, default_value, evaluation_context, kinds.INTEGER)
+        sync = self._sync
+        prepared = sync.served.integer.get(flag_key)
+        if prepared is None or evaluation_context is None:
+            return self._resolve(flag_key, default_value, evaluation_context, kinds.INTEGER)
+        served = prepared.stale if sync.ticks() > sync.stale_at else prepared.fresh
+        return served[prepared.decide(evaluation_context.targeting_key, evaluation_context.attributes)]
 
     def resolve_float_details(
         self, flag_key: str, default_value: float, evaluation_context: EvaluationContext | None = None
     ) -> FlagResolutionDetails[float]:
         """Resolve a number flag as a float; integer values are converted."""
-        return self._resolve(flag_key, default_value, evaluation_context, kinds.FLOAT)
+        sync = self._sync
+        prepared = sync.served.float.get(flag_key)
+        if prepared is None or evaluation_context is None:
+            return self._resolve(flag_key, default_value, evaluation_context, kinds.FLOAT)
+        served = prepared.stale if sync.ticks() > sync.stale_at else prepared.fresh
+        return served[prepared.decide(evaluation_context.targeting_key, evaluation_context.attributes)]
 
     def resolve_object_details(
         self,
@@ -194,13 +219,19 @@ class ControlPlaneProvider(AbstractProvider):
         evaluation_context: EvaluationContext | None = None,
     ) -> FlagResolutionDetails[Sequence[FlagValueType] | Mapping[str, FlagValueType]]:
         """Resolve an object flag (a JSON object or array)."""
-        return self._resolve(flag_key, default_value, evaluation_context, kinds.OBJECT)
+        sync = self._sync
+        prepared = sync.served.object.get(flag_key)
+        if prepared is None or evaluation_context is None:
+            return self._resolve(flag_key, default_value, evaluation_context, kinds.OBJECT)
+        served = prepared.stale if sync.ticks() > sync.stale_at else prepared.fresh
+        return served[prepared.decide(evaluation_context.targeting_key, evaluation_context.attributes)]
 
     def _resolve(
         self, key: str, default: Any, evaluation_context: EvaluationContext | None, kind: Kind
     ) -> FlagResolutionDetails[Any]:
         sync = self._sync
-        flags = sync.flags  # read once: the thread may install a new dict meanwhile
+        served = sync.served  # read once: the thread may install a new snapshot meanwhile
+        flags = served.flags
         flag = flags.get(key) if flags is not None else None
         # One dict lookup per evaluation: the override variable of each key is looked up once, then remembered.
         overrides = self._overrides
@@ -215,39 +246,19 @@ class ControlPlaneProvider(AbstractProvider):
             return error_details(default, ErrorCode.PROVIDER_NOT_READY, "no snapshot of the control plane yet")
         if flag is None:
             return error_details(default, ErrorCode.FLAG_NOT_FOUND, flag_not_found(key).error_message)
-        resolution = evaluate_flag(flag, _context(evaluation_context))
-        if resolution.error_code is not None:
-            return error_details(default, resolution.error_code, resolution.error_message)
+        if evaluation_context is None:
+            outcome = flag.decide(None, _NO_ATTRIBUTES)
+        else:
+            outcome = flag.decide(evaluation_context.targeting_key, evaluation_context.attributes)
+        stale = sync.is_stale()
+        # No override from here on, so the flag can join the fast path of its kind (in this snapshot only).
+        prepared = served.prepare(flag, kind)
+        if prepared is not None:
+            return (prepared.stale if stale else prepared.fresh)[outcome]
+        resolution = flag.outcomes[outcome]
         if not kind.accepts(resolution.value):
             return mismatch_details(default, flag, kind)
-        stale = sync.is_stale()
-        # The engine hands out one Resolution per outcome, so the details are built once per outcome too.
-        memo = (id(resolution), kind.name, stale)
-        cached = self._details.get(memo)
-        if cached is not None and cached[0] is resolution:
-            return cached[1]
-        metadata: dict[str, str | int | float | bool] = dict(resolution.metadata)
-        reason: Reason = resolution.reason
-        if stale:
-            # Keep value and variant: the last known configuration beats the code default. The engine's own reason
-            # stays visible in the metadata (spec 2.2.9).
-            metadata["evaluated_reason"] = str(reason)
-            reason = Reason.STALE
-        details: FlagResolutionDetails[Any] = FlagResolutionDetails(
-            value=kind.convert(resolution.value),
-            variant=resolution.variant,
-            reason=reason,
-            flag_metadata=metadata,
-        )
-        self._details[memo] = (resolution, details)
-        return details
+        return resolution_details(resolution, kind, stale=stale)
 
 
-def _context(evaluation_context: EvaluationContext | None) -> dict[str, Any]:
-    """The engine's flat context: the attributes, plus ``targetingKey`` when the context has one."""
-    if evaluation_context is None:
-        return {}
-    context: dict[str, Any] = dict(evaluation_context.attributes)
-    if evaluation_context.targeting_key is not None:
-        context["targetingKey"] = evaluation_context.targeting_key
-    return context
+_NO_ATTRIBUTES: Mapping[str, Any] = MappingProxyType({})

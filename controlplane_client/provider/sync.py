@@ -1,14 +1,18 @@
 """The provider's copy of one environment's configuration: fetched, installed, cached on disk, its freshness tracked.
 
-A new snapshot replaces the compiled flags in one assignment and is written to the cache file; CONFIGURATION_CHANGED
+A new snapshot replaces the served flags in one assignment and is written to the cache file; CONFIGURATION_CHANGED
 names the flags whose configuration changed. Any answer of the server counts as contact: without contact for
 ``stale_after`` the configuration is stale. Trouble (STALE, ERROR) is announced once per outage, and READY once when
 it ends.
+
+Freshness is read on every evaluation, so it is kept as a deadline in seconds on ``ticks`` (a monotonic clock in
+production), compared as ``ticks() > stale_at``; ``clock`` only dates the contacts for humans.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,6 +24,7 @@ from openfeature.exception import ErrorCode
 
 from controlplane_client.provider.cache_file import CacheFile, write_cache_file
 from controlplane_client.provider.engine import CompiledFlag
+from controlplane_client.provider.served import ServedFlags
 from controlplane_client.provider.snapshot import Snapshot, compile_snapshot
 
 __all__ = ["REQUEST_TIMEOUT", "SNAPSHOT_PATH", "TRANSIENT", "Refused", "SnapshotSync"]
@@ -53,7 +58,7 @@ Emit = Callable[[ProviderEvent, ProviderEventDetails], None]
 class SnapshotSync:
     """The snapshot a provider serves, and its dealings with the server (one per initialize).
 
-    ``flags`` is replaced whole, never mutated: evaluations read it once, without a lock.
+    ``served`` is replaced whole with each snapshot: evaluations read it once, without a lock.
     """
 
     def __init__(
@@ -64,21 +69,21 @@ class SnapshotSync:
         cache_path: Path | None,
         stale_after: timedelta,
         clock: Callable[[], datetime],
+        ticks: Callable[[], float],
         emit: Emit,
-        on_install: Callable[[], None],
     ) -> None:
         self.client = client
         self.headers = headers
         self._cache_path = cache_path
-        self._stale_after = stale_after
+        self._stale_after = stale_after.total_seconds()
         self._clock = clock
+        self.ticks = ticks
         self._emit = emit
-        self._on_install = on_install
-        self.flags: dict[str, CompiledFlag] | None = None
+        self.served = ServedFlags(None)
         self.revision = -1
         self._etag: str | None = None
         self.last_contact: datetime | None = None
-        self._stale_at: datetime | None = None  # last contact + stale_after, precomputed for the hot path
+        self.stale_at = -math.inf  # on ticks: last contact + stale_after; stale until the first contact
         # The trouble event last emitted (STALE or ERROR), so each outage is announced once and its end once.
         self.announced: ProviderEvent | None = None
 
@@ -88,10 +93,14 @@ class SnapshotSync:
         if client is not None:
             client.close()
 
+    @property
+    def flags(self) -> dict[str, CompiledFlag] | None:
+        """The compiled flags served, by key; None before the first snapshot."""
+        return self.served.flags
+
     def is_stale(self) -> bool:
         """True when the server has not been heard from within ``stale_after`` (or never)."""
-        stale_at = self._stale_at
-        return stale_at is None or self._clock() > stale_at
+        return self.ticks() > self.stale_at
 
     def refetch(self, *, announce: bool, accept_older: bool) -> None:
         """GET the snapshot (conditional on the held ETag) and install it when it is new."""
@@ -129,8 +138,7 @@ class SnapshotSync:
         """Serve ``snapshot`` from now on; return the keys whose configuration differs from the previous one."""
         compiled = compile_snapshot(snapshot)
         previous = self.flags or {}
-        self.flags = compiled  # one assignment: evaluations see the old dict or the new one, never a mix
-        self._on_install()
+        self.served = ServedFlags(compiled)  # one assignment: evaluations see the old flags or the new, never a mix
         self.revision = snapshot.revision
         self._etag = etag
         if persist:
@@ -140,7 +148,7 @@ class SnapshotSync:
     def record_contact(self) -> None:
         """The server answered: fresh again, and READY if trouble had been announced."""
         self.last_contact = self._clock()
-        self._stale_at = self.last_contact + self._stale_after
+        self.stale_at = self.ticks() + self._stale_after
         if self.announced is not None and self.flags is not None:
             # Back after STALE or ERROR: READY moves the SDK's status back (spec 5.3.2 allows READY after a failure).
             self.announced = None

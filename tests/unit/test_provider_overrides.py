@@ -1,4 +1,5 @@
-"""The in-process provider without a server: environment overrides, types, staleness, the cache's conditional fetch."""
+"""The in-process provider without a server: environment overrides, types, staleness, the cache's conditional fetch,
+and evaluations on the prepared path (a flag's details built once per snapshot and kind)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from openfeature.provider import ProviderStatus
 
 from controlplane_client.provider import SNAPSHOT_PATH, ControlPlaneProvider, override_variable
 from controlplane_client.provider.snapshot import FlagConfig, Snapshot
+from controlplane_client.provider.wire import Condition, ConditionOperator, TargetingRule
 from tests.conftest import FakeClock
 
 URL = "http://controlplane.test"
@@ -287,6 +289,89 @@ def test_an_integer_flag_asked_as_a_float_is_converted(
     assert (as_integer.value, type(as_integer.value)) == (3, int)
 
 
+# --- the prepared path: a flag's details built once per snapshot and kind ----------------------------------------
+
+
+def _serving(snapshot: Snapshot) -> httpx.MockTransport:
+    """A control plane that serves ``snapshot`` and refuses the stream."""
+
+    def control_plane(request: httpx.Request) -> httpx.Response:
+        if request.url.path == SNAPSHOT_PATH:
+            return httpx.Response(200, content=msgspec.json.encode(snapshot), headers={"ETag": '"production-1"'})
+        return httpx.Response(503)
+
+    return httpx.MockTransport(control_plane)
+
+
+def _with_rule(flag: FlagConfig, attribute: str, op: ConditionOperator, value: Any, variant: str) -> FlagConfig:
+    condition = Condition(
+        attribute=attribute, op=op, **({"values": [value]} if op is ConditionOperator.IN else {"value": value})
+    )
+    return msgspec.structs.replace(flag, rules=[TargetingRule(name="picked", when=[condition], variant=variant)])
+
+
+def test_an_override_holds_on_every_evaluation_beside_flags_on_the_prepared_path(make_provider: MakeProvider) -> None:
+    provider = make_provider(environ={"REPLY_TONE": "brisk"})
+    provider.initialize(EvaluationContext())
+    try:
+        # The first evaluation of a key goes the long way (and prepares the flag); the later ones do not.
+        for _ in range(3):
+            forced = provider.resolve_string_details("reply.tone", "", EvaluationContext("user-1"))
+            served = provider.resolve_boolean_details(FLAG, False, EvaluationContext("user-1"))
+            assert (forced.value, forced.variant) == ("brisk", "override")
+            assert (served.value, served.variant, served.reason) == (True, "on", Reason.STATIC)
+    finally:
+        provider.shutdown()
+
+
+def test_the_targeting_key_wins_over_an_attribute_of_that_name_and_stands_in_for_it(
+    make_provider: MakeProvider,
+) -> None:
+    vip = _with_rule(SNAPSHOT.flags[0], "targetingKey", ConditionOperator.IN, "user-1", "on")
+    vip = msgspec.structs.replace(vip, default_variant="off", off_variant="off")
+    provider = make_provider(transport=_serving(Snapshot(environment="production", revision=1, flags=[vip])))
+    provider.initialize(EvaluationContext())
+    try:
+        for _ in range(2):  # the first round prepares the flag
+            served = [
+                provider.resolve_boolean_details(FLAG, False, context)
+                for context in (
+                    EvaluationContext("user-1", {"targetingKey": "user-2"}),
+                    EvaluationContext(None, {"targetingKey": "user-1"}),
+                    EvaluationContext("user-2", {"targetingKey": "user-1"}),
+                    EvaluationContext(),
+                    None,
+                )
+            ]
+            assert [(details.value, details.reason) for details in served] == [
+                (True, Reason.TARGETING_MATCH),
+                (True, Reason.TARGETING_MATCH),
+                (False, Reason.DEFAULT),
+                (False, Reason.DEFAULT),
+                (False, Reason.DEFAULT),
+            ]
+    finally:
+        provider.shutdown()
+
+
+def test_a_number_flag_with_a_fractional_variant_is_a_mismatch_as_an_integer_only_where_it_serves_it(
+    make_provider: MakeProvider,
+) -> None:
+    mixed = _with_rule(SNAPSHOT.flags[2], "plan", ConditionOperator.EQUALS, "half", "half")
+    mixed = msgspec.structs.replace(mixed, variants={"few": 3, "half": 0.5})
+    provider = make_provider(transport=_serving(Snapshot(environment="production", revision=1, flags=[mixed])))
+    provider.initialize(EvaluationContext())
+    half = EvaluationContext("user-1", {"plan": "half"})
+    try:
+        for _ in range(2):
+            assert provider.resolve_integer_details("max-images", -1, EvaluationContext("user-1")).value == 3
+            mismatch = provider.resolve_integer_details("max-images", -1, half)
+            assert (mismatch.value, mismatch.error_code) == (-1, ErrorCode.TYPE_MISMATCH)
+            assert provider.resolve_float_details("max-images", -1.0, half).value == 0.5
+    finally:
+        provider.shutdown()
+
+
 # --- staleness ----------------------------------------------------------------------------------------------------
 
 
@@ -357,13 +442,16 @@ def test_a_newer_revision_on_the_stream_refetches_and_names_only_the_changed_fla
     )
     served = [SNAPSHOT]
     fetches: list[str | None] = []
+    evaluated = threading.Event()
 
     def control_plane(request: httpx.Request) -> httpx.Response:
         if request.url.path == SNAPSHOT_PATH:
             fetches.append(request.headers.get("If-None-Match"))
             etag = f'"production-{served[-1].revision}"'
             return httpx.Response(200, content=msgspec.json.encode(served[-1]), headers={"ETag": etag})
-        # One stale notice (the revision already held) and one new one, then the stream ends.
+        # One stale notice (the revision already held) and one new one, then the stream ends; not before the
+        # old snapshot's value was served (and its details built).
+        evaluated.wait(5.0)
         served.append(newer)
         body = b"".join(_notice(revision) for revision in (7, 8))
         return httpx.Response(200, content=body, headers={"Content-Type": "text/event-stream"})
@@ -382,11 +470,14 @@ def test_a_newer_revision_on_the_stream_refetches_and_names_only_the_changed_fla
     provider.attach(on_emit)
     provider.initialize(EvaluationContext())
     try:
+        before = [provider.resolve_integer_details("max-images", 0, EvaluationContext()).value for _ in range(2)]
+        evaluated.set()
         assert changed.wait(5.0), "no event within 5 s"
-        assert provider.resolve_integer_details("max-images", 0).value == 10
+        assert provider.resolve_integer_details("max-images", 0, EvaluationContext()).value == 10
     finally:
         provider.shutdown()
 
+    assert before == [3, 3]
     assert fetches == [None, '"production-7"']
     assert [event for event, _ in emitted] == [ProviderEvent.PROVIDER_CONFIGURATION_CHANGED]
     assert emitted[0][1].flags_changed == ["gallery-layout", "max-images", "new-flag"]
