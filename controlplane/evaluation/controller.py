@@ -14,7 +14,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 from litestar.exceptions import TooManyRequestsException
-from litestar.params import FromPath, HeaderParameter
+from litestar.params import HeaderParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.response.base import ASGIResponse
 from litestar.types import ASGIApp
@@ -140,12 +140,13 @@ class OfrepController(Controller):
             404: response(OfrepError, "FLAG_NOT_FOUND"),
         },
     )
-    async def evaluate_flag(self, request: Request[Any, Any, Any], key: FromPath[str]) -> ASGIApp:
+    async def evaluate_flag(self, request: Request[Any, Any, Any]) -> ASGIApp:
         """Resolve one flag for the context in the body (`X-Environment` names the environment for a token not
         scoped to one)."""
         # The principal, the header and the app's objects straight from the request, not through injection: this is
         # the hottest route, and Litestar's parameter parsing was a measurable share of its time.
         principal: Principal = request.state.principal
+        key: str = request.path_params["key"]
         state = request.app.state
         parsed = await _ofrep_request(request, state.feed, principal, request.headers.get("x-environment"), key)
         if isinstance(parsed, ASGIResponse):
@@ -156,8 +157,7 @@ class OfrepController(Controller):
         if flag is None:
             missing = flag_not_found(key)
             return _json(ofrep.error_body(key, ErrorCode.FLAG_NOT_FOUND, missing.error_message or ""), 404)
-        # Encoded once per outcome (the configuration caches it).
-        return ASGIResponse(body=configuration.encoded_success(evaluate_flag(flag, context)), media_type=JSON)
+        return configuration.success_answer(evaluate_flag(flag, context))
 
     @post(
         "/flags",
