@@ -94,6 +94,26 @@ class Run:
     requests_per_second: float
     latency: str
     errors: str
+    #: Server CPU time (user + system, every server process) per request answered: unlike requests/s, barely moved
+    #: by what else the machine runs.
+    cpu_us_per_request: float | None = None
+
+
+def process_tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its children (uvicorn's workers), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # Fields after the parenthesised command: state, ppid, ..., utime (14th field), stime (15th).
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(entry.name) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
 
 
 def server_environment(database_url: str) -> dict[str, str]:
@@ -125,6 +145,14 @@ def free_port() -> int:
     return port
 
 
+@dataclass(frozen=True, slots=True)
+class Server:
+    """A server process started here: where it answers, and its process id."""
+
+    base_url: str
+    pid: int
+
+
 @contextmanager
 def server_process(
     database_url: str,
@@ -133,6 +161,18 @@ def server_process(
     workers: int = 1,
 ) -> Iterator[str]:
     """Start uvicorn in a separate process on a free loopback port; yield its base URL."""
+    with server(database_url, extra, factory, workers) as started:
+        yield started.base_url
+
+
+@contextmanager
+def server(
+    database_url: str,
+    extra: dict[str, str] | None = None,
+    factory: str = "bench.ofrep_throughput:create_bench_app",
+    workers: int = 1,
+) -> Iterator[Server]:
+    """Start uvicorn in a separate process on a free loopback port; yield it."""
     port = free_port()
     command = [
         sys.executable,
@@ -166,7 +206,7 @@ def server_process(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the server did not answer within {START_TIMEOUT_SECONDS}s")
             time.sleep(0.1)
-        yield base_url
+        yield Server(base_url, process.pid)
     finally:
         process.terminate()
         try:
@@ -293,15 +333,16 @@ def split(total: int, parts: int) -> list[int]:
     return [max(1, total // parts + (1 if index < total % parts else 0)) for index in range(parts)]
 
 
-def summed(endpoint: str, runs: list[Run]) -> Run:
-    """One figure for concurrent runs against several servers: rates added, latencies and errors side by side."""
-    if len(runs) == 1:
-        return runs[0]
+def summed(endpoint: str, runs: list[Run], cpu_seconds: float, seconds: int) -> Run:
+    """One figure for concurrent runs against several servers: rates added, latencies and errors side by side, the
+    servers' CPU time over the requests they answered."""
+    rate = sum(run.requests_per_second for run in runs)
     return Run(
         endpoint=endpoint,
-        requests_per_second=sum(run.requests_per_second for run in runs),
+        requests_per_second=rate,
         latency=" | ".join(run.latency for run in runs),
         errors=" | ".join(run.errors for run in runs),
+        cpu_us_per_request=cpu_seconds / (rate * seconds) * 1e6 if rate else None,
     )
 
 
@@ -331,9 +372,12 @@ def main() -> None:
     connections = split(args.connections, args.replicas)
     with database(args.backend) as database_url, tempfile.TemporaryDirectory() as folder, ExitStack() as servers:
         tokens = prepare_database(database_url)
-        bases = [
-            servers.enter_context(server_process(database_url, workers=args.workers)) for _ in range(args.replicas)
-        ]
+        started = [servers.enter_context(server(database_url, workers=args.workers)) for _ in range(args.replicas)]
+        bases = [one.base_url for one in started]
+
+        def cpu_seconds() -> float:
+            return sum(process_tree_cpu_seconds(one.pid) for one in started)
+
         with httpx.Client(base_url=bases[0], headers={"Authorization": f"Bearer {tokens.admin}"}) as admin:
             configure_flag(admin)
         wait_for_flag(bases, tokens.evaluate)
@@ -353,12 +397,14 @@ def main() -> None:
 
         def load(endpoint: str, path: str, lua: Path | None, seconds: int) -> Run:
             # Every replica at once, each with its share of the threads and connections: their rates add up.
+            before = cpu_seconds()
             with ThreadPoolExecutor(max_workers=len(bases)) as pool:
                 futures = [
                     pool.submit(load_one, index, endpoint, base + path, lua, seconds)
                     for index, base in enumerate(bases)
                 ]
-                return summed(endpoint, [future.result() for future in futures])
+                runs = [future.result() for future in futures]
+            return summed(endpoint, runs, cpu_seconds() - before, seconds)
 
         for endpoint, path, lua in targets:
             load(endpoint, path, lua, WARMUP_SECONDS)
@@ -384,15 +430,33 @@ def main() -> None:
     )
     print(f"load generator: {tool}")
     print(f"server: {layout}, {args.backend}, rate limits lifted; {os.cpu_count()} CPUs")
-    print(f"{'endpoint':20} {'run':>3} {'requests/s':>11}  {'latency':24} errors")
+    print(f"{'endpoint':20} {'run':>3} {'requests/s':>11} {'CPU us/req':>10}  {'latency':24} errors")
     for index, run in enumerate(runs):
-        print(f"{run.endpoint:20} {index // 2 + 1:>3} {run.requests_per_second:>11,.0f}  {run.latency:24} {run.errors}")
+        cpu = f"{run.cpu_us_per_request:>10,.0f}" if run.cpu_us_per_request is not None else f"{'?':>10}"
+        print(
+            f"{run.endpoint:20} {index // 2 + 1:>3} {run.requests_per_second:>11,.0f} {cpu}  {run.latency:24} "
+            f"{run.errors}"
+        )
     best = {
         endpoint: max(run.requests_per_second for run in runs if run.endpoint == endpoint) for endpoint, _, _ in targets
     }
     health, ofrep_rate = best["GET /healthz"], best["POST OFREP 1 flag"]
     print(f"best ({layout}, {args.backend}): healthz {health:,.0f} req/s, OFREP {ofrep_rate:,.0f} req/s")
     print(f"ratio OFREP / healthz = {ofrep_rate / health:.2f} (target >= {TARGET_RATIO:.2f})")
+    cheapest = {
+        endpoint: min(
+            (run.cpu_us_per_request for run in runs if run.endpoint == endpoint and run.cpu_us_per_request),
+            default=None,
+        )
+        for endpoint, _, _ in targets
+    }
+    health_cpu, ofrep_cpu = cheapest["GET /healthz"], cheapest["POST OFREP 1 flag"]
+    if health_cpu and ofrep_cpu:
+        # The same ratio from what each request costs the server, steadier than requests/s on a shared machine.
+        print(
+            f"server CPU per request (least of the runs): healthz {health_cpu:,.0f} us, OFREP {ofrep_cpu:,.0f} us; "
+            f"ratio healthz / OFREP = {health_cpu / ofrep_cpu:.2f}"
+        )
 
 
 if __name__ == "__main__":
