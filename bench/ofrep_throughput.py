@@ -11,7 +11,13 @@ environment-scoped evaluate token in `Authorization`; healthz as a plain GET. It
 bare HTTP stack. Without `wrk` it falls back to an httpx load generator running in separate processes and
 says so.
 
+Scale-out: `--workers N` runs each server with N uvicorn worker processes; `--replicas M` runs M separate
+servers on ports of their own, on one database (`--backend postgresql`: a throwaway database on 127.0.0.1:5432,
+dropped afterwards), with one wrk per replica at once, the threads and connections split between them, and the
+rates summed. Every server is probed until it serves the flag before the load starts.
+
     .venv/bin/python -m bench.ofrep_throughput [--duration 10] [--runs 2] [--threads 2] [--connections 32]
+        [--workers 1] [--replicas 1] [--backend sqlite|postgresql]
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +42,7 @@ import httpx
 from litestar import Litestar
 
 from bench.evaluation import FLAG, configure_flag, prepare_database
+from bench.rollout_race import database
 from controlplane.app import create_app
 from controlplane.settings import Settings
 
@@ -44,6 +52,9 @@ UNLIMITED = 1_000_000_000
 USERS_IN_SCRIPT = 1000
 WARMUP_SECONDS = 3
 START_TIMEOUT_SECONDS = 20.0
+PROBES_IN_A_ROW = 10
+BACKENDS = ("sqlite", "postgresql")
+TARGET_RATIO = 0.90
 
 LUA_SCRIPT = """
 local requests = {}
@@ -83,6 +94,26 @@ class Run:
     requests_per_second: float
     latency: str
     errors: str
+    #: Server CPU time (user + system, every server process) per request answered: unlike requests/s, barely moved
+    #: by what else the machine runs.
+    cpu_us_per_request: float | None = None
+
+
+def process_tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its children (uvicorn's workers), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # Fields after the parenthesised command: state, ppid, ..., utime (14th field), stime (15th).
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(entry.name) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
 
 
 def server_environment(database_url: str) -> dict[str, str]:
@@ -114,6 +145,14 @@ def free_port() -> int:
     return port
 
 
+@dataclass(frozen=True, slots=True)
+class Server:
+    """A server process started here: where it answers, and its process id."""
+
+    base_url: str
+    pid: int
+
+
 @contextmanager
 def server_process(
     database_url: str,
@@ -122,6 +161,18 @@ def server_process(
     workers: int = 1,
 ) -> Iterator[str]:
     """Start uvicorn in a separate process on a free loopback port; yield its base URL."""
+    with server(database_url, extra, factory, workers) as started:
+        yield started.base_url
+
+
+@contextmanager
+def server(
+    database_url: str,
+    extra: dict[str, str] | None = None,
+    factory: str = "bench.ofrep_throughput:create_bench_app",
+    workers: int = 1,
+) -> Iterator[Server]:
+    """Start uvicorn in a separate process on a free loopback port; yield it."""
     port = free_port()
     command = [
         sys.executable,
@@ -155,7 +206,7 @@ def server_process(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the server did not answer within {START_TIMEOUT_SECONDS}s")
             time.sleep(0.1)
-        yield base_url
+        yield Server(base_url, process.pid)
     finally:
         process.terminate()
         try:
@@ -256,61 +307,116 @@ def generator_main(url: str, connections: int, seconds: int) -> None:
 # --- the benchmark -------------------------------------------------------------------------------------------
 
 
+def wait_for_flag(bases: list[str], token: str) -> None:
+    """Check one evaluation end to end on every server, until each answers it several times in a row: a replica (or
+    a uvicorn worker) that did not take the write learns of it from the database within its poll."""
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    for base_url in bases:
+        in_a_row = 0
+        while in_a_row < PROBES_IN_A_ROW:
+            probe = httpx.post(
+                base_url + OFREP_PATH,
+                json={"context": {"targetingKey": "user-00002", "tenant": "acme"}},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            if probe.status_code == 200 and probe.json().get("reason") == "TARGETING_MATCH":
+                in_a_row += 1
+                continue
+            in_a_row = 0
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"OFREP probe failed on {base_url}: {probe.status_code} {probe.text}")
+            time.sleep(0.1)
+
+
+def split(total: int, parts: int) -> list[int]:
+    """``total`` spread over ``parts`` shares as even as can be (each at least 1)."""
+    return [max(1, total // parts + (1 if index < total % parts else 0)) for index in range(parts)]
+
+
+def summed(endpoint: str, runs: list[Run], cpu_seconds: float, seconds: int) -> Run:
+    """One figure for concurrent runs against several servers: rates added, latencies and errors side by side, the
+    servers' CPU time over the requests they answered."""
+    rate = sum(run.requests_per_second for run in runs)
+    return Run(
+        endpoint=endpoint,
+        requests_per_second=rate,
+        latency=" | ".join(run.latency for run in runs),
+        errors=" | ".join(run.errors for run in runs),
+        cpu_us_per_request=cpu_seconds / (rate * seconds) * 1e6 if rate else None,
+    )
+
+
 def main() -> None:
-    """Set up the server, load both endpoints, print the table."""
+    """Set up the servers, load both endpoints, print the table."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per measured run")
     parser.add_argument("--runs", type=int, default=2, help="measured runs per endpoint (alternating)")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads in all (split across replicas)")
+    parser.add_argument("--connections", type=int, default=32, help="connections in all (split across replicas)")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes per server")
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="separate server processes, each on its own port, on one database"
+    )
+    parser.add_argument("--backend", choices=BACKENDS, default="sqlite", help="the database the servers share")
     parser.add_argument("--force-httpx", action="store_true", help="use the httpx fallback even if wrk exists")
     parser.add_argument("--generate", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.generate:
         generator_main(args.generate, args.connections, args.duration)
         return
+    if args.replicas < 1 or args.workers < 1:
+        parser.error("--replicas and --workers must be at least 1")
 
     wrk = None if args.force_httpx else shutil.which("wrk")
-    with tempfile.TemporaryDirectory() as folder:
-        database_url = f"sqlite:///{folder}/bench.db"
+    threads = split(args.threads, args.replicas)
+    connections = split(args.connections, args.replicas)
+    with database(args.backend) as database_url, tempfile.TemporaryDirectory() as folder, ExitStack() as servers:
         tokens = prepare_database(database_url)
-        with server_process(database_url) as base_url:
-            with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {tokens.admin}"}) as admin:
-                configure_flag(admin)
-            # The feed picks the change up at once (same process wrote it); check one evaluation end to end.
-            probe = httpx.post(
-                base_url + OFREP_PATH,
-                json={"context": {"targetingKey": "user-00002", "tenant": "acme"}},
-                headers={"Authorization": f"Bearer {tokens.evaluate}"},
-            )
-            if probe.status_code != 200 or probe.json().get("reason") != "TARGETING_MATCH":
-                raise RuntimeError(f"OFREP probe failed: {probe.status_code} {probe.text}")
-            script = Path(folder) / "ofrep.lua"
-            script.write_text(LUA_SCRIPT % {"users": USERS_IN_SCRIPT, "path": OFREP_PATH, "token": tokens.evaluate})
-            targets = [
-                ("GET /healthz", base_url + HEALTH_PATH, None),
-                ("POST OFREP 1 flag", base_url + OFREP_PATH, script),
-            ]
+        started = [servers.enter_context(server(database_url, workers=args.workers)) for _ in range(args.replicas)]
+        bases = [one.base_url for one in started]
 
-            def load(endpoint: str, url: str, lua: Path | None, seconds: int) -> Run:
-                if wrk is not None:
-                    return run_wrk(
-                        wrk, url, endpoint, lua, threads=args.threads, connections=args.connections, seconds=seconds
-                    )
-                token = None if lua is None else tokens.evaluate
-                return run_httpx(
-                    url, endpoint, token, processes=args.threads, connections=args.connections, seconds=seconds
+        def cpu_seconds() -> float:
+            return sum(process_tree_cpu_seconds(one.pid) for one in started)
+
+        with httpx.Client(base_url=bases[0], headers={"Authorization": f"Bearer {tokens.admin}"}) as admin:
+            configure_flag(admin)
+        wait_for_flag(bases, tokens.evaluate)
+        script = Path(folder) / "ofrep.lua"
+        script.write_text(LUA_SCRIPT % {"users": USERS_IN_SCRIPT, "path": OFREP_PATH, "token": tokens.evaluate})
+        targets = [("GET /healthz", HEALTH_PATH, None), ("POST OFREP 1 flag", OFREP_PATH, script)]
+
+        def load_one(index: int, endpoint: str, url: str, lua: Path | None, seconds: int) -> Run:
+            if wrk is not None:
+                return run_wrk(
+                    wrk, url, endpoint, lua, threads=threads[index], connections=connections[index], seconds=seconds
                 )
+            token = None if lua is None else tokens.evaluate
+            return run_httpx(
+                url, endpoint, token, processes=threads[index], connections=connections[index], seconds=seconds
+            )
 
-            for endpoint, url, lua in targets:
-                load(endpoint, url, lua, WARMUP_SECONDS)
-            runs: list[Run] = []
-            for _ in range(args.runs):
-                for endpoint, url, lua in targets:
-                    runs.append(load(endpoint, url, lua, args.duration))
+        def load(endpoint: str, path: str, lua: Path | None, seconds: int) -> Run:
+            # Every replica at once, each with its share of the threads and connections: their rates add up.
+            before = cpu_seconds()
+            with ThreadPoolExecutor(max_workers=len(bases)) as pool:
+                futures = [
+                    pool.submit(load_one, index, endpoint, base + path, lua, seconds)
+                    for index, base in enumerate(bases)
+                ]
+                runs = [future.result() for future in futures]
+            return summed(endpoint, runs, cpu_seconds() - before, seconds)
 
+        for endpoint, path, lua in targets:
+            load(endpoint, path, lua, WARMUP_SECONDS)
+        runs: list[Run] = []
+        for _ in range(args.runs):
+            for endpoint, path, lua in targets:
+                runs.append(load(endpoint, path, lua, args.duration))
+
+    shares = ", ".join(f"-t{t} -c{c}" for t, c in zip(threads, connections, strict=True))
+    together = " (one wrk per replica, at once; rates summed)" if args.replicas > 1 else ""
     tool = (
-        f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s"
+        f"wrk -d{args.duration}s, {shares}{together}"
         if wrk
         else (
             f"httpx fallback ({'--force-httpx' if args.force_httpx else 'wrk not found'}): {args.threads} processes, "
@@ -318,16 +424,39 @@ def main() -> None:
             "the gap"
         )
     )
-    print(f"load generator: {tool}; server: uvicorn, 1 worker, SQLite, rate limits lifted; {os.cpu_count()} CPUs")
-    print(f"{'endpoint':20} {'run':>3} {'requests/s':>11}  {'latency':24} errors")
+    layout = (
+        f"{args.replicas} replica{'s' if args.replicas > 1 else ''} x {args.workers} "
+        f"uvicorn worker{'s' if args.workers > 1 else ''}"
+    )
+    print(f"load generator: {tool}")
+    print(f"server: {layout}, {args.backend}, rate limits lifted; {os.cpu_count()} CPUs")
+    print(f"{'endpoint':20} {'run':>3} {'requests/s':>11} {'CPU us/req':>10}  {'latency':24} errors")
     for index, run in enumerate(runs):
-        print(f"{run.endpoint:20} {index // 2 + 1:>3} {run.requests_per_second:>11,.0f}  {run.latency:24} {run.errors}")
+        cpu = f"{run.cpu_us_per_request:>10,.0f}" if run.cpu_us_per_request is not None else f"{'?':>10}"
+        print(
+            f"{run.endpoint:20} {index // 2 + 1:>3} {run.requests_per_second:>11,.0f} {cpu}  {run.latency:24} "
+            f"{run.errors}"
+        )
     best = {
         endpoint: max(run.requests_per_second for run in runs if run.endpoint == endpoint) for endpoint, _, _ in targets
     }
     health, ofrep_rate = best["GET /healthz"], best["POST OFREP 1 flag"]
-    print(f"best: healthz {health:,.0f} req/s, OFREP {ofrep_rate:,.0f} req/s")
-    print(f"ratio OFREP / healthz = {ofrep_rate / health:.2f} (target >= 0.70)")
+    print(f"best ({layout}, {args.backend}): healthz {health:,.0f} req/s, OFREP {ofrep_rate:,.0f} req/s")
+    print(f"ratio OFREP / healthz = {ofrep_rate / health:.2f} (target >= {TARGET_RATIO:.2f})")
+    cheapest = {
+        endpoint: min(
+            (run.cpu_us_per_request for run in runs if run.endpoint == endpoint and run.cpu_us_per_request),
+            default=None,
+        )
+        for endpoint, _, _ in targets
+    }
+    health_cpu, ofrep_cpu = cheapest["GET /healthz"], cheapest["POST OFREP 1 flag"]
+    if health_cpu and ofrep_cpu:
+        # The same ratio from what each request costs the server, steadier than requests/s on a shared machine.
+        print(
+            f"server CPU per request (least of the runs): healthz {health_cpu:,.0f} us, OFREP {ofrep_cpu:,.0f} us; "
+            f"ratio healthz / OFREP = {health_cpu / ofrep_cpu:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -31,7 +31,13 @@ from controlplane.api.unit_of_work import UnitOfWork
 from controlplane.audit.controller import AuditController
 from controlplane.auth.controller import TokenController
 from controlplane.auth.dependencies import dependencies as auth_dependencies
-from controlplane.auth.guards import PrincipalCache, address_identity, authorize, rate_limit_identity
+from controlplane.auth.guards import (
+    REQUEST_LIMIT,
+    PrincipalCache,
+    address_identity,
+    authorize,
+    rate_limit_identity,
+)
 from controlplane.auth.stream_credentials import CredentialRedaction, StreamCredentials
 from controlplane.cleanup.controller import CleanupController
 from controlplane.cleanup.jobs import CleanupExecutor, StorageFor, gcs_storage_for
@@ -199,7 +205,8 @@ def create_app(
     evaluation = Router(
         path="/",
         route_handlers=[OfrepController, EvaluationController],
-        guards=[limit_evaluation],
+        # Counted by the one guard, `authorize`, once it knows the token (see controlplane.auth.guards).
+        opt={REQUEST_LIMIT: limit_evaluation},
     )
     per_token = RateLimitConfig(
         rate_limit=("minute", settings.rate_limit_per_minute),

@@ -2,7 +2,10 @@
 
 A route declares ``opt={"role": Role.X}`` (usually on its controller) or ``opt={"public": True}``. A route
 that declares neither is refused to everyone, so a new route cannot ship unprotected by forgetting. A route that
-declares ``opt={"token_cookie": NAME}`` also accepts the token from that cookie (the operator's page).
+declares ``opt={"token_cookie": NAME}`` also accepts the token from that cookie (the operator's page). A route that
+declares ``opt={REQUEST_LIMIT: limit}`` has ``limit`` counted once its caller is known (the evaluation routes'
+per-token limit): in this guard rather than a second one, since Litestar copies the route handler for every guard
+it runs, a cost the hottest route paid twice per request.
 """
 
 from __future__ import annotations
@@ -27,9 +30,11 @@ from controlplane.auth.tokens import digest_token
 from controlplane.db import UNAVAILABLE, in_thread, start_request_deadline
 
 __all__ = [
+    "REQUEST_LIMIT",
     "STREAM_CREDENTIAL_PARAMETER",
     "STREAM_EXPIRES_AT",
     "PrincipalCache",
+    "RequestLimit",
     "address_identity",
     "authorize",
     "presented_token",
@@ -40,6 +45,11 @@ __all__ = [
 STREAM_CREDENTIAL_PARAMETER = "credential"
 #: Where the guard leaves a stream credential's expiry (Unix seconds) for the route it opened.
 STREAM_EXPIRES_AT = "stream_expires_at"
+#: The route option naming a per-request limit, counted after authentication.
+REQUEST_LIMIT = "request_limit"
+#: A per-request limit: given the connection and its principal (None on a public route or a preflight), it raises
+#: to refuse the request.
+RequestLimit = Callable[[ASGIConnection[Any, Any, Any, Any], "Principal | None"], None]
 
 logger = logging.getLogger(__name__)
 
@@ -167,25 +177,37 @@ def _stream_principal(connection: ASGIConnection[Any, Any, Any, Any], credential
 
 
 async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    """Refuse the request unless the route is public or the caller's token grants the route's role. OPTIONS is
-    open on every route: it only lists the methods (a CORS preflight never carries credentials), and Litestar's
-    automatic OPTIONS handler carries its controller's opt rather than the route handler's."""
+    """Refuse the request unless the route is public or the caller's token grants the route's role, then count it
+    against the route's request limit, if it declares one. OPTIONS is open on every route: it only lists the
+    methods (a CORS preflight never carries credentials), and Litestar's automatic OPTIONS handler carries its
+    controller's opt rather than the route handler's."""
+    principal = await _authenticate(connection, handler)
+    limit: RequestLimit | None = handler.opt.get(REQUEST_LIMIT)
+    if limit is not None:
+        limit(connection, principal)
+
+
+async def _authenticate(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> Principal | None:
+    """The caller's principal, left on the connection's state (None on a public route or a preflight); raises 401
+    or 403 when the route is closed to it."""
     # One database budget for the whole request: this lookup and the handler's own work share it.
     start_request_deadline(connection.app.state.settings.database_timeout_seconds)
     if handler.opt.get("public") or connection.scope.get("method") == "OPTIONS":
-        return
+        return None
     required = handler.opt.get("role")
     if not isinstance(required, Role):
         raise PermissionDeniedException(detail="this route declares no role, so it is closed to everyone")
     token = presented_token(connection.headers)
-    credential = connection.query_params.get(STREAM_CREDENTIAL_PARAMETER)
+    # Parsed only when there is a query: evaluation's requests carry none, and parsing is a cost they would pay each.
+    credential = connection.query_params.get(STREAM_CREDENTIAL_PARAMETER) if connection.scope["query_string"] else None
     if token is None and credential is not None and handler.opt.get("stream_credential"):
         if not grants(Role.EVALUATE, required):  # a credential is an evaluate grant, whatever the route declares
             raise PermissionDeniedException(
                 detail=f"a stream credential grants `evaluate`; this route needs `{required}`"
             )
-        connection.state.principal = _stream_principal(connection, credential)
-        return
+        stream_principal = _stream_principal(connection, credential)
+        connection.state.principal = stream_principal
+        return stream_principal
     if (token is not None and token.startswith(STREAM_CREDENTIAL_PREFIX)) or (token is None and credential):
         # Checked before any lookup: a stream credential is no token, and the database need not be asked so.
         raise NotAuthorizedException(
@@ -236,3 +258,4 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
             extra={"required_role": required.value, "role": principal.role.value},
         )
     connection.state.principal = principal
+    return principal

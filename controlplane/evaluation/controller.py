@@ -14,9 +14,10 @@ from litestar import Controller, Request, Response, get, post
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 from litestar.exceptions import TooManyRequestsException
-from litestar.handlers.base import BaseRouteHandler
-from litestar.params import FromPath, HeaderParameter
+from litestar.params import HeaderParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.response.base import ASGIResponse
+from litestar.types import ASGIApp
 from openfeature.exception import ErrorCode
 
 from controlplane.api.dependencies import Now, ProcessMetrics, from_state
@@ -40,6 +41,7 @@ __all__ = ["STREAM_PATH", "EvaluationController", "OfrepController", "limit_eval
 STREAM_PATH = "/evaluation/v1/stream"
 KEEPALIVE_SECONDS = 15.0
 CREDENTIAL_STREAM_RETRY_MS = 500
+JSON = "application/json"
 Feed = NamedDependency[ConfigurationFeed]
 Credentials = NamedDependency[StreamCredentials]
 EnvironmentHeader = Annotated[
@@ -48,12 +50,12 @@ EnvironmentHeader = Annotated[
 ]
 
 
-async def limit_evaluation(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
-    """Refuse an evaluation request over the token's per-second limit with 429 and Retry-After."""
+def limit_evaluation(connection: ASGIConnection[Any, Any, Any, Any], principal: Principal | None) -> None:
+    """Refuse an evaluation request over the token's per-second limit with 429 and Retry-After (a `RequestLimit`,
+    counted by the `authorize` guard once the caller is known)."""
     limiter: RateLimiter = connection.app.state.evaluation_limiter
-    # Counted by the authenticated token (the guard before this one put it on the connection): one id per token,
-    # with no header parsing or hashing again on the hottest route.
-    principal: Principal | None = connection.state.get("principal")
+    # Counted by the authenticated token: one id per token, with no header parsing or hashing again on the hottest
+    # route. A request without a principal (a preflight) is counted by what it presents.
     identity = f"token:{principal.token_id}" if principal is not None else rate_limit_identity(connection)
     wait = limiter.retry_after(identity)
     if wait is not None:
@@ -90,8 +92,9 @@ def _configuration(feed: ConfigurationFeed, principal: Principal, requested: str
     return configuration
 
 
-def _json(body: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response[bytes]:
-    return Response(msgspec.json.encode(body), status_code=status_code, media_type="application/json", headers=headers)
+def _json(body: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> ASGIResponse:
+    # OFREP answers are encoded here: handed to the server as they are, with no Response to render on the way.
+    return ASGIResponse(body=msgspec.json.encode(body), status_code=status_code, media_type=JSON, headers=headers)
 
 
 async def _ofrep_request(
@@ -100,7 +103,7 @@ async def _ofrep_request(
     principal: Principal,
     environment: str | None,
     key: str | None,
-) -> tuple[EnvironmentConfiguration, dict[str, Any]] | Response[bytes]:
+) -> tuple[EnvironmentConfiguration, dict[str, Any]] | ASGIResponse:
     """The configuration and context an OFREP request evaluates against, or its OFREP-shaped 400."""
     try:
         configuration = _configuration(feed, principal, environment)
@@ -137,15 +140,17 @@ class OfrepController(Controller):
             404: response(OfrepError, "FLAG_NOT_FOUND"),
         },
     )
-    async def evaluate_flag(self, request: Request[Any, Any, Any], key: FromPath[str]) -> Response[bytes]:
+    async def evaluate_flag(self, request: Request[Any, Any, Any]) -> ASGIApp:
         """Resolve one flag for the context in the body (`X-Environment` names the environment for a token not
         scoped to one)."""
-        # The principal, the header and the app's objects straight from the request, not through injection: this is
-        # the hottest route, and Litestar's parameter parsing was a measurable share of its time.
+        # The principal, the key, the header and the app's objects straight from the request, not through injection
+        # or declared parameters (the OpenAPI document takes the key from the path): this is the hottest route, and
+        # Litestar's parameter parsing was a measurable share of its time.
         principal: Principal = request.state.principal
+        key: str = request.path_params["key"]
         state = request.app.state
         parsed = await _ofrep_request(request, state.feed, principal, request.headers.get("x-environment"), key)
-        if isinstance(parsed, Response):
+        if isinstance(parsed, ASGIResponse):
             return parsed
         configuration, context = parsed
         flag = configuration.flags.get(key)
@@ -153,7 +158,7 @@ class OfrepController(Controller):
         if flag is None:
             missing = flag_not_found(key)
             return _json(ofrep.error_body(key, ErrorCode.FLAG_NOT_FOUND, missing.error_message or ""), 404)
-        return Response(configuration.encoded_success(evaluate_flag(flag, context)), media_type="application/json")
+        return configuration.success_answer(evaluate_flag(flag, context))
 
     @post(
         "/flags",
@@ -178,17 +183,17 @@ class OfrepController(Controller):
         metrics: ProcessMetrics,
         credentials: Credentials,
         now: Now,
-    ) -> Response[bytes]:
+    ) -> ASGIApp:
         """Resolve every flag for one context; 304 when neither the configuration, the context nor the stream
         credential's window changed."""
         parsed = await _ofrep_request(request, feed, principal, environment, None)
-        if isinstance(parsed, Response):
+        if isinstance(parsed, ASGIResponse):
             return parsed
         configuration, context = parsed
         at = now.timestamp()
         etag = ofrep.bulk_etag(configuration.environment, configuration.revision, context, credentials.epoch(at))
         if ofrep.etag_matches(if_none_match, etag):
-            return Response(b"", status_code=304, headers={"ETag": etag})
+            return ASGIResponse(status_code=304, headers={"ETag": etag})
         # A browser's EventSource sends no headers: the URL carries a grant of this one environment (ADR-0008:
         # "the URL may include auth tokens"), the same all through its window, so the client keeps its stream open.
         credential = credentials.mint(

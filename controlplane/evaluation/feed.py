@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import anyio.to_thread
 import msgspec
 import psycopg
+from litestar.response.base import ASGIResponse
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -42,15 +43,18 @@ class EnvironmentConfiguration:
     revision: int
     flags: dict[str, CompiledFlag]
     snapshot_json: bytes
-    # OFREP bodies by resolution: the engine hands out one object per outcome, so each is encoded once.
-    _encoded: dict[int, tuple[Resolution, bytes]] = field(default_factory=dict, compare=False, repr=False)
+    # OFREP answers by resolution: the engine hands out one object per outcome, so each is encoded, and its headers
+    # built, once. An ASGIResponse holds no per-request state (its headers are listed anew for each send), so one
+    # serves every request that resolves to it.
+    _answers: dict[int, tuple[Resolution, ASGIResponse]] = field(default_factory=dict, compare=False, repr=False)
 
-    def encoded_success(self, resolution: Resolution) -> bytes:
-        """The OFREP 200 body of a resolution, encoded once per configuration and outcome."""
-        cached = self._encoded.get(id(resolution))
+    def success_answer(self, resolution: Resolution) -> ASGIResponse:
+        """The OFREP 200 answer of a resolution, made once per configuration and outcome."""
+        cached = self._answers.get(id(resolution))
         if cached is None or cached[0] is not resolution:
-            cached = (resolution, msgspec.json.encode(success_body(resolution)))
-            self._encoded[id(resolution)] = cached
+            body = msgspec.json.encode(success_body(resolution))
+            cached = (resolution, ASGIResponse(body=body, media_type="application/json"))
+            self._answers[id(resolution)] = cached
         return cached[1]
 
     @property
