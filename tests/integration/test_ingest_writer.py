@@ -98,7 +98,9 @@ def test_a_failed_transaction_answers_every_waiting_batch_and_keeps_nothing(
         asyncio.run(good.submit(pending("batch-g001", 9, clock, digest="changed")))
 
 
-def test_a_window_row_written_again_adds_every_measure(session_factory: sessionmaker[Session], clock: FakeClock) -> None:
+def test_a_window_row_written_again_adds_every_measure(
+    session_factory: sessionmaker[Session], clock: FakeClock
+) -> None:
     """The second group updates the row the first inserted: counts and sums add, extremes widen, buckets and totals
     add per entry, and a row of another series in the same group is inserted beside it."""
     start = clock() - timedelta(seconds=clock().second % 10, microseconds=clock().microsecond)
