@@ -9,26 +9,38 @@ An answer is 200 only once the batch is committed; after the run the database mu
 (acknowledged batches x 1,000) events, or the run is reported as broken. The floor is the same payload decoded
 alone (msgspec into the wire types) in this process, and decoded + validated + aggregated (ingest's CPU work).
 
-    .venv/bin/python -m bench.ingest [--duration 10] [--connections 8] [--backends sqlite,postgresql]
+Scale out: `--workers 2` runs uvicorn with two worker processes; `--replicas 2` starts two separate server
+processes on the same database and splits wrk's connections between them (one wrk per replica, run at the same
+time); the figures are summed and the consistency check covers every replica's batches. Each run also reports the
+CPU the server processes and PostgreSQL used per second of load, and how many transactions waited, on average, for
+the write lock (`pg_locks`, sampled): where a single database saturates.
+
+    .venv/bin/python -m bench.ingest [--duration 10] [--connections 16] [--backends sqlite,postgresql]
+                                     [--workers 1,2] [--replicas 1,2]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from pathlib import Path
 
+import psycopg
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
 from bench.ofrep_throughput import UNLIMITED, server_process
-from bench.rollout_race import database, prepare_with_definition, print_results
+from bench.rollout_race import POSTGRES_ADMIN, database, prepare_with_definition, print_results
 from controlplane.api.roles import Role
 from controlplane.catalog.service import load_catalog
 from controlplane.db import create_db_engine, session_scope, utcnow
@@ -161,26 +173,104 @@ def parse_wrk(output: str) -> tuple[float, int, int, str]:
     return rate, total, non_2xx, latency
 
 
-def run(backend: str, wrk: str, seconds: int, connections: int, workers: int) -> dict[str, object]:
-    """Load one backend and check the acknowledged events are all in the database."""
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _processes() -> list[tuple[int, int, str]]:
+    """(pid, parent pid, command name) of every process."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                head, _, tail = (entry / "stat").read_text().partition(" (")
+                name, _, rest = tail.rpartition(") ")
+                found.append((int(head), int(rest.split()[1]), name))
+            except OSError:
+                continue
+    return found
+
+
+def _cpu_split() -> dict[str, float]:
+    """CPU seconds so far of this benchmark's server processes (its descendants but wrk) and of PostgreSQL's."""
+    processes = _processes()
+    children: dict[int, list[int]] = {}
+    for pid, parent, _ in processes:
+        children.setdefault(parent, []).append(pid)
+    names = {pid: name for pid, _, name in processes}
+    servers, stack = [], list(children.get(os.getpid(), []))
+    while stack:
+        pid = stack.pop()
+        if names.get(pid) != "wrk":
+            servers.append(pid)
+        stack.extend(children.get(pid, []))
+    return {
+        "server": sum(_cpu_seconds(pid) for pid in servers),
+        "postgres": sum(_cpu_seconds(pid) for pid, _, name in processes if name in ("postgres", "postmaster")),
+    }
+
+
+@contextmanager
+def _lock_waiters(backend: str) -> Iterator[list[int]]:
+    """Sample, every 100 ms, how many transactions wait for a lock (the write lock, a row) on PostgreSQL."""
+    samples: list[int] = []
+    if backend != "postgresql":
+        yield samples
+        return
+    stop = threading.Event()
+
+    def sample() -> None:
+        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as connection:
+            while not stop.wait(0.1):
+                row = connection.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()
+                samples.append(int(row[0]) if row else 0)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        thread.join()
+
+
+def run(backend: str, wrk: str, seconds: int, connections: int, workers: int, replicas: int = 1) -> dict[str, object]:
+    """Load one backend (``replicas`` server processes of ``workers`` each, on one database) and check the
+    acknowledged events are all in the database."""
     with database(backend) as url:
         token = prepare(url)
         sample = body(PLACEHOLDER).decode()
         prefix, suffix = sample.split(PLACEHOLDER)
         extra = {"CONTROLPLANE_INGEST_RATE_LIMIT_PER_SECOND": str(UNLIMITED)}
-        with server_process(url, extra, workers=workers) as base_url, tempfile.TemporaryDirectory() as folder:
-            script = Path(folder) / "ingest.lua"
+        with ExitStack() as stack, tempfile.TemporaryDirectory() as folder:
+            bases = [stack.enter_context(server_process(url, extra, workers=workers)) for _ in range(replicas)]
+            threads = max(1, 2 // replicas)
+            share = max(threads, connections // replicas)
             for phase, duration in (("warm", 3), ("run", seconds)):
-                script.write_text(
-                    LUA % {"prefix": prefix, "suffix": suffix, "token": token, "run": f"{phase}-{uuid.uuid4().hex[:6]}"}
-                )
-                completed = subprocess.run(  # noqa: S603 - wrk with our arguments
-                    [wrk, "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), base_url],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-            rate, total, non_2xx, latency = parse_wrk(completed.stdout)
+                commands = []
+                for number, base_url in enumerate(bases):
+                    script = Path(folder) / f"ingest-{number}.lua"
+                    run_id = f"{phase}-{uuid.uuid4().hex[:6]}"
+                    script.write_text(LUA % {"prefix": prefix, "suffix": suffix, "token": token, "run": run_id})
+                    commands.append(
+                        [wrk, f"-t{threads}", f"-c{share}", f"-d{duration}s", "--latency", "-s", str(script), base_url]
+                    )
+                before = _cpu_split()
+                with _lock_waiters(backend) as waiting:
+                    loads = [
+                        subprocess.Popen(command, stdout=subprocess.PIPE, text=True)  # noqa: S603 - wrk, our arguments
+                        for command in commands
+                    ]
+                    outputs = [load.communicate()[0] for load in loads]
+                after = _cpu_split()
+                if any(load.returncode for load in loads):
+                    raise RuntimeError(f"wrk failed: {outputs}")
+            parsed = [parse_wrk(output) for output in outputs]
         engine = create_db_engine(url)
         with session_scope(sessionmaker(engine)) as session:
             batches = session.scalar(select(func.count()).select_from(IngestedBatch)) or 0
@@ -192,15 +282,22 @@ def run(backend: str, wrk: str, seconds: int, connections: int, workers: int) ->
                 or 0
             )
         engine.dispose()
+    rate = sum(rate for rate, _, _, _ in parsed)
     return {
         "backend": backend,
+        "replicas": replicas,
         "workers": workers,
         "batches_per_s": round(rate, 1),
         "events_per_s": round(rate * BATCH),
         "committed_events_per_s": round(measured * BATCH / seconds),
-        "requests": total,
-        "non_2xx": non_2xx,
-        "latency": latency,
+        "requests": sum(total for _, total, _, _ in parsed),
+        "non_2xx": sum(non_2xx for _, _, non_2xx, _ in parsed),
+        "latency": " / ".join(latency for _, _, _, latency in parsed),
+        # CPU cores busy during the measured run: every server process, and all of PostgreSQL (shared machine: other
+        # databases' work counts too).
+        "server_cores": round((after["server"] - before["server"]) / seconds, 2),
+        "postgres_cores": round((after["postgres"] - before["postgres"]) / seconds, 2),
+        "lock_waiters_avg": round(sum(waiting) / len(waiting), 2) if waiting else 0.0,
         "db_batches": batches,
         "db_events": stored,
         "consistent": stored == batches * BATCH,
@@ -210,10 +307,13 @@ def run(backend: str, wrk: str, seconds: int, connections: int, workers: int) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections in all (split over replicas)")
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--floor-rounds", type=int, default=200)
     parser.add_argument("--workers", default="1", help="uvicorn worker processes to try, comma-separated")
+    parser.add_argument(
+        "--replicas", default="1", help="server processes on one database to try, comma-separated (wrk load split)"
+    )
     args = parser.parse_args()
     wrk = shutil.which("wrk")
     if wrk is None:
@@ -224,8 +324,9 @@ def main() -> None:
         f"{floors['decode_validate_aggregate_events_per_s']:,.0f} events/s (one core, this process)"
     )
     results = [
-        run(backend, wrk, args.duration, args.connections, int(workers))
+        run(backend, wrk, args.duration, args.connections, int(workers), int(replicas))
         for backend in args.backends.split(",")
+        for replicas in args.replicas.split(",")
         for workers in args.workers.split(",")
     ]
     print_results(results, floor=floors)

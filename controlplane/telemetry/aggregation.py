@@ -10,7 +10,9 @@ from __future__ import annotations
 import bisect
 import json
 import math
+import operator
 import re
+import sys
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -261,6 +263,63 @@ def _check_measurements(event: EventIn, kind: EventType, earliest: datetime, lat
     return None
 
 
+class _Collected:
+    """One series of a batch while its events are read: counts, and its values kept to summarise at the end."""
+
+    __slots__ = ("count", "kind", "subjects", "totals", "values")
+
+    def __init__(self, kind: EventType) -> None:
+        self.kind = kind
+        self.count = 0
+        self.values: list[float] = []
+        self.subjects: dict[str, int] = {}
+        self.totals: dict[str, float] = {}
+
+    def summary(self) -> WindowAggregate:
+        """The series' WindowAggregate: sums, extremes and histogram computed once over its values."""
+        values, spec = self.values, self.kind.value
+        found = WindowAggregate(count=self.count, totals=self.totals)
+        if spec is None:
+            return found
+        found.buckets = _buckets(values, spec.buckets)
+        if values:
+            found.value_count = len(values)
+            found.value_sum = sum(values)
+            found.value_sumsq = sum(map(operator.mul, values, values))
+            found.value_min = min(values)
+            found.value_max = max(values)
+        return found
+
+
+def _buckets(values: Sequence[float], bounds: Sequence[float]) -> list[int]:
+    """Events per histogram bucket (one per bound, then +Inf), not cumulative. A value equal to a bound belongs to
+    that bound's bucket (Prometheus' ``le``)."""
+    ordered = sorted(values)
+    counts: list[int] = []
+    below = 0
+    for bound in bounds:
+        upto = bisect.bisect_right(ordered, bound)
+        counts.append(upto - below)
+        below = upto
+    counts.append(len(ordered) - below)
+    return counts
+
+
+#: An identity checked once per batch: (its number, refusal, admitted labels, labels key, event type, lowest and
+#: highest value that needs no closer look, tail list or None).
+_Checked = tuple[int, Refusal | None, dict[str, str], str, EventType | None, float, float, list[TailItem] | None]
+
+
+def _value_range(kind: EventType | None) -> tuple[float, float]:
+    """The values an event of ``kind`` may carry without the full checks: (lo, hi), empty when it has no value.
+    NaN and infinities fall outside (the bounds are finite), so they get the full checks and their reason."""
+    if kind is None or kind.value is None:
+        return math.inf, -math.inf
+    spec = kind.value
+    lowest = spec.minimum if spec.minimum is not None else -sys.float_info.max
+    return lowest, spec.maximum
+
+
 def aggregate(
     batch: EventBatch,
     catalog: Catalog,
@@ -275,19 +334,19 @@ def aggregate(
     """Validate every event of ``batch`` and aggregate it into windows; BatchRefused lists every bad event."""
     earliest, latest = now - max_age, now + max_future
     errors: list[EventError] = []
-    series: dict[SeriesKey, WindowAggregate] = {}
+    series: dict[SeriesKey, _Collected] = {}
     tails: dict[tuple[str, str], list[TailItem]] = {}
-    # id(series aggregate) -> (its key, subject -> events): one lookup by an int, then by a string whose hash is
-    # cached; subjects repeat across a batch, so each is checked once (``valid_subjects``).
-    per_subject: dict[int, tuple[SeriesKey, dict[str, int]]] = {}
+    # Subjects repeat across a batch: each is checked once.
     valid_subjects: set[str] = set()
     kinds: dict[str, EventType | None] = {}
     # Label sets, types and variants repeat across a batch: check each identity once, and find each series of a
-    # window by (identity, window number) without building its key per event (the hot path of ingest).
-    identities: dict[tuple[Any, ...], tuple[Refusal | None, dict[str, str], str, EventType | None]] = {}
-    slots: dict[tuple[Any, ...], WindowAggregate] = {}
+    # window by (identity number, window number) without building its key per event (the hot path of ingest).
+    # Values are only collected here; sums, extremes and buckets are computed once per series at the end.
+    identities: dict[tuple[Any, ...], _Checked] = {}
+    slots: dict[tuple[int, int], _Collected] = {}
     size = window.total_seconds()
     earliest_ts, latest_ts = earliest.timestamp(), latest.timestamp()
+    pipeline = batch.pipeline
     for index, event in enumerate(batch.events):
         identity = (
             event.type,
@@ -299,30 +358,23 @@ def aggregate(
         checked = identities.get(identity)
         if checked is None:
             if event.type not in kinds:
-                kinds[event.type] = catalog.get(batch.pipeline, event.type)
+                kinds[event.type] = catalog.get(pipeline, event.type)
             kind = kinds[event.type]
-            refusal, labels, key_of_labels = _check_identity(event, kind, batch.pipeline, catalog, environments)
-            checked = identities[identity] = (refusal, labels, key_of_labels, kind)
-        refusal, labels, key_of_labels, kind = checked
+            refusal, labels, key_of_labels = _check_identity(event, kind, pipeline, catalog, environments)
+            lowest, highest = _value_range(kind)
+            tail = tails.setdefault((event.type, event.environment), []) if event.type in tail_events else None
+            checked = (len(identities), refusal, labels, key_of_labels, kind, lowest, highest, tail)
+            identities[identity] = checked
+        number, refusal, labels, key_of_labels, kind, lowest, highest, tail = checked
         stamp = event.time.timestamp()
         value = event.value
-        if refusal is None and kind is not None:
-            spec = kind.value
-            suspicious = (
+        if refusal is None:
+            assert kind is not None
+            if (
                 event.totals
-                or stamp < earliest_ts
-                or stamp > latest_ts
-                or (
-                    value is not None
-                    and (
-                        spec is None
-                        or not math.isfinite(value)
-                        or (spec.minimum is not None and value < spec.minimum)
-                        or value > spec.maximum
-                    )
-                )
-            )
-            if suspicious:  # the full checks, for the exact reason (totals are checked there too)
+                or not earliest_ts <= stamp <= latest_ts
+                or (value is not None and not lowest <= value <= highest)
+            ):  # the full checks, for the exact reason (totals are checked there too)
                 refusal = _check_measurements(event, kind, earliest, latest)
             if refusal is None and event.subject is not None and event.subject not in valid_subjects:
                 refusal = _check_subject(event.subject)
@@ -333,48 +385,38 @@ def aggregate(
             continue
         if errors:
             continue  # the batch is refused anyway: only look for more errors
-        assert kind is not None
-        number = int(stamp // size)
-        slot_key = (identity, number)
+        slot_key = (number, int(stamp // size))
         found = slots.get(slot_key)
         if found is None:
+            assert kind is not None
             start = window_start(event.time, window)
             key: SeriesKey = (start, event.type, event.environment, event.variant, event.outcome or "", key_of_labels)
             found = series.get(key)
             if found is None:
-                found = series[key] = WindowAggregate(
-                    buckets=[0] * (len(kind.value.buckets) + 1) if kind.value is not None else None
-                )
+                found = series[key] = _Collected(kind)
             slots[slot_key] = found
-            per_subject.setdefault(id(found), (key, {}))
         found.count += 1
+        if value is not None:
+            found.values.append(value)
         subject = event.subject
         if subject is not None:
-            counts = per_subject[id(found)][1]
-            counts[subject] = counts.get(subject, 0) + 1
-        if value is not None and kind.value is not None:
-            found.value_count += 1
-            found.value_sum += value
-            found.value_sumsq += value * value
-            if found.value_min is None or value < found.value_min:
-                found.value_min = value
-            if found.value_max is None or value > found.value_max:
-                found.value_max = value
-            assert found.buckets is not None
-            # le semantics: a value equal to a bound belongs to that bound's bucket.
-            found.buckets[bisect.bisect_left(kind.value.buckets, value)] += 1
+            found.subjects[subject] = found.subjects.get(subject, 0) + 1
         if event.totals:
+            totals = found.totals
             for name, amount in event.totals.items():
-                found.totals[name] = found.totals.get(name, 0.0) + amount
-        if event.type in tail_events:
-            tails.setdefault((event.type, event.environment), []).append(
-                (event.time, event.outcome or "", event.variant, labels)
-            )
+                totals[name] = totals.get(name, 0.0) + amount
+        if tail is not None:
+            tail.append((event.time, event.outcome or "", event.variant, labels))
     if errors:
         raise BatchRefused(errors)
     for items in tails.values():
         items.sort(key=lambda item: item[0])  # stable: events at the same instant keep the batch's order
     subjects: dict[SubjectKey, int] = {
-        (*key, subject): count for key, counts in per_subject.values() for subject, count in counts.items()
+        (*key, subject): count for key, found in series.items() for subject, count in found.subjects.items()
     }
-    return Aggregates(series=series, tails=tails, events=len(batch.events), subjects=subjects)
+    return Aggregates(
+        series={key: found.summary() for key, found in series.items()},
+        tails=tails,
+        events=len(batch.events),
+        subjects=subjects,
+    )

@@ -6,12 +6,13 @@ the read-modify-write of window rows below never races another batch.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, insert, select, tuple_
+from sqlalchemy import Table, bindparam, delete, insert, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -105,7 +106,8 @@ def record_batches(
             )
         )
     if rows:
-        session.execute(insert(IngestedBatch), rows)
+        # Core, not the ORM's bulk insert: the same executemany without the ORM's per-row bookkeeping.
+        session.execute(insert(cast(Table, IngestedBatch.__table__)), rows)
     for pipeline, parts in fresh.items():
         merged = merge_aggregates(parts)
         _add_to_windows(session, pipeline, merged)
@@ -186,12 +188,43 @@ def _add_to_windows(session: Session, pipeline: str, aggregates: Aggregates) -> 
     if inserts:
         session.execute(insert(TelemetryWindow), inserts)
     if updates:
-        # Core executemany by primary key: the ORM's bulk update spends more time preparing than the database does.
-        table = cast(Table, TelemetryWindow.__table__)
-        session.execute(
-            table.update().where(table.c.id == bindparam("row_id")),
-            [{"row_id": values.pop("id"), **values} for values in updates],
-        )
+        _update_windows(session, updates)
+
+
+#: Every updated window row in one statement: one message and one plan for the group, where an executemany sends
+#: (and the driver prepares and the server executes) one UPDATE per row.
+_UPDATE_WINDOWS_POSTGRESQL = text(
+    """
+    UPDATE telemetry_windows AS w
+    SET count = v.count, value_count = v.value_count, value_sum = v.value_sum, value_sumsq = v.value_sumsq,
+        value_min = v.value_min, value_max = v.value_max, buckets = v.buckets, totals = v.totals
+    FROM unnest(
+        CAST(:id AS bigint[]), CAST(:count AS bigint[]), CAST(:value_count AS bigint[]),
+        CAST(:value_sum AS float8[]), CAST(:value_sumsq AS float8[]), CAST(:value_min AS float8[]),
+        CAST(:value_max AS float8[]), CAST(:buckets AS jsonb[]), CAST(:totals AS jsonb[])
+    ) AS v(id, count, value_count, value_sum, value_sumsq, value_min, value_max, buckets, totals)
+    WHERE w.id = v.id
+    """
+)
+
+_WINDOW_VALUES = ("count", "value_count", "value_sum", "value_sumsq", "value_min", "value_max")
+
+
+def _update_windows(session: Session, updates: list[dict[str, Any]]) -> None:
+    """Write the merged values of existing window rows, by primary key."""
+    if session.get_bind().dialect.name == "postgresql":
+        columns: dict[str, list[Any]] = {name: [row[name] for row in updates] for name in ("id", *_WINDOW_VALUES)}
+        # As the JSON column type writes them: None is JSON null.
+        columns["buckets"] = [json.dumps(row["buckets"]) for row in updates]
+        columns["totals"] = [json.dumps(row["totals"]) for row in updates]
+        session.execute(_UPDATE_WINDOWS_POSTGRESQL, columns)
+        return
+    # Core executemany by primary key: the ORM's bulk update spends more time preparing than the database does.
+    table = cast(Table, TelemetryWindow.__table__)
+    session.execute(
+        table.update().where(table.c.id == bindparam("row_id")),
+        [{"row_id": values.pop("id"), **values} for values in updates],
+    )
 
 
 def _aggregate_values(aggregate: WindowAggregate) -> dict[str, Any]:
@@ -264,28 +297,44 @@ def _add_to_subjects(session: Session, pipeline: str, aggregates: Aggregates) ->
 def _add_to_tails(session: Session, pipeline: str, aggregates: Aggregates, now: datetime) -> None:
     if not aggregates.tails:
         return
+    table = cast(Table, EventTail.__table__)
     keys = [(pipeline, event, environment) for event, environment in aggregates.tails]
+    # Core, not ORM entities: one or two rows per group, where loading and flushing entities costs more than SQL.
     stored = {
-        (row.event, row.environment): row
-        for row in session.scalars(
-            select(EventTail).where(tuple_(EventTail.pipeline, EventTail.event, EventTail.environment).in_(keys))
+        (row.event, row.environment): row.events
+        for row in session.execute(
+            select(table.c.event, table.c.environment, table.c.events).where(
+                tuple_(table.c.pipeline, table.c.event, table.c.environment).in_(keys)
+            )
         )
     }
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
     for (event, environment), items in aggregates.tails.items():
         # Only the newest TAIL_LENGTH can survive the merge below; the batch's items are already in time order.
         fresh = [[at.isoformat(), outcome, variant, labels] for at, outcome, variant, labels in items[-TAIL_LENGTH:]]
-        row = stored.get((event, environment))
-        if row is None:
-            session.add(
-                EventTail(
-                    pipeline=pipeline, event=event, environment=environment, events=fresh[-TAIL_LENGTH:], updated_at=now
-                )
+        kept = stored.get((event, environment))
+        if kept is None:
+            inserts.append(
+                {"pipeline": pipeline, "event": event, "environment": environment, "events": fresh, "updated_at": now}
             )
             continue
         # Late events sort into place; ISO strings in UTC sort as times do.
-        merged = sorted([*row.events, *fresh], key=lambda item: str(item[0]))
-        row.events = merged[-TAIL_LENGTH:]
-        row.updated_at = now
+        merged = sorted([*kept, *fresh], key=lambda item: str(item[0]))
+        updates.append({"tail_event": event, "tail_environment": environment, "events": merged[-TAIL_LENGTH:]})
+    if inserts:
+        session.execute(insert(table), inserts)
+    if updates:
+        session.execute(
+            table.update()
+            .where(
+                table.c.pipeline == pipeline,
+                table.c.event == bindparam("tail_event"),
+                table.c.environment == bindparam("tail_environment"),
+            )
+            .values(events=bindparam("events"), updated_at=now),
+            updates,
+        )
 
 
 def delete_old_windows(session: Session, *, before: datetime) -> int:

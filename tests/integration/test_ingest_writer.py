@@ -96,3 +96,32 @@ def test_a_failed_transaction_answers_every_waiting_batch_and_keeps_nothing(
     assert asyncio.run(good.submit(pending("batch-g001", 2, clock))).accepted == 2
     with pytest.raises(Conflict):
         asyncio.run(good.submit(pending("batch-g001", 9, clock, digest="changed")))
+
+
+def test_a_window_row_written_again_adds_every_measure(
+    session_factory: sessionmaker[Session], clock: FakeClock
+) -> None:
+    """The second group updates the row the first inserted: counts and sums add, extremes widen, buckets and totals
+    add per entry, and a row of another series in the same group is inserted beside it."""
+    start = clock() - timedelta(seconds=clock().second % 10, microseconds=clock().microsecond)
+    key = (start, "reference_image_upload", "production", "on", "success", "{}")
+    other = (start, "reference_image_upload", "production", "off", "success", "{}")
+
+    def batch(batch_id: str, series: dict[Any, WindowAggregate]) -> PendingBatch:
+        events = sum(found.count for found in series.values())
+        return PendingBatch(batch_id, "reference-images", "d", Aggregates(series=series, tails={}, events=events))
+
+    record = BatchWriter(session_factory, clock=clock)
+    first = WindowAggregate(2, 2, 3.0, 5.0, 1.0, 2.0, [1, 1, 0], {"bytes": 10.0})
+    asyncio.run(record.submit(batch("batch-w001", {key: first})))
+    second = WindowAggregate(3, 2, 4.5, 12.25, 0.5, 4.0, [1, 0, 1], {"bytes": 5.0, "files": 1.0})
+    asyncio.run(record.submit(batch("batch-w002", {key: second, other: WindowAggregate(1)})))
+
+    with session_scope(session_factory) as session:
+        rows = {row.variant: row for row in session.scalars(select(TelemetryWindow))}
+        found = rows["on"]
+        assert (found.count, found.value_count, found.value_sum, found.value_sumsq) == (5, 4, 7.5, 17.25)
+        assert (found.value_min, found.value_max) == (0.5, 4.0)
+        assert found.buckets == [2, 1, 1]
+        assert found.totals == {"bytes": 15.0, "files": 1.0}
+        assert (rows["off"].count, rows["off"].value_min, rows["off"].totals) == (1, None, None)
