@@ -15,7 +15,7 @@ receiver hears of it in one message.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -189,14 +189,19 @@ def plan_evaluation(
     window_size: timedelta = WINDOW_SIZE,
     cache: EvaluationCache | None = None,
     readings: QueryReadings | None = None,
+    only: Callable[[Rule], bool] | None = None,
 ) -> EvaluationPlan:
     """Read the windows, tails and states, and measure and step every alert; writes nothing (a reader is enough).
+
+    ``only`` keeps the rules to evaluate (None: every rule); the others' stored states are left as they are.
 
     Prometheus rules take their measurements from ``readings`` (taken beforehand by ``read_prometheus_rules``);
     without readings there is no Prometheus to ask, and they lack data saying so.
     Only the leader's evaluator writes alert states, so what it read here is still true when the plan is applied.
     """
     rules = current_rules(session, cache)
+    if only is not None:
+        rules = [rule for rule in rules if only(rule)]
     if readings is None:
         readings = read_prometheus_rules(rules, environments, now, None)
     outcome = Evaluation(rules=len(rules))
