@@ -55,6 +55,7 @@ __all__ = [
     "current_rules",
     "describe_measurement",
     "plan_evaluation",
+    "remember",
 ]
 
 
@@ -179,6 +180,20 @@ class EvaluationPlan:
     breaching: list[tuple[Rule, str, Measurement]]
     stored: StoredStates
     fingerprint: tuple[int, datetime | None] | None
+
+    @property
+    def quiet(self) -> bool:
+        """Nothing to write, nobody to tell, nothing breaching: applying it would change nothing but the cache."""
+        return not (self.inserts or self.updates or self.transitions or self.events or self.breaching)
+
+
+def remember(plan: EvaluationPlan, cache: EvaluationCache | None, *, now: datetime) -> None:
+    """Keep in ``cache`` the states the table holds once ``plan`` is applied (or needs no applying)."""
+    if cache is not None and plan.fingerprint is not None:
+        # What the table holds once this transaction commits; a failed commit shows as a mismatch next tick.
+        written = bool(plan.inserts or plan.updates)
+        cache.states = plan.stored
+        cache.fingerprint = (plan.fingerprint[0] + len(plan.inserts), now if written else plan.fingerprint[1])
 
 
 def plan_evaluation(
@@ -367,11 +382,7 @@ def apply_evaluation(
         session.execute(update(AlertStateRow), plan.updates)
     if plan.transitions:
         session.execute(insert(AlertTransition), plan.transitions)
-    if cache is not None and plan.fingerprint is not None:
-        # What the table holds once this transaction commits; a failed commit shows as a mismatch next tick.
-        written = bool(plan.inserts or plan.updates)
-        cache.states = plan.stored
-        cache.fingerprint = (plan.fingerprint[0] + len(plan.inserts), now if written else plan.fingerprint[1])
+    remember(plan, cache, now=now)
     events = [*plan.events, *also_notify]
     if events:
         outcome.notifications = enqueue_notifications(session, notifications, events, now=now)

@@ -6,12 +6,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from datetime import timedelta
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from controlplane.alerting.evaluation import EvaluationCache, current_rules, plan_evaluation
+from controlplane.alerting.evaluation import Evaluation, EvaluationCache, current_rules, plan_evaluation, remember
 from controlplane.alerting.prometheus import PrometheusSource, read_prometheus_rules
 from controlplane.catalog.rules import Rule
 from controlplane.clock import Clock
@@ -71,16 +72,22 @@ def evaluate_alert_rules(
             only=only,
         )
         guarded = guarded_rollouts(reading)
-    with session_scope(factory) as session:
-        evaluation = apply_guarded_evaluation(
-            session,
-            plan,
-            guarded,
-            environments=environments,
-            now=now,
-            notifications=notifications(),
-            cache=cache,
-        )
+    if plan.quiet:
+        # No alert changed and none breaches: no write transaction, so a quiet tick, or a triggered run whose batch
+        # moved nothing, never waits for (nor holds up) the write lock ingest and operators take.
+        remember(plan, cache, now=now)
+        evaluation = GuardedEvaluation(**{item.name: getattr(plan.outcome, item.name) for item in fields(Evaluation)})
+    else:
+        with session_scope(factory) as session:
+            evaluation = apply_guarded_evaluation(
+                session,
+                plan,
+                guarded,
+                environments=environments,
+                now=now,
+                notifications=notifications(),
+                cache=cache,
+            )
     if metrics is not None:
         metrics.alert_evaluation_duration.observe(time.perf_counter() - started)
         count_silenced(metrics, evaluation.notifications)

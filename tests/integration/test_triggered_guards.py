@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 
 from controlplane.app import create_app
 from controlplane.db import create_db_engine
+from controlplane.guarding import jobs
 from controlplane.guarding.trigger import EvaluationTrigger, LeaderListener
 from controlplane.settings import Settings
 from tests.conftest import FakeClock
@@ -121,3 +122,19 @@ class follower:  # noqa: N801 - used as a context manager, like a function
     def __exit__(self, *exc: object) -> None:
         self._client.__exit__(*exc)
         self._engine.dispose()
+
+
+def test_an_evaluation_that_changes_nothing_takes_no_write_transaction(
+    app: Litestar, traffic: GuardedTraffic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    traffic.apply()
+    traffic.send(requests(50, "2xx", traffic.clock()))
+    assert trigger_of(app).wait_acted(1, WAIT_SECONDS)  # the triggered run writes the rule's states
+
+    def no_write(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("a quiet evaluation opened a write transaction")
+
+    monkeypatch.setattr(jobs, "apply_guarded_evaluation", no_write)
+    traffic.evaluate()  # the tick over the same data at the same time: no alert moves
+
+    assert traffic.alerts()[("error-rate", "production")]["samples"] == 50
