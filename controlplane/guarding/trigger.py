@@ -176,8 +176,10 @@ class LeaderListener:
     def start(self, is_leader: Callable[[], bool]) -> None:
         """Listen on a thread of its own, reconnecting every second after a failure."""
         self._is_leader = is_leader
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._listen, name="alert-trigger-listener", daemon=True)
+        self._stop = threading.Event()  # a new one: a thread stopped a moment ago still sees its own, set
+        self._thread = threading.Thread(
+            target=self._listen, args=(self._stop,), name="alert-trigger-listener", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:
@@ -186,9 +188,9 @@ class LeaderListener:
         self._stop.set()
         self._thread = None
 
-    def _listen(self) -> None:
+    def _listen(self, stop: threading.Event) -> None:
         lost = False  # told once per outage, not at every reconnect attempt
-        while not self._stop.is_set():
+        while not stop.is_set():
             try:
                 with psycopg.connect(self._url, autocommit=True, connect_timeout=5) as connection:
                     connection.execute(f"LISTEN {EVALUATION_CHANNEL}")
@@ -196,16 +198,16 @@ class LeaderListener:
                     if lost:
                         logger.warning("alert trigger LISTEN connection back")
                         lost = False
-                    while not self._stop.is_set():
+                    while not stop.is_set():
                         for notice in connection.notifies(timeout=1.0, stop_after=1):
                             # A follower ignores it: the leader heard the same notice.
                             if self._is_leader():
                                 self._trigger.offer(_reads(notice.payload))
             except psycopg.Error as error:
                 self.listening.clear()
-                if self._stop.is_set():
+                if stop.is_set():
                     return
                 if not lost:
                     logger.warning("alert trigger LISTEN connection lost (%s); reconnecting every second", error)
                     lost = True
-                self._stop.wait(1.0)
+                stop.wait(1.0)
