@@ -1,15 +1,18 @@
 """Benchmark: detection to rollback, from the first event that breaks a guard to a stream-connected provider
-serving the off variant, with the alert rules evaluated every second.
+serving the off variant: the breaking batch's commit triggers the evaluation of its rules (the alert tick, every
+second here, stays as the safety net; `--tick-only` turns the trigger off to measure the tick alone).
 
 Per backend: a fresh database with a generated definition of TRIALS flags, each with its own event type, one
 production stage at 100% guarded by its own rule (`errors / requests > 3%` over 1m, at least 20 requests) and
 automatic rollback. The control plane runs as its own process with its scheduler (alert evaluation every 1 s, the
-configuration poll at its default 0.25 s). A `ControlPlaneProvider` in this process follows production over the
-stream. For each trial: start the flag's rollout, wait until the provider serves `on`, then take the time and
-post one batch of 100 events with 10 errors (the first one that breaks the guard), and poll the provider every
-millisecond until it serves `off`. Trials are spaced by a random 0-1 s so they do not phase-lock to the tick.
+configuration poll at its default 0.25 s, ingest-triggered evaluation at its defaults). A `ControlPlaneProvider` in
+this process follows production over the stream. For each trial: start the flag's rollout, wait until the provider
+serves `on`, then take the time and post one batch of 100 events with 10 errors (the first one that breaks the
+guard), and poll the provider every millisecond until it serves `off`. Trials are spaced by a random 0-1 s so they
+do not phase-lock to the tick. The delay runs from just before the POST (so it includes the ingest request itself);
+`post_*` is the POST alone (until its acknowledgement), `ack_*` the delay from the acknowledgement.
 
-    .venv/bin/python -m bench.detection [--trials 30] [--backends sqlite,postgresql]
+    .venv/bin/python -m bench.detection [--trials 30] [--backends sqlite,postgresql] [--tick-only]
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import random
 import statistics
 import time
 import uuid
+from collections.abc import Callable
 
 import httpx
 from litestar import Litestar
@@ -84,9 +88,11 @@ def wait_until(provider: ControlPlaneProvider, flag: str, expected: bool, deadli
     return None
 
 
-def run(backend: str, trials: int) -> dict[str, object]:
+def run(backend: str, trials: int, *, trigger: bool = True) -> dict[str, object]:
     """All trials on one backend."""
     delays: list[float] = []
+    posts: list[float] = []
+    after_ack: list[float] = []
     timeouts = 0
     jitter = random.Random(4)
     with database(backend) as url:
@@ -95,6 +101,7 @@ def run(backend: str, trials: int) -> dict[str, object]:
             "CONTROLPLANE_SCHEDULER_ENABLED": "true",
             "CONTROLPLANE_ALERT_EVALUATION_SECONDS": "1",
             "CONTROLPLANE_INGEST_RATE_LIMIT_PER_SECOND": str(UNLIMITED),
+            "CONTROLPLANE_ALERT_TRIGGER_ENABLED": "true" if trigger else "false",
         }
         with (
             server_process(url, extra, factory="bench.detection:create_scheduled_app") as base,
@@ -134,30 +141,43 @@ def run(backend: str, trials: int) -> dict[str, object]:
                         headers={"Authorization": f"Bearer {tokens['ingest']}"},
                         json={"batch_id": f"det-{uuid.uuid4().hex}", "pipeline": "bench-detection", "events": events},
                     ).raise_for_status()
+                    acked = time.perf_counter()
                     seen = wait_until(provider, flag, False, sent + TIMEOUT_SECONDS)
                     if seen is None:
                         timeouts += 1
                     else:
                         delays.append(seen - sent)
+                        posts.append(acked - sent)
+                        after_ack.append(seen - acked)
             finally:
                 api.shutdown()
     return {
         "backend": backend,
+        "trigger": trigger,
         "trials": trials,
         "timeouts": timeouts,
-        "p50_s": round(statistics.median(delays), 3) if delays else None,
-        "p99_s": round(percentile(delays, 0.99), 3) if delays else None,
-        "max_s": round(max(delays), 3) if delays else None,
-        "min_s": round(min(delays), 3) if delays else None,
+        "p50_s": _figure(statistics.median, delays),
+        "p99_s": _figure(lambda values: percentile(values, 0.99), delays),
+        "max_s": _figure(max, delays),
+        "min_s": _figure(min, delays),
+        "post_p50_s": _figure(statistics.median, posts),
+        "post_max_s": _figure(max, posts),
+        "ack_p50_s": _figure(statistics.median, after_ack),
+        "ack_p99_s": _figure(lambda values: percentile(values, 0.99), after_ack),
     }
+
+
+def _figure(statistic: Callable[[list[float]], float], values: list[float]) -> float | None:
+    return round(statistic(values), 3) if values else None
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--tick-only", action="store_true", help="no ingest-triggered evaluation: the tick alone")
     args = parser.parse_args()
-    results = [run(backend, args.trials) for backend in args.backends.split(",")]
+    results = [run(backend, args.trials, trigger=not args.tick_only) for backend in args.backends.split(",")]
     print_results(results)
 
 

@@ -52,6 +52,7 @@ from controlplane.flags.controller import FlagController
 from controlplane.guarding.controller import GuardController
 from controlplane.guarding.dependencies import dependencies as gate_dependencies
 from controlplane.guarding.dependencies import provide_gates
+from controlplane.guarding.trigger import EvaluationTrigger, LeaderListener, guard_action, leader_notifier
 from controlplane.guarding.webhook import AlertmanagerController
 from controlplane.metrics import ControlPlaneMetrics, HttpMetricsMiddleware
 from controlplane.migrate import is_at_head
@@ -60,7 +61,7 @@ from controlplane.notifications.controller import NotificationController, Silenc
 from controlplane.notifications.dependencies import dependencies as notification_dependencies
 from controlplane.rollouts.controller import RolloutController
 from controlplane.rollouts.dependencies import dependencies as rollout_dependencies
-from controlplane.scheduler import Leadership, Scheduler, build_jobs
+from controlplane.scheduler import Leadership, Scheduler, build_evaluator, build_jobs
 from controlplane.settings import Settings
 from controlplane.telemetry.cache import CatalogCache
 from controlplane.telemetry.controller import EventController
@@ -134,6 +135,11 @@ def create_app(
         await feed.catch_up()
         live_pages.wake()
 
+    # Ingest's commits trigger the evaluation of the rules they concern (the leader evaluates; see guarding.trigger).
+    trigger = EvaluationTrigger(min_gap=settings.alert_trigger_min_seconds) if settings.alert_trigger_enabled else None
+    on_postgresql = engine.dialect.name == "postgresql"
+    listener = LeaderListener(engine, trigger) if trigger is not None and on_postgresql else None
+
     unit_of_work = UnitOfWork(factory, reader, after_commit=after_commit, deadline=settings.database_timeout_seconds)
     live_pages = make_live_pages(unit_of_work, settings, clock, provide_gates())
 
@@ -151,8 +157,18 @@ def create_app(
         else:
             logger.error("the database schema is not at the newest migration: run `controlplane db upgrade`")
         scheduler: Scheduler | None = None
+        listening = False
         if with_scheduler and ready:
             leadership = Leadership.for_settings(factory, settings, clock)
+            # A rollback this replica commits is served (and streamed) at once, not at the feed's next poll.
+            evaluator = build_evaluator(
+                settings,
+                factory,
+                clock,
+                metrics=process_metrics,
+                notifications=notification_config,
+                rolled_back=feed.wake,
+            )
             jobs = build_jobs(
                 settings,
                 factory,
@@ -161,9 +177,19 @@ def create_app(
                 metrics=process_metrics,
                 notifications=notification_config,
                 storage_for=storage_for,
+                evaluator=evaluator,
             )
             scheduler = Scheduler(jobs, leadership, process_metrics)
             scheduler.start()
+            if trigger is not None:
+                tell = leader_notifier(engine) if on_postgresql else None
+                trigger.start(guard_action(evaluator, leadership.is_leader, tell))
+                if listener is not None:
+                    listener.start(leadership.is_leader)
+                    listening = True
+        elif trigger is not None and ready and on_postgresql:
+            # A replica without a scheduler never leads: it tells the leader.
+            trigger.start(guard_action(None, lambda: False, leader_notifier(engine)))
         if freeze_heap:
             # Ingest allocates thousands of objects per batch, so the collector runs often; without this every
             # full collection walks the whole start-up heap (modules, mappers, routes) again. Measured: server CPU
@@ -174,6 +200,10 @@ def create_app(
             yield
         finally:
             cleanup_executor.shutdown()
+            if listener is not None and listening:
+                listener.stop()
+            if trigger is not None:
+                trigger.stop()
             if scheduler is not None:
                 scheduler.shutdown()
             if watcher is not None:
@@ -267,12 +297,19 @@ def create_app(
                 "evaluation_limiter": RateLimiter(settings.evaluation_rate_limit_per_second),
                 "ingest_limiter": RateLimiter(settings.ingest_rate_limit_per_second),
                 "catalog_cache": catalog_cache,
-                "batch_writer": BatchWriter(factory, clock=clock, deadline=settings.database_timeout_seconds),
+                "batch_writer": BatchWriter(
+                    factory,
+                    clock=clock,
+                    deadline=settings.database_timeout_seconds,
+                    committed=trigger.committed if trigger is not None else None,
+                ),
                 "metrics": process_metrics,
                 "event_metrics": event_metrics,
                 "notification_config": lambda: notification_config,
                 "clock": clock,
                 "cleanup_executor": cleanup_executor,
+                "alert_trigger": trigger,
+                "alert_trigger_listener": listener,
             }
         ),
     )

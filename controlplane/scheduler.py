@@ -25,13 +25,12 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.orm import Session, sessionmaker
 
-from controlplane.alerting.evaluation import EvaluationCache
 from controlplane.alerting.prometheus import prometheus_source
 from controlplane.announcements import NotificationAnnouncer
 from controlplane.cleanup.jobs import StorageFor, gcs_storage_for, run_cleanups
 from controlplane.clock import Clock
 from controlplane.db import session_scope
-from controlplane.guarding.jobs import evaluate_alert_rules
+from controlplane.guarding.jobs import GuardEvaluator
 from controlplane.guarding.readings import AlertGateReader
 from controlplane.metrics import ControlPlaneMetrics
 from controlplane.notifications.config import NotificationConfig
@@ -42,7 +41,7 @@ from controlplane.scheduling.failures import FailureStreak
 from controlplane.scheduling.lease import release_lease, try_acquire_lease
 from controlplane.settings import Settings
 
-__all__ = ["LEASE_NAME", "JobSpec", "Leadership", "Scheduler", "build_jobs"]
+__all__ = ["LEASE_NAME", "JobSpec", "Leadership", "Scheduler", "build_evaluator", "build_jobs"]
 
 LEASE_NAME = "scheduler"
 logger = logging.getLogger(__name__)
@@ -127,6 +126,29 @@ class JobSpec:
     leader_only: bool = True
 
 
+def build_evaluator(
+    settings: Settings,
+    factory: sessionmaker[Session],
+    clock: Clock,
+    *,
+    metrics: ControlPlaneMetrics | None = None,
+    notifications: NotificationConfig | None = None,
+    rolled_back: Callable[[], None] | None = None,
+) -> GuardEvaluator:
+    """The leader's one alert evaluator, shared by the tick and the evaluations ingest triggers."""
+    config = notifications or NotificationConfig()
+    return GuardEvaluator(
+        factory,
+        environments=settings.environments,
+        clock=clock,
+        notifications=lambda: config,
+        metrics=metrics,
+        window_size=settings.telemetry_window,
+        prometheus=prometheus_source(settings.prometheus_url, settings.prometheus_query_timeout_seconds),
+        rolled_back=rolled_back,
+    )
+
+
 def build_jobs(
     settings: Settings,
     factory: sessionmaker[Session],
@@ -137,14 +159,17 @@ def build_jobs(
     notifications: NotificationConfig | None = None,
     http: httpx.Client | None = None,
     storage_for: StorageFor | None = None,
+    evaluator: GuardEvaluator | None = None,
 ) -> list[JobSpec]:
-    """Every scheduled job of the control plane. Add new jobs here and nowhere else."""
+    """Every scheduled job of the control plane. Add new jobs here and nowhere else.
+
+    ``evaluator`` runs the alert tick (default: one of its own); pass the one ingest triggers too.
+    """
     config = notifications or NotificationConfig()
     client = http or httpx.Client(timeout=5.0)
-    evaluation_cache = EvaluationCache()
+    evaluate = evaluator or build_evaluator(settings, factory, clock, metrics=metrics, notifications=config)
     gates = AlertGateReader()
     announcer = NotificationAnnouncer(lambda: config, metrics)
-    prometheus = prometheus_source(settings.prometheus_url, settings.prometheus_query_timeout_seconds)
     storage = storage_for or gcs_storage_for(settings.gcs_project)
     return [
         JobSpec(
@@ -160,20 +185,7 @@ def build_jobs(
             ),
             timedelta(seconds=settings.rollout_tick_seconds),
         ),
-        JobSpec(
-            "evaluate_alert_rules",
-            lambda: evaluate_alert_rules(
-                factory,
-                environments=settings.environments,
-                clock=clock,
-                notifications=lambda: config,
-                metrics=metrics,
-                window_size=settings.telemetry_window,
-                cache=evaluation_cache,
-                prometheus=prometheus,
-            ),
-            timedelta(seconds=settings.alert_evaluation_seconds),
-        ),
+        JobSpec("evaluate_alert_rules", evaluate, timedelta(seconds=settings.alert_evaluation_seconds)),
         JobSpec(
             "deliver_notifications",
             lambda: deliver_due_notifications(

@@ -95,6 +95,12 @@ class Settings:
     """How long a replica trusts its copy of the event catalog (a definition applied elsewhere arrives within it)."""
     alert_evaluation_seconds: float = 2.0
     """How often the leader evaluates every alert rule (and rolls guarded flags back)."""
+    alert_trigger_enabled: bool = True
+    """Evaluate the rules that read a committed ingest batch's event types at once (on the leader, told through
+    PostgreSQL NOTIFY by other replicas), besides the periodic evaluation."""
+    alert_trigger_min_seconds: float = 0.1
+    """Shortest time between the starts of two evaluations triggered by ingest: at most one per this many seconds
+    (triggers meanwhile join one queued run), whatever the rate of batches."""
     prometheus_url: str = ""
     """Base URL of the Prometheus that `source: prometheus` rules query (`http://host:9090`); empty: none, and
     those rules lack data, saying so."""
@@ -163,6 +169,7 @@ class Settings:
             ("ALERT_HISTORY_RETENTION_SECONDS", self.alert_history_retention_seconds),
             ("CATALOG_CACHE_SECONDS", self.catalog_cache_seconds),
             ("ALERT_EVALUATION_SECONDS", self.alert_evaluation_seconds),
+            ("ALERT_TRIGGER_MIN_SECONDS", self.alert_trigger_min_seconds),
             ("PROMETHEUS_QUERY_TIMEOUT_SECONDS", self.prometheus_query_timeout_seconds),
             ("NOTIFICATION_DELIVERY_SECONDS", self.notification_delivery_seconds),
             ("CLEANUP_TICK_SECONDS", self.cleanup_tick_seconds),

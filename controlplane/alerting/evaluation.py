@@ -15,7 +15,7 @@ receiver hears of it in one message.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -55,6 +55,7 @@ __all__ = [
     "current_rules",
     "describe_measurement",
     "plan_evaluation",
+    "remember",
 ]
 
 
@@ -180,6 +181,20 @@ class EvaluationPlan:
     stored: StoredStates
     fingerprint: tuple[int, datetime | None] | None
 
+    @property
+    def quiet(self) -> bool:
+        """Nothing to write, nobody to tell, nothing breaching: applying it would change nothing but the cache."""
+        return not (self.inserts or self.updates or self.transitions or self.events or self.breaching)
+
+
+def remember(plan: EvaluationPlan, cache: EvaluationCache | None, *, now: datetime) -> None:
+    """Keep in ``cache`` the states the table holds once ``plan`` is applied (or needs no applying)."""
+    if cache is not None and plan.fingerprint is not None:
+        # What the table holds once this transaction commits; a failed commit shows as a mismatch next tick.
+        written = bool(plan.inserts or plan.updates)
+        cache.states = plan.stored
+        cache.fingerprint = (plan.fingerprint[0] + len(plan.inserts), now if written else plan.fingerprint[1])
+
 
 def plan_evaluation(
     session: Session,
@@ -189,14 +204,19 @@ def plan_evaluation(
     window_size: timedelta = WINDOW_SIZE,
     cache: EvaluationCache | None = None,
     readings: QueryReadings | None = None,
+    only: Callable[[Rule], bool] | None = None,
 ) -> EvaluationPlan:
     """Read the windows, tails and states, and measure and step every alert; writes nothing (a reader is enough).
+
+    ``only`` keeps the rules to evaluate (None: every rule); the others' stored states are left as they are.
 
     Prometheus rules take their measurements from ``readings`` (taken beforehand by ``read_prometheus_rules``);
     without readings there is no Prometheus to ask, and they lack data saying so.
     Only the leader's evaluator writes alert states, so what it read here is still true when the plan is applied.
     """
     rules = current_rules(session, cache)
+    if only is not None:
+        rules = [rule for rule in rules if only(rule)]
     if readings is None:
         readings = read_prometheus_rules(rules, environments, now, None)
     outcome = Evaluation(rules=len(rules))
@@ -362,11 +382,7 @@ def apply_evaluation(
         session.execute(update(AlertStateRow), plan.updates)
     if plan.transitions:
         session.execute(insert(AlertTransition), plan.transitions)
-    if cache is not None and plan.fingerprint is not None:
-        # What the table holds once this transaction commits; a failed commit shows as a mismatch next tick.
-        written = bool(plan.inserts or plan.updates)
-        cache.states = plan.stored
-        cache.fingerprint = (plan.fingerprint[0] + len(plan.inserts), now if written else plan.fingerprint[1])
+    remember(plan, cache, now=now)
     events = [*plan.events, *also_notify]
     if events:
         outcome.notifications = enqueue_notifications(session, notifications, events, now=now)

@@ -9,6 +9,7 @@ row then serve many batches: under load, far fewer transactions than batches.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +23,8 @@ from controlplane.telemetry.schemas import IngestResult
 from controlplane.telemetry.service import PendingBatch, record_batches
 
 __all__ = ["BatchWriter"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -41,8 +44,11 @@ class BatchWriter:
         max_group: int = 64,
         record: Callable[..., list[IngestResult | Conflict]] = record_batches,
         deadline: float | None = None,
+        committed: Callable[[list[PendingBatch]], None] | None = None,
     ) -> None:
+        """``committed`` is told, after each commit and before the answers, the batches it newly recorded."""
         self._factory = factory
+        self._committed = committed
         self._deadline = deadline
         self._clock = clock
         self._max_group = max_group
@@ -76,6 +82,7 @@ class BatchWriter:
                 if not isinstance(error, Exception):
                     raise
                 continue
+            self._tell_committed(group, results)
             for item, result in zip(group, results, strict=True):
                 if item.answer.done():
                     continue
@@ -83,6 +90,21 @@ class BatchWriter:
                     item.answer.set_exception(result)
                 else:
                     item.answer.set_result(result)
+
+    def _tell_committed(self, group: list[_Waiting], results: list[IngestResult | Conflict]) -> None:
+        if self._committed is None:
+            return
+        recorded = [
+            item.batch
+            for item, result in zip(group, results, strict=True)
+            if isinstance(result, IngestResult) and not result.duplicate
+        ]
+        if not recorded:
+            return
+        try:
+            self._committed(recorded)
+        except Exception:  # the batches are committed: their answers must not depend on the hook
+            logger.exception("the ingest commit hook failed")
 
     def _write(self, batches: list[PendingBatch]) -> list[IngestResult | Conflict]:
         with session_scope(self._factory, timeout=self._deadline) as session:
