@@ -163,7 +163,7 @@ class OfrepController(Controller):
             404: response(OfrepError, "FLAG_NOT_FOUND"),
         },
     )
-    async def evaluate_flag(self, key: str) -> ASGIApp:
+    async def evaluate_flag(self) -> ASGIApp:
         """Resolve one flag for the context in the body (`X-Environment` names the environment for a token not
         scoped to one)."""
         # Declares and documents the route; `answer_flag`, its middleware, answers it.
