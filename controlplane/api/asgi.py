@@ -6,6 +6,10 @@ send)`` answers it.
 around an answer (its exception handlers, so a refusal is problem details; the route's guards), and skips what the
 hottest route pays for and does not need: a `Request`, parameter parsing and a rendered `Response`.
 The endpoint reads what it needs with :func:`header` and :func:`read_body`.
+
+What such a route does not get, since its handler never runs: the ``before_request``, ``after_request`` and
+``after_response`` hooks (the app's only one, OPTIONS answering, never sees a POST), dependencies and response
+caching. A route that needs them stays an ordinary handler.
 """
 
 from __future__ import annotations
