@@ -386,6 +386,50 @@ def test_without_an_evaluate_token_the_wire_answer_is_401_or_403_and_the_client_
     assert evaluate(http, BOOLEAN, viewer, json={}).status_code == 403
 
 
+def test_the_single_flag_route_refuses_as_problem_details_a_missing_token_and_a_body_over_the_limit(
+    http: httpx.Client, token: str
+) -> None:
+    path = f"/ofrep/v1/evaluate/flags/{BOOLEAN}"
+
+    unauthenticated = problem(http.post(path, json={"context": {}}), 401, "unauthenticated")
+    too_large = problem(evaluate(http, BOOLEAN, token, content=b" " * (33 * 1024)), 413, "body-too-large")
+
+    assert unauthenticated["instance"] == path
+    assert "Authorization: Bearer" in unauthenticated["detail"]
+    assert too_large["instance"] == path
+
+
+def test_the_single_flag_route_lists_its_methods_to_options_and_refuses_others_with_405(
+    http: httpx.Client, token: str
+) -> None:
+    path = f"/ofrep/v1/evaluate/flags/{BOOLEAN}"
+
+    listed = http.options(path)
+    refused = http.get(path, headers=bearer(token))
+
+    assert (listed.status_code, listed.headers["allow"], listed.content) == (204, "OPTIONS, POST", b"")
+    problem(refused, 405, "method-not-allowed")
+    assert set(refused.headers["allow"].split(", ")) == {"OPTIONS", "POST"}
+
+
+def test_ofrep_evaluations_count_the_answered_flags_not_the_refused_requests(
+    given: Callable[..., None], http: httpx.Client, token: str
+) -> None:
+    given(BOOLEAN)
+
+    def counted() -> float:
+        metrics = http.get("/metrics").text
+        found = re.search(r'^controlplane_flag_evaluations_total\{route="ofrep"\} (\S+)$', metrics, re.MULTILINE)
+        return float(found.group(1)) if found else 0.0
+
+    before = counted()
+    assert evaluate(http, BOOLEAN, token, json={"context": {}}).status_code == 200
+    assert evaluate(http, UNKNOWN, token, json={"context": {}}).status_code == 404
+    assert evaluate(http, BOOLEAN, token, content=b"{").status_code == 400
+
+    assert counted() == before + 2
+
+
 # --- rate limiting --------------------------------------------------------------------------------------------------
 
 RATE_LIMIT = 3
