@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import psycopg
@@ -37,6 +37,9 @@ from controlplane.embedded import serve_in_thread
 from controlplane.migrate import upgrade_to_head
 from controlplane.models import Base
 from controlplane.settings import Settings
+
+if TYPE_CHECKING:
+    from tests.guard_traffic import GuardedTraffic
 
 POSTGRES_ADMIN_URL = os.environ.get("CONTROLPLANE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 BACKENDS = [b.strip() for b in os.environ.get("CONTROLPLANE_TEST_BACKENDS", "sqlite,postgresql").split(",") if b]
@@ -185,6 +188,16 @@ def make_token(session_factory: sessionmaker[Session], clock: FakeClock) -> Call
         return created.token
 
     return create
+
+
+@pytest.fixture
+def traffic(
+    client: TestClient[Litestar], clock: FakeClock, engine: Engine, settings: Settings, make_token: Callable[..., str]
+) -> GuardedTraffic:
+    """A guarded rollout's driver on this test's app (the module's ``settings`` say which notifications it has)."""
+    from tests.guard_traffic import GuardedTraffic  # imports this module: imported once both are loaded
+
+    return GuardedTraffic(client, clock, engine, settings, make_token)
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from litestar import Litestar
 from litestar.testing import TestClient
 from sqlalchemy import Engine
 
-from controlplane.app import create_app
 from controlplane.settings import Settings
 from tests.conftest import FakeClock
 from tests.guard_traffic import FLAG, GuardedTraffic, notifying_settings
@@ -61,11 +60,6 @@ DEFINITION = textwrap.dedent(
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
     return notifying_settings(database_url, tmp_path)
-
-
-@pytest.fixture
-def app(settings: Settings, engine: Engine, clock: FakeClock) -> Litestar:
-    return create_app(settings, engine=engine, clock=clock)
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
 from controlplane.api.roles import Role
-from controlplane.app import create_app
 from controlplane.guarding.jobs import evaluate_alert_rules
 from controlplane.guarding.readings import AlertGateReader
 from controlplane.notifications.config import load_notification_config
@@ -64,11 +63,6 @@ def settings(database_url: str, notifications_file: Path) -> Settings:
         replica_id="test-replica",
         notifications_file=notifications_file,
     )
-
-
-@pytest.fixture
-def app(settings: Settings, engine: Engine, clock: FakeClock) -> Litestar:
-    return create_app(settings, engine=engine, clock=clock)
 
 
 def upload_requests(count: int, status_class: str, at: datetime, variant: str = "on") -> list[dict[str, Any]]:

@@ -22,7 +22,6 @@ from litestar import Litestar
 from litestar.testing import TestClient
 from sqlalchemy import Engine
 
-from controlplane.app import create_app
 from controlplane.settings import Settings
 from controlplane_client.emitter import subject_digest
 from tests.conftest import FakeClock
@@ -46,11 +45,6 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         replica_id="test-replica",
         notifications_file=tmp_path / "notifications.yaml",  # none: an empty configuration
     )
-
-
-@pytest.fixture
-def app(settings: Settings, engine: Engine, clock: FakeClock) -> Litestar:
-    return create_app(settings, engine=engine, clock=clock)
 
 
 @pytest.fixture

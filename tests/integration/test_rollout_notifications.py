@@ -18,7 +18,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controlplane.announcements import NotificationAnnouncer
 from controlplane.api.roles import Role
-from controlplane.app import create_app
 from controlplane.db import session_scope
 from controlplane.guarding.readings import AlertGateReader
 from controlplane.notifications.config import load_notification_config
@@ -68,11 +67,6 @@ def settings(database_url: str, notifications_file: Path) -> Settings:
         replica_id="test-replica",
         notifications_file=notifications_file,
     )
-
-
-@pytest.fixture
-def app(settings: Settings, engine: Engine, clock: FakeClock) -> Litestar:
-    return create_app(settings, engine=engine, clock=clock)
 
 
 class Desk:

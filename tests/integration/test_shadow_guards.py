@@ -5,18 +5,12 @@ of a sequential rule rolls nothing back through Alertmanager either: the control
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from litestar import Litestar
-from litestar.testing import TestClient
-from sqlalchemy import Engine
 
-from controlplane.app import create_app
 from controlplane.catalog.rules import SHADOW_CONDITION
 from controlplane.settings import Settings
-from tests.conftest import FakeClock
 from tests.guard_traffic import FLAG, PIPELINE, GuardedTraffic, notifying_settings, requests
 
 NOTIFICATIONS = """
@@ -39,18 +33,6 @@ routes:
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
     return notifying_settings(database_url, tmp_path, NOTIFICATIONS)
-
-
-@pytest.fixture
-def app(settings: Settings, engine: Engine, clock: FakeClock) -> Litestar:
-    return create_app(settings, engine=engine, clock=clock)
-
-
-@pytest.fixture
-def traffic(
-    client: TestClient[Litestar], clock: FakeClock, engine: Engine, settings: Settings, make_token: Callable[..., str]
-) -> GuardedTraffic:
-    return GuardedTraffic(client, clock, engine, settings, make_token)
 
 
 def test_a_firing_shadow_guard_neither_holds_advance_nor_rolls_back(traffic: GuardedTraffic) -> None:

@@ -9,15 +9,12 @@ from __future__ import annotations
 import hashlib
 import random
 import textwrap
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from litestar import Litestar
-from litestar.testing import TestClient
-from sqlalchemy import Engine, insert
+from sqlalchemy import insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from controlplane.alerting.queries import fetch_series, fetch_subjects, subject_reads
@@ -26,10 +23,8 @@ from controlplane.alerting.subjects import cap_summed
 from controlplane.catalog.rules import Comparison, Rule, RuleKind, Selector
 from controlplane.db import session_scope
 from controlplane.guarding.replay import evaluation_times, replay_rule
-from controlplane.settings import Settings
 from controlplane.telemetry.aggregation import labels_key
 from controlplane.telemetry.models import TelemetrySubject, TelemetryWindow
-from tests.conftest import FakeClock
 from tests.guard_traffic import GuardedTraffic
 
 CAPPED = ("error-rate-capped", "error-rate-sequential-capped", "failures-capped")
@@ -114,13 +109,6 @@ def request(at: datetime, status_class: str, who: str) -> dict[str, Any]:
         "value": 0.2,
         "subject": subject(who),
     }
-
-
-@pytest.fixture
-def traffic(
-    client: TestClient[Litestar], clock: FakeClock, engine: Engine, settings: Settings, make_token: Callable[..., str]
-) -> GuardedTraffic:
-    return GuardedTraffic(client, clock, engine, settings, make_token)
 
 
 @pytest.fixture

@@ -4,14 +4,12 @@ tells the leader, which evaluates."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
-from sqlalchemy import Engine
 
 from controlplane.app import create_app
 from controlplane.db import create_db_engine
@@ -32,18 +30,6 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         replica_id="leader",
         alert_evaluation_seconds=3600.0,  # the tick never runs within the test
     )
-
-
-@pytest.fixture
-def app(settings: Settings, engine: Engine, clock: FakeClock) -> Litestar:
-    return create_app(settings, engine=engine, clock=clock)
-
-
-@pytest.fixture
-def traffic(
-    client: TestClient[Litestar], clock: FakeClock, engine: Engine, settings: Settings, make_token: Callable[..., str]
-) -> GuardedTraffic:
-    return GuardedTraffic(client, clock, engine, settings, make_token)
 
 
 def trigger_of(app: Litestar) -> EvaluationTrigger:

@@ -5,17 +5,13 @@ audit record and notifications, all as the alert tick left them."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
-from sqlalchemy import Engine
 
-from controlplane.app import create_app
 from controlplane.settings import Settings
-from tests.conftest import FakeClock
 from tests.guard_traffic import DEFINITION, GuardedTraffic, notifying_settings
 
 PAGE = "/ui/flags/checkout-v2/environments/production"
@@ -27,18 +23,6 @@ GUARDED = DEFINITION.replace(
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
     return notifying_settings(database_url, tmp_path)
-
-
-@pytest.fixture
-def app(settings: Settings, engine: Engine, clock: FakeClock) -> Litestar:
-    return create_app(settings, engine=engine, clock=clock)
-
-
-@pytest.fixture
-def traffic(
-    client: TestClient[Litestar], clock: FakeClock, engine: Engine, settings: Settings, make_token: Callable[..., str]
-) -> GuardedTraffic:
-    return GuardedTraffic(client, clock, engine, settings, make_token)
 
 
 def test_a_rolled_back_stage_shows_each_guards_values_against_its_threshold_and_why(
