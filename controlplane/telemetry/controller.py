@@ -78,8 +78,13 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
     return data
 
 
-def _prepare(body: bytes, settings: Settings, cache: CatalogCache, now: Any) -> tuple[EventBatch, Aggregates, str]:
-    """Decode, validate and aggregate a batch (CPU work, run off the event loop)."""
+def _prepare(body: bytes, settings: Settings, cache: CatalogCache, now: Any) -> PendingBatch:
+    """Decode, validate and aggregate a batch (CPU work, run off the event loop).
+
+    The decoded events are freed when this returns, in the thread that just read them, while their thousands of
+    objects are still in the processor's caches; freed on the event loop once the batch was committed, they cost
+    ~0.5 ms more server CPU per batch of 1,000 events (bench.ingest).
+    """
     try:
         batch = decode_batch(body)
     except BatchUnreadable as exc:
@@ -97,7 +102,8 @@ def _prepare(body: bytes, settings: Settings, cache: CatalogCache, now: Any) -> 
         raise _refused(exc.errors) from exc
     # The digest is of the decoded batch, not the bytes: a retry that re-serialises the same events (other key
     # order, whitespace, compression) is the same batch, not a reuse of its id.
-    return batch, aggregates, hashlib.sha256(msgspec.json.encode(batch, order="sorted")).hexdigest()
+    digest = hashlib.sha256(msgspec.json.encode(batch, order="sorted")).hexdigest()
+    return PendingBatch(batch.batch_id, batch.pipeline, digest, aggregates)
 
 
 def _check_count(events: int, settings: Settings) -> None:
@@ -200,7 +206,7 @@ class EventController(Controller):
                 raw, request.headers.get("content-encoding", "").strip().lower(), settings.ingest_max_bytes
             )
             # Bounded like the commit: reading a stale catalog from a database that does not answer must not hang.
-            batch, aggregates, digest = await in_thread(
+            pending = await in_thread(
                 _prepare,
                 body,
                 settings,
@@ -209,17 +215,17 @@ class EventController(Controller):
                 deadline=settings.database_timeout_seconds,
                 limiter=_prepare_limiter(state),
             )
-            result = await batch_writer.submit(PendingBatch(batch.batch_id, batch.pipeline, digest, aggregates))
+            result = await batch_writer.submit(pending)
         except Exception:
             metrics.ingest_batches.labels("rejected").inc()
             raise
         if result.duplicate:
             metrics.ingest_batches.labels("duplicate").inc()
-            metrics.ingest_events.labels("duplicate").inc(len(batch.events))
+            metrics.ingest_events.labels("duplicate").inc(pending.aggregates.events)
             return result
         # Counted only once committed: /metrics never shows an event the database does not have.
         # The copy `_prepare` just used: no database read on the event loop.
-        event_metrics.record(batch.pipeline, aggregates, catalog_cache.loaded())
+        event_metrics.record(pending.pipeline, pending.aggregates, catalog_cache.loaded())
         metrics.ingest_batches.labels("accepted").inc()
         metrics.ingest_events.labels("accepted").inc(result.accepted)
         return result
