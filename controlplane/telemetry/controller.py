@@ -184,7 +184,7 @@ class EventController(Controller):
     async def ingest(self, request: Request[Any, Any, Any]) -> IngestResult:
         """Validate every event, then record the whole batch or nothing; 422 lists each bad event by index."""
         # The caller and the app's objects straight from the request, not through injection (as OFREP's single
-        # flag): Litestar resolves a route's dependencies as one task each in a task group, and the ten this route
+        # flag): Litestar resolves a route's dependencies as one task each in a task group, and the nine this route
         # had were a measurable share of its time on the event loop.
         principal: Principal = request.state.principal
         state = request.app.state
