@@ -7,23 +7,22 @@ from __future__ import annotations
 
 import hashlib
 import zlib
+from datetime import datetime
 from typing import Any
 
 import anyio
 import anyio.to_thread
 import msgspec
 from litestar import Controller, Request, post
-from litestar.datastructures import State
-from litestar.di import NamedDependency
 from litestar.exceptions import TooManyRequestsException
 
-from controlplane.api.dependencies import Now, ProcessMetrics, ProcessSettings, Work, from_state
 from controlplane.api.openapi import problems, request_body
 from controlplane.api.rate_limits import RateLimiter
 from controlplane.api.roles import Role
-from controlplane.auth.dependencies import TokenPrincipal
+from controlplane.auth.schemas import Principal
 from controlplane.db import in_thread
 from controlplane.errors import BadRequest, InvalidInput, PayloadTooLarge
+from controlplane.metrics import ControlPlaneMetrics
 from controlplane.settings import Settings
 from controlplane.telemetry.aggregation import (
     Aggregates,
@@ -79,8 +78,13 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
     return data
 
 
-def _prepare(body: bytes, settings: Settings, cache: CatalogCache, now: Any) -> tuple[EventBatch, Aggregates, str]:
-    """Decode, validate and aggregate a batch (CPU work, run off the event loop)."""
+def _prepare(body: bytes, settings: Settings, cache: CatalogCache, now: Any) -> PendingBatch:
+    """Decode, validate and aggregate a batch (CPU work, run off the event loop).
+
+    The decoded events are freed when this returns, in the thread that just read them, while their thousands of
+    objects are still in the processor's caches; freed on the event loop once the batch was committed, they cost
+    ~0.5 ms more server CPU per batch of 1,000 events (bench.ingest).
+    """
     try:
         batch = decode_batch(body)
     except BatchUnreadable as exc:
@@ -98,7 +102,8 @@ def _prepare(body: bytes, settings: Settings, cache: CatalogCache, now: Any) -> 
         raise _refused(exc.errors) from exc
     # The digest is of the decoded batch, not the bytes: a retry that re-serialises the same events (other key
     # order, whitespace, compression) is the same batch, not a reuse of its id.
-    return batch, aggregates, hashlib.sha256(msgspec.json.encode(batch, order="sorted")).hexdigest()
+    digest = hashlib.sha256(msgspec.json.encode(batch, order="sorted")).hexdigest()
+    return PendingBatch(batch.batch_id, batch.pipeline, digest, aggregates)
 
 
 def _check_count(events: int, settings: Settings) -> None:
@@ -167,12 +172,6 @@ class EventController(Controller):
     tags = ["telemetry"]
     # The route reads its own body against the ingest limits (the management API's 32 KB cap is too small).
     request_max_body_size = None
-    dependencies = {
-        "ingest_limiter": from_state("ingest_limiter"),
-        "catalog_cache": from_state("catalog_cache"),
-        "batch_writer": from_state("batch_writer"),
-        "event_metrics": from_state("event_metrics"),
-    }
 
     @post(
         "/",
@@ -182,21 +181,20 @@ class EventController(Controller):
         operation_class=request_body(EventBatch, description="A batch of events (`Content-Encoding: gzip` accepted)"),
         responses=problems(409),
     )
-    async def ingest(
-        self,
-        request: Request[Any, Any, Any],
-        uow: Work,
-        now: Now,
-        settings: ProcessSettings,
-        principal: TokenPrincipal,
-        state: State,
-        ingest_limiter: NamedDependency[RateLimiter],
-        catalog_cache: NamedDependency[CatalogCache],
-        batch_writer: NamedDependency[BatchWriter],
-        metrics: ProcessMetrics,
-        event_metrics: NamedDependency[EventMetrics],
-    ) -> IngestResult:
+    async def ingest(self, request: Request[Any, Any, Any]) -> IngestResult:
         """Validate every event, then record the whole batch or nothing; 422 lists each bad event by index."""
+        # The caller and the app's objects straight from the request, not through injection (as OFREP's single
+        # flag): Litestar resolves a route's dependencies as one task each in a task group, and the nine this route
+        # had were a measurable share of its time on the event loop.
+        principal: Principal = request.state.principal
+        state = request.app.state
+        settings: Settings = state.settings
+        now: datetime = state.clock()
+        ingest_limiter: RateLimiter = state.ingest_limiter
+        catalog_cache: CatalogCache = state.catalog_cache
+        batch_writer: BatchWriter = state.batch_writer
+        metrics: ControlPlaneMetrics = state.metrics
+        event_metrics: EventMetrics = state.event_metrics
         wait = ingest_limiter.retry_after(f"token:{principal.token_id}")
         if wait is not None:
             raise TooManyRequestsException(
@@ -208,7 +206,7 @@ class EventController(Controller):
                 raw, request.headers.get("content-encoding", "").strip().lower(), settings.ingest_max_bytes
             )
             # Bounded like the commit: reading a stale catalog from a database that does not answer must not hang.
-            batch, aggregates, digest = await in_thread(
+            pending = await in_thread(
                 _prepare,
                 body,
                 settings,
@@ -217,17 +215,17 @@ class EventController(Controller):
                 deadline=settings.database_timeout_seconds,
                 limiter=_prepare_limiter(state),
             )
-            result = await batch_writer.submit(PendingBatch(batch.batch_id, batch.pipeline, digest, aggregates))
+            result = await batch_writer.submit(pending)
         except Exception:
             metrics.ingest_batches.labels("rejected").inc()
             raise
         if result.duplicate:
             metrics.ingest_batches.labels("duplicate").inc()
-            metrics.ingest_events.labels("duplicate").inc(len(batch.events))
+            metrics.ingest_events.labels("duplicate").inc(pending.aggregates.events)
             return result
         # Counted only once committed: /metrics never shows an event the database does not have.
         # The copy `_prepare` just used: no database read on the event loop.
-        event_metrics.record(batch.pipeline, aggregates, catalog_cache.loaded())
+        event_metrics.record(pending.pipeline, pending.aggregates, catalog_cache.loaded())
         metrics.ingest_batches.labels("accepted").inc()
         metrics.ingest_events.labels("accepted").inc(result.accepted)
         return result
