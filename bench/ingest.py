@@ -36,12 +36,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import psycopg
+from litestar import Litestar
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
 from bench.ofrep_throughput import UNLIMITED, server_process
 from bench.rollout_race import POSTGRES_ADMIN, database, prepare_with_definition, print_results
 from controlplane.api.roles import Role
+from controlplane.app import create_app
 from controlplane.catalog.service import load_catalog
 from controlplane.db import create_db_engine, session_scope, utcnow
 from controlplane.settings import Settings
@@ -239,16 +241,28 @@ def _lock_waiters(backend: str) -> Iterator[list[int]]:
         thread.join()
 
 
-def run(backend: str, wrk: str, seconds: int, connections: int, workers: int, replicas: int = 1) -> dict[str, object]:
+def create_scheduled_bench_app() -> Litestar:
+    """The uvicorn factory of ``--scheduler``: as `controlplane serve` runs, its scheduler on (so the leader
+    evaluates the rules each committed batch concerns), heap frozen."""
+    return create_app(Settings.from_env(), freeze_heap=True)
+
+
+def run(
+    backend: str, wrk: str, seconds: int, connections: int, workers: int, replicas: int = 1, *, scheduler: bool = False
+) -> dict[str, object]:
     """Load one backend (``replicas`` server processes of ``workers`` each, on one database) and check the
-    acknowledged events are all in the database."""
+    acknowledged events are all in the database; ``scheduler``: the servers run their scheduler."""
     with database(backend) as url:
         token = prepare(url)
         sample = body(PLACEHOLDER).decode()
         prefix, suffix = sample.split(PLACEHOLDER)
         extra = {"CONTROLPLANE_INGEST_RATE_LIMIT_PER_SECOND": str(UNLIMITED)}
+        factory = "bench.ofrep_throughput:create_bench_app"
+        if scheduler:
+            extra["CONTROLPLANE_SCHEDULER_ENABLED"] = "true"
+            factory = "bench.ingest:create_scheduled_bench_app"
         with ExitStack() as stack, tempfile.TemporaryDirectory() as folder:
-            bases = [stack.enter_context(server_process(url, extra, workers=workers)) for _ in range(replicas)]
+            bases = [stack.enter_context(server_process(url, extra, factory, workers=workers)) for _ in range(replicas)]
             threads = max(1, 2 // replicas)
             share = max(threads, connections // replicas)
             for phase, duration in (("warm", 3), ("run", seconds)):
@@ -294,6 +308,7 @@ def run(backend: str, wrk: str, seconds: int, connections: int, workers: int, re
     rate = sum(rate for rate, _, _, _ in parsed)
     return {
         "backend": backend,
+        "scheduler": scheduler,
         "replicas": replicas,
         "workers": workers,
         "batches_per_s": round(rate, 1),
@@ -327,6 +342,12 @@ def main() -> None:
     parser.add_argument(
         "--replicas", default="1", help="server processes on one database to try, comma-separated (wrk load split)"
     )
+    parser.add_argument(
+        "--scheduler",
+        action="store_true",
+        help="run the servers with their scheduler, as `controlplane serve` does: the leader evaluates the rules "
+        "each committed batch concerns while the load runs",
+    )
     args = parser.parse_args()
     wrk = shutil.which("wrk")
     if wrk is None:
@@ -337,7 +358,7 @@ def main() -> None:
         f"{floors['decode_validate_aggregate_events_per_s']:,.0f} events/s (one core, this process)"
     )
     results = [
-        run(backend, wrk, args.duration, args.connections, int(workers), int(replicas))
+        run(backend, wrk, args.duration, args.connections, int(workers), int(replicas), scheduler=args.scheduler)
         for backend in args.backends.split(",")
         for replicas in args.replicas.split(",")
         for workers in args.workers.split(",")

@@ -221,7 +221,8 @@ def _parse_wrk(endpoint: str, output: str) -> Run:
     if rate is None:
         raise RuntimeError(f"cannot read wrk's output:\n{output}")
     latency = re.search(r"Latency\s+(\S+)\s+(\S+)\s+(\S+)", output)
-    p99 = re.search(r"99%\s+(\S+)", output)
+    # The latency distribution's own line: "99%" also ends a thread-stats percentage such as "74.99%".
+    p99 = re.search(r"^\s+99%\s+(\S+)", output, re.MULTILINE)
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
     socket_errors = re.search(r"Socket errors:(.*)", output)
     errors = []
