@@ -157,7 +157,6 @@ def create_app(
         else:
             logger.error("the database schema is not at the newest migration: run `controlplane db upgrade`")
         scheduler: Scheduler | None = None
-        listening = False
         if with_scheduler and ready:
             leadership = Leadership.for_settings(factory, settings, clock)
             # A rollback this replica commits is served (and streamed) at once, not at the feed's next poll.
@@ -186,7 +185,6 @@ def create_app(
                 trigger.start(guard_action(evaluator, leadership.is_leader, tell))
                 if listener is not None:
                     listener.start(leadership.is_leader)
-                    listening = True
         elif trigger is not None and ready and on_postgresql:
             # A replica without a scheduler never leads: it tells the leader.
             trigger.start(guard_action(None, lambda: False, leader_notifier(engine)))
@@ -200,7 +198,7 @@ def create_app(
             yield
         finally:
             cleanup_executor.shutdown()
-            if listener is not None and listening:
+            if listener is not None:
                 listener.stop()
             if trigger is not None:
                 trigger.stop()

@@ -20,6 +20,7 @@ from controlplane.alerting.evaluation import (
     apply_evaluation,
     current_rules,
     plan_evaluation,
+    remember,
 )
 from controlplane.alerting.prometheus import PrometheusSource, read_prometheus_rules
 from controlplane.catalog.rules import WINDOW_SIZE
@@ -28,7 +29,7 @@ from controlplane.guarding.rollback import RollbackDone, roll_back_breaching
 from controlplane.notifications.config import NotificationConfig
 from controlplane.rollouts.service import GuardedRollout, guarded_rollouts
 
-__all__ = ["GuardedEvaluation", "apply_guarded_evaluation", "evaluate_alerts"]
+__all__ = ["GuardedEvaluation", "apply_guarded_evaluation", "evaluate_alerts", "settle_quiet_plan"]
 
 
 @dataclass(slots=True)
@@ -57,8 +58,23 @@ def apply_guarded_evaluation(
     evaluation = apply_evaluation(
         session, plan, now=now, notifications=notifications, cache=cache, also_notify=rollbacks.events
     )
+    return _guarded(evaluation, rollbacks=rollbacks.done, errors=rollbacks.errors)
+
+
+def settle_quiet_plan(
+    plan: EvaluationPlan, *, now: datetime, cache: EvaluationCache | None = None
+) -> GuardedEvaluation:
+    """What applying a quiet plan (``plan.quiet``: nothing to write, tell or roll back) comes to, without a
+    transaction: the cache remembers the states, and the plan's counts are the evaluation's."""
+    remember(plan, cache, now=now)
+    return _guarded(plan.outcome)
+
+
+def _guarded(
+    evaluation: Evaluation, *, rollbacks: list[RollbackDone] | None = None, errors: list[str] | None = None
+) -> GuardedEvaluation:
     counted = {item.name: getattr(evaluation, item.name) for item in fields(Evaluation)}
-    return GuardedEvaluation(**counted, rollbacks=rollbacks.done, errors=rollbacks.errors)
+    return GuardedEvaluation(**counted, rollbacks=rollbacks or [], errors=errors or [])
 
 
 def evaluate_alerts(

@@ -6,19 +6,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import fields
 from datetime import timedelta
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from controlplane.alerting.evaluation import Evaluation, EvaluationCache, current_rules, plan_evaluation, remember
+from controlplane.alerting.evaluation import EvaluationCache, current_rules, plan_evaluation
 from controlplane.alerting.prometheus import PrometheusSource, read_prometheus_rules
 from controlplane.catalog.rules import Rule
 from controlplane.clock import Clock
 from controlplane.db import reader_factory, session_scope
 from controlplane.guarding.debounce import EVERY_RULE, Reads, concerning
-from controlplane.guarding.evaluation import GuardedEvaluation, apply_guarded_evaluation
+from controlplane.guarding.evaluation import GuardedEvaluation, apply_guarded_evaluation, settle_quiet_plan
 from controlplane.metrics import ControlPlaneMetrics
 from controlplane.notifications.config import NotificationConfig
 from controlplane.notifications.service import count_silenced
@@ -75,8 +74,7 @@ def evaluate_alert_rules(
     if plan.quiet:
         # No alert changed and none breaches: no write transaction, so a quiet tick, or a triggered run whose batch
         # moved nothing, never waits for (nor holds up) the write lock ingest and operators take.
-        remember(plan, cache, now=now)
-        evaluation = GuardedEvaluation(**{item.name: getattr(plan.outcome, item.name) for item in fields(Evaluation)})
+        evaluation = settle_quiet_plan(plan, now=now, cache=cache)
     else:
         with session_scope(factory) as session:
             evaluation = apply_guarded_evaluation(
