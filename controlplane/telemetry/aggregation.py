@@ -8,6 +8,7 @@ bytes --decode--> EventBatch --validate (every event, all errors)--> [EventError
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import math
 import operator
@@ -161,7 +162,11 @@ class WindowAggregate:
             if self.buckets is None:
                 self.buckets = list(other.buckets)
             else:
-                self.buckets = [mine + theirs for mine, theirs in zip(self.buckets, other.buckets, strict=True)]
+                # Position by position, as the database adds them (service.py); a definition that changed the
+                # bounds inside a window leaves lists of other lengths, added as far as each goes.
+                self.buckets = [
+                    mine + theirs for mine, theirs in itertools.zip_longest(self.buckets, other.buckets, fillvalue=0)
+                ]
         for name, amount in other.totals.items():
             self.totals[name] = self.totals.get(name, 0.0) + amount
 

@@ -5,14 +5,13 @@ A batch is all or nothing and acknowledged only after its transaction commits; a
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import zlib
 from datetime import datetime
 from typing import Any
 
 import anyio
 import anyio.to_thread
-import msgspec
 from litestar import Controller, Request, post
 from litestar.exceptions import TooManyRequestsException
 
@@ -33,6 +32,7 @@ from controlplane.telemetry.aggregation import (
     decode_batch,
 )
 from controlplane.telemetry.cache import CatalogCache
+from controlplane.telemetry.digest import batch_digest, legacy_batch_digest
 from controlplane.telemetry.metrics import EventMetrics
 from controlplane.telemetry.schemas import EventBatch, EventError, IngestResult
 from controlplane.telemetry.service import PendingBatch
@@ -100,10 +100,13 @@ def _prepare(body: bytes, settings: Settings, cache: CatalogCache, now: Any) -> 
         aggregates = _aggregate(batch, settings, cache, now)
     except BatchRefused as exc:
         raise _refused(exc.errors) from exc
-    # The digest is of the decoded batch, not the bytes: a retry that re-serialises the same events (other key
-    # order, whitespace, compression) is the same batch, not a reuse of its id.
-    digest = hashlib.sha256(msgspec.json.encode(batch, order="sorted")).hexdigest()
-    return PendingBatch(batch.batch_id, batch.pipeline, digest, aggregates)
+    return PendingBatch(
+        batch.batch_id,
+        batch.pipeline,
+        batch_digest(batch),
+        aggregates,
+        legacy_digest=functools.partial(legacy_batch_digest, body),
+    )
 
 
 def _check_count(events: int, settings: Settings) -> None:

@@ -6,12 +6,12 @@ the read-modify-write of window rows below never races another batch.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+import msgspec
 from sqlalchemy import Table, bindparam, delete, insert, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from controlplane.errors import Conflict
 from controlplane.telemetry.aggregation import Aggregates, SeriesKey, SubjectKey, TailItem, WindowAggregate
+from controlplane.telemetry.digest import is_legacy_digest
 from controlplane.telemetry.models import EventTail, IngestedBatch, TelemetrySubject, TelemetryWindow
 from controlplane.telemetry.schemas import IngestResult
 
@@ -44,6 +45,16 @@ class PendingBatch:
     pipeline: str
     digest: str
     aggregates: Aggregates
+    #: The digest an earlier release would have stored for this batch, computed only when a stored one is compared.
+    legacy_digest: Callable[[], str] | None = None
+
+    def is_batch(self, pipeline: str, digest: str) -> bool:
+        """Whether a batch recorded with ``pipeline`` and ``digest`` holds the same events as this one."""
+        if pipeline != self.pipeline:
+            return False
+        if digest == self.digest:
+            return True
+        return is_legacy_digest(digest) and self.legacy_digest is not None and digest == self.legacy_digest()
 
 
 def _reused(batch_id: str) -> Conflict:
@@ -78,7 +89,7 @@ def record_batches(
     for batch in batches:
         seen = known.get(batch.batch_id)
         if seen is not None:
-            if seen != (batch.pipeline, batch.digest):
+            if not batch.is_batch(*seen):
                 results.append(_reused(batch.batch_id))
             else:
                 results.append(
@@ -141,6 +152,9 @@ def merge_aggregates(parts: Sequence[Aggregates]) -> Aggregates:
 def _add_to_windows(session: Session, pipeline: str, aggregates: Aggregates) -> None:
     if not aggregates.series:
         return
+    if session.get_bind().dialect.name == "postgresql":
+        _upsert_windows_postgresql(session, pipeline, aggregates)
+        return
     starts = sorted({key[0] for key in aggregates.series})
     event_names = sorted({key[1] for key in aggregates.series})
     window = TelemetryWindow
@@ -184,47 +198,82 @@ def _add_to_windows(session: Session, pipeline: str, aggregates: Aggregates) -> 
             totals=dict(stored.totals or {}),
         )
         merged.merge(added)
-        updates.append({"id": stored.id, **_aggregate_values(merged)})
+        updates.append({"row_id": stored.id, **_aggregate_values(merged)})
     if inserts:
         session.execute(insert(TelemetryWindow), inserts)
     if updates:
-        _update_windows(session, updates)
+        # Core executemany by primary key: the ORM's bulk update spends more time preparing than the database does.
+        table = cast(Table, TelemetryWindow.__table__)
+        session.execute(table.update().where(table.c.id == bindparam("row_id")), updates)
 
 
-#: Every updated window row in one statement: one message and one plan for the group, where an executemany sends
-#: (and the driver prepares and the server executes) one UPDATE per row.
-_UPDATE_WINDOWS_POSTGRESQL = text(
+#: Every series of a batch group added to its window row in one statement: rows new to the window are inserted,
+#: rows already there get the sums, extremes, histogram counts and totals added in the database (as
+#: ``WindowAggregate.merge`` adds them), so nothing is read back and each row travels once. Histograms are added
+#: position by position; ``totals`` key by key. A JSON ``null`` (no histogram, no totals) takes the other side.
+_UPSERT_WINDOWS_POSTGRESQL = text(
     """
-    UPDATE telemetry_windows AS w
-    SET count = v.count, value_count = v.value_count, value_sum = v.value_sum, value_sumsq = v.value_sumsq,
-        value_min = v.value_min, value_max = v.value_max, buckets = v.buckets, totals = v.totals
-    FROM unnest(
-        CAST(:id AS bigint[]), CAST(:count AS bigint[]), CAST(:value_count AS bigint[]),
-        CAST(:value_sum AS float8[]), CAST(:value_sumsq AS float8[]), CAST(:value_min AS float8[]),
-        CAST(:value_max AS float8[]), CAST(:buckets AS jsonb[]), CAST(:totals AS jsonb[])
-    ) AS v(id, count, value_count, value_sum, value_sumsq, value_min, value_max, buckets, totals)
-    WHERE w.id = v.id
+    INSERT INTO telemetry_windows AS w (
+        window_start, pipeline, event, environment, variant, outcome, labels_key,
+        count, value_count, value_sum, value_sumsq, value_min, value_max, buckets, totals
+    )
+    SELECT v.window_start, :pipeline, v.event, v.environment, v.variant, v.outcome, v.labels_key,
+        v.count, v.value_count, v.value_sum, v.value_sumsq, v.value_min, v.value_max,
+        COALESCE(v.buckets, 'null'), COALESCE(v.totals, 'null')
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(
+        window_start timestamptz, event text, environment text, variant text, outcome text, labels_key text,
+        count bigint, value_count bigint, value_sum float8, value_sumsq float8, value_min float8, value_max float8,
+        buckets jsonb, totals jsonb
+    )
+    ON CONFLICT ON CONSTRAINT uq_telemetry_windows_series DO UPDATE SET
+        count = w.count + excluded.count,
+        value_count = w.value_count + excluded.value_count,
+        value_sum = w.value_sum + excluded.value_sum,
+        value_sumsq = w.value_sumsq + excluded.value_sumsq,
+        value_min = LEAST(w.value_min, excluded.value_min),
+        value_max = GREATEST(w.value_max, excluded.value_max),
+        buckets = CASE
+            WHEN jsonb_typeof(excluded.buckets) IS DISTINCT FROM 'array' THEN w.buckets
+            WHEN jsonb_typeof(w.buckets) IS DISTINCT FROM 'array' THEN excluded.buckets
+            ELSE (
+                SELECT jsonb_agg(COALESCE(mine.n::bigint, 0) + COALESCE(theirs.n::bigint, 0)
+                                 ORDER BY COALESCE(mine.i, theirs.i))
+                FROM jsonb_array_elements_text(w.buckets) WITH ORDINALITY AS mine(n, i)
+                FULL JOIN jsonb_array_elements_text(excluded.buckets) WITH ORDINALITY AS theirs(n, i)
+                    ON mine.i = theirs.i
+            )
+        END,
+        totals = CASE
+            WHEN jsonb_typeof(excluded.totals) IS DISTINCT FROM 'object' THEN w.totals
+            WHEN jsonb_typeof(w.totals) IS DISTINCT FROM 'object' THEN excluded.totals
+            ELSE (
+                SELECT jsonb_object_agg(
+                    name,
+                    COALESCE((w.totals ->> name)::float8, 0) + COALESCE((excluded.totals ->> name)::float8, 0)
+                )
+                FROM (SELECT jsonb_object_keys(w.totals) UNION SELECT jsonb_object_keys(excluded.totals)) AS keys(name)
+            )
+        END
     """
 )
 
-_WINDOW_VALUES = ("count", "value_count", "value_sum", "value_sumsq", "value_min", "value_max")
 
-
-def _update_windows(session: Session, updates: list[dict[str, Any]]) -> None:
-    """Write the merged values of existing window rows, by primary key."""
-    if session.get_bind().dialect.name == "postgresql":
-        columns: dict[str, list[Any]] = {name: [row[name] for row in updates] for name in ("id", *_WINDOW_VALUES)}
-        # As the JSON column type writes them: None is JSON null.
-        columns["buckets"] = [json.dumps(row["buckets"]) for row in updates]
-        columns["totals"] = [json.dumps(row["totals"]) for row in updates]
-        session.execute(_UPDATE_WINDOWS_POSTGRESQL, columns)
-        return
-    # Core executemany by primary key: the ORM's bulk update spends more time preparing than the database does.
-    table = cast(Table, TelemetryWindow.__table__)
-    session.execute(
-        table.update().where(table.c.id == bindparam("row_id")),
-        [{"row_id": values.pop("id"), **values} for values in updates],
-    )
+def _upsert_windows_postgresql(session: Session, pipeline: str, aggregates: Aggregates) -> None:
+    # The rows travel as one JSON document: psycopg escapes each element of a text array in Python, which cost
+    # more than the statement itself. Floats survive the trip exactly (shortest repr both ways).
+    rows = [
+        {
+            "window_start": start.isoformat(),
+            "event": event,
+            "environment": environment,
+            "variant": variant,
+            "outcome": outcome,
+            "labels_key": labels,
+            **_aggregate_values(added),
+        }
+        for (start, event, environment, variant, outcome, labels), added in aggregates.series.items()
+    ]
+    session.execute(_UPSERT_WINDOWS_POSTGRESQL, {"pipeline": pipeline, "rows": msgspec.json.encode(rows).decode()})
 
 
 def _aggregate_values(aggregate: WindowAggregate) -> dict[str, Any]:
@@ -294,8 +343,46 @@ def _add_to_subjects(session: Session, pipeline: str, aggregates: Aggregates) ->
     )
 
 
+#: A group's newest events of each (event type, environment) added to its stored tail in the database: the stored
+#: and the new events in time order (ISO strings in UTC, compared byte by byte as Python compares them; at the same
+#: instant stored events first, then the batch's order), the newest TAIL_LENGTH kept. Nothing is read back.
+_UPSERT_TAILS_POSTGRESQL = text(
+    """
+    INSERT INTO event_tails AS t (pipeline, event, environment, events, updated_at)
+    SELECT :pipeline, v.event, v.environment, v.events, :now
+    FROM jsonb_to_recordset(CAST(:tails AS jsonb)) AS v(event text, environment text, events jsonb)
+    ON CONFLICT (pipeline, event, environment) DO UPDATE SET
+        events = (
+            SELECT jsonb_agg(item ORDER BY (item ->> 0) COLLATE "C", position)
+            FROM (
+                SELECT item, position
+                FROM jsonb_array_elements(t.events || excluded.events) WITH ORDINALITY AS merged(item, position)
+                ORDER BY (item ->> 0) COLLATE "C" DESC, position DESC
+                LIMIT :tail_length
+            ) AS newest
+        ),
+        updated_at = excluded.updated_at
+    """
+)
+
+
 def _add_to_tails(session: Session, pipeline: str, aggregates: Aggregates, now: datetime) -> None:
     if not aggregates.tails:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        tails = [
+            {"event": event, "environment": environment, "events": _tail_items(items)}
+            for (event, environment), items in aggregates.tails.items()
+        ]
+        session.execute(
+            _UPSERT_TAILS_POSTGRESQL,
+            {
+                "pipeline": pipeline,
+                "now": now,
+                "tail_length": TAIL_LENGTH,
+                "tails": msgspec.json.encode(tails).decode(),
+            },
+        )
         return
     table = cast(Table, EventTail.__table__)
     keys = [(pipeline, event, environment) for event, environment in aggregates.tails]
@@ -311,8 +398,7 @@ def _add_to_tails(session: Session, pipeline: str, aggregates: Aggregates, now: 
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
     for (event, environment), items in aggregates.tails.items():
-        # Only the newest TAIL_LENGTH can survive the merge below; the batch's items are already in time order.
-        fresh = [[at.isoformat(), outcome, variant, labels] for at, outcome, variant, labels in items[-TAIL_LENGTH:]]
+        fresh = _tail_items(items)
         kept = stored.get((event, environment))
         if kept is None:
             inserts.append(
@@ -335,6 +421,16 @@ def _add_to_tails(session: Session, pipeline: str, aggregates: Aggregates, now: 
             .values(events=bindparam("events"), updated_at=now),
             updates,
         )
+
+
+def _tail_items(items: list[TailItem]) -> list[list[Any]]:
+    """The stored form of a batch's tail events: only the newest TAIL_LENGTH can survive a merge, and the batch's
+    items are already in time order. Times are written in UTC, whatever offset the sender used, so that stored
+    times sort as strings in time order."""
+    return [
+        [at.astimezone(UTC).isoformat(), outcome, variant, labels]
+        for at, outcome, variant, labels in items[-TAIL_LENGTH:]
+    ]
 
 
 def delete_old_windows(session: Session, *, before: datetime) -> int:

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, insert, select
 
 from controlplane.api.roles import Role
 from controlplane.app import create_app
@@ -28,6 +28,7 @@ from controlplane.catalog.events import DEFAULT_BUCKETS
 from controlplane.models import Base
 from controlplane.settings import Settings
 from controlplane.telemetry.aggregation import labels_key, window_start
+from controlplane.telemetry.digest import legacy_batch_digest
 from controlplane.telemetry.models import IngestedBatch, TelemetryWindow
 from tests.conftest import FakeClock, bearer, problem, without_gates
 
@@ -299,6 +300,34 @@ def test_the_same_batch_id_with_other_events_is_refused_with_409_and_changes_not
 
     body = problem(response, 409, "batch-id-reused")
     assert body["batch_id"] == "batch-reused-01"
+    assert stored(engine) == before
+
+
+@pytest.mark.usefixtures("applied")
+def test_a_retry_of_a_batch_an_earlier_release_recorded_is_a_duplicate_and_other_events_are_refused(
+    client: Client, ingest: dict[str, str], clock: FakeClock, engine: Engine
+) -> None:
+    """Rows recorded before the digest changed keep the earlier digest (key-sorted JSON): a retry across the
+    upgrade is still recognised, and a reuse of the id is still refused."""
+    batch = new_batch([request_event(clock())], batch_id="batch-upgrade-01")
+    body = json.dumps(batch).encode()
+    with engine.begin() as connection:
+        connection.execute(
+            insert(IngestedBatch).values(
+                batch_id="batch-upgrade-01",
+                pipeline=PIPELINE,
+                digest=legacy_batch_digest(body),
+                events=1,
+                received_at=clock(),
+            )
+        )
+    before = stored(engine)
+
+    again = accepted(send(client, ingest, body))
+    reused = send(client, ingest, new_batch([request_event(clock(), value=9.0)], batch_id="batch-upgrade-01"))
+
+    assert (again["duplicate"], again["accepted"]) == (True, 0)
+    problem(reused, 409, "batch-id-reused")
     assert stored(engine) == before
 
 
