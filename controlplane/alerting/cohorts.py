@@ -100,8 +100,10 @@ def expected_share(
 ) -> float | None:
     """The share of events the ``canary`` cohort should hold under a flag's state: the rollout's percentage when the
     flag serves nothing but a plain percentage split of the canary against the ``baseline`` (None otherwise:
-    targeting rules or a conditional rollout send users to a variant whatever the split, so no share is expected)."""
-    if not enabled or targeting or not rollout or rollout.get("when"):
+    targeting rules, a conditional rollout or one run per segment send users to a variant whatever the split, so no
+    share is expected)."""
+    if not enabled or targeting or not rollout or rollout.get("when") or rollout.get("segments"):
+        # A rollout run per segment serves each segment its own share: no one share for the whole environment.
         return None
     if rollout.get("variant") != canary or default_variant != baseline:
         return None

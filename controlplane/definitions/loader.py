@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from controlplane.catalog.events import EventType
+from controlplane.catalog.rules import Rule, RuleSource, Selector
 from controlplane.definitions.cleanup import check_cleanup
 from controlplane.definitions.dashboard import check_dashboard
 from controlplane.definitions.document import Document, FieldPath, read_document
@@ -28,8 +31,10 @@ from controlplane.definitions.schemas import (
     PlanEnvironmentSpec,
     PlanSpec,
     RolloutPlan,
+    SegmentSpec,
 )
 from controlplane.flags.schemas import FlagDefinitionError, FlagType, check_flag_variants, check_variant_values
+from controlplane.rollouts.segments import SEGMENT_VALUE, Segmentation, segment_rule_name
 from controlplane.rollouts.stages import MAX_BAKE, Stage, duration_words, validate_stages
 
 __all__ = [
@@ -112,6 +117,7 @@ def _check_pipeline(spec: PipelineSpec, document: Document, environments: Sequen
     events = check_events(spec.pipeline, spec.events, spec.flags, document.error)
     rules = check_rules(spec.pipeline, spec.rules, events, spec.flags, environments, document.error, parse_duration)
     _check_guards(spec, {rule.name for rule in rules}, document)
+    rules = (*rules, *_segment_guards(spec, rules, events, document))
     objectives = check_objectives(spec.pipeline, spec.slo, events, document.error, parse_duration)
     cleanup = check_cleanup(spec.pipeline, spec.cleanup, document.error, parse_duration)
     dashboard = check_dashboard(spec.dashboard, events, rules, document.error)
@@ -154,6 +160,74 @@ def _check_guards(spec: PipelineSpec, rules: Collection[str], document: Document
                         )
 
 
+def _segment_guards(
+    spec: PipelineSpec, rules: Sequence[Rule], events: Sequence[EventType], document: Document
+) -> list[Rule]:
+    """The guards of plans run per segment, each scoped to one segment's events: a rule per guard and segment value
+    (named by ``segment_rule_name``), measured only in that environment. Refuses a guard whose events do not carry
+    the segment's attribute with every segment value declared: it could not tell one segment from another."""
+    by_name = {rule.name: rule for rule in rules}
+    event_types = {event.name: event for event in events}
+    derived: dict[str, Rule] = {}
+    for flag_index, flag in enumerate(spec.flags):
+        if flag.plan is None:
+            continue
+        for env_index, step in enumerate(flag.plan.environments):
+            if step.per is None:
+                continue
+            attribute = step.per.attribute
+            for stage_index, stage in enumerate(step.stages):
+                for guard_index, guard in enumerate(stage.guards):
+                    at = (
+                        "flags",
+                        flag_index,
+                        "plan",
+                        "environments",
+                        env_index,
+                        "stages",
+                        stage_index,
+                        "guards",
+                        guard_index,
+                    )
+                    rule = by_name[guard]
+                    if rule.source is not RuleSource.EVENTS:
+                        raise document.error(
+                            at,
+                            f"guard `{guard}` is measured by {rule.source.value}: a plan run per `{attribute}` "
+                            "needs guards measured from events, which can be scoped to one segment",
+                        )
+                    label = event_types[rule.event].labels.get(attribute) if rule.event in event_types else None
+                    if label is None:
+                        raise document.error(
+                            at,
+                            f"guard `{guard}` measures `{rule.event}` events, which do not carry the label "
+                            f"`{attribute}` this plan runs per: declare it under the event's `labels`",
+                        )
+                    missing = [value for value in step.per.values if value not in label.values]
+                    if missing:
+                        raise document.error(
+                            at,
+                            f"guard `{guard}` measures `{rule.event}` events, whose label `{attribute}` does not "
+                            f"declare the segment values {', '.join(f'`{value}`' for value in missing)}",
+                        )
+                    for value in step.per.values:
+                        name = segment_rule_name(guard, attribute, value)
+                        if name in by_name:
+                            raise document.error(
+                                at,
+                                f"guard `{guard}` scoped to segment {attribute}={value} is named `{name}`, "
+                                "which a rule of this definition already takes: rename that rule",
+                            )
+                        derived[name] = replace(
+                            rule,
+                            name=name,
+                            where=Selector({**rule.where.matches, attribute: frozenset({value})}),
+                            environments=(step.environment,),
+                            description=f"{rule.description} Segment {attribute}={value} only.".strip(),
+                        )
+    return list(derived.values())
+
+
 def _check_flag(flag: FlagSpec, at: FieldPath, document: Document, environments: Sequence[str]) -> FlagDefinition:
     """Check one flag's variants, initial states and plan, and build its definition."""
     for name, value in flag.variants.items():
@@ -174,7 +248,7 @@ def _check_flag(flag: FlagSpec, at: FieldPath, document: Document, environments:
         _check_initial_state(flag, environment, state, (*at, "environments", environment), document, environments)
         for environment, state in flag.environments.items()
     )
-    plan = None if flag.plan is None else _check_plan(flag.plan, (*at, "plan"), document, environments)
+    plan = None if flag.plan is None else _check_plan(flag, flag.plan, (*at, "plan"), document, environments)
     return FlagDefinition(
         key=flag.key,
         type=flag.type,
@@ -238,7 +312,9 @@ def _check_initial_state(
     )
 
 
-def _check_plan(plan: PlanSpec, at: FieldPath, document: Document, environments: Sequence[str]) -> RolloutPlan:
+def _check_plan(
+    flag: FlagSpec, plan: PlanSpec, at: FieldPath, document: Document, environments: Sequence[str]
+) -> RolloutPlan:
     """Check a plan's environments and stages, and build it in promotion order."""
     first_index: dict[str, int] = {}
     steps: list[EnvironmentPlan] = []
@@ -252,10 +328,41 @@ def _check_plan(plan: PlanSpec, at: FieldPath, document: Document, environments:
                 f"environments[{first_index[step.environment]}]: each environment is promoted through once",
             )
         first_index[step.environment] = index
-        steps.append(EnvironmentPlan(environment=step.environment, stages=_check_stages(step, here, document)))
+        steps.append(
+            EnvironmentPlan(
+                environment=step.environment,
+                stages=_check_stages(step, here, document),
+                per=None if step.per is None else _check_segments(flag, step.per, (*here, "per"), document),
+            )
+        )
     return RolloutPlan(
         rollback_policy=plan.rollback_policy, environments=tuple(steps), auto_rollback=plan.auto_rollback
     )
+
+
+def _check_segments(flag: FlagSpec, per: SegmentSpec, at: FieldPath, document: Document) -> Segmentation:
+    """Check a plan's ``per``: a context attribute other than the bucketing one, and distinct segment values that can
+    name a guard scoped to them."""
+    if per.attribute == flag.bucket_by:
+        raise document.error(
+            (*at, "attribute"),
+            f"`{per.attribute}` is the flag's `bucket_by`: a segment holds many units to bucket, so run the plan per "
+            "another attribute (e.g. queue)",
+        )
+    if not per.values:
+        raise document.error((*at, "values"), f"declare the values of `{per.attribute}` the plan runs per")
+    first_index: dict[str, int] = {}
+    for index, value in enumerate(per.values):
+        if not SEGMENT_VALUE.match(value):
+            raise document.error(
+                (*at, "values", index), f"segment value `{value}` must be lowercase words joined by dashes"
+            )
+        if value in first_index:
+            raise document.error(
+                (*at, "values", index), f"segment value `{value}` is already declared at values[{first_index[value]}]"
+            )
+        first_index[value] = index
+    return Segmentation(per.attribute, tuple(per.values))
 
 
 def _check_stages(step: PlanEnvironmentSpec, at: FieldPath, document: Document) -> tuple[Stage, ...]:

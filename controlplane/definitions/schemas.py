@@ -25,6 +25,7 @@ from controlplane.flags.schemas import (
     Percentage,
     TargetingRule,
 )
+from controlplane.rollouts.segments import Segmentation
 from controlplane.rollouts.stages import RollbackPolicy, Stage
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "PlanSpec",
     "RolloutPlan",
     "RuleSpec",
+    "SegmentSpec",
     "SloSpec",
     "StageSpec",
     "TargetSpec",
@@ -73,12 +75,21 @@ class StageSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only
     progress_deadline: Bake | None = None
 
 
+class SegmentSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """A plan's ``per``: run the stages once per value of a bounded attribute of the flag's evaluation context."""
+
+    attribute: Attribute
+    # No min_length: the loader says what is wrong with an empty list in words.
+    values: list[Name]
+
+
 class PlanEnvironmentSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    """The stages a flag goes through in one environment."""
+    """The stages a flag goes through in one environment, once per segment when ``per`` names one."""
 
     environment: Name
     # No min_length: rollouts.stages.validate_stages refuses an empty plan, as the one home of plan rules.
     stages: list[StageSpec]
+    per: SegmentSpec | None = None
 
 
 class PlanSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -322,10 +333,11 @@ class InitialState:
 
 @dataclass(frozen=True, slots=True)
 class EnvironmentPlan:
-    """The validated stages of one environment of a plan."""
+    """The validated stages of one environment of a plan; ``per`` when they run once per segment."""
 
     environment: str
     stages: tuple[Stage, ...]
+    per: Segmentation | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -309,6 +309,7 @@ def _apply_plans(
             stages = stages_to_json(step.stages)
             policy = definition.plan.rollback_policy.value
             auto = definition.plan.auto_rollback
+            per = None if step.per is None else {"attribute": step.per.attribute, "values": list(step.per.values)}
             plan = existing.get(step.environment)
             if plan is None:
                 session.add(
@@ -319,11 +320,26 @@ def _apply_plans(
                         stages=stages,
                         rollback_policy=policy,
                         auto_rollback=auto,
+                        segment_attribute=step.per.attribute if step.per else None,
+                        segment_values=list(step.per.values) if step.per else None,
                         updated_at=now,
                     )
                 )
                 changes.append(Change(flag=flag.key, action="plan_created", environment=step.environment))
                 _audit_plan(session, flag, step.environment, None, stages, actor, now, reason)
+                continue
+            stored_per = (
+                None
+                if plan.segment_attribute is None
+                else {"attribute": plan.segment_attribute, "values": list(plan.segment_values or [])}
+            )
+            note = _active_note(session, flag, step.environment)
+            if per != stored_per and note is not None:
+                # Serving rollouts are rows per segment (or one without): re-cutting the segments under them would
+                # leave rollouts no operation could reach.
+                changes.append(
+                    Change(flag=flag.key, action="plan_kept", environment=step.environment, fields=["per"], note=note)
+                )
                 continue
             before = {
                 "position": plan.position,
@@ -332,17 +348,22 @@ def _apply_plans(
                 "auto_rollback": plan.auto_rollback,
             }
             after = {"position": position, "stages": stages, "rollback_policy": policy, "auto_rollback": auto}
+            if stored_per is not None or per is not None:
+                # Only a plan run per segment records `per`, so plans without one audit as before.
+                before["per"], after["per"] = stored_per, per
             if before == after:
                 continue
             plan.position, plan.stages, plan.rollback_policy, plan.updated_at = position, stages, policy, now
             plan.auto_rollback = auto
+            plan.segment_attribute = step.per.attribute if step.per else None
+            plan.segment_values = list(step.per.values) if step.per else None
             changes.append(
                 Change(
                     flag=flag.key,
                     action="plan_updated",
                     environment=step.environment,
                     fields=sorted(name for name in after if before[name] != after[name]),
-                    note=_active_note(session, flag, step.environment),
+                    note=note,
                 )
             )
             _audit_plan(session, flag, step.environment, before, after, actor, now, reason)

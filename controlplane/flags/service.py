@@ -21,6 +21,7 @@ from controlplane.flags.schemas import (
     FlagDefinitionError,
     FlagType,
     FlagUpdate,
+    PercentageRollout,
     check_flag_variants,
 )
 
@@ -251,6 +252,11 @@ def update_flag(
     return flag
 
 
+def _same_rollout(sent: PercentageRollout, stored: dict[str, Any] | None) -> bool:
+    """Whether ``sent`` is what is stored, compared as decoded (a field added since reads as its default)."""
+    return stored is not None and msgspec.convert(stored, PercentageRollout) == sent
+
+
 def update_environment_state(
     session: Session,
     *,
@@ -272,7 +278,7 @@ def update_environment_state(
     state = get_environment_state(session, key=key, environment=environment, environments=environments)
     flag = state.flag
     check_revision(f"flag `{key}` in", environment, expected=expected_revision, actual=state.revision)
-    if changes.rollout is not None and rollout_serving and msgspec.to_builtins(changes.rollout) != state.rollout:
+    if changes.rollout is not None and rollout_serving and not _same_rollout(changes.rollout, state.rollout):
         raise Conflict(
             "rollout-in-progress",
             f"a rollout of `{key}` serves {environment}; its percentage, variant and bucketing change only through "

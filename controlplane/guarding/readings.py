@@ -19,7 +19,7 @@ from controlplane.catalog.rules import WINDOW_SIZE, AlertState, Rule
 from controlplane.catalog.service import load_catalog, load_rules
 from controlplane.rollouts.gates import GateVerdict, GuardReading, judge_gates
 from controlplane.rollouts.stages import Stage
-from controlplane.telemetry.aggregation import window_start
+from controlplane.telemetry.aggregation import labels_key, window_start
 from controlplane.telemetry.models import TelemetryWindow
 
 __all__ = ["AlertGateReader", "gate_verdict", "guard_readings", "judge_enforced", "stage_samples"]
@@ -67,22 +67,37 @@ def _readings(
     return readings
 
 
-def stage_samples(session: Session, *, flag: str, environment: str, variant: str | None, since: datetime | None) -> int:
-    """Events served ``variant`` of ``flag`` in ``environment`` since the stage began, over every event type."""
+def stage_samples(
+    session: Session,
+    *,
+    flag: str,
+    environment: str,
+    variant: str | None,
+    since: datetime | None,
+    segment: tuple[str, str] | None = None,
+) -> int:
+    """Events served ``variant`` of ``flag`` in ``environment`` since the stage began, over every event type; with
+    ``segment`` (attribute, value), only the events of the types carrying that label with that value."""
     if variant is None or since is None:
         return 0
-    kinds = [(kind.pipeline, kind.name) for kind in load_catalog(session).events.values() if kind.flag == flag]
+    kinds = [
+        (kind.pipeline, kind.name)
+        for kind in load_catalog(session).events.values()
+        if kind.flag == flag and (segment is None or segment[0] in kind.labels)
+    ]
     if not kinds:
         return 0
-    counted = session.scalar(
-        select(func.coalesce(func.sum(TelemetryWindow.count), 0)).where(
-            tuple_(TelemetryWindow.pipeline, TelemetryWindow.event).in_(kinds),
-            TelemetryWindow.environment == environment,
-            TelemetryWindow.variant == variant,
-            TelemetryWindow.window_start >= window_start(since, WINDOW_SIZE),
-        )
+    query = select(func.coalesce(func.sum(TelemetryWindow.count), 0)).where(
+        tuple_(TelemetryWindow.pipeline, TelemetryWindow.event).in_(kinds),
+        TelemetryWindow.environment == environment,
+        TelemetryWindow.variant == variant,
+        TelemetryWindow.window_start >= window_start(since, WINDOW_SIZE),
     )
-    return int(counted or 0)
+    if segment is not None:
+        # labels_key is the series' labels as canonical JSON (telemetry.aggregation.labels_key): this pair, once.
+        pair = labels_key({segment[0]: segment[1]})[1:-1]
+        query = query.where(TelemetryWindow.labels_key.contains(pair, autoescape=True))
+    return int(session.scalar(query) or 0)
 
 
 def gate_verdict(
@@ -93,13 +108,16 @@ def gate_verdict(
     stage: Stage,
     stage_started_at: datetime | None,
     variant: str | None,
+    segment: tuple[str, str] | None = None,
 ) -> GateVerdict:
     """Whether the current stage of a rollout may be left, with every reason it may not. Shadow guards are left
-    out: they are watched, not trusted to hold a stage."""
+    out: they are watched, not trusted to hold a stage. ``segment``: only that segment's samples count."""
     rules = {rule.name: rule for rule in load_rules(session)} if stage.guards else {}
     readings = _readings(session, stage.guards, environment, rules)
     samples = (
-        stage_samples(session, flag=flag, environment=environment, variant=variant, since=stage_started_at)
+        stage_samples(
+            session, flag=flag, environment=environment, variant=variant, since=stage_started_at, segment=segment
+        )
         if stage.min_samples
         else None
     )
@@ -131,8 +149,15 @@ class AlertGateReader:
         stage: Stage,
         stage_started_at: datetime | None,
         variant: str | None,
+        segment: tuple[str, str] | None = None,
     ) -> GateVerdict:
         """Whether the current stage of a rollout may be left, with every reason it may not."""
         return gate_verdict(
-            session, flag=flag, environment=environment, stage=stage, stage_started_at=stage_started_at, variant=variant
+            session,
+            flag=flag,
+            environment=environment,
+            stage=stage,
+            stage_started_at=stage_started_at,
+            variant=variant,
+            segment=segment,
         )

@@ -19,6 +19,7 @@ from controlplane.notifications.messages import AlertEvent
 from controlplane.rollouts.gates import GateReader
 from controlplane.rollouts.operations import Operation, RolloutTarget
 from controlplane.rollouts.schemas import RolloutOperation
+from controlplane.rollouts.segments import SegmentRef
 from controlplane.rollouts.service import GuardedRollout, operate_rollout
 
 __all__ = ["SYSTEM_ACTOR", "GuardRollbacks", "RollbackDone", "roll_back_as", "roll_back_breaching"]
@@ -55,13 +56,15 @@ def roll_back_as(
     environments: Sequence[str],
     now: datetime,
     gates: GateReader,
+    segment: SegmentRef | None = None,
 ) -> DomainError | None:
-    """Roll a rollout back through the operators' own path, in a savepoint; the refusal, or None when done."""
+    """Roll a rollout (of one segment, for a plan run per segment) back through the operators' own path, in a
+    savepoint; the refusal, or None when done."""
     try:
         with session.begin_nested():
             operate_rollout(
                 session,
-                target=RolloutTarget(flag, environment),
+                target=RolloutTarget(flag, environment, segment),
                 operation=Operation.ROLLBACK,
                 body=RolloutOperation(reason=reason[:2000]),
                 actor=actor,
@@ -87,21 +90,23 @@ def roll_back_breaching(
     """Roll back each guarded rollout (auto rollback on) whose current stage is guarded by a breaching rule in its
     environment, once per rollout; a refusal is reported, never raised. Shadow rules never roll back."""
     rollbacks = GuardRollbacks()
-    handled: set[tuple[str, str]] = set()
+    handled: set[RolloutTarget] = set()
     for rule, environment, measurement in breaching:
         if rule.shadow:
             continue  # watched only: a shadow guard is recorded and notified, never acted on
         for rollout in guarded:
             if rollout.environment != environment or rule.name not in rollout.guards or not rollout.auto_rollback:
                 continue
-            if (rollout.flag, environment) in handled:
+            if rollout.target in handled:
                 continue
-            handled.add((rollout.flag, environment))
+            handled.add(rollout.target)
             # The rollout may have changed since it was read: the operators' path re-reads and refuses.
             reason = f"automatic rollback: guard {describe_measurement(rule, measurement, environment)}"
-            error = roll_back_as(session, rollout.flag, environment, reason, SYSTEM_ACTOR, environments, now, gates)
+            error = roll_back_as(
+                session, rollout.flag, environment, reason, SYSTEM_ACTOR, environments, now, gates, rollout.segment
+            )
             if error is not None:
-                rollbacks.errors.append(f"rollback of {rollout.flag} in {environment} refused: {error}")
+                rollbacks.errors.append(f"rollback of {rollout.flag} in {rollout.target} refused: {error}")
                 continue
             rollbacks.done.append(
                 RollbackDone(flag=rollout.flag, environment=environment, rule=rule.name, trigger="guard")

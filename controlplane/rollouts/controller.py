@@ -10,7 +10,7 @@ from functools import partial
 
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody
 
 from controlplane.api.dependencies import Now, ProcessMetrics, ProcessSettings, Work
 from controlplane.api.openapi import problems
@@ -20,6 +20,7 @@ from controlplane.rollouts import service
 from controlplane.rollouts.gates import GateReader
 from controlplane.rollouts.operations import Operation, RolloutTarget
 from controlplane.rollouts.schemas import RolloutOperation, RolloutRead, RolloutStatus
+from controlplane.rollouts.segments import parse_segment
 from controlplane.rollouts.status import list_rollout_history, rollout_status
 from controlplane.rollouts.steps import StepAnnouncer
 
@@ -47,9 +48,11 @@ class RolloutController(Controller):
         now: Now,
         settings: ProcessSettings,
         gates: Gates,
+        segment: FromQuery[str | None] = None,
     ) -> RolloutStatus:
-        """Where the rollout stands and what the environment serves."""
-        target = RolloutTarget(key, environment)
+        """Where the rollout stands and what the environment serves; for a plan run per segment, every segment, and
+        with ``?segment=queue=support`` that segment's rollout in full."""
+        target = RolloutTarget(key, environment, parse_segment(segment))
         return await uow.read(
             partial(rollout_status, target=target, environments=settings.environments, now=now, gates=gates)
         )
@@ -89,7 +92,7 @@ class RolloutController(Controller):
         status = await uow.write(
             partial(
                 service.operate_rollout,
-                target=RolloutTarget(key, environment),
+                target=RolloutTarget(key, environment, parse_segment(data.segment)),
                 operation=operation,
                 body=data,
                 actor=principal.name,

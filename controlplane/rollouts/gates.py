@@ -94,6 +94,8 @@ class GateReader(Protocol):
         stage: Stage,
         stage_started_at: datetime | None,
         variant: str | None,
+        segment: tuple[str, str] | None = None,
     ) -> GateVerdict:
-        """Whether ``stage`` of the rollout of ``flag`` in ``environment`` may be left, with every reason not."""
+        """Whether ``stage`` of the rollout of ``flag`` in ``environment`` may be left, with every reason not;
+        ``segment`` (attribute, value) counts only that segment's events towards the stage's samples."""
         ...

@@ -14,7 +14,11 @@ __all__ = ["Rollout", "RolloutPlan"]
 
 
 class RolloutPlan(Base):
-    """The stages a flag goes through in one environment; ``position`` is the promotion order."""
+    """The stages a flag goes through in one environment; ``position`` is the promotion order.
+
+    With ``segment_attribute`` (a plan's ``per``), the stages are run once per value of ``segment_values``, each
+    segment with its own rollout rows.
+    """
 
     __tablename__ = "rollout_plans"
     __table_args__ = (UniqueConstraint("flag_id", "environment"),)
@@ -26,11 +30,14 @@ class RolloutPlan(Base):
     stages: Mapped[list[dict[str, Any]]] = mapped_column(JSONDocument)
     rollback_policy: Mapped[str] = mapped_column(String(32), default="off")
     auto_rollback: Mapped[bool] = mapped_column(Boolean, default=False)
+    segment_attribute: Mapped[str | None] = mapped_column(String(128))
+    segment_values: Mapped[list[str] | None] = mapped_column(JSONDocument)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Rollout(Base):
-    """One run of a plan in one environment; the newest row per flag and environment is the current one.
+    """One run of a plan in one environment (or one segment of it); the newest row per flag, environment and segment
+    is the current one. ``segment`` is the segment's value (``support`` of ``queue``), NULL for a plan without one.
 
     ``stages`` is a copy of the plan taken at start, so re-applying a definition never moves a running rollout.
     """
@@ -41,6 +48,7 @@ class Rollout(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     flag_id: Mapped[int] = mapped_column(ForeignKey("flags.id", ondelete="CASCADE"))
     environment: Mapped[str] = mapped_column(String(64))
+    segment: Mapped[str | None] = mapped_column(String(128))
     state: Mapped[str] = mapped_column(String(32))
     stage_index: Mapped[int] = mapped_column(default=0)
     stages: Mapped[list[dict[str, Any]]] = mapped_column(JSONDocument)

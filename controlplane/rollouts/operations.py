@@ -23,6 +23,7 @@ from controlplane.errors import Conflict, InvalidInput, PreconditionRequired
 from controlplane.rollouts import stages as machine
 from controlplane.rollouts.gates import GateVerdict
 from controlplane.rollouts.schemas import RolloutOperation
+from controlplane.rollouts.segments import SegmentRef
 from controlplane.rollouts.stages import Rollout, RolloutState
 
 __all__ = [
@@ -57,10 +58,14 @@ OVERRIDE_FIELD = "force"
 
 @dataclass(frozen=True, slots=True)
 class RolloutTarget:
-    """A flag in an environment."""
+    """A flag in an environment, and the segment of a plan run per segment (None: the plan as a whole)."""
 
     flag: str
     environment: str
+    segment: SegmentRef | None = None
+
+    def __str__(self) -> str:
+        return f"{self.environment} ({self.segment})" if self.segment else self.environment
 
 
 def check_operation(operation: Operation, body: RolloutOperation, target: RolloutTarget) -> None:

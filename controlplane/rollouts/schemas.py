@@ -9,7 +9,7 @@ import msgspec
 
 from controlplane.rollouts.stages import RollbackPolicy, RolloutState
 
-__all__ = ["GuardRead", "RolloutOperation", "RolloutRead", "RolloutStatus", "StageRead"]
+__all__ = ["GuardRead", "RolloutOperation", "RolloutRead", "RolloutStatus", "SegmentRead", "StageRead"]
 
 Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
 
@@ -26,6 +26,9 @@ class RolloutOperation(msgspec.Struct, forbid_unknown_fields=True):
     expected_revision: int | None = None
     force: bool = False
     policy: RollbackPolicy | None = None
+    #: The segment of a plan run per segment, ``attribute=value`` (``queue=support``): required there, refused
+    #: elsewhere.
+    segment: Annotated[str, msgspec.Meta(min_length=1, max_length=300)] | None = None
 
 
 class StageRead(msgspec.Struct):
@@ -49,6 +52,24 @@ class GuardRead(msgspec.Struct):
     value: float | None = None
     samples: int = 0
     detail: str = ""
+
+
+class SegmentRead(msgspec.Struct):
+    """One segment of a plan run per segment: its own rollout's state, stage, percentage and gates."""
+
+    segment: str  # attribute=value, as operations name it
+    value: str
+    state: RolloutState
+    stage_index: int
+    stage_count: int
+    percentage: float
+    serving_percentage: float
+    gates: str
+    gates_detail: str
+    rollout_id: int | None = None
+    stage_started_at: datetime | None = None
+    bake_remaining_seconds: float = 0.0
+    updated_at: datetime | None = None
 
 
 class RolloutStatus(msgspec.Struct):
@@ -85,6 +106,11 @@ class RolloutStatus(msgspec.Struct):
     progress_deadline_at: datetime | None = None
     progress_deadline_passed: bool = False
     progress_deadline_notified_at: datetime | None = None
+    #: The segment this status is of (``queue=support``); None for a plan run once, or for the overview of a plan run
+    #: per segment, whose ``state`` adds up its segments' and whose ``gates`` is ``per_segment``.
+    segment: str | None = None
+    #: Every segment of a plan run per segment (empty for a plan run once).
+    segments: list[SegmentRead] = msgspec.field(default_factory=list)
 
 
 class RolloutRead(msgspec.Struct):
@@ -100,3 +126,4 @@ class RolloutRead(msgspec.Struct):
     created_at: datetime
     updated_at: datetime
     ended_at: datetime | None
+    segment: str | None = None  # the segment's value, for a plan run per segment

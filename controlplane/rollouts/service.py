@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, func, or_, select, update
+from sqlalchemy import CursorResult, Subquery, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from controlplane.audit.service import append_audit_record
@@ -21,6 +21,7 @@ from controlplane.flags.models import Flag, FlagEnvironment
 from controlplane.rollouts import stages as machine
 from controlplane.rollouts.gates import GateReader
 from controlplane.rollouts.models import Rollout as RolloutRow
+from controlplane.rollouts.models import RolloutPlan
 from controlplane.rollouts.operations import (
     Operation,
     PromotionOrder,
@@ -30,6 +31,7 @@ from controlplane.rollouts.operations import (
     decide_operation,
 )
 from controlplane.rollouts.schemas import RolloutOperation, RolloutStatus
+from controlplane.rollouts.segments import SegmentRef, segment_rule_names
 from controlplane.rollouts.stages import Rollout, RolloutState, stages_from_json, stages_to_json
 from controlplane.rollouts.status import (
     SERVING_STATES,
@@ -63,13 +65,16 @@ __all__ = [
 ]
 
 
-def _snapshot(rollout: Rollout, state: FlagEnvironment) -> dict[str, Any]:
-    return {
+def _snapshot(rollout: Rollout, state: FlagEnvironment, segment: tuple[str, str] | None) -> dict[str, Any]:
+    snapshot: dict[str, Any] = {
         "state": rollout.state.value,
         "stage_index": rollout.stage_index,
         "percentage": rollout.percentage,
         "enabled": state.enabled,
     }
+    if segment is not None:
+        snapshot["segment"] = f"{segment[0]}={segment[1]}"
+    return snapshot
 
 
 def _serve(loaded: LoadedRollout, rollout: Rollout, *, switch_on: bool) -> None:
@@ -77,6 +82,23 @@ def _serve(loaded: LoadedRollout, rollout: Rollout, *, switch_on: bool) -> None:
     state = loaded.state
     base = state.rollout or {"bucket_by": "targetingKey", "when": []}
     variant = loaded.flag.rollout_variant or base.get("variant")
+    segmentation = loaded.segmentation
+    if segmentation is not None and loaded.segment is not None:
+        # One segment moves; every other declared segment keeps what it serves (0 until it starts).
+        stored = base.get("segments") or {}
+        kept = stored.get("percentages", {}) if stored.get("attribute") == segmentation.attribute else {}
+        percentages = {value: float(kept.get(value, 0.0)) for value in segmentation.values}
+        percentages[loaded.segment] = rollout.percentage
+        state.rollout = {
+            **base,
+            "variant": variant,
+            "percentage": 0.0,  # unused while segments are served: each serves its own
+            "segments": {"attribute": segmentation.attribute, "percentages": percentages},
+        }
+        # A segment's rollback serves it 0%, not the kill switch: the other segments' rollouts go on.
+        if switch_on:
+            state.enabled = True
+        return
     state.rollout = {**base, "variant": variant, "percentage": rollout.percentage}
     if rollout.state is RolloutState.ROLLED_BACK:
         # The kill switch as well as 0%: rules that served the new variant to some tenants stop too.
@@ -118,7 +140,7 @@ def operate_rollout(
     firing: list[str] = []
     promotion: PromotionOrder | None = None
     if operation is Operation.START:
-        readings = gates.readings(session, current.stages[0].guards, loaded.plan.environment)
+        readings = gates.readings(session, loaded.guards(current.stages[0]), loaded.plan.environment)
         firing = [reading.rule for reading in readings if reading.state is AlertState.FIRING and not reading.shadow]
         promotion = promotion_order(session, loaded)
     decision = decide_operation(
@@ -135,7 +157,9 @@ def operate_rollout(
         raise decision.error()
     if operation is Operation.START:
         if fresh or row is None:
-            row = RolloutRow(flag_id=loaded.flag.id, environment=target.environment, created_at=now)
+            row = RolloutRow(
+                flag_id=loaded.flag.id, environment=target.environment, segment=loaded.segment, created_at=now
+            )
             session.add(row)
         row.started_by = actor
         row.auto_rollback = loaded.plan.auto_rollback
@@ -194,7 +218,7 @@ def _persist_and_audit(
 ) -> None:
     """Store the rollout after a transition, make the environment serve it, and audit the change."""
     after = outcome.rollout
-    before = _snapshot(current, loaded.state) | {"revision": loaded.state.revision}
+    before = _snapshot(current, loaded.state, loaded.segment_label) | {"revision": loaded.state.revision}
     row.state = after.state.value
     row.stage_index = after.stage_index
     row.stages = stages_to_json(after.stages)
@@ -221,21 +245,40 @@ def _persist_and_audit(
         environment=loaded.plan.environment,
         reason=reason,
         before=before,
-        after=_snapshot(after, loaded.state) | {"revision": loaded.state.revision},
+        after=_snapshot(after, loaded.state, loaded.segment_label) | {"revision": loaded.state.revision},
     )
 
 
+def _newest_rollouts() -> Subquery:
+    """The id of the current (newest) rollout of each flag, environment and segment."""
+    return (
+        select(func.max(RolloutRow.id).label("id"))
+        .group_by(RolloutRow.flag_id, RolloutRow.environment, RolloutRow.segment)
+        .subquery()
+    )
+
+
+def _segment_ref(plan: RolloutPlan | None, segment: str | None) -> SegmentRef | None:
+    if segment is None or plan is None or plan.segment_attribute is None:
+        return None
+    return SegmentRef(plan.segment_attribute, segment)
+
+
 def running_rollout_targets(session: Session) -> list[RolloutTarget]:
-    """Every flag and environment whose current (newest) rollout is running."""
-    newest = select(func.max(RolloutRow.id).label("id")).group_by(RolloutRow.flag_id, RolloutRow.environment).subquery()
+    """Every flag and environment (and segment) whose current (newest) rollout is running."""
+    newest = _newest_rollouts()
     rows = session.execute(
-        select(Flag.key, RolloutRow.environment)
+        select(Flag.key, RolloutRow.environment, RolloutRow.segment, RolloutPlan)
         .join(Flag, Flag.id == RolloutRow.flag_id)
         .join(newest, newest.c.id == RolloutRow.id)
+        .outerjoin(
+            RolloutPlan,
+            and_(RolloutPlan.flag_id == RolloutRow.flag_id, RolloutPlan.environment == RolloutRow.environment),
+        )
         .where(RolloutRow.state == RolloutState.RUNNING.value)
         .order_by(RolloutRow.id)
     ).all()
-    return [RolloutTarget(key, environment) for key, environment in rows]
+    return [RolloutTarget(key, environment, _segment_ref(plan, segment)) for key, environment, segment, plan in rows]
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,28 +378,44 @@ class GuardedRollout:
     state: RolloutState
     guards: tuple[str, ...]
     auto_rollback: bool
+    #: The segment of a plan run per segment; its guards are then the ones scoped to it.
+    segment: SegmentRef | None = None
+
+    @property
+    def target(self) -> RolloutTarget:
+        """What an operation on this rollout names."""
+        return RolloutTarget(self.flag, self.environment, self.segment)
 
 
 def guarded_rollouts(session: Session) -> list[GuardedRollout]:
-    """Every current rollout that is running or paused, with its current stage's guards."""
-    newest = select(func.max(RolloutRow.id).label("id")).group_by(RolloutRow.flag_id, RolloutRow.environment).subquery()
+    """Every current rollout that is running or paused, with its current stage's guards (a segment's scoped to it)."""
+    newest = _newest_rollouts()
     rows = session.execute(
-        select(Flag.key, RolloutRow)
+        select(Flag.key, RolloutRow, RolloutPlan)
         .join(Flag, Flag.id == RolloutRow.flag_id)
         .join(newest, newest.c.id == RolloutRow.id)
+        .outerjoin(
+            RolloutPlan,
+            and_(RolloutPlan.flag_id == RolloutRow.flag_id, RolloutPlan.environment == RolloutRow.environment),
+        )
         .where(RolloutRow.state.in_([RolloutState.RUNNING.value, RolloutState.PAUSED.value]))
         .order_by(RolloutRow.id)
     ).all()
     guarded = []
-    for key, row in rows:
+    for key, row, plan in rows:
         stages = stages_from_json(row.stages)
+        segment = _segment_ref(plan, row.segment)
+        guards = stages[row.stage_index].guards
+        if segment is not None:
+            guards = segment_rule_names(guards, segment.attribute, segment.value)
         guarded.append(
             GuardedRollout(
                 flag=key,
                 environment=row.environment,
                 state=RolloutState(row.state),
-                guards=stages[row.stage_index].guards,
+                guards=guards,
                 auto_rollback=row.auto_rollback,
+                segment=segment,
             )
         )
     return guarded

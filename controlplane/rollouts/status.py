@@ -6,7 +6,7 @@ Never writes.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import select
@@ -20,8 +20,16 @@ from controlplane.rollouts.gates import GateReader, GateVerdict
 from controlplane.rollouts.models import Rollout as RolloutRow
 from controlplane.rollouts.models import RolloutPlan
 from controlplane.rollouts.operations import PromotionOrder, RolloutTarget
-from controlplane.rollouts.schemas import GuardRead, RolloutRead, RolloutStatus, StageRead
-from controlplane.rollouts.stages import RollbackPolicy, Rollout, RolloutState, stages_from_json, stages_to_json
+from controlplane.rollouts.schemas import GuardRead, RolloutRead, RolloutStatus, SegmentRead, StageRead
+from controlplane.rollouts.segments import Segmentation, refuse_segment, segment_rule_names
+from controlplane.rollouts.stages import (
+    RollbackPolicy,
+    Rollout,
+    RolloutState,
+    Stage,
+    stages_from_json,
+    stages_to_json,
+)
 
 __all__ = [
     "SERVING_STATES",
@@ -31,6 +39,7 @@ __all__ = [
     "list_rollout_history",
     "load_rollout",
     "pending_from_plan",
+    "plan_segmentation",
     "promotion_order",
     "rollout_status",
     "serving_environments",
@@ -44,13 +53,47 @@ SERVING_STATES = frozenset({RolloutState.RUNNING, RolloutState.PAUSED, RolloutSt
 
 @dataclass(slots=True)
 class LoadedRollout:
-    """A flag in one environment with its plans (in promotion order), this environment's plan and newest rollout."""
+    """A flag in one environment with its plans (in promotion order), this environment's plan and newest rollout;
+    for a plan run per segment, the segment this rollout is (``segment``, None for the plan as a whole)."""
 
     flag: Flag
     state: FlagEnvironment
     plans: list[RolloutPlan]
     plan: RolloutPlan
     row: RolloutRow | None
+    segment: str | None = None
+
+    @property
+    def segmentation(self) -> Segmentation | None:
+        """The plan's ``per``: the attribute and values it runs per; None for a plan run once."""
+        return plan_segmentation(self.plan)
+
+    def guards(self, stage: Stage) -> tuple[str, ...]:
+        """The guards this rollout reads for ``stage``: scoped to its segment's events when it is one."""
+        segmentation = self.segmentation
+        if segmentation is None or self.segment is None:
+            return stage.guards
+        return segment_rule_names(stage.guards, segmentation.attribute, self.segment)
+
+    def scoped(self, stage: Stage) -> Stage:
+        """``stage`` with the guards this rollout reads."""
+        guards = self.guards(stage)
+        return stage if guards == stage.guards else replace(stage, guards=guards)
+
+    @property
+    def segment_label(self) -> tuple[str, str] | None:
+        """(attribute, value) of this rollout's segment; None when it is not one."""
+        segmentation = self.segmentation
+        if segmentation is None or self.segment is None:
+            return None
+        return (segmentation.attribute, self.segment)
+
+
+def plan_segmentation(plan: RolloutPlan) -> Segmentation | None:
+    """A stored plan's ``per``; None for a plan run once for the whole environment."""
+    if plan.segment_attribute is None:
+        return None
+    return Segmentation(plan.segment_attribute, tuple(plan.segment_values or ()))
 
 
 def to_machine(row: RolloutRow) -> Rollout:
@@ -69,8 +112,12 @@ def pending_from_plan(plan: RolloutPlan) -> Rollout:
     return machine.new_rollout(stages_from_json(plan.stages), RollbackPolicy(plan.rollback_policy))
 
 
-def load_rollout(session: Session, target: RolloutTarget, environments: Sequence[str]) -> LoadedRollout:
-    """The flag, its plans and its newest rollout in ``target``'s environment; NotFound without a plan there."""
+def load_rollout(
+    session: Session, target: RolloutTarget, environments: Sequence[str], *, overview: bool = False
+) -> LoadedRollout:
+    """The flag, its plans and its newest rollout in ``target``'s environment (and segment); NotFound without a plan
+    there. A plan run per segment needs the segment named (InvalidInput), unless ``overview`` asks for the plan as a
+    whole (no row); a plan run once refuses one."""
     state = flag_service.get_environment_state(
         session, key=target.flag, environment=target.environment, environments=environments
     )
@@ -86,17 +133,51 @@ def load_rollout(session: Session, target: RolloutTarget, environments: Sequence
             flag=target.flag,
             environment=target.environment,
         )
-    return LoadedRollout(state.flag, state, plans, plan, _current_row(session, state.flag_id, target.environment))
+    segmentation = plan_segmentation(plan)
+    if segmentation is None:
+        refuse_segment(target.segment, flag=target.flag, environment=target.environment)
+        return LoadedRollout(state.flag, state, plans, plan, _current_row(session, state.flag_id, target.environment))
+    if target.segment is None and overview:
+        return LoadedRollout(state.flag, state, plans, plan, None)
+    segment = segmentation.require(target.segment, flag=target.flag, environment=target.environment)
+    row = _current_row(session, state.flag_id, target.environment, segment)
+    return LoadedRollout(state.flag, state, plans, plan, row, segment)
 
 
-def _current_row(session: Session, flag_id: int, environment: str) -> RolloutRow | None:
+def _current_row(session: Session, flag_id: int, environment: str, segment: str | None = None) -> RolloutRow | None:
     query = (
         select(RolloutRow)
-        .where(RolloutRow.flag_id == flag_id, RolloutRow.environment == environment)
+        .where(
+            RolloutRow.flag_id == flag_id,
+            RolloutRow.environment == environment,
+            RolloutRow.segment.is_(None) if segment is None else RolloutRow.segment == segment,
+        )
         .order_by(RolloutRow.id.desc())
         .limit(1)
     )
     return session.scalar(query)
+
+
+def _segment_rows(session: Session, flag_id: int, environment: str) -> dict[str | None, RolloutRow]:
+    """The newest rollout of each segment (None: of a plan run once) of a flag in an environment."""
+    rows: dict[str | None, RolloutRow] = {}
+    query = (
+        select(RolloutRow)
+        .where(RolloutRow.flag_id == flag_id, RolloutRow.environment == environment)
+        .order_by(RolloutRow.id.desc())
+    )
+    for row in session.scalars(query):
+        rows.setdefault(row.segment, row)
+    return rows
+
+
+#: How segments' states add up to the environment's: the first state any segment is in, in this order.
+_ENVIRONMENT_STATE_ORDER = (
+    RolloutState.RUNNING,
+    RolloutState.PAUSED,
+    RolloutState.COMPLETED,
+    RolloutState.ROLLED_BACK,
+)
 
 
 def _previous_environment(loaded: LoadedRollout) -> RolloutPlan | None:
@@ -105,9 +186,18 @@ def _previous_environment(loaded: LoadedRollout) -> RolloutPlan | None:
 
 
 def current_rollout_state(session: Session, flag_id: int, environment: str) -> RolloutState:
-    """The state of the newest rollout of a flag in an environment; pending when there has been none."""
-    row = _current_row(session, flag_id, environment)
-    return RolloutState(row.state) if row else RolloutState.PENDING
+    """The state of the newest rollout of a flag in an environment; pending when there has been none.
+
+    Run per segment, the environment is running while any segment runs, else paused while any is paused, else
+    completed while any completed (it serves the rollout variant there), else rolled back or pending.
+    """
+    rows = _segment_rows(session, flag_id, environment)
+    if not rows:
+        return RolloutState.PENDING
+    if list(rows) == [None]:
+        return RolloutState(rows[None].state)
+    states = {RolloutState(row.state) for segment, row in rows.items() if segment is not None}
+    return next((state for state in _ENVIRONMENT_STATE_ORDER if state in states), RolloutState.PENDING)
 
 
 def serving_environments(session: Session, flag_id: int, environments: Sequence[str]) -> list[str]:
@@ -130,9 +220,10 @@ def stage_verdict(session: Session, loaded: LoadedRollout, rollout: Rollout, gat
         session,
         flag=loaded.flag.key,
         environment=loaded.plan.environment,
-        stage=rollout.stage,
+        stage=loaded.scoped(rollout.stage),
         stage_started_at=rollout.stage_started_at,
         variant=loaded.flag.rollout_variant,
+        segment=loaded.segment_label,
     )
 
 
@@ -140,7 +231,7 @@ def rollout_status(
     session: Session, *, target: RolloutTarget, environments: Sequence[str], now: datetime, gates: GateReader
 ) -> RolloutStatus:
     """The rollout of a flag in an environment, as an operator needs to see it."""
-    loaded = load_rollout(session, target, environments)
+    loaded = load_rollout(session, target, environments, overview=True)
     return build_status(session, loaded, loaded.row, now, gates)
 
 
@@ -149,7 +240,9 @@ def build_status(
 ) -> RolloutStatus:
     """The status of ``row`` (or of the plan not yet started), with its stage's guards and gates."""
     rollout = to_machine(row) if row else pending_from_plan(loaded.plan)
-    readings = gates.readings(session, rollout.stage.guards, loaded.plan.environment)
+    segmentation = loaded.segmentation
+    overview = segmentation is not None and loaded.segment is None
+    readings = [] if overview else gates.readings(session, loaded.guards(rollout.stage), loaded.plan.environment)
     guards = [
         GuardRead(
             rule=reading.rule,
@@ -161,7 +254,16 @@ def build_status(
         )
         for reading in readings
     ]
-    if rollout.state is RolloutState.RUNNING:
+    segments = _segment_reads(session, loaded, segmentation, now, gates) if segmentation is not None else []
+    if overview:
+        assert segmentation is not None
+        state = current_rollout_state(session, loaded.flag.id, loaded.plan.environment)
+        rollout = replace(rollout, state=state)
+        gate, gates_detail = (
+            "per_segment",
+            f"run per `{segmentation.attribute}`: each segment has its own stage, bake and gates (see segments)",
+        )
+    elif rollout.state is RolloutState.RUNNING:
         verdict = stage_verdict(session, loaded, rollout, gates)
         gate, gates_detail = ("clear" if verdict.clear else "holding"), verdict.summary
     else:
@@ -179,8 +281,8 @@ def build_status(
         state=rollout.state,
         stage_index=rollout.stage_index,
         stage_count=len(rollout.stages),
-        percentage=rollout.percentage,
-        serving_percentage=_serving_percentage(loaded.state),
+        percentage=0.0 if overview else rollout.percentage,
+        serving_percentage=_serving_percentage(loaded.state, loaded.segment),
         revision=loaded.state.revision,
         enabled=loaded.state.enabled,
         stages=[
@@ -205,12 +307,51 @@ def build_status(
         progress_deadline_at=machine.progress_deadline_at(rollout),
         progress_deadline_passed=machine.deadline_passed(rollout, now=now),
         progress_deadline_notified_at=row.deadline_notified_at if row else None,
+        segment=f"{segmentation.attribute}={loaded.segment}" if segmentation and loaded.segment else None,
+        segments=segments,
     )
 
 
-def _serving_percentage(state: FlagEnvironment) -> float:
+def _segment_reads(
+    session: Session, loaded: LoadedRollout, segmentation: Segmentation, now: datetime, gates: GateReader
+) -> list[SegmentRead]:
+    """Every segment of a plan run per segment, each with its own state, stage, percentage and gates."""
+    rows = _segment_rows(session, loaded.flag.id, loaded.plan.environment)
+    reads = []
+    for value in segmentation.values:
+        row = rows.get(value)
+        rollout = to_machine(row) if row else pending_from_plan(loaded.plan)
+        one = LoadedRollout(loaded.flag, loaded.state, loaded.plans, loaded.plan, row, value)
+        gate, detail = "not_running", f"it is {rollout.state.value.replace('_', ' ')}"
+        if rollout.state is RolloutState.RUNNING:
+            verdict = stage_verdict(session, one, rollout, gates)
+            gate, detail = ("clear" if verdict.clear else "holding"), verdict.summary
+        reads.append(
+            SegmentRead(
+                segment=f"{segmentation.attribute}={value}",
+                value=value,
+                state=rollout.state,
+                stage_index=rollout.stage_index,
+                stage_count=len(rollout.stages),
+                percentage=rollout.percentage,
+                serving_percentage=_serving_percentage(loaded.state, value),
+                gates=gate,
+                gates_detail=detail,
+                rollout_id=row.id if row else None,
+                stage_started_at=rollout.stage_started_at,
+                bake_remaining_seconds=machine.bake_remaining(rollout, now=now).total_seconds(),
+                updated_at=row.updated_at if row else None,
+            )
+        )
+    return reads
+
+
+def _serving_percentage(state: FlagEnvironment, segment: str | None = None) -> float:
     if not state.enabled or not state.rollout:
         return 0.0
+    if segment is not None:
+        segments = state.rollout.get("segments") or {}
+        return float((segments.get("percentages") or {}).get(segment, 0.0))
     return float(state.rollout.get("percentage", 0.0))
 
 
@@ -230,6 +371,7 @@ def list_rollout_history(
             RolloutRead(
                 id=row.id,
                 environment=row.environment,
+                segment=row.segment,
                 state=rollout.state,
                 stage_index=row.stage_index,
                 percentage=rollout.percentage,

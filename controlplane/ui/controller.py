@@ -304,7 +304,12 @@ class OperatorPageController(Controller):
     ) -> ServerSentEvent:
         """A flag's page's live part, pushed again whenever it changes; 404 for a flag or plan that does not exist."""
         await uow.read(
-            partial(load_rollout, target=RolloutTarget(key, environment), environments=settings.environments)
+            partial(
+                load_rollout,
+                target=RolloutTarget(key, environment),
+                environments=settings.environments,
+                overview=True,
+            )
         )
         return _live_stream(live, _flag_topic(key, environment))
 

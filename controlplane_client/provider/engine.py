@@ -2,7 +2,9 @@
 
 Order (the same everywhere): a disabled environment serves the off variant (DISABLED); then targeting rules in
 order, first match wins (TARGETING_MATCH); then the percentage rollout (SPLIT), for contexts inside its `when`
-conditions; then the default variant (STATIC when the flag has no rules and no rollout, DEFAULT otherwise).
+conditions (a rollout run per segment serves each declared value of its segment attribute that segment's percentage,
+and a context without the attribute or with an undeclared value the off variant, DEFAULT, its metadata `detail`
+saying why); then the default variant (STATIC when the flag has no rules and no rollout, DEFAULT otherwise).
 Reasons and error codes are OpenFeature's vocabulary.
 
 A flag is compiled once per snapshot, not interpreted per call: every resolution it can give (its outcomes) is
@@ -31,6 +33,7 @@ __all__ = [
     "CompiledFlag",
     "CompiledRollout",
     "CompiledRule",
+    "CompiledSegments",
     "Decide",
     "Match",
     "Resolution",
@@ -71,13 +74,23 @@ class CompiledRule:
 
 
 @dataclass(frozen=True, slots=True)
+class CompiledSegments:
+    """A rollout run per segment: ``percentages`` holds each declared value of ``attribute`` with its percentage."""
+
+    attribute: str
+    percentages: tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class CompiledRollout:
-    """Serve ``variant`` to ``percentage`` % of contexts (by ``bucket_by``) among those matching ``when``."""
+    """Serve ``variant`` to ``percentage`` % of contexts (by ``bucket_by``) among those matching ``when``; with
+    ``segments``, each segment's own percentage instead of ``percentage``."""
 
     variant: str
     percentage: float
     bucket_by: str = TARGETING_KEY
     when: tuple[CompiledCondition, ...] = ()
+    segments: CompiledSegments | None = None
     threshold: int = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -208,27 +221,73 @@ def _first_match(rules: tuple[tuple[Match, int], ...], otherwise: Decide) -> Dec
 
 def _rollout(flag: CompiledFlag, fallthrough: int, outcomes: _Outcomes) -> Decide:
     rollout = flag.rollout
-    if rollout is None or rollout.percentage <= 0:
+    if rollout is None:
         return _constant(fallthrough)
-    served = outcomes.add(rollout.variant, Reason.SPLIT)
-    if rollout.percentage >= 100:
-        split = _constant(served)
+    if rollout.segments is not None:
+        split = _segmented(flag, rollout, rollout.segments, fallthrough, outcomes)
+    elif rollout.percentage <= 0:
+        return _constant(fallthrough)
     else:
-        # Below 100% a context without the bucketing attribute cannot be placed: never guess, serve off (the
-        # resolution's metadata `detail` says why).
-        unplaced = outcomes.add(
-            flag.off_variant,
-            Reason.DEFAULT,
-            detail=f"bucketing attribute `{rollout.bucket_by}` missing: served the off variant",
-        )
-        passed = outcomes.add(flag.default_variant, Reason.SPLIT)
-        split = _split(flag.key, rollout.bucket_by, hash_limit(rollout.threshold), served, passed, unplaced)
+        split = _percentage(flag, rollout, rollout.percentage, fallthrough, outcomes)
     if not rollout.when:
         return split
     inside = _all(rollout.when)
 
     def decide(targeting_key: Any, attributes: Mapping[str, Any]) -> int:
         return split(targeting_key, attributes) if inside(targeting_key, attributes) else fallthrough
+
+    return decide
+
+
+def _percentage(
+    flag: CompiledFlag, rollout: CompiledRollout, percentage: float, fallthrough: int, outcomes: _Outcomes
+) -> Decide:
+    """Serve the rollout variant to ``percentage`` % of contexts: the split of one rollout, or of one segment."""
+    if percentage <= 0:
+        return _constant(fallthrough)
+    served = outcomes.add(rollout.variant, Reason.SPLIT)
+    if percentage >= 100:
+        return _constant(served)
+    # Below 100% a context without the bucketing attribute cannot be placed: never guess, serve off (the
+    # resolution's metadata `detail` says why).
+    unplaced = outcomes.add(
+        flag.off_variant,
+        Reason.DEFAULT,
+        detail=f"bucketing attribute `{rollout.bucket_by}` missing: served the off variant",
+    )
+    passed = outcomes.add(flag.default_variant, Reason.SPLIT)
+    return _split(flag.key, rollout.bucket_by, hash_limit(round(percentage * 1000)), served, passed, unplaced)
+
+
+def _segmented(
+    flag: CompiledFlag, rollout: CompiledRollout, segments: CompiledSegments, fallthrough: int, outcomes: _Outcomes
+) -> Decide:
+    """Serve each segment its own percentage with the one bucketing (the flag key and the unit, never the segment),
+    and the off variant to a context that names no declared segment."""
+    by_segment = {
+        value: _percentage(flag, rollout, percentage, fallthrough, outcomes)
+        for value, percentage in segments.percentages
+    }
+    attribute = segments.attribute
+    by_key = attribute == TARGETING_KEY
+    declared = ", ".join(value for value, _ in segments.percentages)
+    missing = outcomes.add(
+        flag.off_variant,
+        Reason.DEFAULT,
+        detail=f"segment attribute `{attribute}` missing: served the off variant",
+    )
+    undeclared = outcomes.add(
+        flag.off_variant,
+        Reason.DEFAULT,
+        detail=f"`{attribute}` is not a segment of this rollout ({declared}): served the off variant",
+    )
+
+    def decide(targeting_key: Any, attributes: Mapping[str, Any]) -> int:
+        value = targeting_key if by_key and targeting_key is not None else attributes.get(attribute)
+        if value is None or value == "":
+            return missing
+        split = by_segment.get(value if type(value) is str else str(value))
+        return undeclared if split is None else split(targeting_key, attributes)
 
     return decide
 

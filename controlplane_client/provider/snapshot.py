@@ -10,7 +10,13 @@ from typing import Any
 
 import msgspec
 
-from controlplane_client.provider.engine import CompiledCondition, CompiledFlag, CompiledRollout, CompiledRule
+from controlplane_client.provider.engine import (
+    CompiledCondition,
+    CompiledFlag,
+    CompiledRollout,
+    CompiledRule,
+    CompiledSegments,
+)
 from controlplane_client.provider.wire import Condition, PercentageRollout, TargetingRule
 
 __all__ = ["FlagConfig", "Snapshot", "compile_flag", "compile_snapshot"]
@@ -67,6 +73,9 @@ def compile_flag(config: FlagConfig) -> CompiledFlag:
             percentage=rollout.percentage,
             bucket_by=rollout.bucket_by,
             when=tuple(_condition(c) for c in rollout.when),
+            segments=None
+            if rollout.segments is None
+            else CompiledSegments(rollout.segments.attribute, tuple(rollout.segments.percentages.items())),
         ),
         revision=config.revision,
     )

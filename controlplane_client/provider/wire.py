@@ -11,7 +11,16 @@ from typing import Annotated
 
 import msgspec
 
-__all__ = ["Attribute", "Condition", "ConditionOperator", "Name", "Percentage", "PercentageRollout", "TargetingRule"]
+__all__ = [
+    "Attribute",
+    "Condition",
+    "ConditionOperator",
+    "Name",
+    "Percentage",
+    "PercentageRollout",
+    "SegmentSplit",
+    "TargetingRule",
+]
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Attribute = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
@@ -55,13 +64,27 @@ class TargetingRule(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     variant: Name
 
 
+class SegmentSplit(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A rollout run per segment: each declared value of ``attribute`` is served its own percentage.
+
+    A context whose ``attribute`` is missing, or is a value not declared here, is served the off variant (the
+    resolution's metadata ``detail`` says which); bucketing is the same in every segment, so a user's bucket never
+    depends on the segment's percentage, only whether it is under it.
+    """
+
+    attribute: Attribute
+    percentages: Annotated[dict[str, Percentage], msgspec.Meta(min_length=1)]
+
+
 class PercentageRollout(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Serve ``variant`` to ``percentage`` % of contexts, bucketed by ``bucket_by``.
 
-    ``when`` restricts who takes part (e.g. one queue); contexts outside it get the default variant.
+    ``when`` restricts who takes part (e.g. one queue); contexts outside it get the default variant. With
+    ``segments``, each segment is served its own percentage instead of ``percentage`` (see ``SegmentSplit``).
     """
 
     variant: Name
     percentage: Percentage = 0.0
     bucket_by: Attribute = "targetingKey"
     when: list[Condition] = msgspec.field(default_factory=list)
+    segments: SegmentSplit | None = None
