@@ -54,7 +54,18 @@ def _status_table(status: dict[str, Any]) -> Table:
         ("started by", status["started_by"] or "-"),
         ("forced", status["forced_reason"] or "-"),
     ]
-    return table(f"rollout of {status['flag']} in {status['environment']}", ["", ""], rows)
+    where = status["environment"] + (f" ({status['segment']})" if status.get("segment") else "")
+    for segment in status.get("segments") or []:
+        # A plan run per segment: one row per segment, each at its own stage.
+        rows.append(
+            (
+                f"segment {segment['segment']}",
+                f"{segment['state'].replace('_', ' ')}, stage {segment['stage_index'] + 1}/{segment['stage_count']}, "
+                f"{segment['percentage']:g}% (serving {segment['serving_percentage']:g}%), "
+                f"gates {segment['gates'].replace('_', ' ')}",
+            )
+        )
+    return table(f"rollout of {status['flag']} in {where}", ["", ""], rows)
 
 
 def _deadline(status: dict[str, Any]) -> str:
@@ -71,6 +82,12 @@ def _base(args: argparse.Namespace) -> str:
     return f"/flags/{args.flag}/environments/{args.env}/rollout"
 
 
+def _segment_query(args: argparse.Namespace) -> dict[str, str] | None:
+    """The status route's query naming ``--segment``, if given."""
+    segment = getattr(args, "segment", None)
+    return {"segment": segment} if segment else None
+
+
 def cmd_rollout(args: argparse.Namespace, settings: Settings) -> None:
     """Change a rollout: start, advance, pause, resume or roll back."""
     api = Api.from_args(args)
@@ -79,8 +96,10 @@ def cmd_rollout(args: argparse.Namespace, settings: Settings) -> None:
     if revision is None and args.operation in ("start", "advance", "resume"):
         # Act on the state as it is now; the server still refuses if it moves before this request lands.
         # Pause and rollback send no revision unless given one: stopping a rollout never waits on a stale view.
-        revision = api.call("GET", base)["revision"]
+        revision = api.call("GET", base, params=_segment_query(args))["revision"]
     body: dict[str, Any] = {"expected_revision": revision, "reason": args.reason}
+    if args.segment:
+        body["segment"] = args.segment
     if getattr(args, "force", False):
         body["force"] = True
     if args.operation == "rollback" and args.policy:
@@ -93,7 +112,7 @@ def cmd_rollout_status(args: argparse.Namespace, settings: Settings) -> None:
     """Show a rollout (with --watch, follow it) and exit by its state."""
     api = Api.from_args(args)
     if not args.watch:
-        status = api.call("GET", _base(args))
+        status = api.call("GET", _base(args), params=_segment_query(args))
         emit(args, status, _status_table)
         raise SystemExit(exit_for(status))
 
@@ -117,7 +136,7 @@ def cmd_rollout_status(args: argparse.Namespace, settings: Settings) -> None:
         pacing = replace(pacing, wait=signal.wait)
     try:
         end = follow_rollout(
-            lambda: api.call("GET", _base(args)),
+            lambda: api.call("GET", _base(args), params=_segment_query(args)),
             timeout=args.timeout,
             interval=args.interval,
             pacing=pacing,
@@ -171,9 +190,16 @@ def _seconds(text: str) -> float:
     return seconds
 
 
-def _add_target(sub: argparse.ArgumentParser) -> None:
+def _add_target(sub: argparse.ArgumentParser, *, segment: bool = True) -> None:
     sub.add_argument("flag", help="the flag's key")
     sub.add_argument("--env", required=True, help="the environment of the rollout")
+    if segment:
+        sub.add_argument(
+            "--segment",
+            metavar="ATTRIBUTE=VALUE",
+            help="the segment of a plan run per segment, e.g. queue=support (required there for operations; status "
+            "without it lists every segment)",
+        )
 
 
 def add_rollout_commands(commands: Subcommands, pacing: Pacing) -> None:
@@ -223,4 +249,4 @@ def add_rollout_commands(commands: Subcommands, pacing: Pacing) -> None:
         help=f"with --watch: seconds between readings (default {WATCH_INTERVAL_SECONDS:g})",
     )
     history = add_command(rollout, "history", cmd_rollout_history, "list every rollout of a flag in an environment")
-    _add_target(history)
+    _add_target(history, segment=False)

@@ -1,0 +1,223 @@
+"""Rollouts run per segment (`per: queue`): two queues rolled out independently, one rolled back by its own guard while
+the other advances; OFREP and the snapshot the in-process provider syncs agree for every segment."""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+import pytest
+
+from controlplane_client.provider.engine import evaluate_flag
+from controlplane_client.provider.snapshot import Snapshot, compile_snapshot
+from tests.conftest import problem
+from tests.guard_traffic import GuardedTraffic
+
+FLAG = "checkout-v2"
+ROLLOUT = f"/api/v1/flags/{FLAG}/environments/production/rollout"
+DEFINITION = textwrap.dedent(
+    """\
+    pipeline: checkout
+    flags:
+      - key: checkout-v2
+        type: boolean
+        variants: {"on": true, "off": false}
+        off_variant: "off"
+        rollout_variant: "on"
+        bucket_by: agent_id
+        plan:
+          rollback_policy: "off"
+          auto_rollback: true
+          environments:
+            - environment: production
+              per: {attribute: queue, values: [support, sales]}
+              stages:
+                - {percentage: 10, guards: [error-rate]}
+                - {percentage: 50, guards: [error-rate]}
+                - {percentage: 100, guards: [error-rate]}
+      - key: checkout-banner
+        type: boolean
+        variants: {"on": true, "off": false}
+        off_variant: "off"
+        rollout_variant: "on"
+        plan:
+          environments:
+            - environment: production
+              stages: [{percentage: 100}]
+    events:
+      - name: http_request
+        flag: checkout-v2
+        outcomes: [ok, failed]
+        labels:
+          status_class: {values: [2xx, 5xx]}
+          queue: {values: [support, sales, other], otherwise: other}
+    rules:
+      - name: error-rate
+        kind: ratio
+        event: http_request
+        numerator: {status_class: [5xx]}
+        op: ">"
+        threshold: 0.2
+        window: 1m
+        min_samples: 10
+        severity: page
+    """
+)
+USERS = [f"agent-{n}" for n in range(40)]
+
+
+def requests(count: int, status_class: str, queue: str, at: datetime) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "http_request",
+            "time": at.isoformat(),
+            "environment": "production",
+            "variant": "on",
+            "outcome": "failed" if status_class == "5xx" else "ok",
+            "labels": {"status_class": status_class, "queue": queue},
+        }
+        for _ in range(count)
+    ]
+
+
+def status(traffic: GuardedTraffic, segment: str | None = None) -> dict[str, Any]:
+    params = {"segment": segment} if segment else None
+    response = traffic.client.get(ROLLOUT, headers=traffic.viewer, params=params)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def operate(traffic: GuardedTraffic, operation: str, segment: str, **body: Any) -> dict[str, Any]:
+    body.setdefault("expected_revision", status(traffic, segment)["revision"])
+    response = traffic.client.post(
+        f"{ROLLOUT}/{operation}", headers=traffic.operator, json={"segment": segment, **body}
+    )
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def segments(traffic: GuardedTraffic) -> dict[str, dict[str, Any]]:
+    return {segment["value"]: segment for segment in status(traffic)["segments"]}
+
+
+def served(traffic: GuardedTraffic, evaluate_token: str) -> dict[tuple[str, str], tuple[Any, str, str]]:
+    """Per (user, queue): what OFREP answers, checked equal to what the synced snapshot's compiled flag answers."""
+    headers = {"Authorization": f"Bearer {evaluate_token}"}
+    # The alert tick commits outside the app: refresh its feed as the periodic poll would.
+    traffic.client.app.state.feed.refresh()  # type: ignore[attr-defined]
+    snapshot = traffic.client.get("/evaluation/v1/snapshot", headers=headers)
+    assert snapshot.status_code == 200, snapshot.text
+    flag = compile_snapshot(msgspec.json.decode(snapshot.content, type=Snapshot))[FLAG]
+    answers = {}
+    for user in USERS:
+        for queue in ("support", "sales"):
+            context = {"targetingKey": user, "agent_id": user, "queue": queue}
+            response = traffic.client.post(
+                f"/ofrep/v1/evaluate/flags/{FLAG}", headers=headers, json={"context": context}
+            )
+            assert response.status_code == 200, response.text
+            body = response.json()
+            local = evaluate_flag(flag, context)
+            assert (body["value"], body["variant"], body["reason"]) == (local.value, local.variant, local.reason)
+            answers[(user, queue)] = (body["value"], body["variant"], body["reason"])
+    return answers
+
+
+@pytest.fixture
+def evaluate_token(make_token: Any) -> str:
+    from controlplane.api.roles import Role
+
+    token: str = make_token(Role.EVALUATE, environment="production")
+    return token
+
+
+def test_two_queues_roll_out_independently_and_one_is_rolled_back_by_its_own_guard(
+    traffic: GuardedTraffic, evaluate_token: str
+) -> None:
+    traffic.apply(DEFINITION)
+    overview = status(traffic)
+    assert overview["gates"] == "per_segment"
+    assert {value: s["state"] for value, s in segments(traffic).items()} == {"support": "pending", "sales": "pending"}
+
+    operate(traffic, "start", "queue=support")
+    operate(traffic, "start", "queue=sales")
+    # No events yet: the guard lacks data, so the first advance is forced (audited with what it overrode).
+    at_50 = operate(traffic, "advance", "queue=support", reason="support queue checked by hand", force=True)
+    assert (at_50["segment"], at_50["percentage"], at_50["state"]) == ("queue=support", 50.0, "running")
+    shown = segments(traffic)
+    assert (shown["support"]["percentage"], shown["sales"]["percentage"]) == (50.0, 10.0)
+    assert (shown["support"]["serving_percentage"], shown["sales"]["serving_percentage"]) == (50.0, 10.0)
+
+    before = served(traffic, evaluate_token)
+    # The same user, the same answer within a segment; and a user inside 10% of sales is inside 50% of support.
+    assert served(traffic, evaluate_token) == before
+    for user in USERS:
+        if before[(user, "sales")][0] is True:
+            assert before[(user, "support")][0] is True
+    assert any(before[(user, "support")][0] and not before[(user, "sales")][0] for user in USERS)
+
+    # The sales queue fails a third of its requests, support none: only sales's guard breaches, and only sales is
+    # rolled back; the environment's kill switch stays on for support.
+    for _ in range(3):
+        now = traffic.clock()
+        traffic.send(requests(10, "5xx", "sales", now) + requests(20, "2xx", "sales", now))
+        traffic.send(requests(60, "2xx", "support", now))
+        traffic.evaluate()
+        traffic.clock.advance(timedelta(seconds=10))
+    shown = segments(traffic)
+    assert shown["sales"]["state"] == "rolled_back"
+    assert shown["sales"]["serving_percentage"] == 0.0
+    assert shown["support"]["state"] == "running"
+    assert shown["support"]["gates"] == "clear", shown["support"]["gates_detail"]
+    after = served(traffic, evaluate_token)
+    assert all(after[(user, "sales")][0] is False for user in USERS)
+    assert all(after[(user, "support")] == before[(user, "support")] for user in USERS)
+
+    # Support goes on by its own clear gates.
+    at_100 = operate(traffic, "advance", "queue=support", reason="support clean at 50%")
+    assert at_100["percentage"] == 100.0
+    assert all(
+        value is True for (user, queue), (value, _, _) in served(traffic, evaluate_token).items() if queue == "support"
+    )
+
+    # Every operation is audited with its segment; the rollback by the guard scoped to sales.
+    audit = traffic.client.get(
+        "/api/v1/audit", headers=traffic.admin, params={"flag": FLAG, "environment": "production"}
+    )
+    assert audit.status_code == 200, audit.text
+    records = [r for r in audit.json() if r["action"].startswith("rollout.")]
+    by_action = {(r["action"], r["after"]["segment"]) for r in records}
+    assert ("rollout.rollback", "queue=sales") in by_action
+    assert ("rollout.start", "queue=support") in by_action
+    rollback = next(r for r in records if r["action"] == "rollout.rollback")
+    assert "error-rate-queue-sales" in rollback["reason"]
+
+
+def test_segment_is_required_for_a_plan_run_per_segment_and_refused_for_one_run_once(traffic: GuardedTraffic) -> None:
+    traffic.apply(DEFINITION)
+    revision = status(traffic)["revision"]
+    missing = traffic.client.post(f"{ROLLOUT}/start", headers=traffic.operator, json={"expected_revision": revision})
+    problem(missing, 422, "segment-required")
+    unknown = traffic.client.post(
+        f"{ROLLOUT}/start", headers=traffic.operator, json={"expected_revision": revision, "segment": "queue=billing"}
+    )
+    assert "queue=support, queue=sales" in problem(unknown, 422, "unknown-segment")["detail"]
+    malformed = traffic.client.post(
+        f"{ROLLOUT}/start", headers=traffic.operator, json={"expected_revision": revision, "segment": "support"}
+    )
+    problem(malformed, 422, "invalid-segment")
+    banner = "/api/v1/flags/checkout-banner/environments/production/rollout"
+    shown = traffic.client.get(banner, headers=traffic.viewer).json()
+    refused = traffic.client.post(
+        f"{banner}/start",
+        headers=traffic.operator,
+        json={"expected_revision": shown["revision"], "segment": "queue=support"},
+    )
+    problem(refused, 422, "segment-not-applicable")
+    # Nothing changed.
+    assert status(traffic)["revision"] == revision
+    assert all(s["state"] == "pending" for s in segments(traffic).values())
