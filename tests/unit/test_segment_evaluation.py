@@ -1,0 +1,88 @@
+"""A rollout run per segment in the engine, and the loader's checks of a plan's `per`."""
+
+from __future__ import annotations
+
+import pytest
+from openfeature.flag_evaluation import Reason
+
+from controlplane.definitions.document import DefinitionError
+from controlplane.definitions.loader import parse_definition
+from controlplane_client.provider.bucketing import in_rollout
+from controlplane_client.provider.engine import CompiledFlag, CompiledRollout, CompiledSegments, evaluate_flag
+from tests.conftest import REPO_ROOT
+
+KEY = "ai.reply.streaming.enabled"
+
+
+def flag(percentages: dict[str, float]) -> CompiledFlag:
+    return CompiledFlag(
+        key=KEY,
+        type="boolean",
+        variants={"on": True, "off": False},
+        off_variant="off",
+        default_variant="off",
+        enabled=True,
+        rollout=CompiledRollout(
+            variant="on",
+            percentage=0.0,
+            bucket_by="agent_id",
+            segments=CompiledSegments("queue", tuple(percentages.items())),
+        ),
+    )
+
+
+@pytest.mark.parametrize("agent", [f"agent-{n}" for n in range(200)])
+def test_each_segment_serves_its_own_percentage_with_one_sticky_bucket(agent: str) -> None:
+    compiled = flag({"support": 50.0, "sales": 10.0, "billing": 0.0})
+    support = evaluate_flag(compiled, {"agent_id": agent, "queue": "support"})
+    sales = evaluate_flag(compiled, {"agent_id": agent, "queue": "sales"})
+    billing = evaluate_flag(compiled, {"agent_id": agent, "queue": "billing"})
+    # The bucket is the flag key and the agent's, never the segment's: the same comparison at each percentage.
+    assert support.value is in_rollout(KEY, agent, 50.0)
+    assert sales.value is in_rollout(KEY, agent, 10.0)
+    assert billing.value is False and billing.reason is Reason.DEFAULT
+    assert evaluate_flag(compiled, {"agent_id": agent, "queue": "support"}) == support
+
+
+def test_a_context_without_the_segment_or_with_an_undeclared_one_gets_off_saying_why() -> None:
+    compiled = flag({"support": 100.0})
+    missing = evaluate_flag(compiled, {"agent_id": "a"})
+    assert (missing.variant, missing.reason) == ("off", Reason.DEFAULT)
+    assert "segment attribute `queue` missing" in str(missing.metadata["detail"])
+    undeclared = evaluate_flag(compiled, {"agent_id": "a", "queue": "other"})
+    assert (undeclared.variant, undeclared.reason) == ("off", Reason.DEFAULT)
+    assert "not a segment of this rollout (support)" in str(undeclared.metadata["detail"])
+    assert evaluate_flag(compiled, {"agent_id": "a", "queue": "support"}).value is True
+
+
+SHIPPED = (REPO_ROOT / "definitions" / "ai-assistant.yaml").read_text()
+ENVIRONMENTS = ("dev", "qa", "staging", "production")
+
+
+def test_the_shipped_assistant_definition_scopes_its_production_guards_to_each_queue() -> None:
+    definition = parse_definition(SHIPPED, source="ai-assistant.yaml", environments=ENVIRONMENTS)
+    scoped = {rule.name: rule for rule in definition.rules if rule.name.startswith("ai-fallback-rate-queue-")}
+    assert set(scoped) == {f"ai-fallback-rate-queue-{queue}" for queue in ("support", "billing", "sales")}
+    assert scoped["ai-fallback-rate-queue-sales"].where.matches["queue"] == frozenset({"sales"})
+    assert scoped["ai-fallback-rate-queue-sales"].environments == ("production",)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("per: {attribute: queue, values: [support, billing, sales]}", None),
+        ("per: {attribute: route, values: [support]}", "do not carry the label `route`"),
+        ("per: {attribute: queue, values: [support, vip]}", "does not declare the segment values `vip`"),
+        ("per: {attribute: queue, values: []}", "declare the values of `queue`"),
+        ("per: {attribute: queue, values: [support, support]}", "already declared at values[0]"),
+        ("per: {attribute: agent_id, values: [a]}", "is the flag's `bucket_by`"),
+    ],
+)
+def test_the_loader_refuses_a_per_its_guards_cannot_measure(change: str, message: str | None) -> None:
+    text = SHIPPED.replace("per: {attribute: queue, values: [support, billing, sales]}", change)
+    if message is None:
+        parse_definition(text, source="ai-assistant.yaml", environments=ENVIRONMENTS)
+        return
+    with pytest.raises(DefinitionError) as refused:
+        parse_definition(text, source="ai-assistant.yaml", environments=ENVIRONMENTS)
+    assert message in str(refused.value)
