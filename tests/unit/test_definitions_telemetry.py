@@ -320,7 +320,14 @@ def test_ai_assistant_declares_the_rules_its_guards_name() -> None:
     definition = load_definition(DEFINITIONS / "ai-assistant.yaml", environments=ENVIRONMENTS)
     rules = {rule.name: rule for rule in definition.rules}
 
-    assert set(rules) == {"ai-fallback-rate", "ai-latency", "ai-error-rate", "ai-5xx-rate"}
+    declared = {"ai-fallback-rate", "ai-latency", "ai-error-rate", "ai-5xx-rate"}
+    # Production runs per queue: each guard is also derived scoped to each queue's runs.
+    per_queue = {
+        f"{guard}-queue-{queue}"
+        for guard in ("ai-fallback-rate", "ai-latency", "ai-error-rate")
+        for queue in ("support", "billing", "sales")
+    }
+    assert set(rules) == declared | per_queue
     guards = {
         guard
         for flag in definition.flags
