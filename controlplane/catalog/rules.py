@@ -29,6 +29,7 @@ __all__ = [
     "Rule",
     "RuleKind",
     "RuleMode",
+    "RuleSegment",
     "RuleSource",
     "Selector",
     "Severity",
@@ -134,6 +135,21 @@ class Selector:
 
 
 @dataclass(frozen=True, slots=True)
+class RuleSegment:
+    """What a guard scoped to one segment guards: the rollout of ``flag`` in ``environment`` for the segment
+    ``attribute=value``, and the plan's ``guard`` it was derived from (a plan run per segment, ``per:``)."""
+
+    flag: str
+    environment: str
+    attribute: str
+    value: str
+    guard: str
+
+    def __str__(self) -> str:
+        return f"{self.attribute}={self.value}"
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     """An alert rule as the evaluator reads it (validated by the definitions loader)."""
 
@@ -166,6 +182,9 @@ class Rule:
     mode: RuleMode = RuleMode.ENFORCE
     # Over the window each subject's events count in time order up to this many, none after (None: no cap).
     per_subject_cap: int | None = None
+    # A guard the loader derived for one segment of a plan run per segment: which rollout it guards (None: a rule
+    # as declared). Carried so an alert naming the rule is mapped to that segment without reading its name.
+    segment: RuleSegment | None = None
 
     @property
     def shadow(self) -> bool:
@@ -334,9 +353,9 @@ def _selector(data: Mapping[str, Sequence[str]] | None) -> Selector:
 
 def rule_to_json(rule: Rule) -> dict[str, Any]:
     """The stored form of a rule; the Prometheus fields only on Prometheus rules, and ``confidence``,
-    ``alternative``, ``mode`` (shadow) and ``per_subject_cap`` only when set, so stored plain enforced rules stay as
-    they were."""
-    stored = {
+    ``alternative``, ``mode`` (shadow), ``per_subject_cap`` and ``segment`` only when set, so stored plain enforced
+    rules stay as they were."""
+    stored: dict[str, Any] = {
         "name": rule.name,
         "kind": rule.kind.value,
         "event": rule.event,
@@ -369,6 +388,15 @@ def rule_to_json(rule: Rule) -> dict[str, Any]:
         stored["mode"] = rule.mode.value
     if rule.per_subject_cap is not None:
         stored["per_subject_cap"] = rule.per_subject_cap
+    if rule.segment is not None:
+        segment = rule.segment
+        stored["segment"] = {
+            "flag": segment.flag,
+            "environment": segment.environment,
+            "attribute": segment.attribute,
+            "value": segment.value,
+            "guard": segment.guard,
+        }
     return stored
 
 
@@ -403,4 +431,5 @@ def rule_from_json(pipeline: str, data: Mapping[str, Any]) -> Rule:
         alternative=data.get("alternative"),
         mode=RuleMode(data.get("mode", RuleMode.ENFORCE.value)),
         per_subject_cap=data.get("per_subject_cap"),
+        segment=RuleSegment(**data["segment"]) if data.get("segment") else None,
     )

@@ -12,7 +12,7 @@ from types import MappingProxyType
 from typing import Any
 
 from controlplane.catalog.events import EventType
-from controlplane.catalog.rules import Rule, RuleSource, Selector
+from controlplane.catalog.rules import Rule, RuleSegment, RuleSource, Selector
 from controlplane.definitions.cleanup import check_cleanup
 from controlplane.definitions.dashboard import check_dashboard
 from controlplane.definitions.document import Document, FieldPath, read_document
@@ -218,12 +218,23 @@ def _segment_guards(
                                 f"guard `{guard}` scoped to segment {attribute}={value} is named `{name}`, "
                                 "which a rule of this definition already takes: rename that rule",
                             )
+                        scope = RuleSegment(flag.key, step.environment, attribute, value, guard)
+                        taken = derived.get(name)
+                        if taken is not None and taken.segment != scope:
+                            assert taken.segment is not None
+                            raise document.error(
+                                at,
+                                f"guard `{guard}` scoped to segment {attribute}={value} would be named `{name}`, "
+                                f"which the same guard of `{taken.segment.flag}` in {taken.segment.environment} "
+                                "already takes: one rule guards one segment's rollout, so give this plan its own rule",
+                            )
                         derived[name] = replace(
                             rule,
                             name=name,
                             where=Selector({**rule.where.matches, attribute: frozenset({value})}),
                             environments=(step.environment,),
                             description=f"{rule.description} Segment {attribute}={value} only.".strip(),
+                            segment=scope,
                         )
     return list(derived.values())
 

@@ -36,6 +36,7 @@ class RollbackDone:
     environment: str
     rule: str
     trigger: str
+    segment: str | None = None  # attribute=value, for a rollout run per segment
 
 
 @dataclass(slots=True)
@@ -109,7 +110,13 @@ def roll_back_breaching(
                 rollbacks.errors.append(f"rollback of {rollout.flag} in {rollout.target} refused: {error}")
                 continue
             rollbacks.done.append(
-                RollbackDone(flag=rollout.flag, environment=environment, rule=rule.name, trigger="guard")
+                RollbackDone(
+                    flag=rollout.flag,
+                    environment=environment,
+                    rule=rule.name,
+                    trigger="guard",
+                    segment=None if rollout.segment is None else str(rollout.segment),
+                )
             )
             rollbacks.events.append(alert_event(rule, "rollback", environment, measurement, now, flag=rollout.flag))
     return rollbacks

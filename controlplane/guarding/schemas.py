@@ -56,6 +56,7 @@ class WebhookOutcome(msgspec.Struct):
     flag: str | None = None
     environment: str | None = None
     detail: str = ""
+    segment: str | None = None  # attribute=value, for a rollout run per segment
 
 
 class ReplayRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -1,10 +1,15 @@
 """The Alertmanager webhook (`operator`): a firing alert labelled with a flag and an environment rolls that rollout
 back through the operators' own path, once; each alert of the notification is answered with what was done. An alert
-whose `rule` label names a shadow rule (``mode: shadow``) rolls nothing back."""
+whose `rule` label names a shadow rule (``mode: shadow``) rolls nothing back.
+
+Where the plan of that environment runs per segment (``per:``), the alert must name the segment: its `rule` label is a
+guard the definitions loader scoped to one segment (the stored rule's ``segment`` says which flag, environment and
+segment), or it carries a label of the plan's attribute (``queue="sales"``, a hand-written rule grouped by it). Only
+that segment is rolled back; an alert naming none is refused."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import partial
 
@@ -27,6 +32,8 @@ from controlplane.notifications.service import enqueue_notifications
 from controlplane.rollouts.controller import Gates
 from controlplane.rollouts.gates import GateReader
 from controlplane.rollouts.operations import RolloutTarget
+from controlplane.rollouts.schemas import RolloutStatus
+from controlplane.rollouts.segments import SegmentRef
 from controlplane.rollouts.stages import RolloutState
 from controlplane.rollouts.status import rollout_status
 
@@ -58,7 +65,9 @@ def handle_alertmanager(
         name = alert.labels.get("alertname", "")
         flag, environment = alert.labels.get("flag"), alert.labels.get("environment")
 
-        def said(action: str, detail: str = "", alert: AlertmanagerAlert = alert) -> WebhookOutcome:
+        def said(
+            action: str, detail: str = "", alert: AlertmanagerAlert = alert, segment: SegmentRef | None = None
+        ) -> WebhookOutcome:
             return WebhookOutcome(
                 fingerprint=alert.fingerprint,
                 alertname=alert.labels.get("alertname", ""),
@@ -66,8 +75,10 @@ def handle_alertmanager(
                 flag=alert.labels.get("flag"),
                 environment=alert.labels.get("environment"),
                 detail=detail,
+                segment=None if segment is None else str(segment),
             )
 
+        segment: SegmentRef | None = None  # the segment of a plan run per segment the alert is about
         if alert.status != "firing":
             outcomes.append(said("ignored_resolved"))
             continue
@@ -75,6 +86,7 @@ def handle_alertmanager(
             outcomes.append(said("ignored_unlabelled", "the alert has no `flag` and `environment` labels"))
             continue
         rule = alert.labels.get("rule")
+        stored: Rule | None = None
         if rule:
             if rules is None:
                 rules = {item.name: item for item in load_rules(session)}
@@ -92,21 +104,54 @@ def handle_alertmanager(
                     )
                 )
                 continue
+        scope = stored.segment if rule and stored is not None else None
+        if scope is not None and (scope.flag, scope.environment) != (flag, environment):
+            outcomes.append(
+                said(
+                    "refused",
+                    f"rule `{rule}` guards `{scope.flag}` in {scope.environment} (segment {scope}), not `{flag}` in "
+                    f"{environment}",
+                )
+            )
+            continue
+        segment = None if scope is None else SegmentRef(scope.attribute, scope.value)
         try:
             status = rollout_status(
                 session, target=RolloutTarget(flag, environment), environments=environments, now=now, gates=gates
             )
+            if status.segments and segment is None:
+                segment = _labelled_segment(status, alert.labels)
+            if segment is not None:
+                # A plan run per segment: the alert's segment is the rollout it is about.
+                status = rollout_status(
+                    session,
+                    target=RolloutTarget(flag, environment, segment),
+                    environments=environments,
+                    now=now,
+                    gates=gates,
+                )
         except DomainError as error:
-            outcomes.append(said("refused", str(error)))
+            outcomes.append(said("refused", str(error), segment=segment))
+            continue
+        if status.segments and segment is None:
+            attribute = _segment_attribute(status)
+            outcomes.append(
+                said(
+                    "refused",
+                    f"the rollout of `{flag}` in {environment} runs per `{attribute}` and the alert names no segment: "
+                    f"neither its `rule` is a guard scoped to one nor does it carry a `{attribute}` label",
+                )
+            )
             continue
         if status.state is RolloutState.ROLLED_BACK:
-            outcomes.append(said("already_rolled_back"))
+            outcomes.append(said("already_rolled_back", segment=segment))
             continue
         if status.state not in (RolloutState.RUNNING, RolloutState.PAUSED):
             outcomes.append(
                 said(
                     "no_rollout",
                     f"the rollout is {status.state.value}: only a running or paused rollout is rolled back by an alert",
+                    segment=segment,
                 )
             )
             continue
@@ -120,6 +165,7 @@ def handle_alertmanager(
                         "not_a_stage_guard",
                         f"rule `{rule}` does not guard stage {status.stage_index + 1} of this rollout "
                         f"(its guards: {', '.join(stage_guards) or 'none'})",
+                        segment=segment,
                     )
                 )
                 continue
@@ -128,12 +174,20 @@ def handle_alertmanager(
             f"Alertmanager alert {name} firing since {alert.startsAt} (fingerprint {alert.fingerprint}, "
             f"group {payload.groupKey}): {words} {alert.generatorURL}".strip()
         )
-        refusal = roll_back_as(session, flag, environment, reason, actor, environments, now, gates)
+        refusal = roll_back_as(session, flag, environment, reason, actor, environments, now, gates, segment)
         if refusal is not None:
-            outcomes.append(said("refused", str(refusal)))
+            outcomes.append(said("refused", str(refusal), segment=segment))
             continue
-        outcomes.append(said("rolled_back", reason))
-        done.append(RollbackDone(flag=flag, environment=environment, rule=name, trigger="alertmanager"))
+        outcomes.append(said("rolled_back", reason, segment=segment))
+        done.append(
+            RollbackDone(
+                flag=flag,
+                environment=environment,
+                rule=name,
+                trigger="alertmanager",
+                segment=None if segment is None else str(segment),
+            )
+        )
         events.append(
             AlertEvent(
                 kind="rollback",
@@ -141,7 +195,8 @@ def handle_alertmanager(
                 pipeline=alert.labels.get("pipeline", "alertmanager"),
                 environment=environment,
                 severity=_ALERTMANAGER_SEVERITY.get(alert.labels.get("severity", "page"), "page"),
-                summary=f"{flag} rolled back in {environment} by Alertmanager alert {name}",
+                summary=f"{flag} rolled back in {RolloutTarget(flag, environment, segment)} by Alertmanager alert "
+                f"{name}",
                 description=reason,
                 at=now,
                 flag=flag,
@@ -152,6 +207,18 @@ def handle_alertmanager(
     if events:
         enqueue_notifications(session, notifications, events, now=now)
     return outcomes, done
+
+
+def _segment_attribute(status: RolloutStatus) -> str:
+    """The attribute a plan run per segment is run per, from its status's segments (``queue=support``)."""
+    return status.segments[0].segment.partition("=")[0]
+
+
+def _labelled_segment(status: RolloutStatus, labels: Mapping[str, str]) -> SegmentRef | None:
+    """The segment a hand-written alert names by a label of the plan's attribute (``queue="sales"``), if any."""
+    attribute = _segment_attribute(status)
+    value = labels.get(attribute)
+    return None if not value else SegmentRef(attribute, value)
 
 
 class AlertmanagerController(Controller):

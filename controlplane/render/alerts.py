@@ -74,17 +74,28 @@ class DefinitionAlert:
 
 
 def guard_environments(definition: PipelineDefinition, rule: Rule, flag: str) -> frozenset[str]:
-    """The environments where ``rule`` guards a stage of ``flag``'s plan with ``auto_rollback``."""
+    """The environments where ``rule`` guards a stage of ``flag``'s plan with ``auto_rollback``.
+
+    In an environment run per segment the guards are the rules scoped to each segment (``rule.segment``), not the
+    plan's rule they were derived from: that one measures every segment at once and rolls none back.
+    """
     for candidate in definition.flags:
         if candidate.key != flag or candidate.plan is None or not candidate.plan.auto_rollback:
             continue
+        scope = rule.segment
         return frozenset(
-            step.environment for step in candidate.plan.environments if any(rule.name in s.guards for s in step.stages)
+            step.environment
+            for step in candidate.plan.environments
+            if (step.per is None) == (scope is None)
+            and (scope is None or (scope.flag == flag and scope.environment == step.environment))
+            and any((rule.name if scope is None else scope.guard) in stage.guards for stage in step.stages)
         )
     return frozenset()
 
 
 def _flag_of(definition: PipelineDefinition, rule: Rule, event: EventType) -> str:
+    if rule.segment is not None:
+        return rule.segment.flag
     if rule.flag:
         return rule.flag
     # A rule naming no flag: the one flag whose plan it guards, else the flag its event carries.
@@ -148,6 +159,9 @@ def _annotations(rule: Rule, query: RuleQuery, guarded_flag: str | None) -> dict
             f" The control plane counts each subject at most {rule.per_subject_cap} times over the window; "
             "Prometheus counts every event."
         )
+    if guarded_flag and rule.segment is not None:
+        # A guard scoped to one segment rolls back that segment's rollout alone.
+        guarded_flag = f"{guarded_flag} (segment {rule.segment})"
     if guarded_flag and rule.shadow:
         description += f" A shadow guard of {guarded_flag}: firing never rolls it back."
     elif guarded_flag and rule.confidence is not None:

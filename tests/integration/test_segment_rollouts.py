@@ -221,3 +221,69 @@ def test_segment_is_required_for_a_plan_run_per_segment_and_refused_for_one_run_
     # Nothing changed.
     assert status(traffic)["revision"] == revision
     assert all(s["state"] == "pending" for s in segments(traffic).values())
+
+
+def alertmanager_alert(labels: dict[str, str]) -> dict[str, Any]:
+    """A webhook notification (version 4) of one firing alert of ``labels`` about the flag in production."""
+    alert = {
+        "status": "firing",
+        "labels": {"alertname": "ErrorRate", "flag": FLAG, "environment": "production", **labels},
+        "annotations": {"summary": "error rate above 20%"},
+        "startsAt": "2026-12-04T10:00:00Z",
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus:9090/graph",
+        "fingerprint": "5e2c7a91d4b3aaaa",
+    }
+    return {
+        "receiver": "rollback-webhook",
+        "status": "firing",
+        "alerts": [alert],
+        "groupLabels": {"alertname": "ErrorRate"},
+        "commonLabels": alert["labels"],
+        "commonAnnotations": alert["annotations"],
+        "externalURL": "http://alertmanager:9093",
+        "version": "4",
+        "groupKey": '{}:{alertname="ErrorRate"}',
+        "truncatedAlerts": 0,
+    }
+
+
+def test_an_alertmanager_alert_of_a_scoped_guard_rolls_back_its_segment_alone(traffic: GuardedTraffic) -> None:
+    traffic.apply(DEFINITION)
+    operate(traffic, "start", "queue=support")
+    operate(traffic, "start", "queue=sales")
+    hook = "/api/v1/alertmanager/webhook"
+
+    # The environment's own rule measures every queue at once: it names no segment, so nothing is rolled back.
+    unscoped = traffic.client.post(hook, headers=traffic.operator, json=alertmanager_alert({"rule": "error-rate"}))
+    assert unscoped.status_code == 200, unscoped.text
+    (outcome,) = unscoped.json()
+    assert outcome["action"] == "refused"
+    assert "runs per `queue` and the alert names no segment" in outcome["detail"]
+    assert {value: s["state"] for value, s in segments(traffic).items()} == {"support": "running", "sales": "running"}
+
+    # The guard scoped to sales (as rendered: rule and guard labels) rolls back sales, by the stored rule's segment.
+    scoped = alertmanager_alert({"rule": "error-rate-queue-sales", "guard": "true"})
+    response = traffic.client.post(hook, headers=traffic.operator, json=scoped)
+    assert response.status_code == 200, response.text
+    (outcome,) = response.json()
+    assert (outcome["action"], outcome["segment"]) == ("rolled_back", "queue=sales"), outcome
+    shown = segments(traffic)
+    assert (shown["sales"]["state"], shown["sales"]["serving_percentage"]) == ("rolled_back", 0.0)
+    assert (shown["support"]["state"], shown["support"]["serving_percentage"]) == ("running", 10.0)
+    assert status(traffic)["enabled"] is True  # the kill switch stays on for support
+
+    # Alertmanager re-sends the group: nothing more happens.
+    again = traffic.client.post(hook, headers=traffic.operator, json=scoped)
+    assert [(item["action"], item["segment"]) for item in again.json()] == [("already_rolled_back", "queue=sales")]
+
+    # A hand-written alert grouped by queue names its segment by the label.
+    labelled = traffic.client.post(hook, headers=traffic.operator, json=alertmanager_alert({"queue": "support"}))
+    assert [(item["action"], item["segment"]) for item in labelled.json()] == [("rolled_back", "queue=support")]
+    assert segments(traffic)["support"]["state"] == "rolled_back"
+
+    audit = traffic.client.get(
+        "/api/v1/audit", headers=traffic.admin, params={"flag": FLAG, "action": "rollout.rollback"}
+    ).json()
+    assert sorted(record["after"]["segment"] for record in audit) == ["queue=sales", "queue=support"]
+    assert all("Alertmanager alert ErrorRate" in record["reason"] for record in audit)

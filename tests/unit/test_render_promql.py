@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from controlplane.catalog.events import EventType, LabelSpec, ValueSpec
-from controlplane.catalog.rules import Comparison, Rule, RuleKind, Selector
+from controlplane.catalog.rules import Comparison, Rule, RuleKind, Selector, rule_from_json, rule_to_json
 from controlplane.definitions.loader import load_definition, parse_definition
 from controlplane.definitions.schemas import PipelineDefinition
 from controlplane.render.alerts import GUARD_LABEL, definition_alerts, guard_environments, render_rules
@@ -327,3 +327,30 @@ def test_a_definition_with_a_query_rule_names_it_as_not_rendered() -> None:
 
     assert "Not rendered (the control plane already reads their queries from Prometheus): upstream-latency" in rendered
     assert definition_alerts(definition) == []
+
+
+def test_in_an_environment_run_per_segment_the_guards_are_the_rules_scoped_to_each_segment() -> None:
+    assistant = load_definition(DEFINITIONS / "ai-assistant.yaml", environments=ENVIRONMENTS)
+    rules = {rule.name: rule for rule in assistant.rules}
+    flag = "ai.reply.streaming.enabled"
+    scoped = rules["ai-fallback-rate-queue-sales"]
+    assert scoped.segment is not None
+    assert (scoped.segment.flag, scoped.segment.environment, str(scoped.segment), scoped.segment.guard) == (
+        flag,
+        "production",
+        "queue=sales",
+        "ai-fallback-rate",
+    )
+    assert rule_from_json(scoped.pipeline, rule_to_json(scoped)) == scoped
+    # The plan's own rule guards the environments run once; production is guarded per queue.
+    assert guard_environments(assistant, rules["ai-fallback-rate"], flag) == {"qa", "staging"}
+    assert guard_environments(assistant, scoped, flag) == {"production"}
+    (alert,) = [alert for alert in definition_alerts(assistant) if alert.rule.name == scoped.name]
+    assert alert.labels == {
+        "severity": "page",
+        "pipeline": "ai-assistant",
+        "flag": flag,
+        "rule": "ai-fallback-rate-queue-sales",
+        GUARD_LABEL: "true",
+    }
+    assert f"A guard of {flag} (segment queue=sales)" in alert.annotations["description"]
