@@ -1,5 +1,6 @@
 """Rollouts run per segment (`per: queue`): two queues rolled out independently, one rolled back by its own guard while
-the other advances; OFREP and the snapshot the in-process provider syncs agree for every segment."""
+the other advances; the in-process provider (synced from a live server) and OFREP agree for every segment; an
+Alertmanager alert of a guard scoped to a segment rolls back that segment alone."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ import textwrap
 from datetime import datetime, timedelta
 from typing import Any
 
-import msgspec
 import pytest
+from openfeature import api
+from openfeature.evaluation_context import EvaluationContext
+from sqlalchemy import Engine
 
-from controlplane_client.provider.engine import evaluate_flag
-from controlplane_client.provider.snapshot import Snapshot, compile_snapshot
-from tests.conftest import problem
+from controlplane.app import create_app
+from controlplane.embedded import serve_in_thread
+from controlplane.settings import Settings
+from controlplane_client.provider import ControlPlaneProvider
+from tests.conftest import FakeClock, problem
 from tests.guard_traffic import GuardedTraffic
 
 FLAG = "checkout-v2"
@@ -105,13 +110,11 @@ def segments(traffic: GuardedTraffic) -> dict[str, dict[str, Any]]:
 
 
 def served(traffic: GuardedTraffic, evaluate_token: str) -> dict[tuple[str, str], tuple[Any, str, str]]:
-    """Per (user, queue): what OFREP answers, checked equal to what the synced snapshot's compiled flag answers."""
+    """Per (user, queue): what OFREP answers (the in-process provider is checked against it in
+    test_the_provider_and_ofrep_agree_for_every_segment)."""
     headers = {"Authorization": f"Bearer {evaluate_token}"}
     # The alert tick commits outside the app: refresh its feed as the periodic poll would.
     traffic.client.app.state.feed.refresh()  # type: ignore[attr-defined]
-    snapshot = traffic.client.get("/evaluation/v1/snapshot", headers=headers)
-    assert snapshot.status_code == 200, snapshot.text
-    flag = compile_snapshot(msgspec.json.decode(snapshot.content, type=Snapshot))[FLAG]
     answers = {}
     for user in USERS:
         for queue in ("support", "sales"):
@@ -121,8 +124,6 @@ def served(traffic: GuardedTraffic, evaluate_token: str) -> dict[tuple[str, str]
             )
             assert response.status_code == 200, response.text
             body = response.json()
-            local = evaluate_flag(flag, context)
-            assert (body["value"], body["variant"], body["reason"]) == (local.value, local.variant, local.reason)
             answers[(user, queue)] = (body["value"], body["variant"], body["reason"])
     return answers
 
@@ -287,3 +288,75 @@ def test_an_alertmanager_alert_of_a_scoped_guard_rolls_back_its_segment_alone(tr
     ).json()
     assert sorted(record["after"]["segment"] for record in audit) == ["queue=sales", "queue=support"]
     assert all("Alertmanager alert ErrorRate" in record["reason"] for record in audit)
+
+
+#: The definition with a third queue, billing, so the agreement test has a segment at each of 50%, 10% and rolled back.
+THREE_QUEUES = DEFINITION.replace("values: [support, sales]}", "values: [support, sales, billing]}").replace(
+    "values: [support, sales, other]", "values: [support, sales, billing, other]"
+)
+AGENTS = [f"agent-{n}" for n in range(300)]
+
+
+@pytest.mark.parametrize(
+    "queue",
+    [
+        pytest.param("support", id="support-at-50"),
+        pytest.param("sales", id="sales-at-10"),
+        pytest.param("billing", id="billing-rolled-back"),
+        pytest.param("other", id="undeclared-queue"),
+        pytest.param(None, id="no-queue"),
+    ],
+)
+def test_the_provider_and_ofrep_agree_for_every_segment(
+    traffic: GuardedTraffic,
+    settings: Settings,
+    engine: Engine,
+    clock: FakeClock,
+    evaluate_token: str,
+    queue: str | None,
+) -> None:
+    traffic.apply(THREE_QUEUES)
+    for segment in ("queue=support", "queue=sales", "queue=billing"):
+        operate(traffic, "start", segment)
+    operate(traffic, "advance", "queue=support", reason="support checked by hand", force=True)
+    operate(traffic, "rollback", "queue=billing", reason="billing agents asked to wait")
+    shown = segments(traffic)
+    assert {value: (s["state"], s["serving_percentage"]) for value, s in shown.items()} == {
+        "support": ("running", 50.0),
+        "sales": ("running", 10.0),
+        "billing": ("rolled_back", 0.0),
+    }
+    headers = {"Authorization": f"Bearer {evaluate_token}"}
+    # The provider syncs from a second app on the same database (a replica): the `traffic` app runs in its client.
+    with serve_in_thread(create_app(settings, engine=engine, clock=clock)) as url:
+        domain = f"segments-{queue}"
+        api.set_provider_and_wait(ControlPlaneProvider(url, evaluate_token, environ={}), domain)
+        try:
+            flags = api.get_client(domain)
+            provided, answered = [], []
+            for agent in AGENTS:
+                attributes = {"agent_id": agent} | ({"queue": queue} if queue else {})
+                details = flags.get_boolean_details(FLAG, False, EvaluationContext(agent, attributes))
+                provided.append((details.value, details.variant, str(details.reason)))
+                response = traffic.client.post(
+                    f"/ofrep/v1/evaluate/flags/{FLAG}",
+                    headers=headers,
+                    json={"context": {"targetingKey": agent, **attributes}},
+                )
+                assert response.status_code == 200, response.text
+                body = response.json()
+                answered.append((body["value"], body["variant"], body["reason"]))
+        finally:
+            api.clear_providers()
+    assert provided == answered
+    on = sum(1 for value, _, _ in answered if value)
+    if queue == "support":
+        assert {reason for _, _, reason in answered} == {"SPLIT"}
+        assert 0.35 * len(AGENTS) < on < 0.65 * len(AGENTS)
+    elif queue == "sales":
+        assert {reason for _, _, reason in answered} == {"SPLIT"}
+        assert 0 < on < 0.2 * len(AGENTS)
+    else:
+        # Rolled back (0%), an undeclared queue or none: the off variant for everyone, never the split.
+        assert on == 0
+        assert {variant for _, variant, _ in answered} == {"off"}
