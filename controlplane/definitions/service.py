@@ -28,7 +28,7 @@ from controlplane.flags.reads import flag_snapshot
 from controlplane.flags.schemas import FlagCreate, FlagUpdate
 from controlplane.rollouts.models import RolloutPlan
 from controlplane.rollouts.stages import stages_to_json
-from controlplane.rollouts.status import SERVING_STATES, current_rollout_state, serving_environments
+from controlplane.rollouts.status import serving_environments, serving_state
 
 __all__ = ["ApplyReport", "Change", "apply_definition"]
 
@@ -383,8 +383,8 @@ def _apply_plans(
 
 
 def _active_note(session: Session, flag: Flag, environment: str) -> str | None:
-    state = current_rollout_state(session, flag.id, environment)
-    if state in SERVING_STATES:
+    state = serving_state(session, flag.id, environment)
+    if state is not None:
         return f"a rollout is {state.value} in {environment}: it keeps the stages it started with"
     return None
 

@@ -34,13 +34,12 @@ from controlplane.rollouts.schemas import RolloutOperation, RolloutStatus
 from controlplane.rollouts.segments import SegmentRef, segment_rule_names
 from controlplane.rollouts.stages import Rollout, RolloutState, stages_from_json, stages_to_json
 from controlplane.rollouts.status import (
-    SERVING_STATES,
     LoadedRollout,
     build_status,
-    current_rollout_state,
     load_rollout,
     pending_from_plan,
     promotion_order,
+    serving_state,
     stage_verdict,
     to_machine,
 )
@@ -364,9 +363,10 @@ def _claim_deadline(session: Session, row: RolloutRow, current: Rollout, *, now:
 
 
 def is_rollout_serving(session: Session, *, key: str, environment: str) -> bool:
-    """True while a rollout of the flag is running, paused or completed in the environment."""
+    """True while a rollout of the flag (or of any segment of one run per segment) is running, paused or completed in
+    the environment."""
     flag = flag_service.get_flag(session, key)
-    return current_rollout_state(session, flag.id, environment) in SERVING_STATES
+    return serving_state(session, flag.id, environment) is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,7 @@ __all__ = [
     "promotion_order",
     "rollout_status",
     "serving_environments",
+    "serving_state",
     "stage_verdict",
     "to_machine",
 ]
@@ -171,12 +172,14 @@ def _segment_rows(session: Session, flag_id: int, environment: str) -> dict[str 
     return rows
 
 
-#: How segments' states add up to the environment's: the first state any segment is in, in this order.
+#: How segments' states add up to the environment's: the first state any declared segment is in, in this order, and
+#: completed only when every one has completed. A segment rolled back or never started is unfinished business: the
+#: environment is not completed, so the next environment's promotion check (which needs it completed) holds.
 _ENVIRONMENT_STATE_ORDER = (
     RolloutState.RUNNING,
     RolloutState.PAUSED,
-    RolloutState.COMPLETED,
     RolloutState.ROLLED_BACK,
+    RolloutState.PENDING,
 )
 
 
@@ -185,24 +188,46 @@ def _previous_environment(loaded: LoadedRollout) -> RolloutPlan | None:
     return earlier[-1] if earlier else None
 
 
+def _rollout_states(session: Session, flag_id: int, environment: str) -> list[RolloutState]:
+    """The state of the current rollout of each declared segment of the environment's plan (pending for one never
+    started); for a plan run once (or no plan), the one state of its newest rollout."""
+    rows = _segment_rows(session, flag_id, environment)
+    plan = session.scalar(
+        select(RolloutPlan).where(RolloutPlan.flag_id == flag_id, RolloutPlan.environment == environment)
+    )
+    segmentation = None if plan is None else plan_segmentation(plan)
+    if segmentation is None:
+        row = rows.get(None)
+        return [RolloutState(row.state) if row else RolloutState.PENDING]
+    return [RolloutState(rows[value].state) if value in rows else RolloutState.PENDING for value in segmentation.values]
+
+
 def current_rollout_state(session: Session, flag_id: int, environment: str) -> RolloutState:
     """The state of the newest rollout of a flag in an environment; pending when there has been none.
 
-    Run per segment, the environment is running while any segment runs, else paused while any is paused, else
-    completed while any completed (it serves the rollout variant there), else rolled back or pending.
+    Run per segment, the environment is running while any segment runs, else paused while any is paused, else rolled
+    back while any is rolled back, else pending while any has not started, and completed only once every declared
+    segment has completed. This is the state the next environment's promotion check reads: it passes only when every
+    segment here completed. Whether the environment serves the rollout variant at all is ``serving_state``.
     """
-    rows = _segment_rows(session, flag_id, environment)
-    if not rows:
-        return RolloutState.PENDING
-    if list(rows) == [None]:
-        return RolloutState(rows[None].state)
-    states = {RolloutState(row.state) for segment, row in rows.items() if segment is not None}
-    return next((state for state in _ENVIRONMENT_STATE_ORDER if state in states), RolloutState.PENDING)
+    states = _rollout_states(session, flag_id, environment)
+    if len(states) == 1:
+        return states[0]
+    return next((state for state in _ENVIRONMENT_STATE_ORDER if state in states), RolloutState.COMPLETED)
+
+
+def serving_state(session: Session, flag_id: int, environment: str) -> RolloutState | None:
+    """Why the environment serves the flag's rollout variant: running, paused or completed, the first of these its
+    rollout (any segment of one run per segment) is in; None when none serves."""
+    states = _rollout_states(session, flag_id, environment)
+    serving = (RolloutState.RUNNING, RolloutState.PAUSED, RolloutState.COMPLETED)
+    return next((state for state in serving if state in states), None)
 
 
 def serving_environments(session: Session, flag_id: int, environments: Sequence[str]) -> list[str]:
-    """The environments where a rollout of the flag is running, paused or completed (serving its variant)."""
-    return [env for env in environments if current_rollout_state(session, flag_id, env) in SERVING_STATES]
+    """The environments where a rollout of the flag (or of any of its segments) is running, paused or completed
+    (serving its variant)."""
+    return [env for env in environments if serving_state(session, flag_id, env) is not None]
 
 
 def promotion_order(session: Session, loaded: LoadedRollout) -> PromotionOrder:

@@ -87,19 +87,25 @@ def requests(count: int, status_class: str, queue: str, at: datetime) -> list[di
     ]
 
 
-def status(traffic: GuardedTraffic, segment: str | None = None) -> dict[str, Any]:
+def rollout(environment: str) -> str:
+    return f"/api/v1/flags/{FLAG}/environments/{environment}/rollout"
+
+
+def status(traffic: GuardedTraffic, segment: str | None = None, environment: str = "production") -> dict[str, Any]:
     params = {"segment": segment} if segment else None
-    response = traffic.client.get(ROLLOUT, headers=traffic.viewer, params=params)
+    response = traffic.client.get(rollout(environment), headers=traffic.viewer, params=params)
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
 
 
-def operate(traffic: GuardedTraffic, operation: str, segment: str, **body: Any) -> dict[str, Any]:
-    body.setdefault("expected_revision", status(traffic, segment)["revision"])
-    response = traffic.client.post(
-        f"{ROLLOUT}/{operation}", headers=traffic.operator, json={"segment": segment, **body}
-    )
+def operate(
+    traffic: GuardedTraffic, operation: str, segment: str | None, environment: str = "production", **body: Any
+) -> dict[str, Any]:
+    body.setdefault("expected_revision", status(traffic, segment, environment)["revision"])
+    if segment is not None:
+        body["segment"] = segment
+    response = traffic.client.post(f"{rollout(environment)}/{operation}", headers=traffic.operator, json=body)
     assert response.status_code == 200, response.text
     result: dict[str, Any] = response.json()
     return result
@@ -360,3 +366,65 @@ def test_the_provider_and_ofrep_agree_for_every_segment(
         # Rolled back (0%), an undeclared queue or none: the off variant for everyone, never the split.
         assert on == 0
         assert {variant for _, variant, _ in answered} == {"off"}
+
+
+#: Staging run per queue, then production run once: production's start waits for every queue of staging.
+STAGING_PER_QUEUE = DEFINITION.replace(
+    """
+        - environment: production
+          per: {attribute: queue, values: [support, sales]}
+          stages:
+            - {percentage: 10, guards: [error-rate]}
+            - {percentage: 50, guards: [error-rate]}
+            - {percentage: 100, guards: [error-rate]}
+""",
+    """
+        - environment: staging
+          per: {attribute: queue, values: [support, sales]}
+          stages: [{percentage: 100}]
+        - environment: production
+          stages: [{percentage: 10}, {percentage: 100}]
+""",
+)
+
+
+def test_the_next_environment_is_promoted_only_once_every_segment_of_the_previous_one_completed(
+    traffic: GuardedTraffic,
+) -> None:
+    assert STAGING_PER_QUEUE != DEFINITION
+    traffic.apply(STAGING_PER_QUEUE)
+
+    def start_production() -> tuple[dict[str, Any], dict[str, Any]]:
+        shown = status(traffic, environment="production")
+        response = traffic.client.post(
+            f"{rollout('production')}/start", headers=traffic.operator, json={"expected_revision": shown["revision"]}
+        )
+        return shown, response.json() if response.status_code == 409 else {"status": response.status_code}
+
+    def refused_while(state: str) -> None:
+        shown, body = start_production()
+        assert body.get("type", "").endswith("/promotion-order"), body
+        assert (body["previous_environment"], body["previous_state"]) == ("staging", state)
+        assert status(traffic, environment="staging")["state"] == state
+        assert shown["previous_environment_state"] == state
+        assert status(traffic, environment="production") == shown  # nothing changed
+
+    # Support completed, sales never started: staging is not completed.
+    operate(traffic, "start", "queue=support", "staging")
+    operate(traffic, "advance", "queue=support", "staging", reason="support done")
+    refused_while("pending")
+    # Sales running, then rolled back: still not completed.
+    operate(traffic, "start", "queue=sales", "staging")
+    refused_while("running")
+    operate(traffic, "rollback", "queue=sales", "staging", reason="sales agents saw errors")
+    refused_while("rolled_back")
+    # Sales run again to completion: every segment completed, production may start.
+    operate(traffic, "start", "queue=sales", "staging", reason="fixed, again")
+    operate(traffic, "advance", "queue=sales", "staging", reason="sales done")
+    assert status(traffic, environment="staging")["state"] == "completed"
+    started = operate(traffic, "start", None, "production")
+    assert (started["state"], started["percentage"], started["previous_environment_state"]) == (
+        "running",
+        10.0,
+        "completed",
+    )
