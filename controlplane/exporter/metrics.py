@@ -27,8 +27,9 @@ from controlplane.cleanup.service import policy_health
 from controlplane.clock import Clock
 from controlplane.db import UNAVAILABLE, DatabaseTimeout, read_within, session_scope
 from controlplane.flags.models import Flag, FlagEnvironment
-from controlplane.rollouts.models import Rollout
+from controlplane.rollouts.models import Rollout, RolloutPlan
 from controlplane.rollouts.stages import RolloutState, stages_from_json
+from controlplane.rollouts.status import plan_segmentation
 from controlplane.telemetry.models import EventTail
 
 __all__ = ["STREAK_GAUGE", "StateMetrics", "StreakMetrics", "metrics"]
@@ -77,17 +78,17 @@ class StateMetrics(Collector):
         stage = GaugeMetricFamily(
             "controlplane_rollout_stage",
             "Current rollout stage (1-based; 0 when not serving).",
-            labels=["flag", "environment"],
+            labels=["flag", "environment", "segment"],
         )
         percentage = GaugeMetricFamily(
             "controlplane_rollout_percentage",
-            "Share of traffic the environment serves the rollout variant (0-100).",
-            labels=["flag", "environment"],
+            "Share of traffic the environment (or the segment) serves the rollout variant (0-100).",
+            labels=["flag", "environment", "segment"],
         )
         state = GaugeMetricFamily(
             "controlplane_rollout_state",
             "Rollout state, one series per state (1 = current).",
-            labels=["flag", "environment", "state"],
+            labels=["flag", "environment", "segment", "state"],
         )
         alert = GaugeMetricFamily(
             "controlplane_alert_state",
@@ -116,31 +117,52 @@ class StateMetrics(Collector):
                 deadline.add_metric(labels, health.deadline.timestamp())
                 if health.last_success_at is not None:
                     last_success.add_metric(labels, health.last_success_at.timestamp())
-            newest = select(func.max(Rollout.id).label("id")).group_by(Rollout.flag_id, Rollout.environment).subquery()
+            # One series per environment (segment ""), or per segment of a plan run per segment (segment
+            # "queue=support"): a per-segment environment serves no one percentage of its own.
+            newest = (
+                select(func.max(Rollout.id).label("id"))
+                .group_by(Rollout.flag_id, Rollout.environment, Rollout.segment)
+                .subquery()
+            )
             rollouts = {
-                (key, row.environment): row
+                (key, row.environment, row.segment): row
                 for key, row in session.execute(
                     select(Flag.key, Rollout)
                     .join(Flag, Flag.id == Rollout.flag_id)
                     .join(newest, newest.c.id == Rollout.id)
                 )
             }
+            segmented = {
+                (plan.flag_id, plan.environment): segmentation
+                for plan in session.scalars(select(RolloutPlan).where(RolloutPlan.segment_attribute.is_not(None)))
+                if (segmentation := plan_segmentation(plan)) is not None
+            }
             environments = session.execute(
                 select(Flag.key, FlagEnvironment).join(Flag, Flag.id == FlagEnvironment.flag_id).order_by(Flag.key)
             ).all()
             for key, environment in environments:
-                labels = [key, environment.environment]
-                row = rollouts.get((key, environment.environment))
-                current = RolloutState(row.state) if row else RolloutState.PENDING
-                serving = current in (RolloutState.RUNNING, RolloutState.PAUSED, RolloutState.COMPLETED)
-                stage.add_metric(labels, row.stage_index + 1 if row and serving else 0)
                 rollout = environment.rollout or {}
-                shown = float(rollout.get("percentage", 0.0)) if environment.enabled else 0.0
-                percentage.add_metric(labels, shown)
-                for option in RolloutState:
-                    state.add_metric([*labels, option.value], 1.0 if option is current else 0.0)
-                if row is not None:
-                    stages_from_json(row.stages)  # a row that cannot be read fails the scrape loudly, not silently
+                segmentation = segmented.get((environment.flag_id, environment.environment))
+                parts: list[tuple[str, str | None, float]]
+                if segmentation is None:
+                    parts = [("", None, float(rollout.get("percentage", 0.0)))]
+                else:
+                    served = (rollout.get("segments") or {}).get("percentages") or {}
+                    parts = [
+                        (f"{segmentation.attribute}={value}", value, float(served.get(value, 0.0)))
+                        for value in segmentation.values
+                    ]
+                for segment, segment_value, share in parts:
+                    labels = [key, environment.environment, segment]
+                    row = rollouts.get((key, environment.environment, segment_value))
+                    current = RolloutState(row.state) if row else RolloutState.PENDING
+                    serving = current in (RolloutState.RUNNING, RolloutState.PAUSED, RolloutState.COMPLETED)
+                    stage.add_metric(labels, row.stage_index + 1 if row and serving else 0)
+                    percentage.add_metric(labels, share if environment.enabled else 0.0)
+                    for option in RolloutState:
+                        state.add_metric([*labels, option.value], 1.0 if option is current else 0.0)
+                    if row is not None:
+                        stages_from_json(row.stages)  # a row that cannot be read fails the scrape loudly
             # Only rules still declared: a rule removed from its definition leaves a state row behind, which would
             # otherwise be exported (and alerted on) for ever.
             declared = {

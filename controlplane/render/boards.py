@@ -35,6 +35,10 @@ __all__ = ["control_plane_health", "rollout_overview"]
 _SERVER_ERROR = 'code=~"5.."'
 
 
+#: A rollout series' legend: the segment after the environment for a plan run per segment (empty otherwise).
+SERIES_LEGEND = "{{flag}} in {{environment}} {{segment}}"
+
+
 def rollout_overview(definitions: Sequence[PipelineDefinition]) -> Board:
     """Where every flag's rollout is: stage, traffic share and state over time, firing guards, rollbacks."""
     pipelines = ", ".join(sorted(definition.name for definition in definitions))
@@ -53,7 +57,8 @@ def rollout_overview(definitions: Sequence[PipelineDefinition]) -> Board:
     scope = (ENVIRONMENT, 'flag=~"$flag"')
     states = list(RolloutState)
     state_code = " + ".join(
-        f"{index} * max by (flag, environment) ({selector(ROLLOUT_STATE, matcher('state', [state.value]), *scope)})"
+        f"{index} * max by (flag, environment, segment) "
+        f"({selector(ROLLOUT_STATE, matcher('state', [state.value]), *scope)})"
         for index, state in enumerate(states)
     )
     colours = {"pending": "text", "running": "blue", "paused": "yellow", "completed": "green", "rolled_back": "red"}
@@ -64,7 +69,7 @@ def rollout_overview(definitions: Sequence[PipelineDefinition]) -> Board:
         + ". From controlplane_rollout_state (one series per state, 1 = current), coded as numbers and mapped "
         "back to names.",
         state_code,
-        "{{flag}} in {{environment}}",
+        SERIES_LEGEND,
         {index: (state.value, colours.get(state.value, "text")) for index, state in enumerate(states)},
     )
     board.row("Rollouts").add(
@@ -74,7 +79,7 @@ def rollout_overview(definitions: Sequence[PipelineDefinition]) -> Board:
             "The stage each flag's rollout is at per environment (1-based; 0 when not serving: pending or rolled "
             "back). From controlplane_rollout_stage.",
             "none",
-            [(f"max by (flag, environment) ({selector(ROLLOUT_STAGE, *scope)})", "{{flag}} in {{environment}}")],
+            [(f"max by (flag, environment, segment) ({selector(ROLLOUT_STAGE, *scope)})", SERIES_LEGEND)],
             stepped=True,
         ),
         timeseries(
@@ -82,7 +87,7 @@ def rollout_overview(definitions: Sequence[PipelineDefinition]) -> Board:
             "Share of traffic each environment serves the rollout variant, 0-100% (0 when disabled or rolled back). "
             "From controlplane_rollout_percentage.",
             "percent",
-            [(f"max by (flag, environment) ({selector(ROLLOUT_PERCENTAGE, *scope)})", "{{flag}} in {{environment}}")],
+            [(f"max by (flag, environment, segment) ({selector(ROLLOUT_PERCENTAGE, *scope)})", SERIES_LEGEND)],
             stepped=True,
             maximum=100,
         ),

@@ -24,7 +24,8 @@ def controlplane_alerts() -> list[dict[str, Any]]:
         {
             "alert": ROLLED_BACK_ALERT,
             # Every replica exports the same state, read from the database: `max` drops the duplicates.
-            "expr": 'max by (flag, environment) (controlplane_rollout_state{state="rolled_back"}) == 1',
+            # By segment too: a segment of a plan run per segment rolled back is its own alert ("" for a whole one).
+            "expr": 'max by (flag, environment, segment) (controlplane_rollout_state{state="rolled_back"}) == 1',
             "labels": {"severity": "ticket"},
             "annotations": {
                 "summary": "{{ $labels.flag }} is rolled back in {{ $labels.environment }}",

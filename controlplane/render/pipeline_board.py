@@ -56,12 +56,12 @@ def _guards(board: Board, pipeline: PipelineQueries) -> None:
         timeseries(
             "Traffic on the rollout variant",
             f"Share of traffic each environment serves the rollout variant of this pipeline's flags "
-            f"({', '.join(pipeline.flags)}), 0-100%. Drops to 0 on a rollback.",
+            f"({', '.join(pipeline.flags)}), 0-100%, per segment for a plan run per segment. Drops to 0 on a rollback.",
             "percent",
             [
                 (
-                    f"max by (flag, environment) ({selector(ROLLOUT_PERCENTAGE, flags, ENVIRONMENT)})",
-                    "{{flag}} in {{environment}}",
+                    f"max by (flag, environment, segment) ({selector(ROLLOUT_PERCENTAGE, flags, ENVIRONMENT)})",
+                    "{{flag}} in {{environment}} {{segment}}",
                 )
             ],
             stepped=True,

@@ -428,3 +428,39 @@ def test_the_next_environment_is_promoted_only_once_every_segment_of_the_previou
         10.0,
         "completed",
     )
+
+
+def test_metrics_show_each_segment_its_own_stage_percentage_and_state(traffic: GuardedTraffic) -> None:
+    from tests.integration.test_metrics_endpoint import Scrape
+
+    traffic.apply(DEFINITION)
+    operate(traffic, "start", "queue=support")
+    operate(traffic, "advance", "queue=support", reason="support checked by hand", force=True)
+    operate(traffic, "start", "queue=sales")
+    operate(traffic, "rollback", "queue=sales", reason="sales agents asked to wait")
+    response = traffic.client.get("/metrics")
+    assert response.status_code == 200, response.text
+    metrics = Scrape.of_text(response.text)
+
+    def of(name: str, segment: str, **labels: str) -> float:
+        return metrics.value(name, flag=FLAG, environment="production", segment=segment, **labels)
+
+    assert (
+        of("controlplane_rollout_percentage", "queue=support"),
+        of("controlplane_rollout_stage", "queue=support"),
+    ) == (
+        50.0,
+        2.0,
+    )
+    assert of("controlplane_rollout_state", "queue=support", state="running") == 1.0
+    assert (of("controlplane_rollout_percentage", "queue=sales"), of("controlplane_rollout_stage", "queue=sales")) == (
+        0.0,
+        0.0,
+    )
+    assert of("controlplane_rollout_state", "queue=sales", state="rolled_back") == 1.0
+    # No series for the environment as a whole: it serves no one percentage of its own.
+    assert metrics.all("controlplane_rollout_percentage", flag=FLAG, environment="production", segment="") == []
+    # A plan run once keeps one series per environment, its segment label empty.
+    banner = metrics.value("controlplane_rollout_percentage", flag="checkout-banner", environment="production")
+    assert banner == 0.0
+    assert metrics.all("controlplane_rollout_state", flag="checkout-banner", segment="")
