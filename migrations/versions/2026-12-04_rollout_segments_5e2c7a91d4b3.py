@@ -5,7 +5,7 @@ keeps the attribute and its values, each rollout row the segment it runs (NULL: 
 
 Revision ID: 5e2c7a91d4b3
 Revises: c4d0e8b2a6f1
-Create Date: 2026-12-10 09:00:00.000000
+Create Date: 2026-12-04 09:00:00.000000
 """
 
 from __future__ import annotations
