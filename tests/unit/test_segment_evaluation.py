@@ -86,3 +86,56 @@ def test_the_loader_refuses_a_per_its_guards_cannot_measure(change: str, message
     with pytest.raises(DefinitionError) as refused:
         parse_definition(text, source="ai-assistant.yaml", environments=ENVIRONMENTS)
     assert message in str(refused.value)
+
+
+STREAK_PER_QUEUE = """\
+pipeline: desk
+flags:
+  - key: desk-v2
+    type: boolean
+    variants: {"on": true, "off": false}
+    off_variant: "off"
+    rollout_variant: "on"
+    bucket_by: agent_id
+    plan:
+      auto_rollback: true
+      environments:
+        - environment: production
+          per: {attribute: queue, values: [support, sales]}
+          stages: [{percentage: 10, guards: [reply-error-streak]}, {percentage: 100}]
+events:
+  - name: reply
+    flag: desk-v2
+    outcomes: [ok, error]
+    labels:
+      queue: {values: [support, sales]}
+rules:
+  - name: reply-error-streak
+    kind: streak
+    event: reply
+    outcome: error
+    op: ">="
+    threshold: 3
+"""
+
+
+def test_a_streak_guard_scoped_to_a_segment_counts_only_that_segments_events() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from controlplane.alerting.rules import TailEvent, measure
+
+    definition = parse_definition(STREAK_PER_QUEUE, source="desk.yaml", environments=("staging", "production"))
+    rules = {rule.name: rule for rule in definition.rules}
+    sales, support = rules["reply-error-streak-queue-sales"], rules["reply-error-streak-queue-support"]
+    start = datetime(2026, 12, 4, 10, 0, tzinfo=UTC)
+    # Sales errs three times in a row while support's replies, interleaved, succeed.
+    outcomes = [("sales", "error"), ("support", "ok"), ("sales", "error"), ("support", "ok"), ("sales", "error")]
+    tail = [
+        TailEvent(at=start + timedelta(seconds=n), outcome=outcome, variant="on", labels={"queue": queue})
+        for n, (queue, outcome) in enumerate(outcomes)
+    ]
+    now = start + timedelta(minutes=1)
+    assert measure(sales, [], tail, now).breached
+    assert not measure(support, [], tail, now).breached
+    # The environment's unscoped rule sees the queues mixed: no streak at all.
+    assert not measure(rules["reply-error-streak"], [], tail, now).breached
