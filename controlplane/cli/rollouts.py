@@ -156,9 +156,12 @@ def cmd_rollout_status(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_rollout_history(args: argparse.Namespace, settings: Settings) -> None:
     """Show every rollout of a flag in an environment, newest first."""
     rollouts = Api.from_args(args).call("GET", f"/flags/{args.flag}/environments/{args.env}/rollouts")
-    rows = [
+    # A plan run per segment: a column saying which segment each row is a rollout of.
+    segmented = any(r.get("segment") for r in rollouts)
+    rows: list[tuple[Any, ...]] = [
         (
             r["id"],
+            *((r.get("segment") or "-",) if segmented else ()),
             r["state"].replace("_", " "),
             r["stage_index"] + 1,
             f"{r['percentage']:g}%",
@@ -171,7 +174,8 @@ def cmd_rollout_history(args: argparse.Namespace, settings: Settings) -> None:
         for r in rollouts
     ]
     # The stage it stands at (or stood at when it ended) and what it serves: 0% once rolled back to off.
-    columns = ["id", "state", "stage", "serving", "started by", "created", "updated", "ended", "forced"]
+    columns = ["id", *(["segment"] if segmented else []), "state", "stage", "serving", "started by", "created"]
+    columns += ["updated", "ended", "forced"]
     emit(args, rollouts, lambda _: table(f"rollouts of {args.flag} in {args.env} (newest first)", columns, rows))
 
 
