@@ -54,6 +54,7 @@ from controlplane.guarding.dependencies import dependencies as gate_dependencies
 from controlplane.guarding.dependencies import provide_gates
 from controlplane.guarding.trigger import EvaluationTrigger, LeaderListener, guard_action, leader_notifier
 from controlplane.guarding.webhook import AlertmanagerController
+from controlplane.incidents.controller import IncidentController, SetVariantController
 from controlplane.metrics import ControlPlaneMetrics, HttpMetricsMiddleware
 from controlplane.migrate import is_at_head
 from controlplane.notifications.config import load_notification_config
@@ -218,6 +219,8 @@ def create_app(
         route_handlers=[
             FlagController,
             RolloutController,
+            SetVariantController,
+            IncidentController,
             AuditController,
             TokenController,
             DefinitionController,

@@ -7,10 +7,19 @@ from typing import Any
 
 import msgspec
 
-from controlplane.flags.models import Flag, FlagEnvironment
-from controlplane.flags.schemas import EnvironmentStateRead, FlagRead, FlagType, PercentageRollout, TargetingRule
+from controlplane.flags.models import Flag, FlagEnvironment, FlagIncident
+from controlplane.flags.schemas import (
+    EnvironmentStateRead,
+    FlagRead,
+    FlagType,
+    IncidentEnvironmentRead,
+    IncidentRead,
+    IncidentUndoRead,
+    PercentageRollout,
+    TargetingRule,
+)
 
-__all__ = ["environment_snapshot", "flag_snapshot", "to_environment_read", "to_flag_read"]
+__all__ = ["environment_snapshot", "flag_snapshot", "to_environment_read", "to_flag_read", "to_incident_read"]
 
 
 def flag_snapshot(flag: Flag) -> dict[str, Any]:
@@ -66,4 +75,22 @@ def to_flag_read(flag: Flag) -> FlagRead:
         created_at=flag.created_at,
         updated_at=flag.updated_at,
         environments=[to_environment_read(state) for state in flag.environments],
+    )
+
+
+def to_incident_read(incident: FlagIncident, skipped: dict[str, str] | None = None) -> IncidentRead:
+    """The wire form of an incident action and its undo."""
+    return IncidentRead(
+        id=incident.id,
+        flag=incident.flag.key,
+        variant=incident.variant,
+        actor=incident.actor,
+        reason=incident.reason,
+        created_at=incident.created_at,
+        environments=[msgspec.convert(item, IncidentEnvironmentRead) for item in incident.environments],
+        undone_at=incident.undone_at,
+        undone_by=incident.undone_by,
+        undo_reason=incident.undo_reason,
+        undo=[msgspec.convert(item, IncidentUndoRead) for item in incident.undo] if incident.undo is not None else None,
+        skipped=skipped or {},
     )
