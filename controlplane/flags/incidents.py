@@ -1,7 +1,7 @@
 """Incident actions decided without a database: which environments a "serve this variant to everyone" reaches, the
 state it leaves each one in, and whether an undo may restore what was recorded.
 
-    incident_scope(states, variant, named=, all_environments=)  -> Scope(targets, skipped)
+    incident_scope(states, variant, off_variant=, named=, all_environments=)  -> Scope(targets, skipped)
     overridden_state(before, variant)                           -> the serving state during the incident
     undo_verdicts(recorded, current_revisions, force=)          -> per environment: restore, or changed since
 
@@ -41,6 +41,7 @@ def incident_scope(
     states: Mapping[str, Mapping[str, Any]],
     variant: str,
     *,
+    off_variant: str,
     named: Sequence[str],
     all_environments: bool,
 ) -> Scope:
@@ -48,8 +49,8 @@ def incident_scope(
 
     ``all_environments`` reaches every environment where the flag is switched on; a switched-off one already serves
     its off variant to everyone, and an incident never switches on what someone switched off (name it to do so).
-    ``named`` environments are reached whatever their state. One already serving ``variant`` to everyone is left
-    alone: there is nothing to undo there.
+    ``named`` environments are reached whatever their state. One already serving ``variant`` to everyone (overridden
+    already, or switched off when ``variant`` is the off variant) is left alone: there is nothing to undo there.
     """
     targets: list[str] = []
     skipped: dict[str, str] = {}
@@ -60,7 +61,7 @@ def incident_scope(
                     "switched off (serves the off variant to everyone); name it with --env to include it"
                 )
             continue
-        if state == overridden_state(state, variant):
+        if (not state["enabled"] and variant == off_variant) or state == overridden_state(state, variant):
             skipped[environment] = f"already serves `{variant}` to everyone"
             continue
         targets.append(environment)

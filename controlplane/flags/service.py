@@ -404,6 +404,7 @@ def set_variant_everywhere(
     scope = incident_scope(
         {name: environment_snapshot(state) for name, state in states.items()},
         variant,
+        off_variant=flag.off_variant,
         named=named,
         all_environments=all_environments,
     )
