@@ -5,7 +5,7 @@ per environment, and its undo.
 
 Revision ID: 5d2e7c91b4a3
 Revises: c4d0e8b2a6f1
-Create Date: 2026-12-05 03:00:00.000000
+Create Date: 2026-12-04 03:00:00.000000
 """
 
 from __future__ import annotations
