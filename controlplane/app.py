@@ -55,6 +55,7 @@ from controlplane.guarding.dependencies import provide_gates
 from controlplane.guarding.trigger import EvaluationTrigger, LeaderListener, guard_action, leader_notifier
 from controlplane.guarding.webhook import AlertmanagerController
 from controlplane.incidents.controller import IncidentController, SetVariantController
+from controlplane.incidents.hold import dependencies as hold_dependencies
 from controlplane.metrics import ControlPlaneMetrics, HttpMetricsMiddleware
 from controlplane.migrate import is_at_head
 from controlplane.notifications.config import load_notification_config
@@ -262,6 +263,7 @@ def create_app(
             **rollout_dependencies,
             **notification_dependencies,
             **announcement_dependencies,
+            **hold_dependencies,
         },
         exception_handlers=exception_handlers,
         middleware=[

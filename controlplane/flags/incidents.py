@@ -4,6 +4,7 @@ state it leaves each one in, and whether an undo may restore what was recorded.
     incident_scope(states, variant, off_variant=, named=, all_environments=)  -> Scope(targets, skipped)
     overridden_state(before, variant)                           -> the serving state during the incident
     undo_verdicts(recorded, current_revisions, force=)          -> per environment: restore, or changed since
+    undo_command(incident_id)                                   -> the command that undoes it, in words
 
 What "serves to everyone" means, exactly: the environment is switched on, its default variant is the incident's,
 its targeting rules are removed and its rollout (if it has one) serves 0%, so evaluation answers the default
@@ -25,8 +26,14 @@ __all__ = [
     "UndoVerdict",
     "incident_scope",
     "overridden_state",
+    "undo_command",
     "undo_verdicts",
 ]
+
+
+def undo_command(incident_id: int) -> str:
+    """The command that undoes an incident, as refusals, notifications and ``flags show`` print it."""
+    return f"controlplane flags undo {incident_id} --reason TEXT"
 
 
 @dataclass(frozen=True, slots=True)

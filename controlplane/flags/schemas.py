@@ -24,6 +24,7 @@ __all__ = [
     "FlagRead",
     "FlagType",
     "FlagUpdate",
+    "HeldRollbackRead",
     "IncidentEnvironmentRead",
     "IncidentRead",
     "IncidentUndo",
@@ -188,15 +189,26 @@ class IncidentUndo(msgspec.Struct, forbid_unknown_fields=True):
     force: bool = False
 
 
+class HeldRollbackRead(msgspec.Struct):
+    """An automatic rollback an incident override held back: the rule that asked for it (``trigger``: ``guard``, the
+    control plane's own evaluation, or ``alertmanager``), when it first did, and what it measured."""
+
+    rule: str
+    trigger: str
+    at: datetime
+    why: str
+
+
 class IncidentEnvironmentRead(msgspec.Struct):
     """What an incident action did to one environment: its serving state before and after, the revision it left,
-    and whether it paused a running rollout there."""
+    whether it paused a running rollout there, and the automatic rollbacks it held back while in force."""
 
     environment: str
     before: dict[str, Any]
     after: dict[str, Any]
     revision: int
     rollout_paused: bool
+    held: list[HeldRollbackRead] = msgspec.field(default_factory=list)
 
 
 class IncidentUndoRead(msgspec.Struct):

@@ -13,7 +13,14 @@ from sqlalchemy.orm import Session, selectinload
 from controlplane.audit.service import append_audit_record
 from controlplane.db import announce_on_commit
 from controlplane.errors import Conflict, InvalidInput, NotFound
-from controlplane.flags.incidents import EnvironmentRecord, UndoVerdict, incident_scope, overridden_state, undo_verdicts
+from controlplane.flags.incidents import (
+    EnvironmentRecord,
+    UndoVerdict,
+    incident_scope,
+    overridden_state,
+    undo_command,
+    undo_verdicts,
+)
 from controlplane.flags.models import CONFIGURATION_CHANNEL, Flag, FlagEnvironment, FlagIncident
 from controlplane.flags.reads import environment_snapshot, flag_snapshot
 from controlplane.flags.schemas import (
@@ -26,6 +33,7 @@ from controlplane.flags.schemas import (
 )
 
 __all__ = [
+    "active_incidents",
     "announce_configuration_change",
     "check_revision",
     "create_flag",
@@ -37,6 +45,7 @@ __all__ = [
     "list_flags",
     "list_incidents",
     "record_environment_change",
+    "record_held_rollback",
     "set_variant_everywhere",
     "undo_incident",
     "update_environment_state",
@@ -448,6 +457,66 @@ def get_incident(session: Session, incident_id: int) -> FlagIncident:
     if incident is None:
         raise NotFound("incident-not-found", f"no incident {incident_id}", incident=incident_id)
     return incident
+
+
+def active_incidents(session: Session, *, key: str | None = None) -> dict[tuple[str, str], FlagIncident]:
+    """The incidents in force (not undone), by the (flag, environment) each overrides; of one flag when ``key`` is
+    given. Where two are in force in one environment (a second variant set over the first), the newest."""
+    query = (
+        select(Flag.key, FlagIncident)
+        .join(Flag, Flag.id == FlagIncident.flag_id)
+        .where(FlagIncident.undone_at.is_(None))
+        .order_by(FlagIncident.id)
+    )
+    if key is not None:
+        query = query.where(Flag.key == key)
+    found: dict[tuple[str, str], FlagIncident] = {}
+    for flag_key, incident in session.execute(query):
+        for item in incident.environments:
+            found[(flag_key, item["environment"])] = incident
+    return found
+
+
+def record_held_rollback(
+    session: Session,
+    incident: FlagIncident,
+    environment: str,
+    *,
+    rule: str,
+    trigger: str,
+    why: str,
+    actor: str,
+    now: datetime,
+) -> bool:
+    """Record on ``incident`` that it held back an automatic rollback of its flag in ``environment`` asked by
+    ``rule`` (``trigger``: guard or alertmanager), and audit it; once per incident, environment and rule (a guard keeps
+    breaching every tick): True when recorded now, False when it was already."""
+    records = [dict(item) for item in incident.environments]
+    record = next(item for item in records if item["environment"] == environment)
+    held = list(record.get("held", []))
+    if any(item["rule"] == rule for item in held):
+        return False
+    held.append({"rule": rule, "trigger": trigger, "at": now.isoformat(), "why": why})
+    record["held"] = held
+    # A new list: the JSON column is saved when assigned, not when a nested value changes.
+    incident.environments = records
+    state = get_environment_state(session, key=incident.flag.key, environment=environment, environments=[environment])
+    served = environment_snapshot(state)
+    append_audit_record(
+        session,
+        now=now,
+        actor=actor,
+        action="flag.incident.rollback_held",
+        target_type="flag",
+        target=incident.flag.key,
+        environment=environment,
+        reason=f"automatic rollback held by incident {incident.id} (`{incident.variant}` to everyone, by "
+        f"{incident.actor}: {incident.reason}; undo: {undo_command(incident.id)}): {why}",
+        before=served,
+        after=served,
+    )
+    session.flush()
+    return True
 
 
 def list_incidents(session: Session, *, key: str | None = None, limit: int = 50) -> list[FlagIncident]:

@@ -69,6 +69,7 @@ class IncidentDesk:
                 now=now,
                 gates=self._gates,
                 announcer=self._announcer,
+                hold=None,  # the incident's own pause: nothing holds it
             )
             return True
 
@@ -111,6 +112,7 @@ class IncidentDesk:
                         now=now,
                         gates=self._gates,
                         announcer=self._announcer,
+                        hold=None,  # the undo's own resume, before the incident is marked undone
                     )
             except DomainError as error:
                 return f"not resumed: {error}"

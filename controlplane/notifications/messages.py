@@ -54,8 +54,9 @@ ROLLOUT_KINDS: Final = (
     "rolled_back",
     "progress_deadline_passed",
 )
-#: Incident actions (``controlplane flags set-variant`` and its undo): announcements like rollout steps.
-INCIDENT_KINDS: Final = ("variant_set", "variant_restored")
+#: Incident actions (``controlplane flags set-variant`` and its undo), and an automatic rollback an incident override
+#: in force held back: announcements like rollout steps.
+INCIDENT_KINDS: Final = ("variant_set", "variant_restored", "rollback_held")
 #: What is told once and never resolved, and sent to PagerDuty as a change event: rollout steps and incident actions.
 ANNOUNCEMENT_KINDS: Final = ROLLOUT_KINDS + INCIDENT_KINDS
 KINDS: Final = ALERT_KINDS + ANNOUNCEMENT_KINDS
@@ -102,6 +103,7 @@ _LABEL = {
     "progress_deadline_passed": "PROGRESS DEADLINE PASSED",
     "variant_set": "INCIDENT: VARIANT SET",
     "variant_restored": "INCIDENT UNDONE",
+    "rollback_held": "ROLLBACK HELD BY INCIDENT",
 }
 _KIND_EMOJI = {
     "rollback": ":rewind:",
@@ -115,6 +117,7 @@ _KIND_EMOJI = {
     "progress_deadline_passed": ":hourglass:",
     "variant_set": ":rotating_light:",
     "variant_restored": ":leftwards_arrow_with_hook:",
+    "rollback_held": ":no_entry:",
 }
 _EMOJI = {"page": ":rotating_light:", "ticket": ":warning:", "info": ":information_source:"}
 
