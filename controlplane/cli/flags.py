@@ -17,11 +17,30 @@ __all__ = ["add_flag_commands"]
 
 
 def _serving(state: dict[str, Any]) -> str:
-    """What one environment of a flag serves: off, on, or its rollout's percentage."""
+    """What one environment of a flag serves: off, on, or its rollout's percentage; under an incident action in
+    force, the variant it serves to everyone and the incident."""
+    incident = state.get("incident")
+    if incident:
+        return f"{incident['variant']} to everyone (incident {incident['id']})"
     if not state["enabled"]:
         return "off"
     rollout = state.get("rollout")
     return f"{rollout['percentage']:g}%" if rollout else "on"
+
+
+def _incident_lines(environments: list[dict[str, Any]]) -> list[str]:
+    """One line per incident action in force among ``environments``: what, where, since when, by whom, why, undo."""
+    places: dict[int, list[str]] = {}
+    incidents: dict[int, dict[str, Any]] = {}
+    for state in environments:
+        if state.get("incident"):
+            incidents[state["incident"]["id"]] = state["incident"]
+            places.setdefault(state["incident"]["id"], []).append(state["environment"])
+    return [
+        f"INCIDENT {number} in force in {', '.join(places[number])}: `{item['variant']}` to everyone since "
+        f"{short_time(item['since'])}, by {item['actor']}: {item['reason']}; undo: {item['undo']}"
+        for number, item in incidents.items()
+    ]
 
 
 def cmd_flags_list(args: argparse.Namespace, settings: Settings) -> None:
@@ -38,7 +57,7 @@ def cmd_flags_show(args: argparse.Namespace, settings: Settings) -> None:
     """Show one flag in every environment."""
     flag = Api.from_args(args).call("GET", f"/flags/{args.key}")
 
-    def render(data: Any) -> Table:
+    def render(data: Any) -> Table | str:
         rows = [
             (e["environment"], e["enabled"], e["default_variant"], len(e["rules"]), _serving(e), e["revision"])
             for e in data["environments"]
@@ -46,7 +65,12 @@ def cmd_flags_show(args: argparse.Namespace, settings: Settings) -> None:
         # Variant values as JSON (true, "blue", 3): they are what the flag serves, not words about it.
         variants = ", ".join(f"{name}={json.dumps(value)}" for name, value in data["variants"].items())
         title = f"{data['key']} ({data['type']}, {data['kind']}, rev {data['revision']}) variants: {variants}"
-        return table(title, ["env", "enabled", "default", "rules", "serving", "rev"], rows)
+        shown = table(title, ["env", "enabled", "default", "rules", "serving", "rev"], rows)
+        incidents = _incident_lines(data["environments"])
+        if not incidents:
+            return shown
+        stdout.print(shown)
+        return "\n".join(incidents)
 
     emit(args, flag, render)
 

@@ -14,6 +14,7 @@ from controlplane_client.provider.wire import Name as Name
 from controlplane_client.provider.wire import Percentage as Percentage
 
 __all__ = [
+    "ActiveIncidentRead",
     "Condition",
     "ConditionOperator",
     "EnvironmentStateRead",
@@ -138,8 +139,20 @@ class EnvironmentStateUpdate(msgspec.Struct, forbid_unknown_fields=True):
     rollout: PercentageRollout | None = None
 
 
+class ActiveIncidentRead(msgspec.Struct):
+    """An incident action in force in an environment: which, the variant it serves to everyone, since when, by whom,
+    why, and the command that undoes it."""
+
+    id: int
+    variant: str
+    since: datetime
+    actor: str
+    reason: str
+    undo: str
+
+
 class EnvironmentStateRead(msgspec.Struct):
-    """A flag's state in one environment."""
+    """A flag's state in one environment; ``incident`` is the incident action in force there (None: none is)."""
 
     environment: str
     enabled: bool
@@ -148,6 +161,7 @@ class EnvironmentStateRead(msgspec.Struct):
     rollout: PercentageRollout | None
     revision: int
     updated_at: datetime
+    incident: ActiveIncidentRead | None = None
 
 
 class FlagRead(msgspec.Struct):

@@ -305,6 +305,13 @@ def test_the_cli_sets_the_variant_everywhere_refuses_a_stale_undo_and_forces_it(
     assert {variant for agents in desk.ofrep_answers().values() for variant in agents.values()} == {"HUMANO"}
     code, out, _ = run(capsys, "flags", "incidents", "--flag", FLAG)
     assert code == 0 and "in force" in out and "OpenAI is failing" in out
+    # `flags show` marks the incident in force: where, what, by whom, why, and its undo.
+    code, out, _ = run(capsys, "flags", "show", FLAG)
+    assert code == 0
+    assert f"INCIDENT {incident['id']} in force in dev, qa, production" in out
+    assert "`HUMANO` to everyone since" in out and "by admin: OpenAI is failing" in out
+    assert f"undo: controlplane flags undo {incident['id']} --reason TEXT" in out
+    assert f"HUMANO to everyone (incident {incident['id']})" in out
 
     # Someone adds a rule in qa meanwhile: the undo would overwrite it.
     current = desk.ok(desk.admin, "GET", f"/flags/{FLAG}/environments/qa")
@@ -327,3 +334,5 @@ def test_the_cli_sets_the_variant_everywhere_refuses_a_stale_undo_and_forces_it(
     assert "restored (forced)" in out and "resumed" in out
     assert desk.rollout_state("production") == "running"
     assert desk.ofrep_answers() == earlier
+    code, out, _ = run(capsys, "flags", "show", FLAG)
+    assert code == 0 and "INCIDENT" not in out and "to everyone" not in out

@@ -2,7 +2,8 @@
 everyone in production by an incident, a breaching guard (and an Alertmanager alert) is recorded and told but rolls
 nothing back, once told, naming the incident and its undo; after the undo the guard rolls back as usual. An
 operator's start, advance and resume are refused with `409 incident-active` and change nothing; a manual rollback
-is allowed, and the undo is then refused with `409 changed-since` unless forced."""
+is allowed, and the undo is then refused with `409 changed-since` unless forced. The incident in force is marked
+on the flag's read and on `/metrics` (`controlplane_flag_incident_active`) until undone."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from tests.integration.test_guarded_rollback import (  # noqa: F401 (fixtures us
     settings,
     upload_requests,
 )
+from tests.integration.test_metrics_endpoint import Scrape, scrape
 
 ROLLOUT = f"/api/v1/flags/{FLAG}/environments/production/rollout"
 
@@ -226,3 +228,45 @@ def test_a_manual_rollback_under_an_incident_is_allowed_and_its_undo_then_needs_
         json={"expected_revision": served(story)["revision"], "force": True, "reason": "again, fixed"},
     )
     assert start.status_code == 200, start.text
+
+
+def test_the_flag_read_and_metrics_mark_the_incident_in_force_until_it_is_undone(story: Story) -> None:
+    story.apply()
+    story.start_production()
+    incident = set_off_in_production(story)
+    environments = story.settings.environments
+
+    flag = story.client.get(f"/api/v1/flags/{FLAG}", headers=story.operator).json()
+    listed = next(
+        item for item in story.client.get("/api/v1/flags", headers=story.operator).json() if item["key"] == FLAG
+    )
+    metrics = Scrape.of_text(scrape(story.client).text)
+
+    marked = {state["environment"]: state["incident"] for state in flag["environments"]}
+    assert marked["production"] == {
+        "id": incident["id"],
+        "variant": "off",
+        "since": incident["created_at"],
+        "actor": "sre-alice",
+        "reason": "uploads corrupt references",
+        "undo": f"controlplane flags undo {incident['id']} --reason TEXT",
+    }
+    assert all(marked[name] is None for name in environments if name != "production")
+    assert [state["incident"] for state in listed["environments"]] == [
+        state["incident"] for state in flag["environments"]
+    ]
+    one = story.client.get(f"/api/v1/flags/{FLAG}/environments/production", headers=story.operator).json()
+    assert one["incident"] == marked["production"]
+    assert metrics.value("controlplane_flag_incident_active", flag=FLAG, environment="production") == 1
+    assert [
+        metrics.value("controlplane_flag_incident_active", flag=FLAG, environment=name)
+        for name in environments
+        if name != "production"
+    ] == [0] * (len(environments) - 1)
+
+    story.client.post(f"/api/v1/incidents/{incident['id']}/undo", headers=story.operator, json={"reason": "over"})
+
+    flag = story.client.get(f"/api/v1/flags/{FLAG}", headers=story.operator).json()
+    assert [state["incident"] for state in flag["environments"]] == [None] * len(environments)
+    after = Scrape.of_text(scrape(story.client).text)
+    assert after.value("controlplane_flag_incident_active", flag=FLAG, environment="production") == 0
