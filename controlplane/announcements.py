@@ -11,17 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
 
 from litestar.datastructures import State
 from litestar.di import Provide
-from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from controlplane.metrics import ControlPlaneMetrics
 from controlplane.notifications.config import NotificationConfig
 from controlplane.notifications.messages import ROLLOUT_RULE, AlertEvent
-from controlplane.notifications.service import DeliveryStatus, count_silenced, enqueue_notifications
+from controlplane.notifications.service import count_silenced_on_commit, enqueue_notifications
 from controlplane.rollouts.steps import RolloutStep, StepAnnouncer
 
 __all__ = ["NotificationAnnouncer", "dependencies", "step_event"]
@@ -64,13 +62,7 @@ class NotificationAnnouncer:
     def announce(self, session: Session, steps: Sequence[RolloutStep], *, now: datetime) -> None:
         """Record the steps for every receiver their routes pick (silenced ones as silenced)."""
         created = enqueue_notifications(session, self._config(), [step_event(step) for step in steps], now=now)
-        metrics = self._metrics
-        if metrics is not None and any(row.status == DeliveryStatus.SILENCED for row in created):
-            # Counted only once committed: a refused or failed transaction silenced nothing.
-            def count(_: Any) -> None:
-                count_silenced(metrics, created)
-
-            event.listen(session, "after_commit", count, once=True)
+        count_silenced_on_commit(session, self._metrics, created)
 
 
 def provide_announcer(state: State) -> StepAnnouncer:

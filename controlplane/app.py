@@ -54,6 +54,8 @@ from controlplane.guarding.dependencies import dependencies as gate_dependencies
 from controlplane.guarding.dependencies import provide_gates
 from controlplane.guarding.trigger import EvaluationTrigger, LeaderListener, guard_action, leader_notifier
 from controlplane.guarding.webhook import AlertmanagerController
+from controlplane.incidents.controller import IncidentController, SetVariantController
+from controlplane.incidents.hold import dependencies as hold_dependencies
 from controlplane.metrics import ControlPlaneMetrics, HttpMetricsMiddleware
 from controlplane.migrate import is_at_head
 from controlplane.notifications.config import load_notification_config
@@ -218,6 +220,8 @@ def create_app(
         route_handlers=[
             FlagController,
             RolloutController,
+            SetVariantController,
+            IncidentController,
             AuditController,
             TokenController,
             DefinitionController,
@@ -259,6 +263,7 @@ def create_app(
             **rollout_dependencies,
             **notification_dependencies,
             **announcement_dependencies,
+            **hold_dependencies,
         },
         exception_handlers=exception_handlers,
         middleware=[

@@ -6,7 +6,7 @@ from controlplane.auth.models import ApiToken
 from controlplane.catalog.models import PipelineCatalog
 from controlplane.cleanup.models import CleanupPolicyRow, CleanupRun
 from controlplane.db import Base
-from controlplane.flags.models import Flag, FlagEnvironment
+from controlplane.flags.models import Flag, FlagEnvironment, FlagIncident
 from controlplane.notifications.models import Notification, Silence
 from controlplane.rollouts.models import Rollout, RolloutPlan
 from controlplane.scheduling.models import LeaderLease
@@ -23,6 +23,7 @@ __all__ = [
     "EventTail",
     "Flag",
     "FlagEnvironment",
+    "FlagIncident",
     "IngestedBatch",
     "LeaderLease",
     "Notification",

@@ -26,6 +26,7 @@ from controlplane.catalog.service import load_rules
 from controlplane.cleanup.service import policy_health
 from controlplane.clock import Clock
 from controlplane.db import UNAVAILABLE, DatabaseTimeout, read_within, session_scope
+from controlplane.flags import service as flag_service
 from controlplane.flags.models import Flag, FlagEnvironment
 from controlplane.rollouts.models import Rollout, RolloutPlan
 from controlplane.rollouts.stages import RolloutState, stages_from_json
@@ -41,7 +42,8 @@ STREAK_GAUGE = "controlplane_event_streak"
 
 
 class StateMetrics(Collector):
-    """Gauges of what the database holds now (the same on every replica): rollouts and alert states."""
+    """Gauges of what the database holds now (the same on every replica): rollouts, incident actions in force and
+    alert states."""
 
     def __init__(self, reader: sessionmaker[Session]) -> None:
         self._reader = reader
@@ -105,6 +107,12 @@ class StateMetrics(Collector):
             "When each scheduled cleanup policy last finished a successful run (absent before its first).",
             labels=["policy", "bucket"],
         )
+        incident = GaugeMetricFamily(
+            "controlplane_flag_incident_active",
+            "1 while an incident action (`controlplane flags set-variant`) serves one variant to everyone in the "
+            "environment, overriding its rules and rollout; 0 otherwise.",
+            labels=["flag", "environment"],
+        )
         deadline = GaugeMetricFamily(
             "controlplane_cleanup_success_deadline_timestamp_seconds",
             "When a scheduled cleanup policy's next success is due at the latest (its schedule's allowance after the "
@@ -140,7 +148,10 @@ class StateMetrics(Collector):
             environments = session.execute(
                 select(Flag.key, FlagEnvironment).join(Flag, Flag.id == FlagEnvironment.flag_id).order_by(Flag.key)
             ).all()
+            overridden = flag_service.active_incidents(session)
             for key, environment in environments:
+                labels = [key, environment.environment]
+                incident.add_metric(labels, 1.0 if (key, environment.environment) in overridden else 0.0)
                 rollout = environment.rollout or {}
                 segmentation = segmented.get((environment.flag_id, environment.environment))
                 parts: list[tuple[str, str | None, float]]
@@ -182,7 +193,7 @@ class StateMetrics(Collector):
                     )
                 if alert_row.value is not None:
                     value.add_metric(labels, alert_row.value)
-        return (stage, percentage, state, alert, value, last_success, deadline)
+        return (stage, percentage, state, incident, alert, value, last_success, deadline)
 
 
 class StreakMetrics(Collector):

@@ -34,7 +34,12 @@ class FlagController(Controller):
     @get("/", summary="List flags")
     async def list_flags(self, uow: Work) -> list[FlagRead]:
         """Every flag with its state in every environment."""
-        return await uow.read(lambda session: [to_flag_read(flag) for flag in service.list_flags(session)])
+
+        def read(session: Session) -> list[FlagRead]:
+            incidents = service.active_incidents(session)
+            return [to_flag_read(flag, incidents) for flag in service.list_flags(session)]
+
+        return await uow.read(read)
 
     @post("/", opt={"role": Role.ADMIN}, summary="Create a flag", responses=problems(409))
     async def create_flag(
@@ -52,8 +57,11 @@ class FlagController(Controller):
 
     @get("/{key:str}", summary="Read a flag")
     async def read_flag(self, uow: Work, key: FromPath[str]) -> FlagRead:
-        """One flag with its state in every environment."""
-        return await uow.read(lambda session: to_flag_read(service.get_flag(session, key)))
+        """One flag with its state in every environment, each marked with the incident action in force there
+        (`incident`: id, variant, since, actor, reason and the undo command; null when none is)."""
+        return await uow.read(
+            lambda session: to_flag_read(service.get_flag(session, key), service.active_incidents(session, key=key))
+        )
 
     @patch("/{key:str}", opt={"role": Role.ADMIN}, summary="Change a flag")
     async def update_flag(
@@ -84,7 +92,7 @@ class FlagController(Controller):
                     session, service.get_flag(session, key).id, settings.environments
                 ),
             )
-            return to_flag_read(flag)
+            return to_flag_read(flag, service.active_incidents(session, key=key))
 
         return await uow.write(update)
 
@@ -98,7 +106,7 @@ class FlagController(Controller):
             state = service.get_environment_state(
                 session, key=key, environment=environment, environments=settings.environments
             )
-            return to_environment_read(state)
+            return to_environment_read(state, service.active_incidents(session, key=key))
 
         return await uow.read(read)
 
@@ -132,6 +140,6 @@ class FlagController(Controller):
                 reason=reason,
                 rollout_serving=rollout_serving.in_environment(session, key=key, environment=environment),
             )
-            return to_environment_read(state)
+            return to_environment_read(state, service.active_incidents(session, key=key))
 
         return await uow.write(update)

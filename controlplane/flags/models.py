@@ -10,7 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from controlplane.db import Base, JSONDocument, UTCDateTime, utcnow
 
-__all__ = ["CONFIGURATION_CHANNEL", "Flag", "FlagEnvironment"]
+__all__ = ["CONFIGURATION_CHANNEL", "Flag", "FlagEnvironment", "FlagIncident"]
 
 
 class Flag(Base):
@@ -59,6 +59,31 @@ class FlagEnvironment(Base):
     flag: Mapped[Flag] = relationship(back_populates="environments")
 
     __mapper_args__ = {"version_id_col": revision}
+
+
+class FlagIncident(Base):
+    """An incident action: one flag set to serve ``variant`` to everyone in some environments, and its undo.
+
+    ``environments`` lists, per environment, the serving state before and after (``flags.reads.environment_snapshot``),
+    the environment revision the action left (what undo compares against) and whether a running rollout was paused
+    for it. ``undo`` lists, per environment, what the undo did; it is set once, when the incident is undone.
+    """
+
+    __tablename__ = "flag_incidents"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    flag_id: Mapped[int] = mapped_column(ForeignKey("flags.id", ondelete="CASCADE"), index=True)
+    variant: Mapped[str] = mapped_column(String(128))
+    actor: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    environments: Mapped[list[dict[str, Any]]] = mapped_column(JSONDocument)
+    undone_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    undone_by: Mapped[str | None] = mapped_column(String(128))
+    undo_reason: Mapped[str | None] = mapped_column(Text)
+    undo: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONDocument)
+
+    flag: Mapped[Flag] = relationship()
 
 
 #: PostgreSQL channel on which every committed flag change is announced to all replicas

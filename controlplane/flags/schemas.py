@@ -14,6 +14,7 @@ from controlplane_client.provider.wire import Name as Name
 from controlplane_client.provider.wire import Percentage as Percentage
 
 __all__ = [
+    "ActiveIncidentRead",
     "Condition",
     "ConditionOperator",
     "EnvironmentStateRead",
@@ -24,7 +25,13 @@ __all__ = [
     "FlagRead",
     "FlagType",
     "FlagUpdate",
+    "HeldRollbackRead",
+    "IncidentEnvironmentRead",
+    "IncidentRead",
+    "IncidentUndo",
+    "IncidentUndoRead",
     "PercentageRollout",
+    "SetVariantRequest",
     "TargetingRule",
     "check_flag_variants",
     "check_variant_values",
@@ -132,8 +139,20 @@ class EnvironmentStateUpdate(msgspec.Struct, forbid_unknown_fields=True):
     rollout: PercentageRollout | None = None
 
 
+class ActiveIncidentRead(msgspec.Struct):
+    """An incident action in force in an environment: which, the variant it serves to everyone, since when, by whom,
+    why, and the command that undoes it."""
+
+    id: int
+    variant: str
+    since: datetime
+    actor: str
+    reason: str
+    undo: str
+
+
 class EnvironmentStateRead(msgspec.Struct):
-    """A flag's state in one environment."""
+    """A flag's state in one environment; ``incident`` is the incident action in force there (None: none is)."""
 
     environment: str
     enabled: bool
@@ -142,6 +161,7 @@ class EnvironmentStateRead(msgspec.Struct):
     rollout: PercentageRollout | None
     revision: int
     updated_at: datetime
+    incident: ActiveIncidentRead | None = None
 
 
 class FlagRead(msgspec.Struct):
@@ -160,3 +180,74 @@ class FlagRead(msgspec.Struct):
     created_at: datetime
     updated_at: datetime
     environments: list[EnvironmentStateRead]
+
+
+# A reason is checked by the use case (`reason-required` names what needs one), not refused here as a malformed body.
+IncidentReason = Annotated[str, msgspec.Meta(max_length=2000)]
+
+
+class SetVariantRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """An incident action: serve ``variant`` to everyone in ``environments``, or in every environment where the flag
+    is switched on (``all_environments``). ``reason`` is required."""
+
+    variant: Name
+    reason: IncidentReason | None = None
+    environments: list[Name] = msgspec.field(default_factory=list)
+    all_environments: bool = False
+
+
+class IncidentUndo(msgspec.Struct, forbid_unknown_fields=True):
+    """Undo an incident action; ``force`` restores environments changed since it, overwriting those changes."""
+
+    reason: IncidentReason | None = None
+    force: bool = False
+
+
+class HeldRollbackRead(msgspec.Struct):
+    """An automatic rollback an incident override held back: the rule that asked for it (``trigger``: ``guard``, the
+    control plane's own evaluation, or ``alertmanager``), when it first did, and what it measured."""
+
+    rule: str
+    trigger: str
+    at: datetime
+    why: str
+
+
+class IncidentEnvironmentRead(msgspec.Struct):
+    """What an incident action did to one environment: its serving state before and after, the revision it left,
+    whether it paused a running rollout there, and the automatic rollbacks it held back while in force."""
+
+    environment: str
+    before: dict[str, Any]
+    after: dict[str, Any]
+    revision: int
+    rollout_paused: bool
+    held: list[HeldRollbackRead] = msgspec.field(default_factory=list)
+
+
+class IncidentUndoRead(msgspec.Struct):
+    """What an undo did to one environment: the state it restored, whether that overwrote a change made since,
+    and what became of a rollout the action had paused (empty when it paused none)."""
+
+    environment: str
+    restored: dict[str, Any]
+    changed_since: bool
+    rollout: str
+
+
+class IncidentRead(msgspec.Struct):
+    """An incident action and, once undone, its undo. ``skipped`` (in the answer to the action only) names the
+    environments it left alone and why."""
+
+    id: int
+    flag: str
+    variant: str
+    actor: str
+    reason: str
+    created_at: datetime
+    environments: list[IncidentEnvironmentRead]
+    undone_at: datetime | None
+    undone_by: str | None
+    undo_reason: str | None
+    undo: list[IncidentUndoRead] | None
+    skipped: dict[str, str] = msgspec.field(default_factory=dict)

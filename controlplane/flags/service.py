@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -13,7 +13,15 @@ from sqlalchemy.orm import Session, selectinload
 from controlplane.audit.service import append_audit_record
 from controlplane.db import announce_on_commit
 from controlplane.errors import Conflict, InvalidInput, NotFound
-from controlplane.flags.models import CONFIGURATION_CHANNEL, Flag, FlagEnvironment
+from controlplane.flags.incidents import (
+    EnvironmentRecord,
+    UndoVerdict,
+    incident_scope,
+    overridden_state,
+    undo_command,
+    undo_verdicts,
+)
+from controlplane.flags.models import CONFIGURATION_CHANNEL, Flag, FlagEnvironment, FlagIncident
 from controlplane.flags.reads import environment_snapshot, flag_snapshot
 from controlplane.flags.schemas import (
     EnvironmentStateUpdate,
@@ -26,6 +34,7 @@ from controlplane.flags.schemas import (
 )
 
 __all__ = [
+    "active_incidents",
     "announce_configuration_change",
     "check_revision",
     "create_flag",
@@ -33,8 +42,13 @@ __all__ = [
     "ensure_every_flag_has_environments",
     "get_environment_state",
     "get_flag",
+    "get_incident",
     "list_flags",
+    "list_incidents",
     "record_environment_change",
+    "record_held_rollback",
+    "set_variant_everywhere",
+    "undo_incident",
     "update_environment_state",
     "update_flag",
 ]
@@ -310,6 +324,7 @@ def record_environment_change(
     actor: str,
     now: datetime,
     reason: str | None,
+    action: str = "flag.environment.update",
 ) -> None:
     """Stamp a change the caller made to an environment state (raising its revision), announce and audit it."""
     state.updated_at = now
@@ -319,7 +334,7 @@ def record_environment_change(
         session,
         now=now,
         actor=actor,
-        action="flag.environment.update",
+        action=action,
         target_type="flag",
         target=state.flag.key,
         environment=state.environment,
@@ -345,3 +360,253 @@ def _check_variants_exist(flag: Flag, changes: EnvironmentStateUpdate) -> None:
                 f"its variants are {', '.join(f'`{name}`' for name in sorted(flag.variants))}",
                 field=field,
             )
+
+
+# --- incident actions -------------------------------------------------------------------------------------------
+
+#: Asked, before an incident action changes an environment, to pause a running rollout of the flag there (so the
+#: scheduler does not advance it under the override): True when it paused one. Handed in by the workflow above.
+PauseRollout = Callable[[FlagIncident, str], bool]
+#: Asked, once an undo restored an environment whose rollout the action paused, to resume it: what it did, in words.
+ResumeRollout = Callable[[FlagIncident, str], str]
+
+
+def _require_reason(reason: str | None, what: str) -> str:
+    if reason is None or not reason.strip():
+        raise InvalidInput("reason-required", f"{what} needs a reason: say why, for the audit log", field="reason")
+    return reason.strip()
+
+
+def _check_variant(flag: Flag, variant: str) -> None:
+    if variant not in flag.variants:
+        raise InvalidInput(
+            "unknown-variant",
+            f"flag `{flag.key}` has no variant `{variant}`; "
+            f"its variants are {', '.join(f'`{name}`' for name in sorted(flag.variants))}",
+            field="variant",
+        )
+
+
+def set_variant_everywhere(
+    session: Session,
+    *,
+    key: str,
+    variant: str,
+    named: Sequence[str],
+    all_environments: bool,
+    environments: Sequence[str],
+    actor: str,
+    reason: str | None,
+    now: datetime,
+    pause_rollout: PauseRollout,
+) -> tuple[FlagIncident, dict[str, str]]:
+    """Serve ``variant`` to everyone in the named environments, or in every environment where the flag is switched
+    on (``flags.incidents``), recording the incident with each environment's state before and after, auditing each
+    environment; the incident and the environments left alone with why."""
+    text = _require_reason(reason, "an incident action")
+    if all_environments == bool(named):
+        raise InvalidInput(
+            "invalid-field",
+            "name the environments (`environments`) or ask for all of them (`all_environments`), not both or neither",
+            field="environments",
+        )
+    for environment in named:
+        require_environment(environment, environments)
+    flag = get_flag(session, key)
+    _check_variant(flag, variant)
+    ensure_environments(session, flag, environments)
+    states = {state.environment: state for state in flag.environments if state.environment in environments}
+    scope = incident_scope(
+        {name: environment_snapshot(state) for name, state in states.items()},
+        variant,
+        off_variant=flag.off_variant,
+        named=named,
+        all_environments=all_environments,
+    )
+    if not scope.targets:
+        why = "; ".join(f"{name}: {said}" for name, said in scope.skipped.items()) or "no environment"
+        raise Conflict("nothing-to-change", f"`{key}` serves `{variant}` nowhere it could change: {why}")
+    incident = FlagIncident(flag=flag, variant=variant, actor=actor, reason=text, created_at=now, environments=[])
+    session.add(incident)
+    session.flush()
+    records: list[EnvironmentRecord] = []
+    for environment in scope.targets:
+        state = states[environment]
+        before = environment_snapshot(state)
+        # Paused first: a pause makes the environment serve its rollout's stage again, which the override replaces.
+        paused = pause_rollout(incident, environment)
+        after = overridden_state(before, variant)
+        state.enabled = after["enabled"]
+        state.default_variant = after["default_variant"]
+        state.rules = after["rules"]
+        state.rollout = after["rollout"]
+        said = f"incident {incident.id}: `{variant}` to everyone" + (", running rollout paused" if paused else "")
+        record_environment_change(
+            session,
+            state,
+            before=before,
+            after=after,
+            actor=actor,
+            now=now,
+            reason=f"{said}: {text}",
+            action="flag.incident.set_variant",
+        )
+        records.append(EnvironmentRecord(environment, before, after, state.revision, paused))
+    incident.environments = [record.to_json() for record in records]
+    session.flush()
+    return incident, dict(scope.skipped)
+
+
+def get_incident(session: Session, incident_id: int) -> FlagIncident:
+    """The incident with this id, or IncidentNotFound."""
+    incident = session.get(FlagIncident, incident_id)
+    if incident is None:
+        raise NotFound("incident-not-found", f"no incident {incident_id}", incident=incident_id)
+    return incident
+
+
+def active_incidents(session: Session, *, key: str | None = None) -> dict[tuple[str, str], FlagIncident]:
+    """The incidents in force (not undone), by the (flag, environment) each overrides; of one flag when ``key`` is
+    given. Where two are in force in one environment (a second variant set over the first), the newest."""
+    query = (
+        select(Flag.key, FlagIncident)
+        .join(Flag, Flag.id == FlagIncident.flag_id)
+        .where(FlagIncident.undone_at.is_(None))
+        .order_by(FlagIncident.id)
+    )
+    if key is not None:
+        query = query.where(Flag.key == key)
+    found: dict[tuple[str, str], FlagIncident] = {}
+    for flag_key, incident in session.execute(query):
+        for item in incident.environments:
+            found[(flag_key, item["environment"])] = incident
+    return found
+
+
+def record_held_rollback(
+    session: Session,
+    incident: FlagIncident,
+    environment: str,
+    *,
+    rule: str,
+    trigger: str,
+    why: str,
+    actor: str,
+    now: datetime,
+) -> bool:
+    """Record on ``incident`` that it held back an automatic rollback of its flag in ``environment`` asked by
+    ``rule`` (``trigger``: guard or alertmanager), and audit it; once per incident, environment and rule (a guard keeps
+    breaching every tick): True when recorded now, False when it was already."""
+    records = [dict(item) for item in incident.environments]
+    record = next(item for item in records if item["environment"] == environment)
+    held = list(record.get("held", []))
+    if any(item["rule"] == rule for item in held):
+        return False
+    held.append({"rule": rule, "trigger": trigger, "at": now.isoformat(), "why": why})
+    record["held"] = held
+    # A new list: the JSON column is saved when assigned, not when a nested value changes.
+    incident.environments = records
+    state = get_environment_state(session, key=incident.flag.key, environment=environment, environments=[environment])
+    served = environment_snapshot(state)
+    append_audit_record(
+        session,
+        now=now,
+        actor=actor,
+        action="flag.incident.rollback_held",
+        target_type="flag",
+        target=incident.flag.key,
+        environment=environment,
+        reason=f"automatic rollback held by incident {incident.id} (`{incident.variant}` to everyone, by "
+        f"{incident.actor}: {incident.reason}; undo: {undo_command(incident.id)}): {why}",
+        before=served,
+        after=served,
+    )
+    session.flush()
+    return True
+
+
+def list_incidents(session: Session, *, key: str | None = None, limit: int = 50) -> list[FlagIncident]:
+    """Incidents, newest first; of one flag when ``key`` is given."""
+    query = select(FlagIncident).order_by(FlagIncident.id.desc()).limit(limit)
+    if key is not None:
+        query = query.where(FlagIncident.flag_id == get_flag(session, key).id)
+    return list(session.scalars(query))
+
+
+def undo_incident(
+    session: Session,
+    *,
+    incident_id: int,
+    environments: Sequence[str],
+    actor: str,
+    reason: str | None,
+    force: bool,
+    now: datetime,
+    resume_rollout: ResumeRollout,
+) -> tuple[FlagIncident, list[UndoVerdict]]:
+    """Put every environment of an incident back in the state recorded before it, all or none: refused with
+    ``409 changed-since`` when someone changed one since, unless ``force``; rollouts the action paused are resumed."""
+    text = _require_reason(reason, "an undo")
+    incident = get_incident(session, incident_id)
+    if incident.undone_at is not None:
+        raise Conflict(
+            "incident-undone",
+            f"incident {incident_id} was undone at {incident.undone_at.isoformat()} by {incident.undone_by}",
+            incident=incident_id,
+        )
+    records = [EnvironmentRecord.from_json(item) for item in incident.environments]
+    states = {
+        record.environment: get_environment_state(
+            session, key=incident.flag.key, environment=record.environment, environments=environments
+        )
+        for record in records
+    }
+    verdicts = undo_verdicts(records, {name: state.revision for name, state in states.items()}, force=force)
+    changed = [verdict for verdict in verdicts if verdict.changed_since]
+    if changed and not force:
+        raise Conflict(
+            "changed-since",
+            f"`{incident.flag.key}` was changed since incident {incident_id} in "
+            f"{', '.join(verdict.environment for verdict in changed)}: undoing would overwrite that change; "
+            "look at the audit log, then undo with force to restore the recorded states anyway",
+            environments=[verdict.environment for verdict in changed],
+            overridable_with="force",
+        )
+    done: list[dict[str, Any]] = []
+    for record, verdict in zip(records, verdicts, strict=True):
+        state = states[record.environment]
+        before = environment_snapshot(state)
+        state.enabled = record.before["enabled"]
+        state.default_variant = record.before["default_variant"]
+        state.rules = list(record.before["rules"])
+        state.rollout = record.before["rollout"]
+        overrode = (
+            f", overriding changes since (revision {verdict.recorded_revision} -> {verdict.current_revision})"
+            if verdict.changed_since
+            else ""
+        )
+        record_environment_change(
+            session,
+            state,
+            before=before,
+            after=environment_snapshot(state),
+            actor=actor,
+            now=now,
+            reason=f"undo of incident {incident_id}{overrode}: {text}",
+            action="flag.incident.undo",
+        )
+        rollout = resume_rollout(incident, record.environment) if record.rollout_paused else ""
+        done.append(
+            {
+                "environment": record.environment,
+                "restored": record.before,
+                "changed_since": verdict.changed_since,
+                "rollout": rollout,
+            }
+        )
+    incident.undone_at = now
+    incident.undone_by = actor
+    incident.undo_reason = text
+    incident.undo = done
+    session.flush()
+    return incident, verdicts

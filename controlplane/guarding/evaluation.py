@@ -25,7 +25,7 @@ from controlplane.alerting.evaluation import (
 from controlplane.alerting.prometheus import PrometheusSource, read_prometheus_rules
 from controlplane.catalog.rules import WINDOW_SIZE
 from controlplane.guarding.readings import AlertGateReader
-from controlplane.guarding.rollback import RollbackDone, roll_back_breaching
+from controlplane.guarding.rollback import HeldRollback, RollbackDone, roll_back_breaching
 from controlplane.notifications.config import NotificationConfig
 from controlplane.rollouts.service import GuardedRollout, guarded_rollouts
 
@@ -34,9 +34,11 @@ __all__ = ["GuardedEvaluation", "apply_guarded_evaluation", "evaluate_alerts", "
 
 @dataclass(slots=True)
 class GuardedEvaluation(Evaluation):
-    """What one evaluation tick did: alerting's counts and notifications, and the rollbacks its guards made."""
+    """What one evaluation tick did: alerting's counts and notifications, the rollbacks its guards made and those
+    incident overrides held back."""
 
     rollbacks: list[RollbackDone] = field(default_factory=list)
+    held: list[HeldRollback] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
 
@@ -58,7 +60,7 @@ def apply_guarded_evaluation(
     evaluation = apply_evaluation(
         session, plan, now=now, notifications=notifications, cache=cache, also_notify=rollbacks.events
     )
-    return _guarded(evaluation, rollbacks=rollbacks.done, errors=rollbacks.errors)
+    return _guarded(evaluation, rollbacks=rollbacks.done, held=rollbacks.held, errors=rollbacks.errors)
 
 
 def settle_quiet_plan(
@@ -71,10 +73,14 @@ def settle_quiet_plan(
 
 
 def _guarded(
-    evaluation: Evaluation, *, rollbacks: list[RollbackDone] | None = None, errors: list[str] | None = None
+    evaluation: Evaluation,
+    *,
+    rollbacks: list[RollbackDone] | None = None,
+    held: list[HeldRollback] | None = None,
+    errors: list[str] | None = None,
 ) -> GuardedEvaluation:
     counted = {item.name: getattr(evaluation, item.name) for item in fields(Evaluation)}
-    return GuardedEvaluation(**counted, rollbacks=rollbacks or [], errors=errors or [])
+    return GuardedEvaluation(**counted, rollbacks=rollbacks or [], held=held or [], errors=errors or [])
 
 
 def evaluate_alerts(

@@ -93,6 +93,15 @@ def evaluate_alert_rules(
             metrics.rollbacks.labels(rollback.flag, rollback.environment, rollback.trigger).inc()
     for rollback in evaluation.rollbacks:
         logger.warning("guard %s rolled back %s in %s", rollback.rule, rollback.flag, rollback.environment)
+    for held in evaluation.held:
+        if held.first:
+            logger.warning(
+                "guard %s fired for %s in %s: rollback held by incident %s",
+                held.rule,
+                held.flag,
+                held.environment,
+                held.incident,
+            )
     for error in evaluation.errors:
         logger.error("alert evaluation: %s", error)
     return evaluation

@@ -51,7 +51,7 @@ class WebhookOutcome(msgspec.Struct):
     fingerprint: str
     alertname: str
     # rolled_back | already_rolled_back | no_rollout | not_a_stage_guard | shadow_guard | sequential_guard
-    # | ignored_resolved | ignored_unlabelled | refused
+    # | held_by_incident | ignored_resolved | ignored_unlabelled | refused
     action: str
     flag: str | None = None
     environment: str | None = None

@@ -1,6 +1,7 @@
 """The Alertmanager webhook (`operator`): a firing alert labelled with a flag and an environment rolls that rollout
 back through the operators' own path, once; each alert of the notification is answered with what was done. An alert
-whose `rule` label names a shadow rule (``mode: shadow``) rolls nothing back.
+whose `rule` label names a shadow rule (``mode: shadow``) rolls nothing back; one naming a flag an incident override
+holds in that environment is held back as the control plane's own guards are (``guarding.rollback``).
 
 Where the plan of that environment runs per segment (``per:``), the alert must name the segment: its `rule` label is a
 guard the definitions loader scoped to one segment (the stored rule's ``segment`` says which flag, environment and
@@ -23,7 +24,10 @@ from controlplane.auth.dependencies import TokenPrincipal
 from controlplane.catalog.rules import Rule
 from controlplane.catalog.service import load_rules
 from controlplane.errors import DomainError, InvalidInput
-from controlplane.guarding.rollback import RollbackDone, roll_back_as
+from controlplane.flags import service as flag_service
+from controlplane.flags.incidents import undo_command
+from controlplane.flags.models import FlagIncident
+from controlplane.guarding.rollback import RollbackDone, hold_for_incident, roll_back_as
 from controlplane.guarding.schemas import AlertmanagerAlert, AlertmanagerPayload, WebhookOutcome
 from controlplane.notifications.config import NotificationConfig
 from controlplane.notifications.dependencies import CurrentNotificationConfig
@@ -61,6 +65,7 @@ def handle_alertmanager(
     done: list[RollbackDone] = []
     events: list[AlertEvent] = []
     rules: dict[str, Rule] | None = None  # the stored rules by name, read once at the first alert naming a rule
+    overrides: dict[tuple[str, str], FlagIncident] | None = None  # incidents in force, read once when needed
     for alert in payload.alerts:
         name = alert.labels.get("alertname", "")
         flag, environment = alert.labels.get("flag"), alert.labels.get("environment")
@@ -174,6 +179,31 @@ def handle_alertmanager(
             f"Alertmanager alert {name} firing since {alert.startsAt} (fingerprint {alert.fingerprint}, "
             f"group {payload.groupKey}): {words} {alert.generatorURL}".strip()
         )
+        if overrides is None:
+            overrides = flag_service.active_incidents(session)
+        incident = overrides.get((flag, environment))
+        if incident is not None:
+            held = hold_for_incident(
+                session,
+                incident,
+                environment,
+                rule=name or "alertmanager",
+                trigger="alertmanager",
+                why=reason,
+                pipeline=alert.labels.get("pipeline", "alertmanager"),
+                severity=_ALERTMANAGER_SEVERITY.get(alert.labels.get("severity", "page"), "page"),
+                now=now,
+            )
+            if held is not None:
+                events.append(held)
+            outcomes.append(
+                said(
+                    "held_by_incident",
+                    f"incident {incident.id} serves `{incident.variant}` to everyone here; the rollback waits for "
+                    f"its undo ({undo_command(incident.id)})",
+                )
+            )
+            continue
         refusal = roll_back_as(session, flag, environment, reason, actor, environments, now, gates, segment)
         if refusal is not None:
             outcomes.append(said("refused", str(refusal), segment=segment))

@@ -11,7 +11,8 @@
 
 Routes are tried in order; the first that matches an event's severity and kind wins unless it says
 ``continue: true``. ``kind`` lists event kinds (``messages.KINDS``) or the families ``alert`` (trigger, resolve,
-rollback) and ``rollout`` (every rollout step). A PagerDuty receiver sends rollout steps as Change Events to
+rollback), ``rollout`` (every rollout step) and ``incident`` (incident actions: a flag set to a variant everywhere,
+and its undo). A PagerDuty receiver sends rollout steps and incident actions as Change Events to
 ``change_url``, by default its ``url`` with ``/v2/enqueue`` replaced by ``/v2/change/enqueue``.
 ``${NAME}`` in a receiver's values is replaced by that environment variable when the file is loaded.
 """
@@ -30,7 +31,7 @@ from urllib.parse import urlsplit
 import msgspec
 import yaml
 
-from controlplane.notifications.messages import ALERT_KINDS, KINDS, ROLLOUT_KINDS
+from controlplane.notifications.messages import ALERT_KINDS, INCIDENT_KINDS, KINDS, ROLLOUT_KINDS
 
 __all__ = [
     "KIND_FAMILIES",
@@ -52,7 +53,9 @@ PAGERDUTY_CHANGE_EVENTS_URL: Final = "https://events.pagerduty.com/v2/change/enq
 _EVENTS_PATH = "/v2/enqueue"
 _CHANGE_EVENTS_PATH = "/v2/change/enqueue"
 #: Names a route's ``kind`` may use for a whole family of event kinds.
-KIND_FAMILIES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType({"alert": ALERT_KINDS, "rollout": ROLLOUT_KINDS})
+KIND_FAMILIES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
+    {"alert": ALERT_KINDS, "rollout": ROLLOUT_KINDS, "incident": INCIDENT_KINDS}
+)
 _RECEIVER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 

@@ -15,7 +15,8 @@ What a receiver last heard about an alert (its ``dedup_key``) is one of three st
                                            silenced: never leave an     (the receiver never heard of it)
                                            incident open
 
-A rollout step (``messages.ROLLOUT_KINDS``) is decided as a trigger of its own key: sent once, never resolved.
+A rollout step or incident action (``messages.ANNOUNCEMENT_KINDS``) is decided as a trigger of its own key: sent
+once, never resolved.
 
 Silences mute notifications only; they never change an alert's state.
 """
@@ -26,7 +27,7 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from controlplane.notifications.messages import ROLLOUT_KINDS, AlertEvent
+from controlplane.notifications.messages import ANNOUNCEMENT_KINDS, AlertEvent
 
 __all__ = ["MATCHER_FIELDS", "Action", "Decision", "Notified", "decide", "notified_state", "silence_matches"]
 
@@ -68,7 +69,7 @@ def decide(kind: str, state: Notified, *, silenced: bool) -> Decision:
             return Decision(Action.SILENCE, Notified.CLOSED, "the trigger it resolves was silenced and never sent")
         return Decision(Action.DROP, state, "never notified")
     # A rollout step's key names that step alone: seen again, it is the same step told twice.
-    once = kind == "trigger" or kind in ROLLOUT_KINDS
+    once = kind == "trigger" or kind in ANNOUNCEMENT_KINDS
     if once and state is Notified.OPEN:
         return Decision(Action.DROP, state, "already notified")
     if silenced:

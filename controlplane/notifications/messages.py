@@ -21,6 +21,9 @@ from typing import Any, Final
 
 __all__ = [
     "ALERT_KINDS",
+    "ANNOUNCEMENT_KINDS",
+    "INCIDENT_KINDS",
+    "INCIDENT_RULE",
     "KINDS",
     "PAGERDUTY_SEVERITY",
     "ROLLOUT_KINDS",
@@ -51,9 +54,16 @@ ROLLOUT_KINDS: Final = (
     "rolled_back",
     "progress_deadline_passed",
 )
-KINDS: Final = ALERT_KINDS + ROLLOUT_KINDS
+#: Incident actions (``controlplane flags set-variant`` and its undo), and an automatic rollback an incident override
+#: in force held back: announcements like rollout steps.
+INCIDENT_KINDS: Final = ("variant_set", "variant_restored", "rollback_held")
+#: What is told once and never resolved, and sent to PagerDuty as a change event: rollout steps and incident actions.
+ANNOUNCEMENT_KINDS: Final = ROLLOUT_KINDS + INCIDENT_KINDS
+KINDS: Final = ALERT_KINDS + ANNOUNCEMENT_KINDS
 #: The rule name rollout steps carry: silences and `notifications list --rule rollout` pick them by it.
 ROLLOUT_RULE: Final = "rollout"
+#: The rule name incident actions carry.
+INCIDENT_RULE: Final = "incident"
 SEVERITIES: Final = ("page", "ticket", "info")
 #: Our severities onto PagerDuty's four; PagerDuty's own names pass through, anything else is `error`.
 PAGERDUTY_SEVERITY: Final[Mapping[str, str]] = {
@@ -77,7 +87,7 @@ _SLACK_HEADER = 150
 _SLACK_TEXT = 3000
 
 _STATUS = {"trigger": "firing", "resolve": "resolved", "rollback": "rolled_back"} | {
-    kind: kind for kind in ROLLOUT_KINDS
+    kind: kind for kind in ANNOUNCEMENT_KINDS
 }
 _LABEL = {
     "trigger": "FIRING",
@@ -91,6 +101,9 @@ _LABEL = {
     "rollout_completed": "ROLLOUT COMPLETED",
     "rolled_back": "ROLLED BACK BY HAND",
     "progress_deadline_passed": "PROGRESS DEADLINE PASSED",
+    "variant_set": "INCIDENT: VARIANT SET",
+    "variant_restored": "INCIDENT UNDONE",
+    "rollback_held": "ROLLBACK HELD BY INCIDENT",
 }
 _KIND_EMOJI = {
     "rollback": ":rewind:",
@@ -102,6 +115,9 @@ _KIND_EMOJI = {
     "rollout_resumed": ":arrow_forward:",
     "rollout_completed": ":white_check_mark:",
     "progress_deadline_passed": ":hourglass:",
+    "variant_set": ":rotating_light:",
+    "variant_restored": ":leftwards_arrow_with_hook:",
+    "rollback_held": ":no_entry:",
 }
 _EMOJI = {"page": ":rotating_light:", "ticket": ":warning:", "info": ":information_source:"}
 
@@ -110,7 +126,7 @@ _EMOJI = {"page": ":rotating_light:", "ticket": ":warning:", "info": ":informati
 class AlertEvent:
     """Something on-call should hear about: an alert fired or resolved, a guard rolled a flag back, or a rollout
     step (one of ``ROLLOUT_KINDS``: ``rule`` is ``rollout``, ``key`` names the step uniquely, ``description`` says
-    who and why).
+    who and why), or an incident action (one of ``INCIDENT_KINDS``, ``rule`` ``incident``, told like a step).
 
     For ``kind="rollback"``, ``summary`` says why (the guard rule's summary); the messages add that the flag was
     rolled back.
@@ -140,20 +156,21 @@ class AlertEvent:
             raise ValueError(f"alert event kind must be one of {KINDS}, got {self.kind!r}")
         if self.at.tzinfo is None or self.at.utcoffset() != timedelta(0):
             raise ValueError(f"alert event time must be aware UTC, got {self.at!r}")
-        if self.is_rollout_step and not self.key:
-            raise ValueError("a rollout step needs the `key` that names it")
+        if self.is_announcement and not self.key:
+            raise ValueError("a rollout step or an incident action needs the `key` that names it")
 
     @property
-    def is_rollout_step(self) -> bool:
-        """True for a rollout step (an announcement), false for an alert's trigger, resolve or rollback."""
-        return self.kind in ROLLOUT_KINDS
+    def is_announcement(self) -> bool:
+        """True for a rollout step or an incident action, false for an alert's trigger, resolve or rollback."""
+        return self.kind in ANNOUNCEMENT_KINDS
 
     @property
     def dedup_key(self) -> str:
         """The alert's identity across events: PagerDuty's dedup_key, and the key notifications de-duplicate on; a
         rollout step's is its own."""
-        if self.is_rollout_step:
-            return f"controlplane/rollout/{self.key}"
+        if self.is_announcement:
+            family = "incident" if self.kind in INCIDENT_KINDS else "rollout"
+            return f"controlplane/{family}/{self.key}"
         return f"controlplane/{self.pipeline}/{self.rule}/{self.environment}"
 
     @property
@@ -181,7 +198,7 @@ def group_status(events: Sequence[AlertEvent]) -> str:
     """``resolved`` when every event is a resolve, ``changed`` when every one is a rollout step, else ``firing``."""
     if events and all(event.kind == "resolve" for event in events):
         return "resolved"
-    if events and all(event.is_rollout_step for event in events):
+    if events and all(event.is_announcement for event in events):
         return "changed"
     return "firing"
 
@@ -197,7 +214,7 @@ def pagerduty_event(event: AlertEvent) -> dict[str, Any]:
     Event (no ``event_action``, no ``dedup_key``, no severity: it records a change on the service's timeline,
     where responders see it beside incidents, and pages nobody); ``is_change_event`` tells the two apart.
     """
-    if event.is_rollout_step:
+    if event.is_announcement:
         change: dict[str, Any] = {
             "payload": {
                 "summary": _truncate(event.headline, _SUMMARY_LIMIT),
@@ -240,7 +257,7 @@ def with_routing_key(body: Mapping[str, Any], routing_key: str) -> dict[str, Any
 
 
 def _custom_details(event: AlertEvent) -> dict[str, Any]:
-    if event.is_rollout_step:
+    if event.is_announcement:
         # A step has no measurement: what it carries is who moved which flag where, and why (in ``details``).
         step = {"kind": event.kind, "pipeline": event.pipeline, "environment": event.environment, "flag": event.flag}
         return {**_jsonable(event.details), **step, "description": event.description}
@@ -330,7 +347,7 @@ def _count_title(events: Sequence[AlertEvent]) -> str:
 def _slack_section(event: AlertEvent) -> dict[str, Any]:
     emoji = ":white_check_mark:" if event.kind == "resolve" else _EMOJI.get(event.severity, ":rotating_light:")
     emoji = _KIND_EMOJI.get(event.kind, emoji)
-    subject = (event.flag or event.rule) if event.is_rollout_step else event.rule
+    subject = (event.flag or event.rule) if event.is_announcement else event.rule
     heading = (
         f"{emoji} *{_LABEL[event.kind]}* ({event.severity}) `{_escape(subject)}` in *{_escape(event.environment)}*"
     )

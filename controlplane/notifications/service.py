@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 from sqlalchemy import delete, or_, select
+from sqlalchemy import event as orm_event
 from sqlalchemy.orm import Session
 
 from controlplane.audit.service import append_audit_record
@@ -22,7 +23,7 @@ from controlplane.errors import Conflict, InvalidInput, NotFound
 from controlplane.notifications.config import NotificationConfig, Receiver
 from controlplane.notifications.dedup import Action, Notified, decide, notified_state, silence_matches
 from controlplane.notifications.messages import (
-    ROLLOUT_KINDS,
+    ANNOUNCEMENT_KINDS,
     AlertEvent,
     bounded_dedup_key,
     highest_severity,
@@ -40,6 +41,7 @@ __all__ = [
     "DeliveryStatus",
     "active_silences",
     "count_silenced",
+    "count_silenced_on_commit",
     "create_silence",
     "delete_superseded_notifications",
     "enqueue_notifications",
@@ -107,6 +109,20 @@ def count_silenced(metrics: ControlPlaneMetrics, notifications: Iterable[Notific
     for notification in notifications:
         if notification.status == DeliveryStatus.SILENCED:
             metrics.notifications.labels(notification.receiver, "silenced").inc()
+
+
+def count_silenced_on_commit(
+    session: Session, metrics: ControlPlaneMetrics | None, notifications: Sequence[Notification]
+) -> None:
+    """Count the silenced ones among ``notifications`` once ``session`` commits: a refused or failed transaction
+    silenced nothing."""
+    if metrics is None or not any(row.status == DeliveryStatus.SILENCED for row in notifications):
+        return
+
+    def count(_: Any) -> None:
+        count_silenced(metrics, notifications)
+
+    orm_event.listen(session, "after_commit", count, once=True)
 
 
 def _by_reason(receiver: Receiver, silenced: list[tuple[AlertEvent, str]]) -> list[tuple[list[AlertEvent], str]]:
@@ -190,7 +206,7 @@ def delete_superseded_notifications(session: Session, *, before: datetime) -> in
             alerts = payload.get("alerts", []) if isinstance(payload, dict) else []
             keys = [(receiver, str(alert.get("dedup_key"))) for alert in alerts]
             # A rollout step's key names that step alone and is never resolved: once old, nothing reads it again.
-            announced = all(alert.get("kind") in ROLLOUT_KINDS for alert in alerts)
+            announced = all(alert.get("kind") in ANNOUNCEMENT_KINDS for alert in alerts)
             if keys and status in _FINAL and created_at < before and (announced or all(key in settled for key in keys)):
                 superseded.append(row_id)
             silenced = status == DeliveryStatus.SILENCED

@@ -1,7 +1,8 @@
 """HTTP routes of rollouts: status and history with `viewer`, operations with `operator`.
 
-Handlers receive ``gates`` (a ``GateReader``) and ``announcer`` (a ``StepAnnouncer``) by injection: the app provides
-the one reading alert states and the one writing steps to the notification outbox.
+Handlers receive ``gates`` (a ``GateReader``), ``announcer`` (a ``StepAnnouncer``) and ``hold`` (a ``RolloutHold``) by
+injection: the app provides the one reading alert states, the one writing steps to the notification outbox and the
+one refusing what an incident override in force forbids.
 """
 
 from __future__ import annotations
@@ -18,18 +19,21 @@ from controlplane.api.roles import Role
 from controlplane.auth.dependencies import TokenPrincipal
 from controlplane.rollouts import service
 from controlplane.rollouts.gates import GateReader
+from controlplane.rollouts.holds import RolloutHold
 from controlplane.rollouts.operations import Operation, RolloutTarget
 from controlplane.rollouts.schemas import RolloutOperation, RolloutRead, RolloutStatus
 from controlplane.rollouts.segments import parse_segment
 from controlplane.rollouts.status import list_rollout_history, rollout_status
 from controlplane.rollouts.steps import StepAnnouncer
 
-__all__ = ["Announcer", "Gates", "RolloutController"]
+__all__ = ["Announcer", "Gates", "Hold", "RolloutController"]
 
 #: The handler parameter ``gates``: injected by name (the app's ``gates`` dependency).
 Gates = NamedDependency[GateReader]
 #: The handler parameter ``announcer``: injected by name (the app's ``announcer`` dependency).
 Announcer = NamedDependency[StepAnnouncer]
+#: The handler parameter ``hold``: injected by name (the app's ``hold`` dependency).
+Hold = NamedDependency[RolloutHold]
 
 
 class RolloutController(Controller):
@@ -85,6 +89,7 @@ class RolloutController(Controller):
         settings: ProcessSettings,
         gates: Gates,
         announcer: Announcer,
+        hold: Hold,
         metrics: ProcessMetrics,
     ) -> RolloutStatus:
         """Apply one operation; illegal transitions and stale revisions are refused with 409. The step is told
@@ -100,6 +105,7 @@ class RolloutController(Controller):
                 now=now,
                 gates=gates,
                 announcer=announcer,
+                hold=hold,
             )
         )
         if operation is Operation.ROLLBACK:

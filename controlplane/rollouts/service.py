@@ -20,6 +20,7 @@ from controlplane.flags import service as flag_service
 from controlplane.flags.models import Flag, FlagEnvironment
 from controlplane.rollouts import stages as machine
 from controlplane.rollouts.gates import GateReader
+from controlplane.rollouts.holds import RolloutHold
 from controlplane.rollouts.models import Rollout as RolloutRow
 from controlplane.rollouts.models import RolloutPlan
 from controlplane.rollouts.operations import (
@@ -117,11 +118,15 @@ def operate_rollout(
     now: datetime,
     gates: GateReader,
     announcer: StepAnnouncer | None,
+    hold: RolloutHold | None,
 ) -> RolloutStatus:
     """Apply one operator operation to the rollout of a flag in an environment; ``announcer`` is told the step
-    (None: nobody is, as for an automatic rollback, which is told as its guard's alert). Required, so a new way in
-    (a page, a command) says whether its steps are told rather than forgetting to."""
+    (None: nobody is, as for an automatic rollback, which is told as its guard's alert); ``hold`` may refuse the
+    operation before anything changes (``rollouts.holds``). Both required, so a new way in (a page, a command) says
+    whether its steps are told and what may hold it rather than forgetting to."""
     check_operation(operation, body, target)
+    if hold is not None:
+        hold.check(session, target, operation)
     loaded = load_rollout(session, target, environments)
     if body.expected_revision is not None:
         flag_service.check_revision(

@@ -35,7 +35,7 @@ from controlplane.auth.schemas import Principal
 from controlplane.clock import Clock
 from controlplane.errors import DomainError, InvalidInput
 from controlplane.rollouts import service as rollout_service
-from controlplane.rollouts.controller import Announcer, Gates
+from controlplane.rollouts.controller import Announcer, Gates, Hold
 from controlplane.rollouts.gates import GateReader
 from controlplane.rollouts.operations import Operation, RolloutTarget
 from controlplane.rollouts.schemas import RolloutOperation
@@ -260,6 +260,7 @@ class OperatorPageController(Controller):
         metrics: ProcessMetrics,
         live: Live,
         announcer: Announcer,
+        hold: Hold,
     ) -> Response[str]:
         """Start, advance, pause, resume or roll back, as ``POST .../rollout/{operation}`` does (the step told
         through the notification routes, as there)."""
@@ -276,6 +277,7 @@ class OperatorPageController(Controller):
                 now=now,
                 gates=gates,
                 announcer=announcer,
+                hold=hold,
             )
         )
         if operation is Operation.ROLLBACK:

@@ -38,6 +38,7 @@ PATH_VALUES = {
     "name": "someone",
     "silence_id": "1",
     "run_id": "1",
+    "incident_id": "1",
     "path": "openapi.json",
 }
 

@@ -188,7 +188,7 @@ routes:
 def test_an_unknown_kind_in_a_route_is_refused_naming_the_known_ones() -> None:
     with pytest.raises(NotificationConfigError) as caught:
         parse("receivers: {a: {type: slack, url: 'https://x.test'}}\nroutes: [{kind: [deploys], receivers: [a]}]")
-    assert "routes[0].kind: no event kind `deploys` (known: alert, rollout, trigger" in str(caught.value)
+    assert "routes[0].kind: no event kind `deploys` (known: alert, rollout, incident, trigger" in str(caught.value)
 
 
 def test_the_change_events_url_is_derived_from_the_events_url_or_given() -> None:

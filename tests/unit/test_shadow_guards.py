@@ -24,6 +24,7 @@ from controlplane.catalog.rules import (
     rule_from_json,
     rule_to_json,
 )
+from controlplane.flags import service as flag_service
 from controlplane.guarding import rollback
 from controlplane.guarding.readings import judge_enforced
 from controlplane.rollouts.gates import GuardReading
@@ -140,6 +141,8 @@ def test_a_breaching_shadow_guard_rolls_nothing_back(monkeypatch: pytest.MonkeyP
         calls.append((flag, environment))
 
     monkeypatch.setattr(rollback, "roll_back_as", roll_back_as)
+    # No incident action in force: the enforced rule's rollback is not held back.
+    monkeypatch.setattr(flag_service, "active_incidents", lambda session: {})
     guarded = [
         GuardedRollout(
             flag="demo-flag",
