@@ -54,6 +54,7 @@ from controlplane.guarding.dependencies import dependencies as gate_dependencies
 from controlplane.guarding.dependencies import provide_gates
 from controlplane.guarding.trigger import EvaluationTrigger, LeaderListener, guard_action, leader_notifier
 from controlplane.guarding.webhook import AlertmanagerController
+from controlplane.incidents import dependencies as incident_dependencies
 from controlplane.metrics import ControlPlaneMetrics, HttpMetricsMiddleware
 from controlplane.migrate import is_at_head
 from controlplane.notifications.config import load_notification_config
@@ -259,6 +260,7 @@ def create_app(
             **rollout_dependencies,
             **notification_dependencies,
             **announcement_dependencies,
+            **incident_dependencies,
         },
         exception_handlers=exception_handlers,
         middleware=[

@@ -26,6 +26,9 @@ class RolloutOperation(msgspec.Struct, forbid_unknown_fields=True):
     expected_revision: int | None = None
     force: bool = False
     policy: RollbackPolicy | None = None
+    #: Rollback only: also purge what was uploaded to the pipeline's buckets from this instant until the rollback
+    #: (the bad window), asked for once the rollback is committed and audited with it as one incident.
+    purge_uploads_since: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
 
 
 class StageRead(msgspec.Struct):
@@ -85,6 +88,9 @@ class RolloutStatus(msgspec.Struct):
     progress_deadline_at: datetime | None = None
     progress_deadline_passed: bool = False
     progress_deadline_notified_at: datetime | None = None
+    #: A rollback with ``purge_uploads_since``: the incident its audit record and its purges share, and the purges.
+    incident: str | None = None
+    purge_runs: list[int] = msgspec.field(default_factory=list)
 
 
 class RolloutRead(msgspec.Struct):

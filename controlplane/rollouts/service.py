@@ -96,10 +96,14 @@ def operate_rollout(
     now: datetime,
     gates: GateReader,
     announcer: StepAnnouncer | None,
+    incident: str | None = None,
 ) -> RolloutStatus:
     """Apply one operator operation to the rollout of a flag in an environment; ``announcer`` is told the step
     (None: nobody is, as for an automatic rollback, which is told as its guard's alert). Required, so a new way in
-    (a page, a command) says whether its steps are told rather than forgetting to."""
+    (a page, a command) says whether its steps are told rather than forgetting to.
+
+    ``incident`` (a rollback with ``purge_uploads_since``) is recorded in the audit record's ``after``, with the
+    purge's start: the purge asked for once this commits carries the same incident id."""
     check_operation(operation, body, target)
     loaded = load_rollout(session, target, environments)
     if body.expected_revision is not None:
@@ -152,6 +156,7 @@ def operate_rollout(
         action=f"rollout.{operation.value}",
         reason=decision.audit_reason,
         switch_on=operation is Operation.START,
+        incident=_incident_note(incident, body),
     )
     if announcer is not None:
         step = operation_step(
@@ -168,6 +173,13 @@ def operate_rollout(
         )
         announcer.announce(session, [step], now=now)
     return build_status(session, loaded, row, now, gates)
+
+
+def _incident_note(incident: str | None, body: RolloutOperation) -> dict[str, Any]:
+    if incident is None:
+        return {}
+    since = body.purge_uploads_since
+    return {"incident": incident, "purge_uploads_since": since.isoformat() if since is not None else None}
 
 
 def _step_context(loaded: LoadedRollout, row: RolloutRow) -> StepContext:
@@ -191,8 +203,10 @@ def _persist_and_audit(
     action: str,
     reason: str,
     switch_on: bool = False,
+    incident: dict[str, Any] | None = None,
 ) -> None:
-    """Store the rollout after a transition, make the environment serve it, and audit the change."""
+    """Store the rollout after a transition, make the environment serve it, and audit the change (with the
+    ``incident`` it belongs to, if any)."""
     after = outcome.rollout
     before = _snapshot(current, loaded.state) | {"revision": loaded.state.revision}
     row.state = after.state.value
@@ -221,7 +235,7 @@ def _persist_and_audit(
         environment=loaded.plan.environment,
         reason=reason,
         before=before,
-        after=_snapshot(after, loaded.state) | {"revision": loaded.state.revision},
+        after=_snapshot(after, loaded.state) | {"revision": loaded.state.revision} | (incident or {}),
     )
 
 
