@@ -92,7 +92,7 @@ class OpenFeatureGate:
 
     def close(self) -> None:
         """Stop following the control plane."""
-        self._client.remove_handler(ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, self._configuration_changed)
+        self._callbacks.clear()  # nothing is called after close, whatever the SDK still delivers
         self._provider.shutdown()
 
 

@@ -27,6 +27,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 from openfeature import api
+from prometheus_client.parser import text_string_to_metric_families
 
 from controlplane_client.emitter import Emitter
 from controlplane_client.provider import ControlPlaneProvider
@@ -854,3 +855,45 @@ def test_the_gate_is_ready_when_it_is_built(
         gate.close()
     # A user inside the 10% must not be refused just because the pipeline started a moment ago.
     assert (first.enabled, first.variant) == (True, "on"), first
+
+
+def cache_clears(service: Service) -> float:
+    """How many times the service cleared its reference cache (its /metrics)."""
+    families = text_string_to_metric_families(service.client.get("/metrics").text)
+    return next(s.value for f in families for s in f.samples if s.name == "pipeline_reference_cache_clears_total")
+
+
+def test_upload_rollback_with_a_purge_and_re_enable_never_hand_out_a_purged_reference(
+    production_at_10_percent: ControlPlane, make_service: MakeService
+) -> None:
+    plane = production_at_10_percent
+    gate = OpenFeatureGate(plane.url, plane.token("evaluate", "production"), environment="production")
+    wait_for(lambda: gate.decide(OUTSIDE).reason != "ERROR", "the provider has its first snapshot")
+    service = make_service(gate=gate, environment="production")
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    asset = service.uploaded(noisy("PNG"), user=INSIDE)
+    assert service.preflight([asset], user=INSIDE).status_code == 200  # resolved, and now cached
+    assert cache_clears(service) == 0
+
+    rollout = f"{plane.url}/api/v1/flags/{FLAG_KEY}/environments/production/rollout"
+    body = {"reason": "uploads broken", "purge_uploads_since": since.isoformat()}
+    answer = httpx.post(f"{rollout}/rollback", headers=plane.headers, json=body)
+
+    assert answer.status_code == 200, answer.text
+    [run_id] = answer.json()["purge_runs"]
+    wait_for(lambda: not gate.decide(INSIDE).enabled, "the provider saw the rollback")
+    wait_for(lambda: cache_clears(service) >= 1, "the cache was cleared on the provider's event")
+
+    def purged() -> bool:
+        run = httpx.get(f"{plane.url}/api/v1/cleanup/runs/{run_id}", headers=plane.headers).json()
+        assert run["status"] != "failed", run
+        return bool(run["status"] == "succeeded")
+
+    wait_for(purged, "the purge ran", seconds=30)
+    assert service.objects() == []
+
+    plane.operate("production", "start")  # re-enabled: the user is in the 10% again
+    wait_for(lambda: gate.decide(INSIDE).enabled, "the provider saw the new start")
+
+    refused = service.preflight([asset], user=INSIDE)
+    assert problem(refused, 422, "unknown-reference-images")["missing"] == [asset]
