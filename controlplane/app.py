@@ -54,12 +54,12 @@ from controlplane.guarding.dependencies import dependencies as gate_dependencies
 from controlplane.guarding.dependencies import provide_gates
 from controlplane.guarding.trigger import EvaluationTrigger, LeaderListener, guard_action, leader_notifier
 from controlplane.guarding.webhook import AlertmanagerController
-from controlplane.incidents import dependencies as incident_dependencies
 from controlplane.metrics import ControlPlaneMetrics, HttpMetricsMiddleware
 from controlplane.migrate import is_at_head
 from controlplane.notifications.config import load_notification_config
 from controlplane.notifications.controller import NotificationController, SilenceController
 from controlplane.notifications.dependencies import dependencies as notification_dependencies
+from controlplane.rollback_purge import dependencies as rollback_purge_dependencies
 from controlplane.rollouts.controller import RolloutController
 from controlplane.rollouts.dependencies import dependencies as rollout_dependencies
 from controlplane.scheduler import Leadership, Scheduler, build_evaluator, build_jobs
@@ -260,7 +260,7 @@ def create_app(
             **rollout_dependencies,
             **notification_dependencies,
             **announcement_dependencies,
-            **incident_dependencies,
+            **rollback_purge_dependencies,
         },
         exception_handlers=exception_handlers,
         middleware=[

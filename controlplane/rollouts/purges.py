@@ -2,8 +2,9 @@
 
 A rollback with ``purge_uploads_since`` also deletes what the flag's pipeline uploaded in the bad window. Rollouts
 do not know buckets: the caller hands over a ``RollbackPurger`` (the control plane's is
-``controlplane.incidents.CleanupPurger``), checked before the rollback so a purge that cannot be asked for changes
-nothing, and asked once the rollback has committed, so a purge is never queued for a rollback that did not happen.
+``controlplane.rollback_purge.CleanupPurger``), checked before the rollback so a purge that cannot be asked for
+changes nothing, and asked once the rollback has committed, so a purge is never queued for a rollback that did not
+happen.
 """
 
 from __future__ import annotations
