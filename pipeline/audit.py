@@ -26,7 +26,7 @@ from typing import Any
 
 from pipeline.runs import RUN_ID_PATTERN
 
-__all__ = ["AuditedRun", "audit_window", "main", "parse_instant"]
+__all__ = ["AuditedRun", "audit_table", "audit_window", "main", "parse_instant"]
 
 #: A variation's review note about a reference it rejected: "<role> <asset id> too small: ..." or "... blends ...".
 _REJECTED_NOTE = re.compile(r"^\w+ ([0-9a-f]{32}) (?:too small|blends into the background)")
@@ -131,7 +131,8 @@ def audit_window(
     return audited
 
 
-def _table(runs: Sequence[AuditedRun]) -> str:
+def audit_table(runs: Sequence[AuditedRun]) -> str:
+    """The runs as `pipeline audit` prints them: one row each, then how many runs and how many flagged."""
     header = ("run", "created", "user", "variant", "references", "grade", "variations", "rejected", "flagged")
     rows = [header] + [
         (
@@ -186,5 +187,5 @@ def main(argv: Sequence[str] | None = None, *, still_stored: Callable[[str], boo
         document = {"from": start.isoformat(), "to": end.isoformat(), "runs": [asdict(run) for run in runs]}
         sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
     else:
-        sys.stdout.write(_table(runs) + "\n")
+        sys.stdout.write(audit_table(runs) + "\n")
     return 0
