@@ -66,6 +66,22 @@ class CleanupPurger:
 
     def check(self, session: Session, *, flag: str, since: datetime, now: datetime) -> None:
         """Refuse a purge that could not be queued, before anything changes."""
+        if since >= now:
+            # Said in the rollback's words: the purge's own check would speak of a `from` and `to` never given.
+            raise InvalidInput(
+                "purge-window-empty",
+                f"`purge_uploads_since` {since.isoformat()} is not before the rollback ({now.isoformat()}): "
+                "there is no window to purge",
+                field="purge_uploads_since",
+            )
+        if now - since > self._max_window:
+            raise InvalidInput(
+                "purge-window-too-wide",
+                f"`purge_uploads_since` {since.isoformat()} is {now - since} before the rollback, more than the "
+                f"{self._max_window.days} days one purge may delete; roll back with a later time and purge older "
+                "uploads with `controlplane cleanup purge`",
+                field="purge_uploads_since",
+            )
         for request in self._requests(session, flag, since, now, "check"):
             check_purge(session, body=request, now=now, max_window=self._max_window)
 

@@ -1,10 +1,12 @@
 """A rollback that finishes the job, through the HTTP API on each database backend: `purge_uploads_since` purges
 what the flag's pipeline uploaded since then once the rollback commits (the real google-cloud-storage client on
 gcp-storage-emulator, through the app's cleanup executor), both audited as one incident; a purge that cannot be
-asked for refuses the rollback and changes nothing; and a rollback by hand pages on-call as a guard's does."""
+asked for refuses the rollback and changes nothing (through the API and through `controlplane rollout rollback
+--purge-uploads-since` against the served app); and a rollback by hand pages on-call as a guard's does."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -27,6 +29,7 @@ from controlplane.settings import Settings
 from tests.cleanup_fixtures import BUCKET, PREFIX, emulator, names, upload
 from tests.conftest import FakeClock, bearer, problem
 from tests.gcs_emulator import emulated_bucket
+from tests.integration.test_cli import run
 from tests.receivers import ScriptedReceiver, scripted_receiver
 
 FLAG = "enable-reference-images"
@@ -199,3 +202,108 @@ def test_a_rollback_by_hand_pages_on_call_as_a_guards_rollback_does(
     assert page["payload"]["custom_details"]["actor"] == "olivia"
     # The step itself is still on the service's timeline as a change event.
     assert [c["payload"]["custom_details"]["kind"] for c in receiver.bodies("/v2/change/enqueue")][-1] == "rolled_back"
+
+
+@pytest.fixture
+def cli_operator(
+    live_server: str,
+    make_token: Callable[..., str],
+    reference_images_yaml: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> httpx.Client:
+    """The app served over HTTP with the definition applied and production running at its first stage; the CLI
+    pointed at it as the operator olivia; an HTTP client with her token to look at the outcome."""
+    admin = bearer(make_token(Role.ADMIN, name="definitions-admin"))
+    token = make_token(Role.OPERATOR, name="olivia")
+    with httpx.Client(base_url=live_server, headers=admin, timeout=10) as http:
+        applied = http.post(
+            "/api/v1/definitions/apply", json={"content": reference_images_yaml, "source": "reference-images.yaml"}
+        )
+        assert applied.status_code == 200, applied.text
+        revision = http.get(ROLLOUT).json()["revision"]
+        body = {"expected_revision": revision, "force": True, "reason": "canary straight to production"}
+        assert http.post(f"{ROLLOUT}/start", json=body).status_code == 200
+    monkeypatch.setenv("CONTROLPLANE_URL", live_server)
+    monkeypatch.setenv("CONTROLPLANE_TOKEN", token)
+    return httpx.Client(base_url=live_server, headers=bearer(token), timeout=10)
+
+
+def served_run(http: httpx.Client, run_id: int) -> dict[str, Any]:
+    deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
+    while True:
+        found: dict[str, Any] = http.get(f"/api/v1/cleanup/runs/{run_id}").raise_for_status().json()
+        if found["status"] in ("succeeded", "failed"):
+            return found
+        assert time.monotonic() < deadline, f"run {run_id} still {found['status']}"
+        time.sleep(0.1)  # waiting for the executor's thread, not for time to pass
+
+
+def test_the_cli_rolls_back_with_a_purge_of_the_window_and_names_the_incident(
+    cli_operator: httpx.Client, gcs: Any, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = upload(gcs, f"{PREFIX}before.png")
+    since = before + timedelta(milliseconds=1)
+    time.sleep(0.01)  # the emulator stamps uploads with the wall clock: the bad window starts after `before`
+    for n in range(2):
+        upload(gcs, f"{PREFIX}bad-{n}.png")
+    clock.advance(datetime.now(UTC) - clock.now + timedelta(seconds=1))
+
+    code, out, err = run(
+        capsys,
+        *("rollout", "rollback", FLAG, "--env", "production", "--reason", "uploads broken since the deploy"),
+        *("--purge-uploads-since", since.isoformat()),
+    )
+
+    assert code == 0, err
+    shown = re.search(
+        r"│ incident +│ (incident-[0-9a-f]{16}): purge runs (\d+) \(`controlplane cleanup show ID`\)", out
+    )
+    assert shown is not None, out
+    incident, run_id = shown.group(1), int(shown.group(2))
+    assert re.search(r"│ state +│ rolled back ", out), out
+    with cli_operator as http:
+        done = served_run(http, run_id)
+        assert (done["status"], done["deleted"]) == ("succeeded", 2)
+        assert names(gcs) == {f"{PREFIX}before.png"}
+        status = http.get(ROLLOUT).json()
+        assert (status["state"], status["serving_percentage"]) == ("rolled_back", 0)
+        [rollback] = http.get("/api/v1/audit", params={"action": "rollout.rollback"}).json()
+        [purge] = http.get("/api/v1/audit", params={"action": "cleanup.purge"}).json()
+    assert rollback["after"]["incident"] == purge["after"]["incident"] == incident
+    assert rollback["actor"] == purge["actor"] == "olivia"
+
+
+@pytest.mark.parametrize(
+    ("since", "expected"),
+    [
+        (
+            "2999-01-01T00:00:00+00:00",
+            "error 422 purge-window-empty: `purge_uploads_since` 2999-01-01T00:00:00+00:00 is not before the rollback",
+        ),
+        (
+            "2000-01-01T00:00:00+00:00",
+            "error 422 purge-window-too-wide: `purge_uploads_since` 2000-01-01T00:00:00+00:00 is ",
+        ),
+        ("yesterday", "error 422 invalid-body: "),
+    ],
+    ids=["future", "too-wide", "not-a-time"],
+)
+def test_the_cli_refuses_a_bad_purge_time_with_exit_1_and_changes_nothing(
+    cli_operator: httpx.Client, capsys: pytest.CaptureFixture[str], since: str, expected: str
+) -> None:
+    with cli_operator as http:
+        shown = http.get(ROLLOUT).json()
+
+        code, out, err = run(
+            capsys,
+            *("rollout", "rollback", FLAG, "--env", "production", "--reason", "bad window"),
+            *("--purge-uploads-since", since),
+        )
+
+        assert (code, out) == (1, ""), err
+        assert err.startswith(expected), err
+        assert "--purge-uploads-since" in err and "None" not in err
+        after = http.get(ROLLOUT).json()
+        assert (after["state"], after["revision"]) == ("running", shown["revision"])
+        assert http.get("/api/v1/cleanup/runs").json() == []
+        assert http.get("/api/v1/audit", params={"action": "rollout.rollback"}).json() == []
