@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import threading
 import time
 import warnings
@@ -33,6 +32,7 @@ from controlplane_client.emitter import Emitter
 from controlplane_client.provider import ControlPlaneProvider
 from controlplane_client.provider.bucketing import in_rollout
 from pipeline.app import Parts, create_pipeline_app
+from pipeline.audit import audit_window
 from pipeline.flag import FlagGate, OpenFeatureGate, StaticGate
 from pipeline.generator import AssetGenerator, GenerationRequest, GenerationResult, LocalGenerator
 from pipeline.images import MAX_UPLOAD_BYTES, RejectionReason
@@ -773,15 +773,11 @@ class ControlPlane:
 
 
 @pytest.fixture
-def production_at_10_percent(
-    sqlite_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[ControlPlane]:
-    """A control plane on SQLite, served; qa and staging completed, production at its first stage (10%)."""
+def production_at_10_percent(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ControlPlane]:
+    """A control plane on each backend, served; qa and staging completed, production at its first stage (10%)."""
     # An incident override in this process's environment would decide for the provider.
     monkeypatch.delenv("ENABLE_REFERENCE_IMAGES", raising=False)
-    database = tmp_path / "controlplane.db"
-    shutil.copy(sqlite_template, database)
-    with serve_with_admin(f"sqlite:///{database}") as (url, headers):
+    with serve_with_admin(database_url) as (url, headers):
         plane = ControlPlane(url, headers)
         definition = without_gates((REPO_ROOT / "definitions" / "reference-images.yaml").read_text())
         applied = httpx.post(
@@ -863,7 +859,7 @@ def cache_clears(service: Service) -> float:
     return next(s.value for f in families for s in f.samples if s.name == "pipeline_reference_cache_clears_total")
 
 
-def test_upload_rollback_with_a_purge_and_re_enable_never_hand_out_a_purged_reference(
+def test_upload_rollback_with_a_purge_and_re_enable_never_hand_out_a_purged_reference_and_the_audit_flags_its_run(
     production_at_10_percent: ControlPlane, make_service: MakeService
 ) -> None:
     plane = production_at_10_percent
@@ -872,7 +868,8 @@ def test_upload_rollback_with_a_purge_and_re_enable_never_hand_out_a_purged_refe
     service = make_service(gate=gate, environment="production")
     since = datetime.now(UTC) - timedelta(seconds=1)
     asset = service.uploaded(noisy("PNG"), user=INSIDE)
-    assert service.preflight([asset], user=INSIDE).status_code == 200  # resolved, and now cached
+    used = service.preflight([asset], user=INSIDE)
+    assert used.status_code == 200, used.text  # resolved, and now cached
     assert cache_clears(service) == 0
 
     rollout = f"{plane.url}/api/v1/flags/{FLAG_KEY}/environments/production/rollout"
@@ -897,3 +894,10 @@ def test_upload_rollback_with_a_purge_and_re_enable_never_hand_out_a_purged_refe
 
     refused = service.preflight([asset], user=INSIDE)
     assert problem(refused, 422, "unknown-reference-images")["missing"] == [asset]
+    # `pipeline audit` of the window lists exactly the run that used the purged reference, and flags it.
+    now = datetime.now(UTC)
+    [run] = audit_window(
+        service.runs_dir, since, now, still_stored=lambda name: bool(service.bucket.blob(name).exists()), now=now
+    )
+    assert (run.run_id, run.user_id, run.variant, run.references) == (used.json()["run_id"], INSIDE, "on", [asset])
+    assert (run.purged_references, run.flagged) == ([asset], [f"used purged reference {asset}"])
