@@ -294,14 +294,20 @@ def _watch(admin: httpx.Client, timeline: Timeline, injected: float, timeout: fl
     """Follow alerts and the rollout until the flag is rolled back, marking each change once; the rolled back
     status, or None if it was not rolled back within ``timeout``."""
     seen: set[str] = set()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def mark_firing() -> None:
         for alert in _firing(admin):
             if alert["rule"] not in seen:
                 seen.add(alert["rule"])
                 timeline.mark(f"alert {alert['rule']} firing: {alert['detail'] or alert['condition']}")
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        mark_firing()
         status = _status(admin)
         if status["state"] == "rolled_back":
+            # The guard may have fired and rolled back between the two reads: its alert is told before the rollback.
+            mark_firing()
             at = timeline.mark(
                 f"flag off: {FLAG_KEY} rolled back in production by the control plane: serving "
                 f"{status['serving_percentage']:g}% of users the rollout variant"
