@@ -3,7 +3,11 @@
     rollouts (operate_rollout, tick_rollout) --RolloutStep--> NotificationAnnouncer --AlertEvent--> the outbox
 
 A workflow, as rollouts and notifications are siblings that must not import each other: this module asks one for
-its steps and hands them to the other. Steps are written to the outbox in the operation's own transaction, so a
+its steps and hands them to the other. A rollback by hand is told twice: as its step (a change on the timeline) and
+as a ``rollback`` page (``rollback_page``), the way a guard's automatic rollback reaches on-call, so undoing a
+release by hand wakes the same people as the control plane undoing it.
+
+Steps are written to the outbox in the operation's own transaction, so a
 step is told exactly when the change it tells of is committed, and the delivery job sends it afterwards.
 """
 
@@ -20,9 +24,9 @@ from controlplane.metrics import ControlPlaneMetrics
 from controlplane.notifications.config import NotificationConfig
 from controlplane.notifications.messages import ROLLOUT_RULE, AlertEvent
 from controlplane.notifications.service import count_silenced_on_commit, enqueue_notifications
-from controlplane.rollouts.steps import RolloutStep, StepAnnouncer
+from controlplane.rollouts.steps import RolloutStep, StepAnnouncer, StepKind
 
-__all__ = ["NotificationAnnouncer", "dependencies", "step_event"]
+__all__ = ["NotificationAnnouncer", "dependencies", "rollback_page", "step_event", "step_events"]
 
 
 def step_event(step: RolloutStep) -> AlertEvent:
@@ -51,6 +55,41 @@ def step_event(step: RolloutStep) -> AlertEvent:
     )
 
 
+def rollback_page(step: RolloutStep) -> AlertEvent:
+    """A rollback by an operator as on-call hears a guard's rollback: a ``rollback`` alert event at ``page``."""
+    said = f": {step.reason}" if step.reason else ""
+    return AlertEvent(
+        kind="rollback",
+        rule=ROLLOUT_RULE,
+        pipeline=step.pipeline,
+        environment=step.environment,
+        severity="page",
+        summary=f"{step.flag} rolled back in {step.environment} by {step.actor}{said}",
+        description=f"rolled back by hand by {step.actor}{said}; {step.summary}",
+        at=step.at,
+        flag=step.flag,
+        value=step.percentage,
+        details={
+            "actor": step.actor,
+            "reason": step.reason,
+            "stage": step.stage,
+            "stage_count": step.stage_count,
+            "percentage": step.percentage,
+            "previous_percentage": step.previous_percentage,
+        },
+    )
+
+
+def step_events(steps: Sequence[RolloutStep]) -> list[AlertEvent]:
+    """What the steps tell: each as itself, and a rollback by hand also as a page."""
+    events = []
+    for step in steps:
+        events.append(step_event(step))
+        if step.kind is StepKind.ROLLED_BACK:
+            events.append(rollback_page(step))
+    return events
+
+
 class NotificationAnnouncer:
     """Writes each rollout step to the notification outbox, routed by its severity and kind; silenced ones are
     counted in ``controlplane_notifications_total`` once the transaction commits."""
@@ -61,7 +100,7 @@ class NotificationAnnouncer:
 
     def announce(self, session: Session, steps: Sequence[RolloutStep], *, now: datetime) -> None:
         """Record the steps for every receiver their routes pick (silenced ones as silenced)."""
-        created = enqueue_notifications(session, self._config(), [step_event(step) for step in steps], now=now)
+        created = enqueue_notifications(session, self._config(), step_events(steps), now=now)
         count_silenced_on_commit(session, self._metrics, created)
 
 

@@ -61,6 +61,7 @@ from controlplane.migrate import is_at_head
 from controlplane.notifications.config import load_notification_config
 from controlplane.notifications.controller import NotificationController, SilenceController
 from controlplane.notifications.dependencies import dependencies as notification_dependencies
+from controlplane.rollback_purge import dependencies as rollback_purge_dependencies
 from controlplane.rollouts.controller import RolloutController
 from controlplane.rollouts.dependencies import dependencies as rollout_dependencies
 from controlplane.scheduler import Leadership, Scheduler, build_evaluator, build_jobs
@@ -264,6 +265,7 @@ def create_app(
             **notification_dependencies,
             **announcement_dependencies,
             **hold_dependencies,
+            **rollback_purge_dependencies,
         },
         exception_handlers=exception_handlers,
         middleware=[

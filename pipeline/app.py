@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -24,6 +24,8 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.params import FromPath, JSONBody
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from controlplane_client.emitter import Emitter, EmitterCollector
 from controlplane_client.observed import ASGIApp, ObservedRequests, Scope
@@ -35,7 +37,7 @@ from pipeline.logs import get_logger
 from pipeline.openapi import UPLOAD_REFUSALS, UploadOperation
 from pipeline.problems import BadRequest, NotFound, problem_details
 from pipeline.runs import RunStore
-from pipeline.settings import PIPELINE, PipelineSettings
+from pipeline.settings import FLAG_KEY, PIPELINE, PipelineSettings
 from pipeline.storage import ReferenceStore, new_client, signing_credentials
 from pipeline.telemetry import Telemetry
 from pipeline.upload_page import upload_page_handlers
@@ -203,6 +205,29 @@ class RequestEvents(ObservedRequests):
             self._telemetry.upload(variant, "rejected", content_type="other", reason="too_large", size=size)
 
 
+class ReferenceCacheCollector(Collector):
+    """The reference cache on /metrics: entries held, clears (flag changes) and entries of deleted objects dropped."""
+
+    def __init__(self, cache: ReferenceCache) -> None:
+        self._cache = cache
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        """Read the cache's counts at scrape time."""
+        yield GaugeMetricFamily(
+            "pipeline_reference_cache_entries", "Resolved references held in the cache", value=len(self._cache)
+        )
+        yield CounterMetricFamily(
+            "pipeline_reference_cache_clears",
+            "Times the cache was cleared because the flag's configuration changed",
+            value=self._cache.cleared,
+        )
+        yield CounterMetricFamily(
+            "pipeline_reference_cache_dropped",
+            "Cached references dropped because their object was no longer in the bucket",
+            value=self._cache.dropped,
+        )
+
+
 def default_parts(settings: PipelineSettings) -> Parts:
     """The real parts: the in-process provider, the local analyzer and generator, the bucket, the emitter."""
     gate: FlagGate = (
@@ -251,6 +276,15 @@ def create_pipeline_app(settings: PipelineSettings | None = None, parts: Parts |
     faults = Faults(random.Random(settings.faults_seed)) if settings.faults_enabled else None
     if faults is not None:
         analyzer, store = FaultyVision(analyzer, faults), FaultyBucket(store, faults)
+    cache = ReferenceCache(timedelta(seconds=settings.reference_cache_ttl_seconds), lambda: datetime.now(UTC))
+    registry.register(ReferenceCacheCollector(cache))
+
+    def clear_cache() -> None:
+        # The flag changed (a rollback turns it off): nothing resolved before it is handed out after it.
+        get_logger().info("reference_cache_cleared", entries=cache.clear(), flag=FLAG_KEY)
+
+    gate: FlagGate = parts.gate
+    gate.on_flag_change(clear_cache)
     workflow = Workflow(
         gate=parts.gate,
         analyzer=analyzer,
@@ -259,7 +293,7 @@ def create_pipeline_app(settings: PipelineSettings | None = None, parts: Parts |
         runs=runs,
         telemetry=telemetry,
         environment=settings.environment,
-        cache=ReferenceCache(timedelta(seconds=settings.reference_cache_ttl_seconds), lambda: datetime.now(UTC)),
+        cache=cache,
     )
 
     @asynccontextmanager

@@ -174,6 +174,11 @@ class ReferenceStore:
             vision={key.removeprefix("vision_"): value for key, value in metadata.items() if key.startswith("vision_")},
         )
 
+    def exists(self, object_name: str) -> bool:
+        """Whether the object is still in the bucket (one metadata read; a purge or the cleanup may delete it)."""
+        found: bool = self._bucket.blob(object_name).exists()
+        return found
+
     def download(self, object_name: str) -> bytes:
         """The stored bytes of an object."""
         data: bytes = self._bucket.blob(object_name).download_as_bytes()

@@ -8,6 +8,7 @@ nothing.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,28 +46,70 @@ _REFUSAL_STATUS = {
 
 
 class ReferenceCache:
-    """Resolved references by asset id, each kept for ``ttl`` from when it was resolved."""
+    """Resolved references by asset id, each kept for ``ttl`` from when it was resolved.
+
+    ``clear`` drops every entry at once (the flag changed: see ``pipeline.flag.FlagGate.on_flag_change``) and moves
+    the cache to a new generation: a resolve that began before the clear cannot put its answer back afterwards
+    (``put`` with the generation read when the resolve began), so nothing read before a rollback outlives it.
+    Safe to share between request threads and the provider's event thread.
+    """
 
     def __init__(self, ttl: timedelta, clock: Callable[[], datetime]) -> None:
         self._ttl = ttl
         self._clock = clock
+        self._lock = threading.Lock()
         self._entries: dict[str, tuple[StoredReference, datetime]] = {}
+        self._generation = 0
+        self.cleared = 0  # how many times ``clear`` ran (exported on the pipeline's /metrics)
+        self.dropped = 0  # entries dropped because their object was no longer in the bucket
+
+    @property
+    def generation(self) -> int:
+        """Moves on at every ``clear``: read it before resolving, hand it to ``put``."""
+        with self._lock:
+            return self._generation
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
 
     def get(self, asset_id: str) -> StoredReference | None:
         """The cached reference, unless its time is up."""
-        entry = self._entries.get(asset_id)
-        if entry is None or self._clock() >= entry[1]:
-            self._entries.pop(asset_id, None)
-            return None
-        return entry[0]
+        with self._lock:
+            entry = self._entries.get(asset_id)
+            if entry is None or self._clock() >= entry[1]:
+                self._entries.pop(asset_id, None)
+                return None
+            return entry[0]
 
-    def put(self, reference: StoredReference) -> None:
-        """Remember a resolved reference (bounded: a flood of ids must not grow memory without limit)."""
-        if len(self._entries) >= 10_000:
+    def put(self, reference: StoredReference, *, generation: int) -> bool:
+        """Remember a resolved reference, unless the cache was cleared since ``generation`` was read (then the
+        answer may predate a rollback and is not kept); True when kept. Bounded: a flood of ids must not grow
+        memory without limit."""
+        with self._lock:
+            if generation != self._generation:
+                return False
+            if len(self._entries) >= 10_000:
+                self._entries.clear()
+            # Never past the URL's own expiry: a cached reference must not hand out a dead link.
+            until = min(self._clock() + self._ttl, reference.signed_url_expires_at)
+            self._entries[reference.asset_id] = (reference, until)
+            return True
+
+    def drop(self, asset_id: str) -> None:
+        """Forget one entry (its object is gone from the bucket)."""
+        with self._lock:
+            if self._entries.pop(asset_id, None) is not None:
+                self.dropped += 1
+
+    def clear(self) -> int:
+        """Forget every entry and start a new generation; return how many entries there were."""
+        with self._lock:
+            count = len(self._entries)
             self._entries.clear()
-        # Never past the URL's own expiry: a cached reference must not hand out a dead link.
-        until = min(self._clock() + self._ttl, reference.signed_url_expires_at)
-        self._entries[reference.asset_id] = (reference, until)
+            self._generation += 1
+            self.cleared += 1
+            return count
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,12 +293,19 @@ class Workflow:
     def _resolve(self, asset_ids: Sequence[str]) -> list[StoredReference]:
         resolved: list[StoredReference] = []
         missing: list[str] = []
+        generation = self._cache.generation  # read before any resolve: a clear meanwhile voids what we read
         for asset_id in dict.fromkeys(asset_ids):  # each once, in the order given
             reference = self._cache.get(asset_id)
+            if reference is not None and not self._store.exists(reference.object_name):
+                # Deleted since it was cached (a rollback's purge, the expiry cleanup, anyone): never handed out.
+                # One metadata read of the exact object, cheaper than the resolve it saves (list, patch, sign).
+                self._cache.drop(asset_id)
+                self._log.info("reference_cache_entry_dropped", asset_id=asset_id, reason="object deleted")
+                reference = None
             if reference is None:
                 reference = self._store.resolve(asset_id)
                 if reference is not None:
-                    self._cache.put(reference)
+                    self._cache.put(reference, generation=generation)
             if reference is None:
                 missing.append(asset_id)
             else:

@@ -23,7 +23,7 @@ from controlplane.cleanup.schemas import CleanupRunRead, PurgeRequest, RunKind, 
 from controlplane.cleanup.selection import CleanupPolicy, UploadedBetween
 from controlplane.errors import Conflict, InvalidInput, NotFound
 
-__all__ = ["enqueue_due_runs", "get_run", "list_runs", "request_purge", "request_run", "run_read"]
+__all__ = ["check_purge", "enqueue_due_runs", "get_run", "list_runs", "request_purge", "request_run", "run_read"]
 
 logger = logging.getLogger(__name__)
 _ACTIVE = (RunStatus.QUEUED.value, RunStatus.RUNNING.value)
@@ -100,7 +100,9 @@ def _new_run(
     )
 
 
-def _queue(session: Session, run: CleanupRun, *, audit: tuple[str, str, str], now: datetime) -> CleanupRunRead:
+def _queue(
+    session: Session, run: CleanupRun, *, audit: tuple[str, str, str], now: datetime, incident: str | None = None
+) -> CleanupRunRead:
     """Store a run asked for by hand; unless it is a dry run (which changes nothing), audit who asked and why."""
     session.add(run)
     session.flush()
@@ -114,7 +116,8 @@ def _queue(session: Session, run: CleanupRun, *, audit: tuple[str, str, str], no
             target_type=target_type,
             target=target,
             reason=run.reason or None,
-            after={"run": run.id, "bucket": run.bucket, "prefix": run.prefix, "selection": run.selection},
+            after={"run": run.id, "bucket": run.bucket, "prefix": run.prefix, "selection": run.selection}
+            | ({"incident": incident} if incident is not None else {}),
         )
     return run_read(run)
 
@@ -152,10 +155,9 @@ def request_run(session: Session, *, name: str, body: RunRequest, actor: str, no
     return _queue(session, run, audit=("cleanup.run", "cleanup_policy", name), now=now)
 
 
-def request_purge(
-    session: Session, *, body: PurgeRequest, actor: str, now: datetime, max_window: timedelta
-) -> CleanupRunRead:
-    """Queue the rollback purge of ``[from, to)`` in a bucket some policy manages; an audit record (unless dry)."""
+def check_purge(session: Session, *, body: PurgeRequest, now: datetime, max_window: timedelta) -> None:
+    """Refuse (``InvalidInput``) a purge that may not be queued: a bad bucket or prefix, a bucket no policy manages,
+    an empty, too wide or future window. Reads only."""
     for field, check, value in (("bucket", check_bucket_name, body.bucket), ("prefix", check_prefix, body.prefix)):
         try:
             check(value)
@@ -184,6 +186,20 @@ def request_purge(
             "purge-window-in-future",
             f"`to` {body.end.isoformat()} is after now ({now.isoformat()}): uploads still to come would be deleted",
         )
+
+
+def request_purge(
+    session: Session,
+    *,
+    body: PurgeRequest,
+    actor: str,
+    now: datetime,
+    max_window: timedelta,
+    incident: str | None = None,
+) -> CleanupRunRead:
+    """Queue the rollback purge of ``[from, to)`` in a bucket some policy manages; an audit record (unless dry),
+    carrying ``incident`` when the purge is part of one (a rollback's)."""
+    check_purge(session, body=body, now=now, max_window=max_window)
     window = UploadedBetween(body.start, body.end)
     run = _new_run(
         kind=RunKind.PURGE,
@@ -196,7 +212,7 @@ def request_purge(
         reason=body.reason,
         now=now,
     )
-    return _queue(session, run, audit=("cleanup.purge", "bucket", body.bucket), now=now)
+    return _queue(session, run, audit=("cleanup.purge", "bucket", body.bucket), now=now, incident=incident)
 
 
 def enqueue_due_runs(session: Session, *, now: datetime) -> list[int]:

@@ -17,7 +17,13 @@ __all__ = ["DEFAULT_URL", "Api", "ApiProblem", "CommandError", "query_params"]
 DEFAULT_URL = "http://127.0.0.1:8080"
 
 #: Request fields the API names in a problem (`overridable_with`, `field`), as the CLI option that sets them.
-_OPTIONS = {"force": "--force", "reason": "--reason", "expected_revision": "--revision", "policy": "--policy"}
+_OPTIONS = {
+    "force": "--force",
+    "reason": "--reason",
+    "expected_revision": "--revision",
+    "policy": "--policy",
+    "purge_uploads_since": "--purge-uploads-since",
+}
 
 
 class CommandError(Exception):
@@ -42,7 +48,7 @@ def _in_cli_words(detail: str, extra: dict[str, Any]) -> str:
     # A body of the wrong shape: the detail already joins the messages; say where each one was.
     keys = [item["key"] for item in extra.get("errors") or [] if isinstance(item, dict) and item.get("key")]
     if keys:
-        shown["in"] = keys
+        shown["in"] = [_OPTIONS.get(key, key) for key in keys]
     if "field" in shown and shown["field"] in _OPTIONS:
         shown["option"] = _OPTIONS[shown.pop("field")]
     text = detail

@@ -65,6 +65,9 @@ def _status_table(status: dict[str, Any]) -> Table:
                 f"gates {segment['gates'].replace('_', ' ')}",
             )
         )
+    if status.get("incident"):
+        runs = ", ".join(str(run) for run in status.get("purge_runs") or []) or "-"
+        rows.append(("incident", f"{status['incident']}: purge runs {runs} (`controlplane cleanup show ID`)"))
     return table(f"rollout of {status['flag']} in {where}", ["", ""], rows)
 
 
@@ -104,6 +107,8 @@ def cmd_rollout(args: argparse.Namespace, settings: Settings) -> None:
         body["force"] = True
     if args.operation == "rollback" and args.policy:
         body["policy"] = args.policy
+    if args.operation == "rollback" and args.purge_uploads_since:
+        body["purge_uploads_since"] = args.purge_uploads_since
     status = api.call("POST", f"{base}/{args.operation}", json=body)
     emit(args, status, _status_table)
 
@@ -226,6 +231,12 @@ def add_rollout_commands(commands: Subcommands, pacing: Pacing) -> None:
                 choices=["off", "previous_stage"],
                 help="where to: off (serve the off variant) or previous_stage (one stage back, paused); default: "
                 "the plan's",
+            )
+            sub.add_argument(
+                "--purge-uploads-since",
+                metavar="TIME",
+                help="also delete what the flag's pipeline uploaded from TIME (ISO 8601 with offset) until now, once "
+                "the rollback is done; audited with it as one incident",
             )
     status = add_command(
         rollout, "status", cmd_rollout_status, "show (or --watch) the rollout of a flag and exit by its state"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import partial
 
+import msgspec
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
@@ -21,12 +22,13 @@ from controlplane.rollouts import service
 from controlplane.rollouts.gates import GateReader
 from controlplane.rollouts.holds import RolloutHold
 from controlplane.rollouts.operations import Operation, RolloutTarget
+from controlplane.rollouts.purges import RollbackPurger, new_incident_id
 from controlplane.rollouts.schemas import RolloutOperation, RolloutRead, RolloutStatus
 from controlplane.rollouts.segments import parse_segment
 from controlplane.rollouts.status import list_rollout_history, rollout_status
 from controlplane.rollouts.steps import StepAnnouncer
 
-__all__ = ["Announcer", "Gates", "Hold", "RolloutController"]
+__all__ = ["Announcer", "Gates", "Hold", "Purger", "RolloutController"]
 
 #: The handler parameter ``gates``: injected by name (the app's ``gates`` dependency).
 Gates = NamedDependency[GateReader]
@@ -34,6 +36,8 @@ Gates = NamedDependency[GateReader]
 Announcer = NamedDependency[StepAnnouncer]
 #: The handler parameter ``hold``: injected by name (the app's ``hold`` dependency).
 Hold = NamedDependency[RolloutHold]
+#: The handler parameter ``purger``: injected by name (the app's ``purger`` dependency).
+Purger = NamedDependency[RollbackPurger]
 
 
 class RolloutController(Controller):
@@ -91,9 +95,17 @@ class RolloutController(Controller):
         announcer: Announcer,
         hold: Hold,
         metrics: ProcessMetrics,
+        purger: Purger,
     ) -> RolloutStatus:
         """Apply one operation; illegal transitions and stale revisions are refused with 409. The step is told
-        through the notification routes."""
+        through the notification routes. A rollback with `purge_uploads_since` also purges what the flag's
+        pipeline uploaded since then (`purge_runs`), once the rollback is committed, as one `incident`."""
+        since = data.purge_uploads_since if operation is Operation.ROLLBACK else None
+        incident = None
+        if since is not None:
+            # Checked first: a purge that cannot be asked for refuses the rollback too, and nothing changes.
+            await uow.read(partial(purger.check, flag=key, since=since, now=now))
+            incident = new_incident_id()
         status = await uow.write(
             partial(
                 service.operate_rollout,
@@ -106,8 +118,25 @@ class RolloutController(Controller):
                 gates=gates,
                 announcer=announcer,
                 hold=hold,
+                incident=incident,
             )
         )
         if operation is Operation.ROLLBACK:
             metrics.rollbacks.labels(key, environment, "operator").inc()
+        if since is not None and incident is not None:
+            # After the rollback commits: never a purge for a rollback that did not happen.
+            runs = await uow.write(
+                partial(
+                    purger.request,
+                    flag=key,
+                    environment=environment,
+                    since=since,
+                    now=now,
+                    actor=principal.name,
+                    reason=(data.reason or "").strip(),
+                    incident=incident,
+                )
+            )
+            purger.start(runs)
+            status = msgspec.structs.replace(status, incident=incident, purge_runs=runs)
         return status

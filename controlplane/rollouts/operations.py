@@ -89,6 +89,10 @@ def check_operation(operation: Operation, body: RolloutOperation, target: Rollou
         )
     if body.policy is not None and operation is not Operation.ROLLBACK:
         raise InvalidInput("invalid-field", "`policy` applies to rollback only", field="policy")
+    if body.purge_uploads_since is not None and operation is not Operation.ROLLBACK:
+        raise InvalidInput(
+            "invalid-field", "`purge_uploads_since` applies to rollback only", field="purge_uploads_since"
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,9 @@ class RolloutOperation(msgspec.Struct, forbid_unknown_fields=True):
     #: The segment of a plan run per segment, ``attribute=value`` (``queue=support``): required there, refused
     #: elsewhere.
     segment: Annotated[str, msgspec.Meta(min_length=1, max_length=300)] | None = None
+    #: Rollback only: also purge what was uploaded to the pipeline's buckets from this instant until the rollback
+    #: (the bad window), asked for once the rollback is committed and audited with it as one incident.
+    purge_uploads_since: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
 
 
 class StageRead(msgspec.Struct):
@@ -111,6 +114,9 @@ class RolloutStatus(msgspec.Struct):
     segment: str | None = None
     #: Every segment of a plan run per segment (empty for a plan run once).
     segments: list[SegmentRead] = msgspec.field(default_factory=list)
+    #: A rollback with ``purge_uploads_since``: the incident its audit record and its purges share, and the purges.
+    incident: str | None = None
+    purge_runs: list[int] = msgspec.field(default_factory=list)
 
 
 class RolloutRead(msgspec.Struct):

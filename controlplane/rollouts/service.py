@@ -119,11 +119,15 @@ def operate_rollout(
     gates: GateReader,
     announcer: StepAnnouncer | None,
     hold: RolloutHold | None,
+    incident: str | None = None,
 ) -> RolloutStatus:
     """Apply one operator operation to the rollout of a flag in an environment; ``announcer`` is told the step
     (None: nobody is, as for an automatic rollback, which is told as its guard's alert); ``hold`` may refuse the
     operation before anything changes (``rollouts.holds``). Both required, so a new way in (a page, a command) says
-    whether its steps are told and what may hold it rather than forgetting to."""
+    whether its steps are told and what may hold it rather than forgetting to.
+
+    ``incident`` (a rollback with ``purge_uploads_since``) is recorded in the audit record's ``after``, with the
+    purge's start: the purge asked for once this commits carries the same incident id."""
     check_operation(operation, body, target)
     if hold is not None:
         hold.check(session, target, operation)
@@ -180,6 +184,7 @@ def operate_rollout(
         action=f"rollout.{operation.value}",
         reason=decision.audit_reason,
         switch_on=operation is Operation.START,
+        incident=_incident_note(incident, body),
     )
     if announcer is not None:
         step = operation_step(
@@ -196,6 +201,13 @@ def operate_rollout(
         )
         announcer.announce(session, [step], now=now)
     return build_status(session, loaded, row, now, gates)
+
+
+def _incident_note(incident: str | None, body: RolloutOperation) -> dict[str, Any]:
+    if incident is None:
+        return {}
+    since = body.purge_uploads_since
+    return {"incident": incident, "purge_uploads_since": since.isoformat() if since is not None else None}
 
 
 def _step_context(loaded: LoadedRollout, row: RolloutRow) -> StepContext:
@@ -219,8 +231,10 @@ def _persist_and_audit(
     action: str,
     reason: str,
     switch_on: bool = False,
+    incident: dict[str, Any] | None = None,
 ) -> None:
-    """Store the rollout after a transition, make the environment serve it, and audit the change."""
+    """Store the rollout after a transition, make the environment serve it, and audit the change (with the
+    ``incident`` it belongs to, if any)."""
     after = outcome.rollout
     before = _snapshot(current, loaded.state, loaded.segment_label) | {"revision": loaded.state.revision}
     row.state = after.state.value
@@ -249,7 +263,9 @@ def _persist_and_audit(
         environment=loaded.plan.environment,
         reason=reason,
         before=before,
-        after=_snapshot(after, loaded.state, loaded.segment_label) | {"revision": loaded.state.revision},
+        after=_snapshot(after, loaded.state, loaded.segment_label)
+        | {"revision": loaded.state.revision}
+        | (incident or {}),
     )
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import threading
 import time
 import warnings
@@ -27,11 +26,13 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 from openfeature import api
+from prometheus_client.parser import text_string_to_metric_families
 
 from controlplane_client.emitter import Emitter
 from controlplane_client.provider import ControlPlaneProvider
 from controlplane_client.provider.bucketing import in_rollout
 from pipeline.app import Parts, create_pipeline_app
+from pipeline.audit import audit_window
 from pipeline.flag import FlagGate, OpenFeatureGate, StaticGate
 from pipeline.generator import AssetGenerator, GenerationRequest, GenerationResult, LocalGenerator
 from pipeline.images import MAX_UPLOAD_BYTES, RejectionReason
@@ -772,15 +773,11 @@ class ControlPlane:
 
 
 @pytest.fixture
-def production_at_10_percent(
-    sqlite_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[ControlPlane]:
-    """A control plane on SQLite, served; qa and staging completed, production at its first stage (10%)."""
+def production_at_10_percent(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ControlPlane]:
+    """A control plane on each backend, served; qa and staging completed, production at its first stage (10%)."""
     # An incident override in this process's environment would decide for the provider.
     monkeypatch.delenv("ENABLE_REFERENCE_IMAGES", raising=False)
-    database = tmp_path / "controlplane.db"
-    shutil.copy(sqlite_template, database)
-    with serve_with_admin(f"sqlite:///{database}") as (url, headers):
+    with serve_with_admin(database_url) as (url, headers):
         plane = ControlPlane(url, headers)
         definition = without_gates((REPO_ROOT / "definitions" / "reference-images.yaml").read_text())
         applied = httpx.post(
@@ -854,3 +851,53 @@ def test_the_gate_is_ready_when_it_is_built(
         gate.close()
     # A user inside the 10% must not be refused just because the pipeline started a moment ago.
     assert (first.enabled, first.variant) == (True, "on"), first
+
+
+def cache_clears(service: Service) -> float:
+    """How many times the service cleared its reference cache (its /metrics)."""
+    families = text_string_to_metric_families(service.client.get("/metrics").text)
+    return next(s.value for f in families for s in f.samples if s.name == "pipeline_reference_cache_clears_total")
+
+
+def test_upload_rollback_with_a_purge_and_re_enable_never_hand_out_a_purged_reference_and_the_audit_flags_its_run(
+    production_at_10_percent: ControlPlane, make_service: MakeService
+) -> None:
+    plane = production_at_10_percent
+    gate = OpenFeatureGate(plane.url, plane.token("evaluate", "production"), environment="production")
+    wait_for(lambda: gate.decide(OUTSIDE).reason != "ERROR", "the provider has its first snapshot")
+    service = make_service(gate=gate, environment="production")
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    asset = service.uploaded(noisy("PNG"), user=INSIDE)
+    used = service.preflight([asset], user=INSIDE)
+    assert used.status_code == 200, used.text  # resolved, and now cached
+    assert cache_clears(service) == 0
+
+    rollout = f"{plane.url}/api/v1/flags/{FLAG_KEY}/environments/production/rollout"
+    body = {"reason": "uploads broken", "purge_uploads_since": since.isoformat()}
+    answer = httpx.post(f"{rollout}/rollback", headers=plane.headers, json=body)
+
+    assert answer.status_code == 200, answer.text
+    [run_id] = answer.json()["purge_runs"]
+    wait_for(lambda: not gate.decide(INSIDE).enabled, "the provider saw the rollback")
+    wait_for(lambda: cache_clears(service) >= 1, "the cache was cleared on the provider's event")
+
+    def purged() -> bool:
+        run = httpx.get(f"{plane.url}/api/v1/cleanup/runs/{run_id}", headers=plane.headers).json()
+        assert run["status"] != "failed", run
+        return bool(run["status"] == "succeeded")
+
+    wait_for(purged, "the purge ran", seconds=30)
+    assert service.objects() == []
+
+    plane.operate("production", "start")  # re-enabled: the user is in the 10% again
+    wait_for(lambda: gate.decide(INSIDE).enabled, "the provider saw the new start")
+
+    refused = service.preflight([asset], user=INSIDE)
+    assert problem(refused, 422, "unknown-reference-images")["missing"] == [asset]
+    # `pipeline audit` of the window lists exactly the run that used the purged reference, and flags it.
+    now = datetime.now(UTC)
+    [run] = audit_window(
+        service.runs_dir, since, now, still_stored=lambda name: bool(service.bucket.blob(name).exists()), now=now
+    )
+    assert (run.run_id, run.user_id, run.variant, run.references) == (used.json()["run_id"], INSIDE, "on", [asset])
+    assert (run.purged_references, run.flagged) == ([asset], [f"used purged reference {asset}"])

@@ -1,18 +1,24 @@
-"""The pipeline's steps without HTTP or a bucket: the reference cache's TTL, and refusals that never reach storage."""
+"""The pipeline's steps without HTTP or a bucket: the reference cache (TTL, clears, purged objects), and refusals
+that never reach storage."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from litestar.testing import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
+from pipeline.app import Parts, create_pipeline_app
 from pipeline.flag import StaticGate
 from pipeline.generator import LocalGenerator
 from pipeline.images import CheckedImage
 from pipeline.problems import Forbidden, InvalidInput, PayloadTooLarge, ServiceUnavailable, UnsupportedMediaType
 from pipeline.runs import RunStore
+from pipeline.settings import PipelineSettings
 from pipeline.storage import ReferenceStore, StoredReference
 from pipeline.telemetry import Telemetry
 from pipeline.vision import LocalAnalyzer, VisionAnalyzer
@@ -33,11 +39,15 @@ class CountingStore:
         self._url_ttl = url_ttl
         self.resolves: list[str] = []
         self.saves = 0
+        self.deleted: set[str] = set()  # object names a purge removed
+        self.during_resolve: Any = None  # called inside a resolve (something happening meanwhile)
 
     def resolve(self, asset_id: str) -> StoredReference | None:
         """A fresh URL for the one known id; None for any other."""
         self.resolves.append(asset_id)
-        if asset_id != ASSET_ID:
+        if self.during_resolve is not None:
+            self.during_resolve()
+        if asset_id != ASSET_ID or f"reference-images/{asset_id}.png" in self.deleted:
             return None
         return StoredReference(
             asset_id=asset_id,
@@ -50,6 +60,10 @@ class CountingStore:
             signed_url=f"https://storage.test/b/{asset_id}?X-Goog-Date={self._clock().isoformat()}",
             signed_url_expires_at=self._clock() + self._url_ttl,
         )
+
+    def exists(self, object_name: str) -> bool:
+        """Whether the object was not purged."""
+        return object_name not in self.deleted
 
     def save(self, data: bytes, checked: CheckedImage, **kwargs: Any) -> StoredReference:
         """Count the attempt and fail the test's expectations loudly."""
@@ -64,9 +78,10 @@ def workflow(
     *,
     enabled: bool = True,
     analyzer: VisionAnalyzer | None = None,
+    cache: ReferenceCache | None = None,
 ) -> Workflow:
     """A workflow over the counting store, the fake clock for both itself and its cache, and no telemetry."""
-    fake_store: Any = store  # the workflow only calls resolve and save
+    fake_store: Any = store  # the workflow only calls resolve, exists and save
     bucket: ReferenceStore = fake_store
     return Workflow(
         gate=StaticGate(enabled),
@@ -76,7 +91,7 @@ def workflow(
         runs=RunStore(tmp_path / "runs"),
         telemetry=Telemetry(None, "test"),
         environment="test",
-        cache=ReferenceCache(CACHE_TTL, clock),
+        cache=cache if cache is not None else ReferenceCache(CACHE_TTL, clock),
         clock=clock,
     )
 
@@ -185,3 +200,90 @@ def test_a_vision_failure_never_reaches_the_bucket(tmp_path: Path) -> None:
         flow.upload(data=noisy("PNG"), role="product", user_id="user-1", decision=flow.gate.decide("user-1"))
 
     assert store.saves == 0
+
+
+# --- the cache after a rollback and a purge -------------------------------------------------------------------------
+
+
+def test_a_cached_reference_whose_object_was_purged_is_never_handed_out(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = CountingStore(clock)
+    cache = ReferenceCache(CACHE_TTL, clock)
+    flow = workflow(tmp_path, store, clock, cache=cache)
+    preflight(flow, [ASSET_ID])
+    assert len(cache) == 1
+
+    store.deleted.add(f"reference-images/{ASSET_ID}.png")  # the purge, well within the cache's TTL
+    with pytest.raises(InvalidInput) as refused:
+        preflight(flow, [ASSET_ID])
+
+    assert refused.value.extra["missing"] == [ASSET_ID]
+    assert (len(cache), cache.dropped) == (0, 1)
+
+
+def test_a_clear_empties_the_cache_and_the_next_preflight_resolves_from_the_bucket(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = CountingStore(clock)
+    cache = ReferenceCache(CACHE_TTL, clock)
+    flow = workflow(tmp_path, store, clock, cache=cache)
+    preflight(flow, [ASSET_ID])
+
+    assert cache.clear() == 1
+
+    assert (len(cache), cache.cleared) == (0, 1)
+    preflight(flow, [ASSET_ID])
+    assert store.resolves == [ASSET_ID, ASSET_ID]
+
+
+def test_a_resolve_under_way_when_the_cache_is_cleared_is_not_kept(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = CountingStore(clock)
+    cache = ReferenceCache(CACHE_TTL, clock)
+    flow = workflow(tmp_path, store, clock, cache=cache)
+    # The flag turns off while the bucket is being asked: what it answers predates the rollback.
+    store.during_resolve = cache.clear
+
+    preflight(flow, [ASSET_ID])
+
+    assert len(cache) == 0
+    store.during_resolve = None
+    preflight(flow, [ASSET_ID])
+    assert (store.resolves, len(cache)) == ([ASSET_ID, ASSET_ID], 1)
+
+
+class ChangingGate(StaticGate):
+    """A fixed answer whose flag-change callbacks the test fires, as the provider's event would."""
+
+    def __init__(self) -> None:
+        super().__init__(True)
+        self.callbacks: list[Callable[[], None]] = []
+
+    def on_flag_change(self, callback: Callable[[], None]) -> None:
+        """Keep the callback for ``changed``."""
+        self.callbacks.append(callback)
+
+    def changed(self) -> None:
+        """The flag's configuration changed."""
+        for callback in self.callbacks:
+            callback()
+
+
+def test_the_service_clears_its_cache_when_the_flag_changes_and_counts_it_on_metrics(tmp_path: Path) -> None:
+    clock = FakeClock()
+    gate = ChangingGate()
+    store: Any = CountingStore(clock)
+    settings = PipelineSettings(runs_dir=tmp_path / "runs", spool_dir=tmp_path / "spool", telemetry_enabled=False)
+    app = create_pipeline_app(
+        settings, Parts(gate=gate, analyzer=LocalAnalyzer(), generator=LocalGenerator(), store=store)
+    )
+    with TestClient(app) as client:
+        answer = client.post("/run_preflight", json={"user_id": "user-1", "reference_image_ids": [ASSET_ID]})
+        assert answer.status_code == 200, answer.text
+
+        def sample(name: str) -> float | None:
+            families = text_string_to_metric_families(client.get("/metrics").text)
+            return next((s.value for f in families for s in f.samples if s.name == name), None)
+
+        assert (sample("pipeline_reference_cache_entries"), sample("pipeline_reference_cache_clears_total")) == (1, 0)
+        gate.changed()
+        assert (sample("pipeline_reference_cache_entries"), sample("pipeline_reference_cache_clears_total")) == (0, 1)
