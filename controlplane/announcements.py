@@ -51,6 +51,7 @@ def step_event(step: RolloutStep) -> AlertEvent:
             "percentage": step.percentage,
             "previous_percentage": step.previous_percentage,
             "forced": step.forced,
+            "segment": step.segment,
         },
     )
 
@@ -58,13 +59,14 @@ def step_event(step: RolloutStep) -> AlertEvent:
 def rollback_page(step: RolloutStep) -> AlertEvent:
     """A rollback by an operator as on-call hears a guard's rollback: a ``rollback`` alert event at ``page``."""
     said = f": {step.reason}" if step.reason else ""
+    where = f" ({step.segment})" if step.segment else ""
     return AlertEvent(
         kind="rollback",
         rule=ROLLOUT_RULE,
         pipeline=step.pipeline,
         environment=step.environment,
         severity="page",
-        summary=f"{step.flag} rolled back in {step.environment} by {step.actor}{said}",
+        summary=f"{step.flag} rolled back in {step.environment}{where} by {step.actor}{said}",
         description=f"rolled back by hand by {step.actor}{said}; {step.summary}",
         at=step.at,
         flag=step.flag,
@@ -76,6 +78,7 @@ def rollback_page(step: RolloutStep) -> AlertEvent:
             "stage_count": step.stage_count,
             "percentage": step.percentage,
             "previous_percentage": step.previous_percentage,
+            "segment": step.segment,
         },
     )
 

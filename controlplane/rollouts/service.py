@@ -216,6 +216,7 @@ def _step_context(loaded: LoadedRollout, row: RolloutRow) -> StepContext:
         pipeline=loaded.flag.pipeline or "",
         environment=loaded.plan.environment,
         rollout_id=row.id,
+        segment=None if loaded.segment_label is None else "=".join(loaded.segment_label),
     )
 
 

@@ -77,6 +77,7 @@ class RolloutStep:
     key: str
     forced: bool = False
     previous_percentage: float | None = None
+    segment: str | None = None  # ``attribute=value`` for a rollout of one segment of a plan run per segment
 
     @property
     def severity(self) -> str:
@@ -101,6 +102,12 @@ class StepContext:
     pipeline: str
     environment: str
     rollout_id: int
+    segment: str | None = None  # ``attribute=value`` for a rollout of one segment of a plan run per segment
+
+    @property
+    def where(self) -> str:
+        """The flag and where its rollout runs, as people read it: ``ai.x in production (queue=sales)``."""
+        return f"{self.flag} in {self.environment}" + (f" ({self.segment})" if self.segment else "")
 
 
 def _rollout_key(context: StepContext) -> str:
@@ -150,11 +157,12 @@ def operation_step(
         percentage=after.percentage,
         actor=actor,
         reason=reason,
-        summary=f"{context.flag} in {context.environment}: {summary}",
+        summary=f"{context.where}: {summary}",
         at=now,
         key=f"{_rollout_key(context)}/{kind.value}/stage-{after.stage_index + 1}/{now.isoformat()}",
         forced=forced or forced_past_guards,
         previous_percentage=before.percentage,
+        segment=context.segment,
     )
 
 
@@ -204,7 +212,7 @@ def deadline_step(context: StepContext, rollout: Rollout, *, reasons: Sequence[s
     stage = rollout.stage_index + 1
     why = "; ".join(reasons) or "no reason recorded"
     summary = (
-        f"{context.flag} in {context.environment}: stage {stage}/{len(rollout.stages)} "
+        f"{context.where}: stage {stage}/{len(rollout.stages)} "
         f"({rollout.percentage:g}%) has not moved on for {duration_words(now - started)}, past its progress "
         f"deadline of {duration_words(deadline)}: {why}"
     )
@@ -222,4 +230,5 @@ def deadline_step(context: StepContext, rollout: Rollout, *, reasons: Sequence[s
         at=now,
         key=f"{_rollout_key(context)}/deadline/stage-{stage}/{started.isoformat()}",
         previous_percentage=rollout.percentage,
+        segment=context.segment,
     )

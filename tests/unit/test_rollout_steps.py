@@ -3,10 +3,12 @@ when it is due (pure: no database, the clock passed in)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from controlplane.announcements import step_events
 from controlplane.notifications.messages import ROLLOUT_KINDS
 from controlplane.rollouts import stages as machine
 from controlplane.rollouts.stages import (
@@ -211,3 +213,24 @@ def test_the_tick_advances_and_completes_as_the_scheduler() -> None:
 
 def test_every_step_kind_is_a_kind_notifications_know() -> None:
     assert {kind.value for kind in StepKind} == set(ROLLOUT_KINDS)
+
+
+def test_a_step_of_one_segment_names_it_in_what_on_call_is_told() -> None:
+    segment = replace(CONTEXT, segment="queue=sales")
+    started = running()
+    rolled_back = moved(machine.rollback(started, now=T0))
+    step = operation_step(
+        "rollback", context=segment, before=started, after=rolled_back, actor="ana", reason="r", summary="s", now=T0
+    )
+    deadline = deadline_step(segment, running(started=T0 - 2 * HOUR), reasons=["gates hold"], now=T0)
+
+    assert step.summary == "enable-reference-images in production (queue=sales): s"
+    assert deadline.summary.startswith("enable-reference-images in production (queue=sales): stage 1/3")
+    told = step_events([step])
+    assert [event.details["segment"] for event in told] == ["queue=sales", "queue=sales"]
+    assert told[1].summary.startswith("enable-reference-images rolled back in production (queue=sales) by ana")
+    # A rollout run once says nothing of segments.
+    once = operation_step(
+        "rollback", context=CONTEXT, before=started, after=rolled_back, actor="ana", reason="r", summary="s", now=T0
+    )
+    assert (once.summary, once.segment) == ("enable-reference-images in production: s", None)
