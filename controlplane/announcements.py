@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -27,6 +28,19 @@ from controlplane.notifications.service import count_silenced_on_commit, enqueue
 from controlplane.rollouts.steps import RolloutStep, StepAnnouncer, StepKind
 
 __all__ = ["NotificationAnnouncer", "dependencies", "rollback_page", "step_event", "step_events"]
+
+
+def _step_details(step: RolloutStep) -> dict[str, Any]:
+    """Who moved the rollout, why, and where it left it: what every event of a step carries."""
+    return {
+        "actor": step.actor,
+        "reason": step.reason,
+        "stage": step.stage,
+        "stage_count": step.stage_count,
+        "percentage": step.percentage,
+        "previous_percentage": step.previous_percentage,
+        "segment": step.segment,
+    }
 
 
 def step_event(step: RolloutStep) -> AlertEvent:
@@ -43,16 +57,7 @@ def step_event(step: RolloutStep) -> AlertEvent:
         at=step.at,
         flag=step.flag,
         key=step.key,
-        details={
-            "actor": step.actor,
-            "reason": step.reason,
-            "stage": step.stage,
-            "stage_count": step.stage_count,
-            "percentage": step.percentage,
-            "previous_percentage": step.previous_percentage,
-            "forced": step.forced,
-            "segment": step.segment,
-        },
+        details=_step_details(step) | {"forced": step.forced},
     )
 
 
@@ -71,15 +76,7 @@ def rollback_page(step: RolloutStep) -> AlertEvent:
         at=step.at,
         flag=step.flag,
         value=step.percentage,
-        details={
-            "actor": step.actor,
-            "reason": step.reason,
-            "stage": step.stage,
-            "stage_count": step.stage_count,
-            "percentage": step.percentage,
-            "previous_percentage": step.previous_percentage,
-            "segment": step.segment,
-        },
+        details=_step_details(step),
     )
 
 

@@ -145,19 +145,14 @@ def _check_guards(spec: PipelineSpec, rules: Collection[str], document: Document
                     if guard not in rules:
                         declared = ", ".join(f"`{name}`" for name in sorted(rules)) or "none"
                         raise document.error(
-                            (
-                                "flags",
-                                flag_index,
-                                "plan",
-                                "environments",
-                                env_index,
-                                "stages",
-                                stage_index,
-                                "guards",
-                                guard_index,
-                            ),
+                            _guard_path(flag_index, env_index, stage_index, guard_index),
                             f"guard `{guard}` names no rule of this definition; its rules are {declared}",
                         )
+
+
+def _guard_path(flag_index: int, env_index: int, stage_index: int, guard_index: int) -> tuple[str | int, ...]:
+    """Where a guard of a flag's plan stands in the definition document."""
+    return ("flags", flag_index, "plan", "environments", env_index, "stages", stage_index, "guards", guard_index)
 
 
 def _segment_guards(
@@ -178,17 +173,7 @@ def _segment_guards(
             attribute = step.per.attribute
             for stage_index, stage in enumerate(step.stages):
                 for guard_index, guard in enumerate(stage.guards):
-                    at = (
-                        "flags",
-                        flag_index,
-                        "plan",
-                        "environments",
-                        env_index,
-                        "stages",
-                        stage_index,
-                        "guards",
-                        guard_index,
-                    )
+                    at = _guard_path(flag_index, env_index, stage_index, guard_index)
                     rule = by_name[guard]
                     if rule.source is not RuleSource.EVENTS:
                         raise document.error(

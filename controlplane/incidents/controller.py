@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Controller, get, post
+from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy.orm import Session
 
@@ -24,7 +25,27 @@ from controlplane.incidents.actions import IncidentDesk
 from controlplane.notifications.dependencies import CurrentNotificationConfig
 from controlplane.rollouts.controller import Announcer, Gates
 
-__all__ = ["IncidentController", "SetVariantController"]
+__all__ = ["Desk", "IncidentController", "SetVariantController", "provide_desk"]
+
+#: The handler parameter ``desk``: injected by name (``provide_desk``, on both controllers).
+Desk = NamedDependency[IncidentDesk]
+
+
+def provide_desk(
+    settings: ProcessSettings,
+    gates: Gates,
+    announcer: Announcer,
+    notification_config: CurrentNotificationConfig,
+    metrics: ProcessMetrics,
+) -> IncidentDesk:
+    """The incident actions as this request may take them, from the app's gates, announcer, routes and metrics."""
+    return IncidentDesk(
+        environments=settings.environments,
+        gates=gates,
+        announcer=announcer,
+        notifications=notification_config,
+        metrics=metrics,
+    )
 
 
 class SetVariantController(Controller):
@@ -33,6 +54,7 @@ class SetVariantController(Controller):
     path = "/flags/{key:str}"
     tags = ["incidents"]
     opt = {"role": Role.OPERATOR}
+    dependencies = {"desk": Provide(provide_desk, sync_to_thread=False)}
 
     @post(
         "/set-variant",
@@ -47,23 +69,12 @@ class SetVariantController(Controller):
         data: JSONBody[SetVariantRequest],
         principal: TokenPrincipal,
         now: Now,
-        settings: ProcessSettings,
-        gates: Gates,
-        announcer: Announcer,
-        notification_config: CurrentNotificationConfig,
-        metrics: ProcessMetrics,
+        desk: Desk,
     ) -> IncidentRead:
         """Serve `variant` to every context in `environments`, or in every environment where the flag is switched
         on (`all_environments`): switched on, that default, no rules, rollout at 0%. Running rollouts there are
         paused first. Records an incident with each environment's state before and after (undo it with
         `POST /incidents/{id}/undo`), audits each environment and tells on-call."""
-        desk = IncidentDesk(
-            environments=settings.environments,
-            gates=gates,
-            announcer=announcer,
-            notifications=notification_config,
-            metrics=metrics,
-        )
         return await uow.write(
             lambda session: desk.set_variant(session, key=key, request=data, actor=principal.name, now=now)
         )
@@ -75,6 +86,7 @@ class IncidentController(Controller):
     path = "/incidents"
     tags = ["incidents"]
     opt = {"role": Role.VIEWER}
+    dependencies = {"desk": Provide(provide_desk, sync_to_thread=False)}
 
     @get("/", summary="List incident actions")
     async def list_incidents(
@@ -109,21 +121,10 @@ class IncidentController(Controller):
         data: JSONBody[IncidentUndo],
         principal: TokenPrincipal,
         now: Now,
-        settings: ProcessSettings,
-        gates: Gates,
-        announcer: Announcer,
-        notification_config: CurrentNotificationConfig,
-        metrics: ProcessMetrics,
+        desk: Desk,
     ) -> IncidentRead:
         """Put every environment back in the state recorded before the action and resume the rollouts it paused;
         `409 changed-since` when someone changed one of them since, unless `force` (audited as overriding it)."""
-        desk = IncidentDesk(
-            environments=settings.environments,
-            gates=gates,
-            announcer=announcer,
-            notifications=notification_config,
-            metrics=metrics,
-        )
         return await uow.write(
             lambda session: desk.undo(session, incident_id=incident_id, request=data, actor=principal.name, now=now)
         )
