@@ -17,7 +17,7 @@ from controlplane_client.provider.engine import (
     CompiledRule,
     CompiledSegments,
 )
-from controlplane_client.provider.wire import Condition, PercentageRollout, TargetingRule
+from controlplane_client.provider.wire import Condition, PercentageRollout, SegmentSplit, TargetingRule
 
 __all__ = ["FlagConfig", "Snapshot", "compile_flag", "compile_snapshot"]
 
@@ -73,9 +73,9 @@ def compile_flag(config: FlagConfig) -> CompiledFlag:
             percentage=rollout.percentage,
             bucket_by=rollout.bucket_by,
             when=tuple(_condition(c) for c in rollout.when),
-            segments=None
-            if rollout.segments is None
-            else CompiledSegments(rollout.segments.attribute, tuple(rollout.segments.percentages.items())),
+            segments=CompiledSegments(rollout.segments.attribute, tuple(rollout.segments.percentages.items()))
+            if isinstance(rollout.segments, SegmentSplit)
+            else None,
         ),
         revision=config.revision,
     )

@@ -87,4 +87,6 @@ class PercentageRollout(msgspec.Struct, forbid_unknown_fields=True, frozen=True)
     percentage: Percentage = 0.0
     bucket_by: Attribute = "targetingKey"
     when: list[Condition] = msgspec.field(default_factory=list)
-    segments: SegmentSplit | None = None
+    # Left out of the wire entirely unless set (msgspec's UNSET is never encoded): a snapshot of flags that do not
+    # run per segment stays readable by providers of earlier releases, whose wire types refuse unknown fields.
+    segments: SegmentSplit | msgspec.UnsetType = msgspec.UNSET

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 from openfeature.flag_evaluation import Reason
 
@@ -9,6 +10,7 @@ from controlplane.definitions.document import DefinitionError
 from controlplane.definitions.loader import parse_definition
 from controlplane_client.provider.bucketing import in_rollout
 from controlplane_client.provider.engine import CompiledFlag, CompiledRollout, CompiledSegments, evaluate_flag
+from controlplane_client.provider.wire import PercentageRollout, SegmentSplit
 from tests.conftest import REPO_ROOT
 
 KEY = "ai.reply.streaming.enabled"
@@ -139,3 +141,25 @@ def test_a_streak_guard_scoped_to_a_segment_counts_only_that_segments_events() -
     assert not measure(support, [], tail, now).breached
     # The environment's unscoped rule sees the queues mixed: no streak at all.
     assert not measure(rules["reply-error-streak"], [], tail, now).breached
+
+
+def test_a_rollout_not_run_per_segment_is_sent_without_a_segments_field() -> None:
+    """Providers of earlier releases refuse unknown fields: a flag that does not use ``per:`` must reach them as
+    before (no ``segments`` key, not even null), through the API, the snapshot and the stored state alike."""
+
+    class EarlierRollout(msgspec.Struct, forbid_unknown_fields=True):
+        variant: str
+        percentage: float = 0.0
+        bucket_by: str = "targetingKey"
+        when: list[dict[str, object]] = msgspec.field(default_factory=list)
+
+    plain = PercentageRollout(variant="on", percentage=10.0)
+    assert "segments" not in msgspec.to_builtins(plain)
+    assert msgspec.json.decode(msgspec.json.encode(plain), type=EarlierRollout).percentage == 10.0
+    split = PercentageRollout(
+        variant="on", segments=SegmentSplit(attribute="queue", percentages={"support": 50.0, "sales": 10.0})
+    )
+    assert msgspec.to_builtins(split)["segments"] == {
+        "attribute": "queue",
+        "percentages": {"support": 50.0, "sales": 10.0},
+    }
