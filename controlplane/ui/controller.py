@@ -39,6 +39,7 @@ from controlplane.rollouts.controller import Announcer, Gates, Hold
 from controlplane.rollouts.gates import GateReader
 from controlplane.rollouts.operations import Operation, RolloutTarget
 from controlplane.rollouts.schemas import RolloutOperation
+from controlplane.rollouts.segments import parse_segment
 from controlplane.rollouts.status import load_rollout
 from controlplane.settings import Settings
 from controlplane.ui.live import KEEPALIVE_SECONDS, LivePages, TooManyStreams
@@ -265,7 +266,7 @@ class OperatorPageController(Controller):
         """Start, advance, pause, resume or roll back, as ``POST .../rollout/{operation}`` does (the step told
         through the notification routes, as there)."""
         operation, body = operation_from_form(dict((await request.form()).items()))
-        target = RolloutTarget(key, environment)
+        target = RolloutTarget(key, environment, parse_segment(body.segment))
         status = await uow.write(
             partial(
                 rollout_service.operate_rollout,
@@ -286,7 +287,8 @@ class OperatorPageController(Controller):
         page_path = f"{UI_PATH}/flags/{key}/environments/{environment}"
         if not wants_html(request) or request.headers.get("hx-request") != "true":
             return Response("", status_code=303, headers={"Location": page_path})
-        page = await uow.read(_read_flag_page(settings, target, now, gates))
+        # The page shows the environment (every segment of a plan run per segment), whatever the form acted on.
+        page = await uow.read(_read_flag_page(settings, RolloutTarget(key, environment), now, gates))
         return _html(render("action_result.html", operation=operation, status=status, page=page))
 
     @post("/sign-out", status_code=303)
@@ -340,6 +342,9 @@ def operation_from_form(form: dict[str, Any]) -> tuple[Operation, RolloutOperati
         "expected_revision": int(revision) if revision else None,
         "force": operation in (Operation.START, Operation.ADVANCE) and fields.get("force") in ("on", "true"),
         "policy": policy or None,
+        # A plan run per segment: the segment the form names (``queue=support``); the service refuses it
+        # missing or unknown there, and named where the plan runs once.
+        "segment": fields.get("segment", "").strip() or None,
     }
     try:
         body = msgspec.convert(raw, RolloutOperation)

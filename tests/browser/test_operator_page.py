@@ -129,3 +129,47 @@ def test_a_guarded_stage_shows_each_guards_values_and_the_automatic_rollback(
         expect(page.get_by_test_id("audit").locator("tbody tr").first).to_contain_text("automatic rollback")
         expect(page.get_by_test_id("notifications")).to_contain_text("error-rate")
         screenshot(page, "guarded")
+
+
+def test_an_operator_rolls_back_one_queue_of_a_rollout_run_per_queue(
+    live_server: str, page: Page, screenshot: Screenshot, make_token: Callable[..., str]
+) -> None:
+    flag = "ai.reply.streaming.enabled"
+    admin = make_token(Role.ADMIN, name="admin")
+    operator = make_token(Role.OPERATOR, name="olivia-operator")
+    with httpx.Client(base_url=live_server, headers=bearer(admin), timeout=10) as api:
+        shipped = (REPO_ROOT / "definitions" / "ai-assistant.yaml").read_text()
+        applied = api.post("/api/v1/definitions/apply", json={"content": shipped, "source": "ai-assistant.yaml"})
+        assert applied.status_code == 200, applied.text
+
+        def operate(environment: str, operation: str, **body: object) -> None:
+            path = f"/api/v1/flags/{flag}/environments/{environment}/rollout"
+            revision = api.get(path).json()["revision"]
+            response = api.post(f"{path}/{operation}", json={"expected_revision": revision, **body})
+            assert response.status_code == 200, response.text
+
+        for environment in ("qa", "staging"):
+            operate(environment, "start")
+            operate(environment, "advance", reason=f"{environment} checked by hand", force=True)
+        for queue in ("support", "sales"):
+            operate("production", "start", segment=f"queue={queue}")
+
+        page.goto(f"{live_server}/ui/sign-in?next=/ui/flags/{flag}/environments/production")
+        page.get_by_label("API token").fill(operator)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_test_id("segment-support")).to_contain_text("running")
+        expect(page.get_by_test_id("segment-sales")).to_contain_text("running")
+        expect(page.get_by_test_id("segment-billing")).to_contain_text("pending")
+        # The environment as a whole serves no one percentage: the summary points at the segments.
+        expect(page.get_by_test_id("serving")).to_have_text("per segment (below)")
+        screenshot(page, "segments")
+
+        page.get_by_label("Segment").select_option("queue=sales")
+        page.get_by_label("Reason").fill("sales fallback rate doubled")
+        page.get_by_role("button", name="Roll back").click()
+        expect(page.get_by_test_id("segment-sales")).to_contain_text("rolled back")
+        expect(page.get_by_test_id("segment-support")).to_contain_text("running")
+        first_record = page.get_by_test_id("audit").locator("tbody tr").first
+        expect(first_record).to_contain_text("rollout.rollback")
+        expect(first_record).to_contain_text("sales fallback rate doubled")
+        screenshot(page, "segment-rolled-back")

@@ -464,3 +464,36 @@ def test_metrics_show_each_segment_its_own_stage_percentage_and_state(traffic: G
     banner = metrics.value("controlplane_rollout_percentage", flag="checkout-banner", environment="production")
     assert banner == 0.0
     assert metrics.all("controlplane_rollout_state", flag="checkout-banner", segment="")
+
+
+def test_the_operators_page_lists_the_segments_and_acts_on_the_one_its_form_names(traffic: GuardedTraffic) -> None:
+    traffic.apply(DEFINITION)
+    page = f"/ui/flags/{FLAG}/environments/production"
+    html = {"Accept": "text/html"}
+    operate(traffic, "start", "queue=support")
+
+    shown = traffic.client.get(page, headers=traffic.operator | html)
+    assert shown.status_code == 200, shown.text
+    assert 'data-testid="segments"' in shown.text
+    assert 'data-testid="segment-support"' in shown.text and 'data-testid="segment-sales"' in shown.text
+    assert '<option value="queue=sales">queue=sales</option>' in shown.text
+
+    revision = str(status(traffic)["revision"])
+    acted = traffic.client.post(
+        f"{page}/rollout",
+        data={"operation": "start", "segment": "queue=sales", "expected_revision": revision},
+        headers=traffic.operator,
+        follow_redirects=False,
+    )
+    assert acted.status_code == 303, acted.text
+    assert segments(traffic)["sales"]["state"] == "running"
+
+    # Without a segment the form is refused as the API refuses it, and nothing changes.
+    before = status(traffic)
+    refused = traffic.client.post(
+        f"{page}/rollout",
+        data={"operation": "pause", "reason": "look", "expected_revision": str(before["revision"])},
+        headers=traffic.operator | {"Accept": "application/json"},
+    )
+    problem(refused, 422, "segment-required")
+    assert status(traffic) == before
