@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from controlplane.errors import DomainError
 from controlplane.flags import service as flag_service
+from controlplane.flags.incidents import undo_command
 from controlplane.flags.models import FlagIncident
 from controlplane.flags.reads import to_incident_read
 from controlplane.flags.schemas import IncidentRead, IncidentUndo, SetVariantRequest
@@ -153,7 +154,7 @@ def incident_events(incident: FlagIncident, *, undo: bool) -> list[AlertEvent]:
                     severity=INCIDENT_SEVERITY,
                     summary=f"{flag.key} serves {incident.variant} to everyone in {item['environment']} "
                     f"(incident {incident.id}){paused}",
-                    description=f"by {incident.actor}: {incident.reason}; undo: controlplane flags undo {incident.id}",
+                    description=f"by {incident.actor}: {incident.reason}; undo: {undo_command(incident.id)}",
                     at=incident.created_at,
                     flag=flag.key,
                     key=f"{incident.id}/{item['environment']}/set",
