@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -26,9 +27,14 @@ def loopback_listener() -> socket.socket:
 
 
 @contextmanager
-def serve_in_thread(app: Litestar, listener: socket.socket | None = None) -> Iterator[str]:
+def serve_in_thread(
+    app: Litestar, listener: socket.socket | None = None, *, http: type[asyncio.Protocol] | str = "auto"
+) -> Iterator[str]:
     """Run ``app`` under a real uvicorn server on a free loopback port (or on ``listener``, a socket already bound
-    with ``loopback_listener``, when its address had to be known before the app was made); yield its base URL."""
+    with ``loopback_listener``, when its address had to be known before the app was made); yield its base URL.
+
+    ``http`` is uvicorn's HTTP protocol: its own choice by default, or a class such as
+    ``controlplane.api.connections.RecyclingHttpToolsProtocol`` (what `controlplane serve` runs)."""
     listener = listener or loopback_listener()
     port: int = listener.getsockname()[1]
     config = uvicorn.Config(
@@ -38,6 +44,7 @@ def serve_in_thread(app: Litestar, listener: socket.socket | None = None) -> Ite
         port=port,
         log_level="warning",
         ws="none",
+        http=http,
         timeout_graceful_shutdown=1,
     )
     server = uvicorn.Server(config)

@@ -41,6 +41,9 @@ class Settings:
     """Address the HTTP server binds to."""
     port: int = 8080
     """Port the HTTP server binds to."""
+    http_max_requests_per_connection: int = 100
+    """Requests served on one HTTP/1.1 keep-alive connection before the server answers with `connection: close`
+    (the client reconnects, and processes sharing a listening socket even out); 0: never close."""
     environments: tuple[str, ...] = ("dev", "qa", "staging", "production")
     """Known environments, comma-separated."""
     definitions_dir: Path = Path("definitions")
@@ -180,6 +183,11 @@ class Settings:
         ):
             if value <= 0:
                 raise SettingsError(f"CONTROLPLANE_{name} must be positive, got {value}")
+        if self.http_max_requests_per_connection < 0:
+            raise SettingsError(
+                "CONTROLPLANE_HTTP_MAX_REQUESTS_PER_CONNECTION must be 0 (never close a connection) or positive, got "
+                f"{self.http_max_requests_per_connection}"
+            )
         if self.prometheus_url and not self.prometheus_url.startswith(("http://", "https://")):
             raise SettingsError(
                 f"CONTROLPLANE_PROMETHEUS_URL must be an http:// or https:// base URL, got {self.prometheus_url!r}"

@@ -33,6 +33,13 @@ def test_settings_read_every_type_from_the_environment() -> None:
     assert not settings.is_sqlite
 
 
+def test_connections_serve_100_requests_by_default_and_0_means_never_close() -> None:
+    assert Settings.from_env({}).http_max_requests_per_connection == 100
+    variable = "CONTROLPLANE_HTTP_MAX_REQUESTS_PER_CONNECTION"
+    assert Settings.from_env({variable: "0"}).http_max_requests_per_connection == 0
+    assert Settings.from_env({variable: "1"}).http_max_requests_per_connection == 1
+
+
 def test_settings_default_to_the_embedded_sqlite_store() -> None:
     settings = Settings.from_env({})
     assert settings.is_sqlite
@@ -50,6 +57,9 @@ def test_settings_default_to_the_embedded_sqlite_store() -> None:
         ("CONTROLPLANE_ENVIRONMENTS", "qa,qa", "twice"),
         ("CONTROLPLANE_LOG_FORMAT", "yaml", "CONTROLPLANE_LOG_FORMAT must be one of text, json"),
         ("CONTROLPLANE_LOG_LEVEL", "verbose", "CONTROLPLANE_LOG_LEVEL must be one of debug, info, warning, error"),
+        ("CONTROLPLANE_HTTP_MAX_REQUESTS_PER_CONNECTION", "-1", "MAX_REQUESTS_PER_CONNECTION must be 0 .* got -1"),
+        ("CONTROLPLANE_HTTP_MAX_REQUESTS_PER_CONNECTION", "ten", "CONTROLPLANE_HTTP_MAX_REQUESTS_PER_CONNECTION"),
+        ("CONTROLPLANE_HTTP_MAX_REQUESTS_PER_CONNECTION", "2.5", "CONTROLPLANE_HTTP_MAX_REQUESTS_PER_CONNECTION"),
     ],
 )
 def test_unusable_settings_are_refused_naming_the_variable(variable: str, value: str, message: str) -> None:
