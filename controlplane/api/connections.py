@@ -20,7 +20,10 @@ from uvicorn.server import ServerState
 
 from controlplane.settings import Settings
 
-__all__ = ["RecyclingHttpToolsProtocol", "ends_connection", "limit_from_environment"]
+__all__ = ["PROTOCOL_IMPORT_STRING", "RecyclingHttpToolsProtocol", "ends_connection", "limit_from_environment"]
+
+#: How uvicorn is told to use the protocol in a process of its own (`--http`, or ``http=`` with workers).
+PROTOCOL_IMPORT_STRING = f"{__name__}:RecyclingHttpToolsProtocol"
 
 
 def ends_connection(served: int, limit: int) -> bool:

@@ -4,8 +4,14 @@ in tests/integration/test_connection_recycling.py)."""
 from __future__ import annotations
 
 import pytest
+from uvicorn.importer import import_from_string
 
-from controlplane.api.connections import RecyclingHttpToolsProtocol, ends_connection, limit_from_environment
+from controlplane.api.connections import (
+    PROTOCOL_IMPORT_STRING,
+    RecyclingHttpToolsProtocol,
+    ends_connection,
+    limit_from_environment,
+)
 from controlplane.settings import SettingsError
 
 
@@ -31,3 +37,7 @@ def test_a_limit_given_in_code_must_not_be_negative() -> None:
     assert issubclass(RecyclingHttpToolsProtocol.limited_to(0), RecyclingHttpToolsProtocol)
     with pytest.raises(ValueError, match="max_requests"):
         RecyclingHttpToolsProtocol.limited_to(-1)
+
+
+def test_uvicorn_finds_the_protocol_by_its_import_string() -> None:
+    assert import_from_string(PROTOCOL_IMPORT_STRING) is RecyclingHttpToolsProtocol
