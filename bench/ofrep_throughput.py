@@ -43,6 +43,7 @@ from litestar import Litestar
 
 from bench.evaluation import FLAG, configure_flag, prepare_database
 from bench.rollout_race import database
+from controlplane.api.connections import PROTOCOL_IMPORT_STRING
 from controlplane.app import create_app
 from controlplane.settings import Settings
 
@@ -186,6 +187,10 @@ def server(
         str(port),
         "--workers",
         str(workers),
+        # The HTTP protocol `controlplane serve` runs: keep-alive connections recycled after
+        # CONTROLPLANE_HTTP_MAX_REQUESTS_PER_CONNECTION requests, so workers sharing the socket even out.
+        "--http",
+        PROTOCOL_IMPORT_STRING,
         "--log-level",
         "warning",
     ]
