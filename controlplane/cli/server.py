@@ -191,6 +191,7 @@ def add_server_commands(commands: Subcommands) -> None:
         "--workers",
         type=int,
         default=1,
+        metavar="N",
         help="worker processes sharing the port (default: 1, in this process); more than 1 needs PostgreSQL",
     )
 
