@@ -199,7 +199,8 @@ def _processes() -> list[tuple[int, int, str]]:
 
 
 def _cpu_split() -> dict[str, float]:
-    """CPU seconds so far of this benchmark's server processes (its descendants but wrk) and of PostgreSQL's."""
+    """CPU seconds so far of this benchmark's server processes (its descendants but wrk), each (``pid:N``) and in
+    all (``server``), and of PostgreSQL's (``postgres``)."""
     processes = _processes()
     children: dict[int, list[int]] = {}
     for pid, parent, _ in processes:
@@ -211,10 +212,22 @@ def _cpu_split() -> dict[str, float]:
         if names.get(pid) != "wrk":
             servers.append(pid)
         stack.extend(children.get(pid, []))
+    each = {f"pid:{pid}": _cpu_seconds(pid) for pid in servers}
     return {
-        "server": sum(_cpu_seconds(pid) for pid in servers),
+        **each,
+        "server": sum(each.values()),
         "postgres": sum(_cpu_seconds(pid) for pid, _, name in processes if name in ("postgres", "postmaster")),
     }
+
+
+def _busiest_cores(before: dict[str, float], after: dict[str, float], seconds: int, count: int) -> list[float]:
+    """CPU cores used during the run by the ``count`` busiest server processes (the workers and replicas that
+    served; a uvicorn supervisor barely moves), busiest first: how evenly the load fell between them."""
+    used = sorted(
+        (after[key] - before.get(key, 0.0) for key in after if key.startswith("pid:")),
+        reverse=True,
+    )
+    return [round(cpu / seconds, 2) for cpu in used[:count]]
 
 
 @contextmanager
@@ -320,6 +333,8 @@ def run(
         # CPU cores busy during the measured run: every server process, and all of PostgreSQL (shared machine: other
         # databases' work counts too).
         "server_cores": round((after["server"] - before["server"]) / seconds, 2),
+        # Each serving process's share: with several, one far below the others means the connections fell unevenly.
+        "process_cores": _busiest_cores(before, after, seconds, replicas * workers),
         "postgres_cores": round((after["postgres"] - before["postgres"]) / seconds, 2),
         # Server CPU per acknowledged batch: steadier than the rate on a shared machine (compare old and new code).
         "server_ms_per_batch": round((after["server"] - before["server"]) * 1000 / max(1.0, rate * seconds), 2),

@@ -187,8 +187,9 @@ def server(
         str(port),
         "--workers",
         str(workers),
-        # The HTTP protocol `controlplane serve` runs: keep-alive connections recycled after
-        # CONTROLPLANE_HTTP_MAX_REQUESTS_PER_CONNECTION requests, so workers sharing the socket even out.
+        # The HTTP protocol `controlplane serve` runs: keep-alive connections recycled by request count and age
+        # (CONTROLPLANE_HTTP_MAX_REQUESTS_PER_CONNECTION, CONTROLPLANE_HTTP_CONNECTION_MAX_AGE_SECONDS), so workers
+        # sharing the socket even out.
         "--http",
         PROTOCOL_IMPORT_STRING,
         "--log-level",

@@ -6,6 +6,7 @@ this class agree, so neither drifts.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -41,9 +42,12 @@ class Settings:
     """Address the HTTP server binds to."""
     port: int = 8080
     """Port the HTTP server binds to."""
-    http_max_requests_per_connection: int = 100
+    http_max_requests_per_connection: int = 1000
     """Requests served on one HTTP/1.1 keep-alive connection before the server answers with `connection: close`
-    (the client reconnects, and processes sharing a listening socket even out); 0: never close."""
+    (the client reconnects, and processes sharing a listening socket even out); 0: no limit."""
+    http_connection_max_age_seconds: float = 10.0
+    """Age of an HTTP/1.1 keep-alive connection past which its next request is answered with `connection: close`,
+    however few requests it carried (clients sending a batch now and then reconnect too); 0: no limit."""
     environments: tuple[str, ...] = ("dev", "qa", "staging", "production")
     """Known environments, comma-separated."""
     definitions_dir: Path = Path("definitions")
@@ -185,8 +189,13 @@ class Settings:
                 raise SettingsError(f"CONTROLPLANE_{name} must be positive, got {value}")
         if self.http_max_requests_per_connection < 0:
             raise SettingsError(
-                "CONTROLPLANE_HTTP_MAX_REQUESTS_PER_CONNECTION must be 0 (never close a connection) or positive, got "
+                "CONTROLPLANE_HTTP_MAX_REQUESTS_PER_CONNECTION must be 0 (no limit) or positive, got "
                 f"{self.http_max_requests_per_connection}"
+            )
+        if not self.http_connection_max_age_seconds >= 0 or math.isinf(self.http_connection_max_age_seconds):
+            raise SettingsError(
+                "CONTROLPLANE_HTTP_CONNECTION_MAX_AGE_SECONDS must be 0 (no limit) or a positive number of seconds, "
+                f"got {self.http_connection_max_age_seconds}"
             )
         if self.prometheus_url and not self.prometheus_url.startswith(("http://", "https://")):
             raise SettingsError(

@@ -95,7 +95,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     """Migrate, apply the shipped definitions, make sure an admin token exists, then serve HTTP."""
     import uvicorn
 
-    from controlplane.api.connections import PROTOCOL_IMPORT_STRING, RecyclingHttpToolsProtocol
+    from controlplane.api.connections import PROTOCOL_IMPORT_STRING, ConnectionLimits, RecyclingHttpToolsProtocol
     from controlplane.app import create_app
     from controlplane.notifications.config import NotificationConfigError, load_notification_config
 
@@ -134,7 +134,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
             create_app(settings, engine=engine, freeze_heap=True),
             host=host,
             port=port,
-            http=RecyclingHttpToolsProtocol.limited_to(settings.http_max_requests_per_connection),
+            http=RecyclingHttpToolsProtocol.limited_to(ConnectionLimits.of(settings)),
             log_config=None,
             log_level=None,
         )

@@ -1,5 +1,5 @@
-"""Keep-alive connections recycled after a number of requests: the control plane on a real uvicorn server with the
-HTTP protocol `controlplane serve` runs (``RecyclingHttpToolsProtocol``), counted by the client's port."""
+"""Keep-alive connections recycled after a number of requests or an age: the control plane on a real uvicorn server
+with the HTTP protocol `controlplane serve` runs (``RecyclingHttpToolsProtocol``), counted by the client's port."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import httpx
 from litestar import Litestar
 
-from controlplane.api.connections import RecyclingHttpToolsProtocol
+from controlplane.api.connections import ConnectionLimits, RecyclingHttpToolsProtocol
 from controlplane.api.roles import Role
 from controlplane.embedded import serve_in_thread
 from controlplane.evaluation.controller import STREAM_PATH
@@ -66,7 +66,7 @@ def address(base_url: str) -> tuple[str, int]:
 def test_a_keep_alive_connection_says_close_on_its_nth_answer_and_the_next_request_takes_a_new_one(
     app: Litestar,
 ) -> None:
-    protocol = RecyclingHttpToolsProtocol.limited_to(LIMIT)
+    protocol = RecyclingHttpToolsProtocol.limited_to(ConnectionLimits(LIMIT, 0))
     with serve_in_thread(app, http=protocol) as base, httpx.Client(base_url=base, timeout=TIMEOUT_SECONDS) as client:
         # /readyz reads the database: real requests on each backend, not only a constant answer.
         answers = [get_over(client, "/readyz") for _ in range(2 * LIMIT + 1)]
@@ -83,7 +83,7 @@ def test_a_keep_alive_connection_says_close_on_its_nth_answer_and_the_next_reque
 def test_the_server_itself_closes_the_connection_after_the_last_answer(app: Litestar) -> None:
     request = b"GET /healthz HTTP/1.1\r\nHost: control-plane\r\n\r\n"
     with (
-        serve_in_thread(app, http=RecyclingHttpToolsProtocol.limited_to(2)) as base,
+        serve_in_thread(app, http=RecyclingHttpToolsProtocol.limited_to(ConnectionLimits(2, 0))) as base,
         socket.create_connection(address(base), timeout=TIMEOUT_SECONDS) as connection,
     ):
         first = exchange(connection, request)
@@ -96,7 +96,7 @@ def test_the_server_itself_closes_the_connection_after_the_last_answer(app: Lite
 
 
 def test_with_a_limit_of_0_one_connection_serves_every_request(app: Litestar) -> None:
-    protocol = RecyclingHttpToolsProtocol.limited_to(0)
+    protocol = RecyclingHttpToolsProtocol.limited_to(ConnectionLimits(0, 0))
     with serve_in_thread(app, http=protocol) as base, httpx.Client(base_url=base, timeout=TIMEOUT_SECONDS) as client:
         answers = [get_over(client, "/readyz") for _ in range(25)]
 
@@ -105,13 +105,43 @@ def test_with_a_limit_of_0_one_connection_serves_every_request(app: Litestar) ->
     assert len({port for _, port in answers}) == 1
 
 
+class Clock:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_connection_past_its_age_ends_at_its_next_request_however_few_it_served(app: Litestar) -> None:
+    clock = Clock()
+    protocol = RecyclingHttpToolsProtocol.limited_to(ConnectionLimits(0, 10.0), clock)
+    with serve_in_thread(app, http=protocol) as base, httpx.Client(base_url=base, timeout=TIMEOUT_SECONDS) as client:
+        young = [get_over(client, "/readyz") for _ in range(3)]
+        clock.now += 9.999
+        still_young, _ = get_over(client, "/readyz")
+        clock.now += 0.001  # 10 s after the connection opened: this request is its last
+        aged, aged_port = get_over(client, "/readyz")
+        fresh = [get_over(client, "/readyz") for _ in range(2)]
+
+    ports = [port for _, port in young]
+    assert len(set(ports)) == 1 and not any("connection" in response.headers for response, _ in young)
+    assert "connection" not in still_young.headers
+    assert aged.headers["connection"] == "close" and aged_port == ports[0]
+    # The new connection opened at the clock's present: young again.
+    assert {port for _, port in fresh} == {fresh[0][1]} and fresh[0][1] != aged_port
+    assert not any("connection" in response.headers for response, _ in fresh)
+
+
 def test_an_event_stream_that_is_its_connections_last_request_runs_on_and_closes_only_when_it_ends(
     app: Litestar, make_token: Callable[..., str], admin_headers: dict[str, str]
 ) -> None:
     token = {"Authorization": f"Bearer {make_token(Role.EVALUATE, environment=ENVIRONMENT)}"}
     timeout = httpx.Timeout(TIMEOUT_SECONDS, read=STREAM_DEADLINE_SECONDS)
     with (
-        serve_in_thread(app, http=RecyclingHttpToolsProtocol.limited_to(2)) as base,
+        serve_in_thread(app, http=RecyclingHttpToolsProtocol.limited_to(ConnectionLimits(2, 0))) as base,
         httpx.Client(base_url=base, timeout=TIMEOUT_SECONDS) as admin,
         httpx.Client(base_url=base, timeout=timeout) as subscriber,
     ):
@@ -160,7 +190,7 @@ class Upgraded(asyncio.Protocol):
 class RecyclingWithWebSockets(RecyclingHttpToolsProtocol):
     """The recycling protocol, one request per connection, handing WebSocket upgrades to ``Upgraded``."""
 
-    max_requests = 1
+    limits = ConnectionLimits(1, 0)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

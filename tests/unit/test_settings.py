@@ -33,11 +33,15 @@ def test_settings_read_every_type_from_the_environment() -> None:
     assert not settings.is_sqlite
 
 
-def test_connections_serve_100_requests_by_default_and_0_means_never_close() -> None:
-    assert Settings.from_env({}).http_max_requests_per_connection == 100
+def test_connections_serve_1000_requests_or_10_seconds_by_default_and_0_means_no_limit() -> None:
+    assert Settings.from_env({}).http_max_requests_per_connection == 1000
+    assert Settings.from_env({}).http_connection_max_age_seconds == 10.0
     variable = "CONTROLPLANE_HTTP_MAX_REQUESTS_PER_CONNECTION"
     assert Settings.from_env({variable: "0"}).http_max_requests_per_connection == 0
     assert Settings.from_env({variable: "1"}).http_max_requests_per_connection == 1
+    age = "CONTROLPLANE_HTTP_CONNECTION_MAX_AGE_SECONDS"
+    assert Settings.from_env({age: "0"}).http_connection_max_age_seconds == 0.0
+    assert Settings.from_env({age: "0.5"}).http_connection_max_age_seconds == 0.5
 
 
 def test_settings_default_to_the_embedded_sqlite_store() -> None:
@@ -60,6 +64,9 @@ def test_settings_default_to_the_embedded_sqlite_store() -> None:
         ("CONTROLPLANE_HTTP_MAX_REQUESTS_PER_CONNECTION", "-1", "MAX_REQUESTS_PER_CONNECTION must be 0 .* got -1"),
         ("CONTROLPLANE_HTTP_MAX_REQUESTS_PER_CONNECTION", "ten", "CONTROLPLANE_HTTP_MAX_REQUESTS_PER_CONNECTION"),
         ("CONTROLPLANE_HTTP_MAX_REQUESTS_PER_CONNECTION", "2.5", "CONTROLPLANE_HTTP_MAX_REQUESTS_PER_CONNECTION"),
+        ("CONTROLPLANE_HTTP_CONNECTION_MAX_AGE_SECONDS", "-1", "MAX_AGE_SECONDS must be 0 .* got -1"),
+        ("CONTROLPLANE_HTTP_CONNECTION_MAX_AGE_SECONDS", "inf", "MAX_AGE_SECONDS must be 0 .* got inf"),
+        ("CONTROLPLANE_HTTP_CONNECTION_MAX_AGE_SECONDS", "soon", "CONTROLPLANE_HTTP_CONNECTION_MAX_AGE_SECONDS"),
     ],
 )
 def test_unusable_settings_are_refused_naming_the_variable(variable: str, value: str, message: str) -> None:
