@@ -310,9 +310,27 @@ def _buckets(values: Sequence[float], bounds: Sequence[float]) -> list[int]:
     return counts
 
 
-#: An identity checked once per batch: (its number, refusal, admitted labels, labels key, event type, lowest and
-#: highest value that needs no closer look, tail list or None).
-_Checked = tuple[int, Refusal | None, dict[str, str], str, EventType | None, float, float, list[TailItem] | None]
+class _Slot:
+    """Where the events of one identity (type, environment, variant, outcome, labels) and one window go: what the
+    identity's check found, once per batch, and the series they add to (None when the identity is refused)."""
+
+    __slots__ = ("found", "highest", "kind", "labels", "lowest", "refusal", "tail")
+
+    def __init__(
+        self,
+        refusal: Refusal | None,
+        kind: EventType | None,
+        labels: dict[str, str],
+        tail: list[TailItem] | None,
+        found: _Collected | None,
+    ) -> None:
+        self.refusal = refusal
+        self.kind = kind
+        self.labels = labels
+        # The values that need no closer look (the full checks give the others their reason).
+        self.lowest, self.highest = _value_range(kind)
+        self.tail = tail
+        self.found = found
 
 
 def _value_range(kind: EventType | None) -> tuple[float, float]:
@@ -345,73 +363,93 @@ def aggregate(
     valid_subjects: set[str] = set()
     kinds: dict[str, EventType | None] = {}
     # Label sets, types and variants repeat across a batch: check each identity once, and find each series of a
-    # window by (identity number, window number) without building its key per event (the hot path of ingest).
-    # Values are only collected here; sums, extremes and buckets are computed once per series at the end.
-    identities: dict[tuple[Any, ...], _Checked] = {}
-    slots: dict[tuple[int, int], _Collected] = {}
+    # window by (identity, window number) without building its key per event (the hot path of ingest). Values are
+    # only collected here; sums, extremes and buckets are computed once per series at the end.
+    identities: dict[tuple[Any, ...], tuple[Refusal | None, dict[str, str], str, EventType | None]] = {}
+    # One dictionary look-up per event: its identity and its window number find its slot.
+    slots: dict[tuple[Any, ...], _Slot] = {}
     size = window.total_seconds()
     earliest_ts, latest_ts = earliest.timestamp(), latest.timestamp()
     pipeline = batch.pipeline
     for index, event in enumerate(batch.events):
-        identity = (
+        labels = event.labels
+        stamp = event.time.timestamp()
+        place = (
             event.type,
             event.environment,
             event.variant,
             event.outcome,
-            tuple(event.labels.items()) if event.labels else (),
+            tuple(labels.items()) if labels else (),
+            stamp // size,
         )
-        checked = identities.get(identity)
-        if checked is None:
-            if event.type not in kinds:
-                kinds[event.type] = catalog.get(pipeline, event.type)
-            kind = kinds[event.type]
-            refusal, labels, key_of_labels = _check_identity(event, kind, pipeline, catalog, environments)
-            lowest, highest = _value_range(kind)
-            tail = tails.setdefault((event.type, event.environment), []) if event.type in tail_events else None
-            checked = (len(identities), refusal, labels, key_of_labels, kind, lowest, highest, tail)
-            identities[identity] = checked
-        number, refusal, labels, key_of_labels, kind, lowest, highest, tail = checked
-        stamp = event.time.timestamp()
-        value = event.value
-        if refusal is None:
-            assert kind is not None
-            if (
-                event.totals
-                or not earliest_ts <= stamp <= latest_ts
-                or (value is not None and not lowest <= value <= highest)
-            ):  # the full checks, for the exact reason (totals are checked there too)
-                refusal = _check_measurements(event, kind, earliest, latest)
-            if refusal is None and event.subject is not None and event.subject not in valid_subjects:
-                refusal = _check_subject(event.subject)
-                if refusal is None:
-                    valid_subjects.add(event.subject)
+        slot = slots.get(place)
+        if slot is None:
+            identity = place[:5]
+            checked = identities.get(identity)
+            if checked is None:
+                if event.type not in kinds:
+                    kinds[event.type] = catalog.get(pipeline, event.type)
+                kind = kinds[event.type]
+                refusal, admitted, key_of_labels = _check_identity(event, kind, pipeline, catalog, environments)
+                checked = identities[identity] = (refusal, admitted, key_of_labels, kind)
+            refusal, admitted, key_of_labels, kind = checked
+            found = None
+            tail = None
+            if refusal is None and kind is not None:
+                start = window_start(event.time, window)
+                key: SeriesKey = (
+                    start,
+                    event.type,
+                    event.environment,
+                    event.variant,
+                    event.outcome or "",
+                    key_of_labels,
+                )
+                found = series.get(key)
+                if found is None:
+                    found = series[key] = _Collected(kind)
+                if event.type in tail_events:
+                    tail = tails.setdefault((event.type, event.environment), [])
+            slot = slots[place] = _Slot(refusal, kind, admitted, tail, found)
+        refusal = slot.refusal
         if refusal is not None:
             errors.append(EventError(index, refusal[1], refusal[0]))
             continue
+        value = event.value
+        if (
+            event.totals
+            or not earliest_ts <= stamp <= latest_ts
+            or (value is not None and not slot.lowest <= value <= slot.highest)
+        ):  # the full checks, for the exact reason (totals are checked there too)
+            assert slot.kind is not None
+            refusal = _check_measurements(event, slot.kind, earliest, latest)
+            if refusal is not None:
+                errors.append(EventError(index, refusal[1], refusal[0]))
+                continue
+        subject = event.subject
+        if subject is not None and subject not in valid_subjects:
+            refusal = _check_subject(subject)
+            if refusal is not None:
+                errors.append(EventError(index, refusal[1], refusal[0]))
+                continue
+            valid_subjects.add(subject)
         if errors:
             continue  # the batch is refused anyway: only look for more errors
-        slot_key = (number, int(stamp // size))
-        found = slots.get(slot_key)
-        if found is None:
-            assert kind is not None
-            start = window_start(event.time, window)
-            key: SeriesKey = (start, event.type, event.environment, event.variant, event.outcome or "", key_of_labels)
-            found = series.get(key)
-            if found is None:
-                found = series[key] = _Collected(kind)
-            slots[slot_key] = found
+        found = slot.found
+        assert found is not None
         found.count += 1
         if value is not None:
             found.values.append(value)
-        subject = event.subject
         if subject is not None:
-            found.subjects[subject] = found.subjects.get(subject, 0) + 1
+            counted = found.subjects
+            counted[subject] = counted.get(subject, 0) + 1
         if event.totals:
             totals = found.totals
             for name, amount in event.totals.items():
                 totals[name] = totals.get(name, 0.0) + amount
+        tail = slot.tail
         if tail is not None:
-            tail.append((event.time, event.outcome or "", event.variant, labels))
+            tail.append((event.time, event.outcome or "", event.variant, slot.labels))
     if errors:
         raise BatchRefused(errors)
     for items in tails.values():
