@@ -44,6 +44,7 @@ from bench.ofrep_throughput import UNLIMITED, server_process
 from bench.rollout_race import POSTGRES_ADMIN, database, prepare_with_definition, print_results
 from controlplane.api.roles import Role
 from controlplane.app import create_app
+from controlplane.catalog.events import Catalog
 from controlplane.catalog.service import load_catalog
 from controlplane.db import create_db_engine, session_scope, utcnow
 from controlplane.settings import Settings
@@ -132,6 +133,18 @@ def prepare(url: str) -> str:
     return prepare_with_definition(url, DEFINITION.read_text(), [(Role.INGEST, None)])["ingest"]
 
 
+def reference_catalog() -> Catalog:
+    """The event catalog of the reference-images definition, as a migrated database holds it (a throwaway one)."""
+    with tempfile.TemporaryDirectory() as folder:
+        url = f"sqlite:///{folder}/catalog.db"
+        prepare(url)
+        engine = create_db_engine(url)
+        with session_scope(sessionmaker(engine)) as session:
+            catalog = load_catalog(session)
+        engine.dispose()
+    return catalog
+
+
 def floor(rounds: int) -> dict[str, float]:
     """Events per second for decoding alone, and for decode + validate + aggregate, in this process."""
     payload = body("floor-batch-0001")
@@ -139,13 +152,7 @@ def floor(rounds: int) -> dict[str, float]:
     for _ in range(rounds):
         decode_batch(payload)
     decode_rate = rounds * BATCH / (time.perf_counter() - started)
-    with tempfile.TemporaryDirectory() as folder:
-        url = f"sqlite:///{folder}/floor.db"
-        prepare(url)
-        engine = create_db_engine(url)
-        with session_scope(sessionmaker(engine)) as session:
-            catalog = load_catalog(session)
-        engine.dispose()
+    catalog = reference_catalog()
     settings = Settings()
     started = time.perf_counter()
     for _ in range(rounds):
