@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.processes import stop
 from tests.prometheus_stack import free_port
 
 __all__ = ["PROBES", "IdleLog", "observe_idle_server"]
@@ -93,12 +93,7 @@ def observe_idle_server(
                     time.sleep(max(0.0, next_probe - time.monotonic()))  # the probe period, as a prober keeps it
                 idle_to = err_path.stat().st_size
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                exit_code = process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                exit_code = process.wait()
+            exit_code = stop(process, 30)
     return IdleLog(
         stdout=out_path.read_text(),
         startup=_lines(err_path, 0, idle_from),

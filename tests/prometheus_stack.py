@@ -38,6 +38,8 @@ from typing import Any, TypeVar
 import httpx
 import yaml
 
+from tests.processes import stop
+
 __all__ = [
     "ALERTMANAGER",
     "PROMETHEUS",
@@ -279,13 +281,7 @@ def _start(
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
     """Terminate, then kill after the grace period; always reaped."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    stop(process, STOP_TIMEOUT_SECONDS)
 
 
 @contextmanager

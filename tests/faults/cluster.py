@@ -26,6 +26,8 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from tests.processes import stop as stop_process
+
 __all__ = [
     "FaultRun",
     "Traffic",
@@ -129,12 +131,7 @@ def control_plane(url: str, folder: Path) -> Iterator[tuple[str, str]]:
             time.sleep(0.1)  # waiting for the server to come up
         yield base, token
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, 15)
         drainer.join(5)  # the pipe ends with the process: the drain returns
         stdout.close()
         log.close()

@@ -20,6 +20,7 @@ import pytest
 from controlplane.cli.server import worker_settings
 from tests.integration.test_cli import run
 from tests.integration.test_connection_recycling import get_over
+from tests.processes import stop
 from tests.prometheus_stack import free_port
 
 REPLICA = "workers-test"
@@ -141,12 +142,7 @@ def test_serve_with_two_workers_on_postgresql_runs_two_processes_that_each_answe
             recycled = [get_over(client, "/healthz") for _ in range(3)]
         holder = lease_holder(postgres_url)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            code = process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            code = process.wait()
+        code = stop(process, 30)
         assert process.stdout is not None
         out = process.stdout.read().decode()
         process.stdout.close()
