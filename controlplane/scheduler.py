@@ -32,6 +32,7 @@ from controlplane.clock import Clock
 from controlplane.db import session_scope
 from controlplane.guarding.jobs import GuardEvaluator
 from controlplane.guarding.readings import AlertGateReader
+from controlplane.incidents.hold import IncidentHold
 from controlplane.metrics import ControlPlaneMetrics
 from controlplane.notifications.config import NotificationConfig
 from controlplane.notifications.jobs import deliver_due_notifications
@@ -181,7 +182,12 @@ def build_jobs(
         JobSpec(
             "advance_baked_rollouts",
             lambda: advance_baked_rollouts(
-                factory, environments=settings.environments, clock=clock, gates=gates, announcer=announcer
+                factory,
+                environments=settings.environments,
+                clock=clock,
+                gates=gates,
+                announcer=announcer,
+                hold=IncidentHold(),
             ),
             timedelta(seconds=settings.rollout_tick_seconds),
         ),

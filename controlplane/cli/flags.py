@@ -107,12 +107,20 @@ def _incident_table(incident: dict[str, Any]) -> Table:
                 item["environment"],
                 _state_words(item["before"]),
                 _state_words(item["after"]),
-                "paused" if item["rollout_paused"] else "-",
+                _paused_words(item),
                 ("restored" + (" (forced)" if done["changed_since"] else "")) if done else "-",
                 (done["rollout"] or "-") if done else "-",
             )
         )
     return table(title, ["env", "before", "during", "rollout", "undo", "rollout after undo"], rows)
+
+
+def _paused_words(item: dict[str, Any]) -> str:
+    """The incident table's rollout cell: paused or not, and which segments of a plan run per segment."""
+    if not item["rollout_paused"]:
+        return "-"
+    segments = item.get("paused_segments") or []
+    return f"paused: {', '.join(segments)}" if segments else "paused"
 
 
 def cmd_flags_set_variant(args: argparse.Namespace, settings: Settings) -> None:
@@ -129,7 +137,13 @@ def cmd_flags_set_variant(args: argparse.Namespace, settings: Settings) -> None:
         lines = []
         for environment, why in data["skipped"].items():
             lines.append(f"left alone: {environment}: {why}")
-        paused = [item["environment"] for item in data["environments"] if item["rollout_paused"]]
+        paused = [
+            f"{item['environment']} ({', '.join(item['paused_segments'])})"
+            if item.get("paused_segments")
+            else item["environment"]
+            for item in data["environments"]
+            if item["rollout_paused"]
+        ]
         if paused:
             lines.append(f"running rollouts paused (resumed by the undo): {', '.join(paused)}")
         lines.append(f"undo: controlplane flags undo {data['id']} --reason TEXT")

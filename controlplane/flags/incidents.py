@@ -7,8 +7,9 @@ state it leaves each one in, and whether an undo may restore what was recorded.
     undo_command(incident_id)                                   -> the command that undoes it, in words
 
 What "serves to everyone" means, exactly: the environment is switched on, its default variant is the incident's,
-its targeting rules are removed and its rollout (if it has one) serves 0%, so evaluation answers the default
-variant to every context: no rule, no percentage, no missing bucketing attribute can answer anything else. Every
+its targeting rules are removed and its rollout (if it has one) serves 0% and no segments, so evaluation answers the
+default variant to every context: no rule, no percentage, no segment, no missing bucketing or segment attribute can
+answer anything else. Every
 client (OFREP, the in-process provider, the stream) already evaluates that state: nothing new to learn, and what
 ``flags show`` prints is what is served. Undo puts back the four recorded fields (enabled, default variant, rules,
 rollout) as they were, which is exact because nothing else decides what an environment serves.
@@ -78,12 +79,15 @@ def incident_scope(
 def overridden_state(before: Mapping[str, Any], variant: str) -> dict[str, Any]:
     """The serving state that answers ``variant`` to every context (see the module's docstring)."""
     rollout = before.get("rollout")
+    # Kept at 0% rather than dropped: its variant and bucketing stay visible, and a rollout status reads 0% served.
+    # Its segments are dropped: a rollout run per segment serves each segment its own percentage, and the off
+    # variant to a context outside every segment, whatever its overall percentage says.
+    kept = {name: value for name, value in rollout.items() if name != "segments"} if rollout else None
     return {
         "enabled": True,
         "default_variant": variant,
         "rules": [],
-        # Kept at 0% rather than dropped: its variant and bucketing stay visible, and a rollout status reads 0% served.
-        "rollout": {**rollout, "percentage": 0.0} if rollout else None,
+        "rollout": {**kept, "percentage": 0.0} if kept is not None else None,
     }
 
 
@@ -96,6 +100,8 @@ class EnvironmentRecord:
     after: Mapping[str, Any]
     revision: int
     rollout_paused: bool
+    #: The segments (``attribute=value``) whose rollouts it paused, of a plan run per segment; empty otherwise.
+    paused_segments: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The record as stored in ``FlagIncident.environments``."""
@@ -105,6 +111,7 @@ class EnvironmentRecord:
             "after": dict(self.after),
             "revision": self.revision,
             "rollout_paused": self.rollout_paused,
+            "paused_segments": list(self.paused_segments),
         }
 
     @classmethod
@@ -116,6 +123,8 @@ class EnvironmentRecord:
             after=data["after"],
             revision=int(data["revision"]),
             rollout_paused=bool(data["rollout_paused"]),
+            # Absent from incidents recorded before segments were paused one by one.
+            paused_segments=tuple(data.get("paused_segments", ())),
         )
 
 

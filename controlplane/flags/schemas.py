@@ -215,13 +215,15 @@ class HeldRollbackRead(msgspec.Struct):
 
 class IncidentEnvironmentRead(msgspec.Struct):
     """What an incident action did to one environment: its serving state before and after, the revision it left,
-    whether it paused a running rollout there, and the automatic rollbacks it held back while in force."""
+    whether it paused running rollouts there (and which segments', of a plan run per segment), and the automatic
+    rollbacks it held back while in force."""
 
     environment: str
     before: dict[str, Any]
     after: dict[str, Any]
     revision: int
     rollout_paused: bool
+    paused_segments: list[str] = msgspec.field(default_factory=list)
     held: list[HeldRollbackRead] = msgspec.field(default_factory=list)
 
 

@@ -364,11 +364,13 @@ def _check_variants_exist(flag: Flag, changes: EnvironmentStateUpdate) -> None:
 
 # --- incident actions -------------------------------------------------------------------------------------------
 
-#: Asked, before an incident action changes an environment, to pause a running rollout of the flag there (so the
-#: scheduler does not advance it under the override): True when it paused one. Handed in by the workflow above.
-PauseRollout = Callable[[FlagIncident, str], bool]
-#: Asked, once an undo restored an environment whose rollout the action paused, to resume it: what it did, in words.
-ResumeRollout = Callable[[FlagIncident, str], str]
+#: Asked, before an incident action changes an environment, to pause the running rollouts of the flag there (so
+#: the scheduler does not advance them under the override): the rollouts it paused, each by its segment
+#: (``attribute=value``; None for a plan run once). Handed in by the workflow above.
+PauseRollout = Callable[[FlagIncident, str], Sequence[str | None]]
+#: Asked, once an undo restored an environment whose rollouts the action paused, to resume those its record names:
+#: what it did, in words.
+ResumeRollout = Callable[[FlagIncident, EnvironmentRecord], str]
 
 
 def _require_reason(reason: str | None, what: str) -> str:
@@ -440,7 +442,8 @@ def set_variant_everywhere(
         state.default_variant = after["default_variant"]
         state.rules = after["rules"]
         state.rollout = after["rollout"]
-        said = f"incident {incident.id}: `{variant}` to everyone" + (", running rollout paused" if paused else "")
+        segments = tuple(segment for segment in paused if segment is not None)
+        said = f"incident {incident.id}: `{variant}` to everyone" + _paused_words(paused, segments)
         record_environment_change(
             session,
             state,
@@ -451,10 +454,16 @@ def set_variant_everywhere(
             reason=f"{said}: {text}",
             action="flag.incident.set_variant",
         )
-        records.append(EnvironmentRecord(environment, before, after, state.revision, paused))
+        records.append(EnvironmentRecord(environment, before, after, state.revision, bool(paused), segments))
     incident.environments = [record.to_json() for record in records]
     session.flush()
     return incident, dict(scope.skipped)
+
+
+def _paused_words(paused: Sequence[str | None], segments: Sequence[str]) -> str:
+    if segments:
+        return f", running rollouts of {', '.join(segments)} paused"
+    return ", running rollout paused" if paused else ""
 
 
 def get_incident(session: Session, incident_id: int) -> FlagIncident:
@@ -595,7 +604,7 @@ def undo_incident(
             reason=f"undo of incident {incident_id}{overrode}: {text}",
             action="flag.incident.undo",
         )
-        rollout = resume_rollout(incident, record.environment) if record.rollout_paused else ""
+        rollout = resume_rollout(incident, record) if record.rollout_paused else ""
         done.append(
             {
                 "environment": record.environment,

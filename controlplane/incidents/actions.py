@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from controlplane.errors import DomainError
 from controlplane.flags import service as flag_service
-from controlplane.flags.incidents import undo_command
+from controlplane.flags.incidents import EnvironmentRecord, undo_command
 from controlplane.flags.models import FlagIncident
 from controlplane.flags.reads import to_incident_read
 from controlplane.flags.schemas import IncidentRead, IncidentUndo, SetVariantRequest
@@ -22,6 +22,7 @@ from controlplane.notifications.service import count_silenced_on_commit, enqueue
 from controlplane.rollouts.gates import GateReader
 from controlplane.rollouts.operations import Operation, RolloutTarget
 from controlplane.rollouts.schemas import RolloutOperation
+from controlplane.rollouts.segments import SegmentRef, parse_segment
 from controlplane.rollouts.service import operate_rollout, running_rollout_targets
 from controlplane.rollouts.steps import StepAnnouncer
 
@@ -54,25 +55,29 @@ class IncidentDesk:
         self, session: Session, *, key: str, request: SetVariantRequest, actor: str, now: datetime
     ) -> IncidentRead:
         """Serve ``request.variant`` to everyone where asked; running rollouts there are paused first."""
-        running = {target.environment for target in running_rollout_targets(session) if target.flag == key}
+        running = [target for target in running_rollout_targets(session) if target.flag == key]
 
-        def pause(incident: FlagIncident, environment: str) -> bool:
-            if environment not in running:
-                return False
-            said = f"paused by incident {incident.id} (`{incident.variant}` to everyone): {incident.reason}"
-            operate_rollout(
-                session,
-                target=RolloutTarget(key, environment),
-                operation=Operation.PAUSE,
-                body=RolloutOperation(reason=said[:2000]),
-                actor=actor,
-                environments=self._environments,
-                now=now,
-                gates=self._gates,
-                announcer=self._announcer,
-                hold=None,  # the incident's own pause: nothing holds it
-            )
-            return True
+        def pause(incident: FlagIncident, environment: str) -> list[str | None]:
+            # Every running rollout there: a plan run per segment has one per segment, each advanced on its own.
+            paused: list[str | None] = []
+            for target in running:
+                if target.environment != environment:
+                    continue
+                said = f"paused by incident {incident.id} (`{incident.variant}` to everyone): {incident.reason}"
+                operate_rollout(
+                    session,
+                    target=target,
+                    operation=Operation.PAUSE,
+                    body=RolloutOperation(reason=said[:2000]),
+                    actor=actor,
+                    environments=self._environments,
+                    now=now,
+                    gates=self._gates,
+                    announcer=self._announcer,
+                    hold=None,  # the incident's own pause: nothing holds it
+                )
+                paused.append(str(target.segment) if target.segment else None)
+            return paused
 
         incident, skipped = flag_service.set_variant_everywhere(
             session,
@@ -94,7 +99,15 @@ class IncidentDesk:
     ) -> IncidentRead:
         """Restore the states recorded before the incident; resume the rollouts it paused."""
 
-        def resume(incident: FlagIncident, environment: str) -> str:
+        def resume(incident: FlagIncident, record: EnvironmentRecord) -> str:
+            segments = [parse_segment(text) for text in record.paused_segments] or [None]
+            said = [resume_one(incident, record.environment, segment) for segment in segments]
+            if segments == [None]:
+                return said[0]
+            return "; ".join(f"{segment}: {words}" for segment, words in zip(segments, said, strict=True))
+
+        def resume_one(incident: FlagIncident, environment: str, segment: SegmentRef | None) -> str:
+            # Read per rollout: resuming one segment moves the environment's revision the next one is checked against.
             state = flag_service.get_environment_state(
                 session, key=incident.flag.key, environment=environment, environments=self._environments
             )
@@ -103,7 +116,7 @@ class IncidentDesk:
                 with session.begin_nested():
                     operate_rollout(
                         session,
-                        target=RolloutTarget(incident.flag.key, environment),
+                        target=RolloutTarget(incident.flag.key, environment, segment),
                         operation=Operation.RESUME,
                         body=RolloutOperation(
                             reason=f"undo of incident {incident.id}: resumed"[:2000], expected_revision=state.revision
@@ -144,7 +157,14 @@ def incident_events(incident: FlagIncident, *, undo: bool) -> list[AlertEvent]:
     flag = incident.flag
     if not undo:
         for item in incident.environments:
-            paused = "; its running rollout is paused" if item["rollout_paused"] else ""
+            segments = item.get("paused_segments") or []
+            paused = (
+                f"; its running rollouts of {', '.join(segments)} are paused"
+                if segments
+                else "; its running rollout is paused"
+                if item["rollout_paused"]
+                else ""
+            )
             events.append(
                 AlertEvent(
                     kind="variant_set",
@@ -166,6 +186,7 @@ def incident_events(incident: FlagIncident, *, undo: bool) -> list[AlertEvent]:
                         "before": item["before"],
                         "after": item["after"],
                         "rollout_paused": item["rollout_paused"],
+                        "paused_segments": segments,
                     },
                 )
             )

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from controlplane.audit.service import append_audit_record
 from controlplane.catalog.rules import AlertState
+from controlplane.errors import DomainError
 from controlplane.flags import service as flag_service
 from controlplane.flags.models import Flag, FlagEnvironment
 from controlplane.rollouts import stages as machine
@@ -304,11 +305,12 @@ def running_rollout_targets(session: Session) -> list[RolloutTarget]:
 
 @dataclass(frozen=True, slots=True)
 class TickResult:
-    """What one tick did to one rollout: the status after an advance (None: it held), and whether it told that the
-    stage's progress deadline passed."""
+    """What one tick did to one rollout: the status after an advance (None: it did not advance), whether it told
+    that the stage's progress deadline passed, and why ``hold`` kept a due advance back (None: nothing held it)."""
 
     advanced: RolloutStatus | None = None
     deadline_told: bool = False
+    held: str | None = None
 
 
 def tick_rollout(
@@ -319,9 +321,11 @@ def tick_rollout(
     now: datetime,
     gates: GateReader,
     announcer: StepAnnouncer | None,
+    hold: RolloutHold | None,
 ) -> TickResult:
-    """Advance one running rollout whose auto-advance stage has baked with clear gates; otherwise, once its stage
-    has held past its progress deadline, tell ``announcer`` why it holds (once per stage run)."""
+    """Advance one running rollout whose auto-advance stage has baked with clear gates, unless ``hold`` refuses the
+    advance (an incident override in force: the scheduler fights it no more than an operator may); otherwise, once
+    its stage has held past its progress deadline, tell ``announcer`` why it holds (once per stage run)."""
     loaded = load_rollout(session, target, environments)
     row = loaded.row
     if row is None:
@@ -329,9 +333,11 @@ def tick_rollout(
     current = to_machine(row)
     outcome = machine.tick(current, now=now, enabled=loaded.state.enabled)
     verdict = None
+    held = None
     if isinstance(outcome, machine.Transition):
         verdict = stage_verdict(session, loaded, current, gates)
-        if verdict.clear:
+        held = _held_back(session, hold, target) if verdict.clear else None
+        if verdict.clear and held is None:
             moved = machine.Transition(outcome.rollout, f"{outcome.summary}; {verdict.summary}")
             _persist_and_audit(
                 session,
@@ -350,15 +356,29 @@ def tick_rollout(
                 )
                 announcer.announce(session, [step], now=now)
             return TickResult(advanced=build_status(session, loaded, row, now, gates))
-    # The stage holds (guards, samples, the kill switch, or it advances by hand): past its deadline, say why.
+    # The stage holds (guards, samples, the kill switch, an incident, or it advances by hand): past its deadline,
+    # say why.
     if announcer is None or not deadline_due(current, now=now, notified_at=row.deadline_notified_at):
-        return TickResult()
+        return TickResult(held=held)
     verdict = verdict or stage_verdict(session, loaded, current, gates)
-    reasons = holding_reasons(current, enabled=loaded.state.enabled, gate_reasons=verdict.reasons)
+    held = held or _held_back(session, hold, target)
+    gate_reasons = (*verdict.reasons, held) if held is not None else verdict.reasons
+    reasons = holding_reasons(current, enabled=loaded.state.enabled, gate_reasons=gate_reasons)
     if not _claim_deadline(session, row, current, now=now):
-        return TickResult()
+        return TickResult(held=held)
     announcer.announce(session, [deadline_step(_step_context(loaded, row), current, reasons=reasons, now=now)], now=now)
-    return TickResult(deadline_told=True)
+    return TickResult(deadline_told=True, held=held)
+
+
+def _held_back(session: Session, hold: RolloutHold | None, target: RolloutTarget) -> str | None:
+    """Why ``hold`` refuses an advance of ``target`` now (its refusal's sentence), or None when it lets it through."""
+    if hold is None:
+        return None
+    try:
+        hold.check(session, target, Operation.ADVANCE)
+    except DomainError as refusal:
+        return refusal.detail
+    return None
 
 
 def _claim_deadline(session: Session, row: RolloutRow, current: Rollout, *, now: datetime) -> bool:

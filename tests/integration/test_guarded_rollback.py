@@ -21,6 +21,7 @@ from sqlalchemy.orm import sessionmaker
 from controlplane.api.roles import Role
 from controlplane.guarding.jobs import evaluate_alert_rules
 from controlplane.guarding.readings import AlertGateReader
+from controlplane.incidents.hold import IncidentHold
 from controlplane.notifications.config import load_notification_config
 from controlplane.notifications.jobs import deliver_due_notifications
 from controlplane.settings import Settings
@@ -437,7 +438,12 @@ def test_scheduled_tick_holds_a_baked_stage_while_guards_hold(story: Story) -> N
     story.evaluate()
     story.clock.advance(timedelta(hours=2))  # the 1h bake is long over
     counts = advance_baked_rollouts(
-        story.factory, environments=story.settings.environments, clock=story.clock, gates=AlertGateReader()
+        story.factory,
+        environments=story.settings.environments,
+        clock=story.clock,
+        gates=AlertGateReader(),
+        announcer=None,
+        hold=IncidentHold(),
     )
     assert counts["advanced"] == 0
     assert story.rollout()["percentage"] == 10

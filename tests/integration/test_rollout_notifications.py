@@ -20,6 +20,7 @@ from controlplane.announcements import NotificationAnnouncer
 from controlplane.api.roles import Role
 from controlplane.db import session_scope
 from controlplane.guarding.readings import AlertGateReader
+from controlplane.incidents.hold import IncidentHold
 from controlplane.notifications.config import load_notification_config
 from controlplane.notifications.jobs import deliver_due_notifications
 from controlplane.notifications.service import delete_superseded_notifications
@@ -117,6 +118,7 @@ class Desk:
             clock=self.clock,
             gates=AlertGateReader(),
             announcer=NotificationAnnouncer(lambda: config),
+            hold=IncidentHold(),
         )
 
     def deliver(self) -> dict[str, int]:
@@ -230,7 +232,7 @@ def test_a_stage_held_past_its_progress_deadline_is_told_once_with_why_it_holds(
     assert started["progress_deadline_at"] == "2026-11-01T13:15:00Z"
 
     desk.clock.advance(timedelta(hours=1, minutes=15) - timedelta(seconds=1))
-    assert desk.tick() == {"checked": 1, "advanced": 0, "deadlines": 0, "conflicts": 0, "errors": 0}
+    assert desk.tick() == {"checked": 1, "advanced": 0, "held": 0, "deadlines": 0, "conflicts": 0, "errors": 0}
     desk.clock.advance(timedelta(seconds=1))
     assert desk.tick()["deadlines"] == 1
     desk.clock.advance(timedelta(minutes=30))

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controlplane.app import create_app
 from controlplane.guarding.readings import AlertGateReader
+from controlplane.incidents.hold import IncidentHold
 from controlplane.rollouts.jobs import advance_baked_rollouts
 from controlplane.scheduler import LEASE_NAME, JobSpec, Leadership, Scheduler, build_jobs
 from controlplane.scheduling.models import LeaderLease
@@ -67,7 +68,12 @@ def _start_production(client: httpx.Client, headers: dict[str, str]) -> dict[str
 
 def _tick(session_factory: sessionmaker[Session], settings: Settings, clock: FakeClock) -> dict[str, int]:
     return advance_baked_rollouts(
-        session_factory, environments=settings.environments, clock=clock, gates=AlertGateReader()
+        session_factory,
+        environments=settings.environments,
+        clock=clock,
+        gates=AlertGateReader(),
+        announcer=None,
+        hold=IncidentHold(),
     )
 
 
@@ -194,7 +200,7 @@ def test_only_the_leader_replica_runs_the_rollout_tick(
     assert _status(client, admin_headers, "production")["stage_index"] == 0, "the follower must not advance"
 
     leader_result = replicas["a"]._guarded(ticks["a"])()
-    assert leader_result == {"checked": 1, "advanced": 1, "deadlines": 0, "conflicts": 0, "errors": 0}
+    assert leader_result == {"checked": 1, "advanced": 1, "held": 0, "deadlines": 0, "conflicts": 0, "errors": 0}
     status = _status(client, admin_headers, "production")
     assert (status["stage_index"], status["percentage"]) == (1, 50)
 
@@ -210,7 +216,14 @@ def test_a_leader_whose_lease_ran_out_skips_leader_only_jobs(
     scheduler = Scheduler(jobs, leadership)
     tick = _job(jobs, "advance_baked_rollouts")
     assert leadership.renew() is True
-    assert scheduler._guarded(tick)() == {"checked": 0, "advanced": 0, "deadlines": 0, "conflicts": 0, "errors": 0}
+    assert scheduler._guarded(tick)() == {
+        "checked": 0,
+        "advanced": 0,
+        "held": 0,
+        "deadlines": 0,
+        "conflicts": 0,
+        "errors": 0,
+    }
 
     clock.advance(TTL + timedelta(seconds=1))
 
@@ -289,6 +302,7 @@ def test_tick_advances_a_baked_auto_advance_stage_exactly_once_as_the_scheduler(
     assert _tick(session_factory, settings, clock) == {
         "checked": 1,
         "advanced": 0,
+        "held": 0,
         "deadlines": 0,
         "conflicts": 0,
         "errors": 0,
@@ -301,6 +315,7 @@ def test_tick_advances_a_baked_auto_advance_stage_exactly_once_as_the_scheduler(
     assert _tick(session_factory, settings, clock) == {
         "checked": 1,
         "advanced": 1,
+        "held": 0,
         "deadlines": 0,
         "conflicts": 0,
         "errors": 0,
@@ -351,6 +366,7 @@ def test_tick_walks_auto_advance_stages_and_stops_at_a_stage_without_auto_advanc
     assert _tick(session_factory, settings, clock) == {
         "checked": 1,
         "advanced": 0,
+        "held": 0,
         "deadlines": 0,
         "conflicts": 0,
         "errors": 0,
@@ -375,6 +391,7 @@ def test_tick_never_advances_a_running_stage_without_auto_advance(
     assert _tick(session_factory, settings, clock) == {
         "checked": 1,
         "advanced": 0,
+        "held": 0,
         "deadlines": 0,
         "conflicts": 0,
         "errors": 0,

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controlplane.api.roles import Role
 from controlplane.guarding.readings import AlertGateReader
+from controlplane.incidents.hold import IncidentHold
 from controlplane.rollouts.jobs import advance_baked_rollouts
 from controlplane.settings import Settings
 from tests.conftest import REPO_ROOT, problem
@@ -250,10 +251,15 @@ def test_the_scheduler_tick_neither_advances_a_switched_off_rollout_nor_switches
     clock.advance(timedelta(hours=2))
 
     counts = advance_baked_rollouts(
-        session_factory, environments=settings.environments, clock=clock, gates=AlertGateReader()
+        session_factory,
+        environments=settings.environments,
+        clock=clock,
+        gates=AlertGateReader(),
+        announcer=None,
+        hold=IncidentHold(),
     )
 
-    assert counts == {"checked": 1, "advanced": 0, "deadlines": 0, "conflicts": 0, "errors": 0}
+    assert counts == {"checked": 1, "advanced": 0, "held": 0, "deadlines": 0, "conflicts": 0, "errors": 0}
     after = status(client, operator, "production")
     assert without_clock(after) == without_clock(switched_off)
     assert (after["state"], after["percentage"], after["serving_percentage"], after["enabled"]) == (
@@ -268,7 +274,12 @@ def test_the_scheduler_tick_neither_advances_a_switched_off_rollout_nor_switches
     # The same tick advances once the switch is back on: the refusal above was the kill switch, not the bake.
     assert patch_environment(client, admin_headers, "production", {"enabled": True}).status_code == 200
     counts = advance_baked_rollouts(
-        session_factory, environments=settings.environments, clock=clock, gates=AlertGateReader()
+        session_factory,
+        environments=settings.environments,
+        clock=clock,
+        gates=AlertGateReader(),
+        announcer=None,
+        hold=IncidentHold(),
     )
     assert counts["advanced"] == 1
     assert status(client, operator, "production")["percentage"] == 50.0

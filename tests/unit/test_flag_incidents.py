@@ -56,6 +56,31 @@ def test_the_overridden_state_serves_the_variant_to_every_context_rules_and_roll
     assert overridden_state(state(enabled=False), "AUTONOMO") == state(default="AUTONOMO")
 
 
+SEGMENTED = {
+    **ROLLOUT,
+    "percentage": 0.0,
+    "segments": {"attribute": "queue", "percentages": {"support": 50.0, "sales": 10.0}},
+}
+
+
+def test_the_overridden_state_of_a_rollout_run_per_segment_serves_no_segment() -> None:
+    before = state(default="HUMANO", rollout=SEGMENTED)
+    after = overridden_state(before, "HUMANO")
+    contexts = [
+        {"targetingKey": f"a{n}", "agent_id": f"a{n}", **({"queue": queue} if queue else {})}
+        for n in range(200)
+        for queue in ("support", "sales", "billing", None)
+    ]
+
+    # Its overall percentage is 0 already, yet each segment serves its own: the off variant is not everyone's.
+    assert {served(before, context) for context in contexts} == {"HUMANO", "COPILOTO"}
+    assert {served(after, context) for context in contexts} == {"HUMANO"}
+    assert {served(overridden_state(before, "AUTONOMO"), context) for context in contexts} == {"AUTONOMO"}
+    assert after["rollout"] == {**ROLLOUT, "percentage": 0.0}
+    scope = incident_scope({"production": before}, "HUMANO", off_variant="HUMANO", named=[], all_environments=True)
+    assert scope.targets == ("production",), "it does not already serve the off variant to everyone"
+
+
 def test_all_environments_reaches_those_switched_on_and_names_why_the_others_are_left_alone() -> None:
     states = {
         "dev": state(rules=[RULE]),
