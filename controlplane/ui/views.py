@@ -97,6 +97,9 @@ class AuditLine:
     action: str
     reason: str | None
     change: str
+    #: The segment (``queue=sales``) an operation on a plan run per segment was about; None: the environment as a
+    #: whole (an edit, an incident, a plan run once).
+    segment: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +130,12 @@ class FlagPage:
     history: list[RolloutRead]
     at: datetime
     environments: tuple[str, ...] = field(default=())
+
+    @property
+    def segment_names(self) -> dict[str, str]:
+        """Each segment's value -> its name as operations give it (``sales`` -> ``queue=sales``); empty for a plan
+        run once, whose records and history need no segment column."""
+        return {segment.value: segment.segment for segment in self.status.segments}
 
 
 def read_overview(session: Session, *, environments: Sequence[str], now: datetime, gates: GateReader) -> Overview:
@@ -175,6 +184,7 @@ def read_flag_page(
             action=record.action,
             reason=record.reason,
             change=describe_change(record.before, record.after),
+            segment=_segment_of(record),
         )
         for record in list_audit_records(session, target=target.flag, environment=target.environment, limit=RECENT)
     ]
@@ -191,6 +201,14 @@ def read_flag_page(
         at=now,
         environments=tuple(environments),
     )
+
+
+def _segment_of(record: AuditRecord) -> str | None:
+    """The segment a rollout operation's record names (in its state after, or before for one that ended it)."""
+    for state in (record.after, record.before):
+        if isinstance(state, dict) and isinstance(state.get("segment"), str):
+            return str(state["segment"])
+    return None
 
 
 def _stage_began(session: Session, target: RolloutTarget, status: RolloutStatus) -> datetime | None:

@@ -172,4 +172,9 @@ def test_an_operator_rolls_back_one_queue_of_a_rollout_run_per_queue(
         first_record = page.get_by_test_id("audit").locator("tbody tr").first
         expect(first_record).to_contain_text("rollout.rollback")
         expect(first_record).to_contain_text("sales fallback rate doubled")
+        # Each record and each rollout of the history says which segment it is about.
+        expect(first_record).to_contain_text("queue=sales")
+        history = page.get_by_test_id("history")
+        expect(history.locator("tbody tr", has_text="queue=sales")).to_contain_text("rolled back")
+        expect(history.locator("tbody tr", has_text="queue=support")).to_contain_text("running")
         screenshot(page, "segment-rolled-back")
