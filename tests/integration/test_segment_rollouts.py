@@ -488,12 +488,12 @@ def test_the_operators_page_lists_the_segments_and_acts_on_the_one_its_form_name
     assert acted.status_code == 303, acted.text
     assert segments(traffic)["sales"]["state"] == "running"
     # The audit and history tables name each row's segment; an edit of the environment as a whole says "all".
-    shown = traffic.client.get(page, headers=traffic.operator | html).text
-    audit = shown[shown.index('data-testid="audit"') : shown.index('data-testid="notifications"')]
+    text = traffic.client.get(page, headers=traffic.operator | html).text
+    audit = text[text.index('data-testid="audit"') : text.index('data-testid="notifications"')]
     assert "<th>Segment</th>" in audit
     assert "<td>rollout.start</td><td>queue=sales</td>" in audit
     assert "<td>rollout.start</td><td>queue=support</td>" in audit
-    history = shown[shown.index('data-testid="history"') :]
+    history = text[text.index('data-testid="history"') :]
     assert history.count("<td>queue=sales</td>") == 1 and history.count("<td>queue=support</td>") == 1
 
     # Without a segment the form is refused as the API refuses it, and nothing changes.
