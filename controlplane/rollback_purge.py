@@ -26,7 +26,7 @@ from controlplane.cleanup.runs import check_purge, request_purge
 from controlplane.cleanup.schemas import PurgeRequest
 from controlplane.errors import InvalidInput
 from controlplane.flags import service as flag_service
-from controlplane.rollouts.purges import RollbackPurger
+from controlplane.rollouts.purges import PurgeTarget, RollbackPurger, purge_reason
 
 __all__ = ["CleanupPurger", "dependencies", "purge_targets"]
 
@@ -64,8 +64,9 @@ class CleanupPurger:
             for bucket, prefix in targets
         ]
 
-    def check(self, session: Session, *, flag: str, since: datetime, now: datetime) -> None:
-        """Refuse a purge that could not be queued, before anything changes."""
+    def check(self, session: Session, *, flag: str, since: datetime, now: datetime) -> list[PurgeTarget]:
+        """Refuse a purge that could not be queued, before anything changes; otherwise the buckets and prefixes it
+        would purge."""
         if since >= now:
             # Said in the rollback's words: the purge's own check would speak of a `from` and `to` never given.
             raise InvalidInput(
@@ -82,8 +83,10 @@ class CleanupPurger:
                 "uploads with `controlplane cleanup purge`",
                 field="purge_uploads_since",
             )
-        for request in self._requests(session, flag, since, now, "check"):
+        requests = self._requests(session, flag, since, now, "check")
+        for request in requests:
             check_purge(session, body=request, now=now, max_window=self._max_window)
+        return [(request.bucket, request.prefix or "") for request in requests]
 
     def request(
         self,
@@ -98,7 +101,7 @@ class CleanupPurger:
         incident: str,
     ) -> list[int]:
         """Queue the purges, each audited with the incident and the rollback it follows."""
-        why = f"{incident}: rollback of {flag} in {environment}: {reason}"[:1000]
+        why = purge_reason(incident, flag=flag, environment=environment, reason=reason)
         return [
             request_purge(
                 session, body=request, actor=actor, now=now, max_window=self._max_window, incident=incident

@@ -7,6 +7,8 @@ one refusing what an incident override in force forbids.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from functools import partial
 
 import msgspec
@@ -22,13 +24,22 @@ from controlplane.rollouts import service
 from controlplane.rollouts.gates import GateReader
 from controlplane.rollouts.holds import RolloutHold
 from controlplane.rollouts.operations import Operation, RolloutTarget
-from controlplane.rollouts.purges import RollbackPurger, new_incident_id
+from controlplane.rollouts.purges import (
+    PurgeNotQueued,
+    PurgeTarget,
+    RollbackPurger,
+    new_incident_id,
+    purge_commands,
+    purge_reason,
+)
 from controlplane.rollouts.schemas import RolloutOperation, RolloutRead, RolloutStatus
 from controlplane.rollouts.segments import parse_segment
 from controlplane.rollouts.status import list_rollout_history, rollout_status
 from controlplane.rollouts.steps import StepAnnouncer
 
 __all__ = ["Announcer", "Gates", "Hold", "Purger", "RolloutController"]
+
+logger = logging.getLogger(__name__)
 
 #: The handler parameter ``gates``: injected by name (the app's ``gates`` dependency).
 Gates = NamedDependency[GateReader]
@@ -102,9 +113,10 @@ class RolloutController(Controller):
         pipeline uploaded since then (`purge_runs`), once the rollback is committed, as one `incident`."""
         since = data.purge_uploads_since if operation is Operation.ROLLBACK else None
         incident = None
+        targets: Sequence[PurgeTarget] = ()
         if since is not None:
             # Checked first: a purge that cannot be asked for refuses the rollback too, and nothing changes.
-            await uow.read(partial(purger.check, flag=key, since=since, now=now))
+            targets = await uow.read(partial(purger.check, flag=key, since=since, now=now))
             incident = new_incident_id()
         status = await uow.write(
             partial(
@@ -125,18 +137,41 @@ class RolloutController(Controller):
             metrics.rollbacks.labels(key, environment, "operator").inc()
         if since is not None and incident is not None:
             # After the rollback commits: never a purge for a rollback that did not happen.
-            runs = await uow.write(
-                partial(
-                    purger.request,
-                    flag=key,
-                    environment=environment,
-                    since=since,
-                    now=now,
-                    actor=principal.name,
-                    reason=(data.reason or "").strip(),
-                    incident=incident,
+            reason = (data.reason or "").strip()
+            try:
+                runs = await uow.write(
+                    partial(
+                        purger.request,
+                        flag=key,
+                        environment=environment,
+                        since=since,
+                        now=now,
+                        actor=principal.name,
+                        reason=reason,
+                        incident=incident,
+                    )
                 )
-            )
+            except Exception as failure:
+                # Whatever failed (most likely the database, between the two transactions), the rollback stands: a
+                # plain 503 or 500 would invite repeating a rollback that is done (then refused, 409). Say what was
+                # done and what is left to run.
+                logger.warning("rollback of %s in %s committed, its purge not queued", key, environment, exc_info=True)
+                commands = purge_commands(
+                    targets,
+                    since=since,
+                    until=now,
+                    reason=purge_reason(incident, flag=key, environment=environment, reason=reason),
+                )
+                raise PurgeNotQueued(
+                    "purge-not-queued",
+                    f"`{key}` in {status.environment}{f' ({status.segment})' if status.segment else ''} is rolled back "
+                    f"(committed; {incident}), but queuing the purge of what its pipeline uploaded since "
+                    f"{since.isoformat()} failed ({type(failure).__name__}): do not repeat the rollback; purge by "
+                    f"hand: {'; '.join(commands)}",
+                    incident=incident,
+                    state=status.state.value,
+                    purge_commands=commands,
+                ) from failure
             purger.start(runs)
             status = msgspec.structs.replace(status, incident=incident, purge_runs=runs)
         return status

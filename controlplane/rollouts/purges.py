@@ -9,6 +9,7 @@ happen.
 
 from __future__ import annotations
 
+import shlex
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -16,7 +17,56 @@ from typing import Protocol, runtime_checkable
 
 from sqlalchemy.orm import Session
 
-__all__ = ["RollbackPurger", "new_incident_id"]
+from controlplane.errors import DomainError
+
+__all__ = [
+    "PurgeNotQueued",
+    "PurgeTarget",
+    "RollbackPurger",
+    "new_incident_id",
+    "purge_commands",
+    "purge_reason",
+]
+
+#: Where a purge deletes: a bucket, and the prefix under it ("" for the whole bucket).
+PurgeTarget = tuple[str, str]
+
+
+class PurgeNotQueued(DomainError):
+    """The rollback is committed but queuing its purge failed: not something to retry as a whole (the rollout is
+    rolled back now, so a second rollback is refused), so the answer says what was done and what is left to run."""
+
+    status_code = 503
+    title = "Rolled back; purge not queued"
+
+
+def purge_reason(incident: str, *, flag: str, environment: str, reason: str) -> str:
+    """The reason each purge of a rollback is audited with: the incident first, so the two records are found
+    together."""
+    return f"{incident}: rollback of {flag} in {environment}: {reason}"[:1000]
+
+
+def purge_commands(targets: Sequence[PurgeTarget], *, since: datetime, until: datetime, reason: str) -> list[str]:
+    """The ``controlplane cleanup purge`` commands that ask for the same purges by hand, one per target."""
+    return [
+        shlex.join(
+            [
+                "controlplane",
+                "cleanup",
+                "purge",
+                "--bucket",
+                bucket,
+                *(["--prefix", prefix] if prefix else []),
+                "--from",
+                since.isoformat(),
+                "--to",
+                until.isoformat(),
+                "--reason",
+                reason,
+            ]
+        )
+        for bucket, prefix in targets
+    ]
 
 
 def new_incident_id() -> str:
@@ -28,8 +78,9 @@ def new_incident_id() -> str:
 class RollbackPurger(Protocol):
     """Purges the uploads of a flag's pipeline since an instant, as part of a rollback."""
 
-    def check(self, session: Session, *, flag: str, since: datetime, now: datetime) -> None:
-        """Refuse (``InvalidInput``) a purge that could not be asked for: no bucket, an empty or too wide window."""
+    def check(self, session: Session, *, flag: str, since: datetime, now: datetime) -> Sequence[PurgeTarget]:
+        """Refuse (``InvalidInput``) a purge that could not be asked for: no bucket, an empty or too wide window;
+        otherwise where it would purge."""
         ...
 
     def request(

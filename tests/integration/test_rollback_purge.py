@@ -7,6 +7,7 @@ asked for refuses the rollback and changes nothing (through the API and through 
 from __future__ import annotations
 
 import re
+import shlex
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import sessionmaker
 
 from controlplane.api.roles import Role
@@ -25,6 +27,7 @@ from controlplane.app import create_app
 from controlplane.cleanup.storage import GcsStorage, Storage
 from controlplane.notifications.config import load_notification_config
 from controlplane.notifications.jobs import deliver_due_notifications
+from controlplane.rollback_purge import CleanupPurger
 from controlplane.settings import Settings
 from tests.cleanup_fixtures import BUCKET, PREFIX, emulator, names, upload
 from tests.conftest import FakeClock, bearer, problem
@@ -307,3 +310,50 @@ def test_the_cli_refuses_a_bad_purge_time_with_exit_1_and_changes_nothing(
         assert (after["state"], after["revision"]) == ("running", shown["revision"])
         assert http.get("/api/v1/cleanup/runs").json() == []
         assert http.get("/api/v1/audit", params={"action": "rollout.rollback"}).json() == []
+
+
+def test_a_purge_that_fails_to_queue_after_the_rollback_says_the_rollback_stands_and_how_to_purge_by_hand(
+    cli_operator: httpx.Client,
+    gcs: Any,
+    clock: FakeClock,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    before = upload(gcs, f"{PREFIX}before.png")
+    since = before + timedelta(milliseconds=1)
+    time.sleep(0.01)  # the emulator stamps uploads with the wall clock: the bad window starts after `before`
+    for n in range(2):
+        upload(gcs, f"{PREFIX}bad-{n}.png")
+    clock.advance(datetime.now(UTC) - clock.now + timedelta(seconds=1))
+
+    def lost_database(self: CleanupPurger, session: Any, **_: Any) -> list[int]:
+        # The database goes away between the rollback's transaction and the purge's.
+        raise OperationalError("INSERT INTO cleanup_runs ...", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(CleanupPurger, "request", lost_database)
+    with cli_operator as http:
+        answer = http.post(
+            f"{ROLLOUT}/rollback",
+            json={"reason": "uploads broken since the deploy", "purge_uploads_since": since.isoformat()},
+        )
+        body = problem(answer, 503, "purge-not-queued")
+        incident, [command] = body["incident"], body["purge_commands"]
+        assert body["state"] == "rolled_back"
+        assert "is rolled back (committed; " in body["detail"] and "do not repeat the rollback" in body["detail"]
+        assert command in body["detail"]
+        assert command.startswith(f"controlplane cleanup purge --bucket {BUCKET} --prefix {PREFIX} --from ")
+        # The rollback stands, audited with the incident; no purge was asked for.
+        assert http.get(ROLLOUT).json()["state"] == "rolled_back"
+        [rollback] = http.get("/api/v1/audit", params={"action": "rollout.rollback"}).json()
+        assert rollback["after"]["incident"] == incident
+        assert http.get("/api/v1/audit", params={"action": "cleanup.purge"}).json() == []
+
+        # The command the answer gave finishes the job, as the same incident.
+        monkeypatch.undo()
+        monkeypatch.setenv("CONTROLPLANE_URL", str(http.base_url).rstrip("/"))
+        monkeypatch.setenv("CONTROLPLANE_TOKEN", http.headers["Authorization"].removeprefix("Bearer "))
+        code, out, err = run(capsys, *shlex.split(command)[1:])
+        assert code == 0, err + out
+        assert names(gcs) == {f"{PREFIX}before.png"}
+        [purge] = http.get("/api/v1/audit", params={"action": "cleanup.purge"}).json()
+        assert purge["reason"].startswith(f"{incident}: rollback of {FLAG} in production: ")
