@@ -23,7 +23,7 @@ from controlplane.auth.dependencies import TokenPrincipal
 from controlplane.rollouts import service
 from controlplane.rollouts.gates import GateReader
 from controlplane.rollouts.holds import RolloutHold
-from controlplane.rollouts.operations import Operation, RolloutTarget
+from controlplane.rollouts.operations import Operation, RolloutTarget, check_operation
 from controlplane.rollouts.purges import (
     PurgeNotQueued,
     PurgeTarget,
@@ -111,17 +111,20 @@ class RolloutController(Controller):
         """Apply one operation; illegal transitions and stale revisions are refused with 409. The step is told
         through the notification routes. A rollback with `purge_uploads_since` also purges what the flag's
         pipeline uploaded since then (`purge_runs`), once the rollback is committed, as one `incident`."""
+        target = RolloutTarget(key, environment, parse_segment(data.segment))
         since = data.purge_uploads_since if operation is Operation.ROLLBACK else None
         incident = None
         targets: Sequence[PurgeTarget] = ()
         if since is not None:
+            # The body's own refusals (a purge with one segment's rollback, say) before the purge's.
+            check_operation(operation, data, target)
             # Checked first: a purge that cannot be asked for refuses the rollback too, and nothing changes.
             targets = await uow.read(partial(purger.check, flag=key, since=since, now=now))
             incident = new_incident_id()
         status = await uow.write(
             partial(
                 service.operate_rollout,
-                target=RolloutTarget(key, environment, parse_segment(data.segment)),
+                target=target,
                 operation=operation,
                 body=data,
                 actor=principal.name,

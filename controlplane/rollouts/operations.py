@@ -93,6 +93,15 @@ def check_operation(operation: Operation, body: RolloutOperation, target: Rollou
         raise InvalidInput(
             "invalid-field", "`purge_uploads_since` applies to rollback only", field="purge_uploads_since"
         )
+    if body.purge_uploads_since is not None and target.segment is not None:
+        # Uploads carry no segment: the purge would delete what every segment uploaded, the healthy ones' too.
+        raise InvalidInput(
+            "purge-not-per-segment",
+            f"`purge_uploads_since` would delete what every segment of `{target.flag}` uploaded since then, not only "
+            f"{target.segment}'s (uploads carry no segment): roll the segment back without it, and purge the window "
+            "with `controlplane cleanup purge` if every segment's uploads must go",
+            field="purge_uploads_since",
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -225,9 +225,18 @@ def test_segment_is_required_for_a_plan_run_per_segment_and_refused_for_one_run_
         json={"expected_revision": shown["revision"], "segment": "queue=support"},
     )
     problem(refused, 422, "segment-not-applicable")
+    operate(traffic, "start", "queue=sales")
+    revision = status(traffic)["revision"]
+    # Uploads carry no segment: a purge with one segment's rollback would delete every segment's.
+    purge = traffic.client.post(
+        f"{ROLLOUT}/rollback",
+        headers=traffic.operator,
+        json={"segment": "queue=sales", "reason": "bad", "purge_uploads_since": "2026-11-01T11:00:00+00:00"},
+    )
+    problem(purge, 422, "purge-not-per-segment")
     # Nothing changed.
     assert status(traffic)["revision"] == revision
-    assert all(s["state"] == "pending" for s in segments(traffic).values())
+    assert {value: s["state"] for value, s in segments(traffic).items()} == {"support": "pending", "sales": "running"}
 
 
 def alertmanager_alert(labels: dict[str, str]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from controlplane.rollouts.operations import (
     decide_operation,
 )
 from controlplane.rollouts.schemas import RolloutOperation
+from controlplane.rollouts.segments import SegmentRef
 from controlplane.rollouts.stages import RollbackPolicy, Rollout, RolloutState, Stage, new_rollout
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -326,3 +327,17 @@ def test_a_body_that_cannot_carry_the_operation_is_refused(
 
 def test_a_rollback_needs_no_revision() -> None:
     check_operation(Operation.ROLLBACK, RolloutOperation(reason="bad"), TARGET)
+
+
+def test_a_rollback_of_one_segment_refuses_a_purge_of_every_segments_uploads() -> None:
+    since = datetime(2026, 11, 1, 12, tzinfo=UTC)
+    body = RolloutOperation(reason="sales broken", purge_uploads_since=since)
+    segment = RolloutTarget("ai.reply.streaming.enabled", "production", SegmentRef("queue", "sales"))
+
+    with pytest.raises(InvalidInput) as raised:
+        check_operation(Operation.ROLLBACK, body, segment)
+
+    assert raised.value.slug == "purge-not-per-segment"
+    assert "queue=sales" in raised.value.detail and "controlplane cleanup purge" in raised.value.detail
+    check_operation(Operation.ROLLBACK, body, TARGET)  # a plan run once purges its pipeline's window
+    check_operation(Operation.ROLLBACK, RolloutOperation(reason="sales broken"), segment)
