@@ -97,17 +97,29 @@ def expected_share(
     targeting: Sequence[Any],
     rollout: Mapping[str, Any] | None,
     default_variant: str,
+    segment: tuple[str, str] | None = None,
 ) -> float | None:
     """The share of events the ``canary`` cohort should hold under a flag's state: the rollout's percentage when the
     flag serves nothing but a plain percentage split of the canary against the ``baseline`` (None otherwise:
-    targeting rules, a conditional rollout or one run per segment send users to a variant whatever the split, so no
-    share is expected)."""
-    if not enabled or targeting or not rollout or rollout.get("when") or rollout.get("segments"):
-        # A rollout run per segment serves each segment its own share: no one share for the whole environment.
+    targeting rules or a conditional rollout send users to a variant whatever the split, so no share is expected).
+
+    A rollout run per segment serves each segment its own percentage: a rule scoped to one segment (``segment``,
+    its attribute and value, as the definitions loader derives it) expects that segment's; a rule over the whole
+    environment expects none."""
+    if not enabled or targeting or not rollout or rollout.get("when"):
         return None
     if rollout.get("variant") != canary or default_variant != baseline:
         return None
-    share = float(rollout.get("percentage", 0.0)) / 100
+    segments = rollout.get("segments")
+    if segments:
+        if segment is None or segments.get("attribute") != segment[0]:
+            return None
+        percentage = (segments.get("percentages") or {}).get(segment[1])
+        if percentage is None:
+            return None
+    else:
+        percentage = rollout.get("percentage", 0.0)
+    share = float(percentage) / 100
     return share if 0 < share < 1 else None
 
 

@@ -310,6 +310,7 @@ def fetch_populations(
                 targeting=state.rules,
                 rollout=state.rollout,
                 default_variant=state.default_variant,
+                segment=(rule.segment.attribute, rule.segment.value) if rule.segment is not None else None,
             )
             populations[(rule.name, environment)] = Population(share, state.updated_at, state.revision)
     return populations

@@ -144,3 +144,46 @@ def test_cohorts_of_the_wrong_sizes_are_a_mismatch_that_holds_the_stage_and_is_t
     assert [(note["kind"], note["severity"]) for note in told] == [("trigger", "page")]
     assert "sample ratio mismatch, its cohort comparison is not to be trusted" in str(told[0]["payload"]["body"])
     assert [item["to_state"] for item in traffic.history("errors-on-vs-off")][-1] == "sample_ratio_mismatch"
+
+
+PER_QUEUE = DEFINITION.replace(
+    "        - environment: production\n          stages:",
+    "        - environment: production\n          per: {attribute: queue, values: [support, sales]}\n          stages:",
+).replace(
+    "  - name: checkout\n    outcomes: [ok, failed]",
+    "  - name: checkout\n    flag: checkout-v2\n    outcomes: [ok, failed]\n"
+    "    labels:\n      queue: {values: [support, sales]}",
+)
+assert PER_QUEUE.count("per: {attribute: queue") == 1 and PER_QUEUE.count("labels:") == 1
+
+
+def test_a_guard_scoped_to_one_segment_checks_the_cohort_sizes_against_that_segments_percentage(
+    client: TestClient[Litestar], clock: FakeClock, engine: Engine, settings: Settings, make_token: Callable[..., str]
+) -> None:
+    traffic = GuardedTraffic(client, clock, engine, settings, make_token)
+    traffic.apply(PER_QUEUE)
+    for queue in ("support", "sales"):
+        started = traffic.operate("start", segment=f"queue={queue}")
+        assert started.status_code == 200, started.text
+    clock.advance(timedelta(seconds=10))
+
+    def queue(events: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+        return [{**event, "labels": {"queue": name}} for event in events]
+
+    # Support holds the rollout's 10% on its canary; sales half its events, as if its off cohort lost them.
+    for _ in range(12):
+        now = clock()
+        traffic.send(queue(checkouts(now, "on", 1, 19) + checkouts(now, "off", 9, 171), "support"))
+        traffic.send(queue(checkouts(now, "on", 20, 80) + checkouts(now, "off", 2, 98), "sales"))
+        clock.advance(timedelta(seconds=10))
+        traffic.evaluate()
+
+    alerts = traffic.alerts()
+    sales = alerts[("errors-on-vs-off-queue-sales", "production")]
+    assert sales["state"] == "sample_ratio_mismatch", sales["detail"]
+    assert "on holds 50% of the events, the rollout serves it 10%" in sales["detail"]
+    support = alerts[("errors-on-vs-off-queue-support", "production")]
+    assert "consistent with the rollout's 10%" in support["detail"], support["detail"]
+    segments = {s["value"]: s for s in traffic.rollout()["segments"]}
+    assert segments["sales"]["state"] == "running", "a mismatch holds the stage, never a rollback"
+    assert "shows a sample ratio mismatch" in segments["sales"]["gates_detail"]

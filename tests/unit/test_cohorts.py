@@ -23,6 +23,7 @@ from controlplane.alerting.cohorts import (
     CohortTest,
     Population,
     compare,
+    expected_share,
     mismatch_evidence,
     stored_evidence,
 )
@@ -335,3 +336,27 @@ def test_an_undecided_comparison_says_about_how_many_more_canary_events_decide()
     assert compare(more, TEST, None).verdict is Verdict.BREACH
     fewer = CohortEvidence(120, 18, 1_080, 24, T0, "test")
     assert compare(fewer, TEST, None).verdict is Verdict.UNDECIDED
+
+
+SEGMENTED = {
+    "variant": "on",
+    "percentage": 0.0,
+    "bucket_by": "agent_id",
+    "when": [],
+    "segments": {"attribute": "queue", "percentages": {"support": 50.0, "sales": 10.0, "billing": 0.0}},
+}
+
+
+def test_a_rule_scoped_to_one_segment_expects_that_segments_share_and_a_rule_over_all_of_them_none() -> None:
+    def share(segment: tuple[str, str] | None, rollout: dict[str, Any] = SEGMENTED) -> float | None:
+        return expected_share(
+            "on", "off", enabled=True, targeting=[], rollout=rollout, default_variant="off", segment=segment
+        )
+
+    assert share(("queue", "sales")) == 0.1
+    assert share(("queue", "support")) == 0.5
+    assert share(None) is None, "no one share for the whole environment"
+    assert share(("queue", "billing")) is None, "not started: no split to check"
+    assert share(("queue", "other")) is None and share(("tenant", "sales")) is None
+    plain = {"variant": "on", "percentage": 10.0, "bucket_by": "agent_id", "when": []}
+    assert share(None, plain) == share(("queue", "sales"), plain) == 0.1
