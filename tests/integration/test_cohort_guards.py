@@ -162,8 +162,8 @@ def test_a_guard_scoped_to_one_segment_checks_the_cohort_sizes_against_that_segm
 ) -> None:
     traffic = GuardedTraffic(client, clock, engine, settings, make_token)
     traffic.apply(PER_QUEUE)
-    for queue in ("support", "sales"):
-        started = traffic.operate("start", segment=f"queue={queue}")
+    for name in ("support", "sales"):
+        started = traffic.operate("start", segment=f"queue={name}")
         assert started.status_code == 200, started.text
     clock.advance(timedelta(seconds=10))
 
