@@ -3,7 +3,7 @@ state it leaves each one in, and whether an undo may restore what was recorded.
 
     incident_scope(states, variant, off_variant=, named=, all_environments=)  -> Scope(targets, skipped)
     overridden_state(before, variant)                           -> the serving state during the incident
-    undo_verdicts(recorded, current_revisions, force=)          -> per environment: restore, or changed since
+    undo_verdicts(recorded, current, force=)                    -> per environment: restore, or changed since
     undo_command(incident_id)                                   -> the command that undoes it, in words
 
 What "serves to everyone" means, exactly: the environment is switched on, its default variant is the incident's,
@@ -140,22 +140,25 @@ class UndoVerdict:
 
 
 def undo_verdicts(
-    recorded: Sequence[EnvironmentRecord], current_revisions: Mapping[str, int], *, force: bool
+    recorded: Sequence[EnvironmentRecord], current: Mapping[str, tuple[int, Mapping[str, Any]]], *, force: bool
 ) -> list[UndoVerdict]:
-    """Per environment: restore it when nobody changed it since the incident (its revision is the one the action
-    left), or when ``force`` says to anyway. Every environment moves together: the caller refuses the whole undo
-    when any verdict is ``changed_since`` without ``force``."""
+    """Per environment (``current``: its revision and serving state now): restore it when it still serves what the
+    action left, or when ``force`` says to anyway. Every environment moves together: the caller refuses the whole
+    undo when any verdict is ``changed_since`` without ``force``.
+
+    The serving state is compared, not the revision: changes that were themselves undone since (a later incident
+    undone, an edit reverted) leave nothing for the undo to overwrite, so they do not refuse it."""
     verdicts = []
     for record in recorded:
-        current = current_revisions[record.environment]
-        changed = current != record.revision
+        revision, serving = current[record.environment]
+        changed = dict(serving) != dict(record.after)
         verdicts.append(
             UndoVerdict(
                 environment=record.environment,
                 restore=force or not changed,
                 changed_since=changed,
                 recorded_revision=record.revision,
-                current_revision=current,
+                current_revision=revision,
             )
         )
     return verdicts

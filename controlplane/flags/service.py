@@ -466,6 +466,32 @@ def _paused_words(paused: Sequence[str | None], segments: Sequence[str]) -> str:
     return ", running rollout paused" if paused else ""
 
 
+def _refuse_superseded(session: Session, incident: FlagIncident, environments: Sequence[str]) -> None:
+    """Refuse, even forced, the undo of an incident that a later one still in force overrides somewhere: restoring
+    the state before it would end the later override while that incident still says it is in force."""
+    later = session.scalars(
+        select(FlagIncident)
+        .where(
+            FlagIncident.flag_id == incident.flag_id,
+            FlagIncident.id > incident.id,
+            FlagIncident.undone_at.is_(None),
+        )
+        .order_by(FlagIncident.id.desc())
+    )
+    for newer in later:
+        shared = [item["environment"] for item in newer.environments if item["environment"] in environments]
+        if shared:
+            raise Conflict(
+                "incident-superseded",
+                f"incident {newer.id} (`{newer.variant}` to everyone, by {newer.actor}: {newer.reason}) overrides "
+                f"`{incident.flag.key}` in {', '.join(shared)} since incident {incident.id}: undo incident {newer.id} "
+                f"first ({undo_command(newer.id)}), which brings back incident {incident.id}'s override there",
+                incident=incident.id,
+                superseded_by=newer.id,
+                environments=shared,
+            )
+
+
 def get_incident(session: Session, incident_id: int) -> FlagIncident:
     """The incident with this id, or IncidentNotFound."""
     incident = session.get(FlagIncident, incident_id)
@@ -564,13 +590,16 @@ def undo_incident(
             incident=incident_id,
         )
     records = [EnvironmentRecord.from_json(item) for item in incident.environments]
+    _refuse_superseded(session, incident, [record.environment for record in records])
     states = {
         record.environment: get_environment_state(
             session, key=incident.flag.key, environment=record.environment, environments=environments
         )
         for record in records
     }
-    verdicts = undo_verdicts(records, {name: state.revision for name, state in states.items()}, force=force)
+    verdicts = undo_verdicts(
+        records, {name: (state.revision, environment_snapshot(state)) for name, state in states.items()}, force=force
+    )
     changed = [verdict for verdict in verdicts if verdict.changed_since]
     if changed and not force:
         raise Conflict(

@@ -240,6 +240,39 @@ def test_undo_after_a_concurrent_change_is_refused_with_409_and_force_restores_t
     assert "overriding changes since" in dev["reason"] and dev["before"]["default_variant"] == "AUTONOMO"
 
 
+def test_an_incident_overridden_by_a_later_one_is_undone_only_after_it_even_forced(desk: Desk) -> None:
+    before = desk.ok(desk.sre, "GET", f"/flags/{FLAG}/environments/dev")
+    first = desk.ok(
+        desk.sre,
+        "POST",
+        f"/flags/{FLAG}/set-variant",
+        json={"variant": "HUMANO", "environments": ["dev"], "reason": "OpenAI is failing"},
+    )
+    second = desk.ok(
+        desk.sre,
+        "POST",
+        f"/flags/{FLAG}/set-variant",
+        json={"variant": "COPILOTO", "environments": ["dev"], "reason": "humans overwhelmed: copilot only"},
+    )
+
+    for force in (False, True):
+        refused = desk.sre.post(
+            f"/api/v1/incidents/{first['id']}/undo", json={"reason": "OpenAI is back", "force": force}
+        )
+        body = problem(refused, 409, "incident-superseded")
+        assert (body["superseded_by"], body["environments"]) == (second["id"], ["dev"])
+        assert f"controlplane flags undo {second['id']}" in body["detail"]
+    assert desk.ok(desk.sre, "GET", f"/flags/{FLAG}/environments/dev")["default_variant"] == "COPILOTO"
+
+    # Undone newest first: the first incident's override comes back, then the state before both.
+    desk.ok(desk.sre, "POST", f"/incidents/{second['id']}/undo", json={"reason": "humans caught up"})
+    assert desk.ok(desk.sre, "GET", f"/flags/{FLAG}/environments/dev")["default_variant"] == "HUMANO"
+    desk.ok(desk.sre, "POST", f"/incidents/{first['id']}/undo", json={"reason": "OpenAI is back"})
+    after = desk.ok(desk.sre, "GET", f"/flags/{FLAG}/environments/dev")
+    fields = ("enabled", "default_variant", "rules", "rollout")
+    assert {name: after[name] for name in fields} == {name: before[name] for name in fields}
+
+
 def test_bad_incident_requests_are_refused_with_problem_details_and_change_nothing(desk: Desk) -> None:
     flag_before = desk.ok(desk.sre, "GET", f"/flags/{FLAG}")
     path = f"/api/v1/flags/{FLAG}/set-variant"
