@@ -32,6 +32,7 @@ from controlplane.alerting.queries import (
     fetch_subjects,
     fetch_tails,
     fetch_windows,
+    rule_tail,
     state_fingerprint,
     stored_states,
     subject_reads,
@@ -277,7 +278,7 @@ def plan_evaluation(
                     now,
                     window_size=window_size,
                 )[0]
-                recent = tails.get((rule.pipeline, rule.event, environment), ())
+                recent = rule_tail(tails, rule, environment)
                 if windows or recent:
                     measurement, status = assess(rule, previous, windows, recent, now, window_size=window_size)
                 else:

@@ -20,6 +20,7 @@ from controlplane.alerting.models import AlertStateRow
 from controlplane.alerting.rules import AlertStatus, Series, TailEvent, window_cutoff
 from controlplane.alerting.subjects import SubjectCount
 from controlplane.catalog.rules import AlertState, Rule, RuleKind, RuleSource
+from controlplane.catalog.service import tail_segment
 from controlplane.flags.models import Flag, FlagEnvironment
 from controlplane.telemetry.models import EventTail, TelemetrySubject, TelemetryWindow
 
@@ -31,6 +32,7 @@ __all__ = [
     "fetch_subjects",
     "fetch_tails",
     "fetch_windows",
+    "rule_tail",
     "state_fingerprint",
     "stored_states",
     "subject_reads",
@@ -252,18 +254,27 @@ def _add_subject_rows(
         )
 
 
-def fetch_tails(session: Session, rules: Sequence[Rule]) -> dict[tuple[str, str, str], list[TailEvent]]:
-    """The stored event tails the streak rules read: (pipeline, event, environment) -> events in order."""
+#: A stored tail: (pipeline, event, environment, segment); segment "" for the tail of every event.
+TailKey = tuple[str, str, str, str]
+
+
+def fetch_tails(session: Session, rules: Sequence[Rule]) -> dict[TailKey, list[TailEvent]]:
+    """The stored event tails the streak rules read, by ``TailKey``, events in order (``rule_tail`` finds a rule's)."""
     pairs = sorted({(rule.pipeline, rule.event) for rule in rules if rule.kind is RuleKind.STREAK})
     if not pairs:
         return {}
-    tails: dict[tuple[str, str, str], list[TailEvent]] = {}
+    tails: dict[TailKey, list[TailEvent]] = {}
     for row in session.scalars(select(EventTail).where(tuple_(EventTail.pipeline, EventTail.event).in_(pairs))):
-        tails[(row.pipeline, row.event, row.environment)] = [
+        tails[(row.pipeline, row.event, row.environment, row.segment)] = [
             TailEvent(at=datetime.fromisoformat(at), outcome=outcome, variant=variant, labels=labels)
             for at, outcome, variant, labels in row.events
         ]
     return tails
+
+
+def rule_tail(tails: Mapping[TailKey, Sequence[TailEvent]], rule: Rule, environment: str) -> Sequence[TailEvent]:
+    """The tail a streak rule reads in ``environment``: its segment's when scoped to one (``tail_segment``)."""
+    return tails.get((rule.pipeline, rule.event, environment, tail_segment(rule)), ())
 
 
 _STATE_COLUMNS = (

@@ -15,7 +15,7 @@ from controlplane.catalog.models import PipelineCatalog
 from controlplane.catalog.rules import Rule, RuleKind, rule_from_json, rule_to_json
 from controlplane.errors import Conflict
 
-__all__ = ["CatalogChange", "load_catalog", "load_rules", "store_catalog", "tail_events"]
+__all__ = ["CatalogChange", "load_catalog", "load_rules", "store_catalog", "tail_events", "tail_segment"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +42,22 @@ def load_rules(session: Session) -> list[Rule]:
     return rules
 
 
-def tail_events(rules: Sequence[Rule]) -> set[tuple[str, str]]:
-    """The (pipeline, event) pairs whose recent events streak rules read."""
-    return {(rule.pipeline, rule.event) for rule in rules if rule.kind is RuleKind.STREAK}
+def tail_events(rules: Sequence[Rule]) -> dict[tuple[str, str], frozenset[str]]:
+    """The (pipeline, event) pairs whose recent events streak rules read, each with the attributes (event labels)
+    whose values keep a tail of their own: those of the streak rules scoped to one segment (``tail_segment``)."""
+    found: dict[tuple[str, str], set[str]] = {}
+    for rule in rules:
+        if rule.kind is RuleKind.STREAK:
+            attributes = found.setdefault((rule.pipeline, rule.event), set())
+            if rule.segment is not None:
+                attributes.add(rule.segment.attribute)
+    return {pair: frozenset(attributes) for pair, attributes in found.items()}
+
+
+def tail_segment(rule: Rule) -> str:
+    """Which stored tail a streak rule reads: its segment's (``queue=sales``) when scoped to one segment, so a busy
+    segment never pushes its events out, else the tail of every event (empty)."""
+    return f"{rule.segment.attribute}={rule.segment.value}" if rule.segment is not None else ""
 
 
 def store_catalog(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from datetime import datetime
 from typing import Any
 
 import anyio.to_thread
@@ -13,11 +12,12 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from controlplane.alerting.models import AlertStateRow
+from controlplane.alerting.queries import TailKey, fetch_tails, rule_tail
 from controlplane.alerting.rules import TailEvent, measure
 from controlplane.api.dependencies import ProcessMetrics
 from controlplane.catalog.models import PipelineCatalog
@@ -31,7 +31,6 @@ from controlplane.flags.models import Flag, FlagEnvironment
 from controlplane.rollouts.models import Rollout, RolloutPlan
 from controlplane.rollouts.stages import RolloutState, stages_from_json
 from controlplane.rollouts.status import plan_segmentation
-from controlplane.telemetry.models import EventTail
 
 __all__ = ["STREAK_GAUGE", "StateMetrics", "StreakMetrics", "metrics"]
 
@@ -231,25 +230,15 @@ class StreakMetrics(Collector):
         now = self._clock()
         for rule in rules:
             for environment in rule.environments or self._environments:
-                measured = measure(rule, (), tails.get((rule.pipeline, rule.event, environment), ()), now)
+                measured = measure(rule, (), rule_tail(tails, rule, environment), now)
                 if measured.sufficient and measured.value is not None:
                     family.add_metric([rule.name, rule.pipeline, rule.event, environment, rule.outcome], measured.value)
         yield family
 
-    def _read(self) -> tuple[list[Rule], dict[tuple[str, str, str], list[TailEvent]]]:
+    def _read(self) -> tuple[list[Rule], dict[TailKey, list[TailEvent]]]:
         with session_scope(self._reader) as session:
             rules = [rule for rule in load_rules(session) if rule.kind is RuleKind.STREAK]
-            pairs = sorted({(rule.pipeline, rule.event) for rule in rules})
-            tails: dict[tuple[str, str, str], list[TailEvent]] = {}
-            if pairs:
-                for row in session.scalars(
-                    select(EventTail).where(tuple_(EventTail.pipeline, EventTail.event).in_(pairs))
-                ):
-                    tails[(row.pipeline, row.event, row.environment)] = [
-                        TailEvent(at=datetime.fromisoformat(at), outcome=outcome, variant=variant, labels=labels)
-                        for at, outcome, variant, labels in row.events
-                    ]
-        return rules, tails
+            return rules, fetch_tails(session, rules)
 
 
 @get("/metrics", opt={"public": True}, include_in_schema=False)

@@ -30,7 +30,7 @@ def batch_reads(batches: Iterable[PendingBatch]) -> Reads:
     for batch in batches:
         aggregates = batch.aggregates
         pairs.update((batch.pipeline, key[1]) for key in aggregates.series)
-        pairs.update((batch.pipeline, event) for event, _environment in aggregates.tails)
+        pairs.update((batch.pipeline, key[0]) for key in aggregates.tails)
     return frozenset(pairs)
 
 

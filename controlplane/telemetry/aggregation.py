@@ -181,7 +181,8 @@ class Aggregates:
     subject how many of its events carried that subject (events without one are in ``series`` only)."""
 
     series: dict[SeriesKey, WindowAggregate]
-    tails: dict[tuple[str, str], list[TailItem]]  # (event, environment) -> events in time order
+    # (event, environment, segment) -> events in time order; segment "" for every event, else `label=value`.
+    tails: dict[tuple[str, str, str], list[TailItem]]
     events: int
     subjects: dict[SubjectKey, int] = field(default_factory=dict)
 
@@ -314,7 +315,7 @@ class _Slot:
     """Where the events of one identity (type, environment, variant, outcome, labels) and one window go: what the
     identity's check found, once per batch, and the series they add to (None when the identity is refused)."""
 
-    __slots__ = ("found", "highest", "kind", "labels", "lowest", "refusal", "tail")
+    __slots__ = ("found", "highest", "kind", "labels", "lowest", "refusal", "segment_tails", "tail")
 
     def __init__(
         self,
@@ -323,6 +324,7 @@ class _Slot:
         labels: dict[str, str],
         tail: list[TailItem] | None,
         found: _Collected | None,
+        segment_tails: tuple[list[TailItem], ...] = (),
     ) -> None:
         self.refusal = refusal
         self.kind = kind
@@ -330,6 +332,8 @@ class _Slot:
         # The values that need no closer look (the full checks give the others their reason).
         self.lowest, self.highest = _value_range(kind)
         self.tail = tail
+        # The tails of the segments its labels name, beside the tail of every event.
+        self.segment_tails = segment_tails
         self.found = found
 
 
@@ -352,13 +356,17 @@ def aggregate(
     max_age: timedelta,
     max_future: timedelta,
     window: timedelta,
-    tail_events: Collection[str] = (),
+    tail_events: Collection[str] | Mapping[str, Collection[str]] = (),
 ) -> Aggregates:
-    """Validate every event of ``batch`` and aggregate it into windows; BatchRefused lists every bad event."""
+    """Validate every event of ``batch`` and aggregate it into windows; BatchRefused lists every bad event.
+
+    ``tail_events`` names the event types whose events are kept in order for streak rules (the tail of every event,
+    segment ""); as a mapping, each with the labels whose values keep a tail of their own too (``queue=sales``)."""
+    segment_labels: Mapping[str, Collection[str]] = tail_events if isinstance(tail_events, Mapping) else {}
     earliest, latest = now - max_age, now + max_future
     errors: list[EventError] = []
     series: dict[SeriesKey, _Collected] = {}
-    tails: dict[tuple[str, str], list[TailItem]] = {}
+    tails: dict[tuple[str, str, str], list[TailItem]] = {}
     # Subjects repeat across a batch: each is checked once.
     valid_subjects: set[str] = set()
     kinds: dict[str, EventType | None] = {}
@@ -395,6 +403,7 @@ def aggregate(
             refusal, admitted, key_of_labels, kind = checked
             found = None
             tail = None
+            segment_tails: tuple[list[TailItem], ...] = ()
             if refusal is None and kind is not None:
                 start = window_start(event.time, window)
                 key: SeriesKey = (
@@ -409,8 +418,15 @@ def aggregate(
                 if found is None:
                     found = series[key] = _Collected(kind)
                 if event.type in tail_events:
-                    tail = tails.setdefault((event.type, event.environment), [])
-            slot = slots[place] = _Slot(refusal, kind, admitted, tail, found)
+                    tail = tails.setdefault((event.type, event.environment, ""), [])
+                    by = segment_labels.get(event.type)
+                    if by:
+                        segment_tails = tuple(
+                            tails.setdefault((event.type, event.environment, f"{label}={admitted[label]}"), [])
+                            for label in by
+                            if label in admitted
+                        )
+            slot = slots[place] = _Slot(refusal, kind, admitted, tail, found, segment_tails)
         refusal = slot.refusal
         if refusal is not None:
             errors.append(EventError(index, refusal[1], refusal[0]))
@@ -449,7 +465,11 @@ def aggregate(
                 totals[name] = totals.get(name, 0.0) + amount
         tail = slot.tail
         if tail is not None:
-            tail.append((event.time, event.outcome or "", event.variant, slot.labels))
+            item = (event.time, event.outcome or "", event.variant, slot.labels)
+            tail.append(item)
+            if slot.segment_tails:
+                for segment_tail in slot.segment_tails:
+                    segment_tail.append(item)
     if errors:
         raise BatchRefused(errors)
     for items in tails.values():

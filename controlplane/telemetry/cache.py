@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,10 +18,11 @@ __all__ = ["CatalogCache", "CatalogView"]
 
 @dataclass(frozen=True, slots=True)
 class CatalogView:
-    """The catalog and which (pipeline, event) pairs keep an ordered tail for streak rules."""
+    """The catalog and which (pipeline, event) pairs keep an ordered tail for streak rules, each with the attributes
+    whose values keep one of their own (streak rules scoped to one segment)."""
 
     catalog: Catalog
-    tails: frozenset[tuple[str, str]]
+    tails: Mapping[tuple[str, str], frozenset[str]]
 
 
 class CatalogCache:
@@ -43,7 +44,7 @@ class CatalogCache:
             if self._view is not None and self._clock() - self._loaded_at < self._ttl:
                 return self._view
         with session_scope(self._reader) as session:
-            view = CatalogView(load_catalog(session), frozenset(tail_events(load_rules(session))))
+            view = CatalogView(load_catalog(session), tail_events(load_rules(session)))
         with self._lock:
             self._view, self._loaded_at = view, self._clock()
         return view

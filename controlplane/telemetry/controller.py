@@ -131,7 +131,9 @@ def _aggregate(batch: EventBatch, settings: Settings, cache: CatalogCache, now: 
         max_age=settings.event_max_age,
         max_future=settings.event_max_future,
         window=settings.telemetry_window,
-        tail_events={event for pipeline, event in view.tails if pipeline == batch.pipeline},
+        tail_events={
+            event: segments for (pipeline, event), segments in view.tails.items() if pipeline == batch.pipeline
+        },
     )
 
 

@@ -103,12 +103,15 @@ class IngestedBatch(Base):
 
 
 class EventTail(Base):
-    """The newest events of one type in one environment, in event order, for streak rules."""
+    """The newest events of one type in one environment, in event order, for streak rules: of every event
+    (``segment`` empty), or of one segment's (``queue=sales``) for the streak guards scoped to it, so a busy segment
+    never pushes a quiet one's events out of the tail its guard reads."""
 
     __tablename__ = "event_tails"
 
     pipeline: Mapped[str] = mapped_column(String(128), primary_key=True)
     event: Mapped[str] = mapped_column(String(128), primary_key=True)
     environment: Mapped[str] = mapped_column(String(64), primary_key=True)
+    segment: Mapped[str] = mapped_column(String(192), primary_key=True, default="", server_default="")
     events: Mapped[list[list[Any]]] = mapped_column(JSONDocument)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

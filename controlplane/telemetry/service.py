@@ -132,7 +132,7 @@ def merge_aggregates(parts: Sequence[Aggregates]) -> Aggregates:
     if len(parts) == 1:
         return parts[0]
     series: dict[SeriesKey, WindowAggregate] = {}
-    tails: dict[tuple[str, str], list[TailItem]] = {}
+    tails: dict[tuple[str, str, str], list[TailItem]] = {}
     subjects: dict[SubjectKey, int] = {}
     for part in parts:
         for subject_key, count in part.subjects.items():
@@ -343,15 +343,15 @@ def _add_to_subjects(session: Session, pipeline: str, aggregates: Aggregates) ->
     )
 
 
-#: A group's newest events of each (event type, environment) added to its stored tail in the database: the stored
-#: and the new events in time order (ISO strings in UTC, compared byte by byte as Python compares them; at the same
-#: instant stored events first, then the batch's order), the newest TAIL_LENGTH kept. Nothing is read back.
+#: A group's newest events of each (event type, environment, segment) added to its stored tail in the database: the
+#: stored and the new events in time order (ISO strings in UTC, compared byte by byte as Python compares them; at the
+#: same instant stored events first, then the batch's order), the newest TAIL_LENGTH kept. Nothing is read back.
 _UPSERT_TAILS_POSTGRESQL = text(
     """
-    INSERT INTO event_tails AS t (pipeline, event, environment, events, updated_at)
-    SELECT :pipeline, v.event, v.environment, v.events, :now
-    FROM jsonb_to_recordset(CAST(:tails AS jsonb)) AS v(event text, environment text, events jsonb)
-    ON CONFLICT (pipeline, event, environment) DO UPDATE SET
+    INSERT INTO event_tails AS t (pipeline, event, environment, segment, events, updated_at)
+    SELECT :pipeline, v.event, v.environment, v.segment, v.events, :now
+    FROM jsonb_to_recordset(CAST(:tails AS jsonb)) AS v(event text, environment text, segment text, events jsonb)
+    ON CONFLICT (pipeline, event, environment, segment) DO UPDATE SET
         events = (
             SELECT jsonb_agg(item ORDER BY (item ->> 0) COLLATE "C", position)
             FROM (
@@ -371,8 +371,8 @@ def _add_to_tails(session: Session, pipeline: str, aggregates: Aggregates, now: 
         return
     if session.get_bind().dialect.name == "postgresql":
         tails = [
-            {"event": event, "environment": environment, "events": _tail_items(items)}
-            for (event, environment), items in aggregates.tails.items()
+            {"event": event, "environment": environment, "segment": segment, "events": _tail_items(items)}
+            for (event, environment, segment), items in aggregates.tails.items()
         ]
         session.execute(
             _UPSERT_TAILS_POSTGRESQL,
@@ -385,29 +385,43 @@ def _add_to_tails(session: Session, pipeline: str, aggregates: Aggregates, now: 
         )
         return
     table = cast(Table, EventTail.__table__)
-    keys = [(pipeline, event, environment) for event, environment in aggregates.tails]
+    keys = [(pipeline, *key) for key in aggregates.tails]
     # Core, not ORM entities: one or two rows per group, where loading and flushing entities costs more than SQL.
     stored = {
-        (row.event, row.environment): row.events
+        (row.event, row.environment, row.segment): row.events
         for row in session.execute(
-            select(table.c.event, table.c.environment, table.c.events).where(
-                tuple_(table.c.pipeline, table.c.event, table.c.environment).in_(keys)
+            select(table.c.event, table.c.environment, table.c.segment, table.c.events).where(
+                tuple_(table.c.pipeline, table.c.event, table.c.environment, table.c.segment).in_(keys)
             )
         )
     }
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
-    for (event, environment), items in aggregates.tails.items():
+    for (event, environment, segment), items in aggregates.tails.items():
         fresh = _tail_items(items)
-        kept = stored.get((event, environment))
+        kept = stored.get((event, environment, segment))
         if kept is None:
             inserts.append(
-                {"pipeline": pipeline, "event": event, "environment": environment, "events": fresh, "updated_at": now}
+                {
+                    "pipeline": pipeline,
+                    "event": event,
+                    "environment": environment,
+                    "segment": segment,
+                    "events": fresh,
+                    "updated_at": now,
+                }
             )
             continue
         # Late events sort into place; ISO strings in UTC sort as times do.
         merged = sorted([*kept, *fresh], key=lambda item: str(item[0]))
-        updates.append({"tail_event": event, "tail_environment": environment, "events": merged[-TAIL_LENGTH:]})
+        updates.append(
+            {
+                "tail_event": event,
+                "tail_environment": environment,
+                "tail_segment": segment,
+                "events": merged[-TAIL_LENGTH:],
+            }
+        )
     if inserts:
         session.execute(insert(table), inserts)
     if updates:
@@ -417,6 +431,7 @@ def _add_to_tails(session: Session, pipeline: str, aggregates: Aggregates, now: 
                 table.c.pipeline == pipeline,
                 table.c.event == bindparam("tail_event"),
                 table.c.environment == bindparam("tail_environment"),
+                table.c.segment == bindparam("tail_segment"),
             )
             .values(events=bindparam("events"), updated_at=now),
             updates,

@@ -163,14 +163,15 @@ def _random_aggregates(rng: random.Random, starts: list[datetime], first: dateti
                 name: rng.uniform(0.0, 3.0) for name in rng.sample(["bytes", "files", "tokens"], rng.randint(0, 2))
             },
         )
-    tails: dict[tuple[str, str], list[TailItem]] = {}
-    for event in rng.sample(["a", "b"], rng.randint(0, 2)):
+    tails: dict[tuple[str, str, str], list[TailItem]] = {}
+    # The tail of every event and a segment's, each merged on its own.
+    for event, segment in rng.sample([("a", ""), ("b", ""), ("a", "queue=sales")], rng.randint(0, 3)):
         # Few distinct instants, some earlier than stored ones: late events and ties at the same instant.
         items: list[TailItem] = [
             (first + timedelta(seconds=rng.randint(0, 30)), rng.choice(["ok", "error"]), "on", {"n": str(n)})
             for n in range(rng.randint(1, 40))
         ]
-        tails[(event, "production")] = sorted(items, key=lambda item: item[0])
+        tails[(event, "production", segment)] = sorted(items, key=lambda item: item[0])
     return Aggregates(series=series, tails=tails, events=sum(found.count for found in series.values()))
 
 
@@ -185,7 +186,7 @@ def test_windows_and_tails_stored_equal_a_fold_of_every_batch(
     first = clock().replace(second=0, microsecond=0)
     starts = [first, first + timedelta(seconds=10), first + timedelta(seconds=20)]
     expected_series: dict[SeriesKey, WindowAggregate] = {}
-    expected_tails: dict[tuple[str, str], list[list[Any]]] = {}
+    expected_tails: dict[tuple[str, str, str], list[list[Any]]] = {}
     for group in range(25):
         batches = [
             PendingBatch(f"batch-{group}-{n}", "reference-images", "d", _random_aggregates(rng, starts, first))
@@ -209,7 +210,7 @@ def test_windows_and_tails_stored_equal_a_fold_of_every_batch(
             (row.window_start, row.event, row.environment, row.variant, row.outcome, row.labels_key): row
             for row in session.scalars(select(TelemetryWindow))
         }
-        tails = {(row.event, row.environment): row.events for row in session.scalars(select(EventTail))}
+        tails = {(row.event, row.environment, row.segment): row.events for row in session.scalars(select(EventTail))}
     assert set(windows) == set(expected_series)
     for key, want in expected_series.items():
         row = windows[key]
@@ -233,7 +234,7 @@ def test_tail_times_are_stored_in_utc_and_ordered_by_instant_whatever_offset_was
     east = timezone(timedelta(hours=2))
 
     def tail_batch(batch_id: str, at: datetime) -> PendingBatch:
-        tails: dict[tuple[str, str], list[TailItem]] = {("vision_analysis", "qa"): [(at, "error", "on", {})]}
+        tails: dict[tuple[str, str, str], list[TailItem]] = {("vision_analysis", "qa", ""): [(at, "error", "on", {})]}
         return PendingBatch(batch_id, "reference-images", "d", Aggregates(series={}, tails=tails, events=1))
 
     for batch_id, at in (

@@ -514,3 +514,46 @@ def test_the_operators_page_lists_the_segments_and_acts_on_the_one_its_form_name
     )
     problem(refused, 422, "segment-required")
     assert status(traffic) == before
+
+
+STREAK_PER_QUEUE = DEFINITION.replace("guards: [error-rate]}", "guards: [error-rate, failed-streak]}").replace(
+    "\nrules:\n",
+    "\nrules:\n"
+    "  - name: failed-streak\n"
+    "    kind: streak\n"
+    "    event: http_request\n"
+    "    outcome: failed\n"
+    '    op: ">="\n'
+    "    threshold: 3\n"
+    "    window: 0\n"
+    "    severity: page\n",
+)
+assert STREAK_PER_QUEUE.count("failed-streak") == 4
+
+
+def test_a_streak_guard_scoped_to_a_quiet_segment_sees_its_streak_past_a_busy_segments_events(
+    traffic: GuardedTraffic,
+) -> None:
+    """The tail of every event keeps the newest 64: 100 support requests after three failed sales requests push
+    those out of it, so sales's streak guard reads a tail of sales's events alone."""
+    traffic.apply(STREAK_PER_QUEUE)
+    operate(traffic, "start", "queue=support")
+    operate(traffic, "start", "queue=sales")
+
+    now = traffic.clock()
+    traffic.send(requests(3, "5xx", "sales", now) + requests(100, "2xx", "support", now))
+    traffic.evaluate()
+
+    shown = segments(traffic)
+    assert shown["sales"]["state"] == "rolled_back"
+    assert shown["support"]["state"] == "running"
+    alerts = {
+        (alert["rule"], alert["environment"]): alert
+        for alert in traffic.client.get("/api/v1/alerts", headers=traffic.viewer).json()
+    }
+    assert alerts[("failed-streak-queue-sales", "production")]["state"] == "firing"
+    assert alerts[("failed-streak-queue-support", "production")]["state"] == "inactive"
+    rollback = traffic.client.get(
+        "/api/v1/audit", headers=traffic.admin, params={"flag": FLAG, "action": "rollout.rollback"}
+    ).json()
+    assert len(rollback) == 1 and "failed-streak-queue-sales" in rollback[0]["reason"]

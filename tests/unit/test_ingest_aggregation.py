@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -81,7 +81,9 @@ def event(
     )
 
 
-def run(events: Sequence[EventIn], *, tails: Sequence[str] = (), now: datetime = NOW) -> Aggregates:
+def run(
+    events: Sequence[EventIn], *, tails: Sequence[str] | Mapping[str, Sequence[str]] = (), now: datetime = NOW
+) -> Aggregates:
     batch = EventBatch(batch_id="batch-0001", pipeline=PIPELINE, events=list(events))
     return aggregate(
         batch,
@@ -319,14 +321,33 @@ def test_tail_events_are_kept_per_type_and_environment_in_time_order() -> None:
         tails=["run"],
     )
 
-    assert set(aggregates.tails) == {("run", "qa"), ("run", "production")}
-    assert [(at, outcome) for at, outcome, _, _ in aggregates.tails[("run", "qa")]] == [
+    assert set(aggregates.tails) == {("run", "qa", ""), ("run", "production", "")}
+    assert [(at, outcome) for at, outcome, _, _ in aggregates.tails[("run", "qa", "")]] == [
         (NOW - timedelta(seconds=30), "ok"),
         (NOW - timedelta(seconds=20), "error"),
         (NOW - timedelta(seconds=1), "error"),
         (NOW - timedelta(seconds=1), "ok"),
     ]
-    assert aggregates.tails[("run", "production")] == [(NOW - timedelta(seconds=5), "error", "off", {})]
+    assert aggregates.tails[("run", "production", "")] == [(NOW - timedelta(seconds=5), "error", "off", {})]
+
+
+def test_a_segment_label_keeps_a_tail_per_admitted_value_beside_the_tail_of_every_event() -> None:
+    aggregates = run(
+        [
+            event("upload", outcome="failed", labels={"content_type": "image/png"}, at=NOW - timedelta(seconds=3)),
+            event("upload", outcome="success", labels={"content_type": "image/gif"}, at=NOW - timedelta(seconds=2)),
+            event("upload", outcome="failed", labels={"content_type": "image/png"}, at=NOW - timedelta(seconds=1)),
+            event("upload", outcome="success", labels={"status_class": "2xx"}),  # no content type: no segment
+        ],
+        tails={"upload": ["content_type"]},
+    )
+
+    outcomes = {key: [outcome for _, outcome, _, _ in items] for key, items in aggregates.tails.items()}
+    assert outcomes == {
+        ("upload", "qa", ""): ["failed", "success", "failed", "success"],
+        ("upload", "qa", "content_type=image/png"): ["failed", "failed"],
+        ("upload", "qa", "content_type=other"): ["success"],
+    }
 
 
 def test_tails_hold_the_admitted_label_values() -> None:
@@ -335,7 +356,7 @@ def test_tails_hold_the_admitted_label_values() -> None:
         tails=["upload"],
     )
 
-    assert aggregates.tails[("upload", "qa")] == [(NOW, "failed", "on", {"content_type": "other"})]
+    assert aggregates.tails[("upload", "qa", "")] == [(NOW, "failed", "on", {"content_type": "other"})]
 
 
 def test_no_tails_are_kept_for_types_no_streak_rule_reads() -> None:
