@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from litestar import Litestar
 from litestar.testing import TestClient
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, text
 
 from controlplane.app import create_app
 from controlplane.db import create_db_engine
-from controlplane.migrate import is_at_head
+from controlplane.migrate import alembic_config, is_at_head
 from controlplane.models import Base
 from controlplane.settings import Settings
 
@@ -67,3 +69,47 @@ def test_fresh_empty_sqlite_is_not_at_head_and_readyz_answers_503(tmp_path: Path
     assert "schema is not at the newest migration" in ready.json()["database"]
     assert health.status_code == 200, health.text
     assert health.json() == {"status": "ok"}
+
+
+def test_event_tails_keep_their_events_across_the_segment_key_and_back(engine: Engine) -> None:
+    """b7e1c4d9a2f6 puts a segment in the tails' key: stored tails become the tails of every event (segment ""), and
+    going back keeps those and drops the segments' own."""
+    config = alembic_config(engine.url.render_as_string(hide_password=False))
+    events = '[["2026-12-05T06:00:00+00:00", "failed", "on", {"queue": "sales"}]]'
+    row = "'checkout', 'http_request', 'production', '{events}', '2026-12-05 06:00:00+00:00'"
+    try:
+        command.downgrade(config, "5d2e7c91b4a3")
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO event_tails (pipeline, event, environment, events, updated_at) "
+                    f"VALUES ({row.format(events=events)})"
+                )
+            )
+        command.upgrade(config, "head")
+        with engine.begin() as connection:
+            kept = connection.execute(text("SELECT pipeline, segment, events FROM event_tails")).all()
+            connection.execute(
+                text(
+                    "INSERT INTO event_tails (pipeline, event, environment, events, updated_at, segment) "
+                    f"VALUES ({row.format(events=events)}, 'queue=sales')"
+                )
+            )
+        assert [(pipeline, segment) for pipeline, segment, _ in kept] == [("checkout", "")]
+        stored = kept[0][2]  # a JSON string on SQLite, decoded by psycopg on PostgreSQL
+        assert (json.loads(stored) if isinstance(stored, str) else stored) == json.loads(events)
+        assert inspect(engine).get_pk_constraint("event_tails")["constrained_columns"] == [
+            "pipeline",
+            "event",
+            "environment",
+            "segment",
+        ]
+        command.downgrade(config, "5d2e7c91b4a3")
+        with engine.begin() as connection:
+            assert connection.execute(text("SELECT pipeline, event FROM event_tails")).all() == [
+                ("checkout", "http_request")
+            ]
+    finally:
+        command.upgrade(config, "head")
+        with engine.begin() as connection:
+            connection.execute(text("DELETE FROM event_tails"))
