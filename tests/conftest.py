@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -34,8 +34,12 @@ from controlplane.auth import service as auth_service
 from controlplane.auth.schemas import TokenCreate
 from controlplane.db import create_db_engine, session_scope
 from controlplane.embedded import serve_in_thread
+from controlplane.guarding.readings import AlertGateReader
+from controlplane.incidents.hold import IncidentHold
 from controlplane.migrate import upgrade_to_head
 from controlplane.models import Base
+from controlplane.rollouts.jobs import advance_baked_rollouts
+from controlplane.rollouts.steps import StepAnnouncer
 from controlplane.settings import Settings
 
 if TYPE_CHECKING:
@@ -59,6 +63,23 @@ class FakeClock:
     def advance(self, delta: timedelta) -> None:
         """Move time forward."""
         self.now += delta
+
+
+def tick_rollouts(
+    factory: sessionmaker[Session],
+    environments: Sequence[str],
+    clock: FakeClock,
+    announcer: StepAnnouncer | None = None,
+) -> dict[str, int]:
+    """One rollout tick as the scheduler runs it (the alert states as gates, the incident hold), on ``clock``."""
+    return advance_baked_rollouts(
+        factory,
+        environments=environments,
+        clock=clock,
+        gates=AlertGateReader(),
+        announcer=announcer,
+        hold=IncidentHold(),
+    )
 
 
 def missing_service(what: str) -> None:

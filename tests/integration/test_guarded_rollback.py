@@ -20,12 +20,10 @@ from sqlalchemy.orm import sessionmaker
 
 from controlplane.api.roles import Role
 from controlplane.guarding.jobs import evaluate_alert_rules
-from controlplane.guarding.readings import AlertGateReader
-from controlplane.incidents.hold import IncidentHold
 from controlplane.notifications.config import load_notification_config
 from controlplane.notifications.jobs import deliver_due_notifications
 from controlplane.settings import Settings
-from tests.conftest import REPO_ROOT, FakeClock
+from tests.conftest import REPO_ROOT, FakeClock, tick_rollouts
 from tests.receivers import ScriptedReceiver, scripted_receiver
 
 FLAG = "enable-reference-images"
@@ -431,19 +429,11 @@ def test_advance_is_refused_while_a_guard_lacks_data_unless_forced(story: Story)
 
 
 def test_scheduled_tick_holds_a_baked_stage_while_guards_hold(story: Story) -> None:
-    from controlplane.rollouts.jobs import advance_baked_rollouts
 
     story.apply()
     story.start_production()
     story.evaluate()
     story.clock.advance(timedelta(hours=2))  # the 1h bake is long over
-    counts = advance_baked_rollouts(
-        story.factory,
-        environments=story.settings.environments,
-        clock=story.clock,
-        gates=AlertGateReader(),
-        announcer=None,
-        hold=IncidentHold(),
-    )
+    counts = tick_rollouts(story.factory, story.settings.environments, story.clock)
     assert counts["advanced"] == 0
     assert story.rollout()["percentage"] == 10

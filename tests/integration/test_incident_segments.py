@@ -21,13 +21,11 @@ from sqlalchemy.orm import Session
 from controlplane.api.roles import Role
 from controlplane.db import session_scope
 from controlplane.guarding.readings import AlertGateReader
-from controlplane.incidents.hold import IncidentHold
-from controlplane.rollouts.jobs import advance_baked_rollouts
 from controlplane.rollouts.operations import Operation, RolloutTarget
 from controlplane.rollouts.schemas import RolloutOperation
 from controlplane.rollouts.service import operate_rollout
 from controlplane.rollouts.steps import RolloutStep
-from tests.conftest import problem
+from tests.conftest import problem, tick_rollouts
 from tests.guard_traffic import GuardedTraffic
 from tests.integration.test_segment_rollouts import DEFINITION, FLAG, USERS, operate, segments, status
 
@@ -198,14 +196,7 @@ def test_the_scheduler_does_not_advance_a_rollout_an_incident_holds_and_says_so_
     told = Told()
 
     def tick() -> dict[str, int]:
-        return advance_baked_rollouts(
-            traffic.factory,
-            environments=traffic.settings.environments,
-            clock=traffic.clock,
-            gates=AlertGateReader(),
-            announcer=told,
-            hold=IncidentHold(),
-        )
+        return tick_rollouts(traffic.factory, traffic.settings.environments, traffic.clock, told)
 
     traffic.clock.advance(timedelta(minutes=10))  # baked, no guards: only the hold keeps it
     assert tick() == {"checked": 1, "advanced": 0, "held": 1, "deadlines": 0, "conflicts": 0, "errors": 0}

@@ -241,15 +241,21 @@ def served_run(http: httpx.Client, run_id: int) -> dict[str, Any]:
         time.sleep(0.1)  # waiting for the executor's thread, not for time to pass
 
 
-def test_the_cli_rolls_back_with_a_purge_of_the_window_and_names_the_incident(
-    cli_operator: httpx.Client, gcs: Any, clock: FakeClock, capsys: pytest.CaptureFixture[str]
-) -> None:
+def bad_window(gcs: Any, clock: FakeClock, count: int) -> datetime:
+    """``before.png`` uploaded, then ``count`` bad uploads after it; the app's clock past them: the window's start."""
     before = upload(gcs, f"{PREFIX}before.png")
     since = before + timedelta(milliseconds=1)
     time.sleep(0.01)  # the emulator stamps uploads with the wall clock: the bad window starts after `before`
-    for n in range(2):
+    for n in range(count):
         upload(gcs, f"{PREFIX}bad-{n}.png")
     clock.advance(datetime.now(UTC) - clock.now + timedelta(seconds=1))
+    return since
+
+
+def test_the_cli_rolls_back_with_a_purge_of_the_window_and_names_the_incident(
+    cli_operator: httpx.Client, gcs: Any, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    since = bad_window(gcs, clock, 2)
 
     code, out, err = run(
         capsys,
@@ -319,12 +325,7 @@ def test_a_purge_that_fails_to_queue_after_the_rollback_says_the_rollback_stands
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    before = upload(gcs, f"{PREFIX}before.png")
-    since = before + timedelta(milliseconds=1)
-    time.sleep(0.01)  # the emulator stamps uploads with the wall clock: the bad window starts after `before`
-    for n in range(2):
-        upload(gcs, f"{PREFIX}bad-{n}.png")
-    clock.advance(datetime.now(UTC) - clock.now + timedelta(seconds=1))
+    since = bad_window(gcs, clock, 2)
 
     def lost_database(self: CleanupPurger, session: Any, **_: Any) -> list[int]:
         # The database goes away between the rollback's transaction and the purge's.

@@ -19,18 +19,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from controlplane.announcements import NotificationAnnouncer
 from controlplane.api.roles import Role
 from controlplane.db import session_scope
-from controlplane.guarding.readings import AlertGateReader
-from controlplane.incidents.hold import IncidentHold
 from controlplane.notifications.config import load_notification_config
 from controlplane.notifications.jobs import deliver_due_notifications
 from controlplane.notifications.service import delete_superseded_notifications
-from controlplane.rollouts.jobs import advance_baked_rollouts
 from controlplane.rollouts.models import Rollout as RolloutRow
 from controlplane.rollouts.service import _claim_deadline
 from controlplane.rollouts.status import to_machine
 from controlplane.settings import Settings
 from controlplane.ui.session import csrf_token
-from tests.conftest import REPO_ROOT, FakeClock, problem
+from tests.conftest import REPO_ROOT, FakeClock, problem, tick_rollouts
 from tests.receivers import ScriptedReceiver, scripted_receiver
 
 FLAG = "enable-reference-images"
@@ -112,13 +109,8 @@ class Desk:
 
     def tick(self) -> dict[str, int]:
         config = load_notification_config(self.settings.notifications_file)
-        return advance_baked_rollouts(
-            self.factory,
-            environments=self.settings.environments,
-            clock=self.clock,
-            gates=AlertGateReader(),
-            announcer=NotificationAnnouncer(lambda: config),
-            hold=IncidentHold(),
+        return tick_rollouts(
+            self.factory, self.settings.environments, self.clock, NotificationAnnouncer(lambda: config)
         )
 
     def deliver(self) -> dict[str, int]:

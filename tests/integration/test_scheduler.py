@@ -18,12 +18,10 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from controlplane.app import create_app
-from controlplane.guarding.readings import AlertGateReader
-from controlplane.incidents.hold import IncidentHold
-from controlplane.rollouts.jobs import advance_baked_rollouts
 from controlplane.scheduler import LEASE_NAME, JobSpec, Leadership, Scheduler, build_jobs
 from controlplane.scheduling.models import LeaderLease
 from controlplane.settings import Settings
+from tests.conftest import tick_rollouts
 
 if TYPE_CHECKING:
     from tests.conftest import FakeClock
@@ -67,14 +65,7 @@ def _start_production(client: httpx.Client, headers: dict[str, str]) -> dict[str
 
 
 def _tick(session_factory: sessionmaker[Session], settings: Settings, clock: FakeClock) -> dict[str, int]:
-    return advance_baked_rollouts(
-        session_factory,
-        environments=settings.environments,
-        clock=clock,
-        gates=AlertGateReader(),
-        announcer=None,
-        hold=IncidentHold(),
-    )
+    return tick_rollouts(session_factory, settings.environments, clock)
 
 
 def _leadership(session_factory: sessionmaker[Session], holder: str, clock: FakeClock) -> Leadership:

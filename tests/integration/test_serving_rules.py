@@ -15,11 +15,8 @@ from litestar.testing import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from controlplane.api.roles import Role
-from controlplane.guarding.readings import AlertGateReader
-from controlplane.incidents.hold import IncidentHold
-from controlplane.rollouts.jobs import advance_baked_rollouts
 from controlplane.settings import Settings
-from tests.conftest import REPO_ROOT, problem
+from tests.conftest import REPO_ROOT, problem, tick_rollouts
 
 if TYPE_CHECKING:
     from tests.conftest import FakeClock
@@ -250,14 +247,7 @@ def test_the_scheduler_tick_neither_advances_a_switched_off_rollout_nor_switches
     # Production's first stage bakes 1h with auto_advance: without the kill switch, this tick would advance it.
     clock.advance(timedelta(hours=2))
 
-    counts = advance_baked_rollouts(
-        session_factory,
-        environments=settings.environments,
-        clock=clock,
-        gates=AlertGateReader(),
-        announcer=None,
-        hold=IncidentHold(),
-    )
+    counts = tick_rollouts(session_factory, settings.environments, clock)
 
     assert counts == {"checked": 1, "advanced": 0, "held": 0, "deadlines": 0, "conflicts": 0, "errors": 0}
     after = status(client, operator, "production")
@@ -273,14 +263,7 @@ def test_the_scheduler_tick_neither_advances_a_switched_off_rollout_nor_switches
 
     # The same tick advances once the switch is back on: the refusal above was the kill switch, not the bake.
     assert patch_environment(client, admin_headers, "production", {"enabled": True}).status_code == 200
-    counts = advance_baked_rollouts(
-        session_factory,
-        environments=settings.environments,
-        clock=clock,
-        gates=AlertGateReader(),
-        announcer=None,
-        hold=IncidentHold(),
-    )
+    counts = tick_rollouts(session_factory, settings.environments, clock)
     assert counts["advanced"] == 1
     assert status(client, operator, "production")["percentage"] == 50.0
 
