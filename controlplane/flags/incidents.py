@@ -3,7 +3,7 @@ state it leaves each one in, and whether an undo may restore what was recorded.
 
     incident_scope(states, variant, off_variant=, named=, all_environments=)  -> Scope(targets, skipped)
     overridden_state(before, variant)                           -> the serving state during the incident
-    undo_verdicts(recorded, current, force=)                    -> per environment: restore, or changed since
+    undo_verdicts(recorded, current_revisions, force=)          -> per environment: restore, or changed since
     undo_command(incident_id)                                   -> the command that undoes it, in words
 
 What "serves to everyone" means, exactly: the environment is switched on, its default variant is the incident's,
@@ -140,25 +140,22 @@ class UndoVerdict:
 
 
 def undo_verdicts(
-    recorded: Sequence[EnvironmentRecord], current: Mapping[str, tuple[int, Mapping[str, Any]]], *, force: bool
+    recorded: Sequence[EnvironmentRecord], current_revisions: Mapping[str, int], *, force: bool
 ) -> list[UndoVerdict]:
-    """Per environment (``current``: its revision and serving state now): restore it when it still serves what the
-    action left, or when ``force`` says to anyway. Every environment moves together: the caller refuses the whole
-    undo when any verdict is ``changed_since`` without ``force``.
-
-    The serving state is compared, not the revision: changes that were themselves undone since (a later incident
-    undone, an edit reverted) leave nothing for the undo to overwrite, so they do not refuse it."""
+    """Per environment: restore it when nobody changed it since the incident (its revision is the one the action
+    left), or when ``force`` says to anyway. Every environment moves together: the caller refuses the whole undo
+    when any verdict is ``changed_since`` without ``force``."""
     verdicts = []
     for record in recorded:
-        revision, serving = current[record.environment]
-        changed = dict(serving) != dict(record.after)
+        current = current_revisions[record.environment]
+        changed = current != record.revision
         verdicts.append(
             UndoVerdict(
                 environment=record.environment,
                 restore=force or not changed,
                 changed_since=changed,
                 recorded_revision=record.revision,
-                current_revision=revision,
+                current_revision=current,
             )
         )
     return verdicts

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -597,9 +597,7 @@ def undo_incident(
         )
         for record in records
     }
-    verdicts = undo_verdicts(
-        records, {name: (state.revision, environment_snapshot(state)) for name, state in states.items()}, force=force
-    )
+    verdicts = undo_verdicts(records, {name: state.revision for name, state in states.items()}, force=force)
     changed = [verdict for verdict in verdicts if verdict.changed_since]
     if changed and not force:
         raise Conflict(
@@ -647,4 +645,35 @@ def undo_incident(
     incident.undo_reason = text
     incident.undo = done
     session.flush()
+    _rearm_earlier(session, incident, states)
     return incident, verdicts
+
+
+def _rearm_earlier(session: Session, incident: FlagIncident, states: Mapping[str, FlagEnvironment]) -> None:
+    """Where the undo brought back an earlier incident's override exactly (``incident`` was set over it), that
+    incident's recorded revision becomes the environment's revision now, so its own undo is not refused as if
+    someone had changed the environment since."""
+    earlier = session.scalars(
+        select(FlagIncident)
+        .where(
+            FlagIncident.flag_id == incident.flag_id,
+            FlagIncident.id < incident.id,
+            FlagIncident.undone_at.is_(None),
+        )
+        .order_by(FlagIncident.id.desc())
+    )
+    pending = dict(states)
+    for older in earlier:
+        records = [dict(item) for item in older.environments]
+        rearmed = False
+        for record in records:
+            state = pending.pop(record["environment"], None)
+            if state is not None and environment_snapshot(state) == record["after"]:
+                record["revision"] = state.revision
+                rearmed = True
+        if rearmed:
+            # A new list: the JSON column is saved when assigned, not when a nested value changes.
+            older.environments = records
+        if not pending:
+            break
+    session.flush()

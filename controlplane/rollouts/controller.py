@@ -157,7 +157,8 @@ class RolloutController(Controller):
             except Exception as failure:
                 # Whatever failed (most likely the database, between the two transactions), the rollback stands: a
                 # plain 503 or 500 would invite repeating a rollback that is done (then refused, 409). Say what was
-                # done and what is left to run.
+                # done and what is left to run. A timeout or a failure after the commit may leave the purge queued
+                # all the same: the answer says to look for it first.
                 logger.warning("rollback of %s in %s committed, its purge not queued", key, environment, exc_info=True)
                 commands = purge_commands(
                     targets,
@@ -169,8 +170,10 @@ class RolloutController(Controller):
                     "purge-not-queued",
                     f"`{key}` in {status.environment}{f' ({status.segment})' if status.segment else ''} is rolled back "
                     f"(committed; {incident}), but queuing the purge of what its pipeline uploaded since "
-                    f"{since.isoformat()} failed ({type(failure).__name__}): do not repeat the rollback; purge by "
-                    f"hand: {'; '.join(commands)}",
+                    f"{since.isoformat()} failed or could not be confirmed ({type(failure).__name__}): do not repeat "
+                    f"the rollback; look for a `cleanup.purge` audit record whose reason begins with {incident} "
+                    f"(`controlplane audit list --action cleanup.purge`), and if there is none, purge by hand: "
+                    f"{'; '.join(commands)}",
                     incident=incident,
                     state=status.state.value,
                     purge_commands=commands,

@@ -112,6 +112,7 @@ class EventTail(Base):
     pipeline: Mapped[str] = mapped_column(String(128), primary_key=True)
     event: Mapped[str] = mapped_column(String(128), primary_key=True)
     environment: Mapped[str] = mapped_column(String(64), primary_key=True)
-    segment: Mapped[str] = mapped_column(String(192), primary_key=True, default="", server_default="")
+    # `attribute=value`: a label's name and one of its values, each at most 128 characters.
+    segment: Mapped[str] = mapped_column(String(257), primary_key=True, default="", server_default="")
     events: Mapped[list[list[Any]]] = mapped_column(JSONDocument)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -27,7 +27,7 @@ def upgrade() -> None:
         # SQLite cannot alter a primary key: copy the tails into a table with the new key.
         _copy_into_new_table([*_KEY, "segment"], "pipeline, event, environment, '', events, updated_at")
         return
-    op.add_column("event_tails", sa.Column("segment", sa.String(length=192), nullable=False, server_default=""))
+    op.add_column("event_tails", sa.Column("segment", sa.String(length=257), nullable=False, server_default=""))
     op.drop_constraint("pk_event_tails", "event_tails", type_="primary")
     op.create_primary_key("pk_event_tails", "event_tails", [*_KEY, "segment"])
 
@@ -50,7 +50,7 @@ def _copy_into_new_table(key: list[str], selected: str) -> None:
         sa.Column("environment", sa.String(length=64), nullable=False),
     ]
     if "segment" in key:
-        columns.append(sa.Column("segment", sa.String(length=192), nullable=False, server_default=""))
+        columns.append(sa.Column("segment", sa.String(length=257), nullable=False, server_default=""))
     op.create_table(
         "event_tails_new",
         *columns,

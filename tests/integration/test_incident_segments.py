@@ -111,6 +111,16 @@ def test_an_incident_serves_its_variant_to_every_context_of_a_rollout_run_per_se
         json={"expected_revision": revision, "segment": "queue=sales", "reason": "try"},
     )
     problem(refused, 409, "incident-active")
+    # Nor rolled back: that would serve the segments' percentages again (and off outside them), not the variant.
+    during = answers(traffic, evaluate_token)
+    rollback = traffic.client.post(
+        f"/api/v1/flags/{FLAG}/environments/production/rollout/rollback",
+        headers=traffic.operator,
+        json={"segment": "queue=sales", "reason": "sales is the worst"},
+    )
+    assert "rollback of queue=sales would fight it" in problem(rollback, 409, "incident-active")["detail"]
+    assert answers(traffic, evaluate_token) == during
+    assert segments(traffic)["sales"]["state"] == "paused"
 
     undone = undo(traffic, incident)
 

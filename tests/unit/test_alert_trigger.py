@@ -12,7 +12,7 @@ import pytest
 from controlplane.catalog.rules import Comparison, Rule, RuleKind, RuleSource
 from controlplane.guarding.debounce import EVERY_RULE, Debouncer, batch_reads, concerning
 from controlplane.guarding.trigger import EvaluationTrigger, _payload, _reads, guard_action
-from controlplane.telemetry.aggregation import Aggregates, WindowAggregate
+from controlplane.telemetry.aggregation import Aggregates, TailItem, WindowAggregate
 from controlplane.telemetry.service import PendingBatch
 
 CHECKOUT = frozenset({("checkout", "http_request")})
@@ -28,8 +28,8 @@ WINDOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 def test_a_batch_reads_the_event_types_of_its_series_and_tails_in_its_pipeline() -> None:
     series = {(WINDOW, "http_request", "production", "on", "ok", ""): WindowAggregate()}
-    tails: dict[tuple[str, str], list[object]] = {("checkout_step", "production"): []}
-    batch = PendingBatch("b1", "checkout", "digest", Aggregates(series=series, tails=tails, events=1))  # type: ignore[arg-type]
+    tails: dict[tuple[str, str, str], list[TailItem]] = {("checkout_step", "production", "queue=sales"): []}
+    batch = PendingBatch("b1", "checkout", "digest", Aggregates(series=series, tails=tails, events=1))
 
     assert batch_reads([batch]) == {("checkout", "http_request"), ("checkout", "checkout_step")}
 
