@@ -7,6 +7,7 @@ on the flag's read and on `/metrics` (`controlplane_flag_incident_active`) until
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -270,3 +271,60 @@ def test_the_flag_read_and_metrics_mark_the_incident_in_force_until_it_is_undone
     assert [state["incident"] for state in flag["environments"]] == [None] * len(environments)
     after = Scrape.of_text(scrape(story.client).text)
     assert after.value("controlplane_flag_incident_active", flag=FLAG, environment="production") == 0
+
+
+@pytest.mark.parametrize("trial", ["together-1", "together-2", "together-3", "rollback-first"])
+def test_a_guard_rollback_racing_a_set_variant_ends_in_one_order_or_the_other(story: Story, trial: str) -> None:
+    """The guard's evaluation and the incident action, started together: writes take one lock, so either the
+    rollback commits first (the incident then overrides a rolled-back flag: everyone gets `on`, the rollout stays
+    rolled back) or the incident does (the rollback is held and recorded, the rollout stays paused). Never a rollback
+    over an incident in force. Started together, the incident has won every run here (the evaluation reads before
+    it writes), so the other order is also run one after the other."""
+    story.apply()
+    story.start_production()
+    story.send(upload_requests(291, "2xx", story.clock()) + upload_requests(6, "5xx", story.clock()))
+    story.evaluate()
+    story.clock.advance(timedelta(seconds=10))
+    story.send(upload_requests(15, "5xx", story.clock()))
+    story.clock.advance(timedelta(seconds=10))  # the next evaluation breaches
+    start = threading.Barrier(1 if trial == "rollback-first" else 2)
+    answers: list[Any] = []
+
+    def evaluate() -> None:
+        start.wait()
+        story.evaluate()
+
+    def set_on() -> None:
+        start.wait()
+        answers.append(
+            story.client.post(
+                f"/api/v1/flags/{FLAG}/set-variant",
+                headers=story.operator,
+                json={"variant": "on", "environments": ["production"], "reason": f"race {trial}"},
+            )
+        )
+
+    if trial == "rollback-first":
+        evaluate()
+        set_on()
+    else:
+        threads = [threading.Thread(target=evaluate), threading.Thread(target=set_on)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+    [answer] = answers
+    assert answer.status_code == 201, answer.text
+    incident = answer.json()
+
+    during = served(story)
+    assert (during["enabled"], during["default_variant"], during["rules"]) == (True, "on", [])
+    rolled_back = audit(story, "rollout.rollback")
+    held = story.client.get(f"/api/v1/incidents/{incident['id']}", headers=story.operator).json()
+    held_rules = [item["rule"] for item in held["environments"][0]["held"]]
+    if rolled_back:  # the rollback first: the incident overrode a rolled-back rollout
+        assert story.rollout()["state"] == "rolled_back" and held_rules == []
+        assert incident["environments"][0]["before"]["enabled"] is False
+        assert rolled_back[0]["id"] < audit(story, "flag.incident.set_variant")[0]["id"]
+    else:  # the incident first: the guard's rollback held
+        assert story.rollout()["state"] == "paused" and held_rules == ["upload-failure-rate"]
