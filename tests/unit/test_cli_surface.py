@@ -155,3 +155,37 @@ def test_brackets_in_the_servers_words_print_as_they_are(
     with pytest.raises(SystemExit):
         main(["flags", "list"])
     assert capsys.readouterr().err == "error 409 guard-holding: cannot advance: [5xx] share [/] unknown\n"
+
+
+def test_the_incident_table_names_the_segments_it_paused() -> None:
+    from controlplane.cli.flags import _incident_table
+
+    state = {"enabled": True, "default_variant": "off", "rules": [], "rollout": None}
+    incident = {
+        "id": 7,
+        "flag": "checkout-v2",
+        "variant": "off",
+        "actor": "sre-alice",
+        "reason": "checkout broken",
+        "undo": None,
+        "environments": [
+            {
+                "environment": "production",
+                "before": state,
+                "after": state,
+                "rollout_paused": True,
+                "paused_segments": ["queue=support", "queue=sales"],
+            },
+            {"environment": "staging", "before": state, "after": state, "rollout_paused": True},
+            {"environment": "qa", "before": state, "after": state, "rollout_paused": False},
+        ],
+    }
+    with stdout.capture() as captured:
+        stdout.print(_incident_table(incident))
+    cells = {
+        line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[1:-1]]
+        for line in captured.get().splitlines()
+        if line.startswith("│")
+    }
+    assert cells["production"][3] == "paused: queue=support, queue=sales"
+    assert (cells["staging"][3], cells["qa"][3]) == ("paused", "-")
