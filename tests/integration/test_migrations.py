@@ -72,32 +72,46 @@ def test_fresh_empty_sqlite_is_not_at_head_and_readyz_answers_503(tmp_path: Path
 
 
 def test_event_tails_keep_their_events_across_the_segment_key_and_back(engine: Engine) -> None:
-    """b7e1c4d9a2f6 puts a segment in the tails' key: stored tails become the tails of every event (segment ""), and
-    going back keeps those and drops the segments' own."""
+    """b7e1c4d9a2f6 puts a segment in the tails' key: stored tails become the tails of every event (segment ""), a
+    streak rule already scoped to a segment gets its segment's tail from them, and going back keeps the tails of every
+    event and drops the segments' own."""
     config = alembic_config(engine.url.render_as_string(hide_password=False))
-    events = '[["2026-12-05T06:00:00+00:00", "failed", "on", {"queue": "sales"}]]'
-    row = "'checkout', 'http_request', 'production', '{events}', '2026-12-05 06:00:00+00:00'"
+    events = [
+        ["2026-12-05T06:00:00+00:00", "failed", "on", {"queue": "sales"}],
+        ["2026-12-05T06:00:01+00:00", "ok", "on", {"queue": "support"}],
+        ["2026-12-05T06:00:02+00:00", "failed", "on", {"queue": "sales"}],
+    ]
+    scoped = {
+        "name": "failed-streak-queue-sales",
+        "kind": "streak",
+        "event": "http_request",
+        "segment": {"flag": "checkout-v2", "environment": "production", "attribute": "queue", "value": "sales"},
+    }
     try:
         command.downgrade(config, "5d2e7c91b4a3")
         with engine.begin() as connection:
             connection.execute(
                 text(
                     "INSERT INTO event_tails (pipeline, event, environment, events, updated_at) "
-                    f"VALUES ({row.format(events=events)})"
-                )
+                    "VALUES ('checkout', 'http_request', 'production', :events, '2026-12-05 06:00:00+00:00')"
+                ),
+                {"events": json.dumps(events)},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO pipeline_catalogs (pipeline, events, rules, source, updated_at) "
+                    "VALUES ('checkout', '[]', :rules, 'checkout.yaml', '2026-12-05 06:00:00+00:00')"
+                ),
+                {"rules": json.dumps([scoped])},
             )
         command.upgrade(config, "head")
         with engine.begin() as connection:
-            kept = connection.execute(text("SELECT pipeline, segment, events FROM event_tails")).all()
-            connection.execute(
-                text(
-                    "INSERT INTO event_tails (pipeline, event, environment, events, updated_at, segment) "
-                    f"VALUES ({row.format(events=events)}, 'queue=sales')"
-                )
-            )
-        assert [(pipeline, segment) for pipeline, segment, _ in kept] == [("checkout", "")]
-        stored = kept[0][2]  # a JSON string on SQLite, decoded by psycopg on PostgreSQL
-        assert (json.loads(stored) if isinstance(stored, str) else stored) == json.loads(events)
+            kept = {
+                segment: json.loads(stored) if isinstance(stored, str) else stored
+                for segment, stored in connection.execute(text("SELECT segment, events FROM event_tails"))
+            }
+        # Each label value the scoped rule's attribute takes gets its tail: sales's is the one its rule reads.
+        assert kept == {"": events, "queue=sales": [events[0], events[2]], "queue=support": [events[1]]}
         assert inspect(engine).get_pk_constraint("event_tails")["constrained_columns"] == [
             "pipeline",
             "event",
@@ -113,3 +127,4 @@ def test_event_tails_keep_their_events_across_the_segment_key_and_back(engine: E
         command.upgrade(config, "head")
         with engine.begin() as connection:
             connection.execute(text("DELETE FROM event_tails"))
+            connection.execute(text("DELETE FROM pipeline_catalogs"))
