@@ -102,6 +102,7 @@ class CleanupController(Controller):
                 actor=principal.name,
                 now=now,
                 max_window=timedelta(days=settings.cleanup_purge_max_days),
+                incident=data.incident,
             )
         )
         return _start(request, run)

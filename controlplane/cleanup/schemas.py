@@ -53,6 +53,9 @@ class PurgeRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
     reason: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
     prefix: str = ""
     dry_run: bool = False
+    #: The rollback's incident this purge finishes, when its own purge could not be queued (``purge-not-queued``
+    #: gives the command): recorded in the purge's audit record as the rollback's purges are.
+    incident: Annotated[str, msgspec.Meta(pattern=r"^incident-[0-9a-f]{16}$")] | None = None
 
 
 class CleanupRunRead(msgspec.Struct, kw_only=True):

@@ -137,6 +137,8 @@ def cmd_cleanup_purge(args: argparse.Namespace, settings: Settings) -> None:
         "reason": args.reason,
         "dry_run": args.dry_run,
     }
+    if args.incident:
+        body["incident"] = args.incident
     _finish(args, api, api.call("POST", "/cleanup/purges", json=body))
 
 
@@ -212,6 +214,9 @@ def add_cleanup_commands(commands: Subcommands) -> None:
     purge.add_argument("--to", dest="end", required=True, help="ISO 8601 time with offset, exclusive")
     purge.add_argument("--reason", required=True, help="why (the purge is an audit record)")
     purge.add_argument("--prefix", default="", help="only objects under this prefix")
+    purge.add_argument(
+        "--incident", help="the rollback incident this purge finishes (as a `purge-not-queued` answer gives it)"
+    )
     purge.add_argument("--dry-run", action="store_true", help="report what would be deleted, delete nothing")
     purge.add_argument("--no-wait", action="store_true", help="start it and return")
     show = add_command(cleanup, "show", cmd_cleanup_show, "show one cleanup run")

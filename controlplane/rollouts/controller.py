@@ -165,6 +165,7 @@ class RolloutController(Controller):
                     since=since,
                     until=now,
                     reason=purge_reason(incident, flag=key, environment=environment, reason=reason),
+                    incident=incident,
                 )
                 raise PurgeNotQueued(
                     "purge-not-queued",

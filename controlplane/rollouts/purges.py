@@ -46,8 +46,11 @@ def purge_reason(incident: str, *, flag: str, environment: str, reason: str) -> 
     return f"{incident}: rollback of {flag} in {environment}: {reason}"[:1000]
 
 
-def purge_commands(targets: Sequence[PurgeTarget], *, since: datetime, until: datetime, reason: str) -> list[str]:
-    """The ``controlplane cleanup purge`` commands that ask for the same purges by hand, one per target."""
+def purge_commands(
+    targets: Sequence[PurgeTarget], *, since: datetime, until: datetime, reason: str, incident: str
+) -> list[str]:
+    """The ``controlplane cleanup purge`` commands that ask for the same purges by hand, one per target, recorded
+    with the rollback's ``incident`` as its own purges are."""
     return [
         shlex.join(
             [
@@ -63,6 +66,8 @@ def purge_commands(targets: Sequence[PurgeTarget], *, since: datetime, until: da
                 until.isoformat(),
                 "--reason",
                 reason,
+                "--incident",
+                incident,
             ]
         )
         for bucket, prefix in targets

@@ -343,6 +343,7 @@ def test_a_purge_that_fails_to_queue_after_the_rollback_says_the_rollback_stands
         assert "is rolled back (committed; " in body["detail"] and "do not repeat the rollback" in body["detail"]
         assert command in body["detail"]
         assert command.startswith(f"controlplane cleanup purge --bucket {BUCKET} --prefix {PREFIX} --from ")
+        assert command.endswith(f" --incident {incident}")
         # The rollback stands, audited with the incident; no purge was asked for.
         assert http.get(ROLLOUT).json()["state"] == "rolled_back"
         [rollback] = http.get("/api/v1/audit", params={"action": "rollout.rollback"}).json()
@@ -358,3 +359,17 @@ def test_a_purge_that_fails_to_queue_after_the_rollback_says_the_rollback_stands
         assert names(gcs) == {f"{PREFIX}before.png"}
         [purge] = http.get("/api/v1/audit", params={"action": "cleanup.purge"}).json()
         assert purge["reason"].startswith(f"{incident}: rollback of {FLAG} in production: ")
+        assert purge["after"]["incident"] == rollback["after"]["incident"] == incident
+        # An incident id not of the rollbacks' form is refused, and nothing is queued.
+        malformed = http.post(
+            "/api/v1/cleanup/purges",
+            json={
+                "bucket": BUCKET,
+                "from": since.isoformat(),
+                "to": clock().isoformat(),
+                "reason": "x",
+                "incident": "7",
+            },
+        )
+        problem(malformed, 422, "invalid-body")
+        assert len(http.get("/api/v1/cleanup/runs").json()) == 1
