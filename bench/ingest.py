@@ -164,7 +164,7 @@ def floor(rounds: int) -> dict[str, float]:
             max_age=settings.event_max_age,
             max_future=settings.event_max_future,
             window=settings.telemetry_window,
-            tail_events={"vision_analysis"},
+            tail_events={"vision_analysis": ()},
         )
     prepare_rate = rounds * BATCH / (time.perf_counter() - started)
     return {"decode_events_per_s": decode_rate, "decode_validate_aggregate_events_per_s": prepare_rate}

@@ -64,7 +64,7 @@ steps = {
         max_age=settings.event_max_age,
         max_future=settings.event_max_future,
         window=settings.telemetry_window,
-        tail_events={"vision_analysis"},
+        tail_events={"vision_analysis": ()},
     ),
     "digest": lambda: batch_digest(batch),
 }

@@ -38,6 +38,7 @@ __all__ = [
     "placeholders",
     "rule_from_json",
     "rule_to_json",
+    "segment_name",
 ]
 
 
@@ -134,6 +135,11 @@ class Selector:
         return ", ".join(f"{key} in {{{', '.join(sorted(values))}}}" for key, values in sorted(self.matches.items()))
 
 
+def segment_name(attribute: str, value: str) -> str:
+    """A segment as operations, tails and rules name it: ``attribute=value`` (``queue=sales``)."""
+    return f"{attribute}={value}"
+
+
 @dataclass(frozen=True, slots=True)
 class RuleSegment:
     """What a guard scoped to one segment guards: the rollout of ``flag`` in ``environment`` for the segment
@@ -146,7 +152,7 @@ class RuleSegment:
     guard: str
 
     def __str__(self) -> str:
-        return f"{self.attribute}={self.value}"
+        return segment_name(self.attribute, self.value)
 
 
 @dataclass(frozen=True, slots=True)

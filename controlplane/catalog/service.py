@@ -57,7 +57,7 @@ def tail_events(rules: Sequence[Rule]) -> dict[tuple[str, str], frozenset[str]]:
 def tail_segment(rule: Rule) -> str:
     """Which stored tail a streak rule reads: its segment's (``queue=sales``) when scoped to one segment, so a busy
     segment never pushes its events out, else the tail of every event (empty)."""
-    return f"{rule.segment.attribute}={rule.segment.value}" if rule.segment is not None else ""
+    return str(rule.segment) if rule.segment is not None else ""
 
 
 def store_catalog(

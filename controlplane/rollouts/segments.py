@@ -16,6 +16,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from controlplane.catalog.rules import segment_name
 from controlplane.errors import InvalidInput
 
 __all__ = [
@@ -40,7 +41,7 @@ class SegmentRef:
     value: str
 
     def __str__(self) -> str:
-        return f"{self.attribute}={self.value}"
+        return segment_name(self.attribute, self.value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 
 from controlplane.catalog.events import TOTAL_MAXIMUM, Catalog, EventType
+from controlplane.catalog.rules import segment_name
 from controlplane.telemetry.schemas import SUBJECT_PATTERN, EventBatch, EventError, EventIn, RawBatch
 
 __all__ = [
@@ -356,13 +357,13 @@ def aggregate(
     max_age: timedelta,
     max_future: timedelta,
     window: timedelta,
-    tail_events: Collection[str] | Mapping[str, Collection[str]] = (),
+    tail_events: Mapping[str, Collection[str]] | None = None,
 ) -> Aggregates:
     """Validate every event of ``batch`` and aggregate it into windows; BatchRefused lists every bad event.
 
-    ``tail_events`` names the event types whose events are kept in order for streak rules (the tail of every event,
-    segment ""); as a mapping, each with the labels whose values keep a tail of their own too (``queue=sales``)."""
-    segment_labels: Mapping[str, Collection[str]] = tail_events if isinstance(tail_events, Mapping) else {}
+    ``tail_events`` maps the event types whose events are kept in order for streak rules (the tail of every event,
+    segment "") to the labels whose values keep a tail of their own too (``queue=sales``)."""
+    tail_events = tail_events or {}
     earliest, latest = now - max_age, now + max_future
     errors: list[EventError] = []
     series: dict[SeriesKey, _Collected] = {}
@@ -419,10 +420,10 @@ def aggregate(
                     found = series[key] = _Collected(kind)
                 if event.type in tail_events:
                     tail = tails.setdefault((event.type, event.environment, ""), [])
-                    by = segment_labels.get(event.type)
+                    by = tail_events[event.type]
                     if by:
                         segment_tails = tuple(
-                            tails.setdefault((event.type, event.environment, f"{label}={admitted[label]}"), [])
+                            tails.setdefault((event.type, event.environment, segment_name(label, admitted[label])), [])
                             for label in by
                             if label in admitted
                         )

@@ -93,7 +93,7 @@ def run(
         max_age=MAX_AGE,
         max_future=MAX_FUTURE,
         window=WINDOW,
-        tail_events=tails,
+        tail_events=tails if isinstance(tails, Mapping) else dict.fromkeys(tails, ()),
     )
 
 
