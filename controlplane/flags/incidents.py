@@ -27,6 +27,7 @@ __all__ = [
     "UndoVerdict",
     "incident_scope",
     "overridden_state",
+    "paused_rollouts",
     "undo_command",
     "undo_verdicts",
 ]
@@ -74,6 +75,14 @@ def incident_scope(
             continue
         targets.append(environment)
     return Scope(targets=tuple(targets), skipped=skipped)
+
+
+def paused_rollouts(rollout_paused: bool, segments: Sequence[str]) -> str:
+    """The rollouts an incident action paused in one environment, in words: ``running rollouts of queue=support,
+    queue=sales`` (a plan run per segment), ``running rollout``, or "" when it paused none."""
+    if segments:
+        return f"running rollouts of {', '.join(segments)}"
+    return "running rollout" if rollout_paused else ""
 
 
 def overridden_state(before: Mapping[str, Any], variant: str) -> dict[str, Any]:

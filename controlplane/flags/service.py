@@ -18,6 +18,7 @@ from controlplane.flags.incidents import (
     UndoVerdict,
     incident_scope,
     overridden_state,
+    paused_rollouts,
     undo_command,
     undo_verdicts,
 )
@@ -443,7 +444,8 @@ def set_variant_everywhere(
         state.rules = after["rules"]
         state.rollout = after["rollout"]
         segments = tuple(segment for segment in paused if segment is not None)
-        said = f"incident {incident.id}: `{variant}` to everyone" + _paused_words(paused, segments)
+        words = paused_rollouts(bool(paused), segments)
+        said = f"incident {incident.id}: `{variant}` to everyone" + (f", {words} paused" if words else "")
         record_environment_change(
             session,
             state,
@@ -460,36 +462,29 @@ def set_variant_everywhere(
     return incident, dict(scope.skipped)
 
 
-def _paused_words(paused: Sequence[str | None], segments: Sequence[str]) -> str:
-    if segments:
-        return f", running rollouts of {', '.join(segments)} paused"
-    return ", running rollout paused" if paused else ""
-
-
 def _refuse_superseded(session: Session, incident: FlagIncident, environments: Sequence[str]) -> None:
     """Refuse, even forced, the undo of an incident that a later one still in force overrides somewhere: restoring
     the state before it would end the later override while that incident still says it is in force."""
-    later = session.scalars(
-        select(FlagIncident)
-        .where(
-            FlagIncident.flag_id == incident.flag_id,
-            FlagIncident.id > incident.id,
-            FlagIncident.undone_at.is_(None),
-        )
-        .order_by(FlagIncident.id.desc())
+    key = incident.flag.key
+    in_force = active_incidents(session, key=key)
+    newer = {
+        environment: found
+        for environment in environments
+        if (found := in_force.get((key, environment))) is not None and found.id > incident.id
+    }
+    if not newer:
+        return
+    latest = max(newer.values(), key=lambda found: found.id)
+    shared = [environment for environment, found in newer.items() if found is latest]
+    raise Conflict(
+        "incident-superseded",
+        f"incident {latest.id} (`{latest.variant}` to everyone, by {latest.actor}: {latest.reason}) overrides "
+        f"`{key}` in {', '.join(shared)} since incident {incident.id}: undo incident {latest.id} "
+        f"first ({undo_command(latest.id)}), which brings back incident {incident.id}'s override there",
+        incident=incident.id,
+        superseded_by=latest.id,
+        environments=shared,
     )
-    for newer in later:
-        shared = [item["environment"] for item in newer.environments if item["environment"] in environments]
-        if shared:
-            raise Conflict(
-                "incident-superseded",
-                f"incident {newer.id} (`{newer.variant}` to everyone, by {newer.actor}: {newer.reason}) overrides "
-                f"`{incident.flag.key}` in {', '.join(shared)} since incident {incident.id}: undo incident {newer.id} "
-                f"first ({undo_command(newer.id)}), which brings back incident {incident.id}'s override there",
-                incident=incident.id,
-                superseded_by=newer.id,
-                environments=shared,
-            )
 
 
 def get_incident(session: Session, incident_id: int) -> FlagIncident:
@@ -650,30 +645,18 @@ def undo_incident(
 
 
 def _rearm_earlier(session: Session, incident: FlagIncident, states: Mapping[str, FlagEnvironment]) -> None:
-    """Where the undo brought back an earlier incident's override exactly (``incident`` was set over it), that
-    incident's recorded revision becomes the environment's revision now, so its own undo is not refused as if
-    someone had changed the environment since."""
-    earlier = session.scalars(
-        select(FlagIncident)
-        .where(
-            FlagIncident.flag_id == incident.flag_id,
-            FlagIncident.id < incident.id,
-            FlagIncident.undone_at.is_(None),
-        )
-        .order_by(FlagIncident.id.desc())
-    )
-    pending = dict(states)
-    for older in earlier:
-        records = [dict(item) for item in older.environments]
-        rearmed = False
-        for record in records:
-            state = pending.pop(record["environment"], None)
-            if state is not None and environment_snapshot(state) == record["after"]:
-                record["revision"] = state.revision
-                rearmed = True
-        if rearmed:
+    """Where the undo brought back an earlier incident's override exactly (``incident``, now undone, was set over
+    it), that incident's recorded revision becomes the environment's revision now, so its own undo is not refused as
+    if someone had changed the environment since."""
+    key = incident.flag.key
+    for (_, environment), earlier in active_incidents(session, key=key).items():
+        state = states.get(environment)
+        if state is None:
+            continue
+        records = [dict(item) for item in earlier.environments]
+        record = next(item for item in records if item["environment"] == environment)
+        if environment_snapshot(state) == record["after"]:
+            record["revision"] = state.revision
             # A new list: the JSON column is saved when assigned, not when a nested value changes.
-            older.environments = records
-        if not pending:
-            break
+            earlier.environments = records
     session.flush()

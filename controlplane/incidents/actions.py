@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from controlplane.errors import DomainError
 from controlplane.flags import service as flag_service
-from controlplane.flags.incidents import EnvironmentRecord, undo_command
+from controlplane.flags.incidents import EnvironmentRecord, paused_rollouts, undo_command
 from controlplane.flags.models import FlagIncident
 from controlplane.flags.reads import to_incident_read
 from controlplane.flags.schemas import IncidentRead, IncidentUndo, SetVariantRequest
@@ -158,13 +158,8 @@ def incident_events(incident: FlagIncident, *, undo: bool) -> list[AlertEvent]:
     if not undo:
         for item in incident.environments:
             segments = item.get("paused_segments") or []
-            paused = (
-                f"; its running rollouts of {', '.join(segments)} are paused"
-                if segments
-                else "; its running rollout is paused"
-                if item["rollout_paused"]
-                else ""
-            )
+            words = paused_rollouts(item["rollout_paused"], segments)
+            paused = f"; its {words} {'are' if segments else 'is'} paused" if words else ""
             events.append(
                 AlertEvent(
                     kind="variant_set",
