@@ -24,14 +24,7 @@ from controlplane.rollouts import service
 from controlplane.rollouts.gates import GateReader
 from controlplane.rollouts.holds import RolloutHold
 from controlplane.rollouts.operations import Operation, RolloutTarget, check_operation
-from controlplane.rollouts.purges import (
-    PurgeNotQueued,
-    PurgeTarget,
-    RollbackPurger,
-    new_incident_id,
-    purge_commands,
-    purge_reason,
-)
+from controlplane.rollouts.purges import PurgeTarget, RollbackPurger, new_incident_id, purge_not_queued
 from controlplane.rollouts.schemas import RolloutOperation, RolloutRead, RolloutStatus
 from controlplane.rollouts.segments import parse_segment
 from controlplane.rollouts.status import list_rollout_history, rollout_status
@@ -160,24 +153,15 @@ class RolloutController(Controller):
                 # done and what is left to run. A timeout or a failure after the commit may leave the purge queued
                 # all the same: the answer says to look for it first.
                 logger.warning("rollback of %s in %s committed, its purge not queued", key, environment, exc_info=True)
-                commands = purge_commands(
-                    targets,
-                    since=since,
-                    until=now,
-                    reason=purge_reason(incident, flag=key, environment=environment, reason=reason),
-                    incident=incident,
-                )
-                raise PurgeNotQueued(
-                    "purge-not-queued",
-                    f"`{key}` in {status.environment}{f' ({status.segment})' if status.segment else ''} is rolled back "
-                    f"(committed; {incident}), but queuing the purge of what its pipeline uploaded since "
-                    f"{since.isoformat()} failed or could not be confirmed ({type(failure).__name__}): do not repeat "
-                    f"the rollback; look for a `cleanup.purge` audit record whose reason begins with {incident} "
-                    f"(`controlplane audit list --action cleanup.purge`), and if there is none, purge by hand: "
-                    f"{'; '.join(commands)}",
+                raise purge_not_queued(
+                    target,
                     incident=incident,
                     state=status.state.value,
-                    purge_commands=commands,
+                    targets=targets,
+                    since=since,
+                    until=now,
+                    reason=reason,
+                    failure=failure,
                 ) from failure
             purger.start(runs)
             status = msgspec.structs.replace(status, incident=incident, purge_runs=runs)

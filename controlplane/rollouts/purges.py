@@ -18,6 +18,7 @@ from typing import Protocol, runtime_checkable
 from sqlalchemy.orm import Session
 
 from controlplane.errors import DomainError
+from controlplane.rollouts.operations import RolloutTarget
 
 __all__ = [
     "PurgeNotQueued",
@@ -25,6 +26,7 @@ __all__ = [
     "RollbackPurger",
     "new_incident_id",
     "purge_commands",
+    "purge_not_queued",
     "purge_reason",
 ]
 
@@ -72,6 +74,39 @@ def purge_commands(
         )
         for bucket, prefix in targets
     ]
+
+
+def purge_not_queued(
+    target: RolloutTarget,
+    *,
+    incident: str,
+    state: str,
+    targets: Sequence[PurgeTarget],
+    since: datetime,
+    until: datetime,
+    reason: str,
+    failure: Exception,
+) -> PurgeNotQueued:
+    """The refusal of a rollback of ``target`` that committed while queuing its purge failed: the rollback stands,
+    the purge may have been queued all the same (a timeout, a failure after the commit), else here is how to run it."""
+    commands = purge_commands(
+        targets,
+        since=since,
+        until=until,
+        reason=purge_reason(incident, flag=target.flag, environment=target.environment, reason=reason),
+        incident=incident,
+    )
+    return PurgeNotQueued(
+        "purge-not-queued",
+        f"`{target.flag}` in {target} is rolled back (committed; {incident}), but queuing the purge of what its "
+        f"pipeline uploaded since {since.isoformat()} failed or could not be confirmed ({type(failure).__name__}): "
+        f"do not repeat the rollback; look for a `cleanup.purge` audit record whose reason begins with {incident} "
+        f"(`controlplane audit list --action cleanup.purge`), and if there is none, purge by hand: "
+        f"{'; '.join(commands)}",
+        incident=incident,
+        state=state,
+        purge_commands=commands,
+    )
 
 
 def new_incident_id() -> str:
